@@ -1,0 +1,310 @@
+//! Configuration: `sav.toml`, with the repository's copy compiled in as the
+//! default. A bad file fails at start with the key, the value and what was
+//! expected.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+/// The repository's `sav.toml`, the configuration `sav serve` runs on when no
+/// file is given.
+pub const EMBEDDED_DEFAULT: &str = include_str!("../sav.toml");
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    #[error("cannot read config file {path}: {source}")]
+    Read {
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("config {origin}: {source}")]
+    Parse {
+        origin: String,
+        source: Box<toml::de::Error>,
+    },
+    #[error("config {origin}: `{key}` = {value}: {expected}")]
+    Invalid {
+        origin: String,
+        key: String,
+        value: String,
+        expected: &'static str,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SipConfig {
+    pub listen: SocketAddr,
+    #[serde(default = "default_transports")]
+    pub transports: Vec<Transport>,
+    pub public_address: Option<IpAddr>,
+    #[serde(default = "default_user_agent")]
+    pub user_agent: String,
+    #[serde(default = "default_max_calls")]
+    pub max_calls: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    #[serde(default = "default_rtp_timeout")]
+    pub rtp_timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CallConfig {
+    pub greeting: Vec<String>,
+    #[serde(default = "default_hangup_digit")]
+    pub hangup_digit: char,
+    pub goodbye: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheConfig {
+    pub dir: PathBuf,
+    #[serde(default = "default_voice")]
+    pub voice: String,
+    #[serde(default = "default_speed")]
+    pub speed: u32,
+    pub phrases: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub sip: SipConfig,
+    pub media: MediaConfig,
+    pub call: CallConfig,
+    pub cache: CacheConfig,
+}
+
+fn default_transports() -> Vec<Transport> {
+    vec![Transport::Udp, Transport::Tcp]
+}
+fn default_user_agent() -> String {
+    format!("sav/{}", env!("CARGO_PKG_VERSION"))
+}
+fn default_max_calls() -> usize {
+    50
+}
+fn default_rtp_timeout() -> u64 {
+    30
+}
+fn default_hangup_digit() -> char {
+    '#'
+}
+fn default_voice() -> String {
+    "fr".into()
+}
+fn default_speed() -> u32 {
+    165
+}
+
+impl Config {
+    /// Loads `path`, or the embedded default when `None`. Relative paths in
+    /// the file are resolved against the file's directory (the current
+    /// directory for the embedded default).
+    pub fn load(path: Option<&Path>) -> Result<Self, ConfigError> {
+        match path {
+            None => Self::from_toml(EMBEDDED_DEFAULT, "embedded default", Path::new(".")),
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+                    path: path.to_path_buf(),
+                    source,
+                })?;
+                let base = path.parent().filter(|p| !p.as_os_str().is_empty());
+                Self::from_toml(
+                    &text,
+                    &path.display().to_string(),
+                    base.unwrap_or(Path::new(".")),
+                )
+            }
+        }
+    }
+
+    pub fn from_toml(text: &str, origin: &str, base: &Path) -> Result<Self, ConfigError> {
+        let mut config: Config = toml::from_str(text).map_err(|source| ConfigError::Parse {
+            origin: origin.to_string(),
+            source: Box::new(source),
+        })?;
+        if config.cache.dir.is_relative() {
+            config.cache.dir = base.join(&config.cache.dir);
+        }
+        config.validate(origin)?;
+        Ok(config)
+    }
+
+    fn validate(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: &str, value: String, expected| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key: key.to_string(),
+            value,
+            expected,
+        };
+        let media = &self.media;
+        if media.rtp_port_min == 0 || media.rtp_port_min > media.rtp_port_max {
+            return Err(invalid(
+                "media.rtp_port_min",
+                format!("{}..={}", media.rtp_port_min, media.rtp_port_max),
+                "a non-empty port range with rtp_port_min >= 1 and <= rtp_port_max",
+            ));
+        }
+        if media.rtp_timeout_secs == 0 {
+            return Err(invalid(
+                "media.rtp_timeout_secs",
+                "0".into(),
+                "at least 1 second",
+            ));
+        }
+        if self.sip.max_calls == 0 {
+            return Err(invalid("sip.max_calls", "0".into(), "at least 1"));
+        }
+        if self.sip.transports.is_empty() {
+            return Err(invalid(
+                "sip.transports",
+                "[]".into(),
+                "at least one of \"udp\", \"tcp\"",
+            ));
+        }
+        for key in self.cache.phrases.keys() {
+            if !is_phrase_key(key) {
+                return Err(invalid(
+                    "cache.phrases",
+                    format!("{key:?}"),
+                    "keys of lowercase letters, digits and '_' (they name files)",
+                ));
+            }
+        }
+        for (key, text) in &self.cache.phrases {
+            if text.trim().is_empty() {
+                return Err(invalid(
+                    &format!("cache.phrases.{key}"),
+                    "\"\"".into(),
+                    "some text to say",
+                ));
+            }
+        }
+        for key in self
+            .call
+            .greeting
+            .iter()
+            .chain(std::iter::once(&self.call.goodbye))
+        {
+            if !self.cache.phrases.contains_key(key) {
+                return Err(invalid(
+                    "call",
+                    format!("{key:?}"),
+                    "a phrase key defined in [cache.phrases]",
+                ));
+            }
+        }
+        if crate::media::dtmf::event_to_digit_code(self.call.hangup_digit).is_none() {
+            return Err(invalid(
+                "call.hangup_digit",
+                format!("{:?}", self.call.hangup_digit),
+                "one of 0-9, *, #, A-D",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The address we write into Contact and SDP.
+    pub fn advertised_ip(&self) -> IpAddr {
+        self.sip
+            .public_address
+            .unwrap_or_else(|| self.sip.listen.ip())
+    }
+}
+
+fn is_phrase_key(key: &str) -> bool {
+    !key.is_empty()
+        && key
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn embedded_default_is_valid() {
+        let config = Config::load(None).expect("embedded sav.toml is valid");
+        assert_eq!(config.sip.listen, "127.0.0.1:5060".parse().unwrap());
+        assert_eq!(config.sip.transports, vec![Transport::Udp, Transport::Tcp]);
+        assert_eq!(
+            (config.media.rtp_port_min, config.media.rtp_port_max),
+            (20000, 20999)
+        );
+        assert_eq!(config.media.rtp_timeout_secs, 30);
+        for key in [
+            "greet",
+            "welcome",
+            "filler_hum",
+            "filler_ok",
+            "filler_one_moment",
+            "filler_let_me_see",
+        ] {
+            assert!(config.cache.phrases.contains_key(key), "{key}");
+        }
+    }
+
+    fn with(replace: &str, by: &str) -> Result<Config, ConfigError> {
+        assert!(EMBEDDED_DEFAULT.contains(replace), "{replace}");
+        Config::from_toml(
+            &EMBEDDED_DEFAULT.replacen(replace, by, 1),
+            "test",
+            Path::new("."),
+        )
+    }
+
+    #[test]
+    fn errors_name_the_key_and_value() {
+        let err = with("rtp_port_min = 20000", "rtp_port_min = 30000").unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("media.rtp_port_min") && text.contains("30000..=20999"),
+            "{text}"
+        );
+
+        let err = with("goodbye = \"goodbye\"", "goodbye = \"ciao\"").unwrap_err();
+        assert!(err.to_string().contains("\"ciao\""), "{err}");
+
+        let err = with("listen = \"127.0.0.1:5060\"", "listen = \"nowhere\"").unwrap_err();
+        assert!(matches!(err, ConfigError::Parse { .. }), "{err}");
+        assert!(err.to_string().contains("listen"), "{err}");
+
+        let err = with("max_calls = 50", "max_calls = 50\nmax_callz = 3").unwrap_err();
+        assert!(err.to_string().contains("max_callz"), "{err}");
+
+        let err = with("hangup_digit = \"#\"", "hangup_digit = \"x\"").unwrap_err();
+        assert!(err.to_string().contains("hangup_digit"), "{err}");
+
+        let err = with(
+            "[cache.phrases]\n",
+            "[cache.phrases]\n\"../evil\" = \"x\"\n",
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("../evil"), "{err}");
+    }
+
+    #[test]
+    fn relative_cache_dir_follows_the_config_file() {
+        let config = Config::from_toml(EMBEDDED_DEFAULT, "t", Path::new("/etc/sav")).unwrap();
+        assert_eq!(config.cache.dir, Path::new("/etc/sav/cache"));
+    }
+}

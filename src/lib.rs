@@ -1,0 +1,21 @@
+//! sav: an after-sales phone support voicebot that is its own SIP/RTP
+//! endpoint.
+//!
+//! The crate follows the layers of `DESIGN.md`:
+//! - [`conversation`]: what the bot says and when (the call flow), as a
+//!   sans-IO state machine;
+//! - [`cache`]: the phrase cache, μ-law clips loaded once and shared;
+//! - [`media`]: the sans-IO media cores (G.711, pacer, playout scheduler,
+//!   DTMF, RTP packets) and the tokio task that drives them on real sockets;
+//! - [`sip`]: the rsipstack glue (transports, INVITE handling, SDP);
+//! - [`config`]: `sav.toml`, with the repository's copy as embedded default.
+//!
+//! The protocol and media cores take time and events in and hand frames and
+//! actions out; tokio tasks own the sockets and timers.
+
+pub mod cache;
+pub mod config;
+pub mod conversation;
+pub mod media;
+pub mod redact;
+pub mod sip;

@@ -1,0 +1,397 @@
+//! The tokio side of the media path.
+//!
+//! One [`MediaDriver`] task paces the outbound RTP of every call: it keeps
+//! each call's next due time in a heap, sleeps until the earliest, re-reads
+//! the clock when it wakes, and sends every frame that is due (catching up a
+//! late wake-up) from that call's [`PlayoutScheduler`]. Nothing on that path
+//! allocates, locks or blocks: packets are built in a stack buffer and sent
+//! with `try_send_to`.
+//!
+//! Each call also has a receive task ([`spawn_receiver`]) that reads the
+//! caller's RTP, latches to its real source address (symmetric RTP), decodes
+//! RFC 4733 digits and watches for the caller's media going quiet.
+
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap};
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, warn};
+
+use crate::media::dtmf::DtmfDecoder;
+use crate::media::pacer::Pacer;
+use crate::media::playout::{PlayoutEvent, PlayoutScheduler, SegmentKind};
+use crate::media::rtp::{self, Inbound, PayloadTypes, PACKET_LEN};
+
+/// Commands queued to the driver; bounded so a stuck driver pushes back.
+const COMMAND_QUEUE: usize = 1024;
+/// Events queued per call to its conversation.
+pub const EVENT_QUEUE: usize = 64;
+/// Log the first few bad packets of a call, then one in this many.
+const BAD_PACKET_LOG_EVERY: u64 = 500;
+/// A latched source that has been silent this long may be replaced by a new
+/// one (the caller's NAT binding changed).
+const RELATCH_AFTER: Duration = Duration::from_secs(2);
+
+/// Identifies a call's media inside the driver.
+pub type MediaId = u64;
+
+/// What the media path reports to a call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MediaEvent {
+    Playout(PlayoutEvent),
+    Dtmf(char),
+    /// No valid RTP from the caller for the configured timeout.
+    RtpTimeout,
+}
+
+/// How one call's outbound stream starts.
+#[derive(Debug)]
+pub struct StreamStart {
+    pub id: MediaId,
+    pub socket: Arc<UdpSocket>,
+    /// Where to send until the caller's own packets say otherwise.
+    pub remote: SocketAddr,
+    pub payload_type: u8,
+    pub ssrc: u32,
+    pub seq0: u16,
+    pub ts0: u32,
+    /// When the call was established: frame 0 is due then.
+    pub t0: Instant,
+    /// Segments queued before the first frame, so frame 0 already speaks.
+    pub initial: Vec<SegmentKind>,
+    pub events: mpsc::Sender<MediaEvent>,
+}
+
+#[derive(Debug)]
+enum Command {
+    Start(Box<StreamStart>),
+    Enqueue(MediaId, SegmentKind),
+    Interrupt(MediaId),
+    Latch(MediaId, SocketAddr),
+    Stop(MediaId),
+}
+
+/// Handle to the driver task; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct MediaDriver {
+    commands: mpsc::Sender<Command>,
+}
+
+/// Counters the driver keeps for the whole process.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct DriverStats {
+    pub frames_sent: u64,
+    pub send_errors: u64,
+    pub late_frames: u64,
+    pub skipped_frames: u64,
+    pub events_dropped: u64,
+}
+
+struct CallStream {
+    socket: Arc<UdpSocket>,
+    remote: SocketAddr,
+    payload_type: u8,
+    ssrc: u32,
+    pacer: Pacer,
+    scheduler: PlayoutScheduler,
+    events: mpsc::Sender<MediaEvent>,
+}
+
+impl MediaDriver {
+    /// Spawns the driver task on the current runtime.
+    pub fn spawn() -> Self {
+        let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
+        tokio::spawn(run(rx));
+        Self { commands }
+    }
+
+    pub async fn start(&self, start: StreamStart) {
+        self.send(Command::Start(Box::new(start))).await;
+    }
+
+    pub async fn enqueue(&self, id: MediaId, segment: SegmentKind) {
+        self.send(Command::Enqueue(id, segment)).await;
+    }
+
+    pub async fn interrupt(&self, id: MediaId) {
+        self.send(Command::Interrupt(id)).await;
+    }
+
+    pub async fn latch(&self, id: MediaId, remote: SocketAddr) {
+        self.send(Command::Latch(id, remote)).await;
+    }
+
+    pub async fn stop(&self, id: MediaId) {
+        self.send(Command::Stop(id)).await;
+    }
+
+    async fn send(&self, command: Command) {
+        if self.commands.send(command).await.is_err() {
+            warn!("media driver is gone; command dropped");
+        }
+    }
+}
+
+async fn run(mut commands: mpsc::Receiver<Command>) {
+    let mut calls: HashMap<MediaId, CallStream> = HashMap::new();
+    // (due, id): one entry per live call.
+    let mut timers: BinaryHeap<Reverse<(Instant, MediaId)>> = BinaryHeap::new();
+    let mut stats = DriverStats::default();
+    let mut packet = [0u8; PACKET_LEN];
+    loop {
+        let next_due = timers.peek().map(|Reverse((due, _))| *due);
+        tokio::select! {
+            biased;
+            command = commands.recv() => {
+                let Some(command) = command else { break };
+                apply(command, &mut calls, &mut timers);
+                // Take every command already waiting before sending frames,
+                // so a call's first segments are queued before its frame 0.
+                while let Ok(command) = commands.try_recv() {
+                    apply(command, &mut calls, &mut timers);
+                }
+            }
+            _ = sleep_until_opt(next_due) => {}
+        }
+        // Trust the clock, not the wake-up.
+        let now = Instant::now();
+        while let Some(&Reverse((due, id))) = timers.peek() {
+            if due > now {
+                break;
+            }
+            timers.pop();
+            let Some(call) = calls.get_mut(&id) else {
+                continue;
+            };
+            send_due_frames(call, now, &mut packet, &mut stats);
+            timers.push(Reverse((call.pacer.poll_timeout().into(), id)));
+        }
+    }
+    debug!(?stats, "media driver stopped");
+}
+
+async fn sleep_until_opt(due: Option<Instant>) {
+    match due {
+        Some(due) => tokio::time::sleep_until(due).await,
+        None => std::future::pending().await,
+    }
+}
+
+fn apply(
+    command: Command,
+    calls: &mut HashMap<MediaId, CallStream>,
+    timers: &mut BinaryHeap<Reverse<(Instant, MediaId)>>,
+) {
+    match command {
+        Command::Start(start) => {
+            let StreamStart {
+                id,
+                socket,
+                remote,
+                payload_type,
+                ssrc,
+                seq0,
+                ts0,
+                t0,
+                initial,
+                events,
+            } = *start;
+            let mut scheduler = PlayoutScheduler::new();
+            for segment in initial {
+                if scheduler.enqueue(segment).is_err() {
+                    warn!(media = id, "playout queue full at start");
+                }
+            }
+            calls.insert(
+                id,
+                CallStream {
+                    socket,
+                    remote,
+                    payload_type,
+                    ssrc,
+                    pacer: Pacer::new(t0.into_std(), seq0, ts0),
+                    scheduler,
+                    events,
+                },
+            );
+            timers.push(Reverse((t0, id)));
+        }
+        Command::Enqueue(id, segment) => {
+            if let Some(call) = calls.get_mut(&id) {
+                if call.scheduler.enqueue(segment).is_err() {
+                    warn!(media = id, "playout queue full; segment dropped");
+                }
+            }
+        }
+        Command::Interrupt(id) => {
+            if let Some(call) = calls.get_mut(&id) {
+                call.scheduler.interrupt();
+                forward_events(call);
+            }
+        }
+        Command::Latch(id, remote) => {
+            if let Some(call) = calls.get_mut(&id) {
+                call.remote = remote;
+            }
+        }
+        Command::Stop(id) => {
+            if let Some(call) = calls.remove(&id) {
+                debug!(
+                    media = id,
+                    sent = call.pacer.sent(),
+                    late = call.pacer.late_frames(),
+                    skipped = call.pacer.skipped_frames(),
+                    "outbound stream stopped"
+                );
+            }
+        }
+    }
+}
+
+fn send_due_frames(
+    call: &mut CallStream,
+    now: Instant,
+    packet: &mut [u8; PACKET_LEN],
+    stats: &mut DriverStats,
+) {
+    let late_before = call.pacer.late_frames();
+    let skipped_before = call.pacer.skipped_frames();
+    while let Some(slot) = call.pacer.poll_frame(now.into_std()) {
+        let frame = call.scheduler.next_frame();
+        let len = rtp::write_audio_packet(
+            packet,
+            call.payload_type,
+            call.ssrc,
+            slot.seq,
+            slot.timestamp,
+            frame.marker,
+            &frame.payload,
+        );
+        match call.socket.try_send_to(&packet[..len], call.remote) {
+            Ok(_) => stats.frames_sent += 1,
+            // A full socket buffer or an ICMP error from the peer: the frame
+            // is lost like any UDP datagram; the clock goes on.
+            Err(_) => stats.send_errors += 1,
+        }
+    }
+    stats.late_frames += call.pacer.late_frames() - late_before;
+    stats.skipped_frames += call.pacer.skipped_frames() - skipped_before;
+    stats.events_dropped += forward_events(call);
+}
+
+/// Passes playout events to the call; returns how many were dropped.
+fn forward_events(call: &mut CallStream) -> u64 {
+    let mut dropped = 0;
+    while let Some(event) = call.scheduler.poll_event() {
+        if call.events.try_send(MediaEvent::Playout(event)).is_err() {
+            dropped += 1;
+        }
+    }
+    dropped
+}
+
+/// Inbound RTP of one call.
+pub struct ReceiverConfig {
+    pub id: MediaId,
+    pub socket: Arc<UdpSocket>,
+    pub payload_types: PayloadTypes,
+    /// Where the SDP said the caller's media is; replaced by the real source.
+    pub expected: SocketAddr,
+    pub rtp_timeout: Duration,
+    pub driver: MediaDriver,
+    pub events: mpsc::Sender<MediaEvent>,
+}
+
+/// Spawns the receive task of one call; it ends on RTP timeout or when the
+/// returned handle is aborted.
+pub fn spawn_receiver(config: ReceiverConfig) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(receive(config))
+}
+
+async fn receive(config: ReceiverConfig) {
+    let ReceiverConfig {
+        id,
+        socket,
+        payload_types,
+        expected,
+        rtp_timeout,
+        driver,
+        events,
+    } = config;
+    let mut buf = [0u8; rtp::MAX_DATAGRAM];
+    let mut dtmf = DtmfDecoder::new();
+    let mut latched: Option<(SocketAddr, Instant)> = None;
+    let mut last_valid = Instant::now();
+    let mut bad_packets: u64 = 0;
+    loop {
+        let deadline = last_valid + rtp_timeout;
+        let received = match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            Err(_elapsed) => {
+                warn!(
+                    media = id,
+                    timeout_s = rtp_timeout.as_secs(),
+                    "no RTP from the caller"
+                );
+                let _ = events.send(MediaEvent::RtpTimeout).await;
+                return;
+            }
+            Ok(Err(e)) => {
+                // ICMP port unreachable and the like surface here on Linux:
+                // the socket itself is fine.
+                debug!(media = id, error = %e, "RTP socket error");
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+            Ok(Ok(received)) => received,
+        };
+        let (len, source) = received;
+        let packet = match rtp::parse_inbound(&buf[..len], &payload_types) {
+            Ok(packet) => packet,
+            Err(error) => {
+                bad_packets += 1;
+                if bad_packets <= 3 || bad_packets % BAD_PACKET_LOG_EVERY == 0 {
+                    warn!(media = id, %source, len, %error, bad_packets, "RTP packet dropped");
+                }
+                continue;
+            }
+        };
+        let now = Instant::now();
+        match latched {
+            Some((addr, _)) if addr == source => {}
+            Some((addr, last_seen)) if now.duration_since(last_seen) < RELATCH_AFTER => {
+                // Another source while the latched one is alive: not our caller.
+                bad_packets += 1;
+                if bad_packets <= 3 || bad_packets % BAD_PACKET_LOG_EVERY == 0 {
+                    warn!(media = id, %source, latched = %addr, "RTP from an unexpected source dropped");
+                }
+                continue;
+            }
+            _ => {
+                if source != expected || latched.is_some() {
+                    debug!(media = id, %source, sdp = %expected, "latching RTP to the caller's real source");
+                }
+                driver.latch(id, source).await;
+            }
+        }
+        latched = Some((source, now));
+        last_valid = now;
+        if let Inbound::TelephoneEvent {
+            timestamp, payload, ..
+        } = packet
+        {
+            match dtmf.handle_packet(timestamp, payload) {
+                Ok(Some(digit)) => {
+                    debug!(media = id, digit = %digit.digit, "DTMF");
+                    let _ = events.send(MediaEvent::Dtmf(digit.digit)).await;
+                }
+                Ok(None) => {}
+                Err(error) => warn!(media = id, %error, "bad telephone-event"),
+            }
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! The media path: sans-IO cores and the tokio tasks that drive them.
+//!
+//! - [`g711`]: μ-law codec tables;
+//! - [`pacer`]: which frame is due now, with its seq/timestamp;
+//! - [`playout`]: what the bot says in each frame;
+//! - [`dtmf`]: RFC 4733 telephone-events → digits;
+//! - [`rtp`]: packet writing and reading;
+//! - [`resample`]: rate conversion to 8 kHz;
+//! - [`driver`]: the tokio side: one task paces every call's outbound RTP,
+//!   one receive task per call reads inbound RTP.
+
+pub mod driver;
+pub mod dtmf;
+pub mod g711;
+pub mod pacer;
+pub mod playout;
+pub mod resample;
+pub mod rtp;

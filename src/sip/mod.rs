@@ -1,0 +1,3 @@
+//! SIP: rsipstack glue.
+
+pub mod sdp;

@@ -1,0 +1,464 @@
+//! SDP offer/answer for one audio stream (RFC 4566 syntax, RFC 3264 model).
+//!
+//! We parse only what the answer depends on: the connection address, the
+//! media lines with their formats, rtpmap, and direction. The answer accepts
+//! the first audio stream whose formats include PCMU/8000, adds
+//! telephone-event/8000 when the offer has it, and rejects every other media
+//! line with port 0 in the same position (RFC 3264 §6).
+
+use std::fmt::Write as _;
+use std::net::{IpAddr, SocketAddr};
+
+/// Static payload type of PCMU (RFC 3551 §6).
+const PT_PCMU: u8 = 0;
+/// The longest offer we look at; anything bigger is not a phone call.
+pub const MAX_SDP_LEN: usize = 16 * 1024;
+
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SdpError {
+    #[error("SDP body is not UTF-8")]
+    NotUtf8,
+    #[error("SDP body of {0} bytes is too large")]
+    TooLarge(usize),
+    #[error("malformed SDP line {line}: {reason}")]
+    Malformed { line: usize, reason: &'static str },
+    #[error("SDP has no audio stream")]
+    NoAudio,
+    #[error("no common codec: the offer's audio has no PCMU/8000 (formats {offered})")]
+    NoCommonCodec { offered: String },
+    #[error("SDP audio stream has no connection address")]
+    NoConnection,
+}
+
+impl SdpError {
+    /// The SIP response code this failure deserves (RFC 3261 §21).
+    pub fn status_code(&self) -> u16 {
+        match self {
+            // The body could not be understood at all.
+            SdpError::NotUtf8 | SdpError::TooLarge(_) | SdpError::Malformed { .. } => 400,
+            // Understood, but nothing we can accept: 488 Not Acceptable Here.
+            SdpError::NoAudio | SdpError::NoCommonCodec { .. } | SdpError::NoConnection => 488,
+        }
+    }
+}
+
+/// Media direction attribute (RFC 3264 §5.1).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Direction {
+    #[default]
+    SendRecv,
+    SendOnly,
+    RecvOnly,
+    Inactive,
+}
+
+impl Direction {
+    fn attribute(self) -> &'static str {
+        match self {
+            Direction::SendRecv => "sendrecv",
+            Direction::SendOnly => "sendonly",
+            Direction::RecvOnly => "recvonly",
+            Direction::Inactive => "inactive",
+        }
+    }
+
+    /// The direction an answer takes to this offered direction (RFC 3264 §6.1).
+    pub fn answer(self) -> Direction {
+        match self {
+            Direction::SendRecv => Direction::SendRecv,
+            Direction::SendOnly => Direction::RecvOnly,
+            Direction::RecvOnly => Direction::SendOnly,
+            Direction::Inactive => Direction::Inactive,
+        }
+    }
+}
+
+/// One `m=` line of the offer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MediaDescription {
+    pub media: String,
+    pub port: u16,
+    pub proto: String,
+    pub formats: Vec<u8>,
+    /// `(payload type, encoding name, clock rate)` from `a=rtpmap`.
+    pub rtpmaps: Vec<(u8, String, u32)>,
+    pub connection: Option<IpAddr>,
+    pub direction: Direction,
+}
+
+impl MediaDescription {
+    fn rtpmap(&self, pt: u8) -> Option<(&str, u32)> {
+        self.rtpmaps
+            .iter()
+            .find(|(p, _, _)| *p == pt)
+            .map(|(_, name, rate)| (name.as_str(), *rate))
+    }
+
+    /// The payload type carrying PCMU/8000, if any.
+    fn pcmu(&self) -> Option<u8> {
+        self.formats
+            .iter()
+            .copied()
+            .find(|&pt| match self.rtpmap(pt) {
+                Some((name, rate)) => name.eq_ignore_ascii_case("PCMU") && rate == 8000,
+                None => pt == PT_PCMU,
+            })
+    }
+
+    /// The payload type carrying telephone-event/8000, if any.
+    fn telephone_event(&self) -> Option<u8> {
+        self.formats.iter().copied().find(|&pt| {
+            matches!(self.rtpmap(pt), Some((name, 8000)) if name.eq_ignore_ascii_case("telephone-event"))
+        })
+    }
+}
+
+/// A parsed session description.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SessionDescription {
+    pub media: Vec<MediaDescription>,
+}
+
+impl SessionDescription {
+    pub fn parse(body: &[u8]) -> Result<Self, SdpError> {
+        if body.len() > MAX_SDP_LEN {
+            return Err(SdpError::TooLarge(body.len()));
+        }
+        let text = std::str::from_utf8(body).map_err(|_| SdpError::NotUtf8)?;
+        let mut session_connection = None;
+        let mut session_direction = Direction::SendRecv;
+        let mut media: Vec<MediaDescription> = Vec::new();
+        let mut saw_version = false;
+        for (number, raw) in text.lines().enumerate() {
+            let line_no = number + 1;
+            let line = raw.trim_end_matches('\r');
+            if line.is_empty() {
+                continue;
+            }
+            let malformed = |reason| SdpError::Malformed {
+                line: line_no,
+                reason,
+            };
+            let (kind, value) = line
+                .split_once('=')
+                .filter(|(k, _)| k.len() == 1)
+                .ok_or(malformed("expected <type>=<value>"))?;
+            match kind {
+                "v" => {
+                    if value != "0" {
+                        return Err(malformed("unsupported SDP version"));
+                    }
+                    saw_version = true;
+                }
+                "c" => {
+                    let addr = parse_connection(value).ok_or(malformed("bad c= line"))?;
+                    match media.last_mut() {
+                        Some(m) => m.connection = Some(addr),
+                        None => session_connection = Some(addr),
+                    }
+                }
+                "m" => {
+                    let mut fields = value.split_ascii_whitespace();
+                    let (Some(kind), Some(port), Some(proto)) =
+                        (fields.next(), fields.next(), fields.next())
+                    else {
+                        return Err(malformed("m= needs media, port, proto and formats"));
+                    };
+                    // "port/count" is allowed (RFC 4566 §5.14); we use the base port.
+                    let port = port
+                        .split('/')
+                        .next()
+                        .and_then(|p| p.parse::<u16>().ok())
+                        .ok_or(malformed("bad m= port"))?;
+                    let mut formats = Vec::new();
+                    for f in fields {
+                        // Non-RTP protocols have non-numeric formats; keep only RTP ones.
+                        if let Ok(pt) = f.parse::<u8>() {
+                            if pt > 127 {
+                                return Err(malformed("payload type above 127"));
+                            }
+                            formats.push(pt);
+                        }
+                    }
+                    media.push(MediaDescription {
+                        media: kind.to_string(),
+                        port,
+                        proto: proto.to_string(),
+                        formats,
+                        rtpmaps: Vec::new(),
+                        connection: None,
+                        direction: session_direction,
+                    });
+                }
+                "a" => {
+                    let (name, arg) = value.split_once(':').unwrap_or((value, ""));
+                    let direction = match name {
+                        "sendrecv" => Some(Direction::SendRecv),
+                        "sendonly" => Some(Direction::SendOnly),
+                        "recvonly" => Some(Direction::RecvOnly),
+                        "inactive" => Some(Direction::Inactive),
+                        _ => None,
+                    };
+                    match (direction, media.last_mut()) {
+                        (Some(d), Some(m)) => m.direction = d,
+                        (Some(d), None) => session_direction = d,
+                        (None, Some(m)) if name == "rtpmap" => {
+                            let rtpmap = parse_rtpmap(arg).ok_or(malformed("bad a=rtpmap"))?;
+                            m.rtpmaps.push(rtpmap);
+                        }
+                        _ => {}
+                    }
+                }
+                _ => {}
+            }
+        }
+        if !saw_version {
+            return Err(SdpError::Malformed {
+                line: 1,
+                reason: "missing v=0",
+            });
+        }
+        for m in &mut media {
+            if m.connection.is_none() {
+                m.connection = session_connection;
+            }
+        }
+        Ok(Self { media })
+    }
+}
+
+fn parse_connection(value: &str) -> Option<IpAddr> {
+    let mut fields = value.split_ascii_whitespace();
+    let (net, addr_type, addr) = (fields.next()?, fields.next()?, fields.next()?);
+    if net != "IN" || !matches!(addr_type, "IP4" | "IP6") {
+        return None;
+    }
+    // Multicast addresses carry "/ttl"; a phone call never does, but parse it.
+    addr.split('/').next()?.parse().ok()
+}
+
+fn parse_rtpmap(arg: &str) -> Option<(u8, String, u32)> {
+    let (pt, encoding) = arg.split_once(' ')?;
+    let pt: u8 = pt.trim().parse().ok()?;
+    let mut parts = encoding.trim().split('/');
+    let name = parts.next()?.to_string();
+    let rate = parts.next()?.parse().ok()?;
+    Some((pt, name, rate))
+}
+
+/// What the answer agreed to for the audio stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NegotiatedAudio {
+    /// Index of the accepted `m=` line in the offer.
+    pub index: usize,
+    /// Where the caller said it receives RTP (we latch to where it really
+    /// sends from once its packets arrive).
+    pub remote: SocketAddr,
+    pub pcmu: u8,
+    pub telephone_event: Option<u8>,
+    /// The direction of our answer.
+    pub direction: Direction,
+}
+
+/// Picks the stream we accept from an offer.
+pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError> {
+    let mut offered = Vec::new();
+    let mut audio_seen = false;
+    for (index, m) in offer.media.iter().enumerate() {
+        if m.media != "audio" || m.port == 0 || !m.proto.eq_ignore_ascii_case("RTP/AVP") {
+            continue;
+        }
+        audio_seen = true;
+        let Some(pcmu) = m.pcmu() else {
+            offered.extend(m.formats.iter().map(|f| f.to_string()));
+            continue;
+        };
+        let addr = m.connection.ok_or(SdpError::NoConnection)?;
+        return Ok(NegotiatedAudio {
+            index,
+            remote: SocketAddr::new(addr, m.port),
+            pcmu,
+            telephone_event: m.telephone_event(),
+            direction: m.direction.answer(),
+        });
+    }
+    if audio_seen {
+        Err(SdpError::NoCommonCodec {
+            offered: offered.join(" "),
+        })
+    } else {
+        Err(SdpError::NoAudio)
+    }
+}
+
+/// Builds our answer: the accepted audio stream at `local`, every other offered
+/// stream rejected with port 0.
+pub fn answer(
+    offer: &SessionDescription,
+    chosen: &NegotiatedAudio,
+    local: SocketAddr,
+    session_id: u64,
+) -> String {
+    let ip = local.ip();
+    let addr_type = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let mut sdp = String::with_capacity(512);
+    // Writing to a String cannot fail.
+    let _ = write!(
+        sdp,
+        "v=0\r\no=sav {session_id} {session_id} IN {addr_type} {ip}\r\ns=sav\r\nc=IN {addr_type} {ip}\r\nt=0 0\r\n"
+    );
+    for (index, m) in offer.media.iter().enumerate() {
+        if index != chosen.index {
+            let formats: Vec<String> = m.formats.iter().map(|f| f.to_string()).collect();
+            let formats = if formats.is_empty() {
+                "0".to_string()
+            } else {
+                formats.join(" ")
+            };
+            let _ = write!(sdp, "m={} 0 {} {}\r\n", m.media, m.proto, formats);
+            continue;
+        }
+        let _ = write!(sdp, "m=audio {} RTP/AVP {}", local.port(), chosen.pcmu);
+        if let Some(te) = chosen.telephone_event {
+            let _ = write!(sdp, " {te}");
+        }
+        let _ = write!(sdp, "\r\na=rtpmap:{} PCMU/8000\r\n", chosen.pcmu);
+        if let Some(te) = chosen.telephone_event {
+            let _ = write!(
+                sdp,
+                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
+            );
+        }
+        let _ = write!(sdp, "a=ptime:20\r\na={}\r\n", chosen.direction.attribute());
+    }
+    sdp
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const OFFER: &str = "v=0\r\n\
+o=user1 53655765 2353687637 IN IP4 127.0.0.1\r\n\
+s=-\r\n\
+c=IN IP4 127.0.0.1\r\n\
+t=0 0\r\n\
+m=audio 6000 RTP/AVP 8 0 101\r\n\
+a=rtpmap:8 PCMA/8000\r\n\
+a=rtpmap:0 PCMU/8000\r\n\
+a=rtpmap:101 telephone-event/8000\r\n\
+a=fmtp:101 0-15\r\n\
+a=ptime:20\r\n";
+
+    #[test]
+    fn answers_pcmu_and_telephone_event() {
+        let offer = SessionDescription::parse(OFFER.as_bytes()).unwrap();
+        let chosen = negotiate(&offer).unwrap();
+        assert_eq!(chosen.remote, "127.0.0.1:6000".parse().unwrap());
+        assert_eq!((chosen.pcmu, chosen.telephone_event), (0, Some(101)));
+        let sdp = answer(&offer, &chosen, "127.0.0.1:20000".parse().unwrap(), 42);
+        assert!(sdp.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:0 PCMU/8000\r\n"));
+        assert!(sdp.contains("a=rtpmap:101 telephone-event/8000\r\n"));
+        assert!(sdp.contains("a=ptime:20\r\n"));
+        assert!(sdp.contains("a=sendrecv\r\n"));
+        // The answer parses with our own parser.
+        let reparsed = SessionDescription::parse(sdp.as_bytes()).unwrap();
+        assert_eq!(reparsed.media[0].formats, vec![0, 101]);
+    }
+
+    #[test]
+    fn static_pcmu_without_rtpmap_and_lf_line_ends() {
+        let offer = "v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 0\n";
+        let chosen = negotiate(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap();
+        assert_eq!(chosen.pcmu, 0);
+        assert_eq!(chosen.telephone_event, None);
+    }
+
+    #[test]
+    fn pcma_only_offer_is_488() {
+        let offer = OFFER
+            .replace("8 0 101", "8 101")
+            .replace("a=rtpmap:0 PCMU/8000\r\n", "");
+        let err = negotiate(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap_err();
+        assert_eq!(
+            err,
+            SdpError::NoCommonCodec {
+                offered: "8 101".into()
+            }
+        );
+        assert_eq!(err.status_code(), 488);
+    }
+
+    #[test]
+    fn dynamic_pt_claiming_pcmu_is_accepted_and_pt0_remapped_is_not() {
+        let offer = "v=0\nc=IN IP4 1.2.3.4\nm=audio 4000 RTP/AVP 0 96\na=rtpmap:0 opus/48000/2\na=rtpmap:96 PCMU/8000\n";
+        let chosen = negotiate(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap();
+        assert_eq!(chosen.pcmu, 96);
+    }
+
+    #[test]
+    fn video_is_rejected_in_place_and_audio_direction_answered() {
+        let offer = "v=0\nc=IN IP4 1.2.3.4\nm=video 5000 RTP/AVP 96\na=rtpmap:96 H264/90000\nm=audio 4000 RTP/AVP 0\na=sendonly\n";
+        let offer = SessionDescription::parse(offer.as_bytes()).unwrap();
+        let chosen = negotiate(&offer).unwrap();
+        assert_eq!(chosen.index, 1);
+        assert_eq!(chosen.direction, Direction::RecvOnly);
+        let sdp = answer(&offer, &chosen, "127.0.0.1:20002".parse().unwrap(), 1);
+        let video = sdp.find("m=video 0 RTP/AVP 96").expect("video rejected");
+        let audio = sdp.find("m=audio 20002").expect("audio accepted");
+        assert!(video < audio, "m-lines keep the offer's order");
+        assert!(sdp.contains("a=recvonly"));
+    }
+
+    #[test]
+    fn malformed_bodies_are_errors_with_a_line_number() {
+        assert_eq!(
+            SessionDescription::parse(b"v=0\r\nthis is not sdp\r\n").unwrap_err(),
+            SdpError::Malformed {
+                line: 2,
+                reason: "expected <type>=<value>"
+            }
+        );
+        assert!(matches!(
+            SessionDescription::parse(b"v=0\nm=audio notaport RTP/AVP 0\n"),
+            Err(SdpError::Malformed { line: 2, .. })
+        ));
+        assert!(matches!(
+            SessionDescription::parse(b"hello"),
+            Err(SdpError::Malformed { .. })
+        ));
+        assert_eq!(
+            SessionDescription::parse(&[0xff, 0xfe]).unwrap_err(),
+            SdpError::NotUtf8
+        );
+        assert_eq!(
+            SessionDescription::parse(b"").unwrap_err().status_code(),
+            400
+        );
+        let huge = vec![b'a'; MAX_SDP_LEN + 1];
+        assert_eq!(
+            SessionDescription::parse(&huge).unwrap_err(),
+            SdpError::TooLarge(MAX_SDP_LEN + 1)
+        );
+    }
+
+    #[test]
+    fn audio_without_connection_is_488() {
+        let err = negotiate(&SessionDescription::parse(b"v=0\nm=audio 4000 RTP/AVP 0\n").unwrap())
+            .unwrap_err();
+        assert_eq!(err, SdpError::NoConnection);
+    }
+
+    #[test]
+    fn no_audio_is_488() {
+        let err = negotiate(
+            &SessionDescription::parse(b"v=0\nc=IN IP4 1.1.1.1\nm=video 4000 RTP/AVP 96\n")
+                .unwrap(),
+        )
+        .unwrap_err();
+        assert_eq!(err, SdpError::NoAudio);
+        assert_eq!(err.status_code(), 488);
+    }
+}
