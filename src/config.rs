@@ -52,6 +52,9 @@ pub struct SipConfig {
     pub user_agent: String,
     #[serde(default = "default_max_calls")]
     pub max_calls: usize,
+    /// Ring this long (180 Ringing) before answering.
+    #[serde(default)]
+    pub answer_after_ms: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -172,6 +175,20 @@ impl Config {
         }
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "0".into(), "at least 1"));
+        }
+        if self.sip.listen.ip().is_unspecified() && self.sip.public_address.is_none() {
+            return Err(invalid(
+                "sip.public_address",
+                "unset".into(),
+                "an address for Contact and SDP when sip.listen is a wildcard address",
+            ));
+        }
+        if self.sip.answer_after_ms > 60_000 {
+            return Err(invalid(
+                "sip.answer_after_ms",
+                self.sip.answer_after_ms.to_string(),
+                "at most 60000 (a minute of ringing)",
+            ));
         }
         if self.sip.transports.is_empty() {
             return Err(invalid(

@@ -1,1 +1,134 @@
-fn main() {}
+//! The `sav` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::{Context, Result};
+use clap::{Parser, Subcommand};
+use tracing_subscriber::EnvFilter;
+
+use sav::cache::{self, PhraseCache};
+use sav::config::Config;
+
+#[derive(Parser)]
+#[command(
+    name = "sav",
+    version,
+    about = "After-sales phone support voicebot (SIP/RTP endpoint)"
+)]
+struct Cli {
+    /// Configuration file; the repository's sav.toml (compiled in) when omitted.
+    #[arg(long, short, global = true)]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Answer calls.
+    Serve,
+    /// Manage the phrase cache.
+    Cache {
+        #[command(subcommand)]
+        action: CacheAction,
+    },
+    /// Validate the configuration and print what it says.
+    CheckConfig,
+}
+
+#[derive(Subcommand)]
+enum CacheAction {
+    /// Synthesise missing or changed phrases (espeak-ng), leave the others alone.
+    Build,
+    /// Fail when a phrase has no audio or stale audio.
+    Check,
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match run(Cli::parse()) {
+        Ok(code) => code,
+        Err(error) => {
+            eprintln!("sav: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> Result<ExitCode> {
+    let config = Config::load(cli.config.as_deref())?;
+    match cli.command {
+        Command::Serve => {
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            runtime.block_on(sav::sip::server::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache {
+            action: CacheAction::Build,
+        } => {
+            let report = cache::build(&config.cache)?;
+            for (key, reason) in &report.built {
+                println!("built     {key} ({reason})");
+            }
+            for key in &report.unchanged {
+                println!("unchanged {key}");
+            }
+            for key in &report.removed {
+                println!("removed   {key} (no longer in the phrase table)");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Cache {
+            action: CacheAction::Check,
+        } => {
+            let problems = cache::check(&config.cache)?;
+            if problems.is_empty() {
+                println!(
+                    "cache ok: {} phrases in {}",
+                    config.cache.phrases.len(),
+                    config.cache.dir.display()
+                );
+                return Ok(ExitCode::SUCCESS);
+            }
+            for (key, problem) in &problems {
+                println!("{key}: {problem}");
+            }
+            println!("{} phrase(s) need `sav cache build`", problems.len());
+            Ok(ExitCode::FAILURE)
+        }
+        Command::CheckConfig => {
+            let (cache, stale) = PhraseCache::load(&config.cache)?;
+            println!("config ok");
+            println!(
+                "  sip listen   {} ({:?})",
+                config.sip.listen, config.sip.transports
+            );
+            println!("  advertised   {}", config.advertised_ip());
+            println!("  max calls    {}", config.sip.max_calls);
+            println!(
+                "  rtp ports    {}-{}, timeout {} s",
+                config.media.rtp_port_min, config.media.rtp_port_max, config.media.rtp_timeout_secs
+            );
+            println!(
+                "  cache        {} phrases, {} bytes, in {}",
+                cache.len(),
+                cache.audio_bytes(),
+                config.cache.dir.display()
+            );
+            for (key, problem) in stale {
+                println!("  warning      {key}: {problem}");
+            }
+            Ok(ExitCode::SUCCESS)
+        }
+    }
+}

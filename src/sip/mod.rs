@@ -1,3 +1,11 @@
-//! SIP: rsipstack glue.
+//! SIP: the rsipstack glue.
+//!
+//! - [`server`]: the endpoint (UDP and TCP listeners), the dispatch of
+//!   incoming requests, RTP port allocation, start-up and shutdown;
+//! - [`call`]: one answered INVITE from offer to BYE, driving the
+//!   conversation and the media;
+//! - [`sdp`]: offer/answer.
 
+pub mod call;
 pub mod sdp;
+pub mod server;

@@ -335,6 +335,33 @@ pub fn answer(
     sdp
 }
 
+/// Payload type we offer telephone-event on when the INVITE had no offer.
+pub const OFFERED_TELEPHONE_EVENT: u8 = 101;
+
+/// Our offer, for an INVITE that came without one (delayed offer, RFC 3261
+/// §13.2.1): PCMU and telephone-event at `local`.
+pub fn offer(local: SocketAddr, session_id: u64) -> String {
+    let only_audio = SessionDescription {
+        media: vec![MediaDescription {
+            media: "audio".into(),
+            port: local.port(),
+            proto: "RTP/AVP".into(),
+            formats: vec![PT_PCMU, OFFERED_TELEPHONE_EVENT],
+            rtpmaps: Vec::new(),
+            connection: Some(local.ip()),
+            direction: Direction::SendRecv,
+        }],
+    };
+    let chosen = NegotiatedAudio {
+        index: 0,
+        remote: local,
+        pcmu: PT_PCMU,
+        telephone_event: Some(OFFERED_TELEPHONE_EVENT),
+        direction: Direction::SendRecv,
+    };
+    answer(&only_audio, &chosen, local, session_id)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -442,6 +469,15 @@ a=ptime:20\r\n";
             SessionDescription::parse(&huge).unwrap_err(),
             SdpError::TooLarge(MAX_SDP_LEN + 1)
         );
+    }
+
+    #[test]
+    fn our_offer_is_accepted_by_our_own_negotiation() {
+        let offer_sdp = offer("127.0.0.1:20004".parse().unwrap(), 9);
+        let parsed = SessionDescription::parse(offer_sdp.as_bytes()).unwrap();
+        let chosen = negotiate(&parsed).unwrap();
+        assert_eq!(chosen.remote, "127.0.0.1:20004".parse().unwrap());
+        assert_eq!(chosen.telephone_event, Some(OFFERED_TELEPHONE_EVENT));
     }
 
     #[test]

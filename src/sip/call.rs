@@ -1,0 +1,507 @@
+//! One call: from the INVITE to the BYE.
+//!
+//! The offer is checked before anything is created (400 for an unreadable
+//! SDP, 488 for one we cannot accept, 503 past `max_calls`); then an RTP port
+//! is bound, the dialog answers 180 and 200 with our SDP, and on the ACK the
+//! conversation starts and the media driver sends frame 0 at once. The loop
+//! then carries dialog events, media events and the conversation's actions
+//! until either side hangs up.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode, Uri};
+use rsipstack::transaction::transaction::Transaction;
+use tokio::net::UdpSocket;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tracing::{debug, info, info_span, warn, Instrument};
+
+use crate::conversation::{CallAction, CallEvent, Conversation};
+use crate::media::driver::{self, MediaEvent, MediaId, ReceiverConfig, StreamStart};
+use crate::media::playout::{PlayoutEvent, SegmentKind};
+use crate::media::rtp::PayloadTypes;
+use crate::redact::Pii;
+use crate::sip::sdp::{self, NegotiatedAudio, SdpError, SessionDescription};
+use crate::sip::server::{reply_and_linger, Server};
+
+/// Seconds a caller is asked to wait before retrying when we are full.
+const RETRY_AFTER_SECS: u32 = 5;
+
+/// Entry point of a new INVITE (no To-tag).
+pub async fn handle_invite(server: Arc<Server>, tx: Transaction) {
+    let call_id = tx
+        .original
+        .call_id_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_else(|_| "-".into());
+    let span = info_span!("call", call_id = %call_id);
+    run(server, tx).instrument(span).await;
+}
+
+async fn run(server: Arc<Server>, mut tx: Transaction) {
+    let caller = tx
+        .original
+        .from_header()
+        .map(|h| h.value().to_string())
+        .unwrap_or_default();
+    let source = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .map(|a| a.to_string())
+        .unwrap_or_default();
+    info!(caller = %Pii(&caller), %source, "INVITE");
+
+    if server.shutdown.is_cancelled() {
+        return refuse(&mut tx, StatusCode::ServiceUnavailable, "shutting down").await;
+    }
+    let Ok(permit) = server.calls.clone().try_acquire_owned() else {
+        warn!(
+            max_calls = server.config.sip.max_calls,
+            "call refused: at max_calls"
+        );
+        let headers = vec![Header::RetryAfter(RETRY_AFTER_SECS.to_string().into())];
+        return reply_and_linger(&mut tx, StatusCode::ServiceUnavailable, headers).await;
+    };
+
+    // The offer, if the INVITE carries one.
+    let offer = match read_offer(&tx) {
+        Ok(offer) => offer,
+        Err(OfferError::ContentType(content_type)) => {
+            warn!(%content_type, "INVITE body is not SDP");
+            let headers = vec![Header::Accept("application/sdp".into())];
+            return reply_and_linger(&mut tx, StatusCode::UnsupportedMediaType, headers).await;
+        }
+        Err(OfferError::Sdp(error)) => {
+            warn!(%error, "offer refused");
+            let code = error.status_code();
+            // Warning codes of RFC 3261 §20.43: 305 incompatible media
+            // format, 399 miscellaneous.
+            let warn_code = if code == 488 { 305 } else { 399 };
+            let host = server.config.advertised_ip();
+            let text = error.to_string().replace('"', "'");
+            let headers = vec![Header::Warning(
+                format!("{warn_code} {host} \"{text}\"").into(),
+            )];
+            return reply_and_linger(&mut tx, StatusCode::from(code), headers).await;
+        }
+    };
+
+    let socket = match server.ports.bind() {
+        Ok(socket) => Arc::new(socket),
+        Err(error) => {
+            warn!(%error, "no RTP port for the call");
+            return refuse(&mut tx, StatusCode::ServiceUnavailable, "no RTP port").await;
+        }
+    };
+    let local_rtp = match socket.local_addr() {
+        Ok(addr) => SocketAddr::new(server.config.advertised_ip(), addr.port()),
+        Err(error) => {
+            warn!(%error, "RTP socket has no address");
+            return refuse(&mut tx, StatusCode::ServerInternalError, "RTP socket").await;
+        }
+    };
+    let session_id = u64::from(rand::random::<u32>());
+    let local_sdp = match &offer {
+        Some((offer, chosen)) => sdp::answer(offer, chosen, local_rtp, session_id),
+        None => sdp::offer(local_rtp, session_id),
+    };
+
+    let (state_tx, states) = server.dialogs.new_dialog_state_channel();
+    let contact = contact_uri(&server, &tx);
+    let dialog = match server
+        .dialogs
+        .get_or_create_server_invite(&tx, state_tx, None, contact)
+    {
+        Ok(dialog) => dialog,
+        Err(error) => {
+            warn!(%error, "cannot create the dialog");
+            return refuse(&mut tx, StatusCode::BadRequest, "invalid INVITE").await;
+        }
+    };
+    // The dialog answers through the INVITE transaction while handle() runs.
+    let mut dialog_task = dialog.clone();
+    tokio::spawn(
+        async move {
+            if let Err(error) = dialog_task.handle(&mut tx).await {
+                debug!(%error, "INVITE transaction ended with an error");
+            }
+        }
+        .in_current_span(),
+    );
+
+    let call = Call {
+        server: server.clone(),
+        dialog,
+        states,
+        socket,
+        local_sdp,
+        offer: offer.map(|(_, chosen)| chosen),
+    };
+    call.run().await;
+    drop(permit);
+}
+
+enum OfferError {
+    ContentType(String),
+    Sdp(SdpError),
+}
+
+/// The offer of the INVITE, or `None` for a delayed offer (no body).
+fn read_offer(
+    tx: &Transaction,
+) -> Result<Option<(SessionDescription, NegotiatedAudio)>, OfferError> {
+    let body = &tx.original.body;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if let Some(content_type) = tx.original.header_value("Content-Type") {
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if !media_type.eq_ignore_ascii_case("application/sdp") {
+            return Err(OfferError::ContentType(content_type));
+        }
+    }
+    let offer = SessionDescription::parse(body).map_err(OfferError::Sdp)?;
+    let chosen = sdp::negotiate(&offer).map_err(OfferError::Sdp)?;
+    Ok(Some((offer, chosen)))
+}
+
+async fn refuse(tx: &mut Transaction, status: StatusCode, why: &str) {
+    debug!(%status, why, "refusing INVITE");
+    reply_and_linger(tx, status, Vec::new()).await;
+}
+
+/// Our Contact for the dialog: the advertised address, on the transport the
+/// INVITE came in on.
+fn contact_uri(server: &Server, tx: &Transaction) -> Option<Uri> {
+    let addr = SocketAddr::new(
+        server.config.advertised_ip(),
+        server.config.sip.listen.port(),
+    );
+    let transport = tx
+        .connection
+        .as_ref()
+        .map(|c| c.transport())
+        .unwrap_or_default();
+    let suffix = match transport {
+        rsipstack::sip::Transport::Udp => String::new(),
+        other => format!(";transport={}", other.to_string().to_lowercase()),
+    };
+    let host = match addr {
+        SocketAddr::V4(v4) => v4.to_string(),
+        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+    };
+    format!("sip:sav@{host}{suffix}").parse().ok()
+}
+
+/// How the call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ending {
+    /// The dialog ended on its own (caller BYE, CANCEL, ACK timeout).
+    Remote,
+    /// We hang up with BYE.
+    Local,
+}
+
+struct Call {
+    server: Arc<Server>,
+    dialog: InviteDialog,
+    states: DialogStateReceiver,
+    socket: Arc<UdpSocket>,
+    local_sdp: String,
+    /// The caller's offer as negotiated; `None` until the ACK for a delayed offer.
+    offer: Option<NegotiatedAudio>,
+}
+
+struct Media {
+    id: MediaId,
+    events: mpsc::Receiver<MediaEvent>,
+    receiver: tokio::task::JoinHandle<()>,
+}
+
+impl Call {
+    async fn run(mut self) {
+        let ending = self.until_established().await;
+        let ending = match ending {
+            Ok(media) => {
+                let ending = self.established(media.0, media.1).await;
+                ending
+            }
+            Err(ending) => ending,
+        };
+        if ending == Ending::Local {
+            if let Err(error) = self.dialog.bye().await {
+                warn!(%error, "BYE failed");
+            }
+        }
+        self.server.dialogs.remove_dialog(&self.dialog.id());
+        info!(?ending, "call ended");
+    }
+
+    /// Rings, answers, waits for the ACK. `Ok` with the started media and the
+    /// conversation once the call is established.
+    async fn until_established(&mut self) -> Result<(Media, Conversation), Ending> {
+        let answer_after = Duration::from_millis(self.server.config.sip.answer_after_ms);
+        let mut answer_at: Option<Instant> = None;
+        loop {
+            let deadline = answer_at;
+            let state = tokio::select! {
+                state = self.states.recv() => state,
+                _ = sleep_until_opt(deadline) => {
+                    answer_at = None;
+                    self.accept();
+                    continue;
+                }
+                _ = self.server.shutdown.cancelled() => {
+                    let _ = self.dialog.reject(Some(StatusCode::ServiceUnavailable), None);
+                    return Err(Ending::Remote);
+                }
+            };
+            let Some(state) = state else {
+                return Err(Ending::Remote);
+            };
+            match state {
+                DialogState::Calling(_) => {
+                    if let Err(error) = self.dialog.ringing(None, None) {
+                        warn!(%error, "cannot send 180");
+                    }
+                    if answer_after.is_zero() {
+                        self.accept();
+                    } else {
+                        answer_at = Some(Instant::now() + answer_after);
+                    }
+                }
+                DialogState::Confirmed(..) => {
+                    // The ACK: media flows from now.
+                    let t0 = Instant::now();
+                    return self.start_media(t0).await;
+                }
+                DialogState::Terminated(_, reason) => {
+                    info!(?reason, "call ended before it was established");
+                    return Err(Ending::Remote);
+                }
+                other => debug!(state = %state_name(&other), "dialog state before ACK"),
+            }
+        }
+    }
+
+    fn accept(&self) {
+        let headers = vec![
+            Header::ContentType("application/sdp".into()),
+            Header::Allow(crate::sip::server::ALLOW.into()),
+        ];
+        if let Err(error) = self
+            .dialog
+            .accept(Some(headers), Some(self.local_sdp.clone().into_bytes()))
+        {
+            warn!(%error, "cannot send 200");
+        }
+    }
+
+    async fn start_media(&mut self, t0: Instant) -> Result<(Media, Conversation), Ending> {
+        let negotiated = match self.offer.clone() {
+            Some(negotiated) => negotiated,
+            None => match self.answer_from_ack() {
+                Ok(negotiated) => negotiated,
+                Err(error) => {
+                    // RFC 3261 §13.3.1.4: an unacceptable answer in the ACK
+                    // ends the call with BYE.
+                    warn!(%error, "delayed offer: the ACK's answer is not usable");
+                    return Err(Ending::Local);
+                }
+            },
+        };
+        let server = &self.server;
+        let id = server.next_media_id.fetch_add(1, Ordering::Relaxed);
+        let (events_tx, events) = mpsc::channel(driver::EVENT_QUEUE);
+        let mut conversation = Conversation::new(server.config.call.clone());
+        let initial: Vec<SegmentKind> = conversation
+            .handle(CallEvent::Established)
+            .into_iter()
+            .filter_map(|action| match action {
+                CallAction::Play(key) => self.segment(&key),
+                _ => None,
+            })
+            .collect();
+        server
+            .driver
+            .start(StreamStart {
+                id,
+                socket: self.socket.clone(),
+                remote: negotiated.remote,
+                payload_type: negotiated.pcmu,
+                ssrc: rand::random(),
+                seq0: rand::random(),
+                ts0: rand::random(),
+                t0,
+                initial,
+                events: events_tx.clone(),
+            })
+            .await;
+        let receiver = driver::spawn_receiver(ReceiverConfig {
+            id,
+            socket: self.socket.clone(),
+            payload_types: PayloadTypes {
+                audio: negotiated.pcmu,
+                telephone_event: negotiated.telephone_event,
+            },
+            expected: negotiated.remote,
+            rtp_timeout: Duration::from_secs(server.config.media.rtp_timeout_secs),
+            driver: server.driver.clone(),
+            events: events_tx,
+        });
+        info!(remote_rtp = %negotiated.remote, local_rtp = ?self.socket.local_addr().ok(), "call established");
+        Ok((
+            Media {
+                id,
+                events,
+                receiver,
+            },
+            conversation,
+        ))
+    }
+
+    fn answer_from_ack(&self) -> Result<NegotiatedAudio, SdpError> {
+        let body = self
+            .dialog
+            .last_remote_ack()
+            .map(|ack| ack.body)
+            .unwrap_or_default();
+        let answer = SessionDescription::parse(&body)?;
+        sdp::negotiate(&answer)
+    }
+
+    fn segment(&self, key: &str) -> Option<SegmentKind> {
+        match self.server.cache.clip(key) {
+            Some(clip) => Some(SegmentKind::Clip(clip.clone())),
+            None => {
+                warn!(phrase = key, "phrase not in the cache");
+                None
+            }
+        }
+    }
+
+    /// The established call: until one side hangs up.
+    async fn established(&mut self, mut media: Media, mut conversation: Conversation) -> Ending {
+        let ending = loop {
+            let event = tokio::select! {
+                state = self.states.recv() => match state {
+                    Some(state) => match self.on_dialog_state(state).await {
+                        Some(ending) => break ending,
+                        None => continue,
+                    },
+                    None => break Ending::Remote,
+                },
+                event = media.events.recv() => match event {
+                    Some(MediaEvent::Playout(PlayoutEvent::Idle)) => CallEvent::PlayoutIdle,
+                    Some(MediaEvent::Playout(other)) => {
+                        debug!(event = ?other, "playout");
+                        continue;
+                    }
+                    Some(MediaEvent::Dtmf(digit)) => {
+                        info!(%digit, "DTMF");
+                        CallEvent::Dtmf(digit)
+                    }
+                    Some(MediaEvent::RtpTimeout) => CallEvent::RtpTimeout,
+                    None => continue,
+                },
+                _ = self.server.shutdown.cancelled() => break Ending::Local,
+            };
+            let mut hangup = false;
+            for action in conversation.handle(event) {
+                match action {
+                    CallAction::Play(key) => {
+                        if let Some(segment) = self.segment(&key) {
+                            self.server.driver.enqueue(media.id, segment).await;
+                        }
+                    }
+                    CallAction::StopPlayout => self.server.driver.interrupt(media.id).await,
+                    CallAction::Hangup(reason) => {
+                        info!(?reason, "hanging up");
+                        hangup = true;
+                    }
+                }
+            }
+            if hangup {
+                break Ending::Local;
+            }
+        };
+        self.server.driver.stop(media.id).await;
+        media.receiver.abort();
+        ending
+    }
+
+    /// An in-dialog event; `Some` when it ends the call.
+    async fn on_dialog_state(&mut self, state: DialogState) -> Option<Ending> {
+        match state {
+            DialogState::Terminated(_, reason) => {
+                match reason {
+                    TerminatedReason::UacBye => info!("caller hung up"),
+                    other => info!(reason = ?other, "dialog terminated"),
+                }
+                Some(Ending::Remote)
+            }
+            DialogState::Updated(_, request, handle) => {
+                // Re-INVITE or UPDATE: keep the session as it is (hold and
+                // session refresh are handled by the SIP layer's mid-call
+                // support); answer with our current description.
+                let (headers, body) = if request.method == Method::Invite {
+                    (
+                        Some(vec![Header::ContentType("application/sdp".into())]),
+                        Some(self.local_sdp.clone().into_bytes()),
+                    )
+                } else {
+                    (None, None)
+                };
+                let _ = handle.respond(StatusCode::OK, headers, body).await;
+                None
+            }
+            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                None
+            }
+            DialogState::Notify(_, _, handle)
+            | DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::NotImplemented).await;
+                None
+            }
+            other => {
+                debug!(state = %state_name(&other), "dialog state");
+                None
+            }
+        }
+    }
+}
+
+fn state_name(state: &DialogState) -> &'static str {
+    match state {
+        DialogState::Calling(_) => "calling",
+        DialogState::Trying(_) => "trying",
+        DialogState::Early(..) => "early",
+        DialogState::WaitAck(..) => "wait-ack",
+        DialogState::Confirmed(..) => "confirmed",
+        DialogState::Updated(..) => "updated",
+        DialogState::Publish(..) => "publish",
+        DialogState::Notify(..) => "notify",
+        DialogState::Refer(..) => "refer",
+        DialogState::Message(..) => "message",
+        DialogState::Info(..) => "info",
+        DialogState::Options(..) => "options",
+        DialogState::Terminated(..) => "terminated",
+    }
+}
+
+async fn sleep_until_opt(deadline: Option<Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
+    }
+}

@@ -1,0 +1,361 @@
+//! `sav serve`: the SIP endpoint and the dispatch of incoming requests.
+
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::Dialog;
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+use rsipstack::transport::{udp::UdpConnection, TcpListenerConnection, TransportLayer};
+use rsipstack::EndpointBuilder;
+use tokio::net::UdpSocket;
+use tokio::sync::Semaphore;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::cache::{CacheError, PhraseCache};
+use crate::config::{Config, Transport};
+use crate::media::driver::MediaDriver;
+use crate::sip::call;
+
+/// Methods we answer (RFC 3261 §20.5 Allow).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+/// How long a shutdown waits for calls to end after asking them to hang up.
+const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// A transaction we answered is kept alive this long (64 × T1) so that its
+/// final response is retransmitted and the ACK absorbed.
+const TRANSACTION_LINGER: Duration = Duration::from_secs(32);
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    #[error(transparent)]
+    Cache(#[from] CacheError),
+    #[error("cannot listen for SIP on {transport:?} {addr}: {source}")]
+    Listen {
+        transport: Transport,
+        addr: SocketAddr,
+        source: rsipstack::Error,
+    },
+    #[error("SIP endpoint: {0}")]
+    Endpoint(rsipstack::Error),
+}
+
+/// Hands out RTP sockets from the configured port range. The operating system
+/// is the book-keeper: a port is free when it binds.
+#[derive(Debug)]
+pub struct RtpPortPool {
+    ip: IpAddr,
+    min: u16,
+    max: u16,
+    cursor: AtomicU32,
+}
+
+impl RtpPortPool {
+    pub fn new(ip: IpAddr, min: u16, max: u16) -> Self {
+        Self {
+            ip,
+            min,
+            max,
+            cursor: AtomicU32::new(0),
+        }
+    }
+
+    /// Binds the next free even port (RTP on even ports, RFC 3550 §11).
+    pub fn bind(&self) -> std::io::Result<UdpSocket> {
+        let first_even = self.min + self.min % 2;
+        let count = if self.max < first_even {
+            0
+        } else {
+            u32::from((self.max - first_even) / 2 + 1)
+        };
+        if count == 0 {
+            return Err(std::io::Error::other("RTP port range holds no even port"));
+        }
+        for _ in 0..count {
+            let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
+            let port = first_even + (slot * 2) as u16;
+            match std::net::UdpSocket::bind((self.ip, port)) {
+                Ok(socket) => {
+                    socket.set_nonblocking(true)?;
+                    return UdpSocket::from_std(socket);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        Err(std::io::Error::new(
+            std::io::ErrorKind::AddrInUse,
+            format!("every RTP port in {}-{} is in use", self.min, self.max),
+        ))
+    }
+}
+
+/// What every call shares.
+pub struct Server {
+    pub config: Arc<Config>,
+    pub cache: Arc<PhraseCache>,
+    pub dialogs: Arc<DialogLayer>,
+    pub driver: MediaDriver,
+    pub ports: RtpPortPool,
+    /// One permit per call in progress (`max_calls`).
+    pub calls: Arc<Semaphore>,
+    pub next_media_id: AtomicU64,
+    /// Fired on SIGINT/SIGTERM: calls say goodbye and hang up.
+    pub shutdown: CancellationToken,
+}
+
+/// Runs the endpoint until SIGINT or SIGTERM.
+pub async fn serve(config: Config) -> Result<(), ServeError> {
+    // rsipstack's TLS uses rustls with ring and relies on the process-wide
+    // provider; installing it first keeps a second provider in the tree from
+    // making the first TLS use panic. An Err means one is installed already.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+
+    let (cache, stale) = PhraseCache::load(&config.cache)?;
+    for (key, problem) in &stale {
+        warn!(phrase = %key, %problem, "phrase cache is stale; run `sav cache build`");
+    }
+    info!(
+        phrases = cache.len(),
+        bytes = cache.audio_bytes(),
+        "phrase cache loaded"
+    );
+
+    let cancel = CancellationToken::new();
+    let transport_layer = TransportLayer::new(cancel.child_token());
+    let listen = config.sip.listen;
+    let advertised = SocketAddr::new(config.advertised_ip(), listen.port());
+    let external = (advertised != listen).then_some(advertised);
+    // UDP first: dialogs take their default Contact from the first listener.
+    let mut transports = config.sip.transports.clone();
+    transports.sort_by_key(|t| *t != Transport::Udp);
+    for transport in transports {
+        let connection = match transport {
+            Transport::Udp => {
+                UdpConnection::create_connection(listen, external, Some(cancel.child_token()))
+                    .await
+                    .map(Into::into)
+            }
+            Transport::Tcp => {
+                // rsipstack binds TCP only inside serve() and merely logs a
+                // failure there; bind once here so a busy port is an error.
+                if let Err(e) = std::net::TcpListener::bind(listen) {
+                    return Err(ServeError::Listen {
+                        transport,
+                        addr: listen,
+                        source: e.into(),
+                    });
+                }
+                TcpListenerConnection::new(listen, external)
+                    .await
+                    .map(Into::into)
+            }
+        };
+        let connection = connection.map_err(|source| ServeError::Listen {
+            transport,
+            addr: listen,
+            source,
+        })?;
+        transport_layer.add_transport(connection);
+    }
+    let endpoint = EndpointBuilder::new()
+        .with_user_agent(&config.sip.user_agent)
+        .with_cancel_token(cancel.clone())
+        .with_transport_layer(transport_layer)
+        .build();
+    let mut incoming = endpoint
+        .incoming_transactions()
+        .map_err(ServeError::Endpoint)?;
+    let endpoint_inner = endpoint.inner.clone();
+    let endpoint_task = tokio::spawn(async move {
+        if let Err(e) = endpoint_inner.serve().await {
+            warn!(error = %e, "SIP endpoint stopped");
+        }
+    });
+
+    let server = Arc::new(Server {
+        cache: Arc::new(cache),
+        dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
+        driver: MediaDriver::spawn(),
+        ports: RtpPortPool::new(
+            listen.ip(),
+            config.media.rtp_port_min,
+            config.media.rtp_port_max,
+        ),
+        calls: Arc::new(Semaphore::new(config.sip.max_calls)),
+        next_media_id: AtomicU64::new(1),
+        shutdown: CancellationToken::new(),
+        config: Arc::new(config),
+    });
+    info!(
+        %listen,
+        transports = ?server.config.sip.transports,
+        rtp_ports = %format!("{}-{}", server.config.media.rtp_port_min, server.config.media.rtp_port_max),
+        max_calls = server.config.sip.max_calls,
+        "sav listening"
+    );
+
+    let stop = shutdown_signal();
+    tokio::pin!(stop);
+    loop {
+        tokio::select! {
+            transaction = incoming.recv() => match transaction {
+                Some(transaction) => dispatch(&server, transaction),
+                None => break,
+            },
+            _ = &mut stop => break,
+        }
+    }
+
+    info!("shutting down: ending calls in progress");
+    server.shutdown.cancel();
+    let max = server.config.sip.max_calls as u32;
+    let drained = tokio::time::timeout(DRAIN_TIMEOUT, server.calls.acquire_many(max)).await;
+    if drained.is_err() {
+        warn!(
+            timeout_s = DRAIN_TIMEOUT.as_secs(),
+            "calls did not end in time"
+        );
+    }
+    cancel.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(1), endpoint_task).await;
+    info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = ctrl_c => {},
+                    _ = term.recv() => {},
+                }
+            }
+            Err(_) => {
+                let _ = ctrl_c.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = ctrl_c.await;
+    }
+}
+
+/// Routes one incoming transaction. Never blocks the receive loop.
+fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
+    let method = tx.original.method;
+    let in_dialog = tx
+        .original
+        .to_header()
+        .ok()
+        .and_then(|to| to.tag().ok().flatten())
+        .is_some();
+    if in_dialog {
+        match server.dialogs.match_dialog(&tx) {
+            Some(mut dialog) => {
+                tokio::spawn(async move {
+                    if let Err(e) = dialog.handle(&mut tx).await {
+                        debug!(error = %e, ?method, "in-dialog request failed");
+                    }
+                    // The dialog may return without answering (early
+                    // in-dialog requests): never leave a request unanswered.
+                    if tx.last_response.is_none() && tx.original.method != Method::Ack {
+                        let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+                    }
+                });
+            }
+            None if method == Method::Ack => {}
+            None => spawn_reply(tx, StatusCode::CallTransactionDoesNotExist, Vec::new()),
+        }
+        return;
+    }
+    match method {
+        Method::Invite => {
+            let server = server.clone();
+            tokio::spawn(call::handle_invite(server, tx));
+        }
+        Method::Options => spawn_reply(
+            tx,
+            StatusCode::OK,
+            vec![
+                Header::Allow(ALLOW.into()),
+                Header::Accept("application/sdp".into()),
+            ],
+        ),
+        Method::Ack => {}
+        Method::Bye | Method::Cancel | Method::Info => {
+            spawn_reply(tx, StatusCode::CallTransactionDoesNotExist, Vec::new())
+        }
+        _ => spawn_reply(
+            tx,
+            StatusCode::MethodNotAllowed,
+            vec![Header::Allow(ALLOW.into())],
+        ),
+    }
+}
+
+/// Answers a transaction with a final response and keeps it alive long
+/// enough for retransmissions and the ACK of a failed INVITE.
+pub fn spawn_reply(mut tx: Transaction, status: StatusCode, headers: Vec<Header>) {
+    tokio::spawn(async move {
+        reply_and_linger(&mut tx, status, headers).await;
+    });
+}
+
+pub async fn reply_and_linger(tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
+    if let Err(e) = tx.reply_with(status, headers, None).await {
+        warn!(error = %e, "cannot send response");
+        return;
+    }
+    let _ = tokio::time::timeout(TRANSACTION_LINGER, async {
+        while tx.receive().await.is_some() {}
+    })
+    .await;
+}
+
+/// Releases a dialog the stack keeps until told (rsipstack keeps terminated
+/// dialogs otherwise).
+pub fn forget_dialog(server: &Server, dialog: &Dialog) {
+    server.dialogs.remove_dialog(&dialog.id());
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn port_pool_hands_out_distinct_even_ports_and_reports_exhaustion() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // A range unlikely to be used by anything else on a test machine.
+        let pool = RtpPortPool::new(ip, 47_001, 47_006);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let a = pool.bind().unwrap();
+            let b = pool.bind().unwrap();
+            let c = pool.bind().unwrap();
+            let mut ports: Vec<u16> = [&a, &b, &c]
+                .iter()
+                .map(|s| s.local_addr().unwrap().port())
+                .collect();
+            ports.sort();
+            assert_eq!(ports, vec![47_002, 47_004, 47_006]);
+            let err = pool.bind().unwrap_err();
+            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
+            drop(b);
+            assert!(pool.bind().is_ok(), "a released port is reused");
+        });
+    }
+}
