@@ -1,0 +1,395 @@
+//! Shared harness of the integration tests: the real `sav` binary on
+//! loopback, sipp scenarios, tshark captures and their analysis.
+//!
+//! Every test uses its own ports (see [`Ports`]) so that the tests of one
+//! binary can run side by side.
+
+#![allow(dead_code)] // each test binary uses part of the harness
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::UdpSocket;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+pub const REPO: &str = env!("CARGO_MANIFEST_DIR");
+
+/// The ports of one test: sav's SIP port, its RTP range, and sipp's ports.
+#[derive(Debug, Clone, Copy)]
+pub struct Ports {
+    pub sip: u16,
+    pub rtp_min: u16,
+    pub rtp_max: u16,
+    pub sipp: u16,
+    pub sipp_media: u16,
+}
+
+impl Ports {
+    /// Ports for test number `slot` (0..=49), disjoint from every other slot
+    /// and from the defaults of `sav.toml`.
+    pub fn slot(slot: u16) -> Self {
+        assert!(slot < 50);
+        Self {
+            sip: 25_060 + slot * 10,
+            rtp_min: 30_000 + slot * 100,
+            rtp_max: 30_000 + slot * 100 + 99,
+            sipp: 25_061 + slot * 10,
+            sipp_media: 40_000 + slot * 100,
+        }
+    }
+}
+
+/// A per-test scratch directory under the target directory.
+pub fn workdir(name: &str) -> PathBuf {
+    let dir = Path::new(REPO).join("target").join("test-work").join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).expect("create test work directory");
+    dir
+}
+
+/// Fails the test with a clear message when a tool the suite needs is absent.
+pub fn require_tool(tool: &str) {
+    let found = Command::new("sh")
+        .arg("-c")
+        .arg(format!("command -v {tool}"))
+        .stdout(Stdio::null())
+        .status()
+        .map(|s| s.success())
+        .unwrap_or(false);
+    assert!(found, "`{tool}` is not installed: run the suite with scripts/test.sh, which installs it");
+}
+
+/// A running `sav serve`, killed on drop.
+pub struct Sav {
+    child: Child,
+    pub ports: Ports,
+    pub log: PathBuf,
+    pub dir: PathBuf,
+}
+
+impl Sav {
+    /// Starts sav on the repository's `sav.toml` with this test's ports;
+    /// `edit` may change the configuration text further.
+    pub fn start(dir: &Path, ports: Ports, edit: impl FnOnce(String) -> String) -> Sav {
+        let base = std::fs::read_to_string(Path::new(REPO).join("sav.toml")).expect("read sav.toml");
+        let mut text = base
+            .replace("listen = \"127.0.0.1:5060\"", &format!("listen = \"127.0.0.1:{}\"", ports.sip))
+            .replace("rtp_port_min = 20000", &format!("rtp_port_min = {}", ports.rtp_min))
+            .replace("rtp_port_max = 20999", &format!("rtp_port_max = {}", ports.rtp_max))
+            .replace("dir = \"cache\"", &format!("dir = \"{REPO}/cache\""));
+        text = edit(text);
+        let config = dir.join("sav.toml");
+        std::fs::write(&config, text).expect("write test config");
+        let log = dir.join("sav.log");
+        let log_file = std::fs::File::create(&log).expect("create sav log");
+        let child = Command::new(env!("CARGO_BIN_EXE_sav"))
+            .arg("serve")
+            .arg("--config")
+            .arg(&config)
+            .env("RUST_LOG", "debug,rsipstack=info")
+            .env("NO_COLOR", "1")
+            .stdout(Stdio::null())
+            .stderr(log_file)
+            .spawn()
+            .expect("spawn sav");
+        let mut sav = Sav {
+            child,
+            ports,
+            log,
+            dir: dir.to_path_buf(),
+        };
+        sav.wait_ready();
+        sav
+    }
+
+    /// Waits until sav answers OPTIONS (bounded: 15 s).
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("sav exited at start ({status}):\n{}", self.log_text());
+            }
+            let request = sip_request("OPTIONS", self.ports.sip, "", &[]);
+            if let Some(response) = udp_exchange(self.ports.sip, &request, Duration::from_millis(300)) {
+                if response.starts_with("SIP/2.0 200") {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("sav did not answer OPTIONS within 15 s:\n{}", self.log_text());
+    }
+
+    pub fn log_text(&self) -> String {
+        let mut text = String::new();
+        if let Ok(mut f) = std::fs::File::open(&self.log) {
+            let _ = f.read_to_string(&mut text);
+        }
+        text
+    }
+
+    pub fn is_running(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(None))
+    }
+}
+
+impl Drop for Sav {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A SIP request from a fake UA at 127.0.0.1:`from_port`-ish, to sav.
+pub fn sip_request(method: &str, sav_port: u16, body: &str, extra_headers: &[&str]) -> String {
+    let tag: u32 = std::process::id() ^ (Instant::now().elapsed().subsec_nanos());
+    let call_id = format!("{method}-{}-{}@test", std::process::id(), unique());
+    let mut headers = String::new();
+    for h in extra_headers {
+        headers.push_str(h);
+        headers.push_str("\r\n");
+    }
+    format!(
+        "{method} sip:sav@127.0.0.1:{sav_port} SIP/2.0\r\n\
+Via: SIP/2.0/UDP 127.0.0.1:9;branch=z9hG4bK{}x{tag}\r\n\
+From: <sip:tester@127.0.0.1>;tag=t{tag}\r\n\
+To: <sip:sav@127.0.0.1:{sav_port}>\r\n\
+Call-ID: {call_id}\r\n\
+CSeq: 1 {method}\r\n\
+Contact: <sip:tester@127.0.0.1:9>\r\n\
+Max-Forwards: 70\r\n\
+{headers}Content-Length: {}\r\n\r\n{body}",
+        unique(),
+        body.len()
+    )
+}
+
+fn unique() -> u64 {
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static N: AtomicU64 = AtomicU64::new(1);
+    N.fetch_add(1, Ordering::Relaxed)
+}
+
+/// Sends one datagram to sav and returns the first final (non-1xx) response.
+pub fn udp_exchange(sav_port: u16, request: &str, wait: Duration) -> Option<String> {
+    let socket = UdpSocket::bind("127.0.0.1:0").ok()?;
+    // Rewrite the Via so responses come back to this socket.
+    let port = socket.local_addr().ok()?.port();
+    let request = request.replace("127.0.0.1:9", &format!("127.0.0.1:{port}"));
+    socket.send_to(request.as_bytes(), ("127.0.0.1", sav_port)).ok()?;
+    let deadline = Instant::now() + wait;
+    let mut buf = [0u8; 65_535];
+    loop {
+        let left = deadline.checked_duration_since(Instant::now())?;
+        socket.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+        let (n, _) = socket.recv_from(&mut buf).ok()?;
+        let text = String::from_utf8_lossy(&buf[..n]).to_string();
+        if text.starts_with("SIP/2.0 1") {
+            continue;
+        }
+        return Some(text);
+    }
+}
+
+/// Runs a sipp scenario of `tests/sipp/` against sav, in `dir`, bounded by
+/// `timeout`. Returns sipp's output; its exit code is 0 when every call passed.
+pub fn sipp(dir: &Path, scenario: &str, ports: Ports, extra: &[&str], timeout: Duration) -> Output {
+    require_tool("sipp");
+    let scenario = Path::new(REPO).join("tests/sipp").join(scenario);
+    let mut cmd = Command::new("timeout");
+    cmd.arg("-k")
+        .arg("5")
+        .arg(timeout.as_secs().to_string())
+        .arg("sipp")
+        .arg(format!("127.0.0.1:{}", ports.sip))
+        .arg("-sf")
+        .arg(&scenario)
+        .arg("-i")
+        .arg("127.0.0.1")
+        .arg("-p")
+        .arg(ports.sipp.to_string())
+        .arg("-mi")
+        .arg("127.0.0.1")
+        .arg("-mp")
+        .arg(ports.sipp_media.to_string())
+        .arg("-nostdin")
+        .arg("-trace_err")
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::null());
+    cmd.output().expect("run sipp")
+}
+
+/// What sipp printed, for assertion messages.
+pub fn sipp_report(dir: &Path, output: &Output) -> String {
+    let mut report = format!(
+        "sipp exit {:?}\nstdout tail:\n{}\nstderr:\n{}",
+        output.status.code(),
+        tail(&String::from_utf8_lossy(&output.stdout), 25),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    if let Ok(entries) = std::fs::read_dir(dir) {
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().to_string();
+            if name.ends_with("_errors.log") {
+                let text = std::fs::read_to_string(entry.path()).unwrap_or_default();
+                report.push_str(&format!("\n{name}:\n{}", tail(&text, 40)));
+            }
+        }
+    }
+    report
+}
+
+fn tail(text: &str, lines: usize) -> String {
+    let all: Vec<&str> = text.lines().collect();
+    all[all.len().saturating_sub(lines)..].join("\n")
+}
+
+/// An 8 kHz μ-law WAV of a spoken French sentence (espeak-ng + sox), for
+/// sipp's `rtp_stream`; made once per test directory.
+pub fn utterance(dir: &Path) -> PathBuf {
+    require_tool("espeak-ng");
+    require_tool("sox");
+    let raw = dir.join("utterance-22k.wav");
+    let out = dir.join("utterance.wav");
+    let status = Command::new("espeak-ng")
+        .args(["-v", "fr", "-w"])
+        .arg(&raw)
+        .arg("Bonjour, ma box internet ne marche plus depuis ce matin.")
+        .status()
+        .expect("run espeak-ng");
+    assert!(status.success(), "espeak-ng failed");
+    let status = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-e", "mu-law"])
+        .arg(&out)
+        .status()
+        .expect("run sox");
+    assert!(status.success(), "sox failed");
+    out
+}
+
+/// Copies sipp's RFC 4733 capture of a '#' key press into `dir`.
+pub fn dtmf_pound_pcap(dir: &Path) {
+    let source = Path::new("/usr/share/sip-tester/dtmf_2833_pound.pcap");
+    assert!(source.exists(), "{} missing: install the Debian package sip-tester", source.display());
+    std::fs::copy(source, dir.join("dtmf_2833_pound.pcap")).expect("copy dtmf pcap");
+}
+
+/// One UDP datagram seen on loopback.
+#[derive(Debug, Clone)]
+pub struct Datagram {
+    /// Capture time since the epoch.
+    pub time: Duration,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub payload: Vec<u8>,
+}
+
+/// A tshark capture on the loopback interface.
+pub struct Capture {
+    child: Child,
+    file: PathBuf,
+}
+
+impl Capture {
+    /// Starts capturing with a BPF `filter`; returns once tshark captures.
+    pub fn start(dir: &Path, filter: &str) -> Capture {
+        require_tool("tshark");
+        let file = dir.join("capture.pcap");
+        let mut child = Command::new("tshark")
+            .args(["-i", "lo", "-F", "pcap", "-f", filter, "-w"])
+            .arg(&file)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tshark");
+        let stderr = child.stderr.take().expect("piped stderr");
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut seen = Vec::new();
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                let started = line.contains("Capturing on");
+                seen.push(line);
+                if started {
+                    let _ = tx.send(Ok(()));
+                    // Keep draining so tshark never blocks on a full pipe.
+                    continue;
+                }
+            }
+            let _ = tx.send(Err(seen.join("\n")));
+        });
+        match rx.recv_timeout(Duration::from_secs(30)) {
+            Ok(Ok(())) => {}
+            Ok(Err(text)) => panic!("tshark did not start capturing:\n{text}"),
+            Err(_) => panic!("tshark did not start capturing within 30 s"),
+        }
+        Capture { child, file }
+    }
+
+    /// Stops tshark (SIGINT, so it flushes) and reads the UDP datagrams.
+    pub fn stop(mut self) -> Vec<Datagram> {
+        // Let the last packets reach the capture buffer.
+        std::thread::sleep(Duration::from_millis(500));
+        let _ = Command::new("kill").arg("-INT").arg(self.child.id().to_string()).status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        read_pcap(&self.file)
+    }
+}
+
+impl Drop for Capture {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn read_pcap(file: &Path) -> Vec<Datagram> {
+    use etherparse::{SlicedPacket, TransportSlice};
+    let data = std::fs::read(file).expect("read capture");
+    let mut reader = pcap_file::pcap::PcapReader::new(&data[..]).expect("pcap header");
+    let mut out = Vec::new();
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.expect("pcap record");
+        let Ok(sliced) = SlicedPacket::from_ethernet(&packet.data) else { continue };
+        if let Some(TransportSlice::Udp(udp)) = sliced.transport {
+            out.push(Datagram {
+                time: packet.timestamp,
+                src_port: udp.source_port(),
+                dst_port: udp.destination_port(),
+                payload: udp.payload().to_vec(),
+            });
+        }
+    }
+    out
+}
+
+/// Sends raw bytes to a UDP port on loopback from a fresh socket.
+pub fn send_udp(port: u16, bytes: &[u8]) {
+    let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    socket.send_to(bytes, ("127.0.0.1", port)).expect("send");
+}
+
+/// Writes `text` to a file under the target directory, for the report.
+pub fn write_report(name: &str, text: &str) {
+    let path = Path::new(REPO).join("target").join(name);
+    if let Ok(mut f) = std::fs::File::create(path) {
+        let _ = f.write_all(text.as_bytes());
+    }
+}
+
+/// Nearest-rank percentile of sorted values.
+pub fn percentile(sorted: &[f64], p: f64) -> f64 {
+    assert!(!sorted.is_empty());
+    let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
+    sorted[rank.clamp(1, sorted.len()) - 1]
+}
