@@ -27,9 +27,19 @@ fn caller_hears_the_cached_greeting_on_an_unbroken_rtp_clock() {
             ports.sipp_media + 3
         ),
     );
-    let output = sipp(&dir, "uac_stream.xml", ports, &["-m", "1", "-d", "10000"], Duration::from_secs(60));
+    let output = sipp(
+        &dir,
+        "uac_stream.xml",
+        ports,
+        &["-m", "1", "-d", "10000"],
+        Duration::from_secs(60),
+    );
     let packets = capture.stop();
-    assert!(output.status.success(), "the call failed:\n{}", sipp_report(&dir, &output));
+    assert!(
+        output.status.success(),
+        "the call failed:\n{}",
+        sipp_report(&dir, &output)
+    );
 
     // The ACK of the INVITE (sipp → sav on the SIP port).
     let ack = packets
@@ -38,9 +48,15 @@ fn caller_hears_the_cached_greeting_on_an_unbroken_rtp_clock() {
         .expect("the ACK is in the capture");
     let rtp: Vec<&Datagram> = packets
         .iter()
-        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.dst_port == ports.sipp_media)
+        .filter(|p| {
+            (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.dst_port == ports.sipp_media
+        })
         .collect();
-    assert!(rtp.len() > 400, "sav sent {} RTP packets for a 10 s call", rtp.len());
+    assert!(
+        rtp.len() > 400,
+        "sav sent {} RTP packets for a 10 s call",
+        rtp.len()
+    );
 
     // First packet right after the ACK.
     let first_delay = rtp[0].time.as_secs_f64() - ack.time.as_secs_f64();
@@ -56,9 +72,16 @@ fn caller_hears_the_cached_greeting_on_an_unbroken_rtp_clock() {
     let mut gaps_ms = Vec::with_capacity(rtp.len());
     for (i, p) in rtp.iter().enumerate() {
         assert_eq!(p.payload.len(), 12 + 160, "packet {i} length");
-        assert_eq!(p.payload[0], 0x80, "packet {i}: V=2, no padding/extension/CSRC");
+        assert_eq!(
+            p.payload[0], 0x80,
+            "packet {i}: V=2, no padding/extension/CSRC"
+        );
         assert_eq!(p.payload[1] & 0x7F, 0, "packet {i}: payload type PCMU");
-        assert_eq!(u32::from_be_bytes(p.payload[8..12].try_into().unwrap()), ssrc, "packet {i} SSRC");
+        assert_eq!(
+            u32::from_be_bytes(p.payload[8..12].try_into().unwrap()),
+            ssrc,
+            "packet {i} SSRC"
+        );
         if i > 0 {
             let prev = rtp[i - 1];
             let seq = u16::from_be_bytes([p.payload[2], p.payload[3]]);
@@ -70,12 +93,20 @@ fn caller_hears_the_cached_greeting_on_an_unbroken_rtp_clock() {
             gaps_ms.push((p.time.as_secs_f64() - prev.time.as_secs_f64()) * 1000.0);
         }
     }
-    assert_eq!(rtp[0].payload[1] & 0x80, 0x80, "the first packet starts a talkspurt (marker)");
+    assert_eq!(
+        rtp[0].payload[1] & 0x80,
+        0x80,
+        "the first packet starts a talkspurt (marker)"
+    );
 
     // The greeting, byte for byte, from the first frame on.
     let greet = std::fs::read(format!("{REPO}/cache/greet.raw")).expect("cache/greet.raw");
     let heard: Vec<u8> = rtp.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
-    assert_eq!(&heard[..greet.len()], &greet[..], "the first frames are the cached greet clip");
+    assert_eq!(
+        &heard[..greet.len()],
+        &greet[..],
+        "the first frames are the cached greet clip"
+    );
 
     // Pacing figures.
     let mut sorted = gaps_ms.clone();
@@ -92,7 +123,10 @@ fn caller_hears_the_cached_greeting_on_an_unbroken_rtp_clock() {
     );
     print!("{report}");
     write_report("pacing-report.txt", &report);
-    assert!(max_gap <= 40.0, "an inter-departure gap of {max_gap:.1} ms: {report}");
+    assert!(
+        max_gap <= 40.0,
+        "an inter-departure gap of {max_gap:.1} ms: {report}"
+    );
     // Over the whole call the clock runs at 50 packets per second.
     let span = rtp.last().unwrap().time.as_secs_f64() - rtp[0].time.as_secs_f64();
     let rate = (rtp.len() - 1) as f64 / span;

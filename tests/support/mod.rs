@@ -57,7 +57,10 @@ pub fn require_tool(tool: &str) {
         .status()
         .map(|s| s.success())
         .unwrap_or(false);
-    assert!(found, "`{tool}` is not installed: run the suite with scripts/test.sh, which installs it");
+    assert!(
+        found,
+        "`{tool}` is not installed: run the suite with scripts/test.sh, which installs it"
+    );
 }
 
 /// A running `sav serve`, killed on drop.
@@ -72,11 +75,21 @@ impl Sav {
     /// Starts sav on the repository's `sav.toml` with this test's ports;
     /// `edit` may change the configuration text further.
     pub fn start(dir: &Path, ports: Ports, edit: impl FnOnce(String) -> String) -> Sav {
-        let base = std::fs::read_to_string(Path::new(REPO).join("sav.toml")).expect("read sav.toml");
+        let base =
+            std::fs::read_to_string(Path::new(REPO).join("sav.toml")).expect("read sav.toml");
         let mut text = base
-            .replace("listen = \"127.0.0.1:5060\"", &format!("listen = \"127.0.0.1:{}\"", ports.sip))
-            .replace("rtp_port_min = 20000", &format!("rtp_port_min = {}", ports.rtp_min))
-            .replace("rtp_port_max = 20999", &format!("rtp_port_max = {}", ports.rtp_max))
+            .replace(
+                "listen = \"127.0.0.1:5060\"",
+                &format!("listen = \"127.0.0.1:{}\"", ports.sip),
+            )
+            .replace(
+                "rtp_port_min = 20000",
+                &format!("rtp_port_min = {}", ports.rtp_min),
+            )
+            .replace(
+                "rtp_port_max = 20999",
+                &format!("rtp_port_max = {}", ports.rtp_max),
+            )
             .replace("dir = \"cache\"", &format!("dir = \"{REPO}/cache\""));
         text = edit(text);
         let config = dir.join("sav.toml");
@@ -111,14 +124,19 @@ impl Sav {
                 panic!("sav exited at start ({status}):\n{}", self.log_text());
             }
             let request = sip_request("OPTIONS", self.ports.sip, "", &[]);
-            if let Some(response) = udp_exchange(self.ports.sip, &request, Duration::from_millis(300)) {
+            if let Some(response) =
+                udp_exchange(self.ports.sip, &request, Duration::from_millis(300))
+            {
                 if response.starts_with("SIP/2.0 200") {
                     return;
                 }
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("sav did not answer OPTIONS within 15 s:\n{}", self.log_text());
+        panic!(
+            "sav did not answer OPTIONS within 15 s:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn log_text(&self) -> String {
@@ -177,12 +195,16 @@ pub fn udp_exchange(sav_port: u16, request: &str, wait: Duration) -> Option<Stri
     // Rewrite the Via so responses come back to this socket.
     let port = socket.local_addr().ok()?.port();
     let request = request.replace("127.0.0.1:9", &format!("127.0.0.1:{port}"));
-    socket.send_to(request.as_bytes(), ("127.0.0.1", sav_port)).ok()?;
+    socket
+        .send_to(request.as_bytes(), ("127.0.0.1", sav_port))
+        .ok()?;
     let deadline = Instant::now() + wait;
     let mut buf = [0u8; 65_535];
     loop {
         let left = deadline.checked_duration_since(Instant::now())?;
-        socket.set_read_timeout(Some(left.max(Duration::from_millis(1)))).ok()?;
+        socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .ok()?;
         let (n, _) = socket.recv_from(&mut buf).ok()?;
         let text = String::from_utf8_lossy(&buf[..n]).to_string();
         if text.starts_with("SIP/2.0 1") {
@@ -273,7 +295,11 @@ pub fn utterance(dir: &Path) -> PathBuf {
 /// Copies sipp's RFC 4733 capture of a '#' key press into `dir`.
 pub fn dtmf_pound_pcap(dir: &Path) {
     let source = Path::new("/usr/share/sip-tester/dtmf_2833_pound.pcap");
-    assert!(source.exists(), "{} missing: install the Debian package sip-tester", source.display());
+    assert!(
+        source.exists(),
+        "{} missing: install the Debian package sip-tester",
+        source.display()
+    );
     std::fs::copy(source, dir.join("dtmf_2833_pound.pcap")).expect("copy dtmf pcap");
 }
 
@@ -332,7 +358,10 @@ impl Capture {
     pub fn stop(mut self) -> Vec<Datagram> {
         // Let the last packets reach the capture buffer.
         std::thread::sleep(Duration::from_millis(500));
-        let _ = Command::new("kill").arg("-INT").arg(self.child.id().to_string()).status();
+        let _ = Command::new("kill")
+            .arg("-INT")
+            .arg(self.child.id().to_string())
+            .status();
         let deadline = Instant::now() + Duration::from_secs(10);
         while Instant::now() < deadline {
             if let Ok(Some(_)) = self.child.try_wait() {
@@ -360,7 +389,9 @@ pub fn read_pcap(file: &Path) -> Vec<Datagram> {
     let mut out = Vec::new();
     while let Some(packet) = reader.next_packet() {
         let packet = packet.expect("pcap record");
-        let Ok(sliced) = SlicedPacket::from_ethernet(&packet.data) else { continue };
+        let Ok(sliced) = SlicedPacket::from_ethernet(&packet.data) else {
+            continue;
+        };
         if let Some(TransportSlice::Udp(udp)) = sliced.transport {
             out.push(Datagram {
                 time: packet.timestamp,

@@ -1,0 +1,202 @@
+//! sipp callers against `sav serve`: CANCEL while ringing, a PCMA-only offer,
+//! '#' pressed (RFC 4733) → goodbye and BYE from sav, and calls beyond
+//! `max_calls`.
+
+mod support;
+
+use std::time::Duration;
+
+use support::*;
+
+#[test]
+fn cancel_while_ringing_gets_487_and_the_call_is_forgotten() {
+    let dir = workdir("cancel");
+    let ports = Ports::slot(1);
+    let mut sav = Sav::start(&dir, ports, |c| {
+        c.replace("answer_after_ms = 0", "answer_after_ms = 5000")
+    });
+    let output = sipp(
+        &dir,
+        "uac_cancel.xml",
+        ports,
+        &["-m", "1"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "CANCEL scenario failed:\n{}",
+        sipp_report(&dir, &output)
+    );
+    // The call ends as cancelled, and sav never established it.
+    let log = wait_for_log(
+        &sav,
+        "call ended before it was established",
+        Duration::from_secs(5),
+    );
+    assert!(log.contains("UacCancel"), "{log}");
+    assert!(!log.contains("call established"), "{log}");
+    assert!(sav.is_running());
+}
+
+#[test]
+fn pcma_only_offer_is_refused_with_488() {
+    let dir = workdir("pcma_only");
+    let ports = Ports::slot(2);
+    let mut sav = Sav::start(&dir, ports, |c| c);
+    let output = sipp(
+        &dir,
+        "uac_pcma_only.xml",
+        ports,
+        &["-m", "1"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "488 scenario failed:\n{}",
+        sipp_report(&dir, &output)
+    );
+    let log = sav.log_text();
+    assert!(log.contains("no common codec"), "{log}");
+    assert!(sav.is_running());
+}
+
+#[test]
+fn pound_key_gets_the_goodbye_then_bye_from_sav() {
+    let dir = workdir("dtmf_hangup");
+    let ports = Ports::slot(3);
+    utterance(&dir);
+    dtmf_pound_pcap(&dir);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let capture = Capture::start(
+        &dir,
+        &format!(
+            "udp and (port {} or portrange {}-{})",
+            ports.sip, ports.rtp_min, ports.rtp_max
+        ),
+    );
+    // '#' 3 s into the call, during the welcome phrase.
+    let output = sipp(
+        &dir,
+        "uac_dtmf_hangup.xml",
+        ports,
+        &["-m", "1", "-d", "3000"],
+        Duration::from_secs(60),
+    );
+    let packets = capture.stop();
+    assert!(
+        output.status.success(),
+        "'#' scenario failed:\n{}",
+        sipp_report(&dir, &output)
+    );
+    let log = sav.log_text();
+    assert!(log.contains("DTMF digit=#"), "{log}");
+
+    // What sav sent after the key press: the goodbye clip, in full, and the
+    // BYE only once it was said.
+    let goodbye = std::fs::read(format!("{REPO}/cache/goodbye.raw")).expect("cache/goodbye.raw");
+    let rtp: Vec<&Datagram> = packets
+        .iter()
+        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
+        .collect();
+    let heard: Vec<u8> = rtp.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
+    let at = find(&heard, &goodbye).expect("the goodbye clip is in sav's RTP");
+    let goodbye_end_packet = rtp[(at + goodbye.len()) / 160];
+    let bye = packets
+        .iter()
+        .find(|p| p.src_port == ports.sip && p.payload.starts_with(b"BYE "))
+        .expect("sav sent BYE");
+    assert!(
+        bye.time >= goodbye_end_packet.time,
+        "BYE left before the goodbye was said"
+    );
+    let welcome = std::fs::read(format!("{REPO}/cache/welcome.raw")).unwrap();
+    assert!(
+        find(&heard, &welcome).is_none(),
+        "the welcome phrase was cut short by '#', so it is not in the stream whole"
+    );
+}
+
+#[test]
+fn calls_beyond_max_calls_get_503() {
+    let dir = workdir("max_calls");
+    let ports = Ports::slot(4);
+    utterance(&dir);
+    let mut sav = Sav::start(&dir, ports, |c| {
+        c.replace("max_calls = 50", "max_calls = 1")
+    });
+    // The first call holds the only slot for 6 s.
+    let first_dir = dir.clone();
+    let first = std::thread::spawn(move || {
+        sipp(
+            &first_dir,
+            "uac_stream.xml",
+            ports,
+            &["-m", "1", "-d", "6000"],
+            Duration::from_secs(40),
+        )
+    });
+    wait_for_log(&sav, "call established", Duration::from_secs(10));
+    let second_ports = Ports {
+        sipp: ports.sipp + 5,
+        sipp_media: ports.sipp_media + 50,
+        ..ports
+    };
+    let busy_dir = dir.join("second");
+    std::fs::create_dir_all(&busy_dir).unwrap();
+    let output = sipp(
+        &busy_dir,
+        "uac_busy.xml",
+        second_ports,
+        &["-m", "1"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "503 scenario failed:\n{}",
+        sipp_report(&busy_dir, &output)
+    );
+    let first = first.join().expect("first caller thread");
+    assert!(
+        first.status.success(),
+        "the call in progress failed:\n{}",
+        sipp_report(&dir, &first)
+    );
+    // The slot is free again once the first call ended.
+    let third_dir = dir.join("third");
+    std::fs::create_dir_all(&third_dir).unwrap();
+    utterance(&third_dir);
+    let third = sipp(
+        &third_dir,
+        "uac_stream.xml",
+        second_ports,
+        &["-m", "1", "-d", "1000"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        third.status.success(),
+        "a call after the first ended failed:\n{}",
+        sipp_report(&third_dir, &third)
+    );
+    assert!(sav.log_text().contains("at max_calls"));
+    assert!(sav.is_running());
+}
+
+fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
+    haystack.windows(needle.len()).position(|w| w == needle)
+}
+
+/// Waits (bounded) until sav's log holds `text`; returns the log.
+fn wait_for_log(sav: &Sav, text: &str, timeout: Duration) -> String {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let log = sav.log_text();
+        if log.contains(text) {
+            return log;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "`{text}` not in sav's log:\n{log}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
