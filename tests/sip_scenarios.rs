@@ -28,8 +28,7 @@ fn cancel_while_ringing_gets_487_and_the_call_is_forgotten() {
         sipp_report(&dir, &output)
     );
     // The call ends as cancelled, and sav never established it.
-    let log = wait_for_log(
-        &sav,
+    let log = sav.wait_for_log(
         "call ended before it was established",
         Duration::from_secs(5),
     );
@@ -135,7 +134,7 @@ fn calls_beyond_max_calls_get_503() {
             Duration::from_secs(40),
         )
     });
-    wait_for_log(&sav, "call established", Duration::from_secs(10));
+    sav.wait_for_log("call established", Duration::from_secs(10));
     let second_ports = Ports {
         sipp: ports.sipp + 5,
         sipp_media: ports.sipp_media + 50,
@@ -183,20 +182,4 @@ fn calls_beyond_max_calls_get_503() {
 
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
-}
-
-/// Waits (bounded) until sav's log holds `text`; returns the log.
-fn wait_for_log(sav: &Sav, text: &str, timeout: Duration) -> String {
-    let deadline = std::time::Instant::now() + timeout;
-    loop {
-        let log = sav.log_text();
-        if log.contains(text) {
-            return log;
-        }
-        assert!(
-            std::time::Instant::now() < deadline,
-            "`{text}` not in sav's log:\n{log}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
