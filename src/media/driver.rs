@@ -295,6 +295,12 @@ fn forward_events(call: &mut CallStream) -> u64 {
     dropped
 }
 
+/// Logs the first few bad packets of a call, then one in many, so a flood
+/// cannot flood the log.
+fn worth_logging(count: u64) -> bool {
+    count <= 3 || count.is_multiple_of(BAD_PACKET_LOG_EVERY)
+}
+
 /// Inbound RTP of one call.
 pub struct ReceiverConfig {
     pub id: MediaId,
@@ -354,7 +360,7 @@ async fn receive(config: ReceiverConfig) {
             Ok(packet) => packet,
             Err(error) => {
                 bad_packets += 1;
-                if bad_packets <= 3 || bad_packets % BAD_PACKET_LOG_EVERY == 0 {
+                if worth_logging(bad_packets) {
                     warn!(media = id, %source, len, %error, bad_packets, "RTP packet dropped");
                 }
                 continue;
@@ -366,7 +372,7 @@ async fn receive(config: ReceiverConfig) {
             Some((addr, last_seen)) if now.duration_since(last_seen) < RELATCH_AFTER => {
                 // Another source while the latched one is alive: not our caller.
                 bad_packets += 1;
-                if bad_packets <= 3 || bad_packets % BAD_PACKET_LOG_EVERY == 0 {
+                if worth_logging(bad_packets) {
                     warn!(media = id, %source, latched = %addr, "RTP from an unexpected source dropped");
                 }
                 continue;

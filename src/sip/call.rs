@@ -45,10 +45,13 @@ pub async fn handle_invite(server: Arc<Server>, tx: Transaction) {
 }
 
 async fn run(server: Arc<Server>, mut tx: Transaction) {
+    // The caller's number (the user part of From), for redacted logs.
     let caller = tx
         .original
         .from_header()
-        .map(|h| h.value().to_string())
+        .ok()
+        .and_then(|h| h.uri().ok())
+        .and_then(|uri| uri.auth.map(|auth| auth.user))
         .unwrap_or_default();
     let source = tx
         .connection

@@ -4,7 +4,7 @@
 //!   incoming requests, RTP port allocation, start-up and shutdown;
 //! - [`call`]: one answered INVITE from offer to BYE, driving the
 //!   conversation and the media;
-//! - [`sdp`]: offer/answer.
+//! - [`sdp`]: the SDP offer/answer of one audio stream.
 
 pub mod call;
 pub mod sdp;

@@ -1,0 +1,33 @@
+#!/usr/bin/env bash
+# Runs every test of sav: formatting, lints, unit tests and the integration
+# tests against real peers on loopback (sipp, tshark captures, espeak-ng).
+#
+# First installs, from Debian's packages, what cargo does not fetch and is
+# missing: sipp (sip-tester), espeak-ng, sox, tshark. Capturing on loopback
+# and sipp's play_pcap_audio need root (or the matching capabilities).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+packages=()
+command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
+command -v espeak-ng >/dev/null 2>&1 || packages+=(espeak-ng)
+command -v sox >/dev/null 2>&1 || packages+=(sox)
+command -v tshark >/dev/null 2>&1 || packages+=(tshark)
+if [ ${#packages[@]} -gt 0 ]; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  echo "installing: ${packages[*]}"
+  $sudo apt-get update
+  # tshark asks whether non-root users may capture: answer for it.
+  echo "wireshark-common wireshark-common/install-setuid boolean false" | $sudo debconf-set-selections
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
+fi
+
+start=$(date +%s)
+cargo fmt --all -- --check
+cargo clippy --all-targets -- -D warnings
+cargo test --all-targets
+echo "sav: whole suite in $(( $(date +%s) - start )) s"
+if [ -f target/pacing-report.txt ]; then
+  cat target/pacing-report.txt
+fi

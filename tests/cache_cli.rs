@@ -1,0 +1,128 @@
+//! `sav cache build` / `sav cache check` / `sav check-config` as a user runs
+//! them: espeak-ng synthesis of what is missing or changed, and nothing else.
+
+mod support;
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use support::*;
+
+fn sav(config: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sav"))
+        .args(args)
+        .arg("--config")
+        .arg(config)
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sav")
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+fn config(welcome: &str) -> String {
+    let base = std::fs::read_to_string(Path::new(REPO).join("sav.toml")).unwrap();
+    let head = &base[..base.find("[cache.phrases]").expect("phrase table")];
+    format!(
+        "{head}[cache.phrases]\ngreet = \"Bonjour.\"\nwelcome = \"{welcome}\"\ngoodbye = \"Au revoir.\"\n"
+    )
+}
+
+#[test]
+fn build_synthesises_only_missing_or_changed_phrases_and_check_tells() {
+    require_tool("espeak-ng");
+    let dir = workdir("cache_cli");
+    let config_path = dir.join("sav.toml");
+    std::fs::write(&config_path, config("Je vous écoute.")).unwrap();
+
+    let check = sav(&config_path, &["cache", "check"]);
+    assert!(!check.status.success(), "check passes on an empty cache");
+    assert!(text(&check).contains("greet: no audio"), "{}", text(&check));
+
+    let build = sav(&config_path, &["cache", "build"]);
+    assert!(build.status.success(), "{}", text(&build));
+    for key in ["greet", "welcome", "goodbye"] {
+        assert!(
+            text(&build).contains(&format!("built     {key}")),
+            "{}",
+            text(&build)
+        );
+        let audio = std::fs::read(dir.join("cache").join(format!("{key}.raw"))).unwrap();
+        // A short French phrase: between 0.3 s and 5 s of 8 kHz mu-law.
+        assert!(
+            (2_400..40_000).contains(&audio.len()),
+            "{key}: {} bytes",
+            audio.len()
+        );
+        assert!(audio.iter().any(|&b| b != 0xFF), "{key} is not silence");
+    }
+    let greet_before = std::fs::read(dir.join("cache/greet.raw")).unwrap();
+    assert!(sav(&config_path, &["cache", "check"]).status.success());
+    assert!(sav(&config_path, &["check-config"]).status.success());
+
+    // Change one phrase: check fails on it alone, build redoes it alone.
+    std::fs::write(&config_path, config("Décrivez-moi votre problème.")).unwrap();
+    let check = sav(&config_path, &["cache", "check"]);
+    assert!(!check.status.success());
+    assert!(
+        text(&check).contains("welcome: stale audio"),
+        "{}",
+        text(&check)
+    );
+    assert!(!text(&check).contains("greet:"), "{}", text(&check));
+    let build = sav(&config_path, &["cache", "build"]);
+    let out = text(&build);
+    assert!(out.contains("built     welcome"), "{out}");
+    assert!(
+        out.contains("unchanged greet") && out.contains("unchanged goodbye"),
+        "{out}"
+    );
+    assert_eq!(
+        std::fs::read(dir.join("cache/greet.raw")).unwrap(),
+        greet_before
+    );
+    assert!(sav(&config_path, &["cache", "check"]).status.success());
+
+    // Audio replaced behind the manifest's back is caught.
+    std::fs::write(dir.join("cache/goodbye.raw"), [0x55; 4000]).unwrap();
+    let check = sav(&config_path, &["cache", "check"]);
+    assert!(
+        text(&check).contains("goodbye: audio differs"),
+        "{}",
+        text(&check)
+    );
+}
+
+#[test]
+fn committed_cache_matches_the_repository_phrase_table() {
+    let output = Command::new(env!("CARGO_BIN_EXE_sav"))
+        .args(["cache", "check"])
+        .current_dir(REPO)
+        .output()
+        .expect("run sav");
+    assert!(output.status.success(), "{}", text(&output));
+}
+
+#[test]
+fn bad_config_fails_with_key_and_value() {
+    let dir = workdir("bad_config");
+    let path = dir.join("sav.toml");
+    std::fs::write(
+        &path,
+        config("x").replace("rtp_port_max = 20999", "rtp_port_max = 100"),
+    )
+    .unwrap();
+    let output = sav(&path, &["check-config"]);
+    assert!(!output.status.success());
+    let out = text(&output);
+    assert!(
+        out.contains("media.rtp_port_min") && out.contains("20000..=100"),
+        "{out}"
+    );
+}
