@@ -23,6 +23,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::media::dtmf::DtmfDecoder;
+use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::pacer::Pacer;
 use crate::media::playout::{PlayoutEvent, PlayoutScheduler, SegmentKind};
 use crate::media::rtp::{self, Inbound, PayloadTypes, PACKET_LEN};
@@ -33,9 +34,6 @@ const COMMAND_QUEUE: usize = 1024;
 pub const EVENT_QUEUE: usize = 64;
 /// Log the first few bad packets of a call, then one in this many.
 const BAD_PACKET_LOG_EVERY: u64 = 500;
-/// A latched source that has been silent this long may be replaced by a new
-/// one (the caller's NAT binding changed).
-const RELATCH_AFTER: Duration = Duration::from_secs(2);
 
 /// Identifies a call's media inside the driver.
 pub type MediaId = u64;
@@ -331,7 +329,7 @@ async fn receive(config: ReceiverConfig) {
     } = config;
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     let mut dtmf = DtmfDecoder::new();
-    let mut latched: Option<(SocketAddr, Instant)> = None;
+    let mut latch = RtpLatch::new();
     let mut last_valid = Instant::now();
     let mut bad_packets: u64 = 0;
     loop {
@@ -366,26 +364,23 @@ async fn receive(config: ReceiverConfig) {
                 continue;
             }
         };
-        let now = Instant::now();
-        match latched {
-            Some((addr, _)) if addr == source => {}
-            Some((addr, last_seen)) if now.duration_since(last_seen) < RELATCH_AFTER => {
-                // Another source while the latched one is alive: not our caller.
+        match latch.on_packet(source, Instant::now().into_std()) {
+            LatchDecision::Accept => {}
+            LatchDecision::Latch(addr) => {
+                if addr != expected {
+                    debug!(media = id, %addr, sdp = %expected, "latching RTP to the caller's real source");
+                }
+                driver.latch(id, addr).await;
+            }
+            LatchDecision::Reject { latched } => {
                 bad_packets += 1;
                 if worth_logging(bad_packets) {
-                    warn!(media = id, %source, latched = %addr, "RTP from an unexpected source dropped");
+                    warn!(media = id, %source, %latched, "RTP from an unexpected source dropped");
                 }
                 continue;
             }
-            _ => {
-                if source != expected || latched.is_some() {
-                    debug!(media = id, %source, sdp = %expected, "latching RTP to the caller's real source");
-                }
-                driver.latch(id, source).await;
-            }
         }
-        latched = Some((source, now));
-        last_valid = now;
+        last_valid = Instant::now();
         if let Inbound::TelephoneEvent {
             timestamp, payload, ..
         } = packet

@@ -5,6 +5,7 @@
 //! - [`playout`]: what the bot says in each frame;
 //! - [`dtmf`]: RFC 4733 telephone-events → digits;
 //! - [`rtp`]: packet writing and reading;
+//! - [`latch`]: symmetric RTP, which source the caller really sends from;
 //! - [`resample`]: rate conversion to 8 kHz;
 //! - [`driver`]: the tokio side: one task paces every call's outbound RTP,
 //!   one receive task per call reads inbound RTP.
@@ -12,6 +13,7 @@
 pub mod driver;
 pub mod dtmf;
 pub mod g711;
+pub mod latch;
 pub mod pacer;
 pub mod playout;
 pub mod resample;
