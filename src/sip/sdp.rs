@@ -480,6 +480,55 @@ a=ptime:20\r\n";
         assert_eq!(chosen.telephone_event, Some(OFFERED_TELEPHONE_EVENT));
     }
 
+    /// Mutated offers (bytes flipped, cut, duplicated; seeded, so every run
+    /// is the same) never panic the parser or the negotiation.
+    #[test]
+    fn mutated_offers_never_panic() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand::rngs::StdRng::seed_from_u64(4566);
+        let seed = OFFER.as_bytes();
+        let mut accepted = 0;
+        for _ in 0..20_000 {
+            let mut body = seed.to_vec();
+            for _ in 0..rng.gen_range(1..8) {
+                match rng.gen_range(0..4) {
+                    0 => {
+                        let i = rng.gen_range(0..body.len());
+                        body[i] = rng.gen();
+                    }
+                    1 => body.truncate(rng.gen_range(0..body.len().max(1))),
+                    2 => {
+                        let i = rng.gen_range(0..body.len().max(1));
+                        let chunk: Vec<u8> = body[i..].iter().take(16).copied().collect();
+                        body.splice(i..i, chunk);
+                    }
+                    _ => {
+                        let i = rng.gen_range(0..=body.len());
+                        body.insert(
+                            i,
+                            *b"=:/ \r\n0123456789"
+                                .get(rng.gen_range(0..18))
+                                .unwrap_or(&b'x'),
+                        );
+                    }
+                }
+                if body.is_empty() {
+                    body.push(b'v');
+                }
+            }
+            if let Ok(offer) = SessionDescription::parse(&body) {
+                if let Ok(chosen) = negotiate(&offer) {
+                    let _ = answer(&offer, &chosen, "127.0.0.1:20000".parse().unwrap(), 1);
+                    accepted += 1;
+                }
+            }
+        }
+        assert!(
+            accepted > 100,
+            "the mutations should leave some offers valid ({accepted})"
+        );
+    }
+
     #[test]
     fn audio_without_connection_is_488() {
         let err = negotiate(&SessionDescription::parse(b"v=0\nm=audio 4000 RTP/AVP 0\n").unwrap())

@@ -5,7 +5,6 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rsipstack::dialog::dialog::Dialog;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
@@ -321,12 +320,6 @@ pub async fn reply_and_linger(tx: &mut Transaction, status: StatusCode, headers:
         while tx.receive().await.is_some() {}
     })
     .await;
-}
-
-/// Releases a dialog the stack keeps until told (rsipstack keeps terminated
-/// dialogs otherwise).
-pub fn forget_dialog(server: &Server, dialog: &Dialog) {
-    server.dialogs.remove_dialog(&dialog.id());
 }
 
 #[cfg(test)]
