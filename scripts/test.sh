@@ -20,7 +20,7 @@ if [ ${#packages[@]} -gt 0 ]; then
   $sudo apt-get update
   # tshark asks whether non-root users may capture: answer for it.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | $sudo debconf-set-selections
-  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends "${packages[@]}"
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}"
 fi
 
 start=$(date +%s)

@@ -180,6 +180,38 @@ fn calls_beyond_max_calls_get_503() {
     assert!(sav.is_running());
 }
 
+#[test]
+fn sigterm_ends_calls_with_bye_and_exits_zero() {
+    let dir = workdir("sigterm");
+    let ports = Ports::slot(8);
+    let mut sav = Sav::start(&dir, ports, |c| c);
+    let call_dir = dir.clone();
+    // A caller who waits for sav's BYE.
+    let call = std::thread::spawn(move || {
+        sipp(
+            &call_dir,
+            "uac_silent.xml",
+            ports,
+            &["-m", "1"],
+            Duration::from_secs(40),
+        )
+    });
+    sav.wait_for_log("call established", Duration::from_secs(10));
+    let status = sav.terminate();
+    let call = call.join().expect("caller thread");
+    assert!(
+        call.status.success(),
+        "the caller got no BYE:\n{}",
+        sipp_report(&dir, &call)
+    );
+    assert!(
+        status.success(),
+        "sav exited with {status}:\n{}",
+        sav.log_text()
+    );
+    assert!(sav.log_text().contains("stopped"));
+}
+
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }

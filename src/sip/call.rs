@@ -230,12 +230,8 @@ struct Media {
 
 impl Call {
     async fn run(mut self) {
-        let ending = self.until_established().await;
-        let ending = match ending {
-            Ok(media) => {
-                let ending = self.established(media.0, media.1).await;
-                ending
-            }
+        let ending = match self.until_established().await {
+            Ok((media, conversation)) => self.established(media, conversation).await,
             Err(ending) => ending,
         };
         if ending == Ending::Local {
