@@ -181,6 +181,30 @@ fn calls_beyond_max_calls_get_503() {
 }
 
 #[test]
+fn a_call_over_tcp_is_answered_and_hung_up() {
+    let dir = workdir("tcp");
+    let ports = Ports::slot(9);
+    utterance(&dir);
+    let mut sav = Sav::start(&dir, ports, |c| c);
+    let output = sipp(
+        &dir,
+        "uac_stream.xml",
+        ports,
+        &["-t", "t1", "-m", "1", "-d", "2000"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "TCP call failed:\n{}",
+        sipp_report(&dir, &output)
+    );
+    let log = sav.log_text();
+    assert!(log.contains("source=TCP"), "{log}");
+    assert!(log.contains("caller hung up"), "{log}");
+    assert!(sav.is_running());
+}
+
+#[test]
 fn sigterm_ends_calls_with_bye_and_exits_zero() {
     let dir = workdir("sigterm");
     let ports = Ports::slot(8);
