@@ -7,5 +7,6 @@
 //! - [`sdp`]: the SDP offer/answer of one audio stream.
 
 pub mod call;
+pub mod digest;
 pub mod sdp;
 pub mod server;
