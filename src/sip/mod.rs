@@ -8,5 +8,6 @@
 
 pub mod call;
 pub mod digest;
+pub mod registration;
 pub mod sdp;
 pub mod server;
