@@ -55,6 +55,31 @@ pub struct SipConfig {
     /// Ring this long (180 Ringing) before answering.
     #[serde(default)]
     pub answer_after_ms: u64,
+    /// Register as an extension on a PBX; absent for trunk mode.
+    pub register: Option<RegisterConfig>,
+}
+
+/// `[sip.register]`: the extension's account on the PBX.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegisterConfig {
+    /// Request-URI of the REGISTER, e.g. `sip:pbx.example.com`; its host is
+    /// the domain of our address of record.
+    pub registrar: String,
+    /// The extension: user part of the address of record and of Contact.
+    pub username: String,
+    /// Digest username, when it differs from `username`.
+    pub auth_username: Option<String>,
+    /// Name of the environment variable that holds the password.
+    pub password_env: String,
+    #[serde(default = "default_register_expires")]
+    pub expires: u32,
+    /// Send REGISTERs to this proxy (`sip:host:port`) instead of the registrar.
+    pub outbound_proxy: Option<String>,
+    #[serde(default = "default_retry_min")]
+    pub retry_min_secs: u64,
+    #[serde(default = "default_retry_max")]
+    pub retry_max_secs: u64,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -103,6 +128,15 @@ fn default_user_agent() -> String {
 }
 fn default_max_calls() -> usize {
     50
+}
+fn default_register_expires() -> u32 {
+    300
+}
+fn default_retry_min() -> u64 {
+    2
+}
+fn default_retry_max() -> u64 {
+    300
 }
 fn default_rtp_timeout() -> u64 {
     30
@@ -189,6 +223,48 @@ impl Config {
                 self.sip.answer_after_ms.to_string(),
                 "at most 60000 (a minute of ringing)",
             ));
+        }
+        if let Some(register) = &self.sip.register {
+            let uri_ok = |u: &str| {
+                (u.starts_with("sip:") || u.starts_with("sips:")) && u.len() > 4 && !u.contains(' ')
+            };
+            if !uri_ok(&register.registrar) {
+                return Err(invalid(
+                    "sip.register.registrar",
+                    format!("{:?}", register.registrar),
+                    "a SIP URI such as \"sip:pbx.example.com\"",
+                ));
+            }
+            if let Some(proxy) = &register.outbound_proxy {
+                if !uri_ok(proxy) {
+                    return Err(invalid(
+                        "sip.register.outbound_proxy",
+                        format!("{proxy:?}"),
+                        "a SIP URI such as \"sip:10.0.0.1:5060\"",
+                    ));
+                }
+            }
+            if register.username.is_empty() || register.username.contains(['@', ':', ' ']) {
+                return Err(invalid(
+                    "sip.register.username",
+                    format!("{:?}", register.username),
+                    "the extension's user name, without '@', ':' or spaces",
+                ));
+            }
+            if !(10..=86_400).contains(&register.expires) {
+                return Err(invalid(
+                    "sip.register.expires",
+                    register.expires.to_string(),
+                    "between 10 and 86400 seconds",
+                ));
+            }
+            if register.retry_min_secs == 0 || register.retry_min_secs > register.retry_max_secs {
+                return Err(invalid(
+                    "sip.register.retry_min_secs",
+                    format!("{}..={}", register.retry_min_secs, register.retry_max_secs),
+                    "at least 1 and at most retry_max_secs",
+                ));
+            }
         }
         if self.sip.transports.is_empty() {
             return Err(invalid(

@@ -180,27 +180,14 @@ async fn refuse(tx: &mut Transaction, status: StatusCode, why: &str) {
     reply_and_linger(tx, status, Vec::new()).await;
 }
 
-/// Our Contact for the dialog: the advertised address, on the transport the
-/// INVITE came in on.
+/// Our Contact for the dialog, on the transport the INVITE came in on.
 fn contact_uri(server: &Server, tx: &Transaction) -> Option<Uri> {
-    let addr = SocketAddr::new(
-        server.config.advertised_ip(),
-        server.config.sip.listen.port(),
-    );
     let transport = tx
         .connection
         .as_ref()
         .map(|c| c.transport())
         .unwrap_or_default();
-    let suffix = match transport {
-        rsipstack::sip::Transport::Udp => String::new(),
-        other => format!(";transport={}", other.to_string().to_lowercase()),
-    };
-    let host = match addr {
-        SocketAddr::V4(v4) => v4.to_string(),
-        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-    };
-    format!("sip:sav@{host}{suffix}").parse().ok()
+    server.contact_uri(transport).parse().ok()
 }
 
 /// How the call ended.

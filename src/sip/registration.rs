@@ -241,6 +241,15 @@ impl Registration {
         }
     }
 
+    /// The request in flight was given up (shutdown): neither a success nor a
+    /// failure; the registration state is what it was before.
+    pub fn abandon(&mut self, now: Instant) {
+        if self.phase == Phase::InFlight {
+            self.phase = Phase::Waiting;
+            self.next_at = now;
+        }
+    }
+
     /// The request got no final response (timeout, transport error).
     pub fn handle_no_response(&mut self, now: Instant, reason: &str) {
         if self.phase == Phase::InFlight {

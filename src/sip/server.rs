@@ -20,6 +20,7 @@ use crate::cache::{CacheError, PhraseCache};
 use crate::config::{Config, Transport};
 use crate::media::driver::MediaDriver;
 use crate::sip::call;
+use crate::sip::registrar_client::{LearnedAddress, RegisterError, RegistrarClient};
 
 /// Methods we answer (RFC 3261 §20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
@@ -42,6 +43,8 @@ pub enum ServeError {
     },
     #[error("SIP endpoint: {0}")]
     Endpoint(rsipstack::Error),
+    #[error(transparent)]
+    Register(#[from] RegisterError),
 }
 
 /// Hands out RTP sockets from the configured port range. The operating system
@@ -106,6 +109,39 @@ pub struct Server {
     pub next_media_id: AtomicU64,
     /// Fired on SIGINT/SIGTERM: calls say goodbye and hang up.
     pub shutdown: CancellationToken,
+    /// Our SIP address as the registrar sees it (rport/received), when it
+    /// differs from the configured one: Contact in dialogs follows it.
+    pub learned: LearnedAddress,
+}
+
+impl Server {
+    /// Our Contact URI for dialogs: the same user and address as in REGISTER.
+    pub fn contact_uri(&self, transport: rsipstack::sip::Transport) -> String {
+        let configured =
+            SocketAddr::new(self.config.advertised_ip(), self.config.sip.listen.port());
+        let addr = self
+            .learned
+            .read()
+            .ok()
+            .and_then(|a| *a)
+            .unwrap_or(configured);
+        let user = self
+            .config
+            .sip
+            .register
+            .as_ref()
+            .map(|r| r.username.as_str())
+            .unwrap_or("sav");
+        let host = match addr {
+            SocketAddr::V4(v4) => v4.to_string(),
+            SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
+        };
+        let suffix = match transport {
+            rsipstack::sip::Transport::Udp => String::new(),
+            other => format!(";transport={}", other.to_string().to_lowercase()),
+        };
+        format!("sip:{user}@{host}{suffix}")
+    }
 }
 
 /// Runs the endpoint until SIGINT or SIGTERM.
@@ -177,6 +213,22 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     });
 
+    let learned: LearnedAddress = Default::default();
+    let registration = match &config.sip.register {
+        Some(register) => {
+            let (client, _status) = RegistrarClient::new(
+                endpoint.inner.clone(),
+                register.clone(),
+                advertised,
+                learned.clone(),
+            )?;
+            let unregister = CancellationToken::new();
+            let task = tokio::spawn(client.run(unregister.clone()));
+            Some((unregister, task))
+        }
+        None => None,
+    };
+
     let server = Arc::new(Server {
         cache: Arc::new(cache),
         dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
@@ -189,6 +241,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         calls: Arc::new(Semaphore::new(config.sip.max_calls)),
         next_media_id: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
+        learned,
         config: Arc::new(config),
     });
     info!(
@@ -220,6 +273,15 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             timeout_s = DRAIN_TIMEOUT.as_secs(),
             "calls did not end in time"
         );
+    }
+    if let Some((unregister, task)) = registration {
+        unregister.cancel();
+        if tokio::time::timeout(Duration::from_secs(10), task)
+            .await
+            .is_err()
+        {
+            warn!("unREGISTER did not finish in time");
+        }
     }
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint_task).await;

@@ -75,6 +75,16 @@ impl Sav {
     /// Starts sav on the repository's `sav.toml` with this test's ports;
     /// `edit` may change the configuration text further.
     pub fn start(dir: &Path, ports: Ports, edit: impl FnOnce(String) -> String) -> Sav {
+        Self::start_with_env(dir, ports, edit, &[])
+    }
+
+    /// As [`Sav::start`], with extra environment variables.
+    pub fn start_with_env(
+        dir: &Path,
+        ports: Ports,
+        edit: impl FnOnce(String) -> String,
+        env: &[(&str, &str)],
+    ) -> Sav {
         let base =
             std::fs::read_to_string(Path::new(REPO).join("sav.toml")).expect("read sav.toml");
         let mut text = base
@@ -102,6 +112,7 @@ impl Sav {
             .arg(&config)
             .env("RUST_LOG", "debug,rsipstack=info")
             .env("NO_COLOR", "1")
+            .envs(env.iter().copied())
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
@@ -276,6 +287,39 @@ pub fn sipp(dir: &Path, scenario: &str, ports: Ports, extra: &[&str], timeout: D
         .current_dir(dir)
         .stdin(Stdio::null());
     cmd.output().expect("run sipp")
+}
+
+/// Starts sipp as a UAS (a registrar, a callee) on `port`, in `dir`, in the
+/// background; it stops after `timeout` at the latest.
+pub fn sipp_uas(dir: &Path, scenario: &str, port: u16, extra: &[&str], timeout: Duration) -> Child {
+    require_tool("sipp");
+    let scenario = Path::new(REPO).join("tests/sipp").join(scenario);
+    Command::new("timeout")
+        .arg("-k")
+        .arg("5")
+        .arg(timeout.as_secs().to_string())
+        .arg("sipp")
+        .arg("-sf")
+        .arg(&scenario)
+        .arg("-i")
+        .arg("127.0.0.1")
+        .arg("-p")
+        .arg(port.to_string())
+        .arg("-nostdin")
+        .arg("-trace_err")
+        .arg("-trace_msg")
+        .args(extra)
+        .current_dir(dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("spawn sipp")
+}
+
+/// Waits for a background sipp and returns its output.
+pub fn sipp_wait(child: Child) -> Output {
+    child.wait_with_output().expect("wait for sipp")
 }
 
 /// What sipp printed, for assertion messages.
