@@ -62,3 +62,119 @@ fn registers_through_401_and_407_refreshes_and_unregisters_on_shutdown() {
     );
     assert!(sav.log_text().contains("unregistered"));
 }
+
+/// The parameters of a logged `Digest …` Authorization value.
+fn digest_params(value: &str) -> std::collections::HashMap<String, String> {
+    let body = value.trim().trim_start_matches("Digest").trim();
+    let mut params = std::collections::HashMap::new();
+    for part in body.split(", ") {
+        if let Some((k, v)) = part.split_once('=') {
+            params.insert(k.trim().to_string(), v.trim().trim_matches('"').to_string());
+        }
+    }
+    params
+}
+
+fn sha256_hex(text: &str) -> String {
+    use sha2::{Digest, Sha256};
+    Sha256::digest(text.as_bytes())
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect()
+}
+
+#[test]
+fn answers_sha256_first_of_two_challenges_and_a_stale_nonce() {
+    let dir = workdir("register_sha256");
+    let ports = Ports::slot(11);
+    let registrar = sipp_uas(
+        &dir,
+        "uas_registrar_sha256.xml",
+        ports.sipp,
+        &["-m", "1", "-trace_logs"],
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sav = Sav::start_with_env(&dir, ports, register_config(ports.sipp, ""), &[PASSWORD]);
+    sav.wait_for_log("registered expires=60", Duration::from_secs(10));
+    let output = sipp_wait(registrar);
+    assert!(output.status.success(), "{}", sipp_report(&dir, &output));
+
+    // Check both SHA-256 responses independently of sav's digest code.
+    let logs: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_logs.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    for (label, nonce) in [("AUTH1 ", "sha1nonce"), ("AUTH2 ", "sha2nonce")] {
+        let line = logs
+            .lines()
+            .find(|l| l.contains(label))
+            .unwrap_or_else(|| panic!("{label} not logged:\n{logs}"));
+        let value = &line[line.find(label).unwrap() + label.len()..];
+        let p = digest_params(value);
+        assert_eq!(p["algorithm"], "SHA-256", "{value}");
+        assert_eq!(p["nonce"], nonce, "{value}");
+        assert_eq!(p["qop"], "auth", "{value}");
+        assert_eq!(p["opaque"], "op1", "{value}");
+        let ha1 = sha256_hex(&format!("1001:sav.test:{}", PASSWORD.1));
+        let ha2 = sha256_hex(&format!("REGISTER:{}", p["uri"]));
+        let expected = sha256_hex(&format!(
+            "{ha1}:{nonce}:{}:{}:auth:{ha2}",
+            p["nc"], p["cnonce"]
+        ));
+        assert_eq!(p["response"], expected, "{label}{value}");
+    }
+}
+
+#[test]
+fn wrong_password_is_logged_and_retried_with_back_off_not_in_a_loop() {
+    let dir = workdir("register_reject");
+    let ports = Ports::slot(12);
+    let registrar = sipp_uas(
+        &dir,
+        "uas_registrar_reject.xml",
+        ports.sipp,
+        &[],
+        Duration::from_secs(12),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sav = Sav::start_with_env(&dir, ports, register_config(ports.sipp, ""), &[PASSWORD]);
+    let _ = sipp_wait(registrar); // ended by its 12 s time limit
+    let messages: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let registers = messages.matches("\nREGISTER sip:").count();
+    // Back-off from 1 s doubling to 4 s, two REGISTERs per attempt (the
+    // challenge answered once): about 10 in 12 s. A tight loop sends thousands.
+    assert!(
+        (4..=16).contains(&registers),
+        "{registers} REGISTERs in 12 s\n{}",
+        sav.log_text()
+    );
+    let log = sav.log_text();
+    assert!(log.contains("credentials rejected"), "{log}");
+    assert!(log.contains("retry_in_ms"), "{log}");
+}
+
+#[test]
+fn interval_too_brief_is_retried_with_min_expires() {
+    let dir = workdir("register_423");
+    let ports = Ports::slot(13);
+    let registrar = sipp_uas(
+        &dir,
+        "uas_registrar_423.xml",
+        ports.sipp,
+        &["-m", "1"],
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sav = Sav::start_with_env(&dir, ports, register_config(ports.sipp, ""), &[PASSWORD]);
+    sav.wait_for_log("registered expires=120", Duration::from_secs(10));
+    let output = sipp_wait(registrar);
+    assert!(output.status.success(), "{}", sipp_report(&dir, &output));
+}
