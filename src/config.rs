@@ -55,8 +55,44 @@ pub struct SipConfig {
     /// Ring this long (180 Ringing) before answering.
     #[serde(default)]
     pub answer_after_ms: u64,
+    /// When not empty, only these sources (CIDRs or addresses) may call;
+    /// others get 403 Forbidden.
+    #[serde(default)]
+    pub allow: Vec<AllowedSource>,
     /// Register as an extension on a PBX; absent for trunk mode.
     pub register: Option<RegisterConfig>,
+}
+
+/// One entry of `[sip] allow`: `10.0.0.0/8`, `2001:db8::/32` or one address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AllowedSource(pub ipnet::IpNet);
+
+impl AllowedSource {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        // An IPv4 caller may show up as an IPv4-mapped IPv6 address.
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
+            v4 => v4,
+        };
+        self.0.contains(&ip)
+    }
+}
+
+impl<'de> Deserialize<'de> for AllowedSource {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        let text = text.trim();
+        if let Ok(net) = text.parse::<ipnet::IpNet>() {
+            return Ok(Self(net.trunc()));
+        }
+        text.parse::<IpAddr>()
+            .map(|ip| Self(ipnet::IpNet::from(ip)))
+            .map_err(|_| {
+                serde::de::Error::custom(format!(
+                    "{text:?} is not an address or CIDR (expected e.g. \"10.0.0.0/8\" or \"192.0.2.7\")"
+                ))
+            })
+    }
 }
 
 /// `[sip.register]`: the extension's account on the PBX.
@@ -393,6 +429,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("../evil"), "{err}");
+    }
+
+    #[test]
+    fn allow_takes_cidrs_and_addresses() {
+        let config = with(
+            "allow = []",
+            "allow = [\"10.1.2.0/24\", \"192.0.2.7\", \"2001:db8::/32\"]",
+        )
+        .unwrap();
+        let allowed = |ip: &str| {
+            config
+                .sip
+                .allow
+                .iter()
+                .any(|a| a.contains(ip.parse().unwrap()))
+        };
+        assert!(allowed("10.1.2.200"));
+        assert!(!allowed("10.1.3.1"));
+        assert!(allowed("192.0.2.7"));
+        assert!(!allowed("192.0.2.8"));
+        assert!(allowed("2001:db8::1"));
+        assert!(allowed("::ffff:10.1.2.3"), "IPv4-mapped IPv6");
+        let err = with("allow = []", "allow = [\"10.0.0.0/33\"]").unwrap_err();
+        assert!(err.to_string().contains("10.0.0.0/33"), "{err}");
     }
 
     #[test]

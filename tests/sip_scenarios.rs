@@ -205,6 +205,53 @@ fn a_call_over_tcp_is_answered_and_hung_up() {
 }
 
 #[test]
+fn trunk_mode_answers_only_allowed_sources() {
+    let dir = workdir("allow");
+    let ports = Ports::slot(14);
+    utterance(&dir);
+    {
+        let mut sav = Sav::start(&dir, ports, |c| {
+            c.replace("allow = []", "allow = [\"10.9.9.0/24\"]")
+        });
+        let output = sipp(
+            &dir,
+            "uac_forbidden.xml",
+            ports,
+            &["-m", "1"],
+            Duration::from_secs(30),
+        );
+        assert!(
+            output.status.success(),
+            "expected 403:\n{}",
+            sipp_report(&dir, &output)
+        );
+        let log = sav.log_text();
+        assert!(
+            log.contains("not in [sip] allow") && log.contains("refused_so_far=1"),
+            "{log}"
+        );
+        assert!(!log.contains("call established"), "{log}");
+        assert!(sav.is_running());
+    }
+    let sav = Sav::start(&dir, ports, |c| {
+        c.replace("allow = []", "allow = [\"10.9.9.0/24\", \"127.0.0.0/8\"]")
+    });
+    let output = sipp(
+        &dir,
+        "uac_stream.xml",
+        ports,
+        &["-m", "1", "-d", "1000"],
+        Duration::from_secs(30),
+    );
+    assert!(
+        output.status.success(),
+        "an allowed source was refused:\n{}",
+        sipp_report(&dir, &output)
+    );
+    assert!(sav.log_text().contains("call established"));
+}
+
+#[test]
 fn sigterm_ends_calls_with_bye_and_exits_zero() {
     let dir = workdir("sigterm");
     let ports = Ports::slot(8);

@@ -112,6 +112,8 @@ pub struct Server {
     /// Our SIP address as the registrar sees it (rport/received), when it
     /// differs from the configured one: Contact in dialogs follows it.
     pub learned: LearnedAddress,
+    /// INVITEs refused because their source is not in `[sip] allow`.
+    pub forbidden: AtomicU64,
 }
 
 impl Server {
@@ -242,6 +244,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         next_media_id: AtomicU64::new(1),
         shutdown: CancellationToken::new(),
         learned,
+        forbidden: AtomicU64::new(0),
         config: Arc::new(config),
     });
     info!(
@@ -341,6 +344,16 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
         return;
     }
     match method {
+        Method::Invite if !source_allowed(server, &tx) => {
+            let count = server.forbidden.fetch_add(1, Ordering::Relaxed) + 1;
+            let source = tx
+                .connection
+                .as_ref()
+                .and_then(|c| c.get_remote_addr())
+                .map(|a| a.to_string());
+            warn!(source = ?source, refused_so_far = count, "INVITE from a source not in [sip] allow: 403");
+            spawn_reply(tx, StatusCode::Forbidden, Vec::new());
+        }
         Method::Invite => {
             let server = server.clone();
             tokio::spawn(call::handle_invite(server, tx));
@@ -362,6 +375,24 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
             StatusCode::MethodNotAllowed,
             vec![Header::Allow(ALLOW.into())],
         ),
+    }
+}
+
+/// Whether `[sip] allow` lets this request's source in (always, when unset).
+/// The source is the address the request came from, not what its headers say.
+fn source_allowed(server: &Server, tx: &Transaction) -> bool {
+    let allow = &server.config.sip.allow;
+    if allow.is_empty() {
+        return true;
+    }
+    let source = tx
+        .connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok());
+    match source {
+        Some(addr) => allow.iter().any(|net| net.contains(addr.ip())),
+        None => false,
     }
 }
 
