@@ -71,6 +71,7 @@ enum Command {
     Enqueue(MediaId, SegmentKind),
     Interrupt(MediaId),
     Latch(MediaId, SocketAddr),
+    SetSending(MediaId, bool),
     Stop(MediaId),
 }
 
@@ -88,6 +89,8 @@ pub struct DriverStats {
     pub late_frames: u64,
     pub skipped_frames: u64,
     pub events_dropped: u64,
+    /// Frames not sent because the stream was on hold.
+    pub held_frames: u64,
 }
 
 struct CallStream {
@@ -98,6 +101,8 @@ struct CallStream {
     pacer: Pacer,
     scheduler: PlayoutScheduler,
     events: mpsc::Sender<MediaEvent>,
+    /// False while the caller has us on hold (we answered recvonly/inactive).
+    sending: bool,
 }
 
 impl MediaDriver {
@@ -122,6 +127,11 @@ impl MediaDriver {
 
     pub async fn latch(&self, id: MediaId, remote: SocketAddr) {
         self.send(Command::Latch(id, remote)).await;
+    }
+
+    /// Hold (false) or resume (true) the outbound stream; the clock runs on.
+    pub async fn set_sending(&self, id: MediaId, sending: bool) {
+        self.send(Command::SetSending(id, sending)).await;
     }
 
     pub async fn stop(&self, id: MediaId) {
@@ -215,6 +225,7 @@ fn apply(
                     pacer: Pacer::new(t0.into_std(), seq0, ts0),
                     scheduler,
                     events,
+                    sending: true,
                 },
             );
             timers.push(Reverse((t0, id)));
@@ -237,6 +248,14 @@ fn apply(
                 call.remote = remote;
             }
         }
+        Command::SetSending(id, sending) => {
+            if let Some(call) = calls.get_mut(&id) {
+                if sending && !call.sending {
+                    call.scheduler.restart_talkspurt();
+                }
+                call.sending = sending;
+            }
+        }
         Command::Stop(id) => {
             if let Some(call) = calls.remove(&id) {
                 debug!(
@@ -257,6 +276,10 @@ fn send_due_frames(
     packet: &mut [u8; PACKET_LEN],
     stats: &mut DriverStats,
 ) {
+    if !call.sending {
+        stats.held_frames += call.pacer.skip_due(now.into_std());
+        return;
+    }
     let late_before = call.pacer.late_frames();
     let skipped_before = call.pacer.skipped_frames();
     while let Some(slot) = call.pacer.poll_frame(now.into_std()) {
@@ -307,6 +330,9 @@ pub struct ReceiverConfig {
     /// Where the SDP said the caller's media is; replaced by the real source.
     pub expected: SocketAddr,
     pub rtp_timeout: Duration,
+    /// Set while the caller may legitimately send nothing (it put us on
+    /// hold with `sendonly`/`inactive`): no RTP timeout then.
+    pub quiet_allowed: Arc<std::sync::atomic::AtomicBool>,
     pub driver: MediaDriver,
     pub events: mpsc::Sender<MediaEvent>,
 }
@@ -324,6 +350,7 @@ async fn receive(config: ReceiverConfig) {
         payload_types,
         expected,
         rtp_timeout,
+        quiet_allowed,
         driver,
         events,
     } = config;
@@ -335,6 +362,10 @@ async fn receive(config: ReceiverConfig) {
     loop {
         let deadline = last_valid + rtp_timeout;
         let received = match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            Err(_elapsed) if quiet_allowed.load(std::sync::atomic::Ordering::Relaxed) => {
+                last_valid = Instant::now();
+                continue;
+            }
             Err(_elapsed) => {
                 warn!(
                     media = id,

@@ -119,6 +119,20 @@ impl Pacer {
         Some(slot)
     }
 
+    /// Lets every frame due at `now` pass unsent (the stream is on hold):
+    /// media time runs on, the sequence number does not, so when sending
+    /// resumes the sequence stays continuous and the timestamp tells how long
+    /// the pause was (RFC 3550 §5.1). Returns how many frames were skipped.
+    pub fn skip_due(&mut self, now: Instant) -> u64 {
+        if now < self.due(self.next_index) {
+            return 0;
+        }
+        let newest = self.frames_elapsed(now);
+        let skipped = newest + 1 - self.next_index;
+        self.next_index = newest + 1;
+        skipped
+    }
+
     /// Packets handed out so far.
     pub fn sent(&self) -> u64 {
         self.sent
@@ -258,6 +272,32 @@ mod tests {
             "timestamp reflects media time"
         );
         assert_eq!(pacer.skipped_frames(), 44);
+    }
+
+    #[test]
+    fn hold_keeps_seq_continuous_and_timestamp_in_media_time() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::new(t0, 500, 8000);
+        let before: Vec<FrameSlot> = (0..5u64)
+            .map(|n| pacer.poll_frame(t0 + ms(20 * n)).unwrap())
+            .collect();
+        // On hold from 100 ms to 1 s: nothing sent, time runs on.
+        let mut skipped = 0;
+        for n in 5..50u64 {
+            skipped += pacer.skip_due(t0 + ms(20 * n));
+        }
+        assert_eq!(skipped, 45);
+        assert_eq!(pacer.skip_due(t0 + ms(20 * 49)), 0, "nothing due twice");
+        let resumed = pacer.poll_frame(t0 + ms(1000)).unwrap();
+        assert_eq!(resumed.seq, before[4].seq + 1, "sequence continuous");
+        assert_eq!(
+            resumed.timestamp,
+            8000 + 50 * 160,
+            "timestamp in media time"
+        );
+        assert_eq!(resumed.index, 50);
+        assert_eq!(pacer.sent(), 6);
+        assert_eq!(pacer.late_frames(), 0);
     }
 
     #[test]

@@ -170,6 +170,12 @@ impl PlayoutScheduler {
         }
     }
 
+    /// The next speech frame starts a new talkspurt (marker bit), e.g. after
+    /// the stream was on hold.
+    pub fn restart_talkspurt(&mut self) {
+        self.in_talkspurt = false;
+    }
+
     /// True when nothing is queued or playing.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty()

@@ -8,7 +8,7 @@
 //! until either side hangs up.
 
 use std::net::SocketAddr;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -27,7 +27,8 @@ use crate::media::driver::{self, MediaEvent, MediaId, ReceiverConfig, StreamStar
 use crate::media::playout::{PlayoutEvent, SegmentKind};
 use crate::media::rtp::PayloadTypes;
 use crate::redact::Pii;
-use crate::sip::sdp::{self, NegotiatedAudio, SdpError, SessionDescription};
+use crate::sip::midcall::{self, SessionTimer};
+use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
 use crate::sip::server::{reply_and_linger, Server};
 
 /// Seconds a caller is asked to wait before retrying when we are full.
@@ -96,6 +97,24 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         }
     };
 
+    // Session timers (RFC 4028): the caller refreshes; too short is 422.
+    let timer = midcall::session_timer(
+        tx.original
+            .header_value("Session-Expires")
+            .or_else(|| tx.original.header_value("x"))
+            .as_deref(),
+        tx.original.header_value("Min-SE").as_deref(),
+    );
+    if let SessionTimer::TooSmall(asked) = timer {
+        warn!(
+            asked,
+            min = midcall::MIN_SE,
+            "session interval too small: 422"
+        );
+        let headers = vec![Header::Other("Min-SE".into(), midcall::MIN_SE.to_string())];
+        return reply_and_linger(&mut tx, StatusCode::from(422), headers).await;
+    }
+
     let socket = match server.ports.bind() {
         Ok(socket) => Arc::new(socket),
         Err(error) => {
@@ -110,10 +129,10 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
             return refuse(&mut tx, StatusCode::ServerInternalError, "RTP socket").await;
         }
     };
-    let session_id = u64::from(rand::random::<u32>());
+    let origin = sdp::Origin::new(u64::from(rand::random::<u32>()));
     let local_sdp = match &offer {
-        Some((offer, chosen)) => sdp::answer(offer, chosen, local_rtp, session_id),
-        None => sdp::offer(local_rtp, session_id),
+        Some((offer, chosen)) => sdp::answer(offer, chosen, local_rtp, origin),
+        None => sdp::offer(local_rtp, origin),
     };
 
     let (state_tx, states) = server.dialogs.new_dialog_state_channel();
@@ -144,8 +163,15 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         dialog,
         states,
         socket,
+        local_rtp,
+        origin,
         local_sdp,
         offer: offer.map(|(_, chosen)| chosen),
+        session_timer: match timer {
+            SessionTimer::Interval(interval) => Some(interval),
+            _ => None,
+        },
+        quiet_allowed: Arc::new(AtomicBool::new(false)),
     };
     call.run().await;
     drop(permit);
@@ -199,14 +225,30 @@ enum Ending {
     Local,
 }
 
+/// What an in-dialog request means for the call.
+enum InDialog {
+    Nothing,
+    End(Ending),
+    Event(CallEvent),
+}
+
 struct Call {
     server: Arc<Server>,
     dialog: InviteDialog,
     states: DialogStateReceiver,
     socket: Arc<UdpSocket>,
+    /// Our RTP address as written in SDP.
+    local_rtp: SocketAddr,
+    /// o= line identity; its version goes up with each new description.
+    origin: sdp::Origin,
+    /// Our current session description (answer or offer).
     local_sdp: String,
     /// The caller's offer as negotiated; `None` until the ACK for a delayed offer.
     offer: Option<NegotiatedAudio>,
+    /// RFC 4028 interval the caller asked for, refreshed by its re-INVITEs/UPDATEs.
+    session_timer: Option<u32>,
+    /// Set while the caller has us on hold and may send no RTP.
+    quiet_allowed: Arc<AtomicBool>,
 }
 
 struct Media {
@@ -278,16 +320,28 @@ impl Call {
     }
 
     fn accept(&self) {
-        let headers = vec![
+        let mut headers = vec![
             Header::ContentType("application/sdp".into()),
             Header::Allow(crate::sip::server::ALLOW.into()),
         ];
+        headers.extend(self.session_timer_headers());
         if let Err(error) = self
             .dialog
             .accept(Some(headers), Some(self.local_sdp.clone().into_bytes()))
         {
             warn!(%error, "cannot send 200");
         }
+    }
+
+    fn session_timer_headers(&self) -> Vec<Header> {
+        self.session_timer
+            .map(|interval| {
+                midcall::session_timer_headers(interval)
+                    .into_iter()
+                    .map(|(name, value)| Header::Other(name.into(), value))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     async fn start_media(&mut self, t0: Instant) -> Result<(Media, Conversation), Ending> {
@@ -339,10 +393,13 @@ impl Call {
             },
             expected: negotiated.remote,
             rtp_timeout: Duration::from_secs(server.config.media.rtp_timeout_secs),
+            quiet_allowed: self.quiet_allowed.clone(),
             driver: server.driver.clone(),
             events: events_tx,
         });
-        info!(remote_rtp = %negotiated.remote, local_rtp = ?self.socket.local_addr().ok(), "call established");
+        info!(remote_rtp = %negotiated.remote, local_rtp = %self.local_rtp, "call established");
+        self.offer = Some(negotiated.clone());
+        self.apply_direction(id, negotiated.direction).await;
         Ok((
             Media {
                 id,
@@ -373,14 +430,38 @@ impl Call {
         }
     }
 
+    /// Our answered direction decides whether we send (hold, RFC 3264 §8.4)
+    /// and whether the caller may stay silent.
+    async fn apply_direction(&self, id: MediaId, ours: Direction) {
+        let sending = matches!(ours, Direction::SendRecv | Direction::SendOnly);
+        let receiving = matches!(ours, Direction::SendRecv | Direction::RecvOnly);
+        self.quiet_allowed.store(!receiving, Ordering::Relaxed);
+        self.server.driver.set_sending(id, sending).await;
+    }
+
     /// The established call: until one side hangs up.
     async fn established(&mut self, mut media: Media, mut conversation: Conversation) -> Ending {
+        let mut refresh_deadline = self
+            .session_timer
+            .map(|i| midcall::expiry(Instant::now().into_std(), i));
         let ending = loop {
+            let deadline = refresh_deadline.map(Instant::from_std);
             let event = tokio::select! {
                 state = self.states.recv() => match state {
-                    Some(state) => match self.on_dialog_state(state).await {
-                        Some(ending) => break ending,
-                        None => continue,
+                    Some(state) => match self.on_dialog_state(state, media.id).await {
+                        (InDialog::End(ending), _) => break ending,
+                        (InDialog::Event(event), refreshed) => {
+                            if refreshed {
+                                refresh_deadline = self.session_timer.map(|i| midcall::expiry(Instant::now().into_std(), i));
+                            }
+                            event
+                        }
+                        (InDialog::Nothing, refreshed) => {
+                            if refreshed {
+                                refresh_deadline = self.session_timer.map(|i| midcall::expiry(Instant::now().into_std(), i));
+                            }
+                            continue;
+                        }
                     },
                     None => break Ending::Remote,
                 },
@@ -397,6 +478,10 @@ impl Call {
                     Some(MediaEvent::RtpTimeout) => CallEvent::RtpTimeout,
                     None => continue,
                 },
+                _ = sleep_until_opt(deadline) => {
+                    warn!("session timer expired without a refresh (RFC 4028): hanging up");
+                    break Ending::Local;
+                }
                 _ = self.server.shutdown.cancelled() => break Ending::Local,
             };
             let mut hangup = false;
@@ -423,48 +508,141 @@ impl Call {
         ending
     }
 
-    /// An in-dialog event; `Some` when it ends the call.
-    async fn on_dialog_state(&mut self, state: DialogState) -> Option<Ending> {
+    /// An in-dialog request; also says whether it refreshed the session.
+    async fn on_dialog_state(&mut self, state: DialogState, media: MediaId) -> (InDialog, bool) {
         match state {
             DialogState::Terminated(_, reason) => {
                 match reason {
                     TerminatedReason::UacBye => info!("caller hung up"),
                     other => info!(reason = ?other, "dialog terminated"),
                 }
-                Some(Ending::Remote)
+                (InDialog::End(Ending::Remote), false)
             }
             DialogState::Updated(_, request, handle) => {
-                // Re-INVITE or UPDATE: keep the session as it is (hold and
-                // session refresh are handled by the SIP layer's mid-call
-                // support); answer with our current description.
-                let (headers, body) = if request.method == Method::Invite {
-                    (
-                        Some(vec![Header::ContentType("application/sdp".into())]),
-                        Some(self.local_sdp.clone().into_bytes()),
-                    )
+                // re-INVITE or UPDATE: a new offer (hold, resume, address
+                // change), a session refresh, or both.
+                let timer = midcall::session_timer(
+                    request
+                        .header_value("Session-Expires")
+                        .or_else(|| request.header_value("x"))
+                        .as_deref(),
+                    request.header_value("Min-SE").as_deref(),
+                );
+                if let SessionTimer::TooSmall(_) = timer {
+                    let headers = vec![Header::Other("Min-SE".into(), midcall::MIN_SE.to_string())];
+                    let _ = handle
+                        .respond(StatusCode::from(422), Some(headers), None)
+                        .await;
+                    return (InDialog::Nothing, false);
+                }
+                if let SessionTimer::Interval(interval) = timer {
+                    self.session_timer = Some(interval);
+                }
+                let has_offer = !request.body.iter().all(u8::is_ascii_whitespace);
+                let mut headers = self.session_timer_headers();
+                let body = if has_offer {
+                    match SessionDescription::parse(&request.body).and_then(|offer| {
+                        let chosen = sdp::negotiate(&offer)?;
+                        Ok((offer, chosen))
+                    }) {
+                        Ok((offer, chosen)) => {
+                            let previous = self.offer.as_ref().map(|o| o.direction);
+                            if previous != Some(chosen.direction) {
+                                info!(direction = ?chosen.direction, "media direction changed (hold/resume)");
+                            }
+                            if self.offer.as_ref().map(|o| o.remote) != Some(chosen.remote) {
+                                self.server.driver.latch(media, chosen.remote).await;
+                            }
+                            self.apply_direction(media, chosen.direction).await;
+                            let new_sdp =
+                                sdp::answer(&offer, &chosen, self.local_rtp, self.origin.next());
+                            // RFC 3264 §8: the version changes only with the description.
+                            if new_sdp_differs(&new_sdp, &self.local_sdp) {
+                                self.origin = self.origin.next();
+                                self.local_sdp = new_sdp;
+                            }
+                            self.offer = Some(chosen);
+                            Some(self.local_sdp.clone())
+                        }
+                        Err(error) => {
+                            // The session goes on as it was (RFC 3261 §14.2).
+                            warn!(%error, "mid-call offer refused");
+                            let _ = handle
+                                .respond(StatusCode::from(error.status_code()), None, None)
+                                .await;
+                            return (InDialog::Nothing, false);
+                        }
+                    }
+                } else if request.method == Method::Invite {
+                    // An offerless re-INVITE: our current description is the offer.
+                    Some(self.local_sdp.clone())
                 } else {
-                    (None, None)
+                    None
                 };
-                let _ = handle.respond(StatusCode::OK, headers, body).await;
-                None
+                if body.is_some() {
+                    headers.push(Header::ContentType("application/sdp".into()));
+                }
+                let _ = handle
+                    .respond(StatusCode::OK, Some(headers), body.map(String::into_bytes))
+                    .await;
+                (InDialog::Nothing, true)
             }
-            DialogState::Options(_, _, handle) | DialogState::Info(_, _, handle) => {
+            DialogState::Info(_, request, handle) => {
+                if request.body.is_empty() {
+                    let _ = handle.reply(StatusCode::OK).await;
+                    return (InDialog::Nothing, false);
+                }
+                let content_type = request.header_value("Content-Type").unwrap_or_default();
+                match midcall::info_dtmf(&content_type, &request.body) {
+                    Ok(Some(digit)) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        info!(%digit, "DTMF (INFO)");
+                        (InDialog::Event(CallEvent::Dtmf(digit)), false)
+                    }
+                    Ok(None) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        (InDialog::Nothing, false)
+                    }
+                    Err(midcall::InfoError::UnsupportedType(kind)) => {
+                        debug!(%kind, "INFO of a type we do not handle");
+                        let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+                        (InDialog::Nothing, false)
+                    }
+                    Err(error) => {
+                        warn!(%error, "bad INFO");
+                        let _ = handle.reply(StatusCode::BadRequest).await;
+                        (InDialog::Nothing, false)
+                    }
+                }
+            }
+            DialogState::Options(_, _, handle) => {
                 let _ = handle.reply(StatusCode::OK).await;
-                None
+                (InDialog::Nothing, false)
             }
             DialogState::Notify(_, _, handle)
             | DialogState::Refer(_, _, handle)
             | DialogState::Message(_, _, handle)
             | DialogState::Publish(_, _, handle) => {
                 let _ = handle.reply(StatusCode::NotImplemented).await;
-                None
+                (InDialog::Nothing, false)
             }
             other => {
                 debug!(state = %state_name(&other), "dialog state");
-                None
+                (InDialog::Nothing, false)
             }
         }
     }
+}
+
+/// Whether two descriptions differ beyond their o= line.
+fn new_sdp_differs(a: &str, b: &str) -> bool {
+    let body = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("o="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    body(a) != body(b)
 }
 
 fn state_name(state: &DialogState) -> &'static str {

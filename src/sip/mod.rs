@@ -8,6 +8,7 @@
 
 pub mod call;
 pub mod digest;
+pub mod midcall;
 pub mod registrar_client;
 pub mod registration;
 pub mod sdp;

@@ -292,13 +292,35 @@ pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError
     }
 }
 
+/// Our o= line's session id and version (RFC 4566 §5.2): the version goes up
+/// each time our description changes within the session (RFC 3264 §8).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Origin {
+    pub id: u64,
+    pub version: u64,
+}
+
+impl Origin {
+    pub fn new(id: u64) -> Self {
+        Self { id, version: id }
+    }
+
+    /// The same session, one version on.
+    pub fn next(self) -> Self {
+        Self {
+            version: self.version + 1,
+            ..self
+        }
+    }
+}
+
 /// Builds our answer: the accepted audio stream at `local`, every other offered
 /// stream rejected with port 0.
 pub fn answer(
     offer: &SessionDescription,
     chosen: &NegotiatedAudio,
     local: SocketAddr,
-    session_id: u64,
+    origin: Origin,
 ) -> String {
     let ip = local.ip();
     let addr_type = if ip.is_ipv4() { "IP4" } else { "IP6" };
@@ -306,7 +328,8 @@ pub fn answer(
     // Writing to a String cannot fail.
     let _ = write!(
         sdp,
-        "v=0\r\no=sav {session_id} {session_id} IN {addr_type} {ip}\r\ns=sav\r\nc=IN {addr_type} {ip}\r\nt=0 0\r\n"
+        "v=0\r\no=sav {} {} IN {addr_type} {ip}\r\ns=sav\r\nc=IN {addr_type} {ip}\r\nt=0 0\r\n",
+        origin.id, origin.version
     );
     for (index, m) in offer.media.iter().enumerate() {
         if index != chosen.index {
@@ -340,7 +363,7 @@ pub const OFFERED_TELEPHONE_EVENT: u8 = 101;
 
 /// Our offer, for an INVITE that came without one (delayed offer, RFC 3261
 /// §13.2.1): PCMU and telephone-event at `local`.
-pub fn offer(local: SocketAddr, session_id: u64) -> String {
+pub fn offer(local: SocketAddr, origin: Origin) -> String {
     let only_audio = SessionDescription {
         media: vec![MediaDescription {
             media: "audio".into(),
@@ -359,7 +382,7 @@ pub fn offer(local: SocketAddr, session_id: u64) -> String {
         telephone_event: Some(OFFERED_TELEPHONE_EVENT),
         direction: Direction::SendRecv,
     };
-    answer(&only_audio, &chosen, local, session_id)
+    answer(&only_audio, &chosen, local, origin)
 }
 
 #[cfg(test)]
@@ -384,7 +407,12 @@ a=ptime:20\r\n";
         let chosen = negotiate(&offer).unwrap();
         assert_eq!(chosen.remote, "127.0.0.1:6000".parse().unwrap());
         assert_eq!((chosen.pcmu, chosen.telephone_event), (0, Some(101)));
-        let sdp = answer(&offer, &chosen, "127.0.0.1:20000".parse().unwrap(), 42);
+        let sdp = answer(
+            &offer,
+            &chosen,
+            "127.0.0.1:20000".parse().unwrap(),
+            Origin::new(42),
+        );
         assert!(sdp.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{sdp}");
         assert!(sdp.contains("a=rtpmap:0 PCMU/8000\r\n"));
         assert!(sdp.contains("a=rtpmap:101 telephone-event/8000\r\n"));
@@ -432,7 +460,12 @@ a=ptime:20\r\n";
         let chosen = negotiate(&offer).unwrap();
         assert_eq!(chosen.index, 1);
         assert_eq!(chosen.direction, Direction::RecvOnly);
-        let sdp = answer(&offer, &chosen, "127.0.0.1:20002".parse().unwrap(), 1);
+        let sdp = answer(
+            &offer,
+            &chosen,
+            "127.0.0.1:20002".parse().unwrap(),
+            Origin::new(1),
+        );
         let video = sdp.find("m=video 0 RTP/AVP 96").expect("video rejected");
         let audio = sdp.find("m=audio 20002").expect("audio accepted");
         assert!(video < audio, "m-lines keep the offer's order");
@@ -473,7 +506,7 @@ a=ptime:20\r\n";
 
     #[test]
     fn our_offer_is_accepted_by_our_own_negotiation() {
-        let offer_sdp = offer("127.0.0.1:20004".parse().unwrap(), 9);
+        let offer_sdp = offer("127.0.0.1:20004".parse().unwrap(), Origin::new(9));
         let parsed = SessionDescription::parse(offer_sdp.as_bytes()).unwrap();
         let chosen = negotiate(&parsed).unwrap();
         assert_eq!(chosen.remote, "127.0.0.1:20004".parse().unwrap());
@@ -518,7 +551,12 @@ a=ptime:20\r\n";
             }
             if let Ok(offer) = SessionDescription::parse(&body) {
                 if let Ok(chosen) = negotiate(&offer) {
-                    let _ = answer(&offer, &chosen, "127.0.0.1:20000".parse().unwrap(), 1);
+                    let _ = answer(
+                        &offer,
+                        &chosen,
+                        "127.0.0.1:20000".parse().unwrap(),
+                        Origin::new(1),
+                    );
                     accepted += 1;
                 }
             }
