@@ -134,6 +134,18 @@ pub struct CallConfig {
     #[serde(default = "default_hangup_digit")]
     pub hangup_digit: char,
     pub goodbye: String,
+    /// Blind transfer target (REFER's Refer-To), e.g. the support queue;
+    /// no transfer when absent.
+    pub transfer_to: Option<String>,
+    /// Key that asks for a human.
+    #[serde(default = "default_transfer_digit")]
+    pub transfer_digit: char,
+    /// Said before the REFER.
+    #[serde(default = "default_transfer_phrase")]
+    pub transfer: String,
+    /// Said when the transfer failed; the call goes on.
+    #[serde(default = "default_transfer_failed_phrase")]
+    pub transfer_failed: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -176,6 +188,15 @@ fn default_retry_max() -> u64 {
 }
 fn default_rtp_timeout() -> u64 {
     30
+}
+fn default_transfer_digit() -> char {
+    '0'
+}
+fn default_transfer_phrase() -> String {
+    "transfer".into()
+}
+fn default_transfer_failed_phrase() -> String {
+    "transfer_failed".into()
 }
 fn default_hangup_digit() -> char {
     '#'
@@ -327,12 +348,11 @@ impl Config {
                 ));
             }
         }
-        for key in self
-            .call
-            .greeting
-            .iter()
-            .chain(std::iter::once(&self.call.goodbye))
-        {
+        for key in self.call.greeting.iter().chain([
+            &self.call.goodbye,
+            &self.call.transfer,
+            &self.call.transfer_failed,
+        ]) {
             if !self.cache.phrases.contains_key(key) {
                 return Err(invalid(
                     "call",
@@ -341,12 +361,36 @@ impl Config {
                 ));
             }
         }
-        if crate::media::dtmf::event_to_digit_code(self.call.hangup_digit).is_none() {
+        for (key, digit) in [
+            ("call.hangup_digit", self.call.hangup_digit),
+            ("call.transfer_digit", self.call.transfer_digit),
+        ] {
+            if crate::media::dtmf::event_to_digit_code(digit).is_none() {
+                return Err(invalid(key, format!("{digit:?}"), "one of 0-9, *, #, A-D"));
+            }
+        }
+        if self
+            .call
+            .transfer_digit
+            .eq_ignore_ascii_case(&self.call.hangup_digit)
+        {
             return Err(invalid(
-                "call.hangup_digit",
-                format!("{:?}", self.call.hangup_digit),
-                "one of 0-9, *, #, A-D",
+                "call.transfer_digit",
+                format!("{:?}", self.call.transfer_digit),
+                "a key other than call.hangup_digit",
             ));
+        }
+        if let Some(target) = &self.call.transfer_to {
+            if !(target.starts_with("sip:")
+                || target.starts_with("sips:")
+                || target.starts_with("tel:"))
+            {
+                return Err(invalid(
+                    "call.transfer_to",
+                    format!("{target:?}"),
+                    "a SIP or tel URI, e.g. \"sip:support@pbx.example.com\"",
+                ));
+            }
         }
         Ok(())
     }

@@ -136,3 +136,80 @@ fn pound_in_sip_info_gets_goodbye_and_bye() {
     assert!(log.contains("DTMF (INFO) digit=#"), "{log}");
     assert!(log.contains("reason=CallerDone"), "{log}");
 }
+
+fn with_transfer(config: String) -> String {
+    config.replace(
+        "# transfer_to = \"sip:support@pbx.example.com\"",
+        "transfer_to = \"sip:support@127.0.0.1:9\"",
+    )
+}
+
+#[test]
+fn zero_transfers_with_refer_and_hangs_up_when_the_notify_says_200() {
+    let dir = workdir("transfer_ok");
+    let ports = Ports::slot(17);
+    utterance(&dir);
+    dtmf_pcap(&dir, "0");
+    let sav = Sav::start(&dir, ports, with_transfer);
+    let output = sipp(
+        &dir,
+        "uac_transfer_ok.xml",
+        ports,
+        &["-m", "1", "-d", "1500"],
+        Duration::from_secs(60),
+    );
+    assert!(
+        output.status.success(),
+        "transfer scenario failed:\n{}\n{}",
+        sipp_report(&dir, &output),
+        sav.log_text()
+    );
+    let log = sav.log_text();
+    assert!(log.contains("blind transfer (REFER)"), "{log}");
+    assert!(log.contains("transfer succeeded"), "{log}");
+    assert!(log.contains("reason=Transferred"), "{log}");
+}
+
+#[test]
+fn failed_transfer_says_the_fallback_phrase_and_keeps_the_call() {
+    let dir = workdir("transfer_failed");
+    let ports = Ports::slot(18);
+    utterance(&dir);
+    dtmf_pcap(&dir, "0");
+    let sav = Sav::start(&dir, ports, with_transfer);
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
+    let output = sipp(
+        &dir,
+        "uac_transfer_failed.xml",
+        ports,
+        &["-m", "1", "-d", "1500"],
+        Duration::from_secs(60),
+    );
+    let packets = capture.stop();
+    assert!(
+        output.status.success(),
+        "scenario failed:\n{}\n{}",
+        sipp_report(&dir, &output),
+        sav.log_text()
+    );
+    let log = sav.log_text();
+    assert!(log.contains("transfer failed code=486"), "{log}");
+    assert!(
+        log.contains("caller hung up"),
+        "the caller, not sav, ended the call: {log}"
+    );
+    // The fallback phrase, whole, in sav's RTP.
+    let fallback = std::fs::read(format!("{REPO}/cache/transfer_failed.raw")).unwrap();
+    let heard: Vec<u8> = packets
+        .iter()
+        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
+        .flat_map(|p| p.payload[12..].to_vec())
+        .collect();
+    assert!(
+        heard.windows(fallback.len()).any(|w| w == &fallback[..]),
+        "transfer_failed was not said"
+    );
+}

@@ -22,6 +22,10 @@ pub enum CallEvent {
     Dtmf(char),
     /// No RTP from the caller for the configured timeout.
     RtpTimeout,
+    /// The transferee reached the target (NOTIFY sipfrag 2xx).
+    TransferSucceeded,
+    /// The REFER was refused or the target did not answer.
+    TransferFailed,
 }
 
 /// What the call task should do.
@@ -31,6 +35,8 @@ pub enum CallAction {
     Play(String),
     /// Drop everything queued (the caller took the turn).
     StopPlayout,
+    /// Blind transfer (REFER) to this target.
+    Transfer(String),
     /// End the call with BYE.
     Hangup(HangupReason),
 }
@@ -41,6 +47,8 @@ pub enum HangupReason {
     CallerDone,
     /// The caller's media stopped.
     RtpTimeout,
+    /// The caller is with a human now.
+    Transferred,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,6 +61,10 @@ pub enum Phase {
     Listening,
     /// Saying goodbye before hanging up.
     SayingGoodbye,
+    /// Saying the transfer phrase before the REFER.
+    AnnouncingTransfer,
+    /// The REFER is out: waiting for its outcome.
+    Transferring,
     /// A hang-up was asked for; nothing more will be said.
     Ended,
 }
@@ -94,6 +106,32 @@ impl Conversation {
                 self.phase = Phase::SayingGoodbye;
                 vec![StopPlayout, Play(self.flow.goodbye.clone())]
             }
+            (Phase::Greeting | Phase::Listening, CallEvent::Dtmf(digit))
+                if digit.eq_ignore_ascii_case(&self.flow.transfer_digit)
+                    && self.flow.transfer_to.is_some() =>
+            {
+                self.phase = Phase::AnnouncingTransfer;
+                vec![StopPlayout, Play(self.flow.transfer.clone())]
+            }
+            (Phase::AnnouncingTransfer, CallEvent::PlayoutIdle) => match &self.flow.transfer_to {
+                Some(target) => {
+                    self.phase = Phase::Transferring;
+                    vec![Transfer(target.clone())]
+                }
+                None => {
+                    self.phase = Phase::Listening;
+                    Vec::new()
+                }
+            },
+            (Phase::Transferring, CallEvent::TransferSucceeded) => {
+                self.phase = Phase::Ended;
+                vec![Hangup(HangupReason::Transferred)]
+            }
+            (Phase::Transferring, CallEvent::TransferFailed) => {
+                // Back to the bot: say so, and keep the line open.
+                self.phase = Phase::Greeting;
+                vec![Play(self.flow.transfer_failed.clone())]
+            }
             (Phase::SayingGoodbye, CallEvent::PlayoutIdle) => {
                 self.phase = Phase::Ended;
                 vec![Hangup(HangupReason::CallerDone)]
@@ -114,12 +152,76 @@ mod tests {
     use super::*;
     use CallAction::*;
 
-    fn flow() -> Conversation {
-        Conversation::new(CallConfig {
+    fn config() -> CallConfig {
+        CallConfig {
             greeting: vec!["greet".into(), "welcome".into()],
             hangup_digit: '#',
             goodbye: "goodbye".into(),
-        })
+            transfer_to: Some("sip:support@pbx".into()),
+            transfer_digit: '0',
+            transfer: "transfer".into(),
+            transfer_failed: "transfer_failed".into(),
+        }
+    }
+
+    fn flow() -> Conversation {
+        Conversation::new(config())
+    }
+
+    #[test]
+    fn zero_announces_then_transfers_and_hangs_up_on_success() {
+        let mut c = flow();
+        c.handle(CallEvent::Established);
+        c.handle(CallEvent::PlayoutIdle);
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('0')),
+            vec![StopPlayout, Play("transfer".into())]
+        );
+        assert_eq!(c.phase(), Phase::AnnouncingTransfer);
+        assert!(
+            c.handle(CallEvent::Dtmf('#')).is_empty(),
+            "no goodbye while transferring"
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Transfer("sip:support@pbx".into())]
+        );
+        assert_eq!(c.phase(), Phase::Transferring);
+        assert_eq!(
+            c.handle(CallEvent::TransferSucceeded),
+            vec![Hangup(HangupReason::Transferred)]
+        );
+        assert_eq!(c.phase(), Phase::Ended);
+    }
+
+    #[test]
+    fn failed_transfer_says_so_and_the_call_goes_on() {
+        let mut c = flow();
+        c.handle(CallEvent::Established);
+        c.handle(CallEvent::Dtmf('0'));
+        c.handle(CallEvent::PlayoutIdle);
+        assert_eq!(
+            c.handle(CallEvent::TransferFailed),
+            vec![Play("transfer_failed".into())]
+        );
+        assert!(c.handle(CallEvent::PlayoutIdle).is_empty());
+        assert_eq!(c.phase(), Phase::Listening);
+        // The caller can still ask again, or leave.
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('0')),
+            vec![StopPlayout, Play("transfer".into())]
+        );
+    }
+
+    #[test]
+    fn zero_does_nothing_without_a_transfer_target() {
+        let mut c = Conversation::new(CallConfig {
+            transfer_to: None,
+            ..config()
+        });
+        c.handle(CallEvent::Established);
+        assert!(c.handle(CallEvent::Dtmf('0')).is_empty());
+        assert_eq!(c.phase(), Phase::Greeting);
     }
 
     #[test]

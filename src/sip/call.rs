@@ -22,7 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::conversation::{CallAction, CallEvent, Conversation};
+use crate::conversation::{CallAction, CallEvent, Conversation, HangupReason};
 use crate::media::driver::{self, MediaEvent, MediaId, ReceiverConfig, StreamStart};
 use crate::media::playout::{PlayoutEvent, SegmentKind};
 use crate::media::rtp::PayloadTypes;
@@ -31,6 +31,8 @@ use crate::sip::midcall::{self, SessionTimer};
 use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
 use crate::sip::server::{reply_and_linger, Server};
 
+/// Time for an in-dialog response queued to rsipstack to leave before our BYE.
+const NOTIFY_ANSWER_GRACE: Duration = Duration::from_millis(50);
 /// Seconds a caller is asked to wait before retrying when we are full.
 const RETRY_AFTER_SECS: u32 = 5;
 
@@ -444,9 +446,18 @@ impl Call {
         let mut refresh_deadline = self
             .session_timer
             .map(|i| midcall::expiry(Instant::now().into_std(), i));
+        // Outcome of a REFER sent by a task of its own (its response must not
+        // hold up the NOTIFYs that this loop answers).
+        let (transfer_tx, mut transfer_rx) = mpsc::channel::<CallEvent>(2);
+        let mut transfer_deadline: Option<Instant> = None;
         let ending = loop {
             let deadline = refresh_deadline.map(Instant::from_std);
             let event = tokio::select! {
+                Some(event) = transfer_rx.recv() => event,
+                _ = sleep_until_opt(transfer_deadline) => {
+                    warn!("transfer: no final NOTIFY in time");
+                    CallEvent::TransferFailed
+                }
                 state = self.states.recv() => match state {
                     Some(state) => match self.on_dialog_state(state, media.id).await {
                         (InDialog::End(ending), _) => break ending,
@@ -484,6 +495,12 @@ impl Call {
                 }
                 _ = self.server.shutdown.cancelled() => break Ending::Local,
             };
+            if matches!(
+                event,
+                CallEvent::TransferSucceeded | CallEvent::TransferFailed
+            ) {
+                transfer_deadline = None;
+            }
             let mut hangup = false;
             for action in conversation.handle(event) {
                 match action {
@@ -493,8 +510,39 @@ impl Call {
                         }
                     }
                     CallAction::StopPlayout => self.server.driver.interrupt(media.id).await,
+                    CallAction::Transfer(target) => {
+                        info!(%target, "blind transfer (REFER)");
+                        transfer_deadline = Some(Instant::now() + midcall::TRANSFER_TIMEOUT);
+                        let dialog = self.dialog.clone();
+                        let outcome = transfer_tx.clone();
+                        tokio::spawn(
+                            async move {
+                                let refer_to = format!("<{target}>");
+                                match dialog.refer(refer_to, None, None).await {
+                                    Ok(Some(response)) if response.status_code.code() < 300 => {
+                                        debug!(status = %response.status_code, "REFER accepted; waiting for NOTIFY");
+                                    }
+                                    Ok(Some(response)) => {
+                                        warn!(status = %response.status_code, "REFER refused");
+                                        let _ = outcome.send(CallEvent::TransferFailed).await;
+                                    }
+                                    Ok(None) | Err(_) => {
+                                        warn!("REFER got no answer");
+                                        let _ = outcome.send(CallEvent::TransferFailed).await;
+                                    }
+                                }
+                            }
+                            .in_current_span(),
+                        );
+                    }
                     CallAction::Hangup(reason) => {
                         info!(?reason, "hanging up");
+                        if reason == HangupReason::Transferred {
+                            // The 200 to the final NOTIFY is sent by the
+                            // dialog's transaction task; let it leave before
+                            // our BYE so the transferee sees them in order.
+                            tokio::time::sleep(NOTIFY_ANSWER_GRACE).await;
+                        }
                         hangup = true;
                     }
                 }
@@ -619,8 +667,29 @@ impl Call {
                 let _ = handle.reply(StatusCode::OK).await;
                 (InDialog::Nothing, false)
             }
-            DialogState::Notify(_, _, handle)
-            | DialogState::Refer(_, _, handle)
+            DialogState::Notify(_, request, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                let is_refer = request
+                    .header_value("Event")
+                    .or_else(|| request.header_value("o"))
+                    .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("refer"));
+                match midcall::sipfrag_status(&request.body).filter(|_| is_refer) {
+                    Some(code) if (200..300).contains(&code) => {
+                        info!(code, "transfer succeeded");
+                        (InDialog::Event(CallEvent::TransferSucceeded), false)
+                    }
+                    Some(code) if code >= 300 => {
+                        warn!(code, "transfer failed");
+                        (InDialog::Event(CallEvent::TransferFailed), false)
+                    }
+                    Some(code) => {
+                        debug!(code, "transfer in progress");
+                        (InDialog::Nothing, false)
+                    }
+                    None => (InDialog::Nothing, false),
+                }
+            }
+            DialogState::Refer(_, _, handle)
             | DialogState::Message(_, _, handle)
             | DialogState::Publish(_, _, handle) => {
                 let _ = handle.reply(StatusCode::NotImplemented).await;

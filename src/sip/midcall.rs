@@ -94,6 +94,25 @@ pub fn info_dtmf(content_type: &str, body: &[u8]) -> Result<Option<char>, InfoEr
     }
 }
 
+/// How long a blind transfer may take to report success or failure.
+pub const TRANSFER_TIMEOUT: Duration = Duration::from_secs(32);
+
+/// The status code of a `message/sipfrag` NOTIFY body (RFC 3515 §2.4.5):
+/// its first line, `SIP/2.0 200 OK`.
+pub fn sipfrag_status(body: &[u8]) -> Option<u16> {
+    let text = std::str::from_utf8(body).ok()?;
+    let line = text.lines().find(|l| !l.trim().is_empty())?;
+    let mut parts = line.split_whitespace();
+    if parts.next()? != "SIP/2.0" {
+        return None;
+    }
+    parts
+        .next()?
+        .parse()
+        .ok()
+        .filter(|code| (100..700).contains(code))
+}
+
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum InfoError {
@@ -130,6 +149,20 @@ mod tests {
         let t = Instant::now();
         assert_eq!(expiry(t, 90) - t, Duration::from_secs(60));
         assert_eq!(expiry(t, 1800) - t, Duration::from_secs(1768));
+    }
+
+    #[test]
+    fn sipfrag_status_line() {
+        assert_eq!(sipfrag_status(b"SIP/2.0 200 OK\r\n"), Some(200));
+        assert_eq!(sipfrag_status(b"\r\nSIP/2.0 100 Trying"), Some(100));
+        assert_eq!(
+            sipfrag_status(b"SIP/2.0 486 Busy Here\r\nContent-Length: 0\r\n"),
+            Some(486)
+        );
+        assert_eq!(sipfrag_status(b"SIP/2.0 9999 Odd"), None);
+        assert_eq!(sipfrag_status(b"HTTP/1.1 200 OK"), None);
+        assert_eq!(sipfrag_status(b""), None);
+        assert_eq!(sipfrag_status(&[0xff, 0xfe]), None);
     }
 
     #[test]

@@ -327,7 +327,7 @@ pub fn sipp_report(dir: &Path, output: &Output) -> String {
     let mut report = format!(
         "sipp exit {:?}\nstdout tail:\n{}\nstderr:\n{}",
         output.status.code(),
-        tail(&String::from_utf8_lossy(&output.stdout), 25),
+        tail(&String::from_utf8_lossy(&output.stdout), 60),
         String::from_utf8_lossy(&output.stderr)
     );
     if let Ok(entries) = std::fs::read_dir(dir) {
@@ -373,13 +373,20 @@ pub fn utterance(dir: &Path) -> PathBuf {
 
 /// Copies sipp's RFC 4733 capture of a '#' key press into `dir`.
 pub fn dtmf_pound_pcap(dir: &Path) {
-    let source = Path::new("/usr/share/sip-tester/dtmf_2833_pound.pcap");
+    dtmf_pcap(dir, "pound");
+}
+
+/// Copies sipp's RFC 4733 capture of a key press (`0`…`9`, `pound`, `star`)
+/// into `dir`, as `dtmf_2833_<key>.pcap`.
+pub fn dtmf_pcap(dir: &Path, key: &str) {
+    let name = format!("dtmf_2833_{key}.pcap");
+    let source = Path::new("/usr/share/sip-tester").join(&name);
     assert!(
         source.exists(),
         "{} missing: install the Debian package sip-tester",
         source.display()
     );
-    std::fs::copy(source, dir.join("dtmf_2833_pound.pcap")).expect("copy dtmf pcap");
+    std::fs::copy(&source, dir.join(&name)).expect("copy dtmf pcap");
 }
 
 /// One UDP datagram seen on loopback.
