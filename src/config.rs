@@ -348,11 +348,19 @@ impl Config {
                 ));
             }
         }
-        for key in self.call.greeting.iter().chain([
-            &self.call.goodbye,
-            &self.call.transfer,
-            &self.call.transfer_failed,
-        ]) {
+        // The transfer phrases matter only when there is a transfer target.
+        let transfer_phrases = self
+            .call
+            .transfer_to
+            .as_ref()
+            .map(|_| [&self.call.transfer, &self.call.transfer_failed]);
+        for key in self
+            .call
+            .greeting
+            .iter()
+            .chain([&self.call.goodbye])
+            .chain(transfer_phrases.into_iter().flatten())
+        {
             if !self.cache.phrases.contains_key(key) {
                 return Err(invalid(
                     "call",

@@ -199,7 +199,7 @@ fn a_call_over_tcp_is_answered_and_hung_up() {
         sipp_report(&dir, &output)
     );
     let log = sav.log_text();
-    assert!(log.contains("source=TCP"), "{log}");
+    assert!(log.contains("transport=TCP"), "{log}");
     assert!(log.contains("caller hung up"), "{log}");
     assert!(sav.is_running());
 }

@@ -27,6 +27,7 @@ use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::pacer::Pacer;
 use crate::media::playout::{PlayoutEvent, PlayoutScheduler, SegmentKind};
 use crate::media::rtp::{self, Inbound, PayloadTypes, PACKET_LEN};
+use crate::redact::Pii;
 
 /// Commands queued to the driver; bounded so a stuck driver pushes back.
 const COMMAND_QUEUE: usize = 1024;
@@ -327,8 +328,9 @@ pub struct ReceiverConfig {
     pub id: MediaId,
     pub socket: Arc<UdpSocket>,
     pub payload_types: PayloadTypes,
-    /// Where the SDP said the caller's media is; replaced by the real source.
-    pub expected: SocketAddr,
+    /// Where the SDP says the caller's media is (a re-INVITE may move it);
+    /// replaced by the real source once it proves itself.
+    pub expected: tokio::sync::watch::Receiver<SocketAddr>,
     pub rtp_timeout: Duration,
     /// Set while the caller may legitimately send nothing (it put us on
     /// hold with `sendonly`/`inactive`): no RTP timeout then.
@@ -356,7 +358,8 @@ async fn receive(config: ReceiverConfig) {
     } = config;
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     let mut dtmf = DtmfDecoder::new();
-    let mut latch = RtpLatch::new();
+    let mut expected = expected;
+    let mut latch = RtpLatch::new(*expected.borrow_and_update());
     let mut last_valid = Instant::now();
     let mut bad_packets: u64 = 0;
     loop {
@@ -390,23 +393,29 @@ async fn receive(config: ReceiverConfig) {
             Err(error) => {
                 bad_packets += 1;
                 if worth_logging(bad_packets) {
-                    warn!(media = id, %source, len, %error, bad_packets, "RTP packet dropped");
+                    warn!(media = id, source = %Pii(&source.to_string()), len, %error, bad_packets, "RTP packet dropped");
                 }
                 continue;
             }
         };
-        match latch.on_packet(source, Instant::now().into_std()) {
+        if expected.has_changed().unwrap_or(false) {
+            latch.expect(*expected.borrow_and_update());
+        }
+        let (ssrc, seq) = match packet {
+            Inbound::Audio { ssrc, seq, .. } | Inbound::TelephoneEvent { ssrc, seq, .. } => {
+                (ssrc, seq)
+            }
+        };
+        match latch.on_packet(source, ssrc, seq, Instant::now().into_std()) {
             LatchDecision::Accept => {}
             LatchDecision::Latch(addr) => {
-                if addr != expected {
-                    debug!(media = id, %addr, sdp = %expected, "latching RTP to the caller's real source");
-                }
+                debug!(media = id, "latching RTP to the caller's real source");
                 driver.latch(id, addr).await;
             }
-            LatchDecision::Reject { latched } => {
+            LatchDecision::Reject => {
                 bad_packets += 1;
                 if worth_logging(bad_packets) {
-                    warn!(media = id, %source, %latched, "RTP from an unexpected source dropped");
+                    warn!(media = id, source = %Pii(&source.to_string()), bad_packets, "RTP from an unconfirmed source dropped");
                 }
                 continue;
             }
@@ -422,7 +431,12 @@ async fn receive(config: ReceiverConfig) {
                     let _ = events.send(MediaEvent::Dtmf(digit.digit)).await;
                 }
                 Ok(None) => {}
-                Err(error) => warn!(media = id, %error, "bad telephone-event"),
+                Err(error) => {
+                    bad_packets += 1;
+                    if worth_logging(bad_packets) {
+                        warn!(media = id, %error, bad_packets, "bad telephone-event");
+                    }
+                }
             }
         }
     }

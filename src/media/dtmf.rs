@@ -3,11 +3,18 @@
 //! A key press arrives as a run of RTP packets sharing one timestamp (the
 //! event's start, RFC 4733 §2.5.1.2), the last three with the E bit set. The
 //! digit is reported once, on the first packet of the event, so the bot can
-//! react before the key is released; retransmitted end packets and reordered
-//! packets of an event already reported are ignored.
+//! react before the key is released. Packets of an event already seen, and
+//! late or reordered packets of older events (a timestamp not newer than the
+//! last event's, in serial arithmetic), are ignored; so is an event starting
+//! less than [`MIN_EVENT_SPACING`] after the previous one, which no keypad can
+//! produce but a flood can.
 
 /// One RFC 4733 event payload is 4 bytes (§2.3).
 const EVENT_PAYLOAD_LEN: usize = 4;
+
+/// Shortest spacing between two key presses we accept: 40 ms at 8 kHz
+/// (ITU-T Q.24 needs at least 40 ms of tone and 40 ms of pause).
+pub const MIN_EVENT_SPACING: u32 = 320;
 
 /// A decoded key press.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,8 +73,12 @@ impl DtmfDecoder {
         let Some(digit) = event_to_digit(payload[0]) else {
             return Ok(None);
         };
-        if self.last_reported == Some(timestamp) {
-            return Ok(None);
+        if let Some(last) = self.last_reported {
+            // Serial-number arithmetic (RFC 1982): not newer means old.
+            let age = timestamp.wrapping_sub(last) as i32;
+            if age < MIN_EVENT_SPACING as i32 {
+                return Ok(None);
+            }
         }
         self.last_reported = Some(timestamp);
         Ok(Some(DtmfDigit { digit, timestamp }))
@@ -116,6 +127,46 @@ mod tests {
             .handle_packet(ts + 1600, &payload(11, false, 160))
             .unwrap();
         assert_eq!(again.map(|x| x.digit), Some('#'));
+    }
+
+    #[test]
+    fn late_packets_of_an_older_event_are_not_new_digits() {
+        let mut d = DtmfDecoder::new();
+        let mut digits = String::new();
+        let mut feed = |d: &mut DtmfDecoder, ts: u32, event: u8, end: bool| {
+            if let Some(x) = d.handle_packet(ts, &payload(event, end, 160)).unwrap() {
+                digits.push(x.digit);
+            }
+        };
+        feed(&mut d, 8000, 1, false);
+        feed(&mut d, 8000, 1, true);
+        feed(&mut d, 9600, 2, false);
+        feed(&mut d, 8000, 1, true); // late end packet of '1'
+        feed(&mut d, 9600, 2, true);
+        assert_eq!(digits, "12");
+    }
+
+    #[test]
+    fn timestamps_wrap_and_floods_are_thinned() {
+        let mut d = DtmfDecoder::new();
+        assert!(d
+            .handle_packet(u32::MAX - 100, &payload(5, false, 160))
+            .unwrap()
+            .is_some());
+        // 1000 samples later, across the u32 wrap: a new key.
+        assert!(d
+            .handle_packet(899, &payload(6, false, 160))
+            .unwrap()
+            .is_some());
+        // A new "event" every sample: at most one per 40 ms gets through.
+        let accepted = (1..=8000u32)
+            .filter(|i| {
+                d.handle_packet(899 + i, &payload(7, false, 160))
+                    .unwrap()
+                    .is_some()
+            })
+            .count();
+        assert_eq!(accepted, 25);
     }
 
     #[test]

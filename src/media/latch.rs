@@ -1,17 +1,22 @@
-//! Symmetric RTP (RFC 4961 behaviour for a peer behind NAT): send to where
+//! Symmetric RTP (RFC 4961 behaviour, for callers behind NAT): send to where
 //! the caller's RTP really comes from, not only where its SDP said (sans-IO).
 //!
-//! The first valid packet latches the source. Packets from another source are
-//! refused while the latched one is alive, so a stray or hostile sender cannot
-//! steal the stream; once the latched source has been silent for
-//! [`RELATCH_AFTER`], a new source is accepted (the caller's NAT binding
-//! changed).
+//! Packets from the address the SDP named latch at once. Any other source is
+//! on probation first: it must send [`PROBATION`] packets in a row with
+//! consecutive sequence numbers and one SSRC before it is believed (as
+//! Asterisk's strictrtp learning does), and its packets are dropped until
+//! then. Once latched, another source may take over only after the latched one
+//! has been silent for [`RELATCH_AFTER`] (the caller's NAT binding changed),
+//! only with the SSRC of the latched stream (a rebinding keeps it), and only
+//! after the same probation. A single forged packet never latches.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 /// Silence after which another source may take over the stream.
 pub const RELATCH_AFTER: Duration = Duration::from_secs(2);
+/// Consecutive packets a new source must send before it is believed.
+pub const PROBATION: u32 = 3;
 
 /// What to do with a valid packet from `source`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,39 +25,100 @@ pub enum LatchDecision {
     Accept,
     /// Accept, and send our RTP to this address from now on.
     Latch(SocketAddr),
-    /// From another source while the latched one is alive: drop it.
-    Reject { latched: SocketAddr },
+    /// From another source, not (yet) believed: drop it.
+    Reject,
 }
 
-#[derive(Debug, Default)]
+/// A source on probation.
+#[derive(Debug, Clone, Copy)]
+struct Candidate {
+    source: SocketAddr,
+    ssrc: u32,
+    last_seq: u16,
+    packets: u32,
+}
+
+#[derive(Debug)]
 pub struct RtpLatch {
-    /// The source we send to, and when it last sent a valid packet.
-    latched: Option<(SocketAddr, Instant)>,
+    /// Where the SDP said the caller's media is.
+    expected: SocketAddr,
+    /// The source we send to, its SSRC, and when it last sent a valid packet.
+    latched: Option<(SocketAddr, u32, Instant)>,
+    candidate: Option<Candidate>,
 }
 
 impl RtpLatch {
-    pub fn new() -> Self {
-        Self::default()
+    pub fn new(expected: SocketAddr) -> Self {
+        Self {
+            expected,
+            latched: None,
+            candidate: None,
+        }
     }
 
     pub fn latched(&self) -> Option<SocketAddr> {
-        self.latched.map(|(addr, _)| addr)
+        self.latched.map(|(addr, _, _)| addr)
     }
 
-    /// Feeds a valid RTP packet's source address, at `now`.
-    pub fn on_packet(&mut self, source: SocketAddr, now: Instant) -> LatchDecision {
+    /// The caller's SDP moved its media (re-INVITE): expect it there.
+    pub fn expect(&mut self, expected: SocketAddr) {
+        self.expected = expected;
+        self.latched = None;
+        self.candidate = None;
+    }
+
+    /// Feeds a valid RTP packet's source, SSRC and sequence number, at `now`.
+    pub fn on_packet(
+        &mut self,
+        source: SocketAddr,
+        ssrc: u32,
+        seq: u16,
+        now: Instant,
+    ) -> LatchDecision {
         match self.latched {
-            Some((addr, _)) if addr == source => {
-                self.latched = Some((source, now));
-                LatchDecision::Accept
+            Some((addr, _, _)) if addr == source => {
+                // The latched source may start a new stream (new SSRC).
+                self.latched = Some((addr, ssrc, now));
+                return LatchDecision::Accept;
             }
-            Some((addr, last_seen)) if now.saturating_duration_since(last_seen) < RELATCH_AFTER => {
-                LatchDecision::Reject { latched: addr }
+            None if source == self.expected => {
+                self.latched = Some((source, ssrc, now));
+                self.candidate = None;
+                return LatchDecision::Latch(source);
             }
-            _ => {
-                self.latched = Some((source, now));
-                LatchDecision::Latch(source)
+            Some((_, latched_ssrc, last_seen)) => {
+                let alive = now.saturating_duration_since(last_seen) < RELATCH_AFTER;
+                if alive || ssrc != latched_ssrc {
+                    return LatchDecision::Reject;
+                }
             }
+            None => {}
+        }
+        // Probation of a new source.
+        let candidate = match self.candidate {
+            Some(c)
+                if c.source == source && c.ssrc == ssrc && seq == c.last_seq.wrapping_add(1) =>
+            {
+                Candidate {
+                    last_seq: seq,
+                    packets: c.packets + 1,
+                    ..c
+                }
+            }
+            _ => Candidate {
+                source,
+                ssrc,
+                last_seq: seq,
+                packets: 1,
+            },
+        };
+        if candidate.packets >= PROBATION {
+            self.candidate = None;
+            self.latched = Some((source, ssrc, now));
+            LatchDecision::Latch(source)
+        } else {
+            self.candidate = Some(candidate);
+            LatchDecision::Reject
         }
     }
 }
@@ -65,55 +131,105 @@ mod tests {
         SocketAddr::from(([192, 0, 2, 1], port))
     }
 
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
     #[test]
-    fn first_source_latches_and_stays() {
+    fn the_sdp_address_latches_at_once() {
         let t = Instant::now();
-        let mut latch = RtpLatch::new();
+        let mut latch = RtpLatch::new(addr(4000));
         assert_eq!(
-            latch.on_packet(addr(4000), t),
+            latch.on_packet(addr(4000), 7, 1, t),
             LatchDecision::Latch(addr(4000))
         );
         assert_eq!(
-            latch.on_packet(addr(4000), t + Duration::from_millis(20)),
+            latch.on_packet(addr(4000), 7, 2, t + ms(20)),
             LatchDecision::Accept
         );
-        assert_eq!(latch.latched(), Some(addr(4000)));
     }
 
     #[test]
-    fn another_source_is_refused_while_the_latched_one_is_alive() {
+    fn another_address_latches_after_probation_only() {
         let t = Instant::now();
-        let mut latch = RtpLatch::new();
-        latch.on_packet(addr(4000), t);
-        for ms in [0u64, 500, 1999] {
-            assert_eq!(
-                latch.on_packet(addr(5000), t + Duration::from_millis(ms)),
-                LatchDecision::Reject {
-                    latched: addr(4000)
-                }
-            );
-        }
-        // The rejected packets did not refresh anything: the caller is still 4000.
-        assert_eq!(latch.latched(), Some(addr(4000)));
-    }
-
-    #[test]
-    fn a_new_source_takes_over_after_the_old_one_went_quiet() {
-        let t = Instant::now();
-        let mut latch = RtpLatch::new();
-        latch.on_packet(addr(4000), t);
-        latch.on_packet(addr(4000), t + Duration::from_secs(1));
-        // 1 s + RELATCH_AFTER later: the old binding is gone.
-        let later = t + Duration::from_secs(1) + RELATCH_AFTER;
+        let mut latch = RtpLatch::new(addr(4000));
+        // A NAT rewrote the port: three consecutive packets are believed.
+        assert_eq!(latch.on_packet(addr(5000), 7, 10, t), LatchDecision::Reject);
         assert_eq!(
-            latch.on_packet(addr(6000), later),
-            LatchDecision::Latch(addr(6000))
+            latch.on_packet(addr(5000), 7, 11, t + ms(20)),
+            LatchDecision::Reject
         );
         assert_eq!(
-            latch.on_packet(addr(4000), later + Duration::from_millis(20)),
-            LatchDecision::Reject {
-                latched: addr(6000)
-            }
+            latch.on_packet(addr(5000), 7, 12, t + ms(40)),
+            LatchDecision::Latch(addr(5000))
+        );
+        // A gap in the sequence restarts the probation of another source.
+        let mut other = RtpLatch::new(addr(4000));
+        other.on_packet(addr(5000), 7, 10, t);
+        other.on_packet(addr(5000), 7, 12, t);
+        assert_eq!(other.on_packet(addr(5000), 7, 13, t), LatchDecision::Reject);
+        assert_eq!(
+            other.on_packet(addr(5000), 7, 14, t),
+            LatchDecision::Latch(addr(5000))
+        );
+    }
+
+    #[test]
+    fn a_stray_sender_cannot_take_a_live_or_quiet_stream() {
+        let t = Instant::now();
+        let mut latch = RtpLatch::new(addr(4000));
+        latch.on_packet(addr(4000), 7, 1, t);
+        // While the caller is alive: nothing from elsewhere.
+        for seq in 0..10 {
+            assert_eq!(
+                latch.on_packet(addr(6000), 9, seq, t + ms(100)),
+                LatchDecision::Reject
+            );
+        }
+        // The caller went quiet (DTX, mute): still not with another SSRC.
+        let later = t + RELATCH_AFTER + ms(500);
+        for seq in 0..10 {
+            assert_eq!(
+                latch.on_packet(addr(6000), 9, seq, later),
+                LatchDecision::Reject
+            );
+        }
+        assert_eq!(latch.latched(), Some(addr(4000)));
+    }
+
+    #[test]
+    fn a_rebinding_with_the_same_ssrc_takes_over_after_silence_and_probation() {
+        let t = Instant::now();
+        let mut latch = RtpLatch::new(addr(4000));
+        latch.on_packet(addr(4000), 7, 1, t);
+        let later = t + RELATCH_AFTER + ms(1);
+        assert_eq!(
+            latch.on_packet(addr(4100), 7, 90, later),
+            LatchDecision::Reject
+        );
+        assert_eq!(
+            latch.on_packet(addr(4100), 7, 91, later),
+            LatchDecision::Reject
+        );
+        assert_eq!(
+            latch.on_packet(addr(4100), 7, 92, later),
+            LatchDecision::Latch(addr(4100))
+        );
+        assert_eq!(
+            latch.on_packet(addr(4000), 7, 93, later + ms(20)),
+            LatchDecision::Reject
+        );
+    }
+
+    #[test]
+    fn a_new_sdp_address_resets_the_latch() {
+        let t = Instant::now();
+        let mut latch = RtpLatch::new(addr(4000));
+        latch.on_packet(addr(4000), 7, 1, t);
+        latch.expect(addr(4200));
+        assert_eq!(
+            latch.on_packet(addr(4200), 8, 1, t + ms(20)),
+            LatchDecision::Latch(addr(4200))
         );
     }
 }

@@ -66,8 +66,12 @@ pub enum PlayoutEvent {
         label: Arc<str>,
         end: SegmentEnd,
     },
-    /// The queue ran dry: the line now carries silence.
-    Idle,
+    /// The queue ran dry: the line now carries silence. `enqueued` is how
+    /// many segments had been asked for by then, so that a caller who queued
+    /// more since can tell a stale Idle from a real one.
+    Idle {
+        enqueued: u64,
+    },
 }
 
 /// Whether a frame carries speech or idle silence.
@@ -98,11 +102,15 @@ struct Segment {
     started: bool,
 }
 
+/// Label of silence segments in events, allocated once.
+static SILENCE_LABEL: std::sync::LazyLock<Arc<str>> =
+    std::sync::LazyLock::new(|| Arc::from("silence"));
+
 impl Segment {
     fn label(&self) -> Arc<str> {
         match &self.kind {
             SegmentKind::Clip(clip) => clip.key.clone(),
-            SegmentKind::Silence { .. } => Arc::from("silence"),
+            SegmentKind::Silence { .. } => SILENCE_LABEL.clone(),
         }
     }
 }
@@ -118,9 +126,10 @@ pub struct PlayoutScheduler {
     queue: VecDeque<Segment>,
     events: VecDeque<PlayoutEvent>,
     next_id: u64,
-    /// The previous frame carried speech: the next speech frame continues the
-    /// talkspurt rather than starting one.
-    in_talkspurt: bool,
+    /// The next frame carries the RTP marker: the first frame of the stream,
+    /// and the first after a hold. We never suppress silence, so a phrase
+    /// starting after idle frames is no new talkspurt (RFC 3551 §4.1).
+    marker_pending: bool,
     /// Whether `Idle` was already reported for the current idle stretch.
     idle_reported: bool,
     /// Events dropped because nobody drained them.
@@ -135,17 +144,20 @@ impl PlayoutScheduler {
         Self {
             // Nothing has been said yet: no Idle event until something played.
             idle_reported: true,
+            marker_pending: true,
             ..Self::default()
         }
     }
 
     /// Queues a segment behind whatever is queued.
+    /// Every call counts as asked for, refused or not (see
+    /// [`PlayoutEvent::Idle`]).
     pub fn enqueue(&mut self, kind: SegmentKind) -> Result<SegmentId, QueueFull> {
+        let id = SegmentId(self.next_id);
+        self.next_id += 1;
         if self.queue.len() >= MAX_QUEUED_SEGMENTS {
             return Err(QueueFull);
         }
-        let id = SegmentId(self.next_id);
-        self.next_id += 1;
         self.queue.push_back(Segment {
             id,
             kind,
@@ -170,10 +182,10 @@ impl PlayoutScheduler {
         }
     }
 
-    /// The next speech frame starts a new talkspurt (marker bit), e.g. after
-    /// the stream was on hold.
+    /// The next frame starts a new talkspurt (marker bit): the stream resumes
+    /// after a hold, with a jump in its timestamps.
     pub fn restart_talkspurt(&mut self) {
-        self.in_talkspurt = false;
+        self.marker_pending = true;
     }
 
     /// True when nothing is queued or playing.
@@ -251,15 +263,15 @@ impl PlayoutScheduler {
     fn idle_frame(&mut self) -> Frame {
         if !self.idle_reported {
             self.idle_reported = true;
-            self.push_event(PlayoutEvent::Idle);
+            self.push_event(PlayoutEvent::Idle {
+                enqueued: self.next_id,
+            });
         }
         self.emit([g711::SILENCE; FRAME_BYTES], FrameSource::Idle)
     }
 
     fn emit(&mut self, payload: [u8; FRAME_BYTES], source: FrameSource) -> Frame {
-        let speech = source == FrameSource::Clip;
-        let marker = speech && !self.in_talkspurt;
-        self.in_talkspurt = speech;
+        let marker = std::mem::take(&mut self.marker_pending);
         match source {
             FrameSource::Clip => {
                 self.clip_frames += 1;
@@ -300,12 +312,12 @@ mod tests {
     }
 
     #[test]
-    fn idle_scheduler_sends_silence_without_marker() {
+    fn idle_scheduler_sends_silence_marker_on_the_first_frame_only() {
         let mut s = PlayoutScheduler::new();
-        for _ in 0..3 {
+        for i in 0..3 {
             let f = s.next_frame();
             assert_eq!(f.payload, [g711::SILENCE; FRAME_BYTES]);
-            assert!(!f.marker);
+            assert_eq!(f.marker, i == 0);
             assert_eq!(f.source, FrameSource::Idle);
         }
         assert!(drain(&mut s).is_empty(), "no Idle before anything played");
@@ -359,20 +371,23 @@ mod tests {
                     label: Arc::from("welcome"),
                     end: SegmentEnd::Completed
                 },
-                PlayoutEvent::Idle,
+                PlayoutEvent::Idle { enqueued: 2 },
             ]
         );
     }
 
     #[test]
-    fn marker_starts_each_talkspurt_after_a_pause() {
+    fn marker_only_at_start_and_after_a_hold() {
         let mut s = PlayoutScheduler::new();
         s.enqueue(SegmentKind::Clip(clip("a", 160, 1))).unwrap();
         s.enqueue(SegmentKind::Silence { frames: 2 }).unwrap();
         s.enqueue(SegmentKind::Clip(clip("b", 320, 2))).unwrap();
         let frames: Vec<Frame> = (0..6).map(|_| s.next_frame()).collect();
         let markers: Vec<bool> = frames.iter().map(|f| f.marker).collect();
-        assert_eq!(markers, vec![true, false, false, true, false, false]);
+        assert_eq!(markers, vec![true, false, false, false, false, false]);
+        s.restart_talkspurt();
+        assert!(s.next_frame().marker, "resumed after hold");
+        assert!(!s.next_frame().marker);
         let sources: Vec<FrameSource> = frames.iter().map(|f| f.source).collect();
         use FrameSource::*;
         assert_eq!(sources, vec![Clip, Pause, Pause, Clip, Clip, Idle]);
@@ -396,7 +411,7 @@ mod tests {
                     label: Arc::from("a"),
                     end: SegmentEnd::Interrupted
                 },
-                PlayoutEvent::Idle,
+                PlayoutEvent::Idle { enqueued: 2 },
             ]
         );
     }

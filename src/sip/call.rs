@@ -18,8 +18,9 @@ use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode, Uri};
 use rsipstack::transaction::transaction::Transaction;
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
 use crate::conversation::{CallAction, CallEvent, Conversation, HangupReason};
@@ -56,25 +57,21 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         .and_then(|h| h.uri().ok())
         .and_then(|uri| uri.auth.map(|auth| auth.user))
         .unwrap_or_default();
-    let source = tx
-        .connection
-        .as_ref()
-        .and_then(|c| c.get_remote_addr())
-        .map(|a| a.to_string())
-        .unwrap_or_default();
-    info!(caller = %Pii(&caller), %source, "INVITE");
+    let remote = tx.connection.as_ref().and_then(|c| c.get_remote_addr());
+    let transport = remote.and_then(|a| a.r#type).unwrap_or_default();
+    let source = remote.map(|a| a.addr.to_string()).unwrap_or_default();
+    info!(caller = %Pii(&caller), source = %Pii(&source), %transport, "INVITE");
 
     if server.shutdown.is_cancelled() {
         return refuse(&mut tx, StatusCode::ServiceUnavailable, "shutting down").await;
     }
-    let Ok(permit) = server.calls.clone().try_acquire_owned() else {
-        warn!(
-            max_calls = server.config.sip.max_calls,
-            "call refused: at max_calls"
-        );
-        let headers = vec![Header::RetryAfter(RETRY_AFTER_SECS.to_string().into())];
-        return reply_and_linger(&mut tx, StatusCode::ServiceUnavailable, headers).await;
-    };
+    // RFC 3261 §8.2.2.3: an extension we do not support is 420.
+    let unsupported = unsupported_extensions(&tx);
+    if !unsupported.is_empty() {
+        warn!(required = %unsupported, "INVITE requires an unsupported extension: 420");
+        let headers = vec![Header::Unsupported(unsupported.into())];
+        return reply_and_linger(&mut tx, StatusCode::BadExtension, headers).await;
+    }
 
     // The offer, if the INVITE carries one.
     let offer = match read_offer(&tx) {
@@ -117,9 +114,20 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         return reply_and_linger(&mut tx, StatusCode::from(422), headers).await;
     }
 
+    // A slot is taken only now, for a call we can answer: refusals above do
+    // not hold one while their transactions linger.
+    let Ok(permit) = server.calls.clone().try_acquire_owned() else {
+        warn!(
+            max_calls = server.config.sip.max_calls,
+            "call refused: at max_calls"
+        );
+        let headers = vec![Header::RetryAfter(RETRY_AFTER_SECS.to_string().into())];
+        return reply_and_linger(&mut tx, StatusCode::ServiceUnavailable, headers).await;
+    };
     let socket = match server.ports.bind() {
         Ok(socket) => Arc::new(socket),
         Err(error) => {
+            drop(permit);
             warn!(%error, "no RTP port for the call");
             return refuse(&mut tx, StatusCode::ServiceUnavailable, "no RTP port").await;
         }
@@ -127,10 +135,22 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
     let local_rtp = match socket.local_addr() {
         Ok(addr) => SocketAddr::new(server.config.advertised_ip(), addr.port()),
         Err(error) => {
+            drop(permit);
             warn!(%error, "RTP socket has no address");
             return refuse(&mut tx, StatusCode::ServerInternalError, "RTP socket").await;
         }
     };
+    if let Some((_, chosen)) = &offer {
+        if chosen.remote.is_ipv4() != local_rtp.is_ipv4() {
+            drop(permit);
+            warn!("offer's address family differs from our RTP socket's: 488");
+            let host = server.config.advertised_ip();
+            let headers = vec![Header::Warning(
+                format!("301 {host} \"Incompatible network address format\"").into(),
+            )];
+            return reply_and_linger(&mut tx, StatusCode::NotAcceptableHere, headers).await;
+        }
+    }
     let origin = sdp::Origin::new(u64::from(rand::random::<u32>()));
     let local_sdp = match &offer {
         Some((offer, chosen)) => sdp::answer(offer, chosen, local_rtp, origin),
@@ -145,16 +165,36 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
     {
         Ok(dialog) => dialog,
         Err(error) => {
+            drop(permit);
             warn!(%error, "cannot create the dialog");
             return refuse(&mut tx, StatusCode::BadRequest, "invalid INVITE").await;
         }
     };
+    // Every response of this INVITE carries the dialog's To-tag, also those
+    // the stack builds from the request itself (the 487 after CANCEL):
+    // RFC 3261 §12.1.1.
+    tag_request_to(&mut tx, &dialog.id().local_tag);
     // The dialog answers through the INVITE transaction while handle() runs.
+    // When the call ends with the INVITE still unanswered (BYE while ringing),
+    // the guard fires and the INVITE gets its 487 (RFC 3261 §15.1.2).
+    let ring_guard = CancellationToken::new();
+    let ring_ended = ring_guard.clone();
     let mut dialog_task = dialog.clone();
     tokio::spawn(
         async move {
-            if let Err(error) = dialog_task.handle(&mut tx).await {
-                debug!(%error, "INVITE transaction ended with an error");
+            tokio::select! {
+                result = dialog_task.handle(&mut tx) => {
+                    if let Err(error) = result {
+                        debug!(%error, "INVITE transaction ended with an error");
+                    }
+                }
+                _ = ring_ended.cancelled() => {
+                    let answered = tx.last_response.as_ref().is_some_and(|r| r.status_code.code() >= 200);
+                    if !answered {
+                        debug!("call ended before the INVITE was answered: 487");
+                        reply_and_linger(&mut tx, StatusCode::RequestTerminated, Vec::new()).await;
+                    }
+                }
             }
         }
         .in_current_span(),
@@ -174,9 +214,44 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
             _ => None,
         },
         quiet_allowed: Arc::new(AtomicBool::new(false)),
+        expected_rtp: None,
+        enqueued: 0,
     };
-    call.run().await;
+    let (ending, dialog) = call.run().await;
+    ring_guard.cancel();
+    // The call's slot and RTP port are free from here; a BYE to a caller who
+    // is gone may take 32 s and holds neither.
     drop(permit);
+    if ending == Ending::Local {
+        if let Err(error) = dialog.bye().await {
+            warn!(%error, "BYE failed");
+        }
+    }
+    server.dialogs.remove_dialog(&dialog.id());
+    info!(?ending, "call ended");
+}
+
+/// Option tags of `Require:` we do not support (we support `timer`).
+fn unsupported_extensions(tx: &Transaction) -> String {
+    let required = tx.original.header_value("Require").unwrap_or_default();
+    required
+        .split(',')
+        .map(str::trim)
+        .filter(|tag| !tag.is_empty() && !tag.eq_ignore_ascii_case("timer"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// Puts our To-tag into the INVITE as the transaction layer keeps it.
+fn tag_request_to(tx: &mut Transaction, tag: &str) {
+    let Ok(to) = tx.original.to_header() else {
+        return;
+    };
+    if to.value().contains(";tag=") {
+        return;
+    }
+    let tagged = format!("{};tag={tag}", to.value());
+    tx.original.headers.unique_push(Header::To(tagged.into()));
 }
 
 enum OfferError {
@@ -251,6 +326,11 @@ struct Call {
     session_timer: Option<u32>,
     /// Set while the caller has us on hold and may send no RTP.
     quiet_allowed: Arc<AtomicBool>,
+    /// Tells the receive task where the SDP says the caller's media is.
+    expected_rtp: Option<watch::Sender<SocketAddr>>,
+    /// Segments asked of the playout scheduler so far: an Idle event that
+    /// counts fewer is stale (it left before our last Play arrived).
+    enqueued: u64,
 }
 
 struct Media {
@@ -260,18 +340,13 @@ struct Media {
 }
 
 impl Call {
-    async fn run(mut self) {
+    /// Runs the call; returns how it ended and its dialog (for the BYE).
+    async fn run(mut self) -> (Ending, InviteDialog) {
         let ending = match self.until_established().await {
             Ok((media, conversation)) => self.established(media, conversation).await,
             Err(ending) => ending,
         };
-        if ending == Ending::Local {
-            if let Err(error) = self.dialog.bye().await {
-                warn!(%error, "BYE failed");
-            }
-        }
-        self.server.dialogs.remove_dialog(&self.dialog.id());
-        info!(?ending, "call ended");
+        (ending, self.dialog)
     }
 
     /// Rings, answers, waits for the ACK. `Ok` with the started media and the
@@ -289,8 +364,14 @@ impl Call {
                     continue;
                 }
                 _ = self.server.shutdown.cancelled() => {
-                    let _ = self.dialog.reject(Some(StatusCode::ServiceUnavailable), None);
-                    return Err(Ending::Remote);
+                    return match self.dialog.state() {
+                        // Our 200 is out: the call exists for the caller, end it with BYE.
+                        DialogState::WaitAck(..) | DialogState::Confirmed(..) => Err(Ending::Local),
+                        _ => {
+                            let _ = self.dialog.reject(Some(StatusCode::ServiceUnavailable), None);
+                            Err(Ending::Remote)
+                        }
+                    };
                 }
             };
             let Some(state) = state else {
@@ -347,10 +428,26 @@ impl Call {
     }
 
     async fn start_media(&mut self, t0: Instant) -> Result<(Media, Conversation), Ending> {
-        let negotiated = match self.offer.clone() {
-            Some(negotiated) => negotiated,
+        // What the caller sends with: the payload types of the offer, which
+        // is theirs, or ours for a delayed offer (RFC 3264 §5.1).
+        let (negotiated, receive_types) = match self.offer.clone() {
+            Some(negotiated) => {
+                let types = PayloadTypes {
+                    audio: negotiated.pcmu,
+                    telephone_event: negotiated.telephone_event,
+                };
+                (negotiated, types)
+            }
             None => match self.answer_from_ack() {
-                Ok(negotiated) => negotiated,
+                Ok(negotiated) => {
+                    let types = PayloadTypes {
+                        audio: sdp::OFFERED_PCMU,
+                        telephone_event: negotiated
+                            .telephone_event
+                            .map(|_| sdp::OFFERED_TELEPHONE_EVENT),
+                    };
+                    (negotiated, types)
+                }
                 Err(error) => {
                     // RFC 3261 §13.3.1.4: an unacceptable answer in the ACK
                     // ends the call with BYE.
@@ -371,6 +468,7 @@ impl Call {
                 _ => None,
             })
             .collect();
+        self.enqueued = initial.len() as u64;
         server
             .driver
             .start(StreamStart {
@@ -386,14 +484,13 @@ impl Call {
                 events: events_tx.clone(),
             })
             .await;
+        let (expected_tx, expected_rx) = watch::channel(negotiated.remote);
+        self.expected_rtp = Some(expected_tx);
         let receiver = driver::spawn_receiver(ReceiverConfig {
             id,
             socket: self.socket.clone(),
-            payload_types: PayloadTypes {
-                audio: negotiated.pcmu,
-                telephone_event: negotiated.telephone_event,
-            },
-            expected: negotiated.remote,
+            payload_types: receive_types,
+            expected: expected_rx,
             rtp_timeout: Duration::from_secs(server.config.media.rtp_timeout_secs),
             quiet_allowed: self.quiet_allowed.clone(),
             driver: server.driver.clone(),
@@ -477,7 +574,13 @@ impl Call {
                     None => break Ending::Remote,
                 },
                 event = media.events.recv() => match event {
-                    Some(MediaEvent::Playout(PlayoutEvent::Idle)) => CallEvent::PlayoutIdle,
+                    Some(MediaEvent::Playout(PlayoutEvent::Idle { enqueued })) => {
+                        if enqueued < self.enqueued {
+                            // Left the driver before our last Play reached it.
+                            continue;
+                        }
+                        CallEvent::PlayoutIdle
+                    }
                     Some(MediaEvent::Playout(other)) => {
                         debug!(event = ?other, "playout");
                         continue;
@@ -487,7 +590,10 @@ impl Call {
                         CallEvent::Dtmf(digit)
                     }
                     Some(MediaEvent::RtpTimeout) => CallEvent::RtpTimeout,
-                    None => continue,
+                    None => {
+                        warn!("media path is gone; ending the call");
+                        break Ending::Local;
+                    }
                 },
                 _ = sleep_until_opt(deadline) => {
                     warn!("session timer expired without a refresh (RFC 4028): hanging up");
@@ -506,6 +612,7 @@ impl Call {
                 match action {
                     CallAction::Play(key) => {
                         if let Some(segment) = self.segment(&key) {
+                            self.enqueued += 1;
                             self.server.driver.enqueue(media.id, segment).await;
                         }
                     }
@@ -599,6 +706,10 @@ impl Call {
                                 info!(direction = ?chosen.direction, "media direction changed (hold/resume)");
                             }
                             if self.offer.as_ref().map(|o| o.remote) != Some(chosen.remote) {
+                                info!("caller's media moved (re-offer)");
+                                if let Some(expected) = &self.expected_rtp {
+                                    let _ = expected.send(chosen.remote);
+                                }
                                 self.server.driver.latch(media, chosen.remote).await;
                             }
                             self.apply_direction(media, chosen.direction).await;

@@ -360,6 +360,8 @@ pub fn answer(
 
 /// Payload type we offer telephone-event on when the INVITE had no offer.
 pub const OFFERED_TELEPHONE_EVENT: u8 = 101;
+/// Payload type we offer PCMU on (its static number).
+pub const OFFERED_PCMU: u8 = PT_PCMU;
 
 /// Our offer, for an INVITE that came without one (delayed offer, RFC 3261
 /// §13.2.1): PCMU and telephone-event at `local`.
