@@ -58,10 +58,11 @@ fn caller_hears_the_cached_greeting_on_an_unbroken_rtp_clock() {
         rtp.len()
     );
 
-    // First packet right after the ACK.
+    // First packet right after the ACK: the issue allows 40 ms, DESIGN.md
+    // promises "never a whole packet time".
     let first_delay = rtp[0].time.as_secs_f64() - ack.time.as_secs_f64();
     assert!(
-        (0.0..=0.040).contains(&first_delay),
+        (0.0..0.020).contains(&first_delay),
         "first RTP packet {:.1} ms after the ACK",
         first_delay * 1000.0
     );

@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use rsipstack::dialog::dialog::{Dialog, DialogState};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
@@ -26,6 +27,9 @@ use crate::sip::registrar_client::{LearnedAddress, RegisterError, RegistrarClien
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
 /// How long a shutdown waits for calls to end after asking them to hang up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// Longest an in-dialog request may wait for its answer (64 × T1, plus the
+/// time to let a re-INVITE's ACK in).
+const IN_DIALOG_LIMIT: Duration = Duration::from_secs(40);
 /// A transaction we answered is kept alive this long (64 × T1) so that its
 /// final response is retransmitted and the ACK absorbed.
 const TRANSACTION_LINGER: Duration = Duration::from_secs(32);
@@ -69,18 +73,20 @@ impl RtpPortPool {
 
     /// Binds the next free even port (RTP on even ports, RFC 3550 §11).
     pub fn bind(&self) -> std::io::Result<UdpSocket> {
-        let first_even = self.min + self.min % 2;
-        let count = if self.max < first_even {
+        let first_even = u32::from(self.min) + u32::from(self.min) % 2;
+        let max = u32::from(self.max);
+        let count = if max < first_even {
             0
         } else {
-            u32::from((self.max - first_even) / 2 + 1)
+            (max - first_even) / 2 + 1
         };
         if count == 0 {
             return Err(std::io::Error::other("RTP port range holds no even port"));
         }
         for _ in 0..count {
             let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
-            let port = first_even + (slot * 2) as u16;
+            // first_even + 2 × slot ≤ max ≤ u16::MAX.
+            let port = (first_even + slot * 2) as u16;
             match std::net::UdpSocket::bind((self.ip, port)) {
                 Ok(socket) => {
                     socket.set_nonblocking(true)?;
@@ -326,14 +332,36 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
         .is_some();
     if in_dialog {
         match server.dialogs.match_dialog(&tx) {
+            // RFC 3261 §14.2: an INVITE while our answer to the first is not
+            // yet ACKed gets 500 with Retry-After (rsipstack would leave it
+            // unanswered, and its task alive, for good).
+            Some(Dialog::Invite(dialog))
+                if method == Method::Invite
+                    && !matches!(dialog.state(), DialogState::Confirmed(..)) =>
+            {
+                let retry = rand::random::<u32>() % 11;
+                spawn_reply(
+                    tx,
+                    StatusCode::ServerInternalError,
+                    vec![Header::RetryAfter(retry.to_string().into())],
+                );
+            }
             Some(mut dialog) => {
                 tokio::spawn(async move {
-                    if let Err(e) = dialog.handle(&mut tx).await {
-                        debug!(error = %e, ?method, "in-dialog request failed");
+                    // Bounded: a request the dialog never answers must not
+                    // keep this task (and its transaction) forever.
+                    match tokio::time::timeout(IN_DIALOG_LIMIT, dialog.handle(&mut tx)).await {
+                        Ok(Err(e)) => debug!(error = %e, ?method, "in-dialog request failed"),
+                        Ok(Ok(())) => {}
+                        Err(_) => warn!(?method, "in-dialog request not answered in time"),
                     }
                     // The dialog may return without answering (early
                     // in-dialog requests): never leave a request unanswered.
-                    if tx.last_response.is_none() && tx.original.method != Method::Ack {
+                    let answered = tx
+                        .last_response
+                        .as_ref()
+                        .is_some_and(|r| r.status_code.code() >= 200);
+                    if !answered && tx.original.method != Method::Ack {
                         let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
                     }
                 });
@@ -442,6 +470,9 @@ mod tests {
             assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
             drop(b);
             assert!(pool.bind().is_ok(), "a released port is reused");
+            // The top of the port space: no even port, an error, no overflow.
+            let top = RtpPortPool::new(ip, 65_535, 65_535);
+            assert!(top.bind().is_err());
         });
     }
 }

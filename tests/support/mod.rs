@@ -193,6 +193,10 @@ impl Sav {
         }
     }
 
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
     pub fn is_running(&mut self) -> bool {
         matches!(self.child.try_wait(), Ok(None))
     }
@@ -509,4 +513,120 @@ pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     assert!(!sorted.is_empty());
     let rank = ((p / 100.0) * sorted.len() as f64).ceil() as usize;
     sorted[rank.clamp(1, sorted.len()) - 1]
+}
+
+/// A SIP caller over a raw UDP socket, for the cases sipp cannot script:
+/// every header and every timing is the test's.
+pub struct RawUac {
+    pub socket: UdpSocket,
+    pub port: u16,
+    pub sav_port: u16,
+    pub call_id: String,
+    pub from_tag: String,
+    branch: u32,
+}
+
+impl RawUac {
+    pub fn new(sav_port: u16, name: &str) -> RawUac {
+        let socket = UdpSocket::bind("127.0.0.1:0").expect("bind");
+        let port = socket.local_addr().unwrap().port();
+        RawUac {
+            socket,
+            port,
+            sav_port,
+            call_id: format!("{name}-{}-{}@test", std::process::id(), unique()),
+            from_tag: format!("f{}", unique()),
+            branch: 0,
+        }
+    }
+
+    /// Sends a request in this call. `to` is the To header value (with the
+    /// tag once there is one); `branch` None makes a new transaction.
+    pub fn send(
+        &mut self,
+        method: &str,
+        cseq: u32,
+        to: &str,
+        branch: Option<&str>,
+        headers: &[&str],
+        body: &str,
+    ) -> String {
+        let branch = match branch {
+            Some(b) => b.to_string(),
+            None => {
+                self.branch += 1;
+                format!("z9hG4bK{}x{}", self.call_id.len(), self.branch)
+            }
+        };
+        let mut extra = String::new();
+        for h in headers {
+            extra.push_str(h);
+            extra.push_str("\r\n");
+        }
+        let message = format!(
+            "{method} sip:sav@127.0.0.1:{sav} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{port};branch={branch}\r\nFrom: <sip:+33100000001@127.0.0.1>;tag={tag}\r\nTo: {to}\r\nCall-ID: {call_id}\r\nCSeq: {cseq} {method}\r\nContact: <sip:uac@127.0.0.1:{port}>\r\nMax-Forwards: 70\r\n{extra}Content-Length: {len}\r\n\r\n{body}",
+            sav = self.sav_port,
+            port = self.port,
+            tag = self.from_tag,
+            call_id = self.call_id,
+            len = body.len(),
+        );
+        self.socket
+            .send_to(message.as_bytes(), ("127.0.0.1", self.sav_port))
+            .expect("send");
+        branch
+    }
+
+    /// The To value sav's requests go to (no tag).
+    pub fn sav_to(&self) -> String {
+        format!("<sip:sav@127.0.0.1:{}>", self.sav_port)
+    }
+
+    /// Reads messages until one satisfies `want`; panics after `timeout`.
+    pub fn recv_until(&self, timeout: Duration, want: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + timeout;
+        let mut buf = [0u8; 65_535];
+        loop {
+            let left = deadline
+                .checked_duration_since(Instant::now())
+                .unwrap_or_else(|| panic!("timed out waiting for sav"));
+            self.socket
+                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                .unwrap();
+            if let Ok((n, _)) = self.socket.recv_from(&mut buf) {
+                let text = String::from_utf8_lossy(&buf[..n]).to_string();
+                if want(&text) {
+                    return text;
+                }
+            }
+        }
+    }
+
+    /// A response with this status to a request of this CSeq method.
+    pub fn response(&self, timeout: Duration, status: u16, method: &str) -> String {
+        self.recv_until(timeout, |m| {
+            m.starts_with(&format!("SIP/2.0 {status}"))
+                && header(m, "CSeq").is_some_and(|c| c.ends_with(method))
+        })
+    }
+}
+
+/// A header's value in a SIP message (first occurrence, case-insensitive).
+pub fn header<'a>(message: &'a str, name: &str) -> Option<&'a str> {
+    message.lines().find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+    })
+}
+
+/// The `tag` parameter of a To/From value.
+pub fn tag_of(value: &str) -> Option<&str> {
+    value.split(';').find_map(|p| p.trim().strip_prefix("tag="))
+}
+
+/// A minimal SDP offer for a caller receiving RTP at `port`.
+pub fn sdp_offer(port: u16) -> String {
+    format!(
+        "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
 }
