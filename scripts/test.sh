@@ -3,7 +3,7 @@
 # tests against real peers on loopback (sipp, tshark captures, espeak-ng).
 #
 # First installs, from Debian's packages, what cargo does not fetch and is
-# missing: sipp (sip-tester), espeak-ng, sox, tshark. Capturing on loopback
+# missing: sipp (sip-tester), espeak-ng, sox, tshark, kamailio. Capturing on loopback
 # and sipp's play_pcap_audio need root (or the matching capabilities).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -13,6 +13,7 @@ command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || packages+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || packages+=(sox)
 command -v tshark >/dev/null 2>&1 || packages+=(tshark)
+command -v kamailio >/dev/null 2>&1 || packages+=(kamailio)
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -124,7 +124,8 @@ impl RegistrarClient {
                 registrar,
                 aor,
                 proxy,
-                call_id: make_call_id(None, CallIdFormat::default()).to_string(),
+                call_id: make_call_id(Some(&configured.ip().to_string()), CallIdFormat::default())
+                    .to_string(),
                 transport_param,
                 configured,
                 learned,

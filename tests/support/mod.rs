@@ -630,3 +630,97 @@ pub fn sdp_offer(port: u16) -> String {
         "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
     )
 }
+
+/// Kamailio from Debian's package, as registrar and proxy, with
+/// `examples/kamailio/kamailio.cfg`; killed on drop.
+pub struct Kamailio {
+    child: Option<Child>,
+    pub port: u16,
+    dir: PathBuf,
+    pub log: PathBuf,
+    starts: u32,
+}
+
+impl Kamailio {
+    pub fn start(dir: &Path, port: u16, password: &str) -> Kamailio {
+        require_tool("kamailio");
+        let mut k = Kamailio {
+            child: None,
+            port,
+            dir: dir.to_path_buf(),
+            log: dir.join("kamailio.log"),
+            starts: 0,
+        };
+        k.spawn(password);
+        k
+    }
+
+    fn spawn(&mut self, password: &str) {
+        self.starts += 1;
+        let run_dir = self.dir.join(format!("kamailio-run-{}", self.starts));
+        std::fs::create_dir_all(&run_dir).expect("kamailio run dir");
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.log)
+            .expect("kamailio log");
+        let child = Command::new("kamailio")
+            .arg("-f")
+            .arg(Path::new(REPO).join("examples/kamailio/kamailio.cfg"))
+            .args(["-DD", "-E", "-l"])
+            .arg(format!("udp:127.0.0.1:{}", self.port))
+            .arg("-Y")
+            .arg(&run_dir)
+            .arg("-A")
+            .arg(format!("EXT_PASSWORD=\"{password}\""))
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("spawn kamailio");
+        self.child = Some(child);
+        // Ready when it answers anything (an OPTIONS to nobody gets 404).
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let probe = sip_request("OPTIONS", self.port, "", &[]);
+            if udp_exchange(self.port, &probe, Duration::from_millis(300)).is_some() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "kamailio did not start:\n{}",
+                self.log_text()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// SIGKILL, then a fresh start: every binding is forgotten.
+    pub fn restart(&mut self, password: &str) {
+        self.kill();
+        self.spawn(password);
+    }
+
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        // Its worker processes go with the main one; make sure of it.
+        let _ = Command::new("pkill")
+            .arg("-KILL")
+            .arg("-f")
+            .arg(format!("udp:127.0.0.1:{}", self.port))
+            .status();
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Kamailio {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
