@@ -3,7 +3,8 @@
 # tests against real peers on loopback (sipp, tshark captures, espeak-ng).
 #
 # First installs, from Debian's packages, what cargo does not fetch and is
-# missing: sipp (sip-tester), espeak-ng, sox, tshark, kamailio. Capturing on loopback
+# missing: sipp (sip-tester), espeak-ng, sox, tshark, kamailio, baresip,
+# openssl. Capturing on loopback
 # and sipp's play_pcap_audio need root (or the matching capabilities).
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -14,6 +15,8 @@ command -v espeak-ng >/dev/null 2>&1 || packages+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || packages+=(sox)
 command -v tshark >/dev/null 2>&1 || packages+=(tshark)
 command -v kamailio >/dev/null 2>&1 || packages+=(kamailio)
+command -v baresip >/dev/null 2>&1 || packages+=(baresip)
+command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"

@@ -39,6 +39,8 @@ pub enum ConfigError {
 pub enum Transport {
     Udp,
     Tcp,
+    /// SIP over TLS (`sips:`, `transport=tls`) on `[sip.tls] listen`.
+    Tls,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -59,8 +61,42 @@ pub struct SipConfig {
     /// others get 403 Forbidden.
     #[serde(default)]
     pub allow: Vec<AllowedSource>,
+    /// TLS listener settings, used when `transports` has "tls".
+    #[serde(default)]
+    pub tls: TlsConfig,
     /// Register as an extension on a PBX; absent for trunk mode.
     pub register: Option<RegisterConfig>,
+}
+
+/// `[sip.tls]`: where SIP over TLS listens and with which certificate.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Defaults to the SIP listen address with port + 1 (5061 by default).
+    pub listen: Option<SocketAddr>,
+    /// PEM certificate chain, leaf first. Relative to the config file.
+    #[serde(default = "default_tls_cert")]
+    pub cert: PathBuf,
+    /// PEM private key, PKCS#8 (or PKCS#1 RSA). Relative to the config file.
+    #[serde(default = "default_tls_key")]
+    pub key: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            cert: default_tls_cert(),
+            key: default_tls_key(),
+        }
+    }
+}
+
+fn default_tls_cert() -> PathBuf {
+    PathBuf::from("certs/sav.crt")
+}
+fn default_tls_key() -> PathBuf {
+    PathBuf::from("certs/sav.key")
 }
 
 /// One entry of `[sip] allow`: `10.0.0.0/8`, `2001:db8::/32` or one address.
@@ -235,8 +271,14 @@ impl Config {
             origin: origin.to_string(),
             source: Box::new(source),
         })?;
-        if config.cache.dir.is_relative() {
-            config.cache.dir = base.join(&config.cache.dir);
+        for path in [
+            &mut config.cache.dir,
+            &mut config.sip.tls.cert,
+            &mut config.sip.tls.key,
+        ] {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
         }
         config.validate(origin)?;
         Ok(config)
@@ -323,11 +365,18 @@ impl Config {
                 ));
             }
         }
+        if self.sip.transports.contains(&Transport::Tls) && self.tls_listen() == self.sip.listen {
+            return Err(invalid(
+                "sip.tls.listen",
+                self.tls_listen().to_string(),
+                "an address other than sip.listen (TCP and TLS cannot share a port)",
+            ));
+        }
         if self.sip.transports.is_empty() {
             return Err(invalid(
                 "sip.transports",
                 "[]".into(),
-                "at least one of \"udp\", \"tcp\"",
+                "at least one of \"udp\", \"tcp\", \"tls\"",
             ));
         }
         for key in self.cache.phrases.keys() {
@@ -401,6 +450,16 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Where SIP over TLS listens.
+    pub fn tls_listen(&self) -> SocketAddr {
+        self.sip.tls.listen.unwrap_or_else(|| {
+            SocketAddr::new(
+                self.sip.listen.ip(),
+                self.sip.listen.port().saturating_add(1),
+            )
+        })
     }
 
     /// The address we write into Contact and SDP.

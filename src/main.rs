@@ -107,6 +107,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::FAILURE)
         }
         Command::CheckConfig => {
+            if config.sip.transports.contains(&sav::config::Transport::Tls) {
+                sav::sip::tls::load(&config.sip.tls)?;
+            }
             let (cache, stale) = PhraseCache::load(&config.cache)?;
             println!("config ok");
             println!(
@@ -119,6 +122,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 "  rtp ports    {}-{}, timeout {} s",
                 config.media.rtp_port_min, config.media.rtp_port_max, config.media.rtp_timeout_secs
             );
+            if config.sip.transports.contains(&sav::config::Transport::Tls) {
+                sav::sip::tls::load(&config.sip.tls)?;
+                println!(
+                    "  tls          {} ({})",
+                    config.tls_listen(),
+                    config.sip.tls.cert.display()
+                );
+            }
+            if config.sip.transports.contains(&sav::config::Transport::Tls) {
+                println!(
+                    "  tls          {} ({})",
+                    config.tls_listen(),
+                    config.sip.tls.cert.display()
+                );
+            }
             println!(
                 "  cache        {} phrases, {} bytes, in {}",
                 cache.len(),

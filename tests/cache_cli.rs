@@ -126,3 +126,47 @@ fn bad_config_fails_with_key_and_value() {
         "{out}"
     );
 }
+
+#[test]
+fn a_sec1_tls_key_is_refused_with_the_conversion_to_make() {
+    require_tool("openssl");
+    let dir = workdir("tls_sec1");
+    let (_, cert, _) = make_certs(&dir);
+    let sec1 = dir.join("sec1.key");
+    let out = Command::new("openssl")
+        .args([
+            "ecparam",
+            "-name",
+            "prime256v1",
+            "-genkey",
+            "-noout",
+            "-out",
+        ])
+        .arg(&sec1)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    let path = dir.join("sav.toml");
+    let toml = config("x")
+        .replace(
+            "transports = [\"udp\", \"tcp\"]",
+            "transports = [\"udp\", \"tcp\", \"tls\"]",
+        )
+        .replacen(
+            "\n[media]",
+            &format!(
+                "\n[sip.tls]\ncert = \"{}\"\nkey = \"{}\"\n\n[media]",
+                cert.display(),
+                sec1.display()
+            ),
+            1,
+        );
+    std::fs::write(&path, toml).unwrap();
+    let output = sav(&path, &["check-config"]);
+    assert!(!output.status.success());
+    let out = text(&output);
+    assert!(
+        out.contains("SEC1") && out.contains("openssl pkcs8 -topk8"),
+        "{out}"
+    );
+}

@@ -13,3 +13,4 @@ pub mod registrar_client;
 pub mod registration;
 pub mod sdp;
 pub mod server;
+pub mod tls;

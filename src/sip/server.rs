@@ -10,7 +10,9 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::{udp::UdpConnection, TcpListenerConnection, TransportLayer};
+use rsipstack::transport::{
+    udp::UdpConnection, TcpListenerConnection, TlsListenerConnection, TransportLayer,
+};
 use rsipstack::EndpointBuilder;
 use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
@@ -49,6 +51,8 @@ pub enum ServeError {
     Endpoint(rsipstack::Error),
     #[error(transparent)]
     Register(#[from] RegisterError),
+    #[error(transparent)]
+    Tls(#[from] crate::sip::tls::TlsError),
 }
 
 /// Hands out RTP sockets from the configured port range. The operating system
@@ -125,14 +129,17 @@ pub struct Server {
 impl Server {
     /// Our Contact URI for dialogs: the same user and address as in REGISTER.
     pub fn contact_uri(&self, transport: rsipstack::sip::Transport) -> String {
-        let configured =
-            SocketAddr::new(self.config.advertised_ip(), self.config.sip.listen.port());
-        let addr = self
-            .learned
-            .read()
-            .ok()
-            .and_then(|a| *a)
-            .unwrap_or(configured);
+        let addr = if transport == rsipstack::sip::Transport::Tls {
+            SocketAddr::new(self.config.advertised_ip(), self.config.tls_listen().port())
+        } else {
+            let configured =
+                SocketAddr::new(self.config.advertised_ip(), self.config.sip.listen.port());
+            self.learned
+                .read()
+                .ok()
+                .and_then(|a| *a)
+                .unwrap_or(configured)
+        };
         let user = self
             .config
             .sip
@@ -173,11 +180,16 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let transport_layer = TransportLayer::new(cancel.child_token());
     let listen = config.sip.listen;
     let advertised = SocketAddr::new(config.advertised_ip(), listen.port());
-    let external = (advertised != listen).then_some(advertised);
     // UDP first: dialogs take their default Contact from the first listener.
     let mut transports = config.sip.transports.clone();
     transports.sort_by_key(|t| *t != Transport::Udp);
     for transport in transports {
+        let listen = match transport {
+            Transport::Tls => config.tls_listen(),
+            _ => listen,
+        };
+        let external = (advertised.ip() != listen.ip())
+            .then_some(SocketAddr::new(advertised.ip(), listen.port()));
         let connection = match transport {
             Transport::Udp => {
                 UdpConnection::create_connection(listen, external, Some(cancel.child_token()))
@@ -195,6 +207,20 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                     });
                 }
                 TcpListenerConnection::new(listen, external)
+                    .await
+                    .map(Into::into)
+            }
+            Transport::Tls => {
+                let tls = crate::sip::tls::load(&config.sip.tls)?;
+                if let Err(e) = std::net::TcpListener::bind(listen) {
+                    return Err(ServeError::Listen {
+                        transport,
+                        addr: listen,
+                        source: e.into(),
+                    });
+                }
+                info!(%listen, cert = %config.sip.tls.cert.display(), "SIP over TLS");
+                TlsListenerConnection::new(listen, external, tls)
                     .await
                     .map(Into::into)
             }

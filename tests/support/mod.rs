@@ -724,3 +724,205 @@ impl Drop for Kamailio {
         self.kill();
     }
 }
+
+/// A throw-away CA and a leaf for 127.0.0.1 signed by it (openssl), made at
+/// test time: `(ca.crt, leaf.crt, leaf.key)`; the key is PKCS#8.
+pub fn make_certs(dir: &Path) -> (PathBuf, PathBuf, PathBuf) {
+    require_tool("openssl");
+    let run = |args: &[&str]| {
+        let out = Command::new("openssl")
+            .args(args)
+            .current_dir(dir)
+            .output()
+            .expect("run openssl");
+        assert!(
+            out.status.success(),
+            "openssl {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    };
+    let ec = [
+        "-newkey",
+        "ec",
+        "-pkeyopt",
+        "ec_paramgen_curve:prime256v1",
+        "-nodes",
+    ];
+    run(&[
+        &["req", "-x509"][..],
+        &ec,
+        &[
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "1",
+            "-subj",
+            "/CN=sav test CA",
+        ],
+    ]
+    .concat());
+    run(&[
+        &["req"][..],
+        &ec,
+        &[
+            "-keyout",
+            "leaf.key",
+            "-out",
+            "leaf.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ],
+    ]
+    .concat());
+    std::fs::write(
+        dir.join("leaf.ext"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\nbasicConstraints=CA:FALSE\nextendedKeyUsage=serverAuth,clientAuth\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "leaf.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "leaf.crt",
+        "-days",
+        "1",
+        "-extfile",
+        "leaf.ext",
+    ]);
+    (
+        dir.join("ca.crt"),
+        dir.join("leaf.crt"),
+        dir.join("leaf.key"),
+    )
+}
+
+/// baresip (Debian's package) as a headless softphone: it calls `uri`, sends
+/// `utterance` (an 8 kHz 16-bit WAV, padded so the call lasts `seconds`), and
+/// records what it hears with its sndfile module. Returns the recording.
+pub fn baresip_call(
+    dir: &Path,
+    uri: &str,
+    sip_port: u16,
+    rtp_base: u16,
+    seconds: u32,
+    ca: Option<&Path>,
+) -> PathBuf {
+    require_tool("baresip");
+    require_tool("sox");
+    let conf = dir.join("baresip");
+    let _ = std::fs::remove_dir_all(&conf);
+    std::fs::create_dir_all(&conf).unwrap();
+    let source = conf.join("source.wav");
+    let raw = dir.join("baresip-utterance.wav");
+    let status = Command::new("espeak-ng")
+        .args(["-v", "fr", "-w"])
+        .arg(&raw)
+        .arg("Allo, bonjour, j'ai un souci avec ma box.")
+        .status()
+        .expect("espeak-ng");
+    assert!(status.success());
+    let status = Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+        .arg(&source)
+        .args(["pad", "0", &seconds.to_string()])
+        .status()
+        .expect("sox");
+    assert!(status.success());
+    let mut config = format!(
+        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aubridge,nil\naudio_source aufile,{}\naudio_alert aufile,/dev/null\naudio_srate 8000\naudio_channels 1\nrtp_ports {rtp_base}-{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {}\n",
+        source.display(),
+        rtp_base + 20,
+        conf.display()
+    );
+    if let Some(ca) = ca {
+        config.push_str(&format!("sip_cafile {}\n", ca.display()));
+    }
+    std::fs::write(conf.join("config"), config).unwrap();
+    std::fs::write(conf.join("accounts"), "<sip:caller@127.0.0.1>;regint=0\n").unwrap();
+    let output = Command::new("timeout")
+        .args(["-k", "5", &(seconds + 20).to_string(), "baresip", "-f"])
+        .arg(&conf)
+        .arg("-e")
+        .arg(format!("/dial {uri}"))
+        .arg("-t")
+        .arg(seconds.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .expect("run baresip");
+    std::fs::write(dir.join("baresip.log"), &output.stdout).unwrap();
+    let recording = std::fs::read_dir(&conf)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .find(|p| p.to_string_lossy().ends_with("-dec.wav"));
+    recording.unwrap_or_else(|| {
+        panic!(
+            "baresip recorded nothing:\n{}",
+            String::from_utf8_lossy(&output.stdout).replace("    [", "\n[")
+        )
+    })
+}
+
+/// 20 ms RMS envelope of 8 kHz samples.
+pub fn envelope(samples: &[i16]) -> Vec<f64> {
+    samples
+        .chunks_exact(160)
+        .map(|frame| {
+            (frame
+                .iter()
+                .map(|&s| f64::from(s) * f64::from(s))
+                .sum::<f64>()
+                / 160.0)
+                .sqrt()
+        })
+        .collect()
+}
+
+/// Best normalised correlation of `needle` within `haystack` over all lags:
+/// `(correlation, lag)`.
+pub fn best_correlation(haystack: &[f64], needle: &[f64]) -> (f64, usize) {
+    let mut best = (f64::MIN, 0);
+    if needle.is_empty() || haystack.len() < needle.len() {
+        return best;
+    }
+    let mean = |x: &[f64]| x.iter().sum::<f64>() / x.len() as f64;
+    let mn = mean(needle);
+    let dn: Vec<f64> = needle.iter().map(|v| v - mn).collect();
+    let nn = dn.iter().map(|v| v * v).sum::<f64>().sqrt();
+    for lag in 0..=haystack.len() - needle.len() {
+        let window = &haystack[lag..lag + needle.len()];
+        let mw = mean(window);
+        let dw: Vec<f64> = window.iter().map(|v| v - mw).collect();
+        let nw = dw.iter().map(|v| v * v).sum::<f64>().sqrt();
+        if nw == 0.0 || nn == 0.0 {
+            continue;
+        }
+        let c = dw.iter().zip(&dn).map(|(a, b)| a * b).sum::<f64>() / (nw * nn);
+        if c > best.0 {
+            best = (c, lag);
+        }
+    }
+    best
+}
+
+/// A μ-law clip decoded to linear samples (ITU-T G.711).
+pub fn decode_ulaw(codes: &[u8]) -> Vec<i16> {
+    codes
+        .iter()
+        .map(|&c| {
+            let u = !c;
+            let t = ((i32::from(u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4);
+            (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
+        })
+        .collect()
+}

@@ -1,0 +1,77 @@
+//! baresip, a real softphone, calls sav over UDP and over TLS, talks, and
+//! records what it hears; the recording must hold the cached greeting.
+
+mod support;
+
+use std::path::Path;
+
+use support::*;
+
+/// The recording's energy envelope must match `greet`'s, early in the call.
+fn assert_heard_greeting(recording: &Path) {
+    let mut reader = hound::WavReader::open(recording).expect("read recording");
+    let spec = reader.spec();
+    assert_eq!((spec.sample_rate, spec.channels), (8000, 1), "{spec:?}");
+    let heard: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    let greet = decode_ulaw(&std::fs::read(format!("{REPO}/cache/greet.raw")).unwrap());
+    assert!(
+        heard.len() > greet.len(),
+        "recording of {} samples",
+        heard.len()
+    );
+    let (correlation, lag) = best_correlation(&envelope(&heard), &envelope(&greet));
+    assert!(
+        correlation > 0.9,
+        "the recording does not hold the greeting (best correlation {correlation:.3} at {} ms)",
+        lag * 20
+    );
+    assert!(
+        lag * 20 < 1000,
+        "the greeting came {} ms into the call",
+        lag * 20
+    );
+}
+
+#[test]
+fn baresip_over_udp_hears_the_cached_greeting() {
+    let dir = workdir("baresip_udp");
+    let ports = Ports::slot(28);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
+    let recording = baresip_call(&dir, &uri, ports.sip + 7, ports.sipp_media, 5, None);
+    assert_heard_greeting(&recording);
+    let log = sav.log_text();
+    assert!(
+        log.contains("call established") && log.contains("caller hung up"),
+        "{log}"
+    );
+}
+
+#[test]
+fn baresip_over_tls_hears_the_cached_greeting() {
+    let dir = workdir("baresip_tls");
+    let ports = Ports::slot(29);
+    let (ca, cert, key) = make_certs(&dir);
+    let tls_port = ports.sip + 4;
+    let sav = Sav::start(&dir, ports, |c| {
+        c.replace(
+            "transports = [\"udp\", \"tcp\"]",
+            "transports = [\"udp\", \"tcp\", \"tls\"]",
+        )
+        .replacen(
+            "\n[media]",
+            &format!(
+                "\n[sip.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[media]",
+                cert.display(),
+                key.display()
+            ),
+            1,
+        )
+    });
+    let uri = format!("sip:sav@127.0.0.1:{tls_port};transport=tls");
+    let recording = baresip_call(&dir, &uri, ports.sip + 7, ports.sipp_media, 5, Some(&ca));
+    assert_heard_greeting(&recording);
+    let log = sav.log_text();
+    assert!(log.contains("transport=TLS"), "{log}");
+    assert!(log.contains("caller hung up"), "{log}");
+}
