@@ -35,6 +35,22 @@ enum Command {
     },
     /// Validate the configuration and print what it says.
     CheckConfig,
+    /// Place a call (through the outbound proxy when [sip.register] sets
+    /// one), play a WAV as the caller's voice, record what answers, and print
+    /// a summary.
+    Call {
+        /// Who to call, e.g. sip:sav@127.0.0.1:5060
+        uri: String,
+        /// A 16-bit WAV to say (any rate; converted to 8 kHz).
+        #[arg(long)]
+        play: Option<PathBuf>,
+        /// Where to write what the callee says (8 kHz 16-bit WAV).
+        #[arg(long)]
+        record: Option<PathBuf>,
+        /// Seconds on the line (default: the WAV's length + 2, or 10).
+        #[arg(long)]
+        duration: Option<f64>,
+    },
 }
 
 #[derive(Subcommand)]
@@ -71,6 +87,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 .build()
                 .context("cannot start the async runtime")?;
             runtime.block_on(sav::sip::server::serve(config))?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Call {
+            uri,
+            play,
+            record,
+            duration,
+        } => {
+            let duration = match duration {
+                Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
+                    Some(std::time::Duration::from_secs_f64(s))
+                }
+                Some(s) => anyhow::bail!("--duration {s}: expected seconds between 0 and 86400"),
+                None => None,
+            };
+            let runtime = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let request = sav::sip::outbound::CallRequest {
+                target: uri,
+                play,
+                record,
+                duration,
+            };
+            let summary = runtime.block_on(sav::sip::outbound::place_call(&config, request))?;
+            println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
         Command::Cache {

@@ -18,3 +18,4 @@ pub mod pacer;
 pub mod playout;
 pub mod resample;
 pub mod rtp;
+pub mod stats;

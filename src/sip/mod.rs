@@ -9,6 +9,7 @@
 pub mod call;
 pub mod digest;
 pub mod midcall;
+pub mod outbound;
 pub mod registrar_client;
 pub mod registration;
 pub mod sdp;

@@ -477,7 +477,7 @@ mod tests {
     fn port_pool_hands_out_distinct_even_ports_and_reports_exhaustion() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
         // A range unlikely to be used by anything else on a test machine.
-        let pool = RtpPortPool::new(ip, 47_001, 47_006);
+        let pool = RtpPortPool::new(ip, 29_001, 29_006);
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -491,7 +491,7 @@ mod tests {
                 .map(|s| s.local_addr().unwrap().port())
                 .collect();
             ports.sort();
-            assert_eq!(ports, vec![47_002, 47_004, 47_006]);
+            assert_eq!(ports, vec![29_002, 29_004, 29_006]);
             let err = pool.bind().unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
             drop(b);

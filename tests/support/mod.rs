@@ -26,16 +26,17 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Ports for test number `slot` (0..=49), disjoint from every other slot
-    /// and from the defaults of `sav.toml`.
+    /// Ports for test number `slot` (0..=49), disjoint from every other slot,
+    /// from the defaults of `sav.toml`, and below Linux's ephemeral range
+    /// (32768–60999), so that no socket bound to port 0 can take them.
     pub fn slot(slot: u16) -> Self {
         assert!(slot < 50);
         Self {
             sip: 25_060 + slot * 10,
-            rtp_min: 30_000 + slot * 100,
-            rtp_max: 30_000 + slot * 100 + 99,
+            rtp_min: 10_000 + slot * 100,
+            rtp_max: 10_000 + slot * 100 + 99,
             sipp: 25_061 + slot * 10,
-            sipp_media: 40_000 + slot * 100,
+            sipp_media: 15_000 + slot * 100,
         }
     }
 }

@@ -1,0 +1,141 @@
+//! Receive statistics of one RTP stream (sans-IO): packets, loss and
+//! reordering from sequence numbers, the largest gap between arrivals, and
+//! the interarrival jitter of RFC 3550 §6.4.1 / A.8.
+
+use std::time::{Duration, Instant};
+
+/// Sampling rate of the stream's RTP clock (PCMU: 8 kHz).
+const CLOCK_RATE: f64 = 8000.0;
+
+#[derive(Debug, Default, Clone)]
+pub struct ReceiveStats {
+    pub packets: u64,
+    /// Packets with a sequence number at or behind the highest seen.
+    pub out_of_order: u64,
+    first: Option<(Instant, u16)>,
+    /// Highest sequence number seen, extended past wraps (RFC 3550 A.1).
+    highest: u64,
+    last_arrival: Option<Instant>,
+    /// Transit time of the previous packet, in RTP clock units.
+    last_transit: Option<f64>,
+    jitter: f64,
+    pub max_gap: Duration,
+    /// When the first packet whose audio is not silence arrived.
+    pub first_audio: Option<Instant>,
+}
+
+impl ReceiveStats {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Feeds one packet received at `now`.
+    pub fn on_packet(&mut self, now: Instant, seq: u16, timestamp: u32, audible: bool) {
+        self.packets += 1;
+        match self.first {
+            None => {
+                self.first = Some((now, seq));
+                self.highest = u64::from(seq);
+            }
+            Some(_) => {
+                let last = self.highest as u16;
+                let delta = seq.wrapping_sub(last) as i16;
+                if delta > 0 {
+                    self.highest += delta as u64;
+                } else {
+                    self.out_of_order += 1;
+                }
+            }
+        }
+        if let Some(previous) = self.last_arrival {
+            self.max_gap = self.max_gap.max(now.saturating_duration_since(previous));
+        }
+        self.last_arrival = Some(now);
+        // Transit = arrival (in RTP units, from the first packet) − timestamp.
+        let (t0, _) = self.first.expect("set above");
+        let arrival = now.saturating_duration_since(t0).as_secs_f64() * CLOCK_RATE;
+        let transit = arrival - f64::from(timestamp);
+        if let Some(last) = self.last_transit {
+            let mut d = transit - last;
+            // Timestamps wrap at 2^32: keep the difference small.
+            if d.abs() > f64::from(u32::MAX) / 2.0 {
+                d -= d.signum() * (f64::from(u32::MAX) + 1.0);
+            }
+            self.jitter += (d.abs() - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit);
+        if audible && self.first_audio.is_none() {
+            self.first_audio = Some(now);
+        }
+    }
+
+    /// When the first packet arrived.
+    pub fn first_arrival(&self) -> Option<Instant> {
+        self.first.map(|(t, _)| t)
+    }
+
+    /// Packets expected from the sequence numbers (RFC 3550 A.3).
+    pub fn expected(&self) -> u64 {
+        match self.first {
+            Some((_, first)) => self.highest - u64::from(first) + 1,
+            None => 0,
+        }
+    }
+
+    /// Packets lost: expected minus received (RFC 3550 A.3), floored at
+    /// zero (duplicates would make it negative).
+    pub fn lost(&self) -> u64 {
+        self.expected().saturating_sub(self.packets)
+    }
+
+    /// Interarrival jitter, in milliseconds.
+    pub fn jitter_ms(&self) -> f64 {
+        self.jitter / CLOCK_RATE * 1000.0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn a_perfect_stream_has_no_loss_no_jitter() {
+        let t = Instant::now();
+        let mut s = ReceiveStats::new();
+        for n in 0..100u16 {
+            s.on_packet(
+                t + ms(20 * u64::from(n)),
+                65_500u16.wrapping_add(n),
+                u32::from(n) * 160,
+                n >= 10,
+            );
+        }
+        assert_eq!(
+            (s.packets, s.expected(), s.lost(), s.out_of_order),
+            (100, 100, 0, 0)
+        );
+        assert!(s.jitter_ms() < 0.001);
+        assert_eq!(s.max_gap, ms(20));
+        assert_eq!(s.first_audio, Some(t + ms(200)));
+    }
+
+    #[test]
+    fn loss_reordering_gaps_and_jitter_are_seen() {
+        let t = Instant::now();
+        let mut s = ReceiveStats::new();
+        // seq 0,1,2,4,3,6 (5 lost), with the 4th packet 30 ms late.
+        let arrivals = [(0, 0), (20, 1), (40, 2), (90, 4), (91, 3), (120, 6)];
+        for (at, seq) in arrivals {
+            s.on_packet(t + ms(at), seq, u32::from(seq) * 160, true);
+        }
+        assert_eq!(s.expected(), 7);
+        assert_eq!(s.out_of_order, 1);
+        assert_eq!(s.lost(), 1, "5 lost; 3 came late, not lost");
+        assert_eq!(s.max_gap, ms(50));
+        assert!(s.jitter_ms() > 1.0, "{}", s.jitter_ms());
+    }
+}
