@@ -344,7 +344,7 @@ pub async fn place_call(config: &Config, request: CallRequest) -> Result<CallSum
 /// Any mono or stereo 16-bit WAV → 8 kHz μ-law.
 fn load_wav(path: &Path) -> Result<Vec<u8>, CallError> {
     let wav_err = |reason: String| CallError::Wav {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason,
     };
     let mut reader = hound::WavReader::open(path).map_err(|e| {
@@ -375,7 +375,7 @@ fn load_wav(path: &Path) -> Result<Vec<u8>, CallError> {
 
 fn write_wav(path: &Path, samples: &[i16]) -> Result<(), CallError> {
     let err = |reason: String| CallError::Record {
-        path: path.clone(),
+        path: path.to_path_buf(),
         reason,
     };
     let spec = hound::WavSpec {
