@@ -286,3 +286,49 @@ fn sigterm_ends_calls_with_bye_and_exits_zero() {
 fn find(haystack: &[u8], needle: &[u8]) -> Option<usize> {
     haystack.windows(needle.len()).position(|w| w == needle)
 }
+
+#[test]
+fn delayed_offer_caller_hears_the_greeting() {
+    let dir = workdir("delayed_offer_greeting");
+    let ports = Ports::slot(32);
+    utterance(&dir);
+    let _sav = Sav::start(&dir, ports, |c| c);
+    let capture = Capture::start(
+        &dir,
+        &format!(
+            "udp and (port {} or portrange {}-{})",
+            ports.sip, ports.rtp_min, ports.rtp_max
+        ),
+    );
+    let output = sipp(
+        &dir,
+        "uac_delayed_offer.xml",
+        ports,
+        &["-m", "1", "-d", "3000"],
+        Duration::from_secs(30),
+    );
+    let packets = capture.stop();
+    assert!(
+        output.status.success(),
+        "delayed-offer call failed:\n{}",
+        sipp_report(&dir, &output)
+    );
+    // sav's RTP goes to the port sipp put in its ACK's answer, and starts
+    // with the greeting.
+    let rtp: Vec<&Datagram> = packets
+        .iter()
+        .filter(|p| {
+            (ports.rtp_min..=ports.rtp_max).contains(&p.src_port)
+                && p.dst_port == ports.sipp_media
+                && p.payload.len() == 172
+        })
+        .collect();
+    assert!(
+        rtp.len() > 100,
+        "{} RTP packets to sipp's media port",
+        rtp.len()
+    );
+    let greet = std::fs::read(format!("{REPO}/cache/greet.raw")).unwrap();
+    let heard: Vec<u8> = rtp.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
+    assert_eq!(&heard[..greet.len()], &greet[..]);
+}
