@@ -19,3 +19,4 @@ pub mod playout;
 pub mod resample;
 pub mod rtp;
 pub mod stats;
+pub mod vad;

@@ -1,0 +1,366 @@
+//! Listening: voice activity (earshot) and end of turn, sans-IO.
+//!
+//! Inbound audio arrives as 8 kHz PCM frames of 20 ms. earshot wants 16 kHz
+//! frames of 256 samples, so each frame is upsampled with rubato and fed to
+//! the detector as soon as 256 samples are there. A run of voiced frames
+//! lasting [`VadConfig::min_speech`] starts a turn (shorter bursts are clicks,
+//! coughs or line echo); [`VadConfig::hangover`] without voice ends it. The
+//! caller's audio from a short pre-roll before the onset to the end is kept
+//! as the utterance for speech-to-text, bounded by
+//! [`VadConfig::max_utterance`].
+//!
+//! Nothing here allocates per frame once the detector is built (the
+//! utterance buffer is reserved for the longest utterance up front).
+
+use std::collections::VecDeque;
+use std::time::{Duration, Instant};
+
+use rubato::{FftFixedInOut, Resampler};
+
+/// Samples of one inbound frame (20 ms at 8 kHz).
+pub const FRAME_SAMPLES: usize = 160;
+/// earshot's frame: 256 samples at 16 kHz (16 ms).
+const VAD_FRAME: usize = 256;
+const VAD_FRAME_DURATION: Duration = Duration::from_millis(16);
+
+/// Tunables, from `[listen]`.
+#[derive(Debug, Clone)]
+pub struct VadConfig {
+    /// earshot score from which a frame counts as voice.
+    pub threshold: f32,
+    /// Voice needed before a turn starts (clicks and echo are shorter).
+    pub min_speech: Duration,
+    /// Silence that ends the turn.
+    pub hangover: Duration,
+    /// Audio kept from before the onset.
+    pub preroll: Duration,
+    /// A turn longer than this is cut (and sent to STT as it is).
+    pub max_utterance: Duration,
+}
+
+impl Default for VadConfig {
+    fn default() -> Self {
+        Self {
+            threshold: 0.5,
+            min_speech: Duration::from_millis(120),
+            hangover: Duration::from_millis(500),
+            preroll: Duration::from_millis(200),
+            max_utterance: Duration::from_secs(30),
+        }
+    }
+}
+
+/// What the detector tells the conversation.
+#[derive(Debug, Clone, PartialEq)]
+pub enum TurnEvent {
+    /// The caller started speaking; `onset` is when the voice began (the
+    /// event itself comes `min_speech` later).
+    SpeechStarted { onset: Instant },
+    /// The caller stopped speaking; `last_voice` is when the voice stopped (the
+    /// event comes `hangover` later). `utterance` is 8 kHz PCM.
+    SpeechEnded {
+        last_voice: Instant,
+        utterance: Vec<i16>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    Silence,
+    /// Voiced frames since `onset`, not yet `min_speech` of them.
+    Onset {
+        onset: Instant,
+        voiced: Duration,
+    },
+    Speech {
+        last_voice: Instant,
+    },
+}
+
+pub struct TurnDetector {
+    config: VadConfig,
+    detector: Box<earshot::Detector>,
+    upsampler: FftFixedInOut<f32>,
+    input: Vec<Vec<f32>>,
+    output: Vec<Vec<f32>>,
+    /// 16 kHz samples waiting for a whole VAD frame.
+    pending: Vec<f32>,
+    vad_frame: [f32; VAD_FRAME],
+    state: State,
+    /// The last `preroll` of 8 kHz audio, for the start of an utterance.
+    preroll: VecDeque<i16>,
+    utterance: Vec<i16>,
+}
+
+impl TurnDetector {
+    pub fn new(config: VadConfig) -> Self {
+        let upsampler = FftFixedInOut::<f32>::new(8000, 16_000, FRAME_SAMPLES, 1)
+            .expect("8 kHz → 16 kHz with 160-sample chunks is a valid fixed ratio");
+        let input = upsampler.input_buffer_allocate(true);
+        let output = upsampler.output_buffer_allocate(true);
+        let preroll_samples = (config.preroll.as_millis() as usize) * 8;
+        let max_samples = (config.max_utterance.as_millis() as usize) * 8;
+        Self {
+            detector: earshot::Detector::default_boxed(),
+            upsampler,
+            input,
+            output,
+            pending: Vec::with_capacity(VAD_FRAME * 3),
+            vad_frame: [0.0; VAD_FRAME],
+            state: State::Silence,
+            preroll: VecDeque::with_capacity(preroll_samples + FRAME_SAMPLES),
+            utterance: Vec::with_capacity(max_samples + FRAME_SAMPLES),
+            config,
+        }
+    }
+
+    /// True while a turn is in progress (after its onset was confirmed).
+    pub fn in_speech(&self) -> bool {
+        matches!(self.state, State::Speech { .. })
+    }
+
+    /// Feeds one 20 ms frame of the caller's audio, received at `now`.
+    pub fn push(&mut self, now: Instant, frame: &[i16]) -> Option<TurnEvent> {
+        self.keep_audio(frame);
+        // Upsample to 16 kHz.
+        for (dst, &src) in self.input[0].iter_mut().zip(frame) {
+            *dst = f32::from(src) / 32768.0;
+        }
+        let produced = match self
+            .upsampler
+            .process_into_buffer(&self.input, &mut self.output, None)
+        {
+            Ok((_, produced)) => produced,
+            Err(_) => 0,
+        };
+        self.pending.extend_from_slice(&self.output[0][..produced]);
+        let mut event = None;
+        while self.pending.len() >= VAD_FRAME {
+            self.vad_frame.copy_from_slice(&self.pending[..VAD_FRAME]);
+            self.pending.drain(..VAD_FRAME);
+            let score = self.detector.predict_f32(&self.vad_frame);
+            let voiced = score >= self.config.threshold;
+            if let Some(e) = self.step(now, voiced) {
+                event = Some(e);
+            }
+        }
+        if event.is_none() {
+            if let State::Speech { last_voice } = self.state {
+                if self.utterance.len() >= self.utterance.capacity() - FRAME_SAMPLES {
+                    // Too long: end the turn here.
+                    event = Some(self.end(last_voice));
+                }
+            }
+        }
+        event
+    }
+
+    fn step(&mut self, now: Instant, voiced: bool) -> Option<TurnEvent> {
+        match (self.state, voiced) {
+            (State::Silence, true) => {
+                self.state = State::Onset {
+                    onset: now,
+                    voiced: VAD_FRAME_DURATION,
+                };
+                self.utterance.clear();
+                self.utterance.extend(self.preroll.iter());
+                None
+            }
+            (State::Onset { onset, voiced }, true) => {
+                let voiced = voiced + VAD_FRAME_DURATION;
+                if voiced >= self.config.min_speech {
+                    self.state = State::Speech { last_voice: now };
+                    Some(TurnEvent::SpeechStarted { onset })
+                } else {
+                    self.state = State::Onset { onset, voiced };
+                    None
+                }
+            }
+            (State::Onset { .. }, false) => {
+                // A click, not speech.
+                self.state = State::Silence;
+                None
+            }
+            (State::Speech { .. }, true) => {
+                self.state = State::Speech { last_voice: now };
+                None
+            }
+            (State::Speech { last_voice }, false) => {
+                if now.saturating_duration_since(last_voice) >= self.config.hangover {
+                    Some(self.end(last_voice))
+                } else {
+                    None
+                }
+            }
+            (State::Silence, false) => None,
+        }
+    }
+
+    fn end(&mut self, last_voice: Instant) -> TurnEvent {
+        self.state = State::Silence;
+        let capacity = self.utterance.capacity();
+        let utterance = std::mem::replace(&mut self.utterance, Vec::with_capacity(capacity));
+        TurnEvent::SpeechEnded {
+            last_voice,
+            utterance,
+        }
+    }
+
+    fn keep_audio(&mut self, frame: &[i16]) {
+        let preroll_max = (self.config.preroll.as_millis() as usize) * 8;
+        for &s in frame {
+            if self.preroll.len() >= preroll_max {
+                self.preroll.pop_front();
+            }
+            self.preroll.push_back(s);
+        }
+        if !matches!(self.state, State::Silence)
+            && self.utterance.len() + frame.len() <= self.utterance.capacity()
+        {
+            self.utterance.extend_from_slice(frame);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::g711;
+
+    fn speech() -> Vec<i16> {
+        let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/cache/welcome.raw"))
+            .expect("cache/welcome.raw");
+        raw.iter().map(|&c| g711::decode(c)).collect()
+    }
+
+    /// Feeds `audio` in 20 ms frames from `start`; returns events with the
+    /// frame index they came at.
+    fn feed(
+        d: &mut TurnDetector,
+        start: Instant,
+        first_frame: u64,
+        audio: &[i16],
+    ) -> Vec<(u64, TurnEvent)> {
+        let mut events = Vec::new();
+        for (i, frame) in audio.chunks_exact(FRAME_SAMPLES).enumerate() {
+            let n = first_frame + i as u64;
+            if let Some(e) = d.push(start + Duration::from_millis(20 * n), frame) {
+                events.push((n, e));
+            }
+        }
+        events
+    }
+
+    #[test]
+    fn silence_and_noise_are_not_speech() {
+        let mut d = TurnDetector::new(VadConfig::default());
+        let t = Instant::now();
+        assert!(feed(&mut d, t, 0, &vec![0i16; 8000 * 3]).is_empty());
+        // Line noise around -42 dBFS (deterministic LCG).
+        let mut x: u32 = 1;
+        let noise: Vec<i16> = (0..8000 * 3)
+            .map(|_| {
+                x = x.wrapping_mul(1_664_525).wrapping_add(1_013_904_223);
+                ((x >> 16) as i16) / 256
+            })
+            .collect();
+        let mut d = TurnDetector::new(VadConfig::default());
+        assert!(feed(&mut d, t, 0, &noise).is_empty());
+    }
+
+    #[test]
+    fn a_spoken_phrase_is_one_turn_ending_after_the_hangover() {
+        let config = VadConfig::default();
+        let mut d = TurnDetector::new(config.clone());
+        let t = Instant::now();
+        let mut audio = vec![0i16; 8000];
+        let speech = speech();
+        audio.extend_from_slice(&speech);
+        audio.extend(vec![0i16; 8000 * 2]);
+        let events = feed(&mut d, t, 0, &audio);
+        assert_eq!(
+            events.len(),
+            2,
+            "{:?}",
+            events
+                .iter()
+                .map(|(n, e)| (n, matches!(e, TurnEvent::SpeechStarted { .. })))
+                .collect::<Vec<_>>()
+        );
+        let (start_frame, TurnEvent::SpeechStarted { onset }) = &events[0] else {
+            panic!("{:?}", events[0])
+        };
+        // Onset near the phrase's start (1 s), confirmed min_speech later.
+        let onset_ms = onset.duration_since(t).as_millis() as i64;
+        assert!((950..=1400).contains(&onset_ms), "onset at {onset_ms} ms");
+        assert!(*start_frame as i64 * 20 - onset_ms <= 200);
+        let (
+            end_frame,
+            TurnEvent::SpeechEnded {
+                last_voice,
+                utterance,
+            },
+        ) = &events[1]
+        else {
+            panic!()
+        };
+        let speech_end_ms = 1000 + speech.len() as i64 / 8;
+        let last_ms = last_voice.duration_since(t).as_millis() as i64;
+        assert!(
+            (speech_end_ms - 700..=speech_end_ms + 100).contains(&last_ms),
+            "last voice {last_ms} ms, speech ended {speech_end_ms}"
+        );
+        // The end comes one hangover after the last voice.
+        let waited = *end_frame as i64 * 20 - last_ms;
+        assert!(
+            (500..=540).contains(&waited),
+            "ended {waited} ms after the last voice"
+        );
+        // The utterance holds (almost) the whole phrase.
+        assert!(
+            utterance.len() as f64 > speech.len() as f64 * 0.8,
+            "{} of {}",
+            utterance.len(),
+            speech.len()
+        );
+        assert!(!d.in_speech());
+    }
+
+    #[test]
+    fn a_click_shorter_than_min_speech_starts_nothing() {
+        let mut d = TurnDetector::new(VadConfig {
+            min_speech: Duration::from_millis(300),
+            ..Default::default()
+        });
+        let t = Instant::now();
+        let speech = speech();
+        let mut audio = vec![0i16; 8000];
+        audio.extend_from_slice(&speech[4000..4000 + 800]); // 100 ms of voice
+        audio.extend(vec![0i16; 8000]);
+        assert!(feed(&mut d, t, 0, &audio).is_empty());
+    }
+
+    #[test]
+    fn a_long_monologue_is_cut_at_max_utterance() {
+        let mut d = TurnDetector::new(VadConfig {
+            max_utterance: Duration::from_secs(2),
+            ..Default::default()
+        });
+        let t = Instant::now();
+        let speech = speech();
+        let events = feed(&mut d, t, 0, &speech);
+        let ends: Vec<&TurnEvent> = events
+            .iter()
+            .map(|(_, e)| e)
+            .filter(|e| matches!(e, TurnEvent::SpeechEnded { .. }))
+            .collect();
+        assert!(
+            !ends.is_empty(),
+            "no cut in {} s of speech",
+            speech.len() / 8000
+        );
+        if let TurnEvent::SpeechEnded { utterance, .. } = ends[0] {
+            assert!(utterance.len() <= 16_000 + FRAME_SAMPLES);
+        }
+    }
+}
