@@ -17,5 +17,6 @@ pub mod cache;
 pub mod config;
 pub mod conversation;
 pub mod media;
+pub mod providers;
 pub mod redact;
 pub mod sip;

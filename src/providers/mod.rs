@@ -1,0 +1,113 @@
+//! The speech providers sav talks to over HTTP: the LLM (OpenAI-compatible
+//! streaming chat), text-to-speech (ElevenLabs streaming, or espeak-ng
+//! locally) and speech-to-text (OpenAI-compatible transcriptions). Every
+//! provider has a `base_url`, so self-hosted servers and the test fakes work
+//! the same way; secrets come from environment variables named in the config.
+
+pub mod llm;
+pub mod sentences;
+pub mod sse;
+
+use std::time::Duration;
+
+/// Why a provider call failed. Every variant ends in a cached fallback
+/// phrase for the caller; the distinction is for logs and metrics.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProviderError {
+    #[error("{provider}: cannot connect: {reason}")]
+    Connect {
+        provider: &'static str,
+        reason: String,
+    },
+    #[error("{provider}: HTTP {status}: {body}")]
+    Status {
+        provider: &'static str,
+        status: u16,
+        body: String,
+    },
+    #[error("{provider}: rate limited (429), retry after {retry_after:?}")]
+    RateLimited {
+        provider: &'static str,
+        retry_after: Option<Duration>,
+    },
+    #[error("{provider}: no {stage} within {after:?}")]
+    Timeout {
+        provider: &'static str,
+        stage: &'static str,
+        after: Duration,
+    },
+    #[error("{provider}: stream broke off: {reason}")]
+    Disconnected {
+        provider: &'static str,
+        reason: String,
+    },
+    #[error("{provider}: malformed response: {reason}")]
+    Malformed {
+        provider: &'static str,
+        reason: String,
+    },
+    #[error("{provider}: environment variable {name} (api_key_env) is not set")]
+    NoApiKey {
+        provider: &'static str,
+        name: String,
+    },
+}
+
+impl ProviderError {
+    /// A short label for logs and metrics.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            ProviderError::Connect { .. } => "connect",
+            ProviderError::Status { .. } => "status",
+            ProviderError::RateLimited { .. } => "rate_limited",
+            ProviderError::Timeout { .. } => "timeout",
+            ProviderError::Disconnected { .. } => "disconnected",
+            ProviderError::Malformed { .. } => "malformed",
+            ProviderError::NoApiKey { .. } => "no_api_key",
+        }
+    }
+}
+
+/// Turns a non-success HTTP response into the error it means.
+pub(crate) async fn status_error(
+    provider: &'static str,
+    response: reqwest::Response,
+) -> ProviderError {
+    let status = response.status().as_u16();
+    if status == 429 {
+        let retry_after = response
+            .headers()
+            .get("retry-after")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map(Duration::from_secs);
+        return ProviderError::RateLimited {
+            provider,
+            retry_after,
+        };
+    }
+    let body = response.text().await.unwrap_or_default();
+    let body: String = body.chars().take(300).collect();
+    ProviderError::Status {
+        provider,
+        status,
+        body,
+    }
+}
+
+/// The API key named by `api_key_env`, if one is configured.
+pub(crate) fn api_key(
+    provider: &'static str,
+    env: Option<&str>,
+) -> Result<Option<String>, ProviderError> {
+    match env {
+        None => Ok(None),
+        Some(name) => std::env::var(name)
+            .map(Some)
+            .map_err(|_| ProviderError::NoApiKey {
+                provider,
+                name: name.to_string(),
+            }),
+    }
+}
