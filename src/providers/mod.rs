@@ -7,6 +7,8 @@
 pub mod llm;
 pub mod sentences;
 pub mod sse;
+pub mod stt;
+pub mod tts;
 
 use std::time::Duration;
 

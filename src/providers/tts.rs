@@ -1,0 +1,467 @@
+//! Text-to-speech behind one interface that streams μ-law 8 kHz chunks:
+//! ElevenLabs' HTTP streaming endpoint, or espeak-ng on this machine.
+
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+use tokio::io::AsyncReadExt;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::media::g711;
+use crate::media::resample::{StreamResampler, LINE_RATE};
+use crate::providers::{api_key, status_error, ProviderError};
+
+const PROVIDER: &str = "tts";
+/// Chunks buffered between the synthesis task and the playout.
+const CHUNK_QUEUE: usize = 64;
+
+/// A chunk of synthesised speech, μ-law 8 kHz, or why synthesis stopped.
+pub type TtsChunk = Result<Vec<u8>, ProviderError>;
+
+/// Anything that turns text into streamed telephone audio.
+pub trait TextToSpeech: Send + Sync {
+    /// Starts synthesising `text`; chunks arrive on the receiver as they are
+    /// made, and the channel closes at the end. Dropping the receiver cancels.
+    fn synthesize(&self, text: String) -> mpsc::Receiver<TtsChunk>;
+    /// For logs and metrics.
+    fn name(&self) -> &'static str;
+}
+
+/// `[tts]` in `sav.toml`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TtsConfig {
+    /// "elevenlabs" or "espeak".
+    #[serde(default = "default_engine")]
+    pub engine: String,
+    #[serde(default = "default_base_url")]
+    pub base_url: String,
+    #[serde(default)]
+    pub voice_id: String,
+    /// `eleven_flash_v2_5` (lowest latency) by default; the seed's
+    /// `eleven_turbo_v2_5` works the same.
+    #[serde(default = "default_model")]
+    pub model: String,
+    #[serde(default)]
+    pub api_key_env: Option<String>,
+    /// `ulaw_8000` (no conversion), or `pcm_16000`/`pcm_22050`/`pcm_24000`
+    /// (resampled to 8 kHz).
+    #[serde(default = "default_format")]
+    pub output_format: String,
+    #[serde(default = "default_first_byte_timeout")]
+    pub first_byte_timeout_ms: u64,
+    #[serde(default = "default_stall_timeout")]
+    pub stall_timeout_ms: u64,
+    /// espeak-ng voice and speed (engine "espeak").
+    #[serde(default = "default_voice")]
+    pub espeak_voice: String,
+    #[serde(default = "default_speed")]
+    pub espeak_speed: u32,
+}
+
+fn default_engine() -> String {
+    "elevenlabs".into()
+}
+fn default_base_url() -> String {
+    "https://api.elevenlabs.io".into()
+}
+fn default_model() -> String {
+    "eleven_flash_v2_5".into()
+}
+fn default_format() -> String {
+    "ulaw_8000".into()
+}
+fn default_first_byte_timeout() -> u64 {
+    3000
+}
+fn default_stall_timeout() -> u64 {
+    2000
+}
+fn default_voice() -> String {
+    "fr".into()
+}
+fn default_speed() -> u32 {
+    165
+}
+
+/// The sample rate of an ElevenLabs `output_format`, `None` for μ-law.
+fn pcm_rate(format: &str) -> Result<Option<u32>, String> {
+    match format {
+        "ulaw_8000" => Ok(None),
+        "pcm_16000" => Ok(Some(16_000)),
+        "pcm_22050" => Ok(Some(22_050)),
+        "pcm_24000" => Ok(Some(24_000)),
+        other => Err(format!(
+            "output_format {other:?}: expected ulaw_8000, pcm_16000, pcm_22050 or pcm_24000"
+        )),
+    }
+}
+
+/// Builds the configured engine.
+pub fn engine(config: &TtsConfig) -> Result<Arc<dyn TextToSpeech>, ProviderError> {
+    match config.engine.as_str() {
+        "espeak" => Ok(Arc::new(Espeak {
+            voice: config.espeak_voice.clone(),
+            speed: config.espeak_speed,
+        })),
+        _ => Ok(Arc::new(ElevenLabs::new(config.clone())?)),
+    }
+}
+
+/// Converts raw provider bytes to μ-law: as is, or little-endian PCM at a
+/// rate through the resampler (a byte split across chunks is carried over).
+struct Converter {
+    resampler: Option<StreamResampler>,
+    odd_byte: Option<u8>,
+}
+
+impl Converter {
+    fn new(pcm_rate: Option<u32>) -> Result<Self, String> {
+        let resampler = match pcm_rate {
+            Some(rate) => Some(StreamResampler::new(rate, LINE_RATE).map_err(|e| e.to_string())?),
+            None => None,
+        };
+        Ok(Self {
+            resampler,
+            odd_byte: None,
+        })
+    }
+
+    fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
+        let Some(resampler) = self.resampler.as_mut() else {
+            return Ok(bytes.to_vec());
+        };
+        let mut data = Vec::with_capacity(bytes.len() + 1);
+        data.extend(self.odd_byte.take());
+        data.extend_from_slice(bytes);
+        if data.len() % 2 == 1 {
+            self.odd_byte = data.pop();
+        }
+        let samples: Vec<i16> = data
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        let line = resampler.push(&samples).map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(line.len());
+        g711::encode_extend(&line, &mut out);
+        Ok(out)
+    }
+
+    fn finish(&mut self) -> Result<Vec<u8>, String> {
+        let Some(resampler) = self.resampler.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let line = resampler.finish().map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(line.len());
+        g711::encode_extend(&line, &mut out);
+        Ok(out)
+    }
+}
+
+pub struct ElevenLabs {
+    http: reqwest::Client,
+    config: TtsConfig,
+    api_key: Option<String>,
+    pcm_rate: Option<u32>,
+}
+
+#[derive(Serialize)]
+struct ElevenLabsRequest<'a> {
+    text: &'a str,
+    model_id: &'a str,
+}
+
+impl ElevenLabs {
+    pub fn new(config: TtsConfig) -> Result<Self, ProviderError> {
+        let pcm_rate =
+            pcm_rate(&config.output_format).map_err(|reason| ProviderError::Malformed {
+                provider: PROVIDER,
+                reason,
+            })?;
+        let api_key = api_key(PROVIDER, config.api_key_env.as_deref())?;
+        let http = reqwest::Client::builder()
+            .connect_timeout(Duration::from_millis(config.first_byte_timeout_ms))
+            .build()
+            .map_err(|e| ProviderError::Connect {
+                provider: PROVIDER,
+                reason: e.to_string(),
+            })?;
+        Ok(Self {
+            http,
+            config,
+            api_key,
+            pcm_rate,
+        })
+    }
+
+    async fn run(
+        http: reqwest::Client,
+        config: TtsConfig,
+        api_key: Option<String>,
+        pcm_rate: Option<u32>,
+        text: String,
+        out: mpsc::Sender<TtsChunk>,
+    ) -> Result<(), ProviderError> {
+        let url = format!(
+            "{}/v1/text-to-speech/{}/stream?output_format={}",
+            config.base_url.trim_end_matches('/'),
+            config.voice_id,
+            config.output_format
+        );
+        let mut request = http.post(&url).json(&ElevenLabsRequest {
+            text: &text,
+            model_id: &config.model,
+        });
+        if let Some(key) = &api_key {
+            request = request.header("xi-api-key", key);
+        }
+        let first_byte = Duration::from_millis(config.first_byte_timeout_ms);
+        let stall = Duration::from_millis(config.stall_timeout_ms);
+        let deadline = Instant::now() + first_byte;
+        let mut response = tokio::time::timeout_at(deadline, request.send())
+            .await
+            .map_err(|_| ProviderError::Timeout {
+                provider: PROVIDER,
+                stage: "response",
+                after: first_byte,
+            })?
+            .map_err(|e| ProviderError::Connect {
+                provider: PROVIDER,
+                reason: e.to_string(),
+            })?;
+        if !response.status().is_success() {
+            return Err(status_error(PROVIDER, response).await);
+        }
+        // An error page or JSON with a 200 is not speech.
+        let content_type = response
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("")
+            .to_ascii_lowercase();
+        if content_type.starts_with("text/")
+            || content_type.contains("json")
+            || content_type.contains("html")
+        {
+            return Err(ProviderError::Malformed {
+                provider: PROVIDER,
+                reason: format!("content-type {content_type} is not audio"),
+            });
+        }
+        let mut converter =
+            Converter::new(pcm_rate).map_err(|reason| ProviderError::Malformed {
+                provider: PROVIDER,
+                reason,
+            })?;
+        let mut first = true;
+        loop {
+            let wait = if first {
+                deadline
+                    .saturating_duration_since(Instant::now())
+                    .max(Duration::from_millis(1))
+            } else {
+                stall
+            };
+            let chunk = tokio::time::timeout(wait, response.chunk())
+                .await
+                .map_err(|_| ProviderError::Timeout {
+                    provider: PROVIDER,
+                    stage: if first { "first audio" } else { "next chunk" },
+                    after: wait,
+                })?
+                .map_err(|e| ProviderError::Disconnected {
+                    provider: PROVIDER,
+                    reason: e.to_string(),
+                })?;
+            let Some(chunk) = chunk else { break };
+            if first
+                && matches!(chunk.first(), Some(b'{') | Some(b'<'))
+                && chunk.len() > 1
+                && matches!(chunk[1], b'"' | b'!' | b'h' | b'H' | b'\n' | b' ')
+            {
+                return Err(ProviderError::Malformed {
+                    provider: PROVIDER,
+                    reason: "body looks like JSON or HTML, not audio".into(),
+                });
+            }
+            first = false;
+            let audio = converter
+                .push(&chunk)
+                .map_err(|reason| ProviderError::Malformed {
+                    provider: PROVIDER,
+                    reason,
+                })?;
+            if !audio.is_empty() && out.send(Ok(audio)).await.is_err() {
+                return Ok(()); // nobody listens any more: cancelled
+            }
+        }
+        if first {
+            return Err(ProviderError::Malformed {
+                provider: PROVIDER,
+                reason: "empty audio".into(),
+            });
+        }
+        let tail = converter
+            .finish()
+            .map_err(|reason| ProviderError::Malformed {
+                provider: PROVIDER,
+                reason,
+            })?;
+        if !tail.is_empty() {
+            let _ = out.send(Ok(tail)).await;
+        }
+        Ok(())
+    }
+}
+
+impl TextToSpeech for ElevenLabs {
+    fn synthesize(&self, text: String) -> mpsc::Receiver<TtsChunk> {
+        let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
+        let (http, config, key, rate) = (
+            self.http.clone(),
+            self.config.clone(),
+            self.api_key.clone(),
+            self.pcm_rate,
+        );
+        tokio::spawn(async move {
+            if let Err(error) = Self::run(http, config, key, rate, text, tx.clone()).await {
+                let _ = tx.send(Err(error)).await;
+            }
+        });
+        rx
+    }
+
+    fn name(&self) -> &'static str {
+        "elevenlabs"
+    }
+}
+
+/// espeak-ng on this machine: no network, robotic but instant.
+pub struct Espeak {
+    pub voice: String,
+    pub speed: u32,
+}
+
+impl Espeak {
+    async fn run(
+        voice: String,
+        speed: u32,
+        text: String,
+        out: mpsc::Sender<TtsChunk>,
+    ) -> Result<(), ProviderError> {
+        let fail = |reason: String| ProviderError::Connect {
+            provider: PROVIDER,
+            reason,
+        };
+        let mut child = tokio::process::Command::new("espeak-ng")
+            .args(["-v", &voice, "-s", &speed.to_string(), "--stdout", "--"])
+            .arg(&text)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .map_err(|e| fail(format!("cannot run espeak-ng: {e}")))?;
+        let mut stdout = child
+            .stdout
+            .take()
+            .ok_or_else(|| fail("no stdout".into()))?;
+        // espeak-ng writes a 44-byte WAV header (sizes unknown), then 16-bit PCM.
+        let mut header = [0u8; 44];
+        stdout
+            .read_exact(&mut header)
+            .await
+            .map_err(|e| fail(format!("espeak-ng output: {e}")))?;
+        if &header[0..4] != b"RIFF" || &header[8..12] != b"WAVE" {
+            return Err(ProviderError::Malformed {
+                provider: PROVIDER,
+                reason: "espeak-ng did not write a WAV".into(),
+            });
+        }
+        let rate = u32::from_le_bytes([header[24], header[25], header[26], header[27]]);
+        let mut converter =
+            Converter::new(Some(rate)).map_err(|reason| ProviderError::Malformed {
+                provider: PROVIDER,
+                reason,
+            })?;
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let n = stdout
+                .read(&mut buf)
+                .await
+                .map_err(|e| fail(e.to_string()))?;
+            if n == 0 {
+                break;
+            }
+            let audio = converter
+                .push(&buf[..n])
+                .map_err(|reason| ProviderError::Malformed {
+                    provider: PROVIDER,
+                    reason,
+                })?;
+            if !audio.is_empty() && out.send(Ok(audio)).await.is_err() {
+                return Ok(());
+            }
+        }
+        let tail = converter
+            .finish()
+            .map_err(|reason| ProviderError::Malformed {
+                provider: PROVIDER,
+                reason,
+            })?;
+        if !tail.is_empty() {
+            let _ = out.send(Ok(tail)).await;
+        }
+        let _ = child.wait().await;
+        Ok(())
+    }
+}
+
+impl TextToSpeech for Espeak {
+    fn synthesize(&self, text: String) -> mpsc::Receiver<TtsChunk> {
+        let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
+        let (voice, speed) = (self.voice.clone(), self.speed);
+        tokio::spawn(async move {
+            if let Err(error) = Self::run(voice, speed, text, tx.clone()).await {
+                let _ = tx.send(Err(error)).await;
+            }
+        });
+        rx
+    }
+
+    fn name(&self) -> &'static str {
+        "espeak"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pcm_is_converted_with_bytes_split_anywhere() {
+        let mut c = Converter::new(Some(16_000)).unwrap();
+        let samples: Vec<i16> = (0..16_000)
+            .map(|i| ((i as f32 * 0.05).sin() * 9000.0) as i16)
+            .collect();
+        let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
+        let mut out = Vec::new();
+        for piece in bytes.chunks(333) {
+            out.extend(c.push(piece).unwrap());
+        }
+        out.extend(c.finish().unwrap());
+        assert_eq!(out.len(), 8000, "one second at 8 kHz");
+        assert!(out.iter().any(|&b| b != g711::SILENCE));
+    }
+
+    #[test]
+    fn ulaw_passes_through_and_formats_are_checked() {
+        let mut c = Converter::new(None).unwrap();
+        assert_eq!(c.push(&[1, 2, 3]).unwrap(), vec![1, 2, 3]);
+        assert_eq!(pcm_rate("ulaw_8000"), Ok(None));
+        assert_eq!(pcm_rate("pcm_22050"), Ok(Some(22_050)));
+        assert!(pcm_rate("mp3_44100_128").is_err());
+    }
+}
