@@ -1,14 +1,23 @@
 //! The playout scheduler: what the bot says in each 20 ms frame (sans-IO).
 //!
-//! A queue of segments (a cached clip, or a stretch of silence; streamed TTS
-//! joins later) played back to back. [`PlayoutScheduler::next_frame`] always
-//! returns a frame: when nothing is queued the line carries μ-law silence, so
-//! the outbound RTP clock never waits on the conversation. Segment start and
-//! end are reported as [`PlayoutEvent`]s so the conversation knows when the bot
-//! has finished speaking.
+//! A queue of segments played back to back: a cached clip, a pause, or a
+//! stream of generated speech that fills while it waits its turn (a jitter
+//! buffer). [`PlayoutScheduler::next_frame`] always returns a frame: when
+//! nothing is ready the line carries μ-law silence, so the outbound RTP clock
+//! never waits on the conversation or on a provider.
+//!
+//! Streams start only once a pre-roll is buffered (or the stream ended), so a
+//! slow provider does not make the reply stutter; a stream that is at the
+//! head of the queue without that pre-roll for longer than the grace is
+//! reported ([`PlayoutEvent::Starved`]) so the conversation can slip a filler
+//! in front of it ([`PlayoutScheduler::enqueue_front`]); a stream that runs
+//! dry while playing plays silence, counts an underrun, and buffers its
+//! pre-roll again. Segment start and end are reported so the conversation
+//! knows what the caller heard.
 //!
 //! Nothing here allocates per frame: clips are shared slices (`Arc<[u8]>`)
-//! read through an offset, and the frame is a fixed array.
+//! read through an offset, streams are ring buffers, and the frame is a
+//! fixed array.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
@@ -22,6 +31,8 @@ pub const FRAME_BYTES: usize = 160;
 const MAX_PENDING_EVENTS: usize = 64;
 /// Segments that may wait in the queue; enqueueing beyond is refused.
 pub const MAX_QUEUED_SEGMENTS: usize = 32;
+/// Audio a stream may buffer (60 s); more is dropped and counted.
+pub const MAX_STREAM_BYTES: usize = 8000 * 60;
 
 /// A clip of μ-law 8 kHz audio shared by every call that plays it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -32,13 +43,19 @@ pub struct Clip {
     pub audio: Arc<[u8]>,
 }
 
+/// Identifies a stream of generated audio, to feed it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct StreamId(pub u64);
+
 /// What a segment plays.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SegmentKind {
-    /// A cached clip from the phrase cache.
+    /// A cached clip from the phrase cache (or any audio already at hand).
     Clip(Clip),
     /// Deliberate silence of a number of frames (a pause between phrases).
     Silence { frames: u32 },
+    /// Generated speech arriving in chunks ([`PlayoutScheduler::feed`]).
+    Stream { id: StreamId, label: Arc<str> },
 }
 
 /// Identifies an enqueued segment in events.
@@ -57,40 +74,63 @@ pub enum SegmentEnd {
 /// Reported to the conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlayoutEvent {
-    Started {
-        id: SegmentId,
-        label: Arc<str>,
-    },
+    /// The segment's first audio frame went out.
+    Started { id: SegmentId, label: Arc<str> },
     Finished {
         id: SegmentId,
         label: Arc<str>,
         end: SegmentEnd,
     },
+    /// A stream at the head of the queue has had no playable audio for the
+    /// grace period: the line is silent because of a provider.
+    Starved { id: SegmentId, stream: StreamId },
     /// The queue ran dry: the line now carries silence. `enqueued` is how
     /// many segments had been asked for by then, so that a caller who queued
     /// more since can tell a stale Idle from a real one.
-    Idle {
-        enqueued: u64,
-    },
+    Idle { enqueued: u64 },
 }
 
-/// Whether a frame carries speech or idle silence.
+/// What a frame carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FrameSource {
     Clip,
+    /// Generated speech.
+    Stream,
     /// Silence the conversation asked for.
     Pause,
+    /// Silence while a stream buffers its pre-roll or after it ran dry.
+    Waiting,
     /// Nothing queued.
     Idle,
+}
+
+impl FrameSource {
+    /// The frame carries the bot's voice (as opposed to any kind of silence).
+    pub fn is_speech(self) -> bool {
+        matches!(self, FrameSource::Clip | FrameSource::Stream)
+    }
 }
 
 /// One frame of outbound audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
     pub payload: [u8; FRAME_BYTES],
-    /// RTP marker: first frame of a talkspurt (RFC 3551 §4.1).
+    /// RTP marker: first frame of the stream, first after a hold.
     pub marker: bool,
     pub source: FrameSource,
+}
+
+/// A stream's jitter buffer.
+#[derive(Debug, Clone, Default)]
+struct StreamBuffer {
+    data: VecDeque<u8>,
+    ended: bool,
+    /// Playing (pre-roll reached); false again after an underrun.
+    playing: bool,
+    /// Frames spent waiting at the head of the queue without playing.
+    waiting_frames: u32,
+    /// `Starved` already reported for this wait.
+    starved_reported: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -99,7 +139,9 @@ struct Segment {
     kind: SegmentKind,
     /// Bytes (clip) or frames (silence) already played.
     position: usize,
+    /// `Started` was reported (the first audio frame went out).
     started: bool,
+    buffer: Option<StreamBuffer>,
 }
 
 /// Label of silence segments in events, allocated once.
@@ -111,6 +153,14 @@ impl Segment {
         match &self.kind {
             SegmentKind::Clip(clip) => clip.key.clone(),
             SegmentKind::Silence { .. } => SILENCE_LABEL.clone(),
+            SegmentKind::Stream { label, .. } => label.clone(),
+        }
+    }
+
+    fn stream_id(&self) -> Option<StreamId> {
+        match self.kind {
+            SegmentKind::Stream { id, .. } => Some(id),
+            _ => None,
         }
     }
 }
@@ -120,51 +170,149 @@ impl Segment {
 #[error("playout queue is full ({MAX_QUEUED_SEGMENTS} segments)")]
 pub struct QueueFull;
 
+/// Tunables of the streams' jitter buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamPolicy {
+    /// Bytes buffered before a stream starts (and restarts after running dry).
+    pub preroll_bytes: usize,
+    /// Frames a stream may wait at the head of the queue before `Starved`.
+    pub starve_grace_frames: u32,
+}
+
+impl Default for StreamPolicy {
+    fn default() -> Self {
+        Self {
+            // 60 ms: enough to ride out a provider's chunk jitter.
+            preroll_bytes: 3 * FRAME_BYTES,
+            // 300 ms.
+            starve_grace_frames: 15,
+        }
+    }
+}
+
+/// Counters of one call's playout.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct PlayoutStats {
+    pub clip_frames: u64,
+    pub stream_frames: u64,
+    pub idle_frames: u64,
+    /// Frames of silence while a stream waited for audio.
+    pub waiting_frames: u64,
+    /// Times a playing stream ran dry.
+    pub underruns: u64,
+    /// Stream bytes dropped (buffer full, or for a stream no longer queued).
+    pub dropped_bytes: u64,
+    pub dropped_events: u64,
+}
+
 /// Per-call playout state.
 #[derive(Debug, Default)]
 pub struct PlayoutScheduler {
     queue: VecDeque<Segment>,
     events: VecDeque<PlayoutEvent>,
     next_id: u64,
+    policy: StreamPolicy,
     /// The next frame carries the RTP marker: the first frame of the stream,
     /// and the first after a hold. We never suppress silence, so a phrase
     /// starting after idle frames is no new talkspurt (RFC 3551 §4.1).
     marker_pending: bool,
     /// Whether `Idle` was already reported for the current idle stretch.
     idle_reported: bool,
-    /// Events dropped because nobody drained them.
-    dropped_events: u64,
-    /// Frames produced, by source.
-    clip_frames: u64,
-    idle_frames: u64,
+    stats: PlayoutStats,
 }
 
 impl PlayoutScheduler {
     pub fn new() -> Self {
+        Self::with_policy(StreamPolicy::default())
+    }
+
+    pub fn with_policy(policy: StreamPolicy) -> Self {
         Self {
             // Nothing has been said yet: no Idle event until something played.
             idle_reported: true,
             marker_pending: true,
+            policy,
             ..Self::default()
         }
     }
 
-    /// Queues a segment behind whatever is queued.
-    /// Every call counts as asked for, refused or not (see
-    /// [`PlayoutEvent::Idle`]).
+    /// Queues a segment behind whatever is queued. Every call counts as
+    /// asked for, refused or not (see [`PlayoutEvent::Idle`]).
     pub fn enqueue(&mut self, kind: SegmentKind) -> Result<SegmentId, QueueFull> {
-        let id = SegmentId(self.next_id);
-        self.next_id += 1;
+        let segment = self.make_segment(kind);
+        let id = segment.id;
         if self.queue.len() >= MAX_QUEUED_SEGMENTS {
             return Err(QueueFull);
         }
-        self.queue.push_back(Segment {
+        self.queue.push_back(segment);
+        Ok(id)
+    }
+
+    /// Puts a segment at the head of the queue, in front of a stream that
+    /// waits for its audio (a filler to cover a slow provider). A segment
+    /// already playing audio is not cut: the new one goes right behind it.
+    pub fn enqueue_front(&mut self, kind: SegmentKind) -> Result<SegmentId, QueueFull> {
+        let segment = self.make_segment(kind);
+        let id = segment.id;
+        if self.queue.len() >= MAX_QUEUED_SEGMENTS {
+            return Err(QueueFull);
+        }
+        let head_is_playing = self
+            .queue
+            .front()
+            .is_some_and(|s| s.started && s.buffer.as_ref().is_none_or(|b| b.playing));
+        let at = usize::from(head_is_playing);
+        self.queue.insert(at, segment);
+        // The stream behind it waits anew.
+        for s in self.queue.iter_mut().skip(at + 1) {
+            if let Some(buffer) = s.buffer.as_mut() {
+                buffer.waiting_frames = 0;
+                buffer.starved_reported = false;
+            }
+        }
+        Ok(id)
+    }
+
+    fn make_segment(&mut self, kind: SegmentKind) -> Segment {
+        let id = SegmentId(self.next_id);
+        self.next_id += 1;
+        let buffer = matches!(kind, SegmentKind::Stream { .. }).then(StreamBuffer::default);
+        Segment {
             id,
             kind,
             position: 0,
             started: false,
-        });
-        Ok(id)
+            buffer,
+        }
+    }
+
+    /// Audio for a queued stream. Audio for a stream no longer queued (it was
+    /// interrupted) is dropped and counted.
+    pub fn feed(&mut self, stream: StreamId, audio: &[u8]) {
+        match self.stream_buffer(stream) {
+            Some(buffer) => {
+                let room = MAX_STREAM_BYTES.saturating_sub(buffer.data.len());
+                let take = audio.len().min(room);
+                buffer.data.extend(&audio[..take]);
+                let dropped = (audio.len() - take) as u64;
+                self.stats.dropped_bytes += dropped;
+            }
+            None => self.stats.dropped_bytes += audio.len() as u64,
+        }
+    }
+
+    /// The stream will get no more audio.
+    pub fn end_stream(&mut self, stream: StreamId) {
+        if let Some(buffer) = self.stream_buffer(stream) {
+            buffer.ended = true;
+        }
+    }
+
+    fn stream_buffer(&mut self, stream: StreamId) -> Option<&mut StreamBuffer> {
+        self.queue
+            .iter_mut()
+            .find(|s| s.stream_id() == Some(stream))
+            .and_then(|s| s.buffer.as_mut())
     }
 
     /// Drops everything queued, the segment playing included; the next frame
@@ -182,57 +330,105 @@ impl PlayoutScheduler {
         }
     }
 
-    /// The next frame starts a new talkspurt (marker bit): the stream resumes
-    /// after a hold, with a jump in its timestamps.
-    pub fn restart_talkspurt(&mut self) {
-        self.marker_pending = true;
-    }
-
     /// True when nothing is queued or playing.
     pub fn is_idle(&self) -> bool {
         self.queue.is_empty()
     }
 
-    /// The frame to send now. Always a frame: silence when idle.
+    /// The next frame carries the marker: the stream resumes after a hold,
+    /// with a jump in its timestamps.
+    pub fn restart_talkspurt(&mut self) {
+        self.marker_pending = true;
+    }
+
+    /// The frame to send now. Always a frame: silence when nothing is ready.
     pub fn next_frame(&mut self) -> Frame {
+        let policy = self.policy;
         loop {
             let Some(segment) = self.queue.front_mut() else {
                 return self.idle_frame();
             };
-            if !segment.started {
-                segment.started = true;
-                let (id, label) = (segment.id, segment.label());
-                self.push_event(PlayoutEvent::Started { id, label });
-                continue;
-            }
-            let segment = self.queue.front_mut().expect("front exists: checked above");
-            let produced = match &segment.kind {
-                SegmentKind::Clip(clip) => {
+            let mut payload = [g711::SILENCE; FRAME_BYTES];
+            let produced = match (&segment.kind, segment.buffer.as_mut()) {
+                (SegmentKind::Clip(clip), _) => {
                     let audio = &clip.audio[segment.position.min(clip.audio.len())..];
                     if audio.is_empty() {
                         None
                     } else {
                         let take = audio.len().min(FRAME_BYTES);
-                        let mut payload = [g711::SILENCE; FRAME_BYTES];
                         payload[..take].copy_from_slice(&audio[..take]);
                         segment.position += take;
-                        Some((payload, FrameSource::Clip))
+                        Some(FrameSource::Clip)
                     }
                 }
-                SegmentKind::Silence { frames } => {
+                (SegmentKind::Silence { frames }, _) => {
                     if segment.position >= *frames as usize {
                         None
                     } else {
                         segment.position += 1;
-                        Some(([g711::SILENCE; FRAME_BYTES], FrameSource::Pause))
+                        Some(FrameSource::Pause)
                     }
                 }
+                (SegmentKind::Stream { id, .. }, Some(buffer)) => {
+                    let stream = *id;
+                    if !buffer.playing
+                        && (buffer.data.len() >= policy.preroll_bytes || buffer.ended)
+                    {
+                        buffer.playing = true;
+                    }
+                    if buffer.playing && !buffer.data.is_empty() {
+                        let take = buffer.data.len().min(FRAME_BYTES);
+                        for (dst, src) in payload.iter_mut().zip(buffer.data.drain(..take)) {
+                            *dst = src;
+                        }
+                        buffer.waiting_frames = 0;
+                        Some(FrameSource::Stream)
+                    } else if buffer.ended {
+                        None
+                    } else {
+                        // Waiting for audio: silence, and say so after the grace.
+                        if buffer.playing {
+                            buffer.playing = false;
+                            self.stats.underruns += 1;
+                        }
+                        buffer.waiting_frames += 1;
+                        let report = !segment.started
+                            && buffer.waiting_frames >= policy.starve_grace_frames
+                            && !buffer.starved_reported;
+                        if report {
+                            buffer.starved_reported = true;
+                        }
+                        let id = segment.id;
+                        self.stats.waiting_frames += 1;
+                        if report {
+                            self.push_event(PlayoutEvent::Starved { id, stream });
+                        }
+                        return self.emit(payload, FrameSource::Waiting);
+                    }
+                }
+                (SegmentKind::Stream { .. }, None) => None,
             };
+            let segment = self.queue.front_mut().expect("front exists: checked above");
             match produced {
-                Some((payload, source)) => return self.emit(payload, source),
+                Some(source) => {
+                    if !segment.started {
+                        segment.started = true;
+                        let (id, label) = (segment.id, segment.label());
+                        self.push_event(PlayoutEvent::Started { id, label });
+                    }
+                    return self.emit(payload, source);
+                }
                 None => {
                     let done = self.queue.pop_front().expect("front exists: checked above");
+                    // A segment that never sounded (an empty clip, a stream
+                    // that ended without audio) is reported as finished too.
                     let label = done.label();
+                    if !done.started {
+                        self.push_event(PlayoutEvent::Started {
+                            id: done.id,
+                            label: label.clone(),
+                        });
+                    }
                     self.push_event(PlayoutEvent::Finished {
                         id: done.id,
                         label,
@@ -248,16 +444,8 @@ impl PlayoutScheduler {
         self.events.pop_front()
     }
 
-    pub fn dropped_events(&self) -> u64 {
-        self.dropped_events
-    }
-
-    pub fn clip_frames(&self) -> u64 {
-        self.clip_frames
-    }
-
-    pub fn idle_frames(&self) -> u64 {
-        self.idle_frames
+    pub fn stats(&self) -> PlayoutStats {
+        self.stats
     }
 
     fn idle_frame(&mut self) -> Frame {
@@ -273,12 +461,13 @@ impl PlayoutScheduler {
     fn emit(&mut self, payload: [u8; FRAME_BYTES], source: FrameSource) -> Frame {
         let marker = std::mem::take(&mut self.marker_pending);
         match source {
-            FrameSource::Clip => {
-                self.clip_frames += 1;
-                self.idle_reported = false;
-            }
-            FrameSource::Pause => self.idle_reported = false,
-            FrameSource::Idle => self.idle_frames += 1,
+            FrameSource::Clip => self.stats.clip_frames += 1,
+            FrameSource::Stream => self.stats.stream_frames += 1,
+            FrameSource::Idle => self.stats.idle_frames += 1,
+            FrameSource::Pause | FrameSource::Waiting => {}
+        }
+        if source != FrameSource::Idle {
+            self.idle_reported = false;
         }
         Frame {
             payload,
@@ -290,7 +479,7 @@ impl PlayoutScheduler {
     fn push_event(&mut self, event: PlayoutEvent) {
         if self.events.len() >= MAX_PENDING_EVENTS {
             self.events.pop_front();
-            self.dropped_events += 1;
+            self.stats.dropped_events += 1;
         }
         self.events.push_back(event);
     }
@@ -438,10 +627,10 @@ mod tests {
         );
         // 32 segments × 2 events fill the event bound; one more overflows it.
         s.next_frame();
-        assert_eq!(s.dropped_events(), 0);
+        assert_eq!(s.stats().dropped_events, 0);
         s.enqueue(SegmentKind::Silence { frames: 0 }).unwrap();
         s.next_frame();
-        assert_eq!(s.dropped_events(), 2, "the oldest events make room");
+        assert_eq!(s.stats().dropped_events, 2, "the oldest events make room");
         assert_eq!(drain(&mut s).len(), MAX_PENDING_EVENTS);
     }
 
@@ -469,7 +658,166 @@ mod tests {
             now += Duration::from_millis(60);
         }
         assert_eq!(clip_frames, 100);
-        assert_eq!(s.idle_frames(), slots - 100);
+        assert_eq!(s.stats().idle_frames, slots - 100);
         assert_eq!(pacer.skipped_frames(), 0);
+    }
+
+    fn stream(id: u64) -> SegmentKind {
+        SegmentKind::Stream {
+            id: StreamId(id),
+            label: Arc::from("reply"),
+        }
+    }
+
+    /// A filler, then a generated reply whose audio arrives during the filler:
+    /// the reply waits for the filler's end (no filler cut mid-word) and
+    /// follows it with no silent frame in between.
+    #[test]
+    fn a_stream_ready_in_time_follows_the_filler_without_a_gap() {
+        let mut s = PlayoutScheduler::new();
+        s.enqueue(SegmentKind::Clip(clip("filler_hum", 1600, 0x11)))
+            .unwrap();
+        s.enqueue(stream(1)).unwrap();
+        let mut sources = Vec::new();
+        for n in 0..30 {
+            if n == 3 {
+                s.feed(StreamId(1), &[0x22; 800]);
+            }
+            if n == 5 {
+                s.feed(StreamId(1), &[0x22; 800]);
+                s.end_stream(StreamId(1));
+            }
+            sources.push(s.next_frame().source);
+        }
+        use FrameSource::*;
+        let expected: Vec<FrameSource> = std::iter::repeat_n(Clip, 10)
+            .chain(std::iter::repeat_n(Stream, 10))
+            .chain(std::iter::repeat_n(Idle, 10))
+            .collect();
+        assert_eq!(sources, expected);
+        let events = drain(&mut s);
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, PlayoutEvent::Starved { .. })));
+        assert_eq!(s.stats().underruns, 0);
+    }
+
+    #[test]
+    fn a_late_stream_waits_for_its_preroll_and_is_reported_starved_once() {
+        let policy = StreamPolicy {
+            preroll_bytes: 480,
+            starve_grace_frames: 15,
+        };
+        let mut s = PlayoutScheduler::with_policy(policy);
+        let reply = s.enqueue(stream(7)).unwrap();
+        let mut starved_at = Vec::new();
+        for n in 0..40 {
+            if n == 25 {
+                s.feed(StreamId(7), &[0x33; 320]); // below the pre-roll
+            }
+            if n == 30 {
+                s.feed(StreamId(7), &[0x33; 320]);
+            }
+            let f = s.next_frame();
+            if n < 30 {
+                assert_eq!(f.source, FrameSource::Waiting, "frame {n}");
+            }
+            for e in drain(&mut s) {
+                if let PlayoutEvent::Starved { id, stream } = e {
+                    assert_eq!((id, stream), (reply, StreamId(7)));
+                    starved_at.push(n);
+                }
+            }
+        }
+        assert_eq!(starved_at, vec![14], "once, after 15 frames of waiting");
+        assert_eq!(
+            s.stats().waiting_frames,
+            30 + 6,
+            "30 before the pre-roll, 6 after its 4 frames ran out"
+        );
+    }
+
+    #[test]
+    fn a_filler_slips_in_front_of_a_starved_stream() {
+        let mut s = PlayoutScheduler::new();
+        s.enqueue(stream(1)).unwrap();
+        for _ in 0..15 {
+            s.next_frame();
+        }
+        assert!(drain(&mut s)
+            .iter()
+            .any(|e| matches!(e, PlayoutEvent::Starved { .. })));
+        s.enqueue_front(SegmentKind::Clip(clip("filler_ok", 320, 0x44)))
+            .unwrap();
+        s.feed(StreamId(1), &[0x55; 480]);
+        s.end_stream(StreamId(1));
+        let payloads: Vec<u8> = (0..5).map(|_| s.next_frame().payload[0]).collect();
+        assert_eq!(payloads, vec![0x44, 0x44, 0x55, 0x55, 0x55]);
+    }
+
+    #[test]
+    fn enqueue_front_never_cuts_a_clip_mid_word() {
+        let mut s = PlayoutScheduler::new();
+        s.enqueue(SegmentKind::Clip(clip("long", 800, 0x01)))
+            .unwrap();
+        s.next_frame();
+        s.enqueue_front(SegmentKind::Clip(clip("other", 160, 0x02)))
+            .unwrap();
+        let payloads: Vec<u8> = (0..6).map(|_| s.next_frame().payload[0]).collect();
+        assert_eq!(payloads, vec![0x01, 0x01, 0x01, 0x01, 0x02, g711::SILENCE]);
+    }
+
+    #[test]
+    fn a_stream_that_runs_dry_counts_an_underrun_and_rebuffers() {
+        let mut s = PlayoutScheduler::with_policy(StreamPolicy {
+            preroll_bytes: 320,
+            starve_grace_frames: 15,
+        });
+        s.enqueue(stream(2)).unwrap();
+        s.feed(StreamId(2), &[0x66; 320]);
+        let mut sources = vec![
+            s.next_frame().source,
+            s.next_frame().source,
+            s.next_frame().source,
+        ];
+        assert_eq!(s.stats().underruns, 1);
+        s.feed(StreamId(2), &[0x66; 160]);
+        sources.push(s.next_frame().source); // below the pre-roll again: wait
+        s.feed(StreamId(2), &[0x66; 160]);
+        sources.push(s.next_frame().source);
+        use FrameSource::*;
+        assert_eq!(sources, vec![Stream, Stream, Waiting, Waiting, Stream]);
+        assert!(
+            !drain(&mut s)
+                .iter()
+                .any(|e| matches!(e, PlayoutEvent::Starved { .. })),
+            "a stream that already spoke is not starved, it underruns"
+        );
+    }
+
+    #[test]
+    fn audio_for_an_interrupted_stream_is_dropped_and_counted() {
+        let mut s = PlayoutScheduler::new();
+        s.enqueue(stream(3)).unwrap();
+        s.feed(StreamId(3), &[1; 480]);
+        s.next_frame();
+        s.interrupt();
+        s.feed(StreamId(3), &[1; 1000]);
+        assert_eq!(s.stats().dropped_bytes, 1000);
+        assert_eq!(s.next_frame().source, FrameSource::Idle);
+        let events = drain(&mut s);
+        assert!(events.contains(&PlayoutEvent::Finished {
+            id: SegmentId(0),
+            label: Arc::from("reply"),
+            end: SegmentEnd::Interrupted
+        }));
+    }
+
+    #[test]
+    fn a_stream_buffer_is_bounded() {
+        let mut s = PlayoutScheduler::new();
+        s.enqueue(stream(4)).unwrap();
+        s.feed(StreamId(4), &vec![0; MAX_STREAM_BYTES + 500]);
+        assert_eq!(s.stats().dropped_bytes, 500);
     }
 }
