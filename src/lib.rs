@@ -20,3 +20,11 @@ pub mod media;
 pub mod providers;
 pub mod redact;
 pub mod sip;
+
+/// Installs ring as the process-wide rustls crypto provider, once. rsipstack's
+/// TLS and reqwest both rely on it; a second provider in the tree would make
+/// the first TLS use panic. Safe to call any number of times.
+pub fn install_crypto_provider() {
+    // An Err means a provider is installed already: nothing to do.
+    let _ = rustls::crypto::ring::default_provider().install_default();
+}

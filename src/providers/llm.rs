@@ -8,7 +8,7 @@ use serde::{Deserialize, Serialize};
 use tokio::time::Instant;
 
 use crate::providers::sse::SseDecoder;
-use crate::providers::{api_key, status_error, ProviderError};
+use crate::providers::{api_key, http_client, status_error, ProviderError};
 
 const PROVIDER: &str = "llm";
 
@@ -198,13 +198,11 @@ pub struct LlmStream {
 impl LlmClient {
     pub fn new(config: LlmConfig) -> Result<Self, ProviderError> {
         let api_key = api_key(PROVIDER, config.api_key_env.as_deref())?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.connect_timeout_ms))
-            .build()
-            .map_err(|e| ProviderError::Connect {
-                provider: PROVIDER,
-                reason: e.to_string(),
-            })?;
+        let http = http_client(
+            PROVIDER,
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_millis(config.connect_timeout_ms)),
+        )?;
         Ok(Self {
             http,
             config,

@@ -71,6 +71,20 @@ impl ProviderError {
     }
 }
 
+/// Builds an HTTP client. reqwest's TLS uses the process-wide rustls
+/// provider: install ring's (the one rsipstack uses) if none is yet, so that
+/// building a client can never panic for want of one.
+pub(crate) fn http_client(
+    provider: &'static str,
+    builder: reqwest::ClientBuilder,
+) -> Result<reqwest::Client, ProviderError> {
+    crate::install_crypto_provider();
+    builder.build().map_err(|e| ProviderError::Connect {
+        provider,
+        reason: e.to_string(),
+    })
+}
+
 /// Turns a non-success HTTP response into the error it means.
 pub(crate) async fn status_error(
     provider: &'static str,

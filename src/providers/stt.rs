@@ -9,7 +9,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 use serde::Deserialize;
 
-use crate::providers::{api_key, status_error, ProviderError};
+use crate::providers::{api_key, http_client, status_error, ProviderError};
 
 const PROVIDER: &str = "stt";
 /// Longest utterance sent (the VAD already cuts turns at 30 s).
@@ -66,13 +66,10 @@ pub struct OpenAiTranscriber {
 impl OpenAiTranscriber {
     pub fn new(config: SttConfig) -> Result<Self, ProviderError> {
         let api_key = api_key(PROVIDER, config.api_key_env.as_deref())?;
-        let http = reqwest::Client::builder()
-            .timeout(Duration::from_millis(config.timeout_ms))
-            .build()
-            .map_err(|e| ProviderError::Connect {
-                provider: PROVIDER,
-                reason: e.to_string(),
-            })?;
+        let http = http_client(
+            PROVIDER,
+            reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms)),
+        )?;
         Ok(Self {
             http,
             config,

@@ -12,7 +12,7 @@ use tokio::time::Instant;
 
 use crate::media::g711;
 use crate::media::resample::{StreamResampler, LINE_RATE};
-use crate::providers::{api_key, status_error, ProviderError};
+use crate::providers::{api_key, http_client, status_error, ProviderError};
 
 const PROVIDER: &str = "tts";
 /// Chunks buffered between the synthesis task and the playout.
@@ -182,13 +182,11 @@ impl ElevenLabs {
                 reason,
             })?;
         let api_key = api_key(PROVIDER, config.api_key_env.as_deref())?;
-        let http = reqwest::Client::builder()
-            .connect_timeout(Duration::from_millis(config.first_byte_timeout_ms))
-            .build()
-            .map_err(|e| ProviderError::Connect {
-                provider: PROVIDER,
-                reason: e.to_string(),
-            })?;
+        let http = http_client(
+            PROVIDER,
+            reqwest::Client::builder()
+                .connect_timeout(Duration::from_millis(config.first_byte_timeout_ms)),
+        )?;
         Ok(Self {
             http,
             config,

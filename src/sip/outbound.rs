@@ -133,7 +133,7 @@ impl std::fmt::Display for CallSummary {
 
 /// Places the call, returns its summary.
 pub async fn place_call(config: &Config, request: CallRequest) -> Result<CallSummary, CallError> {
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
     let target: Uri = request.target.parse().map_err(|e: rsipstack::sip::Error| {
         CallError::BadUri(request.target.clone(), e.to_string())
     })?;

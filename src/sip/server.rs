@@ -161,10 +161,7 @@ impl Server {
 
 /// Runs the endpoint until SIGINT or SIGTERM.
 pub async fn serve(config: Config) -> Result<(), ServeError> {
-    // rsipstack's TLS uses rustls with ring and relies on the process-wide
-    // provider; installing it first keeps a second provider in the tree from
-    // making the first TLS use panic. An Err means one is installed already.
-    let _ = rustls::crypto::ring::default_provider().install_default();
+    crate::install_crypto_provider();
 
     let (cache, stale) = PhraseCache::load(&config.cache)?;
     for (key, problem) in &stale {

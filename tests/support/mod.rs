@@ -6,6 +6,8 @@
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod fake_providers;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};

@@ -1,0 +1,197 @@
+//! The real HTTP clients against the fake providers: the wire formats
+//! (SSE chat chunks, chunked audio, transcriptions) and every fault.
+
+mod support;
+
+use std::time::Duration;
+
+use sav::providers::llm::{ChatMessage, LlmClient, LlmConfig};
+use sav::providers::stt::{OpenAiTranscriber, SpeechToText, SttConfig};
+use sav::providers::tts::{ElevenLabs, TextToSpeech, TtsConfig};
+use sav::providers::ProviderError;
+use support::fake_providers::{FakeBehaviour, FakeProviders, Fault};
+
+fn llm(fake: &FakeProviders) -> LlmClient {
+    LlmClient::new(LlmConfig {
+        base_url: format!("{}/v1", fake.base_url()),
+        model: "fake".into(),
+        api_key_env: None,
+        temperature: 0.7,
+        max_tokens: 100,
+        connect_timeout_ms: 1000,
+        first_token_timeout_ms: 2000,
+        stall_timeout_ms: 500,
+    })
+    .unwrap()
+}
+
+fn tts(fake: &FakeProviders, format: &str) -> ElevenLabs {
+    ElevenLabs::new(TtsConfig {
+        engine: "elevenlabs".into(),
+        base_url: fake.base_url(),
+        voice_id: "voice".into(),
+        model: "eleven_flash_v2_5".into(),
+        api_key_env: None,
+        output_format: format.into(),
+        first_byte_timeout_ms: 2000,
+        stall_timeout_ms: 500,
+        espeak_voice: "fr".into(),
+        espeak_speed: 165,
+    })
+    .unwrap()
+}
+
+fn fast() -> FakeBehaviour {
+    FakeBehaviour {
+        llm_ttfb: Duration::from_millis(50),
+        llm_token_interval: Duration::from_millis(5),
+        tts_ttfb: Duration::from_millis(20),
+        tts_speed: 20,
+        stt_latency: Duration::from_millis(10),
+        ..Default::default()
+    }
+}
+
+async fn reply(
+    client: &LlmClient,
+) -> Result<(String, Option<sav::providers::llm::Usage>), ProviderError> {
+    let mut stream = client
+        .stream(&[ChatMessage::user("Ma box ne marche plus")])
+        .await?;
+    let mut text = String::new();
+    while let Some(piece) = stream.next_text().await? {
+        text.push_str(&piece);
+    }
+    Ok((text, stream.usage()))
+}
+
+async fn synthesize(engine: &dyn TextToSpeech, text: &str) -> Result<Vec<u8>, ProviderError> {
+    let mut rx = engine.synthesize(text.into());
+    let mut audio = Vec::new();
+    while let Some(chunk) = rx.recv().await {
+        audio.extend(chunk?);
+    }
+    Ok(audio)
+}
+
+#[tokio::test]
+async fn llm_streams_the_reply_and_counts_usage() {
+    let fake = FakeProviders::start(0, fast());
+    let client = llm(&fake);
+    let (text, usage) = reply(&client).await.unwrap();
+    assert_eq!(text, FakeBehaviour::default().llm_reply);
+    let usage = usage.expect("usage chunk");
+    assert_eq!(usage.prompt_tokens, 42);
+    assert!(usage.completion_tokens > 5);
+    let sent = fake.counts().last_chat.expect("request body");
+    assert_eq!(sent["stream"], true);
+    assert_eq!(sent["model"], "fake");
+    assert_eq!(sent["messages"][0]["content"], "Ma box ne marche plus");
+}
+
+#[tokio::test]
+async fn llm_faults_are_typed_errors() {
+    let fake = FakeProviders::start(0, fast());
+    let client = llm(&fake);
+    let cases: [(Fault, &str); 5] = [
+        (Fault::Status(500), "status"),
+        (Fault::Status(429), "rate_limited"),
+        (Fault::StallAfter(3), "timeout"),
+        (Fault::DisconnectAfter(3), "disconnected"),
+        (Fault::Garbage, "malformed"),
+    ];
+    for (fault, kind) in cases {
+        fake.set(|b| b.llm_fault = Some(fault.clone()));
+        let error = reply(&client).await.expect_err("a fault");
+        assert_eq!(error.kind(), kind, "{fault:?}: {error}");
+        if let ProviderError::RateLimited { retry_after, .. } = error {
+            assert_eq!(retry_after, Some(Duration::from_secs(1)));
+        }
+    }
+}
+
+#[tokio::test]
+async fn tts_streams_ulaw_or_resampled_pcm() {
+    let fake = FakeProviders::start(0, fast());
+    let text = "Redémarrez la box, puis attendez.";
+    let expected = (text.chars().count() * 560).max(1600);
+    let ulaw = synthesize(&tts(&fake, "ulaw_8000"), text).await.unwrap();
+    assert_eq!(ulaw.len(), expected);
+    let from_pcm = synthesize(&tts(&fake, "pcm_16000"), text).await.unwrap();
+    assert!(
+        (from_pcm.len() as i64 - expected as i64).abs() <= 2,
+        "{} vs {expected}",
+        from_pcm.len()
+    );
+    assert_eq!(
+        fake.counts().tts_texts,
+        vec![text.to_string(), text.to_string()]
+    );
+}
+
+#[tokio::test]
+async fn tts_faults_are_typed_errors() {
+    let fake = FakeProviders::start(0, fast());
+    let engine = tts(&fake, "ulaw_8000");
+    let cases: [(Fault, &str); 4] = [
+        (Fault::Status(500), "status"),
+        (Fault::Garbage, "malformed"),
+        (Fault::StallAfter(2), "timeout"),
+        (Fault::DisconnectAfter(2), "disconnected"),
+    ];
+    for (fault, kind) in cases {
+        fake.set(|b| b.tts_fault = Some(fault.clone()));
+        let error = synthesize(&engine, "Bonjour à vous.")
+            .await
+            .expect_err("a fault");
+        assert_eq!(error.kind(), kind, "{fault:?}: {error}");
+    }
+}
+
+#[tokio::test]
+async fn stt_returns_the_scripted_transcripts_and_faults() {
+    let mut behaviour = fast();
+    behaviour.stt_transcripts = ["premier".to_string(), "second".to_string()].into();
+    let fake = FakeProviders::start(0, behaviour);
+    let stt = OpenAiTranscriber::new(SttConfig {
+        base_url: format!("{}/v1", fake.base_url()),
+        model: "whisper".into(),
+        api_key_env: None,
+        language: "fr".into(),
+        timeout_ms: 2000,
+    })
+    .unwrap();
+    let transcript = |stt: &OpenAiTranscriber| {
+        let mut session = stt.session();
+        session.push(&vec![100i16; 8000]);
+        session.finish()
+    };
+    assert_eq!(transcript(&stt).await.unwrap(), "premier");
+    assert_eq!(transcript(&stt).await.unwrap(), "second");
+    fake.set(|b| b.stt_fault = Some(Fault::Status(500)));
+    assert_eq!(transcript(&stt).await.unwrap_err().kind(), "status");
+    fake.set(|b| b.stt_fault = Some(Fault::Garbage));
+    assert_eq!(transcript(&stt).await.unwrap_err().kind(), "malformed");
+}
+
+#[tokio::test]
+async fn a_missing_api_key_is_a_clear_error() {
+    let mut config = LlmConfig {
+        base_url: "http://127.0.0.1:9".into(),
+        model: "m".into(),
+        api_key_env: Some("SAV_TEST_SURELY_UNSET_KEY".into()),
+        temperature: 0.7,
+        max_tokens: 1,
+        connect_timeout_ms: 100,
+        first_token_timeout_ms: 100,
+        stall_timeout_ms: 100,
+    };
+    let error = LlmClient::new(config.clone()).err().expect("no key");
+    assert!(
+        error.to_string().contains("SAV_TEST_SURELY_UNSET_KEY"),
+        "{error}"
+    );
+    config.api_key_env = None;
+    let error = reply(&LlmClient::new(config).unwrap()).await.unwrap_err();
+    assert_eq!(error.kind(), "connect");
+}
