@@ -5,11 +5,42 @@
 //! ([`CallAction`]: play a cached phrase, stop playback, hang up). The call
 //! task in `sip/` feeds it and carries out what it asks.
 //!
-//! This first flow is the seed's "new customer, 100 % cache" call: greet,
-//! welcome, then keep the line open until the caller hangs up or presses the
-//! hang-up key, which gets a cached goodbye before the BYE.
+//! The flow: greet and welcome from the cache, then take turns. When speech
+//! providers are configured ([`HybridConfig`]), each time the caller stops
+//! talking a cached filler plays at once while the utterance is transcribed
+//! and the reply is generated behind it (the seed's `say_hybrid`); a reply
+//! that is late gets another filler, a provider failure gets a cached
+//! fallback. Speech over the bot stops it (barge-in); when that turns out to
+//! be a cough or an "mhm", the interrupted reply resumes. The hang-up key gets
+//! a cached goodbye before the BYE; the transfer key, a REFER.
 
 use crate::config::CallConfig;
+
+/// The turn-taking settings, present when STT, LLM and TTS are configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HybridConfig {
+    /// Cached phrases that cover the wait, used in turn, never the same
+    /// twice in a row.
+    pub fillers: Vec<String>,
+    /// Said when a provider fails.
+    pub fallback: String,
+    /// Words that are no real interruption ("mhm", "oui"…), lower case.
+    pub backchannel: Vec<String>,
+}
+
+impl HybridConfig {
+    /// No words, or only backchannel words: not a turn of its own.
+    pub fn is_backchannel(&self, transcript: &str) -> bool {
+        let words: Vec<String> = transcript
+            .split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        words
+            .iter()
+            .all(|w| self.backchannel.iter().any(|b| b == w))
+    }
+}
 
 /// What happened on the call.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +57,20 @@ pub enum CallEvent {
     TransferSucceeded,
     /// The REFER was refused or the target did not answer.
     TransferFailed,
+    /// The caller started speaking (past the VAD's minimum).
+    SpeechStarted,
+    /// The caller stopped speaking (after the VAD's hang-over).
+    SpeechEnded,
+    /// What the caller said.
+    Transcript(String),
+    /// Speech-to-text failed.
+    TranscriptFailed,
+    /// The reply's next audio is late: the line went silent waiting for it.
+    Starved,
+    /// The reply's first generated audio started playing.
+    ReplyAudible,
+    /// The LLM or TTS failed.
+    ReplyFailed,
 }
 
 /// What the call task should do.
@@ -33,8 +78,22 @@ pub enum CallEvent {
 pub enum CallAction {
     /// Queue a cached phrase behind what is playing.
     Play(String),
+    /// Play a cached phrase now, ahead of a reply that waits for its audio
+    /// (never cutting what is playing).
+    PlayFront(String),
     /// Drop everything queued (the caller took the turn).
     StopPlayout,
+    /// Send the utterance just heard to speech-to-text.
+    Transcribe,
+    /// Queue the slot of a reply (behind what is queued), before its text is
+    /// known, so that the reply plays as soon as its audio is there.
+    OpenReply,
+    /// Generate the reply to this caller text into the open slot.
+    Generate(String),
+    /// Drop the reply: end its streams, stop its providers.
+    CancelReply,
+    /// Queue the interrupted reply again, from the sentence it was in.
+    ResumeReply,
     /// Blind transfer (REFER) to this target.
     Transfer(String),
     /// End the call with BYE.
@@ -59,6 +118,13 @@ pub enum Phase {
     Greeting,
     /// The line is open: silence until the caller acts.
     Listening,
+    /// The caller's turn ended: a filler plays while the reply is made.
+    Thinking,
+    /// The generated reply is playing.
+    Replying,
+    /// The caller talks over the bot; the reply waits to see whether it was
+    /// a real interruption.
+    Interrupted,
     /// Saying goodbye before hanging up.
     SayingGoodbye,
     /// Saying the transfer phrase before the REFER.
@@ -73,15 +139,139 @@ pub enum Phase {
 #[derive(Debug)]
 pub struct Conversation {
     flow: CallConfig,
+    hybrid: Option<HybridConfig>,
     phase: Phase,
+    /// Index of the last filler said.
+    last_filler: Option<usize>,
+    /// A reply exists (opened, generating or playing) that can be cancelled.
+    reply_open: bool,
+    /// The reply was interrupted and may be resumed.
+    reply_interrupted: bool,
 }
 
 impl Conversation {
     pub fn new(flow: CallConfig) -> Self {
         Self {
             flow,
+            hybrid: None,
             phase: Phase::Answering,
+            last_filler: None,
+            reply_open: false,
+            reply_interrupted: false,
         }
+    }
+
+    /// With speech providers: turn-taking with fillers and generated replies.
+    pub fn with_hybrid(mut self, hybrid: HybridConfig) -> Self {
+        self.hybrid = Some(hybrid);
+        self
+    }
+
+    /// The next filler, never the one said last.
+    fn next_filler(&mut self) -> Option<String> {
+        let fillers = &self.hybrid.as_ref()?.fillers;
+        if fillers.is_empty() {
+            return None;
+        }
+        let next = match self.last_filler {
+            Some(last) => (last + 1) % fillers.len(),
+            None => 0,
+        };
+        self.last_filler = Some(next);
+        Some(fillers[next].clone())
+    }
+
+    fn fallback(&self) -> Option<String> {
+        self.hybrid.as_ref().map(|h| h.fallback.clone())
+    }
+
+    /// Cancels the reply if there is one.
+    fn cancel_reply(&mut self, actions: &mut Vec<CallAction>) {
+        if self.reply_open {
+            self.reply_open = false;
+            self.reply_interrupted = false;
+            actions.push(CallAction::CancelReply);
+        }
+    }
+
+    /// The turn-taking rules (with providers only).
+    fn handle_turn(&mut self, event: &CallEvent) -> Option<Vec<CallAction>> {
+        use CallAction::*;
+        let hybrid = self.hybrid.clone()?;
+        let actions = match (self.phase, event) {
+            // Speech over the bot stops it at once.
+            (Phase::Greeting | Phase::Thinking | Phase::Replying, CallEvent::SpeechStarted) => {
+                self.reply_interrupted = self.reply_open;
+                self.phase = Phase::Interrupted;
+                vec![StopPlayout]
+            }
+            (Phase::Listening, CallEvent::SpeechStarted) => {
+                self.phase = Phase::Interrupted;
+                Vec::new()
+            }
+            // The caller's turn ended: a filler now, the reply behind it.
+            (Phase::Interrupted | Phase::Listening, CallEvent::SpeechEnded) => {
+                self.phase = Phase::Thinking;
+                let mut actions: Vec<CallAction> =
+                    self.next_filler().map(Play).into_iter().collect();
+                if !self.reply_open {
+                    self.reply_open = true;
+                    actions.push(OpenReply);
+                }
+                actions.push(Transcribe);
+                actions
+            }
+            (Phase::Thinking, CallEvent::Transcript(text)) => {
+                if hybrid.is_backchannel(text) {
+                    if self.reply_interrupted {
+                        // A cough or an "mhm": the reply goes on.
+                        self.reply_interrupted = false;
+                        self.phase = Phase::Replying;
+                        vec![ResumeReply]
+                    } else {
+                        let mut actions = Vec::new();
+                        self.cancel_reply(&mut actions);
+                        self.phase = Phase::Listening;
+                        actions
+                    }
+                } else {
+                    let mut actions = Vec::new();
+                    if self.reply_interrupted {
+                        // A real new turn: the old reply is no longer wanted.
+                        self.cancel_reply(&mut actions);
+                        self.reply_open = true;
+                        actions.push(OpenReply);
+                    }
+                    actions.push(Generate(text.clone()));
+                    actions
+                }
+            }
+            (Phase::Thinking | Phase::Replying, CallEvent::Starved) => {
+                self.next_filler().map(PlayFront).into_iter().collect()
+            }
+            (Phase::Thinking, CallEvent::ReplyAudible) => {
+                self.phase = Phase::Replying;
+                Vec::new()
+            }
+            (Phase::Thinking | Phase::Replying | Phase::Interrupted, CallEvent::ReplyFailed)
+            | (Phase::Thinking, CallEvent::TranscriptFailed) => {
+                let mut actions = Vec::new();
+                self.cancel_reply(&mut actions);
+                if self.phase != Phase::Interrupted {
+                    self.phase = Phase::Listening;
+                    actions.extend(self.fallback().map(Play));
+                }
+                actions
+            }
+            (Phase::Thinking | Phase::Replying, CallEvent::PlayoutIdle) => {
+                // Everything said (or the reply ended without audio).
+                self.reply_open = false;
+                self.phase = Phase::Listening;
+                Vec::new()
+            }
+            _ => return None,
+        };
+        Some(actions)
     }
 
     pub fn phase(&self) -> Phase {
@@ -91,7 +281,23 @@ impl Conversation {
     /// Feeds one event; returns the actions to carry out, in order.
     pub fn handle(&mut self, event: CallEvent) -> Vec<CallAction> {
         use CallAction::*;
+        if let Some(actions) = self.handle_turn(&event) {
+            return actions;
+        }
+        let talking = matches!(
+            self.phase,
+            Phase::Thinking | Phase::Replying | Phase::Interrupted
+        );
         match (self.phase, event) {
+            (Phase::Thinking | Phase::Replying | Phase::Interrupted, CallEvent::Dtmf(digit))
+                if talking && digit.eq_ignore_ascii_case(&self.flow.hangup_digit) =>
+            {
+                let mut actions = vec![StopPlayout];
+                self.cancel_reply(&mut actions);
+                self.phase = Phase::SayingGoodbye;
+                actions.push(Play(self.flow.goodbye.clone()));
+                actions
+            }
             (Phase::Answering, CallEvent::Established) => {
                 self.phase = Phase::Greeting;
                 self.flow.greeting.iter().cloned().map(Play).collect()
@@ -166,6 +372,181 @@ mod tests {
 
     fn flow() -> Conversation {
         Conversation::new(config())
+    }
+
+    fn hybrid() -> Conversation {
+        Conversation::new(config()).with_hybrid(HybridConfig {
+            fillers: vec![
+                "filler_hum".into(),
+                "filler_ok".into(),
+                "filler_let_me_see".into(),
+            ],
+            fallback: "sorry".into(),
+            backchannel: vec!["mhm".into(), "oui".into(), "hum".into()],
+        })
+    }
+
+    /// Greeted and listening.
+    fn listening() -> Conversation {
+        let mut c = hybrid();
+        c.handle(CallEvent::Established);
+        c.handle(CallEvent::PlayoutIdle);
+        assert_eq!(c.phase(), Phase::Listening);
+        c
+    }
+
+    #[test]
+    fn end_of_speech_plays_a_filler_at_once_and_opens_the_reply_behind_it() {
+        let mut c = listening();
+        assert!(
+            c.handle(CallEvent::SpeechStarted).is_empty(),
+            "nothing to stop"
+        );
+        assert_eq!(
+            c.handle(CallEvent::SpeechEnded),
+            vec![Play("filler_hum".into()), OpenReply, Transcribe],
+            "the filler comes first: it is the next frame the caller hears"
+        );
+        assert_eq!(c.phase(), Phase::Thinking);
+        assert_eq!(
+            c.handle(CallEvent::Transcript("Ma box est en panne".into())),
+            vec![Generate("Ma box est en panne".into())]
+        );
+        assert_eq!(c.handle(CallEvent::ReplyAudible), vec![]);
+        assert_eq!(c.phase(), Phase::Replying);
+        assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
+        assert_eq!(c.phase(), Phase::Listening);
+    }
+
+    #[test]
+    fn a_late_reply_gets_other_fillers_never_the_same_twice_in_a_row() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        c.handle(CallEvent::Transcript("Bonjour".into()));
+        assert_eq!(
+            c.handle(CallEvent::Starved),
+            vec![PlayFront("filler_ok".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::Starved),
+            vec![PlayFront("filler_let_me_see".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::Starved),
+            vec![PlayFront("filler_hum".into())]
+        );
+        // The next turn does not start with the filler said last.
+        c.handle(CallEvent::ReplyAudible);
+        c.handle(CallEvent::PlayoutIdle);
+        c.handle(CallEvent::SpeechStarted);
+        assert_eq!(
+            c.handle(CallEvent::SpeechEnded)[0],
+            Play("filler_ok".into())
+        );
+    }
+
+    #[test]
+    fn provider_failures_get_the_cached_fallback_and_the_call_goes_on() {
+        for failure in [CallEvent::ReplyFailed, CallEvent::TranscriptFailed] {
+            let mut c = listening();
+            c.handle(CallEvent::SpeechStarted);
+            c.handle(CallEvent::SpeechEnded);
+            assert_eq!(
+                c.handle(failure.clone()),
+                vec![CancelReply, Play("sorry".into())],
+                "{failure:?}"
+            );
+            assert_eq!(c.phase(), Phase::Listening);
+            // The caller can speak again.
+            c.handle(CallEvent::SpeechStarted);
+            assert_eq!(c.handle(CallEvent::SpeechEnded).last(), Some(&Transcribe));
+        }
+    }
+
+    #[test]
+    fn barge_in_stops_the_reply_and_a_cough_resumes_it() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        c.handle(CallEvent::Transcript("Ma box".into()));
+        c.handle(CallEvent::ReplyAudible);
+        assert_eq!(
+            c.handle(CallEvent::SpeechStarted),
+            vec![StopPlayout],
+            "barge-in"
+        );
+        assert_eq!(c.phase(), Phase::Interrupted);
+        assert_eq!(
+            c.handle(CallEvent::SpeechEnded),
+            vec![Play("filler_ok".into()), Transcribe],
+            "the reply stays open"
+        );
+        for cough in ["", "Mhm.", "oui oui", " hum "] {
+            let mut again = Conversation { ..clone_of(&c) };
+            assert_eq!(
+                again.handle(CallEvent::Transcript(cough.into())),
+                vec![ResumeReply],
+                "{cough:?}"
+            );
+            assert_eq!(again.phase(), Phase::Replying);
+        }
+        // A real interruption: the old reply goes, a new one comes.
+        assert_eq!(
+            c.handle(CallEvent::Transcript(
+                "Non attendez, c'est le téléphone".into()
+            )),
+            vec![
+                CancelReply,
+                OpenReply,
+                Generate("Non attendez, c'est le téléphone".into())
+            ]
+        );
+    }
+
+    #[test]
+    fn backchannel_without_a_reply_to_resume_just_listens() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        assert_eq!(
+            c.handle(CallEvent::Transcript("mhm".into())),
+            vec![CancelReply]
+        );
+        assert_eq!(c.phase(), Phase::Listening);
+    }
+
+    #[test]
+    fn hangup_key_during_a_reply_cancels_it() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('#')),
+            vec![StopPlayout, CancelReply, Play("goodbye".into())]
+        );
+        assert_eq!(c.phase(), Phase::SayingGoodbye);
+    }
+
+    #[test]
+    fn without_providers_speech_changes_nothing() {
+        let mut c = flow();
+        c.handle(CallEvent::Established);
+        c.handle(CallEvent::PlayoutIdle);
+        assert!(c.handle(CallEvent::SpeechStarted).is_empty());
+        assert!(c.handle(CallEvent::SpeechEnded).is_empty());
+        assert_eq!(c.phase(), Phase::Listening);
+    }
+
+    fn clone_of(c: &Conversation) -> Conversation {
+        Conversation {
+            flow: c.flow.clone(),
+            hybrid: c.hybrid.clone(),
+            phase: c.phase,
+            last_filler: c.last_filler,
+            reply_open: c.reply_open,
+            reply_interrupted: c.reply_interrupted,
+        }
     }
 
     #[test]

@@ -642,6 +642,14 @@ impl Call {
                             .in_current_span(),
                         );
                     }
+                    other @ (CallAction::PlayFront(_)
+                    | CallAction::Transcribe
+                    | CallAction::OpenReply
+                    | CallAction::Generate(_)
+                    | CallAction::CancelReply
+                    | CallAction::ResumeReply) => {
+                        debug!(action = ?other, "turn-taking action without providers");
+                    }
                     CallAction::Hangup(reason) => {
                         info!(?reason, "hanging up");
                         if reason == HangupReason::Transferred {
