@@ -75,6 +75,13 @@ impl RtpLatch {
         seq: u16,
         now: Instant,
     ) -> LatchDecision {
+        // The address the signalling named always wins (a re-INVITE moved
+        // the media there): leftovers from an old address cannot keep it out.
+        if source == self.expected && self.latched.map(|(a, _, _)| a) != Some(source) {
+            self.latched = Some((source, ssrc, now));
+            self.candidate = None;
+            return LatchDecision::Latch(source);
+        }
         match self.latched {
             Some((addr, _, _)) if addr == source => {
                 // The latched source may start a new stream (new SSRC).
@@ -215,8 +222,31 @@ mod tests {
             latch.on_packet(addr(4100), 7, 92, later),
             LatchDecision::Latch(addr(4100))
         );
+        // A third address is refused while the new binding is alive; the
+        // SDP address itself would always be taken back.
         assert_eq!(
-            latch.on_packet(addr(4000), 7, 93, later + ms(20)),
+            latch.on_packet(addr(4300), 7, 93, later + ms(20)),
+            LatchDecision::Reject
+        );
+    }
+
+    #[test]
+    fn leftovers_from_the_old_address_cannot_lock_out_the_new_one() {
+        let t = Instant::now();
+        let mut latch = RtpLatch::new(addr(4000));
+        latch.on_packet(addr(4000), 7, 1, t);
+        latch.expect(addr(4200));
+        // The old stream goes on for a while after the re-INVITE...
+        for seq in 2..6 {
+            latch.on_packet(addr(4000), 7, seq, t + ms(20 * u64::from(seq)));
+        }
+        // ...the new address, with a new SSRC, still takes over at once.
+        assert_eq!(
+            latch.on_packet(addr(4200), 99, 500, t + ms(200)),
+            LatchDecision::Latch(addr(4200))
+        );
+        assert_eq!(
+            latch.on_packet(addr(4000), 7, 7, t + ms(220)),
             LatchDecision::Reject
         );
     }

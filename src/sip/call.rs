@@ -231,13 +231,12 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
     info!(?ending, "call ended");
 }
 
-/// Option tags of `Require:` we do not support (we support `timer`).
+/// Option tags of `Require:` we do not support (we support `timer`), over
+/// every Require header.
 fn unsupported_extensions(tx: &Transaction) -> String {
-    let required = tx.original.header_value("Require").unwrap_or_default();
-    required
-        .split(',')
-        .map(str::trim)
-        .filter(|tag| !tag.is_empty() && !tag.eq_ignore_ascii_case("timer"))
+    midcall::header_tokens(&tx.original, &["Require"])
+        .into_iter()
+        .filter(|tag| !tag.eq_ignore_ascii_case("timer"))
         .collect::<Vec<_>>()
         .join(", ")
 }

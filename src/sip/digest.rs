@@ -179,6 +179,10 @@ impl Challenge {
         let mut first_error = None;
         for value in values {
             match Self::parse(value) {
+                Ok(challenge) if challenge.algorithm.is_session() && !challenge.qop_auth => {
+                    // -sess needs the cnonce sent, which only qop allows.
+                    offered.push(format!("{} without qop", challenge.algorithm.name()));
+                }
                 Ok(challenge) if !challenge.qop_other_only => return Ok(challenge),
                 Ok(challenge) => offered.push(format!(
                     "{} (qop auth-int only)",

@@ -4,6 +4,23 @@
 
 use std::time::{Duration, Instant};
 
+/// Every value of a header, comma lists split, over all its occurrences
+/// (RFC 3261 §7.3.1: several headers equal one comma-separated list).
+pub fn header_tokens(request: &rsipstack::sip::Request, names: &[&str]) -> Vec<String> {
+    request
+        .headers
+        .iter()
+        .filter(|h| names.iter().any(|n| h.name().eq_ignore_ascii_case(n)))
+        .flat_map(|h| {
+            h.value()
+                .split(',')
+                .map(|t| t.trim().to_string())
+                .filter(|t| !t.is_empty())
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
 /// Smallest session interval we accept (RFC 4028 §4: Min-SE default 90 s).
 pub const MIN_SE: u32 = 90;
 

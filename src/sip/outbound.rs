@@ -310,6 +310,7 @@ pub async fn place_call(config: &Config, request: CallRequest) -> Result<CallSum
             }
         }
     }
+    let media_ended = Instant::now();
     if !remote_hung_up {
         if let Err(error) = dialog.bye().await {
             warn!(%error, "BYE failed");
@@ -337,7 +338,7 @@ pub async fn place_call(config: &Config, request: CallRequest) -> Result<CallSum
         jitter_ms: stats.jitter_ms(),
         sent: pacer.sent(),
         remote_hung_up,
-        duration: Instant::now() - answered,
+        duration: media_ended - answered,
     })
 }
 

@@ -124,7 +124,9 @@ impl RegistrarClient {
                 registrar,
                 aor,
                 proxy,
+                // The header's value (its Display would print the name too).
                 call_id: make_call_id(Some(&configured.ip().to_string()), CallIdFormat::default())
+                    .value()
                     .to_string(),
                 transport_param,
                 configured,

@@ -13,6 +13,9 @@ use std::time::{Duration, Instant};
 
 use crate::sip::digest::{self, Challenge, Credentials};
 
+/// Stale nonces answered in a row before we call it a failure (a registrar
+/// that never accepts its own nonces must not get a REGISTER loop).
+const MAX_STALE_RETRIES: u32 = 2;
 /// Fraction of the granted interval after which we refresh (≤ 90 %).
 const REFRESH_PERCENT: u64 = 85;
 
@@ -104,6 +107,8 @@ pub struct Registration {
     /// Kinds of challenge answered in this attempt: the same kind again (not
     /// stale) means the credentials were refused (RFC 3261 §22.2).
     answered: Vec<ChallengeKind>,
+    /// Stale challenges answered in this attempt.
+    stale_retries: u32,
     /// Failures in a row (the back-off exponent).
     failures: u32,
     registered: bool,
@@ -134,6 +139,7 @@ impl Registration {
             cseq: 0,
             challenges: Vec::new(),
             answered: Vec::new(),
+            stale_retries: 0,
             failures: 0,
             registered: false,
             events: Default::default(),
@@ -190,11 +196,18 @@ impl Registration {
         }
         match response.status {
             200..=299 if self.unregistering => self.finish_unregister(),
+            200..=299 if response.granted == Some(0) => {
+                self.fail(
+                    now,
+                    "the registrar granted 0 s: our binding was not kept".into(),
+                );
+            }
             200..=299 => {
                 let granted = response.granted.unwrap_or(self.expires).max(1);
                 self.registered = true;
                 self.failures = 0;
                 self.answered.clear();
+                self.stale_retries = 0;
                 self.phase = Phase::Waiting;
                 self.next_at =
                     now + Duration::from_millis(u64::from(granted) * 10 * REFRESH_PERCENT);
@@ -208,7 +221,13 @@ impl Registration {
                     ChallengeKind::Proxy
                 };
                 match Challenge::choose(response.challenges.iter().map(String::as_str)) {
-                    Ok(challenge) if challenge.stale || !self.answered.contains(&kind) => {
+                    Ok(challenge)
+                        if (challenge.stale && self.stale_retries < MAX_STALE_RETRIES)
+                            || !self.answered.contains(&kind) =>
+                    {
+                        if challenge.stale && self.answered.contains(&kind) {
+                            self.stale_retries += 1;
+                        }
                         self.answered.push(kind);
                         self.challenges.retain(|(k, _, _)| *k != kind);
                         self.challenges.push((kind, challenge, 0));
@@ -301,6 +320,7 @@ impl Registration {
         self.registered = false;
         self.failures += 1;
         self.answered.clear();
+        self.stale_retries = 0;
         self.challenges.clear();
         let retry_in = self.backoff();
         self.phase = Phase::Waiting;
@@ -488,6 +508,33 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn a_registrar_that_is_always_stale_gets_back_off_not_a_loop() {
+        let t = Instant::now();
+        let mut r = reg(t);
+        let mut sent = 0;
+        while r.poll_transmit(t).is_some() {
+            sent += 1;
+            assert!(sent < 10, "a REGISTER loop");
+            r.handle_response(t, challenge(401, ", stale=true"));
+        }
+        assert!(matches!(
+            r.poll_event(),
+            Some(RegistrationEvent::Failed { .. })
+        ));
+        assert!(r.poll_timeout().unwrap() > t, "backs off");
+    }
+
+    #[test]
+    fn a_granted_expiry_of_zero_is_a_failure() {
+        let t = Instant::now();
+        let mut r = reg(t);
+        r.poll_transmit(t);
+        r.handle_response(t, ok(0));
+        assert!(!r.is_registered());
+        assert!(r.poll_timeout().unwrap() - t >= Duration::from_millis(1500));
     }
 
     #[test]

@@ -26,7 +26,7 @@ use crate::sip::call;
 use crate::sip::registrar_client::{LearnedAddress, RegisterError, RegistrarClient};
 
 /// Methods we answer (RFC 3261 §20.5 Allow).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO";
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY";
 /// How long a shutdown waits for calls to end after asking them to hang up.
 const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest an in-dialog request may wait for its answer (64 × T1, plus the

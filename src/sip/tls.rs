@@ -40,9 +40,12 @@ pub fn load(settings: &config::TlsConfig) -> Result<TlsConfig, TlsError> {
     let key_pem = read(&settings.key)?;
     let cert_path = settings.cert.display().to_string();
     let key_path = settings.key.display().to_string();
+    // As strict as the listener will be: one bad block fails it.
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&cert_pem)
-        .filter_map(Result::ok)
-        .collect();
+        .collect::<Result<_, _>>()
+        .map_err(|_| TlsError::NoCertificate {
+            path: cert_path.clone(),
+        })?;
     if certs.is_empty() {
         return Err(TlsError::NoCertificate { path: cert_path });
     }
