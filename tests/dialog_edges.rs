@@ -186,7 +186,11 @@ fn unsupported_required_extension_gets_420() {
         1,
         &to,
         None,
-        &["Content-Type: application/sdp", "Require: timer", "Require: 100rel"],
+        &[
+            "Content-Type: application/sdp",
+            "Require: timer",
+            "Require: 100rel",
+        ],
         &sdp_offer(9),
     );
     let refused = uac.response(WAIT, 420, "INVITE");

@@ -360,6 +360,12 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
             // unanswered, and its task alive, for good).
             Some(Dialog::Invite(dialog))
                 if method == Method::Invite
+                    && matches!(dialog.state(), DialogState::Terminated(..)) =>
+            {
+                spawn_reply(tx, StatusCode::CallTransactionDoesNotExist, Vec::new());
+            }
+            Some(Dialog::Invite(dialog))
+                if method == Method::Invite
                     && !matches!(dialog.state(), DialogState::Confirmed(..)) =>
             {
                 let retry = rand::random::<u32>() % 11;
