@@ -178,3 +178,82 @@ fn interval_too_brief_is_retried_with_min_expires() {
     let output = sipp_wait(registrar);
     assert!(output.status.success(), "{}", sipp_report(&dir, &output));
 }
+
+#[test]
+fn a_natted_registration_moves_contact_to_the_seen_address_at_once() {
+    let dir = workdir("register_nat");
+    let ports = Ports::slot(33);
+    let registrar = sipp_uas(
+        &dir,
+        "uas_registrar_nat.xml",
+        ports.sipp,
+        &["-m", "1"],
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let sav = Sav::start_with_env(&dir, ports, register_config(ports.sipp, ""), &[PASSWORD]);
+    let output = sipp_wait(registrar);
+    assert!(output.status.success(), "{}", sipp_report(&dir, &output));
+    let log = sav.log_text();
+    assert!(
+        log.contains("registrar sees us at another address"),
+        "{log}"
+    );
+    let messages: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    // The second REGISTER, right after the first 200, names the NAT address.
+    assert!(
+        messages.contains(&format!("Contact: <sip:1001@10.9.9.9:{}>", ports.sip)),
+        "{messages}"
+    );
+}
+
+#[test]
+fn registering_over_tcp_says_tcp_in_via_and_contact_and_learns_nothing() {
+    let dir = workdir("register_tcp");
+    let ports = Ports::slot(34);
+    let registrar = sipp_uas(
+        &dir,
+        "uas_registrar_once.xml",
+        ports.sipp,
+        &["-m", "1", "-t", "t1"],
+        Duration::from_secs(30),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let tcp = format!("sip:127.0.0.1:{};transport=tcp", ports.sipp);
+    let sav = Sav::start_with_env(
+        &dir,
+        ports,
+        move |c| {
+            register_config(ports.sipp, "")(c).replace(
+                &format!("\"sip:127.0.0.1:{}\"", ports.sipp),
+                &format!("\"{tcp}\""),
+            )
+        },
+        &[PASSWORD],
+    );
+    sav.wait_for_log("registered expires=60", Duration::from_secs(10));
+    let _ = sipp_wait(registrar); // its second REGISTER never comes: it times out
+    let messages: String = std::fs::read_dir(&dir)
+        .unwrap()
+        .flatten()
+        .filter(|e| e.file_name().to_string_lossy().ends_with("_messages.log"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap())
+        .collect();
+    let register = messages
+        .split("REGISTER sip:")
+        .nth(1)
+        .expect("a REGISTER in the trace");
+    assert!(register.contains("Via: SIP/2.0/TCP"), "{register}");
+    assert!(register.contains(";transport=tcp>"), "{register}");
+    assert!(
+        !sav.log_text()
+            .contains("registrar sees us at another address"),
+        "{}",
+        sav.log_text()
+    );
+}

@@ -9,7 +9,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{typed, Header, Method, Response, SipMessage, StatusCode, Uri};
+use rsipstack::sip::{typed, Header, Method, Response, SipMessage, StatusCode, Transport, Uri};
 use rsipstack::transaction::key::{TransactionKey, TransactionRole};
 use rsipstack::transaction::transaction::Transaction;
 use rsipstack::transaction::{endpoint::EndpointInnerRef, make_call_id, make_tag, CallIdFormat};
@@ -66,6 +66,8 @@ pub struct RegistrarClient {
     call_id: String,
     /// Contact transport suffix (`;transport=tcp`…), empty for UDP.
     transport_param: String,
+    /// What the REGISTERs go over.
+    transport: Transport,
     /// The configured address (advertised IP, SIP port).
     configured: SocketAddr,
     learned: LearnedAddress,
@@ -77,6 +79,7 @@ impl RegistrarClient {
         endpoint: EndpointInnerRef,
         config: RegisterConfig,
         configured: SocketAddr,
+        tls_port: u16,
         learned: LearnedAddress,
     ) -> Result<(Self, watch::Receiver<RegistrationStatus>), RegisterError> {
         let password = std::env::var(&config.password_env)
@@ -106,16 +109,36 @@ impl RegistrarClient {
             }
             None => None,
         };
-        let transport_param = registrar
-            .params
-            .iter()
-            .find_map(|p| match p {
-                rsipstack::sip::Param::Transport(t) => {
-                    Some(format!(";transport={}", t.to_string().to_lowercase()))
-                }
+        // The transport REGISTERs go over: the proxy's or the registrar's
+        // `transport` parameter, TLS for a sips: URI, else UDP.
+        let transport_of = |uri: &Uri| {
+            uri.params.iter().find_map(|p| match p {
+                rsipstack::sip::Param::Transport(t) => Some(*t),
                 _ => None,
             })
-            .unwrap_or_default();
+        };
+        let proxy_uri: Option<Uri> = config
+            .outbound_proxy
+            .as_deref()
+            .and_then(|p| p.parse().ok());
+        let transport = proxy_uri
+            .as_ref()
+            .and_then(transport_of)
+            .or_else(|| transport_of(&registrar))
+            .unwrap_or(if registrar.scheme == Some(rsipstack::sip::Scheme::Sips) {
+                Transport::Tls
+            } else {
+                Transport::Udp
+            });
+        let transport_param = match transport {
+            Transport::Udp => String::new(),
+            other => format!(";transport={}", other.to_string().to_lowercase()),
+        };
+        // Contact names the listener of that transport.
+        let configured = match transport {
+            Transport::Tls => SocketAddr::new(configured.ip(), tls_port),
+            _ => configured,
+        };
         let (status, status_rx) = watch::channel(RegistrationStatus::Registering);
         Ok((
             Self {
@@ -129,6 +152,7 @@ impl RegistrarClient {
                     .value()
                     .to_string(),
                 transport_param,
+                transport,
                 configured,
                 learned,
                 status,
@@ -199,10 +223,12 @@ impl RegistrarClient {
         match outcome {
             Ok(response) => {
                 let parsed = self.read_response(&response);
-                if parsed.status / 100 == 2 {
-                    self.learn_address(&response);
-                }
+                let moved = parsed.status / 100 == 2 && self.learn_address(&response);
                 core.handle_response(now, parsed);
+                if moved {
+                    // Register the reachable Contact now, not at the refresh.
+                    core.refresh_now(now);
+                }
             }
             Err(reason) => core.handle_no_response(now, &reason),
         }
@@ -241,9 +267,25 @@ impl RegistrarClient {
 
     /// Sends one REGISTER and waits for its final response.
     async fn send(&self, request: &RegisterRequest) -> Result<Response, String> {
+        // Via names the transport the request really goes over (RFC 3261
+        // §18.1.1): the connection to the proxy or registrar.
+        let target = match &self.proxy {
+            Some(proxy) => Some(proxy.clone()),
+            None => SipAddr::try_from(&self.registrar).ok(),
+        };
+        let local = match &target {
+            Some(target) => self
+                .endpoint
+                .transport_layer
+                .lookup(target, None)
+                .await
+                .ok()
+                .map(|(connection, _)| connection.get_addr().clone()),
+            None => None,
+        };
         let via = self
             .endpoint
-            .get_via(None, None)
+            .get_via(local, None)
             .map_err(|e| e.to_string())?;
         let from = typed::From {
             display_name: None,
@@ -346,13 +388,19 @@ impl RegistrarClient {
 
     /// RFC 3581: the registrar's view of our address, from the Via of its
     /// response. When it differs from our Contact, use it from now on.
-    fn learn_address(&self, response: &Response) {
+    /// Returns true when our address changed.
+    fn learn_address(&self, response: &Response) -> bool {
+        // Over TCP/TLS, `received`/`rport` name the connection's ephemeral
+        // port, where nothing listens: RFC 3581 learning is for UDP only.
+        if self.transport != Transport::Udp {
+            return false;
+        }
         let Ok(via) = response.via_header() else {
-            return;
+            return false;
         };
         let value = via.value();
         let Some(received) = param(value, "received").and_then(|r| r.parse().ok()) else {
-            return;
+            return false;
         };
         let port = param(value, "rport")
             .and_then(|p| p.parse().ok())
@@ -369,7 +417,9 @@ impl RegistrarClient {
             if let Ok(mut learned) = self.learned.write() {
                 *learned = Some(seen);
             }
+            return true;
         }
+        false
     }
 }
 

@@ -176,6 +176,13 @@ impl Registration {
         Some(self.request(expires))
     }
 
+    /// Sends the next REGISTER at once (our Contact changed).
+    pub fn refresh_now(&mut self, now: Instant) {
+        if self.phase == Phase::Waiting && self.registered {
+            self.next_at = now;
+        }
+    }
+
     /// Shutdown: remove our binding (the next request carries Expires: 0).
     /// Call when no request is in flight. Nothing is sent when we were not
     /// registered.

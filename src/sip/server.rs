@@ -129,16 +129,19 @@ pub struct Server {
 impl Server {
     /// Our Contact URI for dialogs: the same user and address as in REGISTER.
     pub fn contact_uri(&self, transport: rsipstack::sip::Transport) -> String {
-        let addr = if transport == rsipstack::sip::Transport::Tls {
-            SocketAddr::new(self.config.advertised_ip(), self.config.tls_listen().port())
-        } else {
-            let configured =
-                SocketAddr::new(self.config.advertised_ip(), self.config.sip.listen.port());
-            self.learned
-                .read()
-                .ok()
-                .and_then(|a| *a)
-                .unwrap_or(configured)
+        let ip = self.config.advertised_ip();
+        let addr = match transport {
+            rsipstack::sip::Transport::Tls => SocketAddr::new(ip, self.config.tls_listen().port()),
+            // What the registrar saw of us (RFC 3581) holds for UDP only.
+            rsipstack::sip::Transport::Udp => {
+                let configured = SocketAddr::new(ip, self.config.sip.listen.port());
+                self.learned
+                    .read()
+                    .ok()
+                    .and_then(|a| *a)
+                    .unwrap_or(configured)
+            }
+            _ => SocketAddr::new(ip, self.config.sip.listen.port()),
         };
         let user = self
             .config
@@ -251,6 +254,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                 endpoint.inner.clone(),
                 register.clone(),
                 advertised,
+                config.tls_listen().port(),
                 learned.clone(),
             )?;
             let unregister = CancellationToken::new();
