@@ -233,3 +233,48 @@ fn delayed_offer_sends_rtp_where_the_ack_answer_says() {
     assert_eq!(n, 172);
     assert_eq!(buf[1] & 0x7F, 0, "PCMU");
 }
+
+#[test]
+fn session_timers_are_negotiated_as_rfc4028_says() {
+    let dir = workdir("session_timers");
+    let ports = Ports::slot(35);
+    let _sav = Sav::start(&dir, ports, |c| c);
+    let invite = |headers: &[&str]| {
+        let mut uac = RawUac::new(ports.sip, "timer");
+        let to = uac.sav_to();
+        let mut all = vec!["Content-Type: application/sdp"];
+        all.extend_from_slice(headers);
+        uac.send("INVITE", 1, &to, None, &all, &sdp_offer(9));
+        uac.recv_until(WAIT, |m| {
+            m.starts_with("SIP/2.0 2") || m.starts_with("SIP/2.0 4")
+        })
+    };
+    // Too short: 422 with our minimum.
+    let refused = invite(&["Supported: timer", "Session-Expires: 30"]);
+    assert!(refused.starts_with("SIP/2.0 422"), "{refused}");
+    assert_eq!(header(&refused, "Min-SE"), Some("90"));
+    // The caller supports timers: it refreshes, and we require the extension.
+    let ok = invite(&["Supported: timer", "Session-Expires: 1800"]);
+    assert_eq!(
+        header(&ok, "Session-Expires"),
+        Some("1800;refresher=uac"),
+        "{ok}"
+    );
+    assert_eq!(header(&ok, "Require"), Some("timer"));
+    // It asks us to refresh.
+    let ok = invite(&["Supported: timer", "Session-Expires: 600;refresher=uas"]);
+    assert_eq!(
+        header(&ok, "Session-Expires"),
+        Some("600;refresher=uas"),
+        "{ok}"
+    );
+    // A proxy added Session-Expires for a caller without the extension: we
+    // refresh, and require nothing of the caller.
+    let ok = invite(&["Session-Expires: 90"]);
+    assert_eq!(
+        header(&ok, "Session-Expires"),
+        Some("90;refresher=uas"),
+        "{ok}"
+    );
+    assert_eq!(header(&ok, "Require"), None, "{ok}");
+}

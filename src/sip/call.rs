@@ -96,14 +96,11 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         }
     };
 
-    // Session timers (RFC 4028): the caller refreshes; too short is 422.
-    let timer = midcall::session_timer(
-        tx.original
-            .header_value("Session-Expires")
-            .or_else(|| tx.original.header_value("x"))
-            .as_deref(),
-        tx.original.header_value("Min-SE").as_deref(),
-    );
+    // Session timers (RFC 4028): too short is 422; otherwise negotiated.
+    let timer = midcall::session_timer(&tx.original);
+    let peer_allows_update = midcall::header_tokens(&tx.original, &["Allow"])
+        .iter()
+        .any(|m| m.eq_ignore_ascii_case("UPDATE"));
     if let SessionTimer::TooSmall(asked) = timer {
         warn!(
             asked,
@@ -209,8 +206,9 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         origin,
         local_sdp,
         offer: offer.map(|(_, chosen)| chosen),
+        peer_allows_update,
         session_timer: match timer {
-            SessionTimer::Interval(interval) => Some(interval),
+            SessionTimer::Active(negotiated) => Some(negotiated),
             _ => None,
         },
         quiet_allowed: Arc::new(AtomicBool::new(false)),
@@ -321,8 +319,10 @@ struct Call {
     local_sdp: String,
     /// The caller's offer as negotiated; `None` until the ACK for a delayed offer.
     offer: Option<NegotiatedAudio>,
-    /// RFC 4028 interval the caller asked for, refreshed by its re-INVITEs/UPDATEs.
-    session_timer: Option<u32>,
+    /// The RFC 4028 session timer of the dialog, if one runs.
+    session_timer: Option<midcall::Negotiated>,
+    /// The caller's Allow has UPDATE: our own refreshes may use it.
+    peer_allows_update: bool,
     /// Set while the caller has us on hold and may send no RTP.
     quiet_allowed: Arc<AtomicBool>,
     /// Tells the receive task where the SDP says the caller's media is.
@@ -417,8 +417,8 @@ impl Call {
 
     fn session_timer_headers(&self) -> Vec<Header> {
         self.session_timer
-            .map(|interval| {
-                midcall::session_timer_headers(interval)
+            .map(|timer| {
+                midcall::session_timer_headers(&timer)
                     .into_iter()
                     .map(|(name, value)| Header::Other(name.into(), value))
                     .collect()
@@ -528,6 +528,52 @@ impl Call {
         }
     }
 
+    /// When the session timer next needs us: the refresh we send (we are the
+    /// refresher) or the BYE when the caller's refresh has not come.
+    fn session_deadline(&self) -> Option<std::time::Instant> {
+        let timer = self.session_timer?;
+        let now = Instant::now().into_std();
+        Some(match timer.refresher {
+            midcall::Refresher::Uas => midcall::refresh_at(now, timer.interval),
+            midcall::Refresher::Uac => midcall::expiry(now, timer.interval),
+        })
+    }
+
+    /// Sends our session refresh (RFC 4028 §7.4): UPDATE when the caller
+    /// allows it, else a re-INVITE with our current description.
+    fn spawn_refresh(&self, done: mpsc::Sender<bool>) {
+        let Some(timer) = self.session_timer else {
+            return;
+        };
+        let dialog = self.dialog.clone();
+        let headers = vec![
+            Header::Other(
+                "Session-Expires".into(),
+                format!("{};refresher=uas", timer.interval),
+            ),
+            Header::Supported("timer".into()),
+        ];
+        let use_update = self.peer_allows_update;
+        let sdp = self.local_sdp.clone();
+        tokio::spawn(
+            async move {
+                let result = if use_update {
+                    dialog.update(Some(headers), None).await
+                } else {
+                    let mut headers = headers;
+                    headers.push(Header::ContentType("application/sdp".into()));
+                    dialog.reinvite(Some(headers), Some(sdp.into_bytes())).await
+                };
+                let ok = matches!(&result, Ok(Some(r)) if r.status_code.code() < 300);
+                if !ok {
+                    warn!(result = ?result.as_ref().map(|r| r.as_ref().map(|r| r.status_code.code())), "session refresh not accepted");
+                }
+                let _ = done.send(ok).await;
+            }
+            .in_current_span(),
+        );
+    }
+
     /// Our answered direction decides whether we send (hold, RFC 3264 §8.4)
     /// and whether the caller may stay silent.
     async fn apply_direction(&self, id: MediaId, ours: Direction) {
@@ -539,9 +585,10 @@ impl Call {
 
     /// The established call: until one side hangs up.
     async fn established(&mut self, mut media: Media, mut conversation: Conversation) -> Ending {
-        let mut refresh_deadline = self
-            .session_timer
-            .map(|i| midcall::expiry(Instant::now().into_std(), i));
+        let mut refresh_deadline = self.session_deadline();
+        // Outcome of our own session refresh (when we are the refresher).
+        let (refresh_tx, mut refresh_rx) = mpsc::channel::<bool>(1);
+        let mut refreshing = false;
         // Outcome of a REFER sent by a task of its own (its response must not
         // hold up the NOTIFYs that this loop answers).
         let (transfer_tx, mut transfer_rx) = mpsc::channel::<CallEvent>(2);
@@ -549,6 +596,15 @@ impl Call {
         let ending = loop {
             let deadline = refresh_deadline.map(Instant::from_std);
             let event = tokio::select! {
+                Some(ok) = refresh_rx.recv() => {
+                    refreshing = false;
+                    if !ok {
+                        warn!("our session refresh failed (RFC 4028): hanging up");
+                        break Ending::Local;
+                    }
+                    refresh_deadline = self.session_deadline();
+                    continue;
+                }
                 Some(event) = transfer_rx.recv() => event,
                 _ = sleep_until_opt(transfer_deadline) => {
                     warn!("transfer: no final NOTIFY in time");
@@ -559,13 +615,13 @@ impl Call {
                         (InDialog::End(ending), _) => break ending,
                         (InDialog::Event(event), refreshed) => {
                             if refreshed {
-                                refresh_deadline = self.session_timer.map(|i| midcall::expiry(Instant::now().into_std(), i));
+                                refresh_deadline = self.session_deadline();
                             }
                             event
                         }
                         (InDialog::Nothing, refreshed) => {
                             if refreshed {
-                                refresh_deadline = self.session_timer.map(|i| midcall::expiry(Instant::now().into_std(), i));
+                                refresh_deadline = self.session_deadline();
                             }
                             continue;
                         }
@@ -595,8 +651,19 @@ impl Call {
                     }
                 },
                 _ = sleep_until_opt(deadline) => {
-                    warn!("session timer expired without a refresh (RFC 4028): hanging up");
-                    break Ending::Local;
+                    match self.session_timer.map(|t| t.refresher) {
+                        Some(midcall::Refresher::Uas) if !refreshing => {
+                            // Our turn to refresh the session.
+                            refreshing = true;
+                            refresh_deadline = None;
+                            self.spawn_refresh(refresh_tx.clone());
+                            continue;
+                        }
+                        _ => {
+                            warn!("session timer expired without a refresh (RFC 4028): hanging up");
+                            break Ending::Local;
+                        }
+                    }
                 }
                 _ = self.server.shutdown.cancelled() => break Ending::Local,
             };
@@ -683,13 +750,7 @@ impl Call {
             DialogState::Updated(_, request, handle) => {
                 // re-INVITE or UPDATE: a new offer (hold, resume, address
                 // change), a session refresh, or both.
-                let timer = midcall::session_timer(
-                    request
-                        .header_value("Session-Expires")
-                        .or_else(|| request.header_value("x"))
-                        .as_deref(),
-                    request.header_value("Min-SE").as_deref(),
-                );
+                let timer = midcall::session_timer(&request);
                 if let SessionTimer::TooSmall(_) = timer {
                     let headers = vec![Header::Other("Min-SE".into(), midcall::MIN_SE.to_string())];
                     let _ = handle
@@ -697,9 +758,11 @@ impl Call {
                         .await;
                     return (InDialog::Nothing, false);
                 }
-                if let SessionTimer::Interval(interval) = timer {
-                    self.session_timer = Some(interval);
-                }
+                // A refresh without Session-Expires turns the timer off (§9).
+                self.session_timer = match timer {
+                    SessionTimer::Active(negotiated) => Some(negotiated),
+                    _ => None,
+                };
                 let has_offer = !request.body.iter().all(u8::is_ascii_whitespace);
                 let mut headers = self.session_timer_headers();
                 let body = if has_offer {

@@ -24,47 +24,97 @@ pub fn header_tokens(request: &rsipstack::sip::Request, names: &[&str]) -> Vec<S
 /// Smallest session interval we accept (RFC 4028 §4: Min-SE default 90 s).
 pub const MIN_SE: u32 = 90;
 
+/// Who refreshes the session (RFC 4028 §7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refresher {
+    /// The caller sends the refreshes; we BYE when one does not come.
+    Uac,
+    /// We send the refreshes (re-INVITE or UPDATE at half the interval).
+    Uas,
+}
+
+/// The session timer agreed for a dialog.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Negotiated {
+    pub interval: u32,
+    pub refresher: Refresher,
+    /// The caller supports the extension: our 2xx may `Require: timer`.
+    pub uac_supports: bool,
+}
+
 /// What a request says about session timers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SessionTimer {
     /// No Session-Expires: no timer.
     None,
-    /// The caller asks for this interval (seconds); it refreshes (we answer
-    /// `refresher=uac`).
-    Interval(u32),
     /// The interval is below our Min-SE: answer 422 with `Min-SE: 90`.
     TooSmall(u32),
+    Active(Negotiated),
 }
 
-/// Reads `Session-Expires` (or its compact form `x`) and `Min-SE`.
-pub fn session_timer(session_expires: Option<&str>, min_se: Option<&str>) -> SessionTimer {
-    let Some(value) = session_expires else {
+/// Reads a request's session-timer headers (RFC 4028 §9): Session-Expires
+/// (compact `x`) with its refresher, Min-SE, and whether `timer` is in
+/// Supported (compact `k`) or Require.
+pub fn session_timer(request: &rsipstack::sip::Request) -> SessionTimer {
+    let expires = header_tokens(request, &["Session-Expires", "x"]);
+    let Some(value) = expires.first() else {
         return SessionTimer::None;
     };
-    let Some(interval) = value
-        .split(';')
-        .next()
-        .and_then(|v| v.trim().parse::<u32>().ok())
-    else {
+    let mut params = value.split(';');
+    let Some(interval) = params.next().and_then(|v| v.trim().parse::<u32>().ok()) else {
         return SessionTimer::None;
     };
-    let their_min = min_se
+    let asked_refresher = params.find_map(|p| {
+        let (k, v) = p.split_once('=')?;
+        k.trim()
+            .eq_ignore_ascii_case("refresher")
+            .then(|| v.trim().to_ascii_lowercase())
+    });
+    let their_min = header_tokens(request, &["Min-SE"])
+        .first()
         .and_then(|v| v.split(';').next())
         .and_then(|v| v.trim().parse::<u32>().ok())
         .unwrap_or(0);
     if interval < MIN_SE {
         return SessionTimer::TooSmall(interval);
     }
-    SessionTimer::Interval(interval.max(their_min))
+    let uac_supports = header_tokens(request, &["Supported", "k", "Require"])
+        .iter()
+        .any(|t| t.eq_ignore_ascii_case("timer"));
+    // A caller without the extension cannot refresh: we do. One that asked
+    // for a refresher gets it; otherwise the caller refreshes.
+    let refresher = if !uac_supports || asked_refresher.as_deref() == Some("uas") {
+        Refresher::Uas
+    } else {
+        Refresher::Uac
+    };
+    SessionTimer::Active(Negotiated {
+        interval: interval.max(their_min),
+        refresher,
+        uac_supports,
+    })
 }
 
-/// The header values of our 2xx for a session-timer interval (RFC 4028 §9):
-/// `Session-Expires: N;refresher=uac` and `Require: timer`.
-pub fn session_timer_headers(interval: u32) -> [(&'static str, String); 2] {
-    [
-        ("Session-Expires", format!("{interval};refresher=uac")),
-        ("Require", "timer".to_string()),
-    ]
+/// The headers of our 2xx (RFC 4028 §9): `Session-Expires: N;refresher=…`,
+/// and `Require: timer` only to a caller that supports it.
+pub fn session_timer_headers(timer: &Negotiated) -> Vec<(&'static str, String)> {
+    let refresher = match timer.refresher {
+        Refresher::Uac => "uac",
+        Refresher::Uas => "uas",
+    };
+    let mut headers = vec![(
+        "Session-Expires",
+        format!("{};refresher={refresher}", timer.interval),
+    )];
+    if timer.uac_supports {
+        headers.push(("Require", "timer".to_string()));
+    }
+    headers
+}
+
+/// When we send our refresh, as the refresher: half the interval (§7.4).
+pub fn refresh_at(now: Instant, interval: u32) -> Instant {
+    now + Duration::from_secs(u64::from(interval)) / 2
 }
 
 /// When to give up on a refresh that has not come: the interval minus the
@@ -143,27 +193,68 @@ pub enum InfoError {
 mod tests {
     use super::*;
 
+    fn request(headers: &[&str]) -> rsipstack::sip::Request {
+        let mut text = String::from("INVITE sip:sav@127.0.0.1 SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1;branch=z9hG4bKx\r\nFrom: <sip:a@b>;tag=1\r\nTo: <sip:sav@127.0.0.1>\r\nCall-ID: c\r\nCSeq: 1 INVITE\r\n");
+        for h in headers {
+            text.push_str(h);
+            text.push_str("\r\n");
+        }
+        text.push_str("Content-Length: 0\r\n\r\n");
+        match rsipstack::sip::SipMessage::try_from(text.as_str()).unwrap() {
+            rsipstack::sip::SipMessage::Request(r) => r,
+            _ => unreachable!(),
+        }
+    }
+
     #[test]
-    fn session_expires_and_min_se() {
-        assert_eq!(session_timer(None, None), SessionTimer::None);
+    fn session_timer_negotiation_follows_rfc4028_section_9() {
+        assert_eq!(session_timer(&request(&[])), SessionTimer::None);
+        let active = |h: &[&str]| match session_timer(&request(h)) {
+            SessionTimer::Active(n) => n,
+            other => panic!("{other:?}"),
+        };
+        // Supported, no refresher asked: the caller refreshes.
+        let n = active(&["Supported: timer", "Session-Expires: 1800"]);
         assert_eq!(
-            session_timer(Some("1800;refresher=uac"), None),
-            SessionTimer::Interval(1800)
+            (n.interval, n.refresher, n.uac_supports),
+            (1800, Refresher::Uac, true)
         );
         assert_eq!(
-            session_timer(Some("600"), Some("900")),
-            SessionTimer::Interval(900)
+            session_timer_headers(&n),
+            vec![
+                ("Session-Expires", "1800;refresher=uac".to_string()),
+                ("Require", "timer".to_string())
+            ]
         );
-        assert_eq!(session_timer(Some("30"), None), SessionTimer::TooSmall(30));
-        assert_eq!(session_timer(Some("soon"), None), SessionTimer::None);
-        let h = session_timer_headers(1800);
-        assert_eq!(h[0], ("Session-Expires", "1800;refresher=uac".to_string()));
-        assert_eq!(h[1].1, "timer");
+        // The caller asked us to refresh.
+        assert_eq!(
+            active(&["Supported: timer", "Session-Expires: 600;refresher=uas"]).refresher,
+            Refresher::Uas
+        );
+        // No Supported: timer (a proxy put Session-Expires in): we refresh, no Require.
+        let n = active(&["Session-Expires: 90"]);
+        assert_eq!((n.refresher, n.uac_supports), (Refresher::Uas, false));
+        assert_eq!(
+            session_timer_headers(&n),
+            vec![("Session-Expires", "90;refresher=uas".to_string())]
+        );
+        // Compact forms, Min-SE, several Supported headers.
+        let n = active(&["k: 100rel", "k: timer", "x: 600", "Min-SE: 900"]);
+        assert_eq!((n.interval, n.refresher), (900, Refresher::Uac));
+        assert_eq!(
+            session_timer(&request(&["Session-Expires: 30"])),
+            SessionTimer::TooSmall(30)
+        );
+        assert_eq!(
+            session_timer(&request(&["Session-Expires: soon"])),
+            SessionTimer::None
+        );
     }
 
     #[test]
     fn expiry_leaves_a_margin() {
         let t = Instant::now();
+        assert_eq!(refresh_at(t, 90) - t, Duration::from_secs(45));
         assert_eq!(expiry(t, 90) - t, Duration::from_secs(60));
         assert_eq!(expiry(t, 1800) - t, Duration::from_secs(1768));
     }
