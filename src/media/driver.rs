@@ -73,6 +73,7 @@ enum Command {
     Interrupt(MediaId),
     Latch(MediaId, SocketAddr),
     SetSending(MediaId, bool),
+    SetPayloadType(MediaId, u8),
     Stop(MediaId),
 }
 
@@ -128,6 +129,11 @@ impl MediaDriver {
 
     pub async fn latch(&self, id: MediaId, remote: SocketAddr) {
         self.send(Command::Latch(id, remote)).await;
+    }
+
+    /// The payload type we send PCMU with (a re-offer may renumber it).
+    pub async fn set_payload_type(&self, id: MediaId, payload_type: u8) {
+        self.send(Command::SetPayloadType(id, payload_type)).await;
     }
 
     /// Hold (false) or resume (true) the outbound stream; the clock runs on.
@@ -249,6 +255,11 @@ fn apply(
                 call.remote = remote;
             }
         }
+        Command::SetPayloadType(id, payload_type) => {
+            if let Some(call) = calls.get_mut(&id) {
+                call.payload_type = payload_type;
+            }
+        }
         Command::SetSending(id, sending) => {
             if let Some(call) = calls.get_mut(&id) {
                 if sending && !call.sending {
@@ -327,7 +338,8 @@ fn worth_logging(count: u64) -> bool {
 pub struct ReceiverConfig {
     pub id: MediaId,
     pub socket: Arc<UdpSocket>,
-    pub payload_types: PayloadTypes,
+    /// What the caller sends with; a re-offer may change it.
+    pub payload_types: tokio::sync::watch::Receiver<PayloadTypes>,
     /// Where the SDP says the caller's media is (a re-INVITE may move it);
     /// replaced by the real source once it proves itself.
     pub expected: tokio::sync::watch::Receiver<SocketAddr>,
@@ -359,6 +371,8 @@ async fn receive(config: ReceiverConfig) {
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     let mut dtmf = DtmfDecoder::new();
     let mut expected = expected;
+    let mut payload_types = payload_types;
+    let mut current_types = *payload_types.borrow_and_update();
     let mut latch = RtpLatch::new(*expected.borrow_and_update());
     let mut last_valid = Instant::now();
     let mut bad_packets: u64 = 0;
@@ -388,7 +402,10 @@ async fn receive(config: ReceiverConfig) {
             Ok(Ok(received)) => received,
         };
         let (len, source) = received;
-        let packet = match rtp::parse_inbound(&buf[..len], &payload_types) {
+        if payload_types.has_changed().unwrap_or(false) {
+            current_types = *payload_types.borrow_and_update();
+        }
+        let packet = match rtp::parse_inbound(&buf[..len], &current_types) {
             Ok(packet) => packet,
             Err(error) => {
                 bad_packets += 1;

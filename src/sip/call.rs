@@ -213,6 +213,7 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         },
         quiet_allowed: Arc::new(AtomicBool::new(false)),
         expected_rtp: None,
+        receive_types: None,
         enqueued: 0,
     };
     let (ending, dialog) = call.run().await;
@@ -327,6 +328,8 @@ struct Call {
     quiet_allowed: Arc<AtomicBool>,
     /// Tells the receive task where the SDP says the caller's media is.
     expected_rtp: Option<watch::Sender<SocketAddr>>,
+    /// Tells the receive task which payload types the caller sends.
+    receive_types: Option<watch::Sender<PayloadTypes>>,
     /// Segments asked of the playout scheduler so far: an Idle event that
     /// counts fewer is stale (it left before our last Play arrived).
     enqueued: u64,
@@ -485,10 +488,12 @@ impl Call {
             .await;
         let (expected_tx, expected_rx) = watch::channel(negotiated.remote);
         self.expected_rtp = Some(expected_tx);
+        let (types_tx, types_rx) = watch::channel(receive_types);
+        self.receive_types = Some(types_tx);
         let receiver = driver::spawn_receiver(ReceiverConfig {
             id,
             socket: self.socket.clone(),
-            payload_types: receive_types,
+            payload_types: types_rx,
             expected: expected_rx,
             rtp_timeout: Duration::from_secs(server.config.media.rtp_timeout_secs),
             quiet_allowed: self.quiet_allowed.clone(),
@@ -578,8 +583,10 @@ impl Call {
     /// and whether the caller may stay silent.
     async fn apply_direction(&self, id: MediaId, ours: Direction) {
         let sending = matches!(ours, Direction::SendRecv | Direction::SendOnly);
-        let receiving = matches!(ours, Direction::SendRecv | Direction::RecvOnly);
-        self.quiet_allowed.store(!receiving, Ordering::Relaxed);
+        // Any hold: a phone that holds with sendonly often sends nothing
+        // (no music on hold), so the RTP timeout waits for the resume.
+        self.quiet_allowed
+            .store(ours != Direction::SendRecv, Ordering::Relaxed);
         self.server.driver.set_sending(id, sending).await;
     }
 
@@ -775,12 +782,37 @@ impl Call {
                             if previous != Some(chosen.direction) {
                                 info!(direction = ?chosen.direction, "media direction changed (hold/resume)");
                             }
+                            // c=0.0.0.0 is the RFC 2543 way to hold (RFC 3264
+                            // §8.4): send nothing, keep the address we had.
+                            let mut chosen = chosen;
+                            if chosen.remote.ip().is_unspecified() {
+                                chosen.direction = Direction::Inactive;
+                                if let Some(previous) = &self.offer {
+                                    chosen.remote = previous.remote;
+                                }
+                            }
                             if self.offer.as_ref().map(|o| o.remote) != Some(chosen.remote) {
                                 info!("caller's media moved (re-offer)");
                                 if let Some(expected) = &self.expected_rtp {
                                     let _ = expected.send(chosen.remote);
                                 }
                                 self.server.driver.latch(media, chosen.remote).await;
+                            }
+                            if self.offer.as_ref().map(|o| (o.pcmu, o.telephone_event))
+                                != Some((chosen.pcmu, chosen.telephone_event))
+                            {
+                                // The caller's offer renumbered its payload types:
+                                // it sends, and expects, the new numbers.
+                                if let Some(types) = &self.receive_types {
+                                    let _ = types.send(PayloadTypes {
+                                        audio: chosen.pcmu,
+                                        telephone_event: chosen.telephone_event,
+                                    });
+                                }
+                                self.server
+                                    .driver
+                                    .set_payload_type(media, chosen.pcmu)
+                                    .await;
                             }
                             self.apply_direction(media, chosen.direction).await;
                             let new_sdp =
