@@ -278,3 +278,52 @@ fn session_timers_are_negotiated_as_rfc4028_says() {
     );
     assert_eq!(header(&ok, "Require"), None, "{ok}");
 }
+
+#[test]
+fn an_offerless_reinvite_moves_the_media_where_the_ack_answer_says() {
+    let dir = workdir("offerless_reinvite");
+    let ports = Ports::slot(36);
+    let _sav = Sav::start(&dir, ports, |c| c);
+    let first = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let second = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port_of = |s: &std::net::UdpSocket| s.local_addr().unwrap().port();
+    let mut uac = RawUac::new(ports.sip, "offerless");
+    let to = uac.sav_to();
+    uac.send(
+        "INVITE",
+        1,
+        &to,
+        None,
+        &["Content-Type: application/sdp"],
+        &sdp_offer(port_of(&first)),
+    );
+    let ok = uac.response(WAIT, 200, "INVITE");
+    let tagged_to = header(&ok, "To").unwrap().to_string();
+    uac.send("ACK", 1, &tagged_to, None, &[], "");
+    first.set_read_timeout(Some(WAIT)).unwrap();
+    let mut buf = [0u8; 2048];
+    assert!(
+        first.recv_from(&mut buf).is_ok(),
+        "RTP at the first address"
+    );
+    // A re-INVITE without SDP: sav offers in its 200, we answer in the ACK
+    // with another port.
+    uac.send("INVITE", 2, &tagged_to, None, &[], "");
+    let offer = uac.recv_until(WAIT, |m| {
+        m.starts_with("SIP/2.0 200") && header(m, "CSeq").is_some_and(|c| c.starts_with("2 "))
+    });
+    assert!(offer.contains("m=audio "), "{offer}");
+    uac.send(
+        "ACK",
+        2,
+        &tagged_to,
+        None,
+        &["Content-Type: application/sdp"],
+        &sdp_offer(port_of(&second)),
+    );
+    second.set_read_timeout(Some(WAIT)).unwrap();
+    let (n, _) = second
+        .recv_from(&mut buf)
+        .expect("RTP at the address of the ACK's answer");
+    assert_eq!(n, 172);
+}

@@ -214,6 +214,7 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         quiet_allowed: Arc::new(AtomicBool::new(false)),
         expected_rtp: None,
         receive_types: None,
+        answer_in_ack: false,
         enqueued: 0,
     };
     let (ending, dialog) = call.run().await;
@@ -330,6 +331,9 @@ struct Call {
     expected_rtp: Option<watch::Sender<SocketAddr>>,
     /// Tells the receive task which payload types the caller sends.
     receive_types: Option<watch::Sender<PayloadTypes>>,
+    /// An offerless re-INVITE was answered with our offer: the caller's
+    /// answer comes in its ACK.
+    answer_in_ack: bool,
     /// Segments asked of the playout scheduler so far: an Idle event that
     /// counts fewer is stale (it left before our last Play arrived).
     enqueued: u64,
@@ -579,6 +583,49 @@ impl Call {
         );
     }
 
+    /// Applies what the caller's latest description says: where its media
+    /// is, which payload types, which direction (hold, resume). Returns the
+    /// negotiated stream as applied.
+    async fn apply_remote(&mut self, media: MediaId, chosen: NegotiatedAudio) -> NegotiatedAudio {
+        let mut chosen = chosen;
+        // c=0.0.0.0 is the RFC 2543 way to hold (RFC 3264 §8.4): send
+        // nothing, keep the address we had.
+        if chosen.remote.ip().is_unspecified() {
+            chosen.direction = Direction::Inactive;
+            if let Some(previous) = &self.offer {
+                chosen.remote = previous.remote;
+            }
+        }
+        if self.offer.as_ref().map(|o| o.direction) != Some(chosen.direction) {
+            info!(direction = ?chosen.direction, "media direction changed (hold/resume)");
+        }
+        if self.offer.as_ref().map(|o| o.remote) != Some(chosen.remote) {
+            info!("caller's media moved");
+            if let Some(expected) = &self.expected_rtp {
+                let _ = expected.send(chosen.remote);
+            }
+            self.server.driver.latch(media, chosen.remote).await;
+        }
+        if self.offer.as_ref().map(|o| (o.pcmu, o.telephone_event))
+            != Some((chosen.pcmu, chosen.telephone_event))
+        {
+            // Renumbered payload types: the caller sends, and expects, the new ones.
+            if let Some(types) = &self.receive_types {
+                let _ = types.send(PayloadTypes {
+                    audio: chosen.pcmu,
+                    telephone_event: chosen.telephone_event,
+                });
+            }
+            self.server
+                .driver
+                .set_payload_type(media, chosen.pcmu)
+                .await;
+        }
+        self.apply_direction(media, chosen.direction).await;
+        self.offer = Some(chosen.clone());
+        chosen
+    }
+
     /// Our answered direction decides whether we send (hold, RFC 3264 §8.4)
     /// and whether the caller may stay silent.
     async fn apply_direction(&self, id: MediaId, ours: Direction) {
@@ -778,43 +825,7 @@ impl Call {
                         Ok((offer, chosen))
                     }) {
                         Ok((offer, chosen)) => {
-                            let previous = self.offer.as_ref().map(|o| o.direction);
-                            if previous != Some(chosen.direction) {
-                                info!(direction = ?chosen.direction, "media direction changed (hold/resume)");
-                            }
-                            // c=0.0.0.0 is the RFC 2543 way to hold (RFC 3264
-                            // §8.4): send nothing, keep the address we had.
-                            let mut chosen = chosen;
-                            if chosen.remote.ip().is_unspecified() {
-                                chosen.direction = Direction::Inactive;
-                                if let Some(previous) = &self.offer {
-                                    chosen.remote = previous.remote;
-                                }
-                            }
-                            if self.offer.as_ref().map(|o| o.remote) != Some(chosen.remote) {
-                                info!("caller's media moved (re-offer)");
-                                if let Some(expected) = &self.expected_rtp {
-                                    let _ = expected.send(chosen.remote);
-                                }
-                                self.server.driver.latch(media, chosen.remote).await;
-                            }
-                            if self.offer.as_ref().map(|o| (o.pcmu, o.telephone_event))
-                                != Some((chosen.pcmu, chosen.telephone_event))
-                            {
-                                // The caller's offer renumbered its payload types:
-                                // it sends, and expects, the new numbers.
-                                if let Some(types) = &self.receive_types {
-                                    let _ = types.send(PayloadTypes {
-                                        audio: chosen.pcmu,
-                                        telephone_event: chosen.telephone_event,
-                                    });
-                                }
-                                self.server
-                                    .driver
-                                    .set_payload_type(media, chosen.pcmu)
-                                    .await;
-                            }
-                            self.apply_direction(media, chosen.direction).await;
+                            let chosen = self.apply_remote(media, chosen).await;
                             let new_sdp =
                                 sdp::answer(&offer, &chosen, self.local_rtp, self.origin.next());
                             // RFC 3264 §8: the version changes only with the description.
@@ -835,7 +846,9 @@ impl Call {
                         }
                     }
                 } else if request.method == Method::Invite {
-                    // An offerless re-INVITE: our current description is the offer.
+                    // An offerless re-INVITE: our current description is the
+                    // offer, and the caller's answer comes in the ACK.
+                    self.answer_in_ack = true;
                     Some(self.local_sdp.clone())
                 } else {
                     None
@@ -873,6 +886,20 @@ impl Call {
                         warn!(%error, "bad INFO");
                         let _ = handle.reply(StatusCode::BadRequest).await;
                         (InDialog::Nothing, false)
+                    }
+                }
+            }
+            DialogState::Confirmed(..) if self.answer_in_ack => {
+                self.answer_in_ack = false;
+                match self.answer_from_ack() {
+                    Ok(chosen) => {
+                        self.apply_remote(media, chosen).await;
+                        (InDialog::Nothing, false)
+                    }
+                    Err(error) => {
+                        // RFC 3261 §13.3.1.4 / RFC 3264 §8: an unusable answer ends the call.
+                        warn!(%error, "the ACK's answer to our re-offer is not usable");
+                        (InDialog::End(Ending::Local), false)
                     }
                 }
             }
