@@ -202,6 +202,135 @@ pub struct Config {
     pub media: MediaConfig,
     pub call: CallConfig,
     pub cache: CacheConfig,
+    /// Listening: voice activity and end of turn.
+    #[serde(default)]
+    pub listen: ListenConfig,
+    /// Hybrid speech: fillers, fallback, backchannel words, prompt.
+    #[serde(default)]
+    pub hybrid: HybridSection,
+    /// The speech providers; turn-taking runs when all three are set.
+    pub llm: Option<crate::providers::llm::LlmConfig>,
+    pub tts: Option<crate::providers::tts::TtsConfig>,
+    pub stt: Option<crate::providers::stt::SttConfig>,
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// earshot score from which a frame is voice.
+    #[serde(default = "default_vad_threshold")]
+    pub vad_threshold: f32,
+    /// Voice that counts as speech (shorter: clicks, coughs, line echo).
+    #[serde(default = "default_min_speech")]
+    pub min_speech_ms: u64,
+    /// Silence that ends the caller's turn.
+    #[serde(default = "default_hangover")]
+    pub hangover_ms: u64,
+    /// Longest turn sent to speech-to-text.
+    #[serde(default = "default_max_utterance")]
+    pub max_utterance_ms: u64,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            vad_threshold: default_vad_threshold(),
+            min_speech_ms: default_min_speech(),
+            hangover_ms: default_hangover(),
+            max_utterance_ms: default_max_utterance(),
+        }
+    }
+}
+
+fn default_vad_threshold() -> f32 {
+    0.5
+}
+fn default_min_speech() -> u64 {
+    120
+}
+fn default_hangover() -> u64 {
+    500
+}
+fn default_max_utterance() -> u64 {
+    30_000
+}
+
+/// `[hybrid]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HybridSection {
+    /// Cached phrases that cover the wait for a reply, in turn.
+    #[serde(default = "default_fillers")]
+    pub fillers: Vec<String>,
+    /// Cached phrase said when a provider fails.
+    #[serde(default = "default_fallback")]
+    pub fallback: String,
+    /// Words that are no real interruption.
+    #[serde(default = "default_backchannel")]
+    pub backchannel: Vec<String>,
+    /// Audio buffered before a generated reply starts (and after it ran dry).
+    #[serde(default = "default_preroll")]
+    pub preroll_ms: u64,
+    /// Silence waited for a late reply before another filler.
+    #[serde(default = "default_grace")]
+    pub filler_grace_ms: u64,
+    /// The LLM's instructions.
+    #[serde(default = "default_system_prompt")]
+    pub system_prompt: String,
+    /// Conversation turns kept for the LLM.
+    #[serde(default = "default_history")]
+    pub history_turns: usize,
+}
+
+impl Default for HybridSection {
+    fn default() -> Self {
+        Self {
+            fillers: default_fillers(),
+            fallback: default_fallback(),
+            backchannel: default_backchannel(),
+            preroll_ms: default_preroll(),
+            filler_grace_ms: default_grace(),
+            system_prompt: default_system_prompt(),
+            history_turns: default_history(),
+        }
+    }
+}
+
+fn default_fillers() -> Vec<String> {
+    [
+        "filler_hum",
+        "filler_ok",
+        "filler_one_moment",
+        "filler_let_me_see",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_fallback() -> String {
+    "sorry".into()
+}
+fn default_backchannel() -> Vec<String> {
+    [
+        "mhm", "hum", "hm", "euh", "oui", "ok", "okay", "d'accord", "ah", "oh", "bon",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_preroll() -> u64 {
+    60
+}
+fn default_grace() -> u64 {
+    300
+}
+fn default_system_prompt() -> String {
+    "Tu es l'assistant vocal du service après-vente. Tu parles au téléphone : réponds en français, \
+     en une ou deux phrases courtes et simples à dire à voix haute, sans listes, sans markdown, \
+     sans émojis. Aide le client à résoudre son problème étape par étape."
+        .into()
+}
+fn default_history() -> usize {
+    8
 }
 
 fn default_transports() -> Vec<Transport> {
@@ -397,6 +526,24 @@ impl Config {
                 ));
             }
         }
+        if self.llm.is_some() && self.tts.is_some() && self.stt.is_some() {
+            for key in self.hybrid.fillers.iter().chain([&self.hybrid.fallback]) {
+                if !self.cache.phrases.contains_key(key) {
+                    return Err(invalid(
+                        "hybrid",
+                        format!("{key:?}"),
+                        "a phrase key defined in [cache.phrases]",
+                    ));
+                }
+            }
+            if self.hybrid.fillers.is_empty() {
+                return Err(invalid(
+                    "hybrid.fillers",
+                    "[]".into(),
+                    "at least one filler phrase",
+                ));
+            }
+        }
         // The transfer phrases matter only when there is a transfer target.
         let transfer_phrases = self
             .call
@@ -450,6 +597,11 @@ impl Config {
             }
         }
         Ok(())
+    }
+
+    /// Turn-taking with generated replies runs when STT, LLM and TTS are set.
+    pub fn speech_enabled(&self) -> bool {
+        self.llm.is_some() && self.tts.is_some() && self.stt.is_some()
     }
 
     /// Where SIP over TLS listens.

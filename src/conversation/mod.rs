@@ -16,6 +16,9 @@
 
 use crate::config::CallConfig;
 
+pub mod reply;
+pub mod speech;
+
 /// The turn-taking settings, present when STT, LLM and TTS are configured.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HybridConfig {

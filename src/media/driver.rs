@@ -25,8 +25,9 @@ use tracing::{debug, warn};
 use crate::media::dtmf::DtmfDecoder;
 use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::pacer::Pacer;
-use crate::media::playout::{PlayoutEvent, PlayoutScheduler, SegmentKind};
+use crate::media::playout::{PlayoutEvent, PlayoutScheduler, SegmentKind, StreamId, StreamPolicy};
 use crate::media::rtp::{self, Inbound, PayloadTypes, PACKET_LEN};
+use crate::media::vad::{TurnDetector, TurnEvent, VadConfig};
 use crate::redact::Pii;
 
 /// Commands queued to the driver; bounded so a stuck driver pushes back.
@@ -44,6 +45,10 @@ pub type MediaId = u64;
 pub enum MediaEvent {
     Playout(PlayoutEvent),
     Dtmf(char),
+    /// The caller started speaking (VAD, past the minimum duration).
+    SpeechStarted,
+    /// The caller's turn ended; its audio (8 kHz PCM) for speech-to-text.
+    SpeechEnded(Vec<i16>),
     /// No valid RTP from the caller for the configured timeout.
     RtpTimeout,
 }
@@ -63,6 +68,8 @@ pub struct StreamStart {
     pub t0: Instant,
     /// Segments queued before the first frame, so frame 0 already speaks.
     pub initial: Vec<SegmentKind>,
+    /// Jitter-buffer settings of generated speech.
+    pub policy: StreamPolicy,
     pub events: mpsc::Sender<MediaEvent>,
 }
 
@@ -70,6 +77,10 @@ pub struct StreamStart {
 enum Command {
     Start(Box<StreamStart>),
     Enqueue(MediaId, SegmentKind),
+    EnqueueFront(MediaId, SegmentKind),
+    Feed(MediaId, StreamId, Vec<u8>),
+    EndStream(MediaId, StreamId),
+    RemoveStream(MediaId, StreamId),
     Interrupt(MediaId),
     Latch(MediaId, SocketAddr),
     SetSending(MediaId, bool),
@@ -121,6 +132,26 @@ impl MediaDriver {
 
     pub async fn enqueue(&self, id: MediaId, segment: SegmentKind) {
         self.send(Command::Enqueue(id, segment)).await;
+    }
+
+    /// Queues a segment in front of a stream that waits (a filler).
+    pub async fn enqueue_front(&self, id: MediaId, segment: SegmentKind) {
+        self.send(Command::EnqueueFront(id, segment)).await;
+    }
+
+    /// Audio for a queued stream.
+    pub async fn feed(&self, id: MediaId, stream: StreamId, audio: Vec<u8>) {
+        self.send(Command::Feed(id, stream, audio)).await;
+    }
+
+    /// The stream gets no more audio.
+    pub async fn end_stream(&self, id: MediaId, stream: StreamId) {
+        self.send(Command::EndStream(id, stream)).await;
+    }
+
+    /// The stream's reply was cancelled: out of the queue.
+    pub async fn remove_stream(&self, id: MediaId, stream: StreamId) {
+        self.send(Command::RemoveStream(id, stream)).await;
     }
 
     pub async fn interrupt(&self, id: MediaId) {
@@ -214,9 +245,10 @@ fn apply(
                 ts0,
                 t0,
                 initial,
+                policy,
                 events,
             } = *start;
-            let mut scheduler = PlayoutScheduler::new();
+            let mut scheduler = PlayoutScheduler::with_policy(policy);
             for segment in initial {
                 if scheduler.enqueue(segment).is_err() {
                     warn!(media = id, "playout queue full at start");
@@ -242,6 +274,29 @@ fn apply(
                 if call.scheduler.enqueue(segment).is_err() {
                     warn!(media = id, "playout queue full; segment dropped");
                 }
+            }
+        }
+        Command::EnqueueFront(id, segment) => {
+            if let Some(call) = calls.get_mut(&id) {
+                if call.scheduler.enqueue_front(segment).is_err() {
+                    warn!(media = id, "playout queue full; filler dropped");
+                }
+            }
+        }
+        Command::Feed(id, stream, audio) => {
+            if let Some(call) = calls.get_mut(&id) {
+                call.scheduler.feed(stream, &audio);
+            }
+        }
+        Command::EndStream(id, stream) => {
+            if let Some(call) = calls.get_mut(&id) {
+                call.scheduler.end_stream(stream);
+            }
+        }
+        Command::RemoveStream(id, stream) => {
+            if let Some(call) = calls.get_mut(&id) {
+                call.scheduler.remove_stream(stream);
+                forward_events(call);
             }
         }
         Command::Interrupt(id) => {
@@ -328,6 +383,17 @@ fn forward_events(call: &mut CallStream) -> u64 {
     dropped
 }
 
+/// Silence fed to the turn detector per wake-up when packets stop mid-turn.
+const SILENCE_POLL: Duration = Duration::from_millis(60);
+
+async fn send_turn(events: &mpsc::Sender<MediaEvent>, event: TurnEvent) {
+    let event = match event {
+        TurnEvent::SpeechStarted { .. } => MediaEvent::SpeechStarted,
+        TurnEvent::SpeechEnded { utterance, .. } => MediaEvent::SpeechEnded(utterance),
+    };
+    let _ = events.send(event).await;
+}
+
 /// Logs the first few bad packets of a call, then one in many, so a flood
 /// cannot flood the log.
 fn worth_logging(count: u64) -> bool {
@@ -349,6 +415,8 @@ pub struct ReceiverConfig {
     pub quiet_allowed: Arc<std::sync::atomic::AtomicBool>,
     pub driver: MediaDriver,
     pub events: mpsc::Sender<MediaEvent>,
+    /// Listen to the caller (turn-taking on): voice activity and turns.
+    pub vad: Option<VadConfig>,
 }
 
 /// Spawns the receive task of one call; it ends on RTP timeout or when the
@@ -367,7 +435,10 @@ async fn receive(config: ReceiverConfig) {
         quiet_allowed,
         driver,
         events,
+        vad,
     } = config;
+    let mut listener = vad.map(TurnDetector::new);
+    let mut pcm = [0i16; crate::media::vad::FRAME_SAMPLES];
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     let mut dtmf = DtmfDecoder::new();
     let mut expected = expected;
@@ -377,8 +448,26 @@ async fn receive(config: ReceiverConfig) {
     let mut last_valid = Instant::now();
     let mut bad_packets: u64 = 0;
     loop {
-        let deadline = last_valid + rtp_timeout;
+        let mut deadline = last_valid + rtp_timeout;
+        // While the caller speaks, packets that stop (DTX, a phone that
+        // sends nothing in silence) must still end the turn: wake up to feed
+        // the detector silence.
+        let in_speech = listener.as_ref().is_some_and(TurnDetector::in_speech);
+        if in_speech {
+            deadline = deadline.min(Instant::now() + SILENCE_POLL);
+        }
         let received = match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
+            Err(_elapsed) if in_speech && Instant::now() < last_valid + rtp_timeout => {
+                if let Some(detector) = listener.as_mut() {
+                    let silence = [0i16; crate::media::vad::FRAME_SAMPLES];
+                    for _ in 0..(SILENCE_POLL.as_millis() / 20) {
+                        if let Some(event) = detector.push(Instant::now().into_std(), &silence) {
+                            send_turn(&events, event).await;
+                        }
+                    }
+                }
+                continue;
+            }
             Err(_elapsed) if quiet_allowed.load(std::sync::atomic::Ordering::Relaxed) => {
                 last_valid = Instant::now();
                 continue;
@@ -438,6 +527,15 @@ async fn receive(config: ReceiverConfig) {
             }
         }
         last_valid = Instant::now();
+        if let (Some(detector), Inbound::Audio { payload, .. }) = (listener.as_mut(), packet) {
+            let n = payload.len().min(pcm.len());
+            for (dst, &code) in pcm.iter_mut().zip(&payload[..n]) {
+                *dst = crate::media::g711::decode(code);
+            }
+            if let Some(event) = detector.push(Instant::now().into_std(), &pcm[..n]) {
+                send_turn(&events, event).await;
+            }
+        }
         if let Inbound::TelephoneEvent {
             timestamp, payload, ..
         } = packet

@@ -315,6 +315,27 @@ impl PlayoutScheduler {
             .and_then(|s| s.buffer.as_mut())
     }
 
+    /// Removes a stream from the queue (its reply was cancelled); if it was
+    /// playing it stops here, reported as interrupted.
+    pub fn remove_stream(&mut self, stream: StreamId) {
+        if let Some(index) = self
+            .queue
+            .iter()
+            .position(|s| s.stream_id() == Some(stream))
+        {
+            if let Some(segment) = self.queue.remove(index) {
+                if segment.started {
+                    let label = segment.label();
+                    self.push_event(PlayoutEvent::Finished {
+                        id: segment.id,
+                        label,
+                        end: SegmentEnd::Interrupted,
+                    });
+                }
+            }
+        }
+    }
+
     /// Drops everything queued, the segment playing included; the next frame
     /// is silence.
     pub fn interrupt(&mut self) {
@@ -811,6 +832,20 @@ mod tests {
             label: Arc::from("reply"),
             end: SegmentEnd::Interrupted
         }));
+    }
+
+    #[test]
+    fn a_cancelled_stream_leaves_the_queue_and_the_rest_plays() {
+        let mut s = PlayoutScheduler::new();
+        s.enqueue(SegmentKind::Clip(clip("filler", 160, 0x01)))
+            .unwrap();
+        s.enqueue(stream(8)).unwrap();
+        s.enqueue(SegmentKind::Clip(clip("fallback", 160, 0x02)))
+            .unwrap();
+        s.feed(StreamId(8), &[0x03; 480]);
+        s.remove_stream(StreamId(8));
+        let payloads: Vec<u8> = (0..3).map(|_| s.next_frame().payload[0]).collect();
+        assert_eq!(payloads, vec![0x01, 0x02, g711::SILENCE]);
     }
 
     #[test]

@@ -23,10 +23,13 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::conversation::{CallAction, CallEvent, Conversation, HangupReason};
+use crate::conversation::reply::SpeechMsg;
+use crate::conversation::speech::SpeechSession;
+use crate::conversation::{CallAction, CallEvent, Conversation, HangupReason, HybridConfig};
 use crate::media::driver::{self, MediaEvent, MediaId, ReceiverConfig, StreamStart};
-use crate::media::playout::{PlayoutEvent, SegmentKind};
+use crate::media::playout::{PlayoutEvent, SegmentKind, StreamPolicy};
 use crate::media::rtp::PayloadTypes;
+use crate::media::vad::VadConfig;
 use crate::redact::Pii;
 use crate::sip::midcall::{self, SessionTimer};
 use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
@@ -343,6 +346,8 @@ struct Media {
     id: MediaId,
     events: mpsc::Receiver<MediaEvent>,
     receiver: tokio::task::JoinHandle<()>,
+    /// Turn-taking with generated replies, when providers are configured.
+    speech: Option<(SpeechSession, mpsc::Receiver<SpeechMsg>)>,
 }
 
 impl Call {
@@ -465,7 +470,20 @@ impl Call {
         let server = &self.server;
         let id = server.next_media_id.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events) = mpsc::channel(driver::EVENT_QUEUE);
-        let mut conversation = Conversation::new(server.config.call.clone());
+        let config = &server.config;
+        let mut conversation = Conversation::new(config.call.clone());
+        if server.providers.is_some() {
+            conversation = conversation.with_hybrid(HybridConfig {
+                fillers: config.hybrid.fillers.clone(),
+                fallback: config.hybrid.fallback.clone(),
+                backchannel: config
+                    .hybrid
+                    .backchannel
+                    .iter()
+                    .map(|w| w.to_lowercase())
+                    .collect(),
+            });
+        }
         let initial: Vec<SegmentKind> = conversation
             .handle(CallEvent::Established)
             .into_iter()
@@ -487,6 +505,10 @@ impl Call {
                 ts0: rand::random(),
                 t0,
                 initial,
+                policy: StreamPolicy {
+                    preroll_bytes: (config.hybrid.preroll_ms as usize) * 8,
+                    starve_grace_frames: (config.hybrid.filler_grace_ms / 20).max(1) as u32,
+                },
                 events: events_tx.clone(),
             })
             .await;
@@ -503,6 +525,16 @@ impl Call {
             quiet_allowed: self.quiet_allowed.clone(),
             driver: server.driver.clone(),
             events: events_tx,
+            vad: server.providers.as_ref().map(|_| VadConfig {
+                threshold: config.listen.vad_threshold,
+                min_speech: Duration::from_millis(config.listen.min_speech_ms),
+                hangover: Duration::from_millis(config.listen.hangover_ms),
+                max_utterance: Duration::from_millis(config.listen.max_utterance_ms),
+                ..VadConfig::default()
+            }),
+        });
+        let speech = server.providers.clone().map(|providers| {
+            SpeechSession::new(providers, server.driver.clone(), id, server.cache.clone())
         });
         info!(remote_rtp = %negotiated.remote, local_rtp = %self.local_rtp, "call established");
         self.offer = Some(negotiated.clone());
@@ -512,6 +544,7 @@ impl Call {
                 id,
                 events,
                 receiver,
+                speech,
             },
             conversation,
         ))
@@ -650,6 +683,13 @@ impl Call {
         let ending = loop {
             let deadline = refresh_deadline.map(Instant::from_std);
             let event = tokio::select! {
+                Some(msg) = recv_speech(&mut media.speech) => {
+                    let Some((speech, _)) = media.speech.as_mut() else { continue };
+                    match speech.on_message(msg).await {
+                        Some(event) => event,
+                        None => continue,
+                    }
+                }
                 Some(ok) = refresh_rx.recv() => {
                     refreshing = false;
                     if !ok {
@@ -684,7 +724,8 @@ impl Call {
                 },
                 event = media.events.recv() => match event {
                     Some(MediaEvent::Playout(PlayoutEvent::Idle { enqueued })) => {
-                        if enqueued < self.enqueued {
+                        let ours = self.enqueued + media.speech.as_ref().map_or(0, |(s, _)| s.enqueued);
+                        if enqueued < ours {
                             // Left the driver before our last Play reached it.
                             continue;
                         }
@@ -692,7 +733,24 @@ impl Call {
                     }
                     Some(MediaEvent::Playout(other)) => {
                         debug!(event = ?other, "playout");
-                        continue;
+                        match media.speech.as_mut().and_then(|(s, _)| s.on_playout(&other)) {
+                            Some(event) => event,
+                            None => continue,
+                        }
+                    }
+                    Some(MediaEvent::SpeechStarted) => {
+                        debug!("caller speaks");
+                        CallEvent::SpeechStarted
+                    }
+                    Some(MediaEvent::SpeechEnded(utterance)) => {
+                        debug!(samples = utterance.len(), "caller stopped");
+                        match media.speech.as_mut() {
+                            Some((speech, _)) => {
+                                speech.caller_stopped(utterance);
+                                CallEvent::SpeechEnded
+                            }
+                            None => continue,
+                        }
                     }
                     Some(MediaEvent::Dtmf(digit)) => {
                         info!(%digit, "DTMF");
@@ -767,9 +825,12 @@ impl Call {
                     | CallAction::OpenReply
                     | CallAction::Generate(_)
                     | CallAction::CancelReply
-                    | CallAction::ResumeReply) => {
-                        debug!(action = ?other, "turn-taking action without providers");
-                    }
+                    | CallAction::ResumeReply) => match media.speech.as_mut() {
+                        Some((speech, _)) => {
+                            speech.act(&other).await;
+                        }
+                        None => debug!(action = ?other, "turn-taking action without providers"),
+                    },
                     CallAction::Hangup(reason) => {
                         info!(?reason, "hanging up");
                         if reason == HangupReason::Transferred {
@@ -969,6 +1030,16 @@ fn state_name(state: &DialogState) -> &'static str {
         DialogState::Info(..) => "info",
         DialogState::Options(..) => "options",
         DialogState::Terminated(..) => "terminated",
+    }
+}
+
+/// The next speech message, or never when the call has no speech session.
+async fn recv_speech(
+    speech: &mut Option<(SpeechSession, mpsc::Receiver<SpeechMsg>)>,
+) -> Option<SpeechMsg> {
+    match speech {
+        Some((_, rx)) => rx.recv().await,
+        None => std::future::pending().await,
     }
 }
 

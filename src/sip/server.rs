@@ -45,14 +45,16 @@ pub enum ServeError {
     Listen {
         transport: Transport,
         addr: SocketAddr,
-        source: rsipstack::Error,
+        source: Box<rsipstack::Error>,
     },
     #[error("SIP endpoint: {0}")]
-    Endpoint(rsipstack::Error),
+    Endpoint(Box<rsipstack::Error>),
     #[error(transparent)]
     Register(#[from] RegisterError),
     #[error(transparent)]
     Tls(#[from] crate::sip::tls::TlsError),
+    #[error(transparent)]
+    Provider(#[from] crate::providers::ProviderError),
 }
 
 /// Hands out RTP sockets from the configured port range. The operating system
@@ -124,6 +126,8 @@ pub struct Server {
     pub learned: LearnedAddress,
     /// INVITEs refused because their source is not in `[sip] allow`.
     pub forbidden: AtomicU64,
+    /// The speech providers, when STT, LLM and TTS are all configured.
+    pub providers: Option<crate::conversation::reply::Providers>,
 }
 
 impl Server {
@@ -203,7 +207,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                     return Err(ServeError::Listen {
                         transport,
                         addr: listen,
-                        source: e.into(),
+                        source: Box::new(e.into()),
                     });
                 }
                 TcpListenerConnection::new(listen, external)
@@ -216,7 +220,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
                     return Err(ServeError::Listen {
                         transport,
                         addr: listen,
-                        source: e.into(),
+                        source: Box::new(e.into()),
                     });
                 }
                 info!(%listen, cert = %config.sip.tls.cert.display(), "SIP over TLS");
@@ -228,7 +232,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         let connection = connection.map_err(|source| ServeError::Listen {
             transport,
             addr: listen,
-            source,
+            source: Box::new(source),
         })?;
         transport_layer.add_transport(connection);
     }
@@ -239,7 +243,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         .build();
     let mut incoming = endpoint
         .incoming_transactions()
-        .map_err(ServeError::Endpoint)?;
+        .map_err(|e| ServeError::Endpoint(Box::new(e)))?;
     let endpoint_inner = endpoint.inner.clone();
     let endpoint_task = tokio::spawn(async move {
         if let Err(e) = endpoint_inner.serve().await {
@@ -247,6 +251,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         }
     });
 
+    let providers = build_providers(&config)?;
     let learned: LearnedAddress = Default::default();
     let registration = match &config.sip.register {
         Some(register) => {
@@ -278,6 +283,7 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         shutdown: CancellationToken::new(),
         learned,
         forbidden: AtomicU64::new(0),
+        providers,
         config: Arc::new(config),
     });
     info!(
@@ -323,6 +329,29 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint_task).await;
     info!("stopped");
     Ok(())
+}
+
+/// The speech providers, when `[stt]`, `[llm]` and `[tts]` are all set.
+fn build_providers(
+    config: &Config,
+) -> Result<Option<crate::conversation::reply::Providers>, ServeError> {
+    let (Some(llm), Some(tts), Some(stt)) = (&config.llm, &config.tts, &config.stt) else {
+        if config.llm.is_some() || config.tts.is_some() || config.stt.is_some() {
+            warn!(
+                "turn-taking needs [stt], [llm] and [tts] together; some are missing, so it is off"
+            );
+        }
+        return Ok(None);
+    };
+    let providers = crate::conversation::reply::Providers {
+        llm: Arc::new(crate::providers::llm::LlmClient::new(llm.clone())?),
+        tts: crate::providers::tts::engine(tts)?,
+        stt: Arc::new(crate::providers::stt::OpenAiTranscriber::new(stt.clone())?),
+        system_prompt: config.hybrid.system_prompt.clone(),
+        history_turns: config.hybrid.history_turns,
+    };
+    info!(llm = %llm.model, tts = providers.tts.name(), stt = %stt.model, "turn-taking with generated replies");
+    Ok(Some(providers))
 }
 
 async fn shutdown_signal() {
