@@ -676,6 +676,7 @@ impl Kamailio {
             .arg(&run_dir)
             .arg("-A")
             .arg(format!("EXT_PASSWORD=\"{password}\""))
+            .args(["-A", "CHILDREN=1"])
             .stdout(Stdio::null())
             .stderr(log)
             .spawn()

@@ -1,0 +1,167 @@
+//! Hybrid speech end to end: a sipp caller says one sentence after the
+//! greeting; sav answers with a cached filler at once and streams the
+//! generated reply (fake LLM/TTS/STT speaking the real wire formats) behind
+//! it. The capture of sav's RTP shows how fast the filler came, how long the
+//! line stayed silent, and that the RTP clock never stalled.
+
+mod support;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use support::fake_providers::{FakeBehaviour, FakeProviders, Fault};
+use support::*;
+
+/// Bytes of the fake TTS's voice (it alternates these two codes).
+const GENERATED: [u8; 2] = [0x20, 0xA0];
+
+/// speech (espeak-ng) followed by `silence_s` of silence, 8 kHz μ-law WAV.
+fn speaks(dir: &Path, silence_s: u32) {
+    let raw = dir.join("speaks-22k.wav");
+    assert!(Command::new("espeak-ng")
+        .args(["-v", "fr", "-w"])
+        .arg(&raw)
+        .arg("Bonjour, ma box internet ne marche plus depuis ce matin.")
+        .status()
+        .unwrap()
+        .success());
+    assert!(Command::new("sox")
+        .arg(&raw)
+        .args(["-r", "8000", "-c", "1", "-e", "mu-law"])
+        .arg(dir.join("speaks.wav"))
+        .args(["pad", "0", &silence_s.to_string()])
+        .status()
+        .unwrap()
+        .success());
+}
+
+fn level(payload: &[u8]) -> u32 {
+    let codes = &payload[12..];
+    decode_ulaw(codes).iter().map(|s| s.unsigned_abs() as u32).sum::<u32>() / codes.len().max(1) as u32
+}
+
+fn is_generated(payload: &[u8]) -> bool {
+    payload[12..].iter().all(|b| GENERATED.contains(b))
+}
+
+struct Turn {
+    /// Caller's last audible packet → sav's first audible packet.
+    reaction_ms: f64,
+    /// Longest run of silent frames from sav's first answer frame to the end
+    /// of the generated reply.
+    max_silent_run_ms: f64,
+    first_generated_ms: f64,
+    max_gap_ms: f64,
+    fillers_heard: usize,
+    generated_frames: usize,
+}
+
+fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
+    let dir = workdir(name);
+    let ports = Ports::slot(slot);
+    utterance(&dir);
+    speaks(&dir, 5);
+    let fake = FakeProviders::start(0, behaviour);
+    let base = fake.base_url();
+    let sav = Sav::start(&dir, ports, move |c| {
+        format!(
+            "{c}\n[llm]\nbase_url = \"{base}/v1\"\nmodel = \"fake\"\nfirst_token_timeout_ms = 6000\n\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\noutput_format = \"ulaw_8000\"\n\n[stt]\nbase_url = \"{base}/v1\"\nmodel = \"whisper\"\n"
+        )
+        .replacen("[cache]", "[cache]", 1)
+    });
+    let capture = Capture::start(&dir, &format!("udp and (portrange {}-{} or portrange {}-{})", ports.rtp_min, ports.rtp_max, ports.sipp_media, ports.sipp_media + 3));
+    // The greeting lasts about 6.5 s: the caller speaks after it.
+    let output = sipp(&dir, "uac_speaks.xml", ports, &["-m", "1", "-d", "7000"], Duration::from_secs(60));
+    let packets = capture.stop();
+    assert!(output.status.success(), "call failed:\n{}\n{}", sipp_report(&dir, &output), sav.log_text());
+
+    let ours = |p: &&Datagram| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172;
+    let theirs = |p: &&Datagram| (ports.rtp_min..=ports.rtp_max).contains(&p.dst_port) && p.payload.len() > 12;
+    let sav_rtp: Vec<&Datagram> = packets.iter().filter(ours).collect();
+    let caller: Vec<&Datagram> = packets.iter().filter(theirs).collect();
+    let speech_end = caller.iter().rev().find(|p| level(&p.payload) > 200).expect("the caller spoke").time;
+    let after: Vec<&&Datagram> = sav_rtp.iter().filter(|p| p.time > speech_end).collect();
+    let first_audible = after.iter().find(|p| level(&p.payload) > 100).expect("sav answered");
+    let reaction_ms = (first_audible.time - speech_end).as_secs_f64() * 1000.0;
+    let generated: Vec<&&&Datagram> = after.iter().filter(|p| is_generated(&p.payload)).collect();
+    assert!(!generated.is_empty(), "no generated audio reached the caller:\n{}", sav.log_text());
+    let first_generated_ms = (generated[0].time - speech_end).as_secs_f64() * 1000.0;
+    let last_generated = generated.last().unwrap().time;
+    // Silent runs from the first answer frame to the end of the reply.
+    let mut run = 0.0f64;
+    let mut max_run = 0.0f64;
+    for p in after.iter().filter(|p| p.time >= first_audible.time && p.time <= last_generated) {
+        if level(&p.payload) <= 100 {
+            run += 20.0;
+            max_run = max_run.max(run);
+        } else {
+            run = 0.0;
+        }
+    }
+    let max_gap_ms = sav_rtp
+        .windows(2)
+        .map(|w| (w[1].time - w[0].time).as_secs_f64() * 1000.0)
+        .fold(0.0, f64::max);
+    // Which fillers were heard, whole, after the caller spoke.
+    let heard: Vec<u8> = after.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
+    let fillers_heard = ["filler_hum", "filler_ok", "filler_one_moment", "filler_let_me_see"]
+        .iter()
+        .filter(|key| {
+            let clip = std::fs::read(format!("{REPO}/cache/{key}.raw")).unwrap();
+            heard.windows(clip.len()).any(|w| w == &clip[..])
+        })
+        .count();
+    let turn = Turn {
+        reaction_ms,
+        max_silent_run_ms: max_run,
+        first_generated_ms,
+        max_gap_ms,
+        fillers_heard,
+        generated_frames: generated.len(),
+    };
+    let report = format!(
+        "{name}: end of speech → first bot audio {:.0} ms, → first generated audio {:.0} ms, longest silent run {:.0} ms, fillers {}, generated frames {}, max RTP gap {:.1} ms\n",
+        turn.reaction_ms, turn.first_generated_ms, turn.max_silent_run_ms, turn.fillers_heard, turn.generated_frames, turn.max_gap_ms
+    );
+    print!("{report}");
+    (turn, report)
+}
+
+#[test]
+fn a_filler_answers_at_once_and_the_reply_follows_without_dead_air() {
+    let (turn, report) = run_turn(
+        "hybrid_fast",
+        40,
+        FakeBehaviour {
+            llm_ttfb: Duration::from_millis(800),
+            tts_ttfb: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    write_report("hybrid-report.txt", &report);
+    assert!(turn.reaction_ms <= 500.0 + 40.0, "{report}");
+    assert!(turn.max_silent_run_ms <= 300.0, "{report}");
+    assert!(turn.max_gap_ms <= 40.0, "{report}");
+    assert!(turn.fillers_heard >= 1, "{report}");
+}
+
+#[test]
+fn a_slow_llm_gets_a_second_filler_and_no_long_silence() {
+    let (turn, report) = run_turn(
+        "hybrid_slow",
+        41,
+        FakeBehaviour {
+            llm_ttfb: Duration::from_millis(3000),
+            tts_ttfb: Duration::from_millis(300),
+            ..Default::default()
+        },
+    );
+    assert!(turn.reaction_ms <= 500.0 + 40.0, "{report}");
+    assert!(turn.fillers_heard >= 2, "{report}");
+    assert!(turn.max_silent_run_ms <= 700.0, "{report}");
+    assert!(turn.max_gap_ms <= 40.0, "{report}");
+}
+
+#[allow(dead_code)]
+fn _fault(_: Fault) {}
