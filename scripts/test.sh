@@ -32,6 +32,8 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 echo "sav: whole suite in $(( $(date +%s) - start )) s"
-if [ -f target/pacing-report.txt ]; then
-  cat target/pacing-report.txt
-fi
+for report in target/pacing-report.txt target/hybrid-report.txt; do
+  if [ -f "$report" ]; then
+    cat "$report"
+  fi
+done

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::fake_providers::{FakeBehaviour, FakeProviders, Fault};
+use support::fake_providers::{FakeBehaviour, FakeProviders};
 use support::*;
 
 /// Bytes of the fake TTS's voice (it alternates these two codes).
@@ -38,7 +38,11 @@ fn speaks(dir: &Path, silence_s: u32) {
 
 fn level(payload: &[u8]) -> u32 {
     let codes = &payload[12..];
-    decode_ulaw(codes).iter().map(|s| s.unsigned_abs() as u32).sum::<u32>() / codes.len().max(1) as u32
+    decode_ulaw(codes)
+        .iter()
+        .map(|s| s.unsigned_abs() as u32)
+        .sum::<u32>()
+        / codes.len().max(1) as u32
 }
 
 fn is_generated(payload: &[u8]) -> bool {
@@ -57,7 +61,12 @@ struct Turn {
     generated_frames: usize,
 }
 
+/// The timing tests run one at a time: two calls with captures side by side
+/// on two cores would measure each other.
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = workdir(name);
     let ports = Ports::slot(slot);
     utterance(&dir);
@@ -70,28 +79,69 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
         )
         .replacen("[cache]", "[cache]", 1)
     });
-    let capture = Capture::start(&dir, &format!("udp and (portrange {}-{} or portrange {}-{})", ports.rtp_min, ports.rtp_max, ports.sipp_media, ports.sipp_media + 3));
+    let capture = Capture::start(
+        &dir,
+        &format!(
+            "udp and (portrange {}-{} or portrange {}-{})",
+            ports.rtp_min,
+            ports.rtp_max,
+            ports.sipp_media,
+            ports.sipp_media + 3
+        ),
+    );
     // The greeting lasts about 6.5 s: the caller speaks after it.
-    let output = sipp(&dir, "uac_speaks.xml", ports, &["-m", "1", "-d", "7000"], Duration::from_secs(60));
+    let output = sipp(
+        &dir,
+        "uac_speaks.xml",
+        ports,
+        &["-m", "1", "-d", "7000"],
+        Duration::from_secs(60),
+    );
     let packets = capture.stop();
-    assert!(output.status.success(), "call failed:\n{}\n{}", sipp_report(&dir, &output), sav.log_text());
+    assert!(
+        output.status.success(),
+        "call failed:\n{}\n{}",
+        sipp_report(&dir, &output),
+        sav.log_text()
+    );
 
-    let ours = |p: &&Datagram| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172;
-    let theirs = |p: &&Datagram| (ports.rtp_min..=ports.rtp_max).contains(&p.dst_port) && p.payload.len() > 12;
+    let ours = |p: &&Datagram| {
+        (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172
+    };
+    let theirs = |p: &&Datagram| {
+        (ports.rtp_min..=ports.rtp_max).contains(&p.dst_port) && p.payload.len() > 12
+    };
     let sav_rtp: Vec<&Datagram> = packets.iter().filter(ours).collect();
     let caller: Vec<&Datagram> = packets.iter().filter(theirs).collect();
-    let speech_end = caller.iter().rev().find(|p| level(&p.payload) > 200).expect("the caller spoke").time;
+    // The caller's speech: runs of audible packets (sipp also sends the WAV
+    // header as a first and a last packet: lone packets are not speech).
+    let speech_end = caller
+        .windows(3)
+        .rev()
+        .find(|w| w.iter().all(|p| level(&p.payload) > 200))
+        .expect("the caller spoke")[2]
+        .time;
     let after: Vec<&&Datagram> = sav_rtp.iter().filter(|p| p.time > speech_end).collect();
-    let first_audible = after.iter().find(|p| level(&p.payload) > 100).expect("sav answered");
+    let first_audible = after
+        .iter()
+        .find(|p| level(&p.payload) > 100)
+        .expect("sav answered");
     let reaction_ms = (first_audible.time - speech_end).as_secs_f64() * 1000.0;
     let generated: Vec<&&&Datagram> = after.iter().filter(|p| is_generated(&p.payload)).collect();
-    assert!(!generated.is_empty(), "no generated audio reached the caller:\n{}", sav.log_text());
+    assert!(
+        !generated.is_empty(),
+        "no generated audio reached the caller:\n{}",
+        sav.log_text()
+    );
     let first_generated_ms = (generated[0].time - speech_end).as_secs_f64() * 1000.0;
     let last_generated = generated.last().unwrap().time;
     // Silent runs from the first answer frame to the end of the reply.
     let mut run = 0.0f64;
     let mut max_run = 0.0f64;
-    for p in after.iter().filter(|p| p.time >= first_audible.time && p.time <= last_generated) {
+    for p in after
+        .iter()
+        .filter(|p| p.time >= first_audible.time && p.time <= last_generated)
+    {
         if level(&p.payload) <= 100 {
             run += 20.0;
             max_run = max_run.max(run);
@@ -104,14 +154,22 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
         .map(|w| (w[1].time - w[0].time).as_secs_f64() * 1000.0)
         .fold(0.0, f64::max);
     // Which fillers were heard, whole, after the caller spoke.
-    let heard: Vec<u8> = after.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
-    let fillers_heard = ["filler_hum", "filler_ok", "filler_one_moment", "filler_let_me_see"]
+    let heard: Vec<u8> = after
         .iter()
-        .filter(|key| {
-            let clip = std::fs::read(format!("{REPO}/cache/{key}.raw")).unwrap();
-            heard.windows(clip.len()).any(|w| w == &clip[..])
-        })
-        .count();
+        .flat_map(|p| p.payload[12..].to_vec())
+        .collect();
+    let fillers_heard = [
+        "filler_hum",
+        "filler_ok",
+        "filler_one_moment",
+        "filler_let_me_see",
+    ]
+    .iter()
+    .filter(|key| {
+        let clip = std::fs::read(format!("{REPO}/cache/{key}.raw")).unwrap();
+        heard.windows(clip.len()).any(|w| w == &clip[..])
+    })
+    .count();
     let turn = Turn {
         reaction_ms,
         max_silent_run_ms: max_run,
@@ -162,6 +220,3 @@ fn a_slow_llm_gets_a_second_filler_and_no_long_silence() {
     assert!(turn.max_silent_run_ms <= 700.0, "{report}");
     assert!(turn.max_gap_ms <= 40.0, "{report}");
 }
-
-#[allow(dead_code)]
-fn _fault(_: Fault) {}

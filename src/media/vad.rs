@@ -22,6 +22,9 @@ pub const FRAME_SAMPLES: usize = 160;
 /// earshot's frame: 256 samples at 16 kHz (16 ms).
 const VAD_FRAME: usize = 256;
 const VAD_FRAME_DURATION: Duration = Duration::from_millis(16);
+/// Mean absolute level (full scale 1.0) below which a frame is silence:
+/// about −54 dBFS, under any speech and above digital or line silence.
+const ENERGY_FLOOR: f32 = 0.002;
 
 /// Tunables, from `[listen]`.
 #[derive(Debug, Clone)]
@@ -83,6 +86,8 @@ pub struct TurnDetector {
     upsampler: FftFixedInOut<f32>,
     input: Vec<Vec<f32>>,
     output: Vec<Vec<f32>>,
+    /// The upsampler's delay, in 16 kHz samples.
+    upsampler_delay: usize,
     /// 16 kHz samples waiting for a whole VAD frame.
     pending: Vec<f32>,
     vad_frame: [f32; VAD_FRAME],
@@ -102,6 +107,7 @@ impl TurnDetector {
         let max_samples = (config.max_utterance.as_millis() as usize) * 8;
         Self {
             detector: earshot::Detector::default_boxed(),
+            upsampler_delay: upsampler.output_delay(),
             upsampler,
             input,
             output,
@@ -139,8 +145,18 @@ impl TurnDetector {
             self.vad_frame.copy_from_slice(&self.pending[..VAD_FRAME]);
             self.pending.drain(..VAD_FRAME);
             let score = self.detector.predict_f32(&self.vad_frame);
-            let voiced = score >= self.config.threshold;
-            if let Some(e) = self.step(now, voiced) {
+            // The network's score decays over a few frames after the voice
+            // stops; a frame with next to no energy is not voice, whatever
+            // the score, so the turn ends one hang-over after the voice.
+            let energy = self.vad_frame.iter().map(|s| s.abs()).sum::<f32>() / VAD_FRAME as f32;
+            let voiced = score >= self.config.threshold && energy >= ENERGY_FLOOR;
+            // When this frame's audio ended: before `now` by the samples
+            // still waiting and the upsampler's delay.
+            let later = (self.pending.len() + self.upsampler_delay) as u64;
+            let frame_end = now
+                .checked_sub(Duration::from_micros(later * 1_000_000 / 16_000))
+                .unwrap_or(now);
+            if let Some(e) = self.step(now, frame_end, voiced) {
                 event = Some(e);
             }
         }
@@ -155,11 +171,15 @@ impl TurnDetector {
         event
     }
 
-    fn step(&mut self, now: Instant, voiced: bool) -> Option<TurnEvent> {
+    /// One VAD frame: `now` is when it was processed, `frame_end` when its
+    /// audio ended (what onset and last voice are measured by).
+    fn step(&mut self, now: Instant, frame_end: Instant, voiced: bool) -> Option<TurnEvent> {
         match (self.state, voiced) {
             (State::Silence, true) => {
                 self.state = State::Onset {
-                    onset: now,
+                    onset: frame_end
+                        .checked_sub(VAD_FRAME_DURATION)
+                        .unwrap_or(frame_end),
                     voiced: VAD_FRAME_DURATION,
                 };
                 self.utterance.clear();
@@ -169,7 +189,9 @@ impl TurnDetector {
             (State::Onset { onset, voiced }, true) => {
                 let voiced = voiced + VAD_FRAME_DURATION;
                 if voiced >= self.config.min_speech {
-                    self.state = State::Speech { last_voice: now };
+                    self.state = State::Speech {
+                        last_voice: frame_end,
+                    };
                     Some(TurnEvent::SpeechStarted { onset })
                 } else {
                     self.state = State::Onset { onset, voiced };
@@ -182,7 +204,9 @@ impl TurnDetector {
                 None
             }
             (State::Speech { .. }, true) => {
-                self.state = State::Speech { last_voice: now };
+                self.state = State::Speech {
+                    last_voice: frame_end,
+                };
                 None
             }
             (State::Speech { last_voice }, false) => {

@@ -190,6 +190,8 @@ pub struct LlmStream {
     response: reqwest::Response,
     decoder: ChatStreamDecoder,
     stall: Duration,
+    /// The first text must come by then (time to first token).
+    first_deadline: Instant,
     /// When the request was sent, and when its first text came.
     pub started: Instant,
     pub first_token: Option<Instant>,
@@ -250,6 +252,7 @@ impl LlmClient {
             response,
             decoder: ChatStreamDecoder::new(),
             stall: Duration::from_millis(self.config.stall_timeout_ms),
+            first_deadline: started + first_token_timeout,
             started,
             first_token: None,
         })
@@ -263,12 +266,23 @@ impl LlmStream {
             if self.decoder.is_done() {
                 return Ok(None);
             }
-            let chunk = tokio::time::timeout(self.stall, self.response.chunk())
+            // Until the first text, the time-to-first-token budget applies
+            // (servers send headers at once and think afterwards); then the
+            // stall timeout between chunks.
+            let (wait, stage) = match self.first_token {
+                None => (
+                    self.first_deadline
+                        .saturating_duration_since(Instant::now()),
+                    "first token",
+                ),
+                Some(_) => (self.stall, "next chunk"),
+            };
+            let chunk = tokio::time::timeout(wait, self.response.chunk())
                 .await
                 .map_err(|_| ProviderError::Timeout {
                     provider: PROVIDER,
-                    stage: "next chunk",
-                    after: self.stall,
+                    stage,
+                    after: wait,
                 })?
                 .map_err(|e| ProviderError::Disconnected {
                     provider: PROVIDER,
