@@ -32,11 +32,20 @@ fn main() {
     }
     let dir = std::env::temp_dir().join(format!("sav-turn-bench-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    let bin = std::env::var("SAV_BIN").map(PathBuf::from).unwrap_or_else(|_| Path::new(REPO).join("target/release/sav"));
-    assert!(bin.exists(), "{} missing: cargo build --release first (or set SAV_BIN)", bin.display());
+    let bin = std::env::var("SAV_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|_| Path::new(REPO).join("target/release/sav"));
+    assert!(
+        bin.exists(),
+        "{} missing: cargo build --release first (or set SAV_BIN)",
+        bin.display()
+    );
     // What the caller says: 4 s for the greeting, a sentence, then silence.
     let (speech_start, speech_end) = make_speech(&dir);
-    let runtime = tokio::runtime::Builder::new_multi_thread().enable_all().build().unwrap();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
     for ttfb in ttfbs {
         let fake = FakeProviders::start(
             0,
@@ -124,14 +133,28 @@ fn make_speech(dir: &Path) -> (f64, f64) {
 /// Per turn: end of speech → first bot audio, → first generated audio, and
 /// the silent runs in between, from what the caller recorded.
 fn report(turn: usize, record: &Path, _speech_start: f64, speech_end: f64) {
-    let samples: Vec<i16> = hound::WavReader::open(record).unwrap().samples::<i16>().map(|s| s.unwrap()).collect();
+    let samples: Vec<i16> = hound::WavReader::open(record)
+        .unwrap()
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .collect();
     let frames: Vec<&[i16]> = samples.chunks_exact(160).collect();
     let level = |f: &[i16]| f.iter().map(|s| s.unsigned_abs() as u32).sum::<u32>() / 160;
     // The fake TTS's voice: only two μ-law codes.
     let generated = |f: &[i16]| f.iter().all(|&s| matches!(g711::encode(s), 0x20 | 0xA0));
     let end_frame = (speech_end * 50.0) as usize;
-    let first_audio = frames.iter().enumerate().skip(end_frame).find(|(_, f)| level(f) > 100).map(|(i, _)| i);
-    let first_generated = frames.iter().enumerate().skip(end_frame).find(|(_, f)| generated(f)).map(|(i, _)| i);
+    let first_audio = frames
+        .iter()
+        .enumerate()
+        .skip(end_frame)
+        .find(|(_, f)| level(f) > 100)
+        .map(|(i, _)| i);
+    let first_generated = frames
+        .iter()
+        .enumerate()
+        .skip(end_frame)
+        .find(|(_, f)| generated(f))
+        .map(|(i, _)| i);
     let (Some(audio), Some(gen)) = (first_audio, first_generated) else {
         println!("  turn {turn}: no answer heard");
         return;
