@@ -8,7 +8,6 @@
 //! Needs espeak-ng and sox; uses loopback ports 26800-26999.
 
 #[path = "../tests/support/fake_providers.rs"]
-#[allow(dead_code)]
 mod fake_providers;
 
 use std::path::{Path, PathBuf};
