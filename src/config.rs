@@ -269,6 +269,9 @@ pub struct HybridSection {
     /// Words that are no real interruption.
     #[serde(default = "default_backchannel")]
     pub backchannel: Vec<String>,
+    /// Cached phrase said when the caller's words could not be made out.
+    #[serde(default = "default_not_understood")]
+    pub not_understood: Option<String>,
     /// Audio buffered before a generated reply starts (and after it ran dry).
     #[serde(default = "default_preroll")]
     pub preroll_ms: u64,
@@ -289,6 +292,7 @@ impl Default for HybridSection {
             fillers: default_fillers(),
             fallback: default_fallback(),
             backchannel: default_backchannel(),
+            not_understood: default_not_understood(),
             preroll_ms: default_preroll(),
             filler_grace_ms: default_grace(),
             system_prompt: default_system_prompt(),
@@ -316,6 +320,9 @@ fn default_backchannel() -> Vec<String> {
     ]
     .map(String::from)
     .to_vec()
+}
+fn default_not_understood() -> Option<String> {
+    Some("not_understood".into())
 }
 fn default_preroll() -> u64 {
     60
@@ -527,7 +534,13 @@ impl Config {
             }
         }
         if self.llm.is_some() && self.tts.is_some() && self.stt.is_some() {
-            for key in self.hybrid.fillers.iter().chain([&self.hybrid.fallback]) {
+            for key in self
+                .hybrid
+                .fillers
+                .iter()
+                .chain([&self.hybrid.fallback])
+                .chain(self.hybrid.not_understood.as_ref())
+            {
                 if !self.cache.phrases.contains_key(key) {
                     return Err(invalid(
                         "hybrid",

@@ -29,6 +29,8 @@ pub struct HybridConfig {
     pub fallback: String,
     /// Words that are no real interruption ("mhm", "oui"…), lower case.
     pub backchannel: Vec<String>,
+    /// Said when the caller's words could not be made out (empty transcript).
+    pub not_understood: Option<String>,
 }
 
 impl HybridConfig {
@@ -72,8 +74,10 @@ pub enum CallEvent {
     Starved,
     /// The reply's first generated audio started playing.
     ReplyAudible,
-    /// The LLM or TTS failed.
+    /// The LLM or TTS failed (or the reply came out empty).
     ReplyFailed,
+    /// The reply is generated to its end (its last audio is queued).
+    ReplyDone,
 }
 
 /// What the call task should do.
@@ -95,6 +99,8 @@ pub enum CallAction {
     Generate(String),
     /// Drop the reply: end its streams, stop its providers.
     CancelReply,
+    /// The caller talks over the reply: keep making it, play none of it.
+    PauseReply,
     /// Queue the interrupted reply again, from the sentence it was in.
     ResumeReply,
     /// Blind transfer (REFER) to this target.
@@ -139,7 +145,7 @@ pub enum Phase {
 }
 
 /// The call flow of one call.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct Conversation {
     flow: CallConfig,
     hybrid: Option<HybridConfig>,
@@ -150,7 +156,19 @@ pub struct Conversation {
     reply_open: bool,
     /// The reply was interrupted and may be resumed.
     reply_interrupted: bool,
+    /// The open reply has (or is getting) generated speech.
+    reply_has_content: bool,
+    /// The reply's generation has not finished.
+    reply_generating: bool,
+    /// A transcript is awaited for the caller's last turn.
+    awaiting_transcript: bool,
+    /// Fillers said while waiting in this turn.
+    fillers_this_turn: u32,
 }
+
+/// Fillers in one turn before the reply is given up for the fallback
+/// phrase (a provider that hangs without an error).
+const MAX_FILLERS_PER_TURN: u32 = 4;
 
 impl Conversation {
     pub fn new(flow: CallConfig) -> Self {
@@ -161,6 +179,10 @@ impl Conversation {
             last_filler: None,
             reply_open: false,
             reply_interrupted: false,
+            reply_has_content: false,
+            reply_generating: false,
+            awaiting_transcript: false,
+            fillers_this_turn: 0,
         }
     }
 
@@ -193,6 +215,8 @@ impl Conversation {
         if self.reply_open {
             self.reply_open = false;
             self.reply_interrupted = false;
+            self.reply_has_content = false;
+            self.reply_generating = false;
             actions.push(CallAction::CancelReply);
         }
     }
@@ -202,11 +226,16 @@ impl Conversation {
         use CallAction::*;
         let hybrid = self.hybrid.clone()?;
         let actions = match (self.phase, event) {
-            // Speech over the bot stops it at once.
+            // Speech over the bot stops it at once; a reply being made is
+            // paused (kept, not played) until we know what the caller said.
             (Phase::Greeting | Phase::Thinking | Phase::Replying, CallEvent::SpeechStarted) => {
-                self.reply_interrupted = self.reply_open;
+                self.reply_interrupted = self.reply_open && self.reply_has_content;
                 self.phase = Phase::Interrupted;
-                vec![StopPlayout]
+                let mut actions = vec![StopPlayout];
+                if self.reply_open {
+                    actions.push(PauseReply);
+                }
+                actions
             }
             (Phase::Listening, CallEvent::SpeechStarted) => {
                 self.phase = Phase::Interrupted;
@@ -215,51 +244,74 @@ impl Conversation {
             // The caller's turn ended: a filler now, the reply behind it.
             (Phase::Interrupted | Phase::Listening, CallEvent::SpeechEnded) => {
                 self.phase = Phase::Thinking;
-                let mut actions: Vec<CallAction> =
-                    self.next_filler().map(Play).into_iter().collect();
+                self.fillers_this_turn = 0;
+                self.awaiting_transcript = true;
+                let mut actions: Vec<CallAction> = self.filler(Play).into_iter().collect();
                 if !self.reply_open {
                     self.reply_open = true;
+                    self.reply_has_content = false;
                     actions.push(OpenReply);
                 }
                 actions.push(Transcribe);
                 actions
             }
-            (Phase::Thinking, CallEvent::Transcript(text)) => {
-                if hybrid.is_backchannel(text) {
-                    if self.reply_interrupted {
-                        // A cough or an "mhm": the reply goes on.
-                        self.reply_interrupted = false;
+            (Phase::Thinking, CallEvent::Transcript(text)) if self.awaiting_transcript => {
+                self.awaiting_transcript = false;
+                let words = text.trim();
+                if self.reply_interrupted {
+                    self.reply_interrupted = false;
+                    if words.is_empty() || hybrid.is_backchannel(words) {
+                        // A cough or an "mhm" over the bot: the reply goes on.
                         self.phase = Phase::Replying;
                         vec![ResumeReply]
                     } else {
+                        // A real new turn: the old reply is no longer wanted.
                         let mut actions = Vec::new();
                         self.cancel_reply(&mut actions);
-                        self.phase = Phase::Listening;
+                        self.reply_open = true;
+                        self.reply_has_content = true;
+                        self.reply_generating = true;
+                        actions.push(OpenReply);
+                        actions.push(Generate(text.clone()));
                         actions
                     }
-                } else {
+                } else if words.is_empty() {
+                    // Nothing understood: say so rather than go silent.
                     let mut actions = Vec::new();
-                    if self.reply_interrupted {
-                        // A real new turn: the old reply is no longer wanted.
-                        self.cancel_reply(&mut actions);
-                        self.reply_open = true;
-                        actions.push(OpenReply);
-                    }
-                    actions.push(Generate(text.clone()));
+                    self.cancel_reply(&mut actions);
+                    self.phase = Phase::Listening;
+                    actions.extend(self.flow_not_understood().map(Play));
                     actions
+                } else {
+                    // The caller's own turn: "oui" answering a question is an answer.
+                    self.reply_has_content = true;
+                    self.reply_generating = true;
+                    vec![Generate(text.clone())]
                 }
             }
             (Phase::Thinking | Phase::Replying, CallEvent::Starved) => {
-                self.next_filler().map(PlayFront).into_iter().collect()
+                self.filler_or_give_up(PlayFront)
+            }
+            // The line ran dry while we still wait for the transcript or the
+            // reply: keep it alive.
+            (Phase::Thinking | Phase::Replying, CallEvent::PlayoutIdle)
+                if self.awaiting_transcript || self.reply_generating =>
+            {
+                self.filler_or_give_up(Play)
             }
             (Phase::Thinking, CallEvent::ReplyAudible) => {
                 self.phase = Phase::Replying;
+                Vec::new()
+            }
+            (_, CallEvent::ReplyDone) => {
+                self.reply_generating = false;
                 Vec::new()
             }
             (Phase::Thinking | Phase::Replying | Phase::Interrupted, CallEvent::ReplyFailed)
             | (Phase::Thinking, CallEvent::TranscriptFailed) => {
                 let mut actions = Vec::new();
                 self.cancel_reply(&mut actions);
+                self.awaiting_transcript = false;
                 if self.phase != Phase::Interrupted {
                     self.phase = Phase::Listening;
                     actions.extend(self.fallback().map(Play));
@@ -267,7 +319,7 @@ impl Conversation {
                 actions
             }
             (Phase::Thinking | Phase::Replying, CallEvent::PlayoutIdle) => {
-                // Everything said (or the reply ended without audio).
+                // Everything said.
                 self.reply_open = false;
                 self.phase = Phase::Listening;
                 Vec::new()
@@ -275,6 +327,30 @@ impl Conversation {
             _ => return None,
         };
         Some(actions)
+    }
+
+    /// Another filler (`Play` or `PlayFront`), or, after too many for one
+    /// turn, give up on the reply: the fallback phrase.
+    fn filler_or_give_up(&mut self, play: fn(String) -> CallAction) -> Vec<CallAction> {
+        if self.fillers_this_turn >= MAX_FILLERS_PER_TURN {
+            let mut actions = Vec::new();
+            self.cancel_reply(&mut actions);
+            self.awaiting_transcript = false;
+            self.phase = Phase::Listening;
+            actions.extend(self.fallback().map(CallAction::Play));
+            return actions;
+        }
+        self.filler(play).into_iter().collect()
+    }
+
+    fn filler(&mut self, play: fn(String) -> CallAction) -> Option<CallAction> {
+        let key = self.next_filler()?;
+        self.fillers_this_turn += 1;
+        Some(play(key))
+    }
+
+    fn flow_not_understood(&self) -> Option<String> {
+        self.hybrid.as_ref().and_then(|h| h.not_understood.clone())
     }
 
     pub fn phase(&self) -> Phase {
@@ -297,8 +373,21 @@ impl Conversation {
             {
                 let mut actions = vec![StopPlayout];
                 self.cancel_reply(&mut actions);
+                self.awaiting_transcript = false;
                 self.phase = Phase::SayingGoodbye;
                 actions.push(Play(self.flow.goodbye.clone()));
+                actions
+            }
+            (Phase::Thinking | Phase::Replying | Phase::Interrupted, CallEvent::Dtmf(digit))
+                if talking
+                    && digit.eq_ignore_ascii_case(&self.flow.transfer_digit)
+                    && self.flow.transfer_to.is_some() =>
+            {
+                let mut actions = vec![StopPlayout];
+                self.cancel_reply(&mut actions);
+                self.awaiting_transcript = false;
+                self.phase = Phase::AnnouncingTransfer;
+                actions.push(Play(self.flow.transfer.clone()));
                 actions
             }
             (Phase::Answering, CallEvent::Established) => {
@@ -386,6 +475,7 @@ mod tests {
             ],
             fallback: "sorry".into(),
             backchannel: vec!["mhm".into(), "oui".into(), "hum".into()],
+            not_understood: Some("not_understood".into()),
         })
     }
 
@@ -417,8 +507,72 @@ mod tests {
         );
         assert_eq!(c.handle(CallEvent::ReplyAudible), vec![]);
         assert_eq!(c.phase(), Phase::Replying);
+        assert_eq!(c.handle(CallEvent::ReplyDone), vec![]);
         assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
         assert_eq!(c.phase(), Phase::Listening);
+    }
+
+    #[test]
+    fn a_slow_transcript_gets_fillers_and_is_still_answered() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        // The filler ended before the transcript came: another one, not silence.
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Play("filler_ok".into())]
+        );
+        assert_eq!(c.phase(), Phase::Thinking);
+        assert_eq!(
+            c.handle(CallEvent::Transcript("Bonjour".into())),
+            vec![Generate("Bonjour".into())]
+        );
+    }
+
+    #[test]
+    fn the_line_running_dry_mid_reply_gets_a_filler_not_listening() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        c.handle(CallEvent::Transcript("Bonjour".into()));
+        c.handle(CallEvent::ReplyAudible);
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Play("filler_ok".into())]
+        );
+        assert_eq!(c.phase(), Phase::Replying, "barge-in still stops it");
+        assert_eq!(
+            c.handle(CallEvent::SpeechStarted),
+            vec![StopPlayout, PauseReply]
+        );
+    }
+
+    #[test]
+    fn a_provider_that_hangs_gets_the_fallback_after_a_few_fillers() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        c.handle(CallEvent::Transcript("Bonjour".into()));
+        for _ in 0..3 {
+            assert!(matches!(c.handle(CallEvent::Starved)[..], [PlayFront(_)]));
+        }
+        assert_eq!(
+            c.handle(CallEvent::Starved),
+            vec![CancelReply, Play("sorry".into())]
+        );
+        assert_eq!(c.phase(), Phase::Listening);
+    }
+
+    #[test]
+    fn the_transfer_key_works_while_the_bot_talks() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('0')),
+            vec![StopPlayout, CancelReply, Play("transfer".into())]
+        );
+        assert_eq!(c.phase(), Phase::AnnouncingTransfer);
     }
 
     #[test]
@@ -476,7 +630,7 @@ mod tests {
         c.handle(CallEvent::ReplyAudible);
         assert_eq!(
             c.handle(CallEvent::SpeechStarted),
-            vec![StopPlayout],
+            vec![StopPlayout, PauseReply],
             "barge-in"
         );
         assert_eq!(c.phase(), Phase::Interrupted);
@@ -486,7 +640,7 @@ mod tests {
             "the reply stays open"
         );
         for cough in ["", "Mhm.", "oui oui", " hum "] {
-            let mut again = Conversation { ..clone_of(&c) };
+            let mut again = c.clone();
             assert_eq!(
                 again.handle(CallEvent::Transcript(cough.into())),
                 vec![ResumeReply],
@@ -508,13 +662,21 @@ mod tests {
     }
 
     #[test]
-    fn backchannel_without_a_reply_to_resume_just_listens() {
+    fn a_short_answer_is_a_turn_and_nothing_understood_is_said_so() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        // "Oui" answering the bot's question is an answer, not a backchannel.
+        assert_eq!(
+            c.handle(CallEvent::Transcript("Oui.".into())),
+            vec![Generate("Oui.".into())]
+        );
         let mut c = listening();
         c.handle(CallEvent::SpeechStarted);
         c.handle(CallEvent::SpeechEnded);
         assert_eq!(
-            c.handle(CallEvent::Transcript("mhm".into())),
-            vec![CancelReply]
+            c.handle(CallEvent::Transcript(" ".into())),
+            vec![CancelReply, Play("not_understood".into())]
         );
         assert_eq!(c.phase(), Phase::Listening);
     }
@@ -539,17 +701,6 @@ mod tests {
         assert!(c.handle(CallEvent::SpeechStarted).is_empty());
         assert!(c.handle(CallEvent::SpeechEnded).is_empty());
         assert_eq!(c.phase(), Phase::Listening);
-    }
-
-    fn clone_of(c: &Conversation) -> Conversation {
-        Conversation {
-            flow: c.flow.clone(),
-            hybrid: c.hybrid.clone(),
-            phase: c.phase,
-            last_filler: c.last_filler,
-            reply_open: c.reply_open,
-            reply_interrupted: c.reply_interrupted,
-        }
     }
 
     #[test]

@@ -27,7 +27,11 @@ pub struct Providers {
 /// What background speech work reports to the call.
 #[derive(Debug)]
 pub enum SpeechMsg {
-    Transcript(Result<String, ProviderError>),
+    /// The transcript of the caller's turn `turn` (only the latest counts).
+    Transcript {
+        turn: u64,
+        result: Result<String, ProviderError>,
+    },
     /// Sentence `index` of reply `reply` is complete and goes to TTS.
     Sentence {
         reply: u64,
@@ -43,9 +47,11 @@ pub enum SpeechMsg {
         reply: u64,
         index: usize,
     },
+    /// The reply is generated; `sentences` were spoken (0: nothing to say).
     Done {
         reply: u64,
         text: String,
+        sentences: usize,
         usage: Option<Usage>,
     },
     Failed {
@@ -54,14 +60,19 @@ pub enum SpeechMsg {
     },
 }
 
-/// Starts transcribing an utterance.
-pub fn transcribe(providers: &Providers, utterance: Vec<i16>, out: mpsc::Sender<SpeechMsg>) {
+/// Starts transcribing the caller's turn `turn`.
+pub fn transcribe(
+    providers: &Providers,
+    turn: u64,
+    utterance: &[i16],
+    out: mpsc::Sender<SpeechMsg>,
+) {
     let mut session = providers.stt.session();
-    session.push(&utterance);
+    session.push(utterance);
     tokio::spawn(
         async move {
             let result = session.finish().await;
-            let _ = out.send(SpeechMsg::Transcript(result)).await;
+            let _ = out.send(SpeechMsg::Transcript { turn, result }).await;
         }
         .in_current_span(),
     );
@@ -99,22 +110,39 @@ async fn run(
     while let Some(piece) = stream.next_text().await? {
         text.push_str(&piece);
         for sentence in splitter.push(&piece) {
-            speak(reply, index, &sentence, tts, out).await?;
-            index += 1;
+            match speak(reply, index, &sentence, tts, out).await? {
+                Spoken::Yes => index += 1,
+                Spoken::Nothing => {}
+                Spoken::Cancelled => return Ok(()),
+            }
         }
     }
     if let Some(rest) = splitter.finish() {
-        speak(reply, index, &rest, tts, out).await?;
+        match speak(reply, index, &rest, tts, out).await? {
+            Spoken::Yes => index += 1,
+            Spoken::Nothing => {}
+            Spoken::Cancelled => return Ok(()),
+        }
     }
     debug!(reply, first_token_ms = ?stream.first_token.map(|t| (t - stream.started).as_millis()), "reply generated");
     let _ = out
         .send(SpeechMsg::Done {
             reply,
             text,
+            sentences: index,
             usage: stream.usage(),
         })
         .await;
     Ok(())
+}
+
+/// What became of a sentence.
+enum Spoken {
+    Yes,
+    /// Nothing speakable in it (markdown, emoji): no index used.
+    Nothing,
+    /// The call is gone: stop generating (and paying for) the reply.
+    Cancelled,
 }
 
 async fn speak(
@@ -123,18 +151,19 @@ async fn speak(
     sentence: &str,
     tts: &dyn TextToSpeech,
     out: &mpsc::Sender<SpeechMsg>,
-) -> Result<(), ProviderError> {
+) -> Result<Spoken, ProviderError> {
     let text = speakable(sentence);
     if text.is_empty() {
-        return Ok(());
+        return Ok(Spoken::Nothing);
     }
-    let _ = out
-        .send(SpeechMsg::Sentence {
-            reply,
-            index,
-            text: text.clone(),
-        })
-        .await;
+    let announce = SpeechMsg::Sentence {
+        reply,
+        index,
+        text: text.clone(),
+    };
+    if out.send(announce).await.is_err() {
+        return Ok(Spoken::Cancelled);
+    }
     let mut audio = tts.synthesize(text);
     while let Some(chunk) = audio.recv().await {
         let chunk = chunk?;
@@ -147,11 +176,17 @@ async fn speak(
             .await
             .is_err()
         {
-            return Ok(()); // the call is gone
+            return Ok(Spoken::Cancelled);
         }
     }
-    let _ = out.send(SpeechMsg::SentenceDone { reply, index }).await;
-    Ok(())
+    if out
+        .send(SpeechMsg::SentenceDone { reply, index })
+        .await
+        .is_err()
+    {
+        return Ok(Spoken::Cancelled);
+    }
+    Ok(Spoken::Yes)
 }
 
 /// Text the TTS can say: no markdown, no lists, no emoji, one line.
@@ -172,6 +207,10 @@ pub fn speakable(text: &str) -> String {
             out.push(' ');
         }
         out.push_str(word);
+    }
+    // Only punctuation left is nothing to say.
+    if out.chars().all(|c| !c.is_alphanumeric()) {
+        out.clear();
     }
     out
 }
@@ -199,6 +238,7 @@ mod tests {
             "Débranchez - Attendez"
         );
         assert_eq!(speakable("  "), "");
+        assert_eq!(speakable("😀 !"), "");
     }
 
     #[test]

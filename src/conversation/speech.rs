@@ -1,14 +1,18 @@
 //! The tokio side of turn-taking: carries out the conversation's speech
-//! actions (transcribe, open/generate/cancel/resume a reply, fillers in
-//! front) on the media driver and the providers, and turns what comes back
-//! (transcripts, reply audio, playout events) into conversation events.
+//! actions (transcribe, open/generate/pause/resume/cancel a reply, fillers in
+//! front of a waiting reply) on the media driver and the providers, and turns
+//! what comes back (transcripts, reply audio, playout events) into
+//! conversation events.
 //!
-//! A reply is a series of streamed segments, one per sentence. The first is
-//! opened (queued empty behind the filler) as soon as the caller stops
-//! talking, so it plays the moment its audio is there and the playout's
-//! starvation report covers a late provider. Every sentence's audio is also
-//! kept here, so a reply cut by a false interruption can be queued again from
-//! the sentence it was in.
+//! A reply is a series of streamed segments, one per sentence. A slot (an
+//! empty stream) always waits behind what is queued while the reply is being
+//! made: the first is opened as soon as the caller stops talking, the next
+//! one as soon as a sentence is queued. So the reply plays the moment its
+//! audio is there, the playout's starvation report covers a late provider
+//! (another filler), and the queue runs dry only when the reply is over.
+//! Every sentence's audio is also kept here: when the caller talks over the
+//! reply it is paused (made, not played) and, if that was only a cough or an
+//! "mhm", queued again from the sentence it was in.
 
 use std::sync::Arc;
 
@@ -27,14 +31,16 @@ use crate::providers::llm::ChatMessage;
 pub const SPEECH_QUEUE: usize = 256;
 /// Label prefix of reply segments in playout events.
 const REPLY_LABEL: &str = "reply#";
+/// Caller audio kept for one turn (a turn the caller resumes after a pause
+/// is transcribed whole): 60 s.
+const MAX_TURN_SAMPLES: usize = 8000 * 60;
 
 #[derive(Debug, Default)]
 struct Sentence {
-    text: String,
     /// Audio so far (kept to resume after a false interruption), bounded.
     audio: Vec<u8>,
     done: bool,
-    /// The playout stream now carrying it.
+    /// The playout stream now carrying it (none while paused).
     stream: Option<StreamId>,
 }
 
@@ -42,13 +48,17 @@ struct Sentence {
 struct Reply {
     id: u64,
     task: Option<tokio::task::JoinHandle<()>>,
-    /// Opened before its text: becomes sentence 0's stream.
-    open_stream: Option<StreamId>,
+    /// The waiting slot: becomes the next sentence's stream.
+    slot: Option<StreamId>,
     sentences: Vec<Sentence>,
+    /// The caller talks over it: keep making it, play none of it.
+    paused: bool,
     /// Index of the sentence playing when the caller barged in.
     interrupted_at: Option<usize>,
     /// Sentences heard to their end.
     completed: usize,
+    /// Generation finished.
+    done: bool,
     audible: bool,
 }
 
@@ -66,14 +76,29 @@ pub struct SpeechSession {
     media: MediaId,
     cache: Arc<PhraseCache>,
     tx: mpsc::Sender<SpeechMsg>,
-    utterance: Option<Vec<i16>>,
+    /// The caller's audio of the turn not yet answered (several utterances
+    /// when the caller paused and went on).
+    turn_audio: Vec<i16>,
+    /// Number of the latest transcription asked for.
+    turn: u64,
     history: Vec<ChatMessage>,
     reply: Option<Reply>,
     replies: u64,
     streams: u64,
+    /// The stream the last `Starved` was about: the filler goes before it.
+    starved: Option<StreamId>,
     /// Segments this session queued (for the stale-Idle check).
     pub enqueued: u64,
     timing: TurnTiming,
+}
+
+impl Drop for SpeechSession {
+    fn drop(&mut self) {
+        // A reply still being made when the call ends: stop paying for it.
+        if let Some(task) = self.reply.as_mut().and_then(|r| r.task.take()) {
+            task.abort();
+        }
+    }
 }
 
 impl SpeechSession {
@@ -91,11 +116,13 @@ impl SpeechSession {
                 media,
                 cache,
                 tx,
-                utterance: None,
+                turn_audio: Vec::new(),
+                turn: 0,
                 history: Vec::new(),
                 reply: None,
                 replies: 0,
                 streams: 0,
+                starved: None,
                 enqueued: 0,
                 timing: TurnTiming::default(),
             },
@@ -105,7 +132,9 @@ impl SpeechSession {
 
     /// The caller's turn just ended: keep its audio for `Transcribe`.
     pub fn caller_stopped(&mut self, utterance: Vec<i16>) {
-        self.utterance = Some(utterance);
+        let room = MAX_TURN_SAMPLES.saturating_sub(self.turn_audio.len());
+        self.turn_audio
+            .extend_from_slice(&utterance[..utterance.len().min(room)]);
         self.timing = TurnTiming {
             speech_end: Some(Instant::now()),
             ..TurnTiming::default()
@@ -116,29 +145,57 @@ impl SpeechSession {
     /// the session's.
     pub async fn act(&mut self, action: &CallAction) -> bool {
         match action {
-            CallAction::Transcribe => match self.utterance.take() {
-                Some(utterance) => reply::transcribe(&self.providers, utterance, self.tx.clone()),
-                None => {
-                    let _ = self.tx.send(SpeechMsg::Transcript(Ok(String::new()))).await;
-                }
-            },
+            CallAction::Transcribe => {
+                // The whole turn so far: an earlier transcription (of its
+                // first part) is superseded.
+                self.turn += 1;
+                reply::transcribe(
+                    &self.providers,
+                    self.turn,
+                    &self.turn_audio,
+                    self.tx.clone(),
+                );
+            }
             CallAction::OpenReply => {
                 self.cancel().await;
                 self.replies += 1;
-                let stream = self.queue_stream(0).await;
+                let slot = self.queue_stream(0).await;
                 self.reply = Some(Reply {
                     id: self.replies,
-                    open_stream: Some(stream),
+                    slot: Some(slot),
                     ..Reply::default()
                 });
             }
             CallAction::Generate(text) => {
+                if self.reply.as_ref().is_some_and(|r| r.task.is_some()) {
+                    // A generation already runs for this reply: start afresh.
+                    self.cancel().await;
+                    self.replies += 1;
+                    self.reply = Some(Reply {
+                        id: self.replies,
+                        ..Reply::default()
+                    });
+                }
+                if self.reply.is_none() {
+                    self.replies += 1;
+                    self.reply = Some(Reply {
+                        id: self.replies,
+                        ..Reply::default()
+                    });
+                }
+                // The reply's slot may have gone with a barge-in: queue one.
+                if self.reply.as_ref().is_some_and(|r| r.slot.is_none()) {
+                    let slot = self.queue_stream(0).await;
+                    if let Some(r) = self.reply.as_mut() {
+                        r.slot = Some(slot);
+                        r.paused = false;
+                    }
+                }
                 self.history.push(ChatMessage::user(text.clone()));
-                let messages = reply::messages(
-                    &self.providers.system_prompt,
-                    &self.history,
-                    self.providers.history_turns,
-                );
+                let keep = self.providers.history_turns.max(1);
+                let excess = self.history.len().saturating_sub(keep * 2);
+                self.history.drain(..excess);
+                let messages = reply::messages(&self.providers.system_prompt, &self.history, keep);
                 if let Some(reply) = self.reply.as_mut() {
                     info!(reply = reply.id, "generating");
                     reply.task = Some(reply::generate(
@@ -148,15 +205,25 @@ impl SpeechSession {
                         self.tx.clone(),
                     ));
                 }
+                self.turn_audio.clear();
             }
-            CallAction::CancelReply => self.cancel().await,
-            CallAction::ResumeReply => self.resume().await,
+            CallAction::CancelReply => {
+                self.cancel().await;
+                self.turn_audio.clear();
+            }
+            CallAction::PauseReply => self.pause().await,
+            CallAction::ResumeReply => {
+                self.turn_audio.clear();
+                self.resume().await;
+            }
             CallAction::PlayFront(key) => {
                 if let Some(clip) = self.cache.clip(key) {
                     self.enqueued += 1;
-                    self.driver
-                        .enqueue_front(self.media, SegmentKind::Clip(clip.clone()))
-                        .await;
+                    let clip = SegmentKind::Clip(clip.clone());
+                    match self.starved.take() {
+                        Some(stream) => self.driver.enqueue_before(self.media, stream, clip).await,
+                        None => self.driver.enqueue_front(self.media, clip).await,
+                    }
                 }
             }
             _ => return false,
@@ -167,11 +234,23 @@ impl SpeechSession {
     /// A message from the speech tasks; some become conversation events.
     pub async fn on_message(&mut self, msg: SpeechMsg) -> Option<CallEvent> {
         match msg {
-            SpeechMsg::Transcript(Ok(text)) => {
+            SpeechMsg::Transcript { turn, .. } if turn != self.turn => {
+                debug!(
+                    turn,
+                    latest = self.turn,
+                    "transcript of an earlier part of the turn dropped"
+                );
+                None
+            }
+            SpeechMsg::Transcript {
+                result: Ok(text), ..
+            } => {
                 info!(chars = text.chars().count(), "transcript");
                 Some(CallEvent::Transcript(text))
             }
-            SpeechMsg::Transcript(Err(error)) => {
+            SpeechMsg::Transcript {
+                result: Err(error), ..
+            } => {
                 warn!(%error, kind = error.kind(), "speech-to-text failed");
                 Some(CallEvent::TranscriptFailed)
             }
@@ -179,17 +258,27 @@ impl SpeechSession {
                 warn!(%error, kind = error.kind(), "reply generation failed");
                 Some(CallEvent::ReplyFailed)
             }
-            SpeechMsg::Sentence { reply, index, text } if self.is_current(reply) => {
-                let stream = match self.reply.as_mut().and_then(|r| r.open_stream.take()) {
-                    Some(stream) if index == 0 => stream,
-                    _ => self.queue_stream(index).await,
+            SpeechMsg::Sentence { reply, index, .. } if self.is_current(reply) => {
+                let paused = self.reply.as_ref().is_some_and(|r| r.paused);
+                let stream = if paused {
+                    None
+                } else {
+                    // The waiting slot carries it; a new slot waits behind it.
+                    let stream = match self.reply.as_mut().and_then(|r| r.slot.take()) {
+                        Some(stream) => stream,
+                        None => self.queue_stream(index).await,
+                    };
+                    let next = self.queue_stream(index + 1).await;
+                    if let Some(r) = self.reply.as_mut() {
+                        r.slot = Some(next);
+                    }
+                    Some(stream)
                 };
                 if let Some(r) = self.reply.as_mut() {
                     while r.sentences.len() <= index {
                         r.sentences.push(Sentence::default());
                     }
-                    r.sentences[index].text = text;
-                    r.sentences[index].stream = Some(stream);
+                    r.sentences[index].stream = stream;
                 }
                 None
             }
@@ -226,14 +315,29 @@ impl SpeechSession {
                 }
                 None
             }
-            SpeechMsg::Done { reply, text, usage } if self.is_current(reply) => {
-                debug!(reply, ?usage, "reply complete");
-                self.history.push(ChatMessage::assistant(text));
-                // A reply without a sentence: its opened slot closes empty.
-                if let Some(stream) = self.reply.as_mut().and_then(|r| r.open_stream.take()) {
-                    self.driver.end_stream(self.media, stream).await;
+            SpeechMsg::Done {
+                reply,
+                text,
+                sentences,
+                usage,
+            } if self.is_current(reply) => {
+                debug!(reply, sentences, ?usage, "reply complete");
+                if let Some(r) = self.reply.as_mut() {
+                    r.done = true;
+                    r.task = None;
                 }
-                None
+                // The slot waiting for a next sentence closes empty.
+                if let Some(slot) = self.reply.as_mut().and_then(|r| r.slot.take()) {
+                    self.driver.end_stream(self.media, slot).await;
+                }
+                if sentences == 0 {
+                    // Nothing to say (a filter, an empty completion): that is
+                    // a failure for the caller, who would hear nothing.
+                    warn!(reply, "the reply had nothing to say");
+                    return Some(CallEvent::ReplyFailed);
+                }
+                self.history.push(ChatMessage::assistant(text));
+                Some(CallEvent::ReplyDone)
             }
             // From a reply that was cancelled since.
             _ => None,
@@ -245,16 +349,13 @@ impl SpeechSession {
     pub fn on_playout(&mut self, event: &PlayoutEvent) -> Option<CallEvent> {
         match event {
             PlayoutEvent::Started { label, .. } => {
-                if let Some((reply, index)) = parse_label(label) {
-                    if self.is_current(reply) {
-                        let r = self.reply.as_mut()?;
-                        let _ = index;
-                        if !r.audible {
-                            r.audible = true;
-                            self.timing.first_generated.get_or_insert_with(Instant::now);
-                            self.log_timing();
-                            return Some(CallEvent::ReplyAudible);
-                        }
+                if let Some((reply, _)) = parse_label(label) {
+                    let r = self.reply.as_mut().filter(|r| r.id == reply)?;
+                    if !r.audible {
+                        r.audible = true;
+                        self.timing.first_generated.get_or_insert_with(Instant::now);
+                        self.log_timing();
+                        return Some(CallEvent::ReplyAudible);
                     }
                 } else if self.timing.speech_end.is_some() && self.timing.first_filler.is_none() {
                     self.timing.first_filler = Some(Instant::now());
@@ -274,7 +375,10 @@ impl SpeechSession {
                 }
                 None
             }
-            PlayoutEvent::Starved { .. } => Some(CallEvent::Starved),
+            PlayoutEvent::Starved { stream, .. } => {
+                self.starved = Some(*stream);
+                Some(CallEvent::Starved)
+            }
             PlayoutEvent::Idle { .. } => None,
         }
     }
@@ -300,65 +404,82 @@ impl SpeechSession {
         stream
     }
 
+    /// The reply's streams, in the playout now.
+    fn live_streams(reply: &Reply) -> Vec<StreamId> {
+        reply
+            .slot
+            .into_iter()
+            .chain(reply.sentences.iter().filter_map(|s| s.stream))
+            .collect()
+    }
+
     /// Drops the current reply: its task, and its streams from the playout.
     async fn cancel(&mut self) {
-        let Some(reply) = self.reply.take() else {
+        let Some(mut reply) = self.reply.take() else {
             return;
         };
-        if let Some(task) = reply.task {
+        if let Some(task) = reply.task.take() {
             task.abort();
         }
-        let streams = reply
-            .open_stream
-            .into_iter()
-            .chain(reply.sentences.iter().filter_map(|s| s.stream));
+        for stream in Self::live_streams(&reply) {
+            self.driver.remove_stream(self.media, stream).await;
+        }
+    }
+
+    /// The caller talks over the reply: none of it plays until resumed (the
+    /// playout was already cleared; its streams are let go).
+    async fn pause(&mut self) {
+        let Some(reply) = self.reply.as_mut() else {
+            return;
+        };
+        reply.paused = true;
+        let streams = Self::live_streams(reply);
+        reply.slot = None;
+        for sentence in &mut reply.sentences {
+            sentence.stream = None;
+        }
         for stream in streams {
             self.driver.remove_stream(self.media, stream).await;
         }
     }
 
-    /// Queues the interrupted reply again, from the sentence it was in.
+    /// Queues the interrupted reply again, from the sentence it was in, and a
+    /// slot for what is still to come.
     async fn resume(&mut self) {
-        let Some(reply) = self.reply.as_ref() else {
+        let Some(reply) = self.reply.as_mut() else {
             return;
         };
-        let from = reply.interrupted_at.unwrap_or(reply.completed);
+        reply.paused = false;
+        let from = reply.interrupted_at.take().unwrap_or(reply.completed);
         let count = reply.sentences.len();
-        let reply_id = reply.id;
+        let done = reply.done;
         info!(
-            reply = reply_id,
+            reply = reply.id,
             from_sentence = from,
             "resuming the reply after a false interruption"
         );
-        if count == 0 || from >= count {
-            // Nothing spoken yet (or all of it was): a fresh slot for what comes.
-            if reply.open_stream.is_some() || count == 0 {
-                let stream = self.queue_stream(0).await;
-                if let Some(r) = self.reply.as_mut() {
-                    r.open_stream = Some(stream);
-                    r.interrupted_at = None;
-                }
-            }
-            return;
-        }
         for index in from..count {
             let stream = self.queue_stream(index).await;
-            let (audio, done) = match self.reply.as_mut().and_then(|r| r.sentences.get_mut(index)) {
-                Some(s) => {
-                    s.stream = Some(stream);
-                    (s.audio.clone(), s.done)
-                }
-                None => continue,
-            };
+            let (audio, finished) =
+                match self.reply.as_mut().and_then(|r| r.sentences.get_mut(index)) {
+                    Some(s) => {
+                        s.stream = Some(stream);
+                        (s.audio.clone(), s.done)
+                    }
+                    None => continue,
+                };
             if !audio.is_empty() {
                 self.driver.feed(self.media, stream, audio).await;
             }
-            if done {
+            if finished {
                 self.driver.end_stream(self.media, stream).await;
             }
         }
-        if let Some(r) = self.reply.as_mut() {
-            r.interrupted_at = None;
+        if !done {
+            let slot = self.queue_stream(count).await;
+            if let Some(r) = self.reply.as_mut() {
+                r.slot = Some(slot);
+            }
         }
     }
 

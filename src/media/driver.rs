@@ -78,6 +78,7 @@ enum Command {
     Start(Box<StreamStart>),
     Enqueue(MediaId, SegmentKind),
     EnqueueFront(MediaId, SegmentKind),
+    EnqueueBefore(MediaId, StreamId, SegmentKind),
     Feed(MediaId, StreamId, Vec<u8>),
     EndStream(MediaId, StreamId),
     RemoveStream(MediaId, StreamId),
@@ -137,6 +138,12 @@ impl MediaDriver {
     /// Queues a segment in front of a stream that waits (a filler).
     pub async fn enqueue_front(&self, id: MediaId, segment: SegmentKind) {
         self.send(Command::EnqueueFront(id, segment)).await;
+    }
+
+    /// Queues a segment right before a stream that still waits (a filler
+    /// covering it); dropped if that stream started meanwhile.
+    pub async fn enqueue_before(&self, id: MediaId, stream: StreamId, segment: SegmentKind) {
+        self.send(Command::EnqueueBefore(id, stream, segment)).await;
     }
 
     /// Audio for a queued stream.
@@ -280,6 +287,13 @@ fn apply(
             if let Some(call) = calls.get_mut(&id) {
                 if call.scheduler.enqueue_front(segment).is_err() {
                     warn!(media = id, "playout queue full; filler dropped");
+                }
+            }
+        }
+        Command::EnqueueBefore(id, stream, segment) => {
+            if let Some(call) = calls.get_mut(&id) {
+                if call.scheduler.enqueue_before(stream, segment).is_none() {
+                    debug!(media = id, "filler no longer needed: its stream started");
                 }
             }
         }
@@ -438,7 +452,8 @@ async fn receive(config: ReceiverConfig) {
         vad,
     } = config;
     let mut listener = vad.map(TurnDetector::new);
-    let mut pcm = [0i16; crate::media::vad::FRAME_SAMPLES];
+    // Decoded caller audio of one packet (up to 60 ms).
+    let mut pcm = [0i16; 480];
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     let mut dtmf = DtmfDecoder::new();
     let mut expected = expected;

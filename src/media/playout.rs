@@ -273,6 +273,34 @@ impl PlayoutScheduler {
         Ok(id)
     }
 
+    /// Puts a segment right before a stream that still waits for its audio
+    /// (a filler covering it). When that stream has started meanwhile, or
+    /// is gone, the segment is not queued: a late filler must not land in the
+    /// middle of the reply. Counts as asked for either way.
+    pub fn enqueue_before(&mut self, stream: StreamId, kind: SegmentKind) -> Option<SegmentId> {
+        let segment = self.make_segment(kind);
+        let id = segment.id;
+        let index = self
+            .queue
+            .iter()
+            .position(|s| s.stream_id() == Some(stream))?;
+        if self.queue[index].started || self.queue.len() >= MAX_QUEUED_SEGMENTS {
+            return None;
+        }
+        // Never in front of a segment that is already sounding.
+        let at = if index == 0 || !self.queue[0].started {
+            index
+        } else {
+            index.max(1)
+        };
+        self.queue.insert(at, segment);
+        if let Some(buffer) = self.queue[at + 1].buffer.as_mut() {
+            buffer.waiting_frames = 0;
+            buffer.starved_reported = false;
+        }
+        Some(id)
+    }
+
     fn make_segment(&mut self, kind: SegmentKind) -> Segment {
         let id = SegmentId(self.next_id);
         self.next_id += 1;
@@ -846,6 +874,30 @@ mod tests {
         s.remove_stream(StreamId(8));
         let payloads: Vec<u8> = (0..3).map(|_| s.next_frame().payload[0]).collect();
         assert_eq!(payloads, vec![0x01, 0x02, g711::SILENCE]);
+    }
+
+    #[test]
+    fn a_late_filler_for_a_stream_that_started_is_dropped() {
+        let mut s = PlayoutScheduler::new();
+        s.enqueue(stream(9)).unwrap();
+        for _ in 0..15 {
+            s.next_frame();
+        }
+        // The audio arrives and the stream starts before the filler does.
+        s.feed(StreamId(9), &[0x55; 960]);
+        assert_eq!(s.next_frame().source, FrameSource::Stream);
+        assert_eq!(
+            s.enqueue_before(StreamId(9), SegmentKind::Clip(clip("filler", 320, 1))),
+            None
+        );
+        assert!(
+            (0..5).all(|_| s.next_frame().payload[0] == 0x55),
+            "no filler inside the reply"
+        );
+        // Still waiting: the filler goes right in front of it.
+        s.enqueue(stream(10)).unwrap();
+        let id = s.enqueue_before(StreamId(10), SegmentKind::Clip(clip("filler", 160, 2)));
+        assert!(id.is_some());
     }
 
     #[test]

@@ -90,6 +90,9 @@ pub struct TurnDetector {
     upsampler_delay: usize,
     /// 16 kHz samples waiting for a whole VAD frame.
     pending: Vec<f32>,
+    /// 8 kHz samples waiting for a whole 20 ms block.
+    block: [i16; FRAME_SAMPLES],
+    block_len: usize,
     vad_frame: [f32; VAD_FRAME],
     state: State,
     /// The last `preroll` of 8 kHz audio, for the start of an utterance.
@@ -112,6 +115,8 @@ impl TurnDetector {
             input,
             output,
             pending: Vec::with_capacity(VAD_FRAME * 3),
+            block: [0; FRAME_SAMPLES],
+            block_len: 0,
             vad_frame: [0.0; VAD_FRAME],
             state: State::Silence,
             preroll: VecDeque::with_capacity(preroll_samples + FRAME_SAMPLES),
@@ -126,7 +131,33 @@ impl TurnDetector {
     }
 
     /// Feeds one 20 ms frame of the caller's audio, received at `now`.
-    pub fn push(&mut self, now: Instant, frame: &[i16]) -> Option<TurnEvent> {
+    ///
+    /// Any packet size works (10, 20, 30 ms…): audio is processed in 20 ms
+    /// blocks, each timed by where it ends in the packet.
+    pub fn push(&mut self, now: Instant, samples: &[i16]) -> Option<TurnEvent> {
+        let mut event = None;
+        let mut rest = samples;
+        while !rest.is_empty() {
+            let take = (FRAME_SAMPLES - self.block_len).min(rest.len());
+            self.block[self.block_len..self.block_len + take].copy_from_slice(&rest[..take]);
+            self.block_len += take;
+            rest = &rest[take..];
+            if self.block_len == FRAME_SAMPLES {
+                self.block_len = 0;
+                // This block ended `rest.len()` samples before the packet did.
+                let at = now
+                    .checked_sub(Duration::from_micros(rest.len() as u64 * 125))
+                    .unwrap_or(now);
+                let block = self.block;
+                if let Some(e) = self.push_block(at, &block) {
+                    event = Some(e);
+                }
+            }
+        }
+        event
+    }
+
+    fn push_block(&mut self, now: Instant, frame: &[i16; FRAME_SAMPLES]) -> Option<TurnEvent> {
         self.keep_audio(frame);
         // Upsample to 16 kHz.
         for (dst, &src) in self.input[0].iter_mut().zip(frame) {
@@ -348,6 +379,34 @@ mod tests {
             speech.len()
         );
         assert!(!d.in_speech());
+    }
+
+    #[test]
+    fn packets_of_any_size_give_the_whole_utterance() {
+        let speech = speech();
+        let mut audio = vec![0i16; 8000];
+        audio.extend_from_slice(&speech);
+        audio.extend(vec![0i16; 8000 * 2]);
+        let utterance = |packet: usize| {
+            let mut d = TurnDetector::new(VadConfig::default());
+            let t = Instant::now();
+            let mut got = None;
+            for (i, chunk) in audio.chunks(packet).enumerate() {
+                let now =
+                    t + Duration::from_micros((i * packet) as u64 * 125 + packet as u64 * 125);
+                if let Some(TurnEvent::SpeechEnded { utterance, .. }) = d.push(now, chunk) {
+                    got = Some(utterance.len());
+                }
+            }
+            got.expect("one turn")
+        };
+        let (ten, twenty, thirty) = (utterance(80), utterance(160), utterance(240));
+        for other in [ten, thirty] {
+            assert!(
+                (other as i64 - twenty as i64).abs() <= 480,
+                "{ten} / {twenty} / {thirty} samples"
+            );
+        }
     }
 
     #[test]

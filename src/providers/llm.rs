@@ -192,6 +192,8 @@ pub struct LlmStream {
     stall: Duration,
     /// The first text must come by then (time to first token).
     first_deadline: Instant,
+    /// When the last text came.
+    last_text: Instant,
     /// When the request was sent, and when its first text came.
     pub started: Instant,
     pub first_token: Option<Instant>,
@@ -253,6 +255,7 @@ impl LlmClient {
             decoder: ChatStreamDecoder::new(),
             stall: Duration::from_millis(self.config.stall_timeout_ms),
             first_deadline: started + first_token_timeout,
+            last_text: started,
             started,
             first_token: None,
         })
@@ -261,28 +264,30 @@ impl LlmClient {
 
 impl LlmStream {
     /// The next piece of text; `None` at the end of the reply.
+    ///
+    /// Deadlines are for text, not bytes: until the first text, the
+    /// time-to-first-token budget (servers send headers at once and think
+    /// afterwards); then the stall timeout since the last text, so keep-alive
+    /// comments and empty deltas cannot keep a stalled stream alive.
     pub async fn next_text(&mut self) -> Result<Option<String>, ProviderError> {
+        let (deadline, stage, budget) = match self.first_token {
+            None => (
+                self.first_deadline,
+                "first token",
+                self.first_deadline.saturating_duration_since(self.started),
+            ),
+            Some(_) => (self.last_text + self.stall, "next text", self.stall),
+        };
         loop {
             if self.decoder.is_done() {
                 return Ok(None);
             }
-            // Until the first text, the time-to-first-token budget applies
-            // (servers send headers at once and think afterwards); then the
-            // stall timeout between chunks.
-            let (wait, stage) = match self.first_token {
-                None => (
-                    self.first_deadline
-                        .saturating_duration_since(Instant::now()),
-                    "first token",
-                ),
-                Some(_) => (self.stall, "next chunk"),
-            };
-            let chunk = tokio::time::timeout(wait, self.response.chunk())
+            let chunk = tokio::time::timeout_at(deadline, self.response.chunk())
                 .await
                 .map_err(|_| ProviderError::Timeout {
                     provider: PROVIDER,
                     stage,
-                    after: wait,
+                    after: budget,
                 })?
                 .map_err(|e| ProviderError::Disconnected {
                     provider: PROVIDER,
@@ -301,7 +306,9 @@ impl LlmStream {
             };
             let text = self.decoder.feed(&chunk)?;
             if !text.is_empty() {
-                self.first_token.get_or_insert_with(Instant::now);
+                let now = Instant::now();
+                self.first_token.get_or_insert(now);
+                self.last_text = now;
                 return Ok(Some(text));
             }
         }

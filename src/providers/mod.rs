@@ -85,10 +85,11 @@ pub(crate) fn http_client(
     })
 }
 
-/// Turns a non-success HTTP response into the error it means.
+/// Turns a non-success HTTP response into the error it means. The body is
+/// read for the log only: at most 4 KB, for at most a second.
 pub(crate) async fn status_error(
     provider: &'static str,
-    response: reqwest::Response,
+    mut response: reqwest::Response,
 ) -> ProviderError {
     let status = response.status().as_u16();
     if status == 429 {
@@ -103,8 +104,17 @@ pub(crate) async fn status_error(
             retry_after,
         };
     }
-    let body = response.text().await.unwrap_or_default();
-    let body: String = body.chars().take(300).collect();
+    let mut body = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(1), async {
+        while let Ok(Some(chunk)) = response.chunk().await {
+            body.extend_from_slice(&chunk[..chunk.len().min(4096 - body.len().min(4096))]);
+            if body.len() >= 4096 {
+                break;
+            }
+        }
+    })
+    .await;
+    let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
     ProviderError::Status {
         provider,
         status,

@@ -80,6 +80,9 @@ impl SseDecoder {
                 None => (line, ""),
             };
             if field == "data" {
+                if self.data.len() + value.len() > MAX_LINE {
+                    return Err(SseError::LineTooLong);
+                }
                 if self.has_data {
                     self.data.push('\n');
                 }

@@ -15,6 +15,8 @@ use crate::media::resample::{StreamResampler, LINE_RATE};
 use crate::providers::{api_key, http_client, status_error, ProviderError};
 
 const PROVIDER: &str = "tts";
+/// espeak-ng is local: output that stops for this long means it hangs.
+const ESPEAK_STALL: Duration = Duration::from_secs(5);
 /// Chunks buffered between the synthesis task and the playout.
 const CHUNK_QUEUE: usize = 64;
 
@@ -107,7 +109,15 @@ pub fn engine(config: &TtsConfig) -> Result<Arc<dyn TextToSpeech>, ProviderError
             voice: config.espeak_voice.clone(),
             speed: config.espeak_speed,
         })),
-        _ => Ok(Arc::new(ElevenLabs::new(config.clone())?)),
+        "elevenlabs" if config.voice_id.trim().is_empty() => Err(ProviderError::Malformed {
+            provider: PROVIDER,
+            reason: "[tts] voice_id is empty: ElevenLabs needs the voice to speak with".into(),
+        }),
+        "elevenlabs" => Ok(Arc::new(ElevenLabs::new(config.clone())?)),
+        other => Err(ProviderError::Malformed {
+            provider: PROVIDER,
+            reason: format!("[tts] engine = {other:?}: expected \"elevenlabs\" or \"espeak\""),
+        }),
     }
 }
 
@@ -368,9 +378,14 @@ impl Espeak {
             .ok_or_else(|| fail("no stdout".into()))?;
         // espeak-ng writes a 44-byte WAV header (sizes unknown), then 16-bit PCM.
         let mut header = [0u8; 44];
-        stdout
-            .read_exact(&mut header)
+        let stalled = || ProviderError::Timeout {
+            provider: PROVIDER,
+            stage: "espeak-ng output",
+            after: ESPEAK_STALL,
+        };
+        tokio::time::timeout(ESPEAK_STALL, stdout.read_exact(&mut header))
             .await
+            .map_err(|_| stalled())?
             .map_err(|e| fail(format!("espeak-ng output: {e}")))?;
         if &header[0..4] != b"RIFF" || &header[8..12] != b"WAVE" {
             return Err(ProviderError::Malformed {
@@ -386,9 +401,9 @@ impl Espeak {
             })?;
         let mut buf = vec![0u8; 4096];
         loop {
-            let n = stdout
-                .read(&mut buf)
+            let n = tokio::time::timeout(ESPEAK_STALL, stdout.read(&mut buf))
                 .await
+                .map_err(|_| stalled())?
                 .map_err(|e| fail(e.to_string()))?;
             if n == 0 {
                 break;

@@ -482,6 +482,7 @@ impl Call {
                     .iter()
                     .map(|w| w.to_lowercase())
                     .collect(),
+                not_understood: config.hybrid.not_understood.clone(),
             });
         }
         let initial: Vec<SegmentKind> = conversation
@@ -825,6 +826,7 @@ impl Call {
                     | CallAction::OpenReply
                     | CallAction::Generate(_)
                     | CallAction::CancelReply
+                    | CallAction::PauseReply
                     | CallAction::ResumeReply) => match media.speech.as_mut() {
                         Some((speech, _)) => {
                             speech.act(&other).await;
