@@ -8,10 +8,11 @@ use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
-use support::fake_providers::{FakeBehaviour, FakeProviders};
+use support::fake_providers::{tts_codes, FakeBehaviour, FakeProviders};
 use support::*;
 
 const LONG_REPLY: &str = "Très bien, je vais vous aider à résoudre ce problème de connexion. Commencez par débrancher la box pendant dix secondes. Ensuite rebranchez-la et attendez que tous les voyants soient bien stabilisés. Dites-moi quand c'est fait.";
+const SECOND_REPLY: &str = "Ah, c'est le téléphone alors. Vérifiez que le combiné est bien branché sur la prise grise de la box.";
 const MIN_SPEECH_MS: f64 = 120.0;
 
 fn wav(dir: &Path, name: &str, text: &str, lead_s: &str, pad_s: &str) {
@@ -42,13 +43,31 @@ fn level(payload: &[u8]) -> u32 {
         / codes.len().max(1) as u32
 }
 
-fn is_generated(payload: &[u8]) -> bool {
-    payload[12..].iter().all(|b| *b == 0x20 || *b == 0xA0)
+/// What a frame of sav's audio is: generated speech of one TTS text (by its
+/// index in the fake's `tts_texts`), or anything else (cached phrase, silence).
+fn source(payload: &[u8], tags: &[(u8, u8)]) -> Option<usize> {
+    let codes = &payload[12..];
+    tags.iter()
+        .position(|&(low, high)| codes.iter().all(|b| *b == low || *b == high))
 }
 
-/// Runs the call; returns (stop latency ms, generated frames after the
-/// interruption ended, LLM requests, sav's log).
-fn barge(name: &str, slot: u16, second_transcript: &str) -> (f64, usize, u32, String) {
+/// What one barge-in call showed.
+struct Barge {
+    /// ms from the caller's onset to sav's first non-generated frame.
+    latency: f64,
+    /// Generated frames heard between onset + the allowed latency and the end
+    /// of the caller's interruption (must be none).
+    during: usize,
+    /// The TTS text that was playing when the caller barged in.
+    interrupted: String,
+    /// TTS texts of the generated frames heard after the interruption, in
+    /// order of first appearance, with their frame counts.
+    after: Vec<(String, usize)>,
+    llm_requests: u32,
+    log: String,
+}
+
+fn barge(name: &str, slot: u16, second_transcript: &str) -> Barge {
     let dir = workdir(name);
     let ports = Ports::slot(slot);
     utterance(&dir);
@@ -59,7 +78,9 @@ fn barge(name: &str, slot: u16, second_transcript: &str) -> (f64, usize, u32, St
         FakeBehaviour {
             llm_ttfb: Duration::from_millis(300),
             tts_ttfb: Duration::from_millis(100),
-            llm_reply: LONG_REPLY.into(),
+            llm_replies: [LONG_REPLY.to_string(), SECOND_REPLY.to_string()].into(),
+            llm_reply: SECOND_REPLY.into(),
+            tts_tag_by_text: true,
             stt_transcripts: [
                 "Ma box ne marche plus.".to_string(),
                 second_transcript.to_string(),
@@ -91,6 +112,17 @@ fn barge(name: &str, slot: u16, second_transcript: &str) -> (f64, usize, u32, St
         "{}\n{log}",
         sipp_report(&dir, &output)
     );
+    let counts = fake.counts();
+    let texts: Vec<String> = counts.tts_texts.clone();
+    let tags: Vec<(u8, u8)> = texts.iter().map(|t| tts_codes(t)).collect();
+    for (i, a) in texts.iter().enumerate() {
+        for (j, b) in texts.iter().enumerate().skip(i + 1) {
+            assert!(
+                a.trim() == b.trim() || tags[i] != tags[j],
+                "the fake speaks {a:?} and {b:?} in the same codes: change a text"
+            );
+        }
+    }
     let ours: Vec<&Datagram> = packets
         .iter()
         .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
@@ -128,72 +160,142 @@ fn barge(name: &str, slot: u16, second_transcript: &str) -> (f64, usize, u32, St
     assert!(runs.len() >= 2, "the caller spoke {} times", runs.len());
     let onset = caller[runs[1].0].time;
     let interruption_end = caller[runs[1].1 - 1].time;
-    // sav was speaking when the caller started again...
-    let speaking_before = ours
+    // sav was speaking its reply when the caller started again...
+    let before: Vec<Option<usize>> = ours
         .iter()
         .filter(|p| p.time < onset && p.time > onset - Duration::from_millis(200))
-        .all(|p| is_generated(&p.payload));
+        .map(|p| source(&p.payload, &tags))
+        .collect();
     assert!(
-        speaking_before,
+        !before.is_empty() && before.iter().all(Option::is_some),
         "sav was not speaking its reply when the caller barged in:\n{log}"
     );
-    // ...and stopped.
+    let interrupted = texts[before.last().copied().flatten().unwrap_or(0)].clone();
+    // ...and stopped...
     let stop = ours
         .iter()
-        .find(|p| p.time > onset && !is_generated(&p.payload))
+        .find(|p| p.time > onset && source(&p.payload, &tags).is_none())
         .expect("sav stopped")
         .time;
     let latency = (stop - onset).as_secs_f64() * 1000.0;
-    let after = ours
+    // ...and stayed quiet while the caller talked.
+    let allowed = onset + Duration::from_millis((100.0 + MIN_SPEECH_MS) as u64);
+    let during = ours
         .iter()
-        .filter(|p| p.time > interruption_end && is_generated(&p.payload))
+        .filter(|p| p.time > allowed && p.time < interruption_end)
+        .filter(|p| source(&p.payload, &tags).is_some())
         .count();
-    (latency, after, fake.counts().llm, log)
+    let mut after: Vec<(String, usize)> = Vec::new();
+    for p in ours.iter().filter(|p| p.time > interruption_end) {
+        if let Some(k) = source(&p.payload, &tags) {
+            let text = texts[k].trim().to_string();
+            match after.iter_mut().find(|(t, _)| *t == text) {
+                Some((_, n)) => *n += 1,
+                None => after.push((text, 1)),
+            }
+        }
+    }
+    Barge {
+        latency,
+        during,
+        interrupted: interrupted.trim().to_string(),
+        after,
+        llm_requests: counts.llm,
+        log,
+    }
 }
 
 #[test]
 fn talking_over_the_reply_stops_it_and_a_real_interruption_gets_a_new_one() {
-    let (latency, after, llm_requests, log) = barge(
+    let b = barge(
         "barge_real",
         37,
         "Non attendez, c'est le téléphone qui ne marche pas.",
     );
-    println!("barge-in: sav's audio stopped {latency:.0} ms after the caller's onset");
+    let log = &b.log;
+    println!(
+        "barge-in: sav's audio stopped {:.0} ms after the caller's onset",
+        b.latency
+    );
     write_report(
         "barge-in-report.txt",
         &format!(
-            "barge-in: stop {latency:.0} ms after onset (limit {} ms)\n",
+            "barge-in: stop {:.0} ms after onset (limit {} ms)\n",
+            b.latency,
             100.0 + MIN_SPEECH_MS
         ),
     );
     assert!(
-        latency <= 100.0 + MIN_SPEECH_MS,
-        "stopped {latency:.0} ms after the onset"
+        b.latency <= 100.0 + MIN_SPEECH_MS,
+        "stopped {:.0} ms after the onset",
+        b.latency
     );
+    assert_eq!(b.during, 0, "the reply played over the caller:\n{log}");
     assert_eq!(
-        llm_requests, 2,
+        b.llm_requests, 2,
         "a real interruption gets a new reply:\n{log}"
     );
-    assert!(after > 0, "no reply after the interruption:\n{log}");
+    assert!(
+        LONG_REPLY.contains(&b.interrupted),
+        "{:?} is not of the first reply",
+        b.interrupted
+    );
+    let new: usize = b
+        .after
+        .iter()
+        .filter(|(t, _)| SECOND_REPLY.contains(t.as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    let old: Vec<&(String, usize)> = b
+        .after
+        .iter()
+        .filter(|(t, _)| !SECOND_REPLY.contains(t.as_str()))
+        .collect();
+    assert!(
+        new > 50,
+        "the new reply was not heard ({new} frames):\n{log}"
+    );
+    assert!(old.is_empty(), "the old reply came back: {old:?}\n{log}");
 }
 
 #[test]
 fn a_backchannel_interruption_resumes_the_reply() {
-    let (latency, after, llm_requests, log) = barge("barge_false", 38, "mhm");
+    let b = barge("barge_false", 38, "mhm");
+    let log = &b.log;
     assert!(
-        latency <= 100.0 + MIN_SPEECH_MS,
-        "stopped {latency:.0} ms after the onset"
+        b.latency <= 100.0 + MIN_SPEECH_MS,
+        "stopped {:.0} ms after the onset",
+        b.latency
     );
+    assert_eq!(b.during, 0, "the reply played over the caller:\n{log}");
     assert_eq!(
-        llm_requests, 1,
+        b.llm_requests, 1,
         "the reply is resumed, not generated again:\n{log}"
     );
     assert!(
         log.contains("resuming the reply after a false interruption"),
         "{log}"
     );
+    // It picks up at the sentence it was cut in, and goes on past it.
+    println!(
+        "barge-in (mhm): interrupted in {:?}, then heard {:?}",
+        b.interrupted, b.after
+    );
+    let first = b.after.first().map(|(t, _)| t.clone());
+    assert_eq!(
+        first.as_deref(),
+        Some(b.interrupted.as_str()),
+        "heard after the interruption: {:?}\n{log}",
+        b.after
+    );
+    let frames: usize = b.after.iter().map(|(_, n)| n).sum();
     assert!(
-        after > 50,
-        "the reply did not go on ({after} frames):\n{log}"
+        frames > 50,
+        "the reply did not go on ({frames} frames):\n{log}"
+    );
+    assert!(
+        b.after.iter().all(|(t, _)| LONG_REPLY.contains(t.as_str())),
+        "{:?}",
+        b.after
     );
 }

@@ -42,6 +42,8 @@ pub struct FakeBehaviour {
     /// Pause between two streamed words.
     pub llm_token_interval: Duration,
     pub llm_reply: String,
+    /// Replies given, in order, before `llm_reply` (which then repeats).
+    pub llm_replies: VecDeque<String>,
     pub llm_fault: Option<Fault>,
     pub tts_ttfb: Duration,
     /// Audio sent per 20 ms of wall time is this many times real time.
@@ -49,6 +51,9 @@ pub struct FakeBehaviour {
     /// μ-law audio the TTS "speaks" (repeated to the text's length).
     pub tts_audio: Arc<Vec<u8>>,
     pub tts_fault: Option<Fault>,
+    /// Speak each text in its own pair of codes (`tts_codes`), so a capture
+    /// tells which sentence every frame came from.
+    pub tts_tag_by_text: bool,
     pub stt_latency: Duration,
     /// Transcripts returned in order; the last one repeats.
     pub stt_transcripts: VecDeque<String>,
@@ -63,6 +68,7 @@ impl Default for FakeBehaviour {
             llm_reply:
                 "D'accord, je comprends votre souci. Redémarrez la box, puis attendez deux minutes."
                     .into(),
+            llm_replies: VecDeque::new(),
             llm_fault: None,
             tts_ttfb: Duration::from_millis(300),
             tts_speed: 2,
@@ -72,6 +78,7 @@ impl Default for FakeBehaviour {
                     .collect(),
             ),
             tts_fault: None,
+            tts_tag_by_text: false,
             stt_latency: Duration::from_millis(200),
             stt_transcripts: VecDeque::from(["Ma box internet ne marche plus.".to_string()]),
             stt_fault: None,
@@ -232,7 +239,13 @@ fn tokio_stream_from(
 }
 
 async fn chat(State(shared): State<Shared>, body: Bytes) -> Response {
-    let behaviour = shared.behaviour.lock().unwrap().clone();
+    let behaviour = {
+        let mut b = shared.behaviour.lock().unwrap();
+        if let Some(reply) = b.llm_replies.pop_front() {
+            b.llm_reply = reply;
+        }
+        b.clone()
+    };
     {
         let mut counts = shared.counts.lock().unwrap();
         counts.llm += 1;
@@ -299,13 +312,20 @@ async fn tts(
     }
     // About 70 ms of speech per character, like a real voice.
     let samples = (text.chars().count() * 560).clamp(1600, 8000 * 20);
-    let ulaw: Vec<u8> = behaviour
-        .tts_audio
-        .iter()
-        .cycle()
-        .take(samples)
-        .copied()
-        .collect();
+    let ulaw: Vec<u8> = if behaviour.tts_tag_by_text {
+        let (low, high) = tts_codes(&text);
+        (0..samples)
+            .map(|i| if (i / 40) % 2 == 0 { low } else { high })
+            .collect()
+    } else {
+        behaviour
+            .tts_audio
+            .iter()
+            .cycle()
+            .take(samples)
+            .copied()
+            .collect()
+    };
     let format = query
         .get("output_format")
         .map(String::as_str)
@@ -369,6 +389,17 @@ async fn stt(State(shared): State<Shared>, _body: Bytes) -> Response {
         )
             .into_response(),
     }
+}
+
+/// The two μ-law codes a text is spoken in when `tts_tag_by_text` is set:
+/// one of sixteen loud pairs (0x20/0xA0 … 0x3E/0xBE), chosen by an FNV-1a
+/// hash of the trimmed text.
+pub fn tts_codes(text: &str) -> (u8, u8) {
+    let hash = text.trim().bytes().fold(0x811c_9dc5u32, |h, b| {
+        (h ^ u32::from(b)).wrapping_mul(0x0100_0193)
+    });
+    let k = (hash % 16) as u8;
+    (0x20 + 2 * k, 0xA0 + 2 * k)
 }
 
 /// G.711 μ-law decode (for the PCM output format).
