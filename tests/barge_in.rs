@@ -4,8 +4,6 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::fake_providers::{tts_codes, FakeBehaviour, FakeProviders};
@@ -14,34 +12,6 @@ use support::*;
 const LONG_REPLY: &str = "Très bien, je vais vous aider à résoudre ce problème de connexion. Commencez par débrancher la box pendant dix secondes. Ensuite rebranchez-la et attendez que tous les voyants soient bien stabilisés. Dites-moi quand c'est fait.";
 const SECOND_REPLY: &str = "Ah, c'est le téléphone alors. Vérifiez que le combiné est bien branché sur la prise grise de la box.";
 const MIN_SPEECH_MS: f64 = 120.0;
-
-fn wav(dir: &Path, name: &str, text: &str, lead_s: &str, pad_s: &str) {
-    let raw = dir.join(format!("{name}-22k.wav"));
-    assert!(Command::new("espeak-ng")
-        .args(["-v", "fr", "-w"])
-        .arg(&raw)
-        .arg(text)
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-e", "mu-law"])
-        .arg(dir.join(format!("{name}.wav")))
-        .args(["pad", lead_s, pad_s])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn level(payload: &[u8]) -> u32 {
-    let codes = &payload[12..];
-    decode_ulaw(codes)
-        .iter()
-        .map(|s| s.unsigned_abs() as u32)
-        .sum::<u32>()
-        / codes.len().max(1) as u32
-}
 
 /// What a frame of sav's audio is: generated speech of one TTS text (by its
 /// index in the fake's `tts_texts`), or anything else (cached phrase, silence).
@@ -71,8 +41,8 @@ fn barge(name: &str, slot: u16, second_transcript: &str) -> Barge {
     let dir = workdir(name);
     let ports = Ports::slot(slot);
     utterance(&dir);
-    wav(&dir, "speaks", "Ma box ne marche plus.", "0", "4");
-    wav(&dir, "interrupts", "Non attendez, attendez.", "0.3", "4");
+    speech_wav(&dir, "speaks", "Ma box ne marche plus.", "0", "4");
+    speech_wav(&dir, "interrupts", "Non attendez, attendez.", "0.3", "4");
     let fake = FakeProviders::start(
         0,
         FakeBehaviour {

@@ -7,7 +7,6 @@
 mod support;
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::fake_providers::{FakeBehaviour, FakeProviders};
@@ -18,31 +17,13 @@ const GENERATED: [u8; 2] = [0x20, 0xA0];
 
 /// speech (espeak-ng) followed by `silence_s` of silence, 8 kHz μ-law WAV.
 fn speaks(dir: &Path, silence_s: u32) {
-    let raw = dir.join("speaks-22k.wav");
-    assert!(Command::new("espeak-ng")
-        .args(["-v", "fr", "-w"])
-        .arg(&raw)
-        .arg("Bonjour, ma box internet ne marche plus depuis ce matin.")
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-e", "mu-law"])
-        .arg(dir.join("speaks.wav"))
-        .args(["pad", "0", &silence_s.to_string()])
-        .status()
-        .unwrap()
-        .success());
-}
-
-fn level(payload: &[u8]) -> u32 {
-    let codes = &payload[12..];
-    decode_ulaw(codes)
-        .iter()
-        .map(|s| s.unsigned_abs() as u32)
-        .sum::<u32>()
-        / codes.len().max(1) as u32
+    speech_wav(
+        dir,
+        "speaks",
+        "Bonjour, ma box internet ne marche plus depuis ce matin.",
+        "0",
+        &silence_s.to_string(),
+    );
 }
 
 fn is_generated(payload: &[u8]) -> bool {

@@ -3,37 +3,20 @@
 
 mod support;
 
-use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use support::fake_providers::{FakeBehaviour, FakeProviders, Fault};
 use support::*;
 
-fn speaks(dir: &Path) {
-    let raw = dir.join("speaks-22k.wav");
-    assert!(Command::new("espeak-ng")
-        .args(["-v", "fr", "-w"])
-        .arg(&raw)
-        .arg("Ma box ne marche plus.")
-        .status()
-        .unwrap()
-        .success());
-    assert!(Command::new("sox")
-        .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-e", "mu-law"])
-        .arg(dir.join("speaks.wav"))
-        .args(["pad", "0", "4"])
-        .status()
-        .unwrap()
-        .success());
-}
+/// The longest silence the caller may hear between the end of their speech
+/// and the fallback phrase (DESIGN: no dead air over 700 ms).
+const MAX_SILENT_RUN_MS: f64 = 700.0;
 
 fn fault_turn(name: &str, slot: u16, change: impl FnOnce(&mut FakeBehaviour)) {
     let dir = workdir(name);
     let ports = Ports::slot(slot);
     utterance(&dir);
-    speaks(&dir);
+    speech_wav(&dir, "speaks", "Ma box ne marche plus.", "0", "4");
     let mut behaviour = FakeBehaviour {
         llm_ttfb: Duration::from_millis(300),
         tts_ttfb: Duration::from_millis(100),
@@ -49,6 +32,10 @@ fn fault_turn(name: &str, slot: u16, change: impl FnOnce(&mut FakeBehaviour)) {
                 "\n[llm]\nbase_url = \"{base}/v1\"\nmodel = \"fake\"\nfirst_token_timeout_ms = 2000\nstall_timeout_ms = 1500\n\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\nfirst_byte_timeout_ms = 2000\nstall_timeout_ms = 1500\n\n[stt]\nbase_url = \"{base}/v1\"\ntimeout_ms = 2000\n"
             )
     });
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
     let output = sipp(
         &dir,
         "uac_speaks.xml",
@@ -56,6 +43,7 @@ fn fault_turn(name: &str, slot: u16, change: impl FnOnce(&mut FakeBehaviour)) {
         &["-m", "1", "-d", "3000"],
         Duration::from_secs(60),
     );
+    let packets = capture.stop();
     let log = sav.log_text();
     assert!(
         output.status.success(),
@@ -63,12 +51,50 @@ fn fault_turn(name: &str, slot: u16, change: impl FnOnce(&mut FakeBehaviour)) {
         sipp_report(&dir, &output)
     );
     assert!(
-        log.contains("label: \"sorry\""),
-        "no fallback phrase:\n{log}"
-    );
-    assert!(
         log.contains("caller hung up"),
         "the caller, not a failure, ended the call:\n{log}"
+    );
+    let ours: Vec<&Datagram> = packets
+        .iter()
+        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
+        .collect();
+    let caller: Vec<&Datagram> = packets
+        .iter()
+        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.dst_port) && p.payload.len() > 12)
+        .collect();
+    let speech_end = caller
+        .windows(3)
+        .rev()
+        .find(|w| w.iter().all(|p| level(&p.payload) > 200))
+        .expect("the caller spoke")[2]
+        .time;
+    // The caller hears the whole fallback phrase, after their speech.
+    let sorry = cached_frames("sorry");
+    let after: Vec<&&Datagram> = ours.iter().filter(|p| p.time > speech_end).collect();
+    let start = after
+        .windows(sorry.len())
+        .position(|w| {
+            w.iter()
+                .zip(&sorry)
+                .all(|(p, f)| p.payload[12..].starts_with(f))
+        })
+        .unwrap_or_else(|| panic!("the caller did not hear the fallback phrase:\n{log}"));
+    // ...with no dead air before it.
+    let mut run = 0.0f64;
+    let mut longest = 0.0f64;
+    for p in &after[..start] {
+        if level(&p.payload) <= 100 {
+            run += 20.0;
+            longest = longest.max(run);
+        } else {
+            run = 0.0;
+        }
+    }
+    let waited = (after[start].time - speech_end).as_secs_f64() * 1000.0;
+    println!("{name}: fallback after {waited:.0} ms, longest silent run before it {longest:.0} ms");
+    assert!(
+        longest <= MAX_SILENT_RUN_MS,
+        "{longest:.0} ms of silence before the fallback:\n{log}"
     );
 }
 
@@ -118,5 +144,26 @@ fn tts_garbage_gets_the_fallback() {
 fn stt_failure_gets_the_fallback() {
     fault_turn("fault_stt_500", 48, |b| {
         b.stt_fault = Some(Fault::Status(500))
+    });
+}
+
+#[test]
+fn tts_500_gets_the_fallback() {
+    fault_turn("fault_tts_500", 19, |b| {
+        b.tts_fault = Some(Fault::Status(500))
+    });
+}
+
+#[test]
+fn tts_stall_gets_the_fallback() {
+    fault_turn("fault_tts_stall", 39, |b| {
+        b.tts_fault = Some(Fault::StallAfter(3))
+    });
+}
+
+#[test]
+fn tts_disconnect_mid_stream_gets_the_fallback() {
+    fault_turn("fault_tts_disconnect", 49, |b| {
+        b.tts_fault = Some(Fault::DisconnectAfter(3))
     });
 }

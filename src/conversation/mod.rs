@@ -548,6 +548,70 @@ mod tests {
     }
 
     #[test]
+    fn an_interruption_transcribed_after_its_filler_ended_is_still_answered() {
+        for (said, expected) in [
+            ("mhm", vec![ResumeReply]),
+            (
+                "Non, c'est le téléphone",
+                vec![
+                    CancelReply,
+                    OpenReply,
+                    Generate("Non, c'est le téléphone".into()),
+                ],
+            ),
+        ] {
+            let mut c = listening();
+            c.handle(CallEvent::SpeechStarted);
+            c.handle(CallEvent::SpeechEnded);
+            c.handle(CallEvent::Transcript("Ma box est en panne".into()));
+            c.handle(CallEvent::ReplyAudible);
+            c.handle(CallEvent::SpeechStarted);
+            // The stop itself empties the queue: nothing to do while the
+            // caller talks.
+            assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
+            c.handle(CallEvent::SpeechEnded);
+            // STT is slower than the filler: the line gets another one.
+            assert!(matches!(c.handle(CallEvent::PlayoutIdle)[..], [Play(_)]));
+            assert_eq!(c.handle(CallEvent::Transcript(said.into())), expected);
+            assert_eq!(
+                c.phase(),
+                if said == "mhm" {
+                    Phase::Replying
+                } else {
+                    Phase::Thinking
+                }
+            );
+        }
+    }
+
+    #[test]
+    fn two_utterances_before_the_transcript_make_one_turn_and_one_reply() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        assert_eq!(
+            c.handle(CallEvent::SpeechEnded),
+            vec![Play("filler_hum".into()), OpenReply, Transcribe]
+        );
+        // The caller goes on before anything was generated: the filler
+        // stops, the open reply waits.
+        assert_eq!(
+            c.handle(CallEvent::SpeechStarted),
+            vec![StopPlayout, PauseReply]
+        );
+        // One reply for the whole turn: no second OpenReply.
+        let ended = c.handle(CallEvent::SpeechEnded);
+        assert!(!ended.contains(&OpenReply), "{ended:?}");
+        assert_eq!(ended.last(), Some(&Transcribe));
+        // The transcript of the whole turn (the session drops the stale one
+        // of its first part) is generated once; a second one is not.
+        assert_eq!(
+            c.handle(CallEvent::Transcript("Bonjour, ma box est en panne".into())),
+            vec![Generate("Bonjour, ma box est en panne".into())]
+        );
+        assert_eq!(c.handle(CallEvent::Transcript("Bonjour".into())), vec![]);
+    }
+
+    #[test]
     fn a_provider_that_hangs_gets_the_fallback_after_a_few_fillers() {
         let mut c = listening();
         c.handle(CallEvent::SpeechStarted);

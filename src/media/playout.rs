@@ -274,9 +274,10 @@ impl PlayoutScheduler {
     }
 
     /// Puts a segment right before a stream that still waits for its audio
-    /// (a filler covering it). When that stream has started meanwhile, or
-    /// is gone, the segment is not queued: a late filler must not land in the
-    /// middle of the reply. Counts as asked for either way.
+    /// (a filler covering it), or that ran dry mid-sentence and is silencing
+    /// the line. When that stream is sounding again, or is gone, the segment
+    /// is not queued: a late filler must not cut the reply. Counts as asked
+    /// for either way.
     pub fn enqueue_before(&mut self, stream: StreamId, kind: SegmentKind) -> Option<SegmentId> {
         let segment = self.make_segment(kind);
         let id = segment.id;
@@ -284,7 +285,16 @@ impl PlayoutScheduler {
             .queue
             .iter()
             .position(|s| s.stream_id() == Some(stream))?;
-        if self.queue[index].started || self.queue.len() >= MAX_QUEUED_SEGMENTS {
+        let target = &self.queue[index];
+        // A stream that already spoke takes a filler only while it is the
+        // one silencing the line (at the head, run dry); once its audio
+        // flows again the filler would cut it.
+        let stalled_head = index == 0
+            && target
+                .buffer
+                .as_ref()
+                .is_some_and(|b| !b.playing && !b.ended);
+        if (target.started && !stalled_head) || self.queue.len() >= MAX_QUEUED_SEGMENTS {
             return None;
         }
         // Never in front of a segment that is already sounding.
@@ -431,6 +441,7 @@ impl PlayoutScheduler {
                             *dst = src;
                         }
                         buffer.waiting_frames = 0;
+                        buffer.starved_reported = false;
                         Some(FrameSource::Stream)
                     } else if buffer.ended {
                         None
@@ -441,8 +452,10 @@ impl PlayoutScheduler {
                             self.stats.underruns += 1;
                         }
                         buffer.waiting_frames += 1;
-                        let report = !segment.started
-                            && buffer.waiting_frames >= policy.starve_grace_frames
+                        // Before its first audio or in the middle of it
+                        // (the provider stalled): either way the line is
+                        // silent and a filler may cover it.
+                        let report = buffer.waiting_frames >= policy.starve_grace_frames
                             && !buffer.starved_reported;
                         if report {
                             buffer.starved_reported = true;
@@ -840,8 +853,49 @@ mod tests {
             !drain(&mut s)
                 .iter()
                 .any(|e| matches!(e, PlayoutEvent::Starved { .. })),
-            "a stream that already spoke is not starved, it underruns"
+            "a short underrun is not reported"
         );
+    }
+
+    #[test]
+    fn a_stream_stalled_mid_sentence_is_reported_and_a_filler_covers_it() {
+        let mut s = PlayoutScheduler::with_policy(StreamPolicy {
+            preroll_bytes: 320,
+            starve_grace_frames: 15,
+        });
+        s.enqueue(stream(2)).unwrap();
+        s.feed(StreamId(2), &[0x66; 320]);
+        s.next_frame();
+        s.next_frame();
+        drain(&mut s);
+        // The provider stalls: 14 silent frames, then the report, once.
+        let starved = |s: &mut PlayoutScheduler| {
+            drain(s)
+                .iter()
+                .filter(|e| matches!(e, PlayoutEvent::Starved { .. }))
+                .count()
+        };
+        for _ in 0..14 {
+            assert_eq!(s.next_frame().source, FrameSource::Waiting);
+        }
+        assert_eq!(starved(&mut s), 0);
+        s.next_frame();
+        assert_eq!(starved(&mut s), 1);
+        for _ in 0..20 {
+            s.next_frame();
+        }
+        assert_eq!(starved(&mut s), 0, "reported once per stall");
+        // The filler goes in front of the rest of the sentence.
+        assert!(s
+            .enqueue_before(StreamId(2), SegmentKind::Clip(clip("filler", 320, 0x01)))
+            .is_some());
+        s.feed(StreamId(2), &[0x67; 480]);
+        let payloads: Vec<u8> = (0..5).map(|_| s.next_frame().payload[0]).collect();
+        assert_eq!(payloads, vec![0x01, 0x01, 0x67, 0x67, 0x67]);
+        // Sounding again: a late filler is not let in.
+        assert!(s
+            .enqueue_before(StreamId(2), SegmentKind::Clip(clip("filler", 320, 0x01)))
+            .is_none());
     }
 
     #[test]

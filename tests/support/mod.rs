@@ -357,14 +357,26 @@ fn tail(text: &str, lines: usize) -> String {
 /// An 8 kHz μ-law WAV of a spoken French sentence (espeak-ng + sox), for
 /// sipp's `rtp_stream`; made once per test directory.
 pub fn utterance(dir: &Path) -> PathBuf {
+    speech_wav(
+        dir,
+        "utterance",
+        "Bonjour, ma box internet ne marche plus depuis ce matin.",
+        "0",
+        "0",
+    )
+}
+
+/// `<dir>/<name>.wav`: `text` spoken by espeak-ng, as 8 kHz μ-law, with
+/// `lead_s` seconds of silence before it and `pad_s` after (sox `pad`).
+pub fn speech_wav(dir: &Path, name: &str, text: &str, lead_s: &str, pad_s: &str) -> PathBuf {
     require_tool("espeak-ng");
     require_tool("sox");
-    let raw = dir.join("utterance-22k.wav");
-    let out = dir.join("utterance.wav");
+    let raw = dir.join(format!("{name}-22k.wav"));
+    let out = dir.join(format!("{name}.wav"));
     let status = Command::new("espeak-ng")
         .args(["-v", "fr", "-w"])
         .arg(&raw)
-        .arg("Bonjour, ma box internet ne marche plus depuis ce matin.")
+        .arg(text)
         .status()
         .expect("run espeak-ng");
     assert!(status.success(), "espeak-ng failed");
@@ -372,10 +384,28 @@ pub fn utterance(dir: &Path) -> PathBuf {
         .arg(&raw)
         .args(["-r", "8000", "-c", "1", "-e", "mu-law"])
         .arg(&out)
+        .args(["pad", lead_s, pad_s])
         .status()
         .expect("run sox");
     assert!(status.success(), "sox failed");
     out
+}
+
+/// Mean absolute level of an RTP packet's μ-law payload (after the 12-byte
+/// header): about 0 for silence, hundreds or more for speech.
+pub fn level(packet: &[u8]) -> u32 {
+    let codes = packet.get(12..).unwrap_or_default();
+    decode_ulaw(codes)
+        .iter()
+        .map(|s| s.unsigned_abs() as u32)
+        .sum::<u32>()
+        / codes.len().max(1) as u32
+}
+
+/// The 160-byte frames of a cached phrase, as the scheduler sends them.
+pub fn cached_frames(key: &str) -> Vec<Vec<u8>> {
+    let clip = std::fs::read(format!("{REPO}/cache/{key}.raw")).expect("cached phrase");
+    clip.chunks(160).map(<[u8]>::to_vec).collect()
 }
 
 /// Copies sipp's RFC 4733 capture of a '#' key press into `dir`.
