@@ -86,6 +86,14 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
         sav.log_text()
     );
 
+    // The call's token usage is counted for cost (the fake reports 42
+    // prompt tokens per request).
+    let log = sav.wait_for_log("llm usage of the call", Duration::from_secs(10));
+    assert!(
+        log.lines()
+            .any(|l| l.contains("llm usage of the call") && l.contains("prompt_tokens=42")),
+        "no token count:\n{log}"
+    );
     let ours = |p: &&Datagram| {
         (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172
     };

@@ -25,7 +25,7 @@ use crate::conversation::reply::{self, Providers, SpeechMsg};
 use crate::conversation::{CallAction, CallEvent};
 use crate::media::driver::{MediaDriver, MediaId};
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamId, MAX_STREAM_BYTES};
-use crate::providers::llm::ChatMessage;
+use crate::providers::llm::{ChatMessage, Usage};
 
 /// Messages queued from speech tasks to the call.
 pub const SPEECH_QUEUE: usize = 256;
@@ -90,6 +90,8 @@ pub struct SpeechSession {
     /// Segments this session queued (for the stale-Idle check).
     pub enqueued: u64,
     timing: TurnTiming,
+    /// Tokens the call's completed replies used (for cost), as reported.
+    tokens: Usage,
 }
 
 impl Drop for SpeechSession {
@@ -98,6 +100,12 @@ impl Drop for SpeechSession {
         if let Some(task) = self.reply.as_mut().and_then(|r| r.task.take()) {
             task.abort();
         }
+        info!(
+            replies = self.replies,
+            prompt_tokens = self.tokens.prompt_tokens,
+            completion_tokens = self.tokens.completion_tokens,
+            "llm usage of the call"
+        );
     }
 }
 
@@ -125,6 +133,7 @@ impl SpeechSession {
                 starved: None,
                 enqueued: 0,
                 timing: TurnTiming::default(),
+                tokens: Usage::default(),
             },
             rx,
         )
@@ -322,6 +331,10 @@ impl SpeechSession {
                 usage,
             } if self.is_current(reply) => {
                 debug!(reply, sentences, ?usage, "reply complete");
+                if let Some(used) = usage {
+                    self.tokens.prompt_tokens += used.prompt_tokens;
+                    self.tokens.completion_tokens += used.completion_tokens;
+                }
                 if let Some(r) = self.reply.as_mut() {
                     r.done = true;
                     r.task = None;
