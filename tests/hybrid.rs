@@ -204,6 +204,7 @@ fn a_slow_llm_gets_a_second_filler_and_no_long_silence() {
             ..Default::default()
         },
     );
+    write_report("hybrid-slow-report.txt", &report);
     assert!(turn.reaction_ms <= 500.0 + 40.0, "{report}");
     assert!(turn.fillers_heard >= 2, "{report}");
     assert!(turn.max_silent_run_ms <= 700.0, "{report}");
