@@ -61,8 +61,10 @@ fn barge(name: &str, slot: u16, second_transcript: &str) -> Barge {
     );
     let base = fake.base_url();
     let sav = Sav::start(&dir, ports, move |c| {
-        c.replace("greeting = [\"greet\", \"welcome\"]", "greeting = [\"greet\"]")
-            + &format!("\n[llm]\nbase_url = \"{base}/v1\"\n\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"v\"\n\n[stt]\nbase_url = \"{base}/v1\"\n")
+        c.replace(
+            "greeting = [\"greet\", \"welcome\"]",
+            "greeting = [\"greet\"]",
+        ) + &fake_providers_config(&base, "", "", "")
     });
     let capture = Capture::start(
         &dir,
@@ -93,14 +95,8 @@ fn barge(name: &str, slot: u16, second_transcript: &str) -> Barge {
             );
         }
     }
-    let ours: Vec<&Datagram> = packets
-        .iter()
-        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
-        .collect();
-    let caller: Vec<&Datagram> = packets
-        .iter()
-        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.dst_port) && p.payload.len() > 12)
-        .collect();
+    let ours = ports.sav_audio(&packets);
+    let caller = ports.caller_audio(&packets);
     // The caller's speech runs (three audible packets in a row or more).
     let audible: Vec<bool> = caller.iter().map(|p| level(&p.payload) > 200).collect();
     let mut runs: Vec<(usize, usize)> = Vec::new();

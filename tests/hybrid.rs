@@ -56,7 +56,13 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
     let base = fake.base_url();
     let sav = Sav::start(&dir, ports, move |c| {
         format!(
-            "{c}\n[llm]\nbase_url = \"{base}/v1\"\nmodel = \"fake\"\nfirst_token_timeout_ms = 6000\n\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\noutput_format = \"ulaw_8000\"\n\n[stt]\nbase_url = \"{base}/v1\"\nmodel = \"whisper\"\n"
+            "{c}{}",
+            fake_providers_config(
+                &base,
+                "model = \"fake\"\nfirst_token_timeout_ms = 6000\n",
+                "output_format = \"ulaw_8000\"\n",
+                "model = \"whisper\"\n"
+            )
         )
         .replacen("[cache]", "[cache]", 1)
     });
@@ -94,22 +100,9 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
             .any(|l| l.contains("llm usage of the call") && l.contains("prompt_tokens=42")),
         "no token count:\n{log}"
     );
-    let ours = |p: &&Datagram| {
-        (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172
-    };
-    let theirs = |p: &&Datagram| {
-        (ports.rtp_min..=ports.rtp_max).contains(&p.dst_port) && p.payload.len() > 12
-    };
-    let sav_rtp: Vec<&Datagram> = packets.iter().filter(ours).collect();
-    let caller: Vec<&Datagram> = packets.iter().filter(theirs).collect();
-    // The caller's speech: runs of audible packets (sipp also sends the WAV
-    // header as a first and a last packet: lone packets are not speech).
-    let speech_end = caller
-        .windows(3)
-        .rev()
-        .find(|w| w.iter().all(|p| level(&p.payload) > 200))
-        .expect("the caller spoke")[2]
-        .time;
+    let sav_rtp = ports.sav_audio(&packets);
+    let caller = ports.caller_audio(&packets);
+    let speech_end = speech_end(&caller).expect("the caller spoke");
     let after: Vec<&&Datagram> = sav_rtp.iter().filter(|p| p.time > speech_end).collect();
     let first_audible = after
         .iter()
@@ -125,19 +118,12 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
     let first_generated_ms = (generated[0].time - speech_end).as_secs_f64() * 1000.0;
     let last_generated = generated.last().unwrap().time;
     // Silent runs from the first answer frame to the end of the reply.
-    let mut run = 0.0f64;
-    let mut max_run = 0.0f64;
-    for p in after
-        .iter()
-        .filter(|p| p.time >= first_audible.time && p.time <= last_generated)
-    {
-        if level(&p.payload) <= 100 {
-            run += 20.0;
-            max_run = max_run.max(run);
-        } else {
-            run = 0.0;
-        }
-    }
+    let max_run = longest_silent_run_ms(
+        after
+            .iter()
+            .filter(|p| p.time >= first_audible.time && p.time <= last_generated)
+            .map(|p| **p),
+    );
     let max_gap_ms = sav_rtp
         .windows(2)
         .map(|w| (w[1].time - w[0].time).as_secs_f64() * 1000.0)

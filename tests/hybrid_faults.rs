@@ -27,10 +27,15 @@ fn fault_turn(name: &str, slot: u16, change: impl FnOnce(&mut FakeBehaviour)) {
     let base = fake.base_url();
     let sav = Sav::start(&dir, ports, move |c| {
         // A short greeting, so the caller speaks sooner.
-        c.replace("greeting = [\"greet\", \"welcome\"]", "greeting = [\"greet\"]")
-            + &format!(
-                "\n[llm]\nbase_url = \"{base}/v1\"\nmodel = \"fake\"\nfirst_token_timeout_ms = 2000\nstall_timeout_ms = 1500\n\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\nfirst_byte_timeout_ms = 2000\nstall_timeout_ms = 1500\n\n[stt]\nbase_url = \"{base}/v1\"\ntimeout_ms = 2000\n"
-            )
+        c.replace(
+            "greeting = [\"greet\", \"welcome\"]",
+            "greeting = [\"greet\"]",
+        ) + &fake_providers_config(
+            &base,
+            "model = \"fake\"\nfirst_token_timeout_ms = 2000\nstall_timeout_ms = 1500\n",
+            "first_byte_timeout_ms = 2000\nstall_timeout_ms = 1500\n",
+            "timeout_ms = 2000\n",
+        )
     });
     let capture = Capture::start(
         &dir,
@@ -54,20 +59,8 @@ fn fault_turn(name: &str, slot: u16, change: impl FnOnce(&mut FakeBehaviour)) {
         log.contains("caller hung up"),
         "the caller, not a failure, ended the call:\n{log}"
     );
-    let ours: Vec<&Datagram> = packets
-        .iter()
-        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
-        .collect();
-    let caller: Vec<&Datagram> = packets
-        .iter()
-        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.dst_port) && p.payload.len() > 12)
-        .collect();
-    let speech_end = caller
-        .windows(3)
-        .rev()
-        .find(|w| w.iter().all(|p| level(&p.payload) > 200))
-        .expect("the caller spoke")[2]
-        .time;
+    let ours = ports.sav_audio(&packets);
+    let speech_end = speech_end(&ports.caller_audio(&packets)).expect("the caller spoke");
     // The caller hears the whole fallback phrase, after their speech.
     let sorry = cached_frames("sorry");
     let after: Vec<&&Datagram> = ours.iter().filter(|p| p.time > speech_end).collect();
@@ -80,16 +73,7 @@ fn fault_turn(name: &str, slot: u16, change: impl FnOnce(&mut FakeBehaviour)) {
         })
         .unwrap_or_else(|| panic!("the caller did not hear the fallback phrase:\n{log}"));
     // ...with no dead air before it.
-    let mut run = 0.0f64;
-    let mut longest = 0.0f64;
-    for p in &after[..start] {
-        if level(&p.payload) <= 100 {
-            run += 20.0;
-            longest = longest.max(run);
-        } else {
-            run = 0.0;
-        }
-    }
+    let longest = longest_silent_run_ms(after[..start].iter().map(|p| **p));
     let waited = (after[start].time - speech_end).as_secs_f64() * 1000.0;
     println!("{name}: fallback after {waited:.0} ms, longest silent run before it {longest:.0} ms");
     assert!(

@@ -60,10 +60,7 @@ fn hold_stops_rtp_and_resume_continues_seq_and_timestamp() {
     };
     let held_at = answer("2");
     let resumed_at = answer("3");
-    let rtp: Vec<&Datagram> = packets
-        .iter()
-        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
-        .collect();
+    let rtp = ports.sav_audio(&packets);
     let during_hold = rtp
         .iter()
         .filter(|p| p.time > held_at + Duration::from_millis(60) && p.time < resumed_at)
@@ -203,9 +200,9 @@ fn failed_transfer_says_the_fallback_phrase_and_keeps_the_call() {
     );
     // The fallback phrase, whole, in sav's RTP.
     let fallback = std::fs::read(format!("{REPO}/cache/transfer_failed.raw")).unwrap();
-    let heard: Vec<u8> = packets
+    let heard: Vec<u8> = ports
+        .sav_audio(&packets)
         .iter()
-        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
         .flat_map(|p| p.payload[12..].to_vec())
         .collect();
     assert!(

@@ -93,10 +93,7 @@ fn pound_key_gets_the_goodbye_then_bye_from_sav() {
     // What sav sent after the key press: the goodbye clip, in full, and the
     // BYE only once it was said.
     let goodbye = std::fs::read(format!("{REPO}/cache/goodbye.raw")).expect("cache/goodbye.raw");
-    let rtp: Vec<&Datagram> = packets
-        .iter()
-        .filter(|p| (ports.rtp_min..=ports.rtp_max).contains(&p.src_port) && p.payload.len() == 172)
-        .collect();
+    let rtp = ports.sav_audio(&packets);
     let heard: Vec<u8> = rtp.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
     let at = find(&heard, &goodbye).expect("the goodbye clip is in sav's RTP");
     let goodbye_end_packet = rtp[(at + goodbye.len()) / 160];

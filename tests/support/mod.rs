@@ -43,6 +43,61 @@ impl Ports {
     }
 }
 
+impl Ports {
+    /// sav's outgoing audio in a capture: 20 ms PCMU RTP packets sent from
+    /// its RTP range.
+    pub fn sav_audio<'a>(&self, packets: &'a [Datagram]) -> Vec<&'a Datagram> {
+        packets
+            .iter()
+            .filter(|p| {
+                (self.rtp_min..=self.rtp_max).contains(&p.src_port) && p.payload.len() == 172
+            })
+            .collect()
+    }
+
+    /// The RTP packets a capture shows going to sav: the caller's audio.
+    pub fn caller_audio<'a>(&self, packets: &'a [Datagram]) -> Vec<&'a Datagram> {
+        packets
+            .iter()
+            .filter(|p| (self.rtp_min..=self.rtp_max).contains(&p.dst_port) && p.payload.len() > 12)
+            .collect()
+    }
+}
+
+/// When the caller's last speech ended: the last of three audible packets
+/// in a row (sipp also sends the WAV header as a first and a last packet:
+/// lone packets are not speech).
+pub fn speech_end(caller: &[&Datagram]) -> Option<Duration> {
+    caller
+        .windows(3)
+        .rev()
+        .find(|w| w.iter().all(|p| level(&p.payload) > 200))
+        .map(|w| w[2].time)
+}
+
+/// The longest run of silent 20 ms frames among `frames`, in ms.
+pub fn longest_silent_run_ms<'a>(frames: impl IntoIterator<Item = &'a Datagram>) -> f64 {
+    let mut run = 0.0f64;
+    let mut longest = 0.0f64;
+    for p in frames {
+        if level(&p.payload) <= 100 {
+            run += 20.0;
+            longest = longest.max(run);
+        } else {
+            run = 0.0;
+        }
+    }
+    longest
+}
+
+/// The `[llm]`, `[tts]` and `[stt]` sections pointing at fake providers
+/// served at `base`, each followed by its `extra` lines.
+pub fn fake_providers_config(base: &str, llm: &str, tts: &str, stt: &str) -> String {
+    format!(
+        "\n[llm]\nbase_url = \"{base}/v1\"\n{llm}\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\n{tts}\n[stt]\nbase_url = \"{base}/v1\"\n{stt}"
+    )
+}
+
 /// A per-test scratch directory under the target directory.
 pub fn workdir(name: &str) -> PathBuf {
     let dir = Path::new(REPO).join("target").join("test-work").join(name);
