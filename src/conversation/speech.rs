@@ -229,9 +229,10 @@ impl SpeechSession {
                 if let Some(clip) = self.cache.clip(key) {
                     self.enqueued += 1;
                     let clip = SegmentKind::Clip(clip.clone());
+                    // Only a `Starved` stream asks for a filler in front.
                     match self.starved.take() {
                         Some(stream) => self.driver.enqueue_before(self.media, stream, clip).await,
-                        None => self.driver.enqueue_front(self.media, clip).await,
+                        None => self.driver.enqueue(self.media, clip).await,
                     }
                 }
             }

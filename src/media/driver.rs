@@ -77,7 +77,6 @@ pub struct StreamStart {
 enum Command {
     Start(Box<StreamStart>),
     Enqueue(MediaId, SegmentKind),
-    EnqueueFront(MediaId, SegmentKind),
     EnqueueBefore(MediaId, StreamId, SegmentKind),
     Feed(MediaId, StreamId, Vec<u8>),
     EndStream(MediaId, StreamId),
@@ -135,13 +134,8 @@ impl MediaDriver {
         self.send(Command::Enqueue(id, segment)).await;
     }
 
-    /// Queues a segment in front of a stream that waits (a filler).
-    pub async fn enqueue_front(&self, id: MediaId, segment: SegmentKind) {
-        self.send(Command::EnqueueFront(id, segment)).await;
-    }
-
-    /// Queues a segment right before a stream that still waits (a filler
-    /// covering it); dropped if that stream started meanwhile.
+    /// Queues a segment right before a stream that waits for audio (a filler
+    /// covering it); dropped if that stream is sounding again meanwhile.
     pub async fn enqueue_before(&self, id: MediaId, stream: StreamId, segment: SegmentKind) {
         self.send(Command::EnqueueBefore(id, stream, segment)).await;
     }
@@ -280,13 +274,6 @@ fn apply(
             if let Some(call) = calls.get_mut(&id) {
                 if call.scheduler.enqueue(segment).is_err() {
                     warn!(media = id, "playout queue full; segment dropped");
-                }
-            }
-        }
-        Command::EnqueueFront(id, segment) => {
-            if let Some(call) = calls.get_mut(&id) {
-                if call.scheduler.enqueue_front(segment).is_err() {
-                    warn!(media = id, "playout queue full; filler dropped");
                 }
             }
         }

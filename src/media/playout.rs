@@ -10,7 +10,7 @@
 //! slow provider does not make the reply stutter; a stream that is at the
 //! head of the queue without that pre-roll for longer than the grace is
 //! reported ([`PlayoutEvent::Starved`]) so the conversation can slip a filler
-//! in front of it ([`PlayoutScheduler::enqueue_front`]); a stream that runs
+//! in front of it ([`PlayoutScheduler::enqueue_before`]); a stream that runs
 //! dry while playing plays silence, counts an underrun, and buffers its
 //! pre-roll again. Segment start and end are reported so the conversation
 //! knows what the caller heard.
@@ -245,31 +245,6 @@ impl PlayoutScheduler {
             return Err(QueueFull);
         }
         self.queue.push_back(segment);
-        Ok(id)
-    }
-
-    /// Puts a segment at the head of the queue, in front of a stream that
-    /// waits for its audio (a filler to cover a slow provider). A segment
-    /// already playing audio is not cut: the new one goes right behind it.
-    pub fn enqueue_front(&mut self, kind: SegmentKind) -> Result<SegmentId, QueueFull> {
-        let segment = self.make_segment(kind);
-        let id = segment.id;
-        if self.queue.len() >= MAX_QUEUED_SEGMENTS {
-            return Err(QueueFull);
-        }
-        let head_is_playing = self
-            .queue
-            .front()
-            .is_some_and(|s| s.started && s.buffer.as_ref().is_none_or(|b| b.playing));
-        let at = usize::from(head_is_playing);
-        self.queue.insert(at, segment);
-        // The stream behind it waits anew.
-        for s in self.queue.iter_mut().skip(at + 1) {
-            if let Some(buffer) = s.buffer.as_mut() {
-                buffer.waiting_frames = 0;
-                buffer.starved_reported = false;
-            }
-        }
         Ok(id)
     }
 
@@ -809,8 +784,9 @@ mod tests {
         assert!(drain(&mut s)
             .iter()
             .any(|e| matches!(e, PlayoutEvent::Starved { .. })));
-        s.enqueue_front(SegmentKind::Clip(clip("filler_ok", 320, 0x44)))
-            .unwrap();
+        assert!(s
+            .enqueue_before(StreamId(1), SegmentKind::Clip(clip("filler_ok", 320, 0x44)))
+            .is_some());
         s.feed(StreamId(1), &[0x55; 480]);
         s.end_stream(StreamId(1));
         let payloads: Vec<u8> = (0..5).map(|_| s.next_frame().payload[0]).collect();
@@ -818,13 +794,15 @@ mod tests {
     }
 
     #[test]
-    fn enqueue_front_never_cuts_a_clip_mid_word() {
+    fn a_filler_never_cuts_a_clip_mid_word() {
         let mut s = PlayoutScheduler::new();
         s.enqueue(SegmentKind::Clip(clip("long", 800, 0x01)))
             .unwrap();
+        s.enqueue(stream(5)).unwrap();
         s.next_frame();
-        s.enqueue_front(SegmentKind::Clip(clip("other", 160, 0x02)))
-            .unwrap();
+        assert!(s
+            .enqueue_before(StreamId(5), SegmentKind::Clip(clip("other", 160, 0x02)))
+            .is_some());
         let payloads: Vec<u8> = (0..6).map(|_| s.next_frame().payload[0]).collect();
         assert_eq!(payloads, vec![0x01, 0x01, 0x01, 0x01, 0x02, g711::SILENCE]);
     }
