@@ -212,6 +212,47 @@ pub struct Config {
     pub llm: Option<crate::providers::llm::LlmConfig>,
     pub tts: Option<crate::providers::tts::TtsConfig>,
     pub stt: Option<crate::providers::stt::SttConfig>,
+    /// Customers, call records, the CRM outbox.
+    #[serde(default)]
+    pub store: StoreConfig,
+    /// Delivery of call events to the CRM.
+    #[serde(default)]
+    pub crm: crate::store::outbox::CrmConfig,
+    /// The directory relative paths are taken from (the file's).
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+}
+
+/// `[store]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// `sqlite://path` (relative to the config file's directory).
+    #[serde(default = "default_store_url")]
+    pub url: String,
+    /// This instance's name in call records: calls it left open are closed
+    /// as interrupted when it starts again. Default: the SIP listen address.
+    pub instance: Option<String>,
+    /// Country code that completes national numbers ("0612…" → "+33612…").
+    #[serde(default = "default_country_code")]
+    pub country_code: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            url: default_store_url(),
+            instance: None,
+            country_code: default_country_code(),
+        }
+    }
+}
+
+fn default_store_url() -> String {
+    "sqlite://sav.db".into()
+}
+fn default_country_code() -> String {
+    "33".into()
 }
 
 /// `[listen]`.
@@ -416,6 +457,7 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
+        config.base_dir = base.to_path_buf();
         config.validate(origin)?;
         Ok(config)
     }
@@ -597,6 +639,41 @@ impl Config {
                 "a key other than call.hangup_digit",
             ));
         }
+        let cc = &self.store.country_code;
+        if cc.is_empty()
+            || cc.len() > 3
+            || !cc.bytes().all(|b| b.is_ascii_digit())
+            || cc.starts_with('0')
+        {
+            return Err(invalid(
+                "store.country_code",
+                format!("{cc:?}"),
+                "the country calling code, 1 to 3 digits, e.g. \"33\"",
+            ));
+        }
+        if !self.store.url.starts_with("sqlite:") {
+            return Err(invalid(
+                "store.url",
+                format!("{:?}", self.store.url),
+                "sqlite://path/to/file.db",
+            ));
+        }
+        if let Some(url) = &self.crm.webhook_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(invalid(
+                    "crm.webhook_url",
+                    format!("{url:?}"),
+                    "an http:// or https:// URL",
+                ));
+            }
+        }
+        if self.crm.retry_min_ms == 0 || self.crm.retry_min_ms > self.crm.retry_max_ms {
+            return Err(invalid(
+                "crm.retry_min_ms",
+                format!("{}..{}", self.crm.retry_min_ms, self.crm.retry_max_ms),
+                "1 <= retry_min_ms <= retry_max_ms",
+            ));
+        }
         if let Some(target) = &self.call.transfer_to {
             if !(target.starts_with("sip:")
                 || target.starts_with("sips:")
@@ -615,6 +692,14 @@ impl Config {
     /// Turn-taking with generated replies runs when STT, LLM and TTS are set.
     pub fn speech_enabled(&self) -> bool {
         self.llm.is_some() && self.tts.is_some() && self.stt.is_some()
+    }
+
+    /// This instance's name in the store.
+    pub fn instance(&self) -> String {
+        self.store
+            .instance
+            .clone()
+            .unwrap_or_else(|| format!("sav@{}", self.sip.listen))
     }
 
     /// Where SIP over TLS listens.

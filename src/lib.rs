@@ -8,6 +8,7 @@
 //! - [`media`]: the sans-IO media cores (G.711, pacer, playout scheduler,
 //!   DTMF, RTP packets) and the tokio task that drives them on real sockets;
 //! - [`sip`]: the rsipstack glue (transports, INVITE handling, SDP);
+//! - [`store`]: customers, call records and the CRM outbox (SQLite);
 //! - [`config`]: `sav.toml`, with the repository's copy as embedded default.
 //!
 //! The protocol and media cores take time and events in and hand frames and
@@ -20,6 +21,7 @@ pub mod media;
 pub mod providers;
 pub mod redact;
 pub mod sip;
+pub mod store;
 
 /// Installs ring as the process-wide rustls crypto provider, once. rsipstack's
 /// TLS and reqwest both rely on it; a second provider in the tree would make

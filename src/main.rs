@@ -33,6 +33,11 @@ enum Command {
         #[command(subcommand)]
         action: CacheAction,
     },
+    /// Manage the customers in the store.
+    Customers {
+        #[command(subcommand)]
+        action: CustomersAction,
+    },
     /// Validate the configuration and print what it says.
     CheckConfig,
     /// Place a call (through the outbound proxy when [sip.register] sets
@@ -51,6 +56,14 @@ enum Command {
         #[arg(long)]
         duration: Option<f64>,
     },
+}
+
+#[derive(Subcommand)]
+enum CustomersAction {
+    /// Load customers and open tickets from a CSV with a header row: phone,
+    /// first_name, last_name, and optionally title, product, problem. Bad rows
+    /// are reported with their line numbers and skipped; good rows are kept.
+    Import { file: PathBuf },
 }
 
 #[derive(Subcommand)]
@@ -116,6 +129,48 @@ fn run(cli: Cli) -> Result<ExitCode> {
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }
+        Command::Customers {
+            action: CustomersAction::Import { file },
+        } => {
+            let input = std::fs::File::open(&file)
+                .with_context(|| format!("cannot open {}", file.display()))?;
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let report = runtime.block_on(async {
+                let store = sav::store::Store::open(
+                    &config.store.url,
+                    &config.base_dir,
+                    &config.instance(),
+                )
+                .await?;
+                anyhow::Ok(
+                    sav::store::import::import_customers(
+                        &store,
+                        std::io::BufReader::new(input),
+                        &config.store.country_code,
+                    )
+                    .await?,
+                )
+            })?;
+            for (line, why) in &report.rejected {
+                println!("{}:{line}: skipped: {why}", file.display());
+            }
+            println!(
+                "{} rows: {} customers imported, {} new tickets, {} rows skipped",
+                report.rows,
+                report.customers,
+                report.tickets,
+                report.rejected.len()
+            );
+            Ok(if report.rejected.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                // Done, but not all of it: scripts should notice.
+                ExitCode::from(2)
+            })
+        }
         Command::Cache {
             action: CacheAction::Build,
         } => {
@@ -167,13 +222,6 @@ fn run(cli: Cli) -> Result<ExitCode> {
             );
             if config.sip.transports.contains(&sav::config::Transport::Tls) {
                 sav::sip::tls::load(&config.sip.tls)?;
-                println!(
-                    "  tls          {} ({})",
-                    config.tls_listen(),
-                    config.sip.tls.cert.display()
-                );
-            }
-            if config.sip.transports.contains(&sav::config::Transport::Tls) {
                 println!(
                     "  tls          {} ({})",
                     config.tls_listen(),

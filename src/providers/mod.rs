@@ -89,7 +89,7 @@ pub(crate) fn http_client(
 /// read for the log only: at most 4 KB, for at most a second.
 pub(crate) async fn status_error(
     provider: &'static str,
-    mut response: reqwest::Response,
+    response: reqwest::Response,
 ) -> ProviderError {
     let status = response.status().as_u16();
     if status == 429 {
@@ -104,6 +104,17 @@ pub(crate) async fn status_error(
             retry_after,
         };
     }
+    let body = read_error_body(response).await;
+    ProviderError::Status {
+        provider,
+        status,
+        body,
+    }
+}
+
+/// The start of an error response's body, for a log line: at most 4 KB read,
+/// for at most a second; 300 characters kept.
+pub(crate) async fn read_error_body(mut response: reqwest::Response) -> String {
     let mut body = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
         while let Ok(Some(chunk)) = response.chunk().await {
@@ -114,12 +125,7 @@ pub(crate) async fn status_error(
         }
     })
     .await;
-    let body: String = String::from_utf8_lossy(&body).chars().take(300).collect();
-    ProviderError::Status {
-        provider,
-        status,
-        body,
-    }
+    String::from_utf8_lossy(&body).chars().take(300).collect()
 }
 
 /// The API key named by `api_key_env`, if one is configured.
