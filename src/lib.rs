@@ -22,6 +22,7 @@ pub mod providers;
 pub mod redact;
 pub mod sip;
 pub mod store;
+pub mod text;
 
 /// Installs ring as the process-wide rustls crypto provider, once. rsipstack's
 /// TLS and reqwest both rely on it; a second provider in the tree would make

@@ -16,7 +16,9 @@
 
 use crate::config::CallConfig;
 
+pub mod guide;
 pub mod reply;
+pub mod speakable;
 pub mod speech;
 
 /// The turn-taking settings, present when STT, LLM and TTS are configured.

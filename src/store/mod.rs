@@ -376,7 +376,7 @@ impl Recorder {
             at: now_ms(),
             speaker,
             kind,
-            text: truncate(text, MAX_TURN_TEXT).to_string(),
+            text: crate::text::cut(text, MAX_TURN_TEXT).to_string(),
         });
     }
 
@@ -411,18 +411,6 @@ impl Recorder {
             outcome: outcome.to_string(),
         });
     }
-}
-
-/// At most `max` bytes of `text`, cut on a character boundary.
-pub fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// A random 128-bit id in hex.

@@ -131,7 +131,7 @@ impl Store {
              claimed_until = NULL, last_error = $2 WHERE id = $3",
         )
         .bind(now_ms() + retry_in_ms as i64)
-        .bind(super::truncate(error, MAX_ERROR_BODY))
+        .bind(crate::text::cut(error, MAX_ERROR_BODY))
         .bind(id)
         .execute(self.pool())
         .await?;
