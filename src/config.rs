@@ -166,7 +166,11 @@ pub struct MediaConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CallConfig {
+    /// What a new caller hears on answer, from the cache.
     pub greeting: Vec<String>,
+    /// The same when there is no STT: the caller answers with keys only.
+    #[serde(default = "default_greeting_dtmf")]
+    pub greeting_dtmf: Vec<String>,
     #[serde(default = "default_hangup_digit")]
     pub hangup_digit: char,
     pub goodbye: String,
@@ -215,6 +219,13 @@ pub struct Config {
     /// Customers, call records, the CRM outbox.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The guided flow's phrases and answers.
+    #[serde(default)]
+    pub flow: crate::conversation::guide::FlowConfig,
+    /// The knowledge base: problems and their fix steps. Without any, every
+    /// turn is answered by the LLM (a free conversation).
+    #[serde(default)]
+    pub problems: Vec<crate::conversation::guide::ProblemConfig>,
     /// Delivery of call events to the CRM.
     #[serde(default)]
     pub crm: crate::store::outbox::CrmConfig,
@@ -410,6 +421,9 @@ fn default_transfer_phrase() -> String {
 }
 fn default_transfer_failed_phrase() -> String {
     "transfer_failed".into()
+}
+fn default_greeting_dtmf() -> Vec<String> {
+    vec!["greet".into(), "menu".into()]
 }
 fn default_hangup_digit() -> char {
     '#'
@@ -639,6 +653,7 @@ impl Config {
                 "a key other than call.hangup_digit",
             ));
         }
+        self.validate_knowledge(origin)?;
         let cc = &self.store.country_code;
         if cc.is_empty()
             || cc.len() > 3
@@ -692,6 +707,131 @@ impl Config {
     /// Turn-taking with generated replies runs when STT, LLM and TTS are set.
     pub fn speech_enabled(&self) -> bool {
         self.llm.is_some() && self.tts.is_some() && self.stt.is_some()
+    }
+
+    /// Every phrase the guided flow says is in the cache; problem keys and
+    /// menu keys are unique and clash with no other key.
+    fn validate_knowledge(&self, origin: &str) -> Result<(), ConfigError> {
+        let invalid = |key: String, value: String, expected| ConfigError::Invalid {
+            origin: origin.to_string(),
+            key,
+            value,
+            expected,
+        };
+        if self.problems.is_empty() {
+            return Ok(());
+        }
+        let phrases = &self.cache.phrases;
+        let flow = &self.flow;
+        for (key, phrase) in [
+            ("flow.menu", &flow.menu),
+            ("flow.problem_unknown", &flow.problem_unknown),
+            ("flow.verify", &flow.verify),
+            ("flow.reprompt", &flow.reprompt),
+            ("flow.congratulations", &flow.congratulations),
+            ("flow.congratulation_filler", &flow.congratulation_filler),
+            ("flow.callback", &flow.callback),
+        ] {
+            if !phrases.contains_key(phrase) {
+                return Err(invalid(
+                    key.into(),
+                    format!("{phrase:?}"),
+                    "a phrase of [cache.phrases]",
+                ));
+            }
+        }
+        for (key, text) in [
+            ("flow.known_greeting", &flow.known_greeting),
+            (
+                "flow.known_greeting_no_ticket",
+                &flow.known_greeting_no_ticket,
+            ),
+            ("flow.congratulation_prompt", &flow.congratulation_prompt),
+            ("flow.classifier_prompt", &flow.classifier_prompt),
+        ] {
+            if text.trim().is_empty() {
+                return Err(invalid(
+                    key.into(),
+                    "\"\"".into(),
+                    "a text (the guided flow needs it)",
+                ));
+            }
+        }
+        for (key, list) in [
+            ("flow.positive", &flow.positive),
+            ("flow.negative", &flow.negative),
+            ("flow.agent", &flow.agent),
+        ] {
+            if list.iter().all(|w| w.trim().is_empty()) {
+                return Err(invalid(
+                    key.into(),
+                    "[]".into(),
+                    "at least one word or phrase",
+                ));
+            }
+        }
+        if flow.yes_digit == flow.no_digit {
+            return Err(invalid(
+                "flow.no_digit".into(),
+                format!("{:?}", flow.no_digit),
+                "a key other than yes_digit",
+            ));
+        }
+        for (key, digit) in [
+            ("flow.yes_digit", flow.yes_digit),
+            ("flow.no_digit", flow.no_digit),
+        ] {
+            if crate::media::dtmf::event_to_digit_code(digit).is_none()
+                || digit == self.call.hangup_digit
+                || digit == self.call.transfer_digit
+            {
+                return Err(invalid(
+                    key.into(),
+                    format!("{digit:?}"),
+                    "a DTMF key (0-9, *, #, A-D) other than the hang-up and transfer keys",
+                ));
+            }
+        }
+        let mut keys = std::collections::BTreeSet::new();
+        let mut digits = std::collections::BTreeSet::new();
+        for (i, problem) in self.problems.iter().enumerate() {
+            let at = |field: &str| format!("problems[{i}].{field}");
+            if problem.key.trim().is_empty() || !keys.insert(problem.key.to_lowercase()) {
+                return Err(invalid(
+                    at("key"),
+                    format!("{:?}", problem.key),
+                    "a non-empty key, unique among the problems",
+                ));
+            }
+            if problem.steps.is_empty() {
+                return Err(invalid(
+                    at("steps"),
+                    "[]".into(),
+                    "at least one fix step (a phrase key)",
+                ));
+            }
+            if let Some(step) = problem.steps.iter().find(|s| !phrases.contains_key(*s)) {
+                return Err(invalid(
+                    at("steps"),
+                    format!("{step:?}"),
+                    "phrases of [cache.phrases]",
+                ));
+            }
+            if let Some(digit) = problem.digit {
+                if crate::media::dtmf::event_to_digit_code(digit).is_none()
+                    || digit == self.call.hangup_digit
+                    || digit == self.call.transfer_digit
+                    || !digits.insert(digit)
+                {
+                    return Err(invalid(
+                        at("digit"),
+                        format!("{digit:?}"),
+                        "a DTMF key unique among the problems, other than the hang-up and transfer keys",
+                    ));
+                }
+            }
+        }
+        Ok(())
     }
 
     /// This instance's name in the store.

@@ -63,25 +63,25 @@ pub struct FlowConfig {
     pub callback: String,
     /// Said through TTS after `greet` to a known customer. Placeholders:
     /// {title} {first_name} {last_name} {product} {problem}.
-    #[serde(default = "d_known_greeting")]
+    #[serde(default)]
     pub known_greeting: String,
     /// The same, for a known customer without an open ticket.
-    #[serde(default = "d_known_greeting_no_ticket")]
+    #[serde(default)]
     pub known_greeting_no_ticket: String,
     /// Asked of the LLM when the problem is solved; {first_name}.
-    #[serde(default = "d_congratulation_prompt")]
+    #[serde(default)]
     pub congratulation_prompt: String,
     /// The LLM classifier's instructions; {problems} is the list of types.
-    #[serde(default = "d_classifier_prompt")]
+    #[serde(default)]
     pub classifier_prompt: String,
     /// Answers that mean "done" / "yes, it works".
-    #[serde(default = "d_positive")]
+    #[serde(default)]
     pub positive: Vec<String>,
     /// Answers that mean "no" / "still broken".
-    #[serde(default = "d_negative")]
+    #[serde(default)]
     pub negative: Vec<String>,
     /// Answers that ask for a human.
-    #[serde(default = "d_agent")]
+    #[serde(default)]
     pub agent: Vec<String>,
     #[serde(default = "d_yes_digit")]
     pub yes_digit: char,
@@ -118,69 +118,6 @@ fn d_congratulation_filler() -> String {
 }
 fn d_callback() -> String {
     "callback".into()
-}
-fn d_known_greeting() -> String {
-    "{title} {last_name}, je vois votre ticket concernant votre {product} : {problem}. \
-     Est-ce pour cela que vous appelez ? Décrivez-moi ce qui se passe."
-        .into()
-}
-fn d_known_greeting_no_ticket() -> String {
-    "{title} {last_name}, comment puis-je vous aider ?".into()
-}
-fn d_congratulation_prompt() -> String {
-    "Le client {first_name} a résolu son problème. Génère UNE phrase courte (max 10 mots) \
-     pour le féliciter."
-        .into()
-}
-fn d_classifier_prompt() -> String {
-    "Tu classes le problème d'un client du service après-vente. Types possibles :\n{problems}\n\
-     Réponds uniquement par le type, en un mot, ou par « inconnu » si aucun ne convient."
-        .into()
-}
-fn words(list: &[&str]) -> Vec<String> {
-    list.iter().map(|s| s.to_string()).collect()
-}
-fn d_positive() -> Vec<String> {
-    words(&[
-        "oui",
-        "c'est fait",
-        "fait",
-        "voila",
-        "ok",
-        "d'accord",
-        "ca marche",
-        "ca fonctionne",
-        "ca remarche",
-        "c'est bon",
-        "parfait",
-        "super",
-    ])
-}
-fn d_negative() -> Vec<String> {
-    words(&[
-        "non",
-        "ne marche",
-        "marche pas",
-        "marche toujours pas",
-        "ne fonctionne",
-        "fonctionne pas",
-        "toujours pas",
-        "pas mieux",
-        "rien ne change",
-        "pareil",
-    ])
-}
-fn d_agent() -> Vec<String> {
-    words(&[
-        "conseiller",
-        "conseillere",
-        "humain",
-        "une personne",
-        "quelqu'un",
-        "agent",
-        "operateur",
-        "operatrice",
-    ])
 }
 fn d_yes_digit() -> char {
     '1'
@@ -437,6 +374,11 @@ impl Guide {
         std::mem::take(&mut self.notes)
     }
 
+    /// Nothing more to guide (a human takes over).
+    pub fn close(&mut self) {
+        self.stage = Stage::Closed;
+    }
+
     /// The caller said `text` (a transcript, maybe empty).
     pub fn on_words(&mut self, text: &str) -> Decision {
         let text = text.trim();
@@ -582,6 +524,17 @@ mod tests {
     use super::*;
     use std::sync::Arc;
 
+    fn words(list: &[&str]) -> Vec<String> {
+        list.iter().map(|s| s.to_string()).collect()
+    }
+
+    /// The flow of the embedded sav.toml: its phrases, prompts and answers.
+    fn flow() -> FlowConfig {
+        crate::config::Config::load(None)
+            .expect("embedded sav.toml")
+            .flow
+    }
+
     fn kb() -> Arc<Knowledge> {
         let problems = vec![
             ProblemConfig {
@@ -599,7 +552,7 @@ mod tests {
                 steps: words(&["tv_restart"]),
             },
         ];
-        Arc::new(Knowledge::new(problems, FlowConfig::default()))
+        Arc::new(Knowledge::new(problems, flow()))
     }
 
     fn guide() -> Guide {

@@ -80,6 +80,9 @@ pub enum CallEvent {
     ReplyFailed,
     /// The reply is generated to its end (its last audio is queued).
     ReplyDone,
+    /// The LLM's classification `id` of the caller's problem (`None`: it
+    /// failed).
+    Classified { id: u64, reply: Option<String> },
 }
 
 /// What the call task should do.
@@ -99,6 +102,20 @@ pub enum CallAction {
     OpenReply,
     /// Generate the reply to this caller text into the open slot.
     Generate(String),
+    /// Speak this fixed text (TTS only) into the open slot.
+    Speak(String),
+    /// Generate a one-off line from this instruction (not the conversation
+    /// so far) into the open slot.
+    Compose(String),
+    /// Ask the LLM which problem the caller's `text` is (answer in
+    /// `CallEvent::Classified` with the same `id`).
+    Classify {
+        id: u64,
+        system: String,
+        text: String,
+    },
+    /// Something for the call record (the problem, a step given).
+    Note(guide::Note),
     /// Drop the reply: end its streams, stop its providers.
     CancelReply,
     /// The caller talks over the reply: keep making it, play none of it.
@@ -119,6 +136,119 @@ pub enum HangupReason {
     RtpTimeout,
     /// The caller is with a human now.
     Transferred,
+    /// The bot finished the call (solved, or a human will call back).
+    Finished,
+}
+
+/// How the call ended for the support team (the call record's outcome).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// The caller confirmed the fix worked.
+    Resolved,
+    /// Handed over to a human (the transfer succeeded).
+    Transferred,
+    /// The transfer to a human failed.
+    TransferFailed,
+    /// No one to transfer to: a human will call back.
+    Callback,
+    /// The caller ended the call with the hang-up key.
+    CallerEnded,
+    /// The caller's media stopped.
+    RtpTimeout,
+}
+
+impl Outcome {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Outcome::Resolved => "resolved",
+            Outcome::Transferred => "transferred",
+            Outcome::TransferFailed => "transfer_failed",
+            Outcome::Callback => "callback",
+            Outcome::CallerEnded => "caller_ended",
+            Outcome::RtpTimeout => "rtp_timeout",
+        }
+    }
+}
+
+/// What the caller hears on answer.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Greeting {
+    /// Cached phrases, at once.
+    pub phrases: Vec<String>,
+    /// Text spoken through TTS behind them (a known customer by name), with
+    /// the cached phrase said instead when the TTS fails.
+    pub speak: Option<(String, Option<String>)>,
+    /// Cached phrases after the spoken text.
+    pub then: Vec<String>,
+}
+
+/// A known customer, as the greeting needs them.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KnownCaller {
+    pub title: String,
+    pub first_name: String,
+    pub last_name: String,
+    /// The newest open ticket: product, problem.
+    pub ticket: Option<(String, String)>,
+}
+
+/// The greeting for this call: the cached one (`[call] greeting`, or
+/// `greeting_dtmf` when the caller can only use keys); a known customer,
+/// when TTS is there, gets `greet` and their name and ticket behind it
+/// (the seed's `say_hybrid("greet", "Monsieur Dupont, je vois votre ticket…")`).
+pub fn greeting(
+    call: &CallConfig,
+    flow: &guide::FlowConfig,
+    caller: Option<&KnownCaller>,
+    listens: bool,
+    speaks: bool,
+) -> Greeting {
+    let standard = if listens {
+        call.greeting.clone()
+    } else {
+        call.greeting_dtmf.clone()
+    };
+    let Some(caller) = caller.filter(|_| speaks) else {
+        return Greeting {
+            phrases: standard,
+            ..Greeting::default()
+        };
+    };
+    let template = match &caller.ticket {
+        Some(_) => &flow.known_greeting,
+        None => &flow.known_greeting_no_ticket,
+    };
+    let (product, problem) = caller.ticket.clone().unwrap_or_default();
+    let text = template
+        .replace("{title}", &caller.title)
+        .replace("{first_name}", &caller.first_name)
+        .replace("{last_name}", &caller.last_name)
+        .replace("{product}", &product)
+        .replace("{problem}", &problem);
+    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
+    let text = text.trim_start_matches([',', ' ']).to_string();
+    // The first cached phrase (the hello) at once; the rest of the standard
+    // greeting is what the spoken text replaces, and what is said if it fails.
+    let mut phrases = standard;
+    let rest = if phrases.len() > 1 {
+        phrases.split_off(1)
+    } else {
+        Vec::new()
+    };
+    if listens {
+        Greeting {
+            phrases,
+            speak: Some((text, rest.first().cloned())),
+            then: Vec::new(),
+        }
+    } else {
+        // Without STT the menu is still said: keys are the only way in.
+        Greeting {
+            phrases,
+            speak: Some((text, None)),
+            then: rest,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,6 +281,11 @@ pub enum Phase {
 pub struct Conversation {
     flow: CallConfig,
     hybrid: Option<HybridConfig>,
+    /// The guided SAV flow, when there is a knowledge base.
+    guide: Option<guide::Guide>,
+    /// Generated speech is possible (LLM and TTS): `Compose`.
+    can_generate: bool,
+    greeting: Greeting,
     phase: Phase,
     /// Index of the last filler said.
     last_filler: Option<usize>,
@@ -162,10 +297,20 @@ pub struct Conversation {
     reply_has_content: bool,
     /// The reply's generation has not finished.
     reply_generating: bool,
+    /// Said instead of `hybrid.fallback` when the open reply fails.
+    reply_fallback: Option<String>,
     /// A transcript is awaited for the caller's last turn.
     awaiting_transcript: bool,
+    /// The classification with this id is awaited, for this text.
+    awaiting_class: Option<(u64, String)>,
+    classifications: u64,
     /// Fillers said while waiting in this turn.
     fillers_this_turn: u32,
+    /// Once the reply is said: goodbye, and the call ends.
+    goodbye_after_reply: bool,
+    /// Why the call ends after the goodbye.
+    goodbye_reason: HangupReason,
+    outcome: Option<Outcome>,
 }
 
 /// Fillers in one turn before the reply is given up for the fallback
@@ -175,23 +320,59 @@ const MAX_FILLERS_PER_TURN: u32 = 4;
 impl Conversation {
     pub fn new(flow: CallConfig) -> Self {
         Self {
+            greeting: Greeting {
+                phrases: flow.greeting.clone(),
+                ..Greeting::default()
+            },
             flow,
             hybrid: None,
+            guide: None,
+            can_generate: false,
             phase: Phase::Answering,
             last_filler: None,
             reply_open: false,
             reply_interrupted: false,
             reply_has_content: false,
             reply_generating: false,
+            reply_fallback: None,
             awaiting_transcript: false,
+            awaiting_class: None,
+            classifications: 0,
             fillers_this_turn: 0,
+            goodbye_after_reply: false,
+            goodbye_reason: HangupReason::CallerDone,
+            outcome: None,
         }
     }
 
-    /// With speech providers: turn-taking with fillers and generated replies.
+    /// With speech providers: fillers, fallback, turn-taking with generated
+    /// replies.
     pub fn with_hybrid(mut self, hybrid: HybridConfig) -> Self {
         self.hybrid = Some(hybrid);
         self
+    }
+
+    /// The guided SAV flow; `can_generate` when an LLM and a TTS are there.
+    pub fn with_guide(mut self, guide: guide::Guide, can_generate: bool) -> Self {
+        self.guide = Some(guide);
+        self.can_generate = can_generate;
+        self
+    }
+
+    /// What the caller hears on answer (default: `[call] greeting`).
+    pub fn with_greeting(mut self, greeting: Greeting) -> Self {
+        self.greeting = greeting;
+        self
+    }
+
+    /// How the call went, when the flow decided it.
+    pub fn outcome(&self) -> Option<Outcome> {
+        self.outcome
+    }
+
+    /// The guided flow, if any.
+    pub fn guide(&self) -> Option<&guide::Guide> {
+        self.guide.as_ref()
     }
 
     /// The next filler, never the one said last.
@@ -208,8 +389,11 @@ impl Conversation {
         Some(fillers[next].clone())
     }
 
-    fn fallback(&self) -> Option<String> {
-        self.hybrid.as_ref().map(|h| h.fallback.clone())
+    /// The phrase for a failed reply: its own fallback, or the general one.
+    fn fallback(&mut self) -> Option<String> {
+        self.reply_fallback
+            .take()
+            .or_else(|| self.hybrid.as_ref().map(|h| h.fallback.clone()))
     }
 
     /// Cancels the reply if there is one.
@@ -219,7 +403,120 @@ impl Conversation {
             self.reply_interrupted = false;
             self.reply_has_content = false;
             self.reply_generating = false;
+            self.reply_fallback = None;
             actions.push(CallAction::CancelReply);
+        }
+    }
+
+    /// Opens a reply slot (unless one is open) and fills it with `fill`.
+    fn reply_with(&mut self, fill: CallAction, actions: &mut Vec<CallAction>) {
+        if !self.reply_open {
+            self.reply_open = true;
+            actions.push(CallAction::OpenReply);
+        }
+        self.reply_has_content = true;
+        self.reply_generating = true;
+        actions.push(fill);
+    }
+
+    /// Something is still to come: a transcript, a classification, a reply.
+    fn waiting(&self) -> bool {
+        self.awaiting_transcript || self.awaiting_class.is_some() || self.reply_generating
+    }
+
+    /// The caller's words (a transcript of their own turn): the guide's
+    /// decision, or (free conversation) a generated reply.
+    fn respond_words(&mut self, text: &str) -> Vec<CallAction> {
+        match self.guide.as_mut() {
+            Some(guide) => {
+                let decision = guide.on_words(text);
+                self.apply(decision)
+            }
+            None if text.trim().is_empty() => {
+                // Nothing understood: say so rather than go silent.
+                let mut actions = Vec::new();
+                self.cancel_reply(&mut actions);
+                self.phase = Phase::Listening;
+                actions.extend(self.flow_not_understood().map(CallAction::Play));
+                actions
+            }
+            None => {
+                let mut actions = Vec::new();
+                self.reply_with(CallAction::Generate(text.to_string()), &mut actions);
+                actions
+            }
+        }
+    }
+
+    /// Carries out a decision of the guide.
+    fn apply(&mut self, decision: guide::Decision) -> Vec<CallAction> {
+        use guide::Decision;
+        use CallAction::*;
+        let mut actions = Vec::new();
+        self.awaiting_class = None;
+        match decision {
+            Decision::Say(phrases) => {
+                self.cancel_reply(&mut actions);
+                self.phase = Phase::Replying;
+                actions.extend(phrases.into_iter().map(Play));
+            }
+            Decision::Classify { system, text } => {
+                self.classifications += 1;
+                let id = self.classifications;
+                self.awaiting_class = Some((id, text.clone()));
+                self.phase = Phase::Thinking;
+                actions.push(Classify { id, system, text });
+            }
+            Decision::Reply(text) => {
+                self.phase = Phase::Thinking;
+                self.reply_with(Generate(text), &mut actions);
+            }
+            Decision::Congratulate {
+                filler,
+                prompt,
+                fallback,
+            } => {
+                self.cancel_reply(&mut actions);
+                self.outcome = Some(Outcome::Resolved);
+                self.goodbye_after_reply = true;
+                self.goodbye_reason = HangupReason::Finished;
+                self.phase = Phase::Replying;
+                if self.can_generate {
+                    // The seed's say_hybrid("filler_ok", congratulation).
+                    actions.push(Play(filler));
+                    self.reply_with(Compose(prompt), &mut actions);
+                    self.reply_fallback = Some(fallback);
+                } else {
+                    actions.push(Play(fallback));
+                }
+            }
+            Decision::Escalate(_) => {
+                self.cancel_reply(&mut actions);
+                self.awaiting_transcript = false;
+                actions.extend(self.escalate());
+            }
+        }
+        if let Some(guide) = self.guide.as_mut() {
+            actions.extend(guide.take_notes().into_iter().map(Note));
+        }
+        actions
+    }
+
+    /// To a human: the transfer phrase then REFER, or, with no one to
+    /// transfer to, the call-back phrase and the end of the call.
+    fn escalate(&mut self) -> Vec<CallAction> {
+        if self.flow.transfer_to.is_some() {
+            self.phase = Phase::AnnouncingTransfer;
+            vec![CallAction::Play(self.flow.transfer.clone())]
+        } else {
+            self.outcome = Some(Outcome::Callback);
+            self.phase = Phase::SayingGoodbye;
+            self.goodbye_reason = HangupReason::Finished;
+            let callback = self
+                .guide
+                .as_ref()
+                .map(|g| g.knowledge().flow.callback.clone());
+            callback.into_iter().map(CallAction::Play).collect()
         }
     }
 
@@ -248,6 +545,8 @@ impl Conversation {
                 self.phase = Phase::Thinking;
                 self.fillers_this_turn = 0;
                 self.awaiting_transcript = true;
+                // A classification of an earlier turn is no longer wanted.
+                self.awaiting_class = None;
                 let mut actions: Vec<CallAction> = self.filler(Play).into_iter().collect();
                 if !self.reply_open {
                     self.reply_open = true;
@@ -271,60 +570,55 @@ impl Conversation {
                         let mut actions = Vec::new();
                         self.cancel_reply(&mut actions);
                         self.reply_open = true;
-                        self.reply_has_content = true;
-                        self.reply_generating = true;
+                        self.reply_has_content = false;
                         actions.push(OpenReply);
-                        actions.push(Generate(text.clone()));
+                        actions.extend(self.respond_words(text));
                         actions
                     }
-                } else if words.is_empty() {
-                    // Nothing understood: say so rather than go silent.
-                    let mut actions = Vec::new();
-                    self.cancel_reply(&mut actions);
-                    self.phase = Phase::Listening;
-                    actions.extend(self.flow_not_understood().map(Play));
-                    actions
                 } else {
                     // The caller's own turn: "oui" answering a question is an answer.
-                    self.reply_has_content = true;
-                    self.reply_generating = true;
-                    vec![Generate(text.clone())]
+                    self.respond_words(text)
                 }
             }
-            (Phase::Thinking | Phase::Replying, CallEvent::Starved) => {
+            (Phase::Thinking, CallEvent::Classified { id, reply })
+                if self
+                    .awaiting_class
+                    .as_ref()
+                    .is_some_and(|(want, _)| want == id) =>
+            {
+                let (_, text) = self.awaiting_class.take().unwrap_or_default();
+                match self.guide.as_mut() {
+                    Some(guide) => {
+                        let decision = guide.on_classified(reply.as_deref(), &text);
+                        self.apply(decision)
+                    }
+                    None => Vec::new(),
+                }
+            }
+            (Phase::Greeting | Phase::Thinking | Phase::Replying, CallEvent::Starved) => {
                 self.filler_or_give_up(PlayFront)
             }
             // The line ran dry while we still wait for the transcript or the
             // reply: keep it alive.
-            (Phase::Thinking | Phase::Replying, CallEvent::PlayoutIdle)
-                if self.awaiting_transcript || self.reply_generating =>
-            {
+            (Phase::Thinking | Phase::Replying, CallEvent::PlayoutIdle) if self.waiting() => {
                 self.filler_or_give_up(Play)
             }
             (Phase::Thinking, CallEvent::ReplyAudible) => {
                 self.phase = Phase::Replying;
                 Vec::new()
             }
-            (_, CallEvent::ReplyDone) => {
-                self.reply_generating = false;
-                Vec::new()
-            }
             (Phase::Thinking | Phase::Replying | Phase::Interrupted, CallEvent::ReplyFailed)
             | (Phase::Thinking, CallEvent::TranscriptFailed) => {
                 let mut actions = Vec::new();
+                let fallback = self.fallback();
                 self.cancel_reply(&mut actions);
                 self.awaiting_transcript = false;
+                self.awaiting_class = None;
                 if self.phase != Phase::Interrupted {
-                    self.phase = Phase::Listening;
-                    actions.extend(self.fallback().map(Play));
+                    self.phase = Phase::Replying;
+                    actions.extend(fallback.map(Play));
                 }
                 actions
-            }
-            (Phase::Thinking | Phase::Replying, CallEvent::PlayoutIdle) => {
-                // Everything said.
-                self.reply_open = false;
-                self.phase = Phase::Listening;
-                Vec::new()
             }
             _ => return None,
         };
@@ -336,10 +630,14 @@ impl Conversation {
     fn filler_or_give_up(&mut self, play: fn(String) -> CallAction) -> Vec<CallAction> {
         if self.fillers_this_turn >= MAX_FILLERS_PER_TURN {
             let mut actions = Vec::new();
+            let fallback = self.fallback();
             self.cancel_reply(&mut actions);
             self.awaiting_transcript = false;
-            self.phase = Phase::Listening;
-            actions.extend(self.fallback().map(CallAction::Play));
+            self.awaiting_class = None;
+            if self.phase != Phase::Greeting {
+                self.phase = Phase::Replying;
+            }
+            actions.extend(fallback.map(CallAction::Play));
             return actions;
         }
         self.filler(play).into_iter().collect()
@@ -359,9 +657,51 @@ impl Conversation {
         self.phase
     }
 
+    /// A key the guide answers (not hang-up or transfer): whatever plays
+    /// stops, the guide's decision follows.
+    fn guided_digit(&mut self, digit: char) -> Option<Vec<CallAction>> {
+        let live = matches!(
+            self.phase,
+            Phase::Greeting
+                | Phase::Listening
+                | Phase::Thinking
+                | Phase::Replying
+                | Phase::Interrupted
+        );
+        if !live {
+            return None;
+        }
+        let is_transfer = digit.eq_ignore_ascii_case(&self.flow.transfer_digit);
+        let decision = if is_transfer {
+            guide::Decision::Escalate(guide::Escalation::Asked)
+        } else {
+            self.guide.as_mut()?.on_digit(digit)?
+        };
+        if is_transfer {
+            // The guide is done: a human takes over.
+            if let Some(guide) = self.guide.as_mut() {
+                guide.close();
+            }
+        }
+        let mut actions = vec![CallAction::StopPlayout];
+        self.cancel_reply(&mut actions);
+        self.awaiting_transcript = false;
+        self.greeting.then.clear();
+        actions.extend(self.apply(decision));
+        Some(actions)
+    }
+
     /// Feeds one event; returns the actions to carry out, in order.
     pub fn handle(&mut self, event: CallEvent) -> Vec<CallAction> {
         use CallAction::*;
+        if let CallEvent::Dtmf(digit) = event {
+            let hangup = digit.eq_ignore_ascii_case(&self.flow.hangup_digit);
+            if self.guide.is_some() && !hangup {
+                if let Some(actions) = self.guided_digit(digit) {
+                    return actions;
+                }
+            }
+        }
         if let Some(actions) = self.handle_turn(&event) {
             return actions;
         }
@@ -376,8 +716,8 @@ impl Conversation {
                 let mut actions = vec![StopPlayout];
                 self.cancel_reply(&mut actions);
                 self.awaiting_transcript = false;
-                self.phase = Phase::SayingGoodbye;
-                actions.push(Play(self.flow.goodbye.clone()));
+                self.awaiting_class = None;
+                self.say_goodbye(HangupReason::CallerDone, &mut actions);
                 actions
             }
             (Phase::Thinking | Phase::Replying | Phase::Interrupted, CallEvent::Dtmf(digit))
@@ -394,24 +734,64 @@ impl Conversation {
             }
             (Phase::Answering, CallEvent::Established) => {
                 self.phase = Phase::Greeting;
-                self.flow.greeting.iter().cloned().map(Play).collect()
+                let greeting = self.greeting.clone();
+                let mut actions: Vec<CallAction> = greeting.phrases.into_iter().map(Play).collect();
+                if let Some((text, fallback)) = greeting.speak {
+                    self.reply_fallback = fallback;
+                    self.reply_with(Speak(text), &mut actions);
+                }
+                actions
+            }
+            (Phase::Thinking | Phase::Replying, CallEvent::PlayoutIdle) => {
+                // Everything said.
+                self.reply_open = false;
+                self.reply_fallback = None;
+                if self.goodbye_after_reply {
+                    self.phase = Phase::SayingGoodbye;
+                    vec![Play(self.flow.goodbye.clone())]
+                } else {
+                    self.phase = Phase::Listening;
+                    Vec::new()
+                }
             }
             (Phase::Greeting, CallEvent::PlayoutIdle) => {
-                self.phase = Phase::Listening;
+                self.reply_open = false;
+                self.reply_generating = false;
+                let then = std::mem::take(&mut self.greeting.then);
+                if then.is_empty() {
+                    self.phase = Phase::Listening;
+                }
+                then.into_iter().map(Play).collect()
+            }
+            (Phase::Greeting, CallEvent::ReplyFailed) => {
+                // The greeting's spoken part failed: its cached stand-in.
+                let mut actions = Vec::new();
+                let fallback = self.reply_fallback.take();
+                self.cancel_reply(&mut actions);
+                actions.extend(fallback.map(Play));
+                actions
+            }
+            (_, CallEvent::ReplyDone) => {
+                self.reply_generating = false;
                 Vec::new()
             }
             (Phase::Greeting | Phase::Listening, CallEvent::Dtmf(digit))
                 if digit.eq_ignore_ascii_case(&self.flow.hangup_digit) =>
             {
-                self.phase = Phase::SayingGoodbye;
-                vec![StopPlayout, Play(self.flow.goodbye.clone())]
+                let mut actions = vec![StopPlayout];
+                self.cancel_reply(&mut actions);
+                self.say_goodbye(HangupReason::CallerDone, &mut actions);
+                actions
             }
             (Phase::Greeting | Phase::Listening, CallEvent::Dtmf(digit))
                 if digit.eq_ignore_ascii_case(&self.flow.transfer_digit)
                     && self.flow.transfer_to.is_some() =>
             {
+                let mut actions = vec![StopPlayout];
+                self.cancel_reply(&mut actions);
                 self.phase = Phase::AnnouncingTransfer;
-                vec![StopPlayout, Play(self.flow.transfer.clone())]
+                actions.push(Play(self.flow.transfer.clone()));
+                actions
             }
             (Phase::AnnouncingTransfer, CallEvent::PlayoutIdle) => match &self.flow.transfer_to {
                 Some(target) => {
@@ -425,25 +805,36 @@ impl Conversation {
             },
             (Phase::Transferring, CallEvent::TransferSucceeded) => {
                 self.phase = Phase::Ended;
+                self.outcome = Some(Outcome::Transferred);
                 vec![Hangup(HangupReason::Transferred)]
             }
             (Phase::Transferring, CallEvent::TransferFailed) => {
                 // Back to the bot: say so, and keep the line open.
                 self.phase = Phase::Greeting;
+                self.outcome = Some(Outcome::TransferFailed);
                 vec![Play(self.flow.transfer_failed.clone())]
             }
             (Phase::SayingGoodbye, CallEvent::PlayoutIdle) => {
                 self.phase = Phase::Ended;
-                vec![Hangup(HangupReason::CallerDone)]
+                vec![Hangup(self.goodbye_reason)]
             }
             (Phase::Ended, _) => Vec::new(),
             (_, CallEvent::RtpTimeout) => {
                 self.phase = Phase::Ended;
+                self.outcome.get_or_insert(Outcome::RtpTimeout);
                 vec![StopPlayout, Hangup(HangupReason::RtpTimeout)]
             }
             // Other keys, idle while listening, a second Established: nothing to do.
             _ => Vec::new(),
         }
+    }
+
+    /// The hang-up key: goodbye, then BYE.
+    fn say_goodbye(&mut self, reason: HangupReason, actions: &mut Vec<CallAction>) {
+        self.phase = Phase::SayingGoodbye;
+        self.goodbye_reason = reason;
+        self.outcome.get_or_insert(Outcome::CallerEnded);
+        actions.push(CallAction::Play(self.flow.goodbye.clone()));
     }
 }
 
@@ -455,6 +846,7 @@ mod tests {
     fn config() -> CallConfig {
         CallConfig {
             greeting: vec!["greet".into(), "welcome".into()],
+            greeting_dtmf: vec!["greet".into(), "menu".into()],
             hangup_digit: '#',
             goodbye: "goodbye".into(),
             transfer_to: Some("sip:support@pbx".into()),
@@ -626,6 +1018,8 @@ mod tests {
             c.handle(CallEvent::Starved),
             vec![CancelReply, Play("sorry".into())]
         );
+        assert_eq!(c.phase(), Phase::Replying, "saying the fallback");
+        assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
         assert_eq!(c.phase(), Phase::Listening);
     }
 
@@ -680,6 +1074,7 @@ mod tests {
                 vec![CancelReply, Play("sorry".into())],
                 "{failure:?}"
             );
+            assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
             assert_eq!(c.phase(), Phase::Listening);
             // The caller can speak again.
             c.handle(CallEvent::SpeechStarted);
@@ -891,5 +1286,363 @@ mod tests {
         assert!(c.handle(CallEvent::PlayoutIdle).is_empty());
         assert!(c.handle(CallEvent::Dtmf('#')).is_empty());
         assert_eq!(c.phase(), Phase::Answering);
+    }
+
+    // The guided SAV flow over the embedded sav.toml's knowledge base.
+
+    fn knowledge() -> std::sync::Arc<guide::Knowledge> {
+        let config = crate::config::Config::load(None).expect("embedded sav.toml");
+        std::sync::Arc::new(guide::Knowledge::new(config.problems, config.flow))
+    }
+
+    /// Voice (STT) with an LLM and a TTS, greeted and listening.
+    fn guided(transfer_to: Option<&str>) -> Conversation {
+        let mut call = config();
+        call.transfer_to = transfer_to.map(String::from);
+        let mut c = Conversation::new(call)
+            .with_hybrid(hybrid().hybrid.clone().unwrap())
+            .with_guide(
+                guide::Guide::new(knowledge(), true, true).with_first_name("Pierre"),
+                true,
+            );
+        c.handle(CallEvent::Established);
+        c.handle(CallEvent::PlayoutIdle);
+        c
+    }
+
+    /// The caller says `words` as a turn of their own; the actions that follow
+    /// the transcript.
+    fn says(c: &mut Conversation, words: &str) -> Vec<CallAction> {
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        c.handle(CallEvent::Transcript(words.into()))
+    }
+
+    fn notes(actions: &[CallAction]) -> Vec<guide::Note> {
+        actions
+            .iter()
+            .filter_map(|a| match a {
+                Note(n) => Some(n.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    #[test]
+    fn guided_voice_call_fixed_at_the_second_step_then_congratulated_and_ended() {
+        let mut c = guided(None);
+        let actions = says(&mut c, "Ma box internet ne marche plus");
+        assert_eq!(
+            actions,
+            vec![
+                CancelReply,
+                Play("internet_restart".into()),
+                Note(guide::Note::Problem("internet".into())),
+                Note(guide::Note::Step("internet_restart".into())),
+            ],
+            "the filler played at the end of speech; the step follows it"
+        );
+        assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
+        assert_eq!(c.phase(), Phase::Listening);
+        assert_eq!(
+            says(&mut c, "C'est fait."),
+            vec![CancelReply, Play("verify".into())]
+        );
+        c.handle(CallEvent::PlayoutIdle);
+        let actions = says(&mut c, "Non, ça ne marche toujours pas");
+        assert_eq!(actions[1], Play("internet_cables".into()));
+        assert_eq!(
+            notes(&actions),
+            vec![guide::Note::Step("internet_cables".into())]
+        );
+        c.handle(CallEvent::PlayoutIdle);
+        says(&mut c, "voilà c'est fait");
+        c.handle(CallEvent::PlayoutIdle);
+        let actions = says(&mut c, "Oui ça marche !");
+        assert_eq!(
+            actions,
+            vec![
+                CancelReply,
+                Play("filler_ok".into()),
+                OpenReply,
+                Compose("Le client Pierre a résolu son problème. Génère UNE phrase courte (max 10 mots) pour le féliciter.".into()),
+            ]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::Resolved));
+        // The congratulation is late: a filler, not silence.
+        assert!(matches!(c.handle(CallEvent::Starved)[..], [PlayFront(_)]));
+        c.handle(CallEvent::ReplyAudible);
+        assert_eq!(c.handle(CallEvent::ReplyDone), vec![]);
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Play("goodbye".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Hangup(HangupReason::Finished)]
+        );
+    }
+
+    #[test]
+    fn without_the_llm_the_congratulation_is_the_cached_one() {
+        let mut c = guided(None);
+        says(&mut c, "ma box");
+        says(&mut c, "c'est fait");
+        let actions = says(&mut c, "oui");
+        assert_eq!(
+            actions[..3],
+            [CancelReply, Play("filler_ok".into()), OpenReply]
+        );
+        // The LLM is down.
+        assert_eq!(
+            c.handle(CallEvent::ReplyFailed),
+            vec![CancelReply, Play("congratulations".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Play("goodbye".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Hangup(HangupReason::Finished)]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::Resolved));
+    }
+
+    #[test]
+    fn an_unsure_problem_is_classified_behind_fillers_and_stale_answers_are_dropped() {
+        let mut c = guided(None);
+        let actions = says(&mut c, "Plus rien ne s'affiche dans le salon");
+        let [Classify { id, system, text }] = &actions[..] else {
+            panic!("{actions:?}")
+        };
+        assert!(system.contains("- tv :"), "{system}");
+        assert_eq!(text, "Plus rien ne s'affiche dans le salon");
+        assert_eq!(c.phase(), Phase::Thinking);
+        // The filler ended before the LLM answered: another one.
+        assert!(matches!(c.handle(CallEvent::PlayoutIdle)[..], [Play(_)]));
+        assert_eq!(
+            c.handle(CallEvent::Classified {
+                id: id + 1,
+                reply: Some("phone".into())
+            }),
+            vec![],
+            "not the classification asked for"
+        );
+        let actions = c.handle(CallEvent::Classified {
+            id: *id,
+            reply: Some("tv".into()),
+        });
+        assert_eq!(actions[..2], [CancelReply, Play("tv_restart".into())]);
+        // An unknown type: the LLM answers the caller instead.
+        let mut c = guided(None);
+        let actions = says(&mut c, "Je voudrais changer d'offre");
+        let [Classify { id, .. }] = actions[..] else {
+            panic!()
+        };
+        assert_eq!(
+            c.handle(CallEvent::Classified {
+                id,
+                reply: Some("inconnu".into())
+            }),
+            vec![Generate("Je voudrais changer d'offre".into())]
+        );
+    }
+
+    #[test]
+    fn asking_for_an_agent_transfers_and_without_a_target_a_human_calls_back() {
+        let mut c = guided(Some("sip:support@pbx"));
+        says(&mut c, "ma box");
+        assert_eq!(
+            says(&mut c, "je veux parler à un conseiller"),
+            vec![CancelReply, Play("transfer".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Transfer("sip:support@pbx".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::TransferSucceeded),
+            vec![Hangup(HangupReason::Transferred)]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::Transferred));
+
+        let mut c = guided(None);
+        assert_eq!(
+            says(&mut c, "un conseiller s'il vous plaît"),
+            vec![CancelReply, Play("callback".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Hangup(HangupReason::Finished)]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::Callback));
+    }
+
+    #[test]
+    fn the_last_failed_step_and_misunderstood_turns_escalate() {
+        let mut c = guided(Some("sip:support@pbx"));
+        says(&mut c, "ma box");
+        says(&mut c, "ça ne marche toujours pas");
+        assert_eq!(
+            says(&mut c, "toujours pas"),
+            vec![CancelReply, Play("transfer".into())]
+        );
+        let mut c = guided(Some("sip:support@pbx"));
+        // An empty transcript is a misunderstood turn.
+        assert_eq!(says(&mut c, "")[1], Play("problem_unknown".into()));
+        // So is a description the LLM cannot classify (here: it failed):
+        // the LLM's own reply keeps the conversation going.
+        let [Classify { id, .. }] = says(&mut c, "euh bon alors")[..] else {
+            panic!()
+        };
+        assert_eq!(
+            c.handle(CallEvent::Classified { id, reply: None }),
+            vec![Generate("euh bon alors".into())]
+        );
+        c.handle(CallEvent::ReplyDone);
+        c.handle(CallEvent::PlayoutIdle);
+        let actions = says(&mut c, "");
+        assert_eq!(actions, vec![CancelReply, Play("transfer".into())]);
+        assert_eq!(c.phase(), Phase::AnnouncingTransfer);
+    }
+
+    #[test]
+    fn a_dtmf_only_call_runs_on_menus_from_greeting_to_goodbye() {
+        let mut call = config();
+        call.transfer_to = None;
+        let greeting = greeting(&call, &knowledge().flow, None, false, false);
+        assert_eq!(greeting.phrases, ["greet", "menu"]);
+        let mut c = Conversation::new(call)
+            .with_greeting(greeting)
+            .with_guide(guide::Guide::new(knowledge(), false, false), false);
+        assert_eq!(
+            c.handle(CallEvent::Established),
+            vec![Play("greet".into()), Play("menu".into())]
+        );
+        assert_eq!(c.handle(CallEvent::Dtmf('7')), vec![], "not in the menu");
+        // The caller does not wait for the end of the menu.
+        let actions = c.handle(CallEvent::Dtmf('1'));
+        assert_eq!(actions[..2], [StopPlayout, Play("internet_restart".into())]);
+        c.handle(CallEvent::PlayoutIdle);
+        assert_eq!(c.phase(), Phase::Listening);
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('2')),
+            vec![
+                StopPlayout,
+                Play("internet_cables".into()),
+                Note(guide::Note::Step("internet_cables".into()))
+            ]
+        );
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('1')),
+            vec![StopPlayout, Play("verify".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('1')),
+            vec![StopPlayout, Play("congratulations".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Play("goodbye".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Hangup(HangupReason::Finished)]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::Resolved));
+    }
+
+    #[test]
+    fn the_transfer_key_escalates_in_the_guided_flow_and_hash_still_hangs_up() {
+        let mut c = guided(None);
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('0')),
+            vec![StopPlayout, Play("callback".into())]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::Callback));
+        let mut c = guided(None);
+        says(&mut c, "ma box");
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('#')),
+            vec![StopPlayout, Play("goodbye".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Hangup(HangupReason::CallerDone)]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::CallerEnded));
+    }
+
+    #[test]
+    fn a_known_customer_hears_greet_then_their_name_and_ticket_spoken() {
+        let flow = knowledge().flow.clone();
+        let dupont = KnownCaller {
+            title: "Monsieur".into(),
+            first_name: "Jean".into(),
+            last_name: "Dupont".into(),
+            ticket: Some(("box internet".into(), "plus de connexion".into())),
+        };
+        let g = greeting(&config(), &flow, Some(&dupont), true, true);
+        assert_eq!(g.phrases, ["greet"]);
+        let (text, fallback) = g.speak.clone().unwrap();
+        assert!(
+            text.starts_with("Monsieur Dupont, je vois votre ticket concernant votre box internet : plus de connexion."),
+            "{text}"
+        );
+        assert_eq!(fallback.as_deref(), Some("welcome"));
+        assert!(g.then.is_empty());
+        // Without a TTS, the cached greeting.
+        let plain = greeting(&config(), &flow, Some(&dupont), true, false);
+        assert_eq!(plain.phrases, ["greet", "welcome"]);
+        assert!(plain.speak.is_none());
+        // Without a ticket.
+        let no_ticket = KnownCaller {
+            ticket: None,
+            ..dupont.clone()
+        };
+        let (text, _) = greeting(&config(), &flow, Some(&no_ticket), true, true)
+            .speak
+            .unwrap();
+        assert!(text.starts_with("Monsieur Dupont, bonjour."), "{text}");
+
+        let mut c = hybrid().with_greeting(g);
+        assert_eq!(
+            c.handle(CallEvent::Established),
+            vec![
+                Play("greet".into()),
+                OpenReply,
+                Speak(text_of(&dupont, &flow))
+            ]
+        );
+        // The TTS fails: the cached welcome instead, then the caller's turn.
+        assert_eq!(
+            c.handle(CallEvent::ReplyFailed),
+            vec![CancelReply, Play("welcome".into())]
+        );
+        assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
+        assert_eq!(c.phase(), Phase::Listening);
+
+        // Keys only: the menu follows the spoken name.
+        let g = greeting(&config(), &flow, Some(&dupont), false, true);
+        assert_eq!(g.then, ["menu"]);
+        let mut c = flow_with(g);
+        c.handle(CallEvent::Established);
+        c.handle(CallEvent::ReplyAudible);
+        c.handle(CallEvent::ReplyDone);
+        assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![Play("menu".into())]);
+        assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
+        assert_eq!(c.phase(), Phase::Listening);
+    }
+
+    fn text_of(caller: &KnownCaller, flow: &guide::FlowConfig) -> String {
+        greeting(&config(), flow, Some(caller), true, true)
+            .speak
+            .unwrap()
+            .0
+    }
+
+    fn flow_with(g: Greeting) -> Conversation {
+        flow().with_greeting(g)
     }
 }

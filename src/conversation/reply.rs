@@ -14,12 +14,13 @@ use crate::providers::stt::SpeechToText;
 use crate::providers::tts::TextToSpeech;
 use crate::providers::ProviderError;
 
-/// The providers a call talks with.
+/// The providers a call talks with (each optional: without STT the caller
+/// answers with keys; without TTS nothing is generated).
 #[derive(Clone)]
 pub struct Providers {
-    pub llm: Arc<LlmClient>,
-    pub tts: Arc<dyn TextToSpeech>,
-    pub stt: Arc<dyn SpeechToText>,
+    pub llm: Option<Arc<LlmClient>>,
+    pub tts: Option<Arc<dyn TextToSpeech>>,
+    pub stt: Option<Arc<dyn SpeechToText>>,
     pub system_prompt: String,
     pub history_turns: usize,
 }
@@ -58,16 +59,24 @@ pub enum SpeechMsg {
         reply: u64,
         error: ProviderError,
     },
+    /// The LLM's answer to classification `id`.
+    Classified {
+        id: u64,
+        result: Result<String, ProviderError>,
+    },
 }
+
+/// Characters of a classification read at most (the answer is one word).
+const MAX_CLASSIFICATION: usize = 200;
 
 /// Starts transcribing the caller's turn `turn`.
 pub fn transcribe(
-    providers: &Providers,
+    stt: &dyn SpeechToText,
     turn: u64,
     utterance: &[i16],
     out: mpsc::Sender<SpeechMsg>,
 ) {
-    let mut session = providers.stt.session();
+    let mut session = stt.session();
     session.push(utterance);
     tokio::spawn(
         async move {
@@ -78,19 +87,85 @@ pub fn transcribe(
     );
 }
 
-/// Starts generating reply `reply` to the conversation so far.
+/// Starts generating reply `reply` to `messages` (the conversation so far,
+/// or a one-off instruction).
 pub fn generate(
-    providers: &Providers,
+    llm: Arc<LlmClient>,
+    tts: Arc<dyn TextToSpeech>,
     reply: u64,
     messages: Vec<ChatMessage>,
     out: mpsc::Sender<SpeechMsg>,
 ) -> tokio::task::JoinHandle<()> {
-    let (llm, tts) = (providers.llm.clone(), providers.tts.clone());
     tokio::spawn(
         async move {
             if let Err(error) = run(reply, &llm, tts.as_ref(), &messages, &out).await {
                 let _ = out.send(SpeechMsg::Failed { reply, error }).await;
             }
+        }
+        .in_current_span(),
+    )
+}
+
+/// Starts speaking a fixed `text` as reply `reply` (TTS only), sentence by
+/// sentence.
+pub fn speak_text(
+    tts: Arc<dyn TextToSpeech>,
+    reply: u64,
+    text: String,
+    out: mpsc::Sender<SpeechMsg>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            let mut splitter = SentenceSplitter::new();
+            let mut sentences = splitter.push(&text);
+            sentences.extend(splitter.finish());
+            let mut index = 0;
+            for sentence in &sentences {
+                match speak(reply, index, sentence, tts.as_ref(), &out).await {
+                    Ok(Spoken::Yes) => index += 1,
+                    Ok(Spoken::Nothing) => {}
+                    Ok(Spoken::Cancelled) => return,
+                    Err(error) => {
+                        let _ = out.send(SpeechMsg::Failed { reply, error }).await;
+                        return;
+                    }
+                }
+            }
+            let _ = out
+                .send(SpeechMsg::Done {
+                    reply,
+                    text,
+                    sentences: index,
+                    usage: None,
+                })
+                .await;
+        }
+        .in_current_span(),
+    )
+}
+
+/// Starts classification `id`: the LLM's short answer to `messages`.
+pub fn classify(
+    llm: Arc<LlmClient>,
+    id: u64,
+    messages: Vec<ChatMessage>,
+    out: mpsc::Sender<SpeechMsg>,
+) -> tokio::task::JoinHandle<()> {
+    tokio::spawn(
+        async move {
+            let result = async {
+                let mut stream = llm.stream(&messages).await?;
+                let mut text = String::new();
+                while let Some(piece) = stream.next_text().await? {
+                    text.push_str(&piece);
+                    if text.len() >= MAX_CLASSIFICATION {
+                        break;
+                    }
+                }
+                Ok(crate::text::cut(&text, MAX_CLASSIFICATION).to_string())
+            }
+            .await;
+            let _ = out.send(SpeechMsg::Classified { id, result }).await;
         }
         .in_current_span(),
     )
@@ -152,7 +227,7 @@ async fn speak(
     tts: &dyn TextToSpeech,
     out: &mpsc::Sender<SpeechMsg>,
 ) -> Result<Spoken, ProviderError> {
-    let text = speakable(sentence);
+    let text = super::speakable::sanitise(sentence);
     if text.is_empty() {
         return Ok(Spoken::Nothing);
     }
@@ -189,32 +264,6 @@ async fn speak(
     Ok(Spoken::Yes)
 }
 
-/// Text the TTS can say: no markdown, no lists, no emoji, one line.
-pub fn speakable(text: &str) -> String {
-    let cleaned: String = text
-        .chars()
-        .filter(|c| !matches!(c, '*' | '#' | '`' | '_' | '~' | '>' | '|' | '[' | ']'))
-        .filter(|c| c.len_utf8() < 4) // emoji and other astral symbols
-        .map(|c| if c.is_whitespace() { ' ' } else { c })
-        .collect();
-    let mut out = String::with_capacity(cleaned.len());
-    for word in cleaned.split_whitespace() {
-        // List bullets at the start of an item.
-        if out.is_empty() && (word == "-" || word == "•") {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push(' ');
-        }
-        out.push_str(word);
-    }
-    // Only punctuation left is nothing to say.
-    if out.chars().all(|c| !c.is_alphanumeric()) {
-        out.clear();
-    }
-    out
-}
-
 /// The conversation for the LLM: the system prompt and the last turns.
 pub fn messages(system_prompt: &str, history: &[ChatMessage], keep: usize) -> Vec<ChatMessage> {
     let mut all = vec![ChatMessage::system(system_prompt)];
@@ -226,20 +275,6 @@ pub fn messages(system_prompt: &str, history: &[ChatMessage], keep: usize) -> Ve
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn markdown_and_emoji_are_not_spoken() {
-        assert_eq!(
-            speakable("**Redémarrez** la `box` 😀 !"),
-            "Redémarrez la box !"
-        );
-        assert_eq!(
-            speakable("- Débranchez\n- Attendez"),
-            "Débranchez - Attendez"
-        );
-        assert_eq!(speakable("  "), "");
-        assert_eq!(speakable("😀 !"), "");
-    }
 
     #[test]
     fn history_keeps_the_last_turns_after_the_prompt() {

@@ -31,7 +31,10 @@ pub fn sanitise(text: &str) -> String {
         }
         push_plain(&mut out, line);
     }
-    // One space between words, none before closing punctuation it added.
+    // One space between words; only punctuation left is nothing to say.
+    if !out.chars().any(char::is_alphanumeric) {
+        return String::new();
+    }
     out.split_whitespace().collect::<Vec<_>>().join(" ")
 }
 
@@ -86,6 +89,8 @@ mod tests {
         );
         assert_eq!(sanitise("`code` | tableau |"), "code tableau");
         assert_eq!(sanitise("🎉🎉"), "");
+        assert_eq!(sanitise("😀 !"), "", "punctuation alone is nothing to say");
+        assert_eq!(sanitise("  "), "");
         assert_eq!(
             sanitise("Il fait 20 °C, 5 € ; d'accord ?"),
             "Il fait 20 °C, 5 € ; d'accord ?"

@@ -26,6 +26,7 @@ use crate::conversation::{CallAction, CallEvent};
 use crate::media::driver::{MediaDriver, MediaId};
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamId, MAX_STREAM_BYTES};
 use crate::providers::llm::{ChatMessage, Usage};
+use crate::providers::ProviderError;
 
 /// Messages queued from speech tasks to the call.
 pub const SPEECH_QUEUE: usize = 256;
@@ -62,6 +63,14 @@ struct Reply {
     audible: bool,
 }
 
+/// What a reply is made of.
+enum ReplyKind {
+    /// The LLM's answer to these messages, through TTS.
+    Generate(Vec<ChatMessage>),
+    /// This text, through TTS.
+    Speak(String),
+}
+
 /// Timings of one turn, logged for the benchmark.
 #[derive(Debug, Default, Clone, Copy)]
 struct TurnTiming {
@@ -92,12 +101,19 @@ pub struct SpeechSession {
     timing: TurnTiming,
     /// Tokens the call's completed replies used (for cost), as reported.
     tokens: Usage,
+    /// The classification being made.
+    classification: Option<tokio::task::JoinHandle<()>>,
+    /// Texts of replies generated to their end, for the call record.
+    pub spoken: Vec<String>,
 }
 
 impl Drop for SpeechSession {
     fn drop(&mut self) {
         // A reply still being made when the call ends: stop paying for it.
         if let Some(task) = self.reply.as_mut().and_then(|r| r.task.take()) {
+            task.abort();
+        }
+        if let Some(task) = self.classification.take() {
             task.abort();
         }
         info!(
@@ -134,6 +150,8 @@ impl SpeechSession {
                 enqueued: 0,
                 timing: TurnTiming::default(),
                 tokens: Usage::default(),
+                classification: None,
+                spoken: Vec::new(),
             },
             rx,
         )
@@ -158,12 +176,20 @@ impl SpeechSession {
                 // The whole turn so far: an earlier transcription (of its
                 // first part) is superseded.
                 self.turn += 1;
-                reply::transcribe(
-                    &self.providers,
-                    self.turn,
-                    &self.turn_audio,
-                    self.tx.clone(),
-                );
+                match &self.providers.stt {
+                    Some(stt) => reply::transcribe(
+                        stt.as_ref(),
+                        self.turn,
+                        &self.turn_audio,
+                        self.tx.clone(),
+                    ),
+                    None => {
+                        let _ = self.tx.try_send(SpeechMsg::Transcript {
+                            turn: self.turn,
+                            result: Err(ProviderError::NotConfigured("stt")),
+                        });
+                    }
+                }
             }
             CallAction::OpenReply => {
                 self.cancel().await;
@@ -176,43 +202,42 @@ impl SpeechSession {
                 });
             }
             CallAction::Generate(text) => {
-                if self.reply.as_ref().is_some_and(|r| r.task.is_some()) {
-                    // A generation already runs for this reply: start afresh.
-                    self.cancel().await;
-                    self.replies += 1;
-                    self.reply = Some(Reply {
-                        id: self.replies,
-                        ..Reply::default()
-                    });
-                }
-                if self.reply.is_none() {
-                    self.replies += 1;
-                    self.reply = Some(Reply {
-                        id: self.replies,
-                        ..Reply::default()
-                    });
-                }
-                // The reply's slot may have gone with a barge-in: queue one.
-                if self.reply.as_ref().is_some_and(|r| r.slot.is_none()) {
-                    let slot = self.queue_stream(0).await;
-                    if let Some(r) = self.reply.as_mut() {
-                        r.slot = Some(slot);
-                        r.paused = false;
-                    }
-                }
                 self.history.push(ChatMessage::user(text.clone()));
                 let keep = self.providers.history_turns.max(1);
                 let excess = self.history.len().saturating_sub(keep * 2);
                 self.history.drain(..excess);
                 let messages = reply::messages(&self.providers.system_prompt, &self.history, keep);
-                if let Some(reply) = self.reply.as_mut() {
-                    info!(reply = reply.id, "generating");
-                    reply.task = Some(reply::generate(
-                        &self.providers,
-                        reply.id,
-                        messages,
-                        self.tx.clone(),
-                    ));
+                self.start_reply(ReplyKind::Generate(messages)).await;
+                self.turn_audio.clear();
+            }
+            CallAction::Compose(instruction) => {
+                let messages = vec![
+                    ChatMessage::system(self.providers.system_prompt.clone()),
+                    ChatMessage::user(instruction.clone()),
+                ];
+                self.start_reply(ReplyKind::Generate(messages)).await;
+            }
+            CallAction::Speak(text) => self.start_reply(ReplyKind::Speak(text.clone())).await,
+            CallAction::Classify { id, system, text } => {
+                if let Some(task) = self.classification.take() {
+                    task.abort();
+                }
+                match self.providers.llm.clone() {
+                    Some(llm) => {
+                        info!(classification = id, "classifying the problem");
+                        let messages = vec![
+                            ChatMessage::system(system.clone()),
+                            ChatMessage::user(text.clone()),
+                        ];
+                        self.classification =
+                            Some(reply::classify(llm, *id, messages, self.tx.clone()));
+                    }
+                    None => {
+                        let _ = self.tx.try_send(SpeechMsg::Classified {
+                            id: *id,
+                            result: Err(ProviderError::NotConfigured("llm")),
+                        });
+                    }
                 }
                 self.turn_audio.clear();
             }
@@ -263,6 +288,20 @@ impl SpeechSession {
             } => {
                 warn!(%error, kind = error.kind(), "speech-to-text failed");
                 Some(CallEvent::TranscriptFailed)
+            }
+            SpeechMsg::Classified { id, result } => {
+                self.classification = None;
+                let reply = match result {
+                    Ok(text) => {
+                        info!(classification = id, answer = %crate::text::cut(&text, 40), "problem classified");
+                        Some(text)
+                    }
+                    Err(error) => {
+                        warn!(%error, kind = error.kind(), "classification failed");
+                        None
+                    }
+                };
+                Some(CallEvent::Classified { id, reply })
             }
             SpeechMsg::Failed { reply, error } if self.is_current(reply) => {
                 warn!(%error, kind = error.kind(), "reply generation failed");
@@ -350,6 +389,7 @@ impl SpeechSession {
                     warn!(reply, "the reply had nothing to say");
                     return Some(CallEvent::ReplyFailed);
                 }
+                self.spoken.push(text.clone());
                 self.history.push(ChatMessage::assistant(text));
                 Some(CallEvent::ReplyDone)
             }
@@ -394,6 +434,55 @@ impl SpeechSession {
                 Some(CallEvent::Starved)
             }
             PlayoutEvent::Idle { .. } => None,
+        }
+    }
+
+    /// Makes the current reply (its slot queued when it has none) and starts
+    /// its task.
+    async fn start_reply(&mut self, kind: ReplyKind) {
+        if self.reply.as_ref().is_some_and(|r| r.task.is_some()) {
+            // A generation already runs for this reply: start afresh.
+            self.cancel().await;
+        }
+        if self.reply.is_none() {
+            self.replies += 1;
+            self.reply = Some(Reply {
+                id: self.replies,
+                ..Reply::default()
+            });
+        }
+        // The reply's slot may have gone with a barge-in: queue one.
+        if self.reply.as_ref().is_some_and(|r| r.slot.is_none()) {
+            let slot = self.queue_stream(0).await;
+            if let Some(r) = self.reply.as_mut() {
+                r.slot = Some(slot);
+                r.paused = false;
+            }
+        }
+        let Some(id) = self.reply.as_ref().map(|r| r.id) else {
+            return;
+        };
+        let (llm, tts) = (self.providers.llm.clone(), self.providers.tts.clone());
+        let task = match (kind, llm, tts) {
+            (ReplyKind::Generate(messages), Some(llm), Some(tts)) => {
+                info!(reply = id, "generating");
+                reply::generate(llm, tts, id, messages, self.tx.clone())
+            }
+            (ReplyKind::Speak(text), _, Some(tts)) => {
+                info!(reply = id, "speaking");
+                reply::speak_text(tts, id, text, self.tx.clone())
+            }
+            (_, llm, _) => {
+                let missing = if llm.is_none() { "llm" } else { "tts" };
+                let _ = self.tx.try_send(SpeechMsg::Failed {
+                    reply: id,
+                    error: ProviderError::NotConfigured(missing),
+                });
+                return;
+            }
+        };
+        if let Some(r) = self.reply.as_mut() {
+            r.task = Some(task);
         }
     }
 

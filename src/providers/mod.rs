@@ -54,6 +54,8 @@ pub enum ProviderError {
         provider: &'static str,
         name: String,
     },
+    #[error("{0}: not configured")]
+    NotConfigured(&'static str),
 }
 
 impl ProviderError {
@@ -67,6 +69,7 @@ impl ProviderError {
             ProviderError::Disconnected { .. } => "disconnected",
             ProviderError::Malformed { .. } => "malformed",
             ProviderError::NoApiKey { .. } => "no_api_key",
+            ProviderError::NotConfigured(_) => "not_configured",
         }
     }
 }

@@ -23,9 +23,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::conversation::guide::{Guide, Note};
 use crate::conversation::reply::SpeechMsg;
 use crate::conversation::speech::SpeechSession;
-use crate::conversation::{CallAction, CallEvent, Conversation, HangupReason, HybridConfig};
+use crate::conversation::{
+    self, CallAction, CallEvent, Conversation, HangupReason, HybridConfig, KnownCaller,
+};
 use crate::media::driver::{self, MediaEvent, MediaId, ReceiverConfig, StreamStart};
 use crate::media::playout::{PlayoutEvent, SegmentKind, StreamPolicy};
 use crate::media::rtp::PayloadTypes;
@@ -34,9 +37,12 @@ use crate::redact::Pii;
 use crate::sip::midcall::{self, SessionTimer};
 use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
 use crate::sip::server::{reply_and_linger, Server};
+use crate::store::{Speaker, TurnKind};
 
 /// Time for an in-dialog response queued to rsipstack to leave before our BYE.
 const NOTIFY_ANSWER_GRACE: Duration = Duration::from_millis(50);
+/// The store's answer to "who is this caller" is waited for this long.
+const CUSTOMER_LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
 /// Seconds a caller is asked to wait before retrying when we are full.
 const RETRY_AFTER_SECS: u32 = 5;
 
@@ -60,6 +66,7 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         .and_then(|h| h.uri().ok())
         .and_then(|uri| uri.auth.map(|auth| auth.user))
         .unwrap_or_default();
+    let asserted = tx.original.header_value("P-Asserted-Identity");
     let remote = tx.connection.as_ref().and_then(|c| c.get_remote_addr());
     let transport = remote.and_then(|a| a.r#type).unwrap_or_default();
     let source = remote.map(|a| a.addr.to_string()).unwrap_or_default();
@@ -200,6 +207,30 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         .in_current_span(),
     );
 
+    // Who calls: the asserted identity (RFC 3325) when the PBX sets one, else
+    // From; known customers are greeted by name.
+    let number = caller_number(
+        asserted.as_deref(),
+        &caller,
+        &server.config.store.country_code,
+    );
+    let customer = match &number {
+        Some(number) => lookup_customer(&server, number).await,
+        None => None,
+    };
+    let record = server.store.record_call(
+        &dialog.id().call_id,
+        number.as_deref().unwrap_or(&caller),
+        customer.as_ref().map(|c| c.id),
+    );
+    if let Some(customer) = &customer {
+        info!(
+            customer = customer.id,
+            tickets = customer.tickets.len(),
+            "known customer"
+        );
+    }
+
     let call = Call {
         server: server.clone(),
         dialog,
@@ -219,6 +250,8 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         receive_types: None,
         answer_in_ack: false,
         enqueued: 0,
+        customer,
+        record: Some(record),
     };
     let (ending, dialog) = call.run().await;
     ring_guard.cancel();
@@ -232,6 +265,39 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
     }
     server.dialogs.remove_dialog(&dialog.id());
     info!(?ending, "call ended");
+}
+
+/// The caller's number in E.164: the asserted identity's URI when there is
+/// one, else the From user.
+fn caller_number(asserted: Option<&str>, from_user: &str, country_code: &str) -> Option<String> {
+    let asserted = asserted.map(|value| {
+        // `"Name" <sip:+33…@host>` or a bare URI; the first of a list.
+        let value = value.split(',').next().unwrap_or_default();
+        match (value.find('<'), value.find('>')) {
+            (Some(open), Some(close)) if open < close => value[open + 1..close].to_string(),
+            _ => value.trim().to_string(),
+        }
+    });
+    asserted
+        .iter()
+        .map(String::as_str)
+        .chain(std::iter::once(from_user))
+        .find_map(|candidate| crate::store::phone::normalise(candidate, country_code).ok())
+}
+
+/// The customer with this number, if the store answers in time.
+async fn lookup_customer(server: &Server, number: &str) -> Option<crate::store::Customer> {
+    match tokio::time::timeout(CUSTOMER_LOOKUP_TIMEOUT, server.store.find_customer(number)).await {
+        Ok(Ok(customer)) => customer,
+        Ok(Err(error)) => {
+            warn!(%error, "customer lookup failed");
+            None
+        }
+        Err(_) => {
+            warn!("customer lookup timed out");
+            None
+        }
+    }
 }
 
 /// Option tags of `Require:` we do not support (we support `timer`), over
@@ -340,6 +406,10 @@ struct Call {
     /// Segments asked of the playout scheduler so far: an Idle event that
     /// counts fewer is stale (it left before our last Play arrived).
     enqueued: u64,
+    /// The caller, when the store knows them.
+    customer: Option<crate::store::Customer>,
+    /// The call record (taken when it is closed).
+    record: Option<crate::store::Recorder>,
 }
 
 struct Media {
@@ -348,15 +418,29 @@ struct Media {
     receiver: tokio::task::JoinHandle<()>,
     /// Turn-taking with generated replies, when providers are configured.
     speech: Option<(SpeechSession, mpsc::Receiver<SpeechMsg>)>,
+    /// Actions of the conversation still to carry out (after the greeting's
+    /// first phrases).
+    pending: Vec<CallAction>,
 }
 
 impl Call {
     /// Runs the call; returns how it ended and its dialog (for the BYE).
     async fn run(mut self) -> (Ending, InviteDialog) {
-        let ending = match self.until_established().await {
+        let (ending, outcome) = match self.until_established().await {
             Ok((media, conversation)) => self.established(media, conversation).await,
-            Err(ending) => ending,
+            Err(ending) => (ending, None),
         };
+        // The record's outcome: what the flow decided, else how it ended.
+        let outcome = match (outcome, ending) {
+            (Some(outcome), _) => outcome.as_str(),
+            (None, Ending::Remote) => "abandoned",
+            (None, Ending::Local) if self.server.shutdown.is_cancelled() => "interrupted",
+            (None, Ending::Local) => "ended",
+        };
+        info!(outcome, "call outcome");
+        if let Some(record) = self.record.take() {
+            record.end(outcome);
+        }
         (ending, self.dialog)
     }
 
@@ -467,12 +551,29 @@ impl Call {
                 }
             },
         };
-        let server = &self.server;
+        let server = self.server.clone();
+        let server = &server;
         let id = server.next_media_id.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events) = mpsc::channel(driver::EVENT_QUEUE);
         let config = &server.config;
-        let mut conversation = Conversation::new(config.call.clone());
-        if server.providers.is_some() {
+        let providers = server.providers.as_ref();
+        let listens = providers.is_some_and(|p| p.stt.is_some());
+        let speaks = providers.is_some_and(|p| p.tts.is_some());
+        let can_classify = providers.is_some_and(|p| p.llm.is_some());
+        let can_generate = speaks && can_classify;
+        let known = self.customer.as_ref().map(|c| KnownCaller {
+            title: c.title.clone(),
+            first_name: c.first_name.clone(),
+            last_name: c.last_name.clone(),
+            ticket: c
+                .tickets
+                .first()
+                .map(|t| (t.product.clone(), t.problem.clone())),
+        });
+        let mut conversation = Conversation::new(config.call.clone()).with_greeting(
+            conversation::greeting(&config.call, &config.flow, known.as_ref(), listens, speaks),
+        );
+        if providers.is_some() {
             conversation = conversation.with_hybrid(HybridConfig {
                 fillers: config.hybrid.fillers.clone(),
                 fallback: config.hybrid.fallback.clone(),
@@ -485,14 +586,28 @@ impl Call {
                 not_understood: config.hybrid.not_understood.clone(),
             });
         }
-        let initial: Vec<SegmentKind> = conversation
+        if let Some(knowledge) = &server.knowledge {
+            let first_name = known.as_ref().map(|k| k.first_name.as_str()).unwrap_or("");
+            let guide = Guide::new(knowledge.clone(), can_classify, can_generate)
+                .with_first_name(first_name);
+            conversation = conversation.with_guide(guide, can_generate);
+        }
+        // The greeting's cached phrases start the playout; what follows them
+        // (a known customer's name, through TTS) is carried out once the
+        // call's loop runs.
+        let mut greeting = conversation
             .handle(CallEvent::Established)
             .into_iter()
-            .filter_map(|action| match action {
-                CallAction::Play(key) => self.segment(&key),
-                _ => None,
-            })
-            .collect();
+            .peekable();
+        let mut initial = Vec::new();
+        while let Some(CallAction::Play(key)) = greeting.peek() {
+            self.record_phrase(key);
+            if let Some(segment) = self.segment(key) {
+                initial.push(segment);
+            }
+            greeting.next();
+        }
+        let pending: Vec<CallAction> = greeting.collect();
         self.enqueued = initial.len() as u64;
         server
             .driver
@@ -526,7 +641,7 @@ impl Call {
             quiet_allowed: self.quiet_allowed.clone(),
             driver: server.driver.clone(),
             events: events_tx,
-            vad: server.providers.as_ref().map(|_| VadConfig {
+            vad: listens.then(|| VadConfig {
                 threshold: config.listen.vad_threshold,
                 min_speech: Duration::from_millis(config.listen.min_speech_ms),
                 hangover: Duration::from_millis(config.listen.hangover_ms),
@@ -540,12 +655,16 @@ impl Call {
         info!(remote_rtp = %negotiated.remote, local_rtp = %self.local_rtp, "call established");
         self.offer = Some(negotiated.clone());
         self.apply_direction(id, negotiated.direction).await;
+        if let Some(record) = &self.record {
+            record.answered();
+        }
         Ok((
             Media {
                 id,
                 events,
                 receiver,
                 speech,
+                pending,
             },
             conversation,
         ))
@@ -559,6 +678,32 @@ impl Call {
             .unwrap_or_default();
         let answer = SessionDescription::parse(&body)?;
         sdp::negotiate(&answer)
+    }
+
+    /// A cached phrase said, in the call record.
+    fn record_phrase(&mut self, key: &str) {
+        let text = self.server.config.cache.phrases.get(key).cloned();
+        if let Some(record) = self.record.as_mut() {
+            record.turn(
+                Speaker::Bot,
+                TurnKind::Cached,
+                text.as_deref().unwrap_or(key),
+            );
+        }
+    }
+
+    /// What the caller said or keyed, in the call record.
+    fn record_event(&mut self, event: &CallEvent) {
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        match event {
+            CallEvent::Transcript(text) => record.turn(Speaker::Caller, TurnKind::Speech, text),
+            CallEvent::Dtmf(digit) => {
+                record.turn(Speaker::Caller, TurnKind::Dtmf, &digit.to_string())
+            }
+            _ => {}
+        }
     }
 
     fn segment(&self, key: &str) -> Option<SegmentKind> {
@@ -672,7 +817,11 @@ impl Call {
     }
 
     /// The established call: until one side hangs up.
-    async fn established(&mut self, mut media: Media, mut conversation: Conversation) -> Ending {
+    async fn established(
+        &mut self,
+        mut media: Media,
+        mut conversation: Conversation,
+    ) -> (Ending, Option<conversation::Outcome>) {
         let mut refresh_deadline = self.session_deadline();
         // Outcome of our own session refresh (when we are the refresher).
         let (refresh_tx, mut refresh_rx) = mpsc::channel::<bool>(1);
@@ -681,123 +830,155 @@ impl Call {
         // hold up the NOTIFYs that this loop answers).
         let (transfer_tx, mut transfer_rx) = mpsc::channel::<CallEvent>(2);
         let mut transfer_deadline: Option<Instant> = None;
+        let mut pending = std::mem::take(&mut media.pending);
         let ending = loop {
             let deadline = refresh_deadline.map(Instant::from_std);
-            let event = tokio::select! {
-                Some(msg) = recv_speech(&mut media.speech) => {
-                    let Some((speech, _)) = media.speech.as_mut() else { continue };
-                    match speech.on_message(msg).await {
-                        Some(event) => event,
-                        None => continue,
-                    }
-                }
-                Some(ok) = refresh_rx.recv() => {
-                    refreshing = false;
-                    if !ok {
-                        warn!("our session refresh failed (RFC 4028): hanging up");
-                        break Ending::Local;
-                    }
-                    refresh_deadline = self.session_deadline();
-                    continue;
-                }
-                Some(event) = transfer_rx.recv() => event,
-                _ = sleep_until_opt(transfer_deadline) => {
-                    warn!("transfer: no final NOTIFY in time");
-                    CallEvent::TransferFailed
-                }
-                state = self.states.recv() => match state {
-                    Some(state) => match self.on_dialog_state(state, media.id).await {
-                        (InDialog::End(ending), _) => break ending,
-                        (InDialog::Event(event), refreshed) => {
-                            if refreshed {
-                                refresh_deadline = self.session_deadline();
-                            }
-                            event
-                        }
-                        (InDialog::Nothing, refreshed) => {
-                            if refreshed {
-                                refresh_deadline = self.session_deadline();
-                            }
-                            continue;
-                        }
-                    },
-                    None => break Ending::Remote,
-                },
-                event = media.events.recv() => match event {
-                    Some(MediaEvent::Playout(PlayoutEvent::Idle { enqueued })) => {
-                        let ours = self.enqueued + media.speech.as_ref().map_or(0, |(s, _)| s.enqueued);
-                        if enqueued < ours {
-                            // Left the driver before our last Play reached it.
-                            continue;
-                        }
-                        CallEvent::PlayoutIdle
-                    }
-                    Some(MediaEvent::Playout(other)) => {
-                        debug!(event = ?other, "playout");
-                        match media.speech.as_mut().and_then(|(s, _)| s.on_playout(&other)) {
+            let actions = if !pending.is_empty() {
+                std::mem::take(&mut pending)
+            } else {
+                let event = tokio::select! {
+                    Some(msg) = recv_speech(&mut media.speech) => {
+                        let Some((speech, _)) = media.speech.as_mut() else { continue };
+                        match speech.on_message(msg).await {
                             Some(event) => event,
                             None => continue,
                         }
                     }
-                    Some(MediaEvent::SpeechStarted) => {
-                        debug!("caller speaks");
-                        CallEvent::SpeechStarted
-                    }
-                    Some(MediaEvent::SpeechEnded(utterance)) => {
-                        debug!(samples = utterance.len(), "caller stopped");
-                        match media.speech.as_mut() {
-                            Some((speech, _)) => {
-                                speech.caller_stopped(utterance);
-                                CallEvent::SpeechEnded
-                            }
-                            None => continue,
-                        }
-                    }
-                    Some(MediaEvent::Dtmf(digit)) => {
-                        info!(%digit, "DTMF");
-                        CallEvent::Dtmf(digit)
-                    }
-                    Some(MediaEvent::RtpTimeout) => CallEvent::RtpTimeout,
-                    None => {
-                        warn!("media path is gone; ending the call");
-                        break Ending::Local;
-                    }
-                },
-                _ = sleep_until_opt(deadline) => {
-                    match self.session_timer.map(|t| t.refresher) {
-                        Some(midcall::Refresher::Uas) if !refreshing => {
-                            // Our turn to refresh the session.
-                            refreshing = true;
-                            refresh_deadline = None;
-                            self.spawn_refresh(refresh_tx.clone());
-                            continue;
-                        }
-                        _ => {
-                            warn!("session timer expired without a refresh (RFC 4028): hanging up");
+                    Some(ok) = refresh_rx.recv() => {
+                        refreshing = false;
+                        if !ok {
+                            warn!("our session refresh failed (RFC 4028): hanging up");
                             break Ending::Local;
                         }
+                        refresh_deadline = self.session_deadline();
+                        continue;
+                    }
+                    Some(event) = transfer_rx.recv() => event,
+                    _ = sleep_until_opt(transfer_deadline) => {
+                        warn!("transfer: no final NOTIFY in time");
+                        CallEvent::TransferFailed
+                    }
+                    state = self.states.recv() => match state {
+                        Some(state) => match self.on_dialog_state(state, media.id).await {
+                            (InDialog::End(ending), _) => break ending,
+                            (InDialog::Event(event), refreshed) => {
+                                if refreshed {
+                                    refresh_deadline = self.session_deadline();
+                                }
+                                event
+                            }
+                            (InDialog::Nothing, refreshed) => {
+                                if refreshed {
+                                    refresh_deadline = self.session_deadline();
+                                }
+                                continue;
+                            }
+                        },
+                        None => break Ending::Remote,
+                    },
+                    event = media.events.recv() => match event {
+                        Some(MediaEvent::Playout(PlayoutEvent::Idle { enqueued })) => {
+                            let ours = self.enqueued + media.speech.as_ref().map_or(0, |(s, _)| s.enqueued);
+                            if enqueued < ours {
+                                // Left the driver before our last Play reached it.
+                                continue;
+                            }
+                            CallEvent::PlayoutIdle
+                        }
+                        Some(MediaEvent::Playout(other)) => {
+                            debug!(event = ?other, "playout");
+                            match media.speech.as_mut().and_then(|(s, _)| s.on_playout(&other)) {
+                                Some(event) => event,
+                                None => continue,
+                            }
+                        }
+                        Some(MediaEvent::SpeechStarted) => {
+                            debug!("caller speaks");
+                            CallEvent::SpeechStarted
+                        }
+                        Some(MediaEvent::SpeechEnded(utterance)) => {
+                            debug!(samples = utterance.len(), "caller stopped");
+                            match media.speech.as_mut() {
+                                Some((speech, _)) => {
+                                    speech.caller_stopped(utterance);
+                                    CallEvent::SpeechEnded
+                                }
+                                None => continue,
+                            }
+                        }
+                        Some(MediaEvent::Dtmf(digit)) => {
+                            info!(%digit, "DTMF");
+                            CallEvent::Dtmf(digit)
+                        }
+                        Some(MediaEvent::RtpTimeout) => CallEvent::RtpTimeout,
+                        None => {
+                            warn!("media path is gone; ending the call");
+                            break Ending::Local;
+                        }
+                    },
+                    _ = sleep_until_opt(deadline) => {
+                        match self.session_timer.map(|t| t.refresher) {
+                            Some(midcall::Refresher::Uas) if !refreshing => {
+                                // Our turn to refresh the session.
+                                refreshing = true;
+                                refresh_deadline = None;
+                                self.spawn_refresh(refresh_tx.clone());
+                                continue;
+                            }
+                            _ => {
+                                warn!("session timer expired without a refresh (RFC 4028): hanging up");
+                                break Ending::Local;
+                            }
+                        }
+                    }
+                    _ = self.server.shutdown.cancelled() => break Ending::Local,
+                };
+                if matches!(
+                    event,
+                    CallEvent::TransferSucceeded | CallEvent::TransferFailed
+                ) {
+                    transfer_deadline = None;
+                }
+                self.record_event(&event);
+                conversation.handle(event)
+            };
+            if let Some((speech, _)) = media.speech.as_mut() {
+                for text in speech.spoken.drain(..) {
+                    if let Some(record) = self.record.as_mut() {
+                        record.turn(Speaker::Bot, TurnKind::Generated, &text);
                     }
                 }
-                _ = self.server.shutdown.cancelled() => break Ending::Local,
-            };
-            if matches!(
-                event,
-                CallEvent::TransferSucceeded | CallEvent::TransferFailed
-            ) {
-                transfer_deadline = None;
             }
             let mut hangup = false;
-            for action in conversation.handle(event) {
+            for action in actions {
                 match action {
                     CallAction::Play(key) => {
+                        self.record_phrase(&key);
                         if let Some(segment) = self.segment(&key) {
                             self.enqueued += 1;
                             self.server.driver.enqueue(media.id, segment).await;
                         }
                     }
                     CallAction::StopPlayout => self.server.driver.interrupt(media.id).await,
+                    CallAction::Note(note) => {
+                        if let Some(record) = self.record.as_mut() {
+                            match &note {
+                                Note::Problem(key) => {
+                                    info!(problem = %key, "problem identified");
+                                    record.problem(key);
+                                }
+                                Note::Step(key) => {
+                                    info!(step = %key, "fix step given");
+                                    record.step(key);
+                                }
+                            }
+                        }
+                    }
                     CallAction::Transfer(target) => {
                         info!(%target, "blind transfer (REFER)");
+                        if let Some(record) = &self.record {
+                            record.transfer(&target);
+                        }
                         transfer_deadline = Some(Instant::now() + midcall::TRANSFER_TIMEOUT);
                         let dialog = self.dialog.clone();
                         let outcome = transfer_tx.clone();
@@ -822,6 +1003,9 @@ impl Call {
                         );
                     }
                     other @ (CallAction::PlayFront(_)
+                    | CallAction::Speak(_)
+                    | CallAction::Compose(_)
+                    | CallAction::Classify { .. }
                     | CallAction::Transcribe
                     | CallAction::OpenReply
                     | CallAction::Generate(_)
@@ -829,6 +1013,9 @@ impl Call {
                     | CallAction::PauseReply
                     | CallAction::ResumeReply) => match media.speech.as_mut() {
                         Some((speech, _)) => {
+                            if let CallAction::PlayFront(key) = &other {
+                                self.record_phrase(key);
+                            }
                             speech.act(&other).await;
                         }
                         None => debug!(action = ?other, "turn-taking action without providers"),
@@ -851,7 +1038,7 @@ impl Call {
         };
         self.server.driver.stop(media.id).await;
         media.receiver.abort();
-        ending
+        (ending, conversation.outcome())
     }
 
     /// An in-dialog request; also says whether it refreshed the session.

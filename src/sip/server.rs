@@ -55,6 +55,8 @@ pub enum ServeError {
     Tls(#[from] crate::sip::tls::TlsError),
     #[error(transparent)]
     Provider(#[from] crate::providers::ProviderError),
+    #[error("store: {0}")]
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Hands out RTP sockets from the configured port range. The operating system
@@ -126,8 +128,12 @@ pub struct Server {
     pub learned: LearnedAddress,
     /// INVITEs refused because their source is not in `[sip] allow`.
     pub forbidden: AtomicU64,
-    /// The speech providers, when STT, LLM and TTS are all configured.
+    /// The speech providers, when any is configured.
     pub providers: Option<crate::conversation::reply::Providers>,
+    /// The knowledge base of the guided flow, when it has problems.
+    pub knowledge: Option<Arc<crate::conversation::guide::Knowledge>>,
+    /// Customers and call records.
+    pub store: crate::store::Store,
 }
 
 impl Server {
@@ -252,6 +258,24 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     });
 
     let providers = build_providers(&config)?;
+    let store =
+        crate::store::Store::open(&config.store.url, &config.base_dir, &config.instance()).await?;
+    let outbox_stop = CancellationToken::new();
+    let outbox = tokio::spawn(crate::store::outbox::run(
+        store.clone(),
+        config.crm.clone(),
+        outbox_stop.clone(),
+    ));
+    let knowledge = (!config.problems.is_empty()).then(|| {
+        info!(
+            problems = config.problems.len(),
+            "guided flow on the knowledge base"
+        );
+        Arc::new(crate::conversation::guide::Knowledge::new(
+            config.problems.clone(),
+            config.flow.clone(),
+        ))
+    });
     let learned: LearnedAddress = Default::default();
     let registration = match &config.sip.register {
         Some(register) => {
@@ -284,6 +308,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         learned,
         forbidden: AtomicU64::new(0),
         providers,
+        knowledge,
+        store,
         config: Arc::new(config),
     });
     info!(
@@ -325,33 +351,56 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
             warn!("unREGISTER did not finish in time");
         }
     }
+    // Call records written before the outbox stops.
+    server.store.flush().await;
+    outbox_stop.cancel();
+    let _ = tokio::time::timeout(Duration::from_secs(2), outbox).await;
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint_task).await;
     info!("stopped");
     Ok(())
 }
 
-/// The speech providers, when `[stt]`, `[llm]` and `[tts]` are all set.
+/// The speech providers that are configured (`[stt]`, `[llm]`, `[tts]`).
 fn build_providers(
     config: &Config,
 ) -> Result<Option<crate::conversation::reply::Providers>, ServeError> {
-    let (Some(llm), Some(tts), Some(stt)) = (&config.llm, &config.tts, &config.stt) else {
-        if config.llm.is_some() || config.tts.is_some() || config.stt.is_some() {
-            warn!(
-                "turn-taking needs [stt], [llm] and [tts] together; some are missing, so it is off"
-            );
-        }
+    if config.llm.is_none() && config.tts.is_none() && config.stt.is_none() {
+        info!("no speech providers: cached phrases and DTMF menus only");
         return Ok(None);
+    }
+    let llm = match &config.llm {
+        Some(llm) => Some(Arc::new(crate::providers::llm::LlmClient::new(
+            llm.clone(),
+        )?)),
+        None => None,
     };
-    let providers = crate::conversation::reply::Providers {
-        llm: Arc::new(crate::providers::llm::LlmClient::new(llm.clone())?),
-        tts: crate::providers::tts::engine(tts)?,
-        stt: Arc::new(crate::providers::stt::OpenAiTranscriber::new(stt.clone())?),
+    let tts = match &config.tts {
+        Some(tts) => Some(crate::providers::tts::engine(tts)?),
+        None => None,
+    };
+    let stt: Option<Arc<dyn crate::providers::stt::SpeechToText>> = match &config.stt {
+        Some(stt) => Some(Arc::new(crate::providers::stt::OpenAiTranscriber::new(
+            stt.clone(),
+        )?)),
+        None => None,
+    };
+    info!(
+        llm = config.llm.as_ref().map(|l| l.model.as_str()).unwrap_or("-"),
+        tts = tts.as_ref().map(|t| t.name()).unwrap_or("-"),
+        stt = config.stt.as_ref().map(|s| s.model.as_str()).unwrap_or("-"),
+        "speech providers"
+    );
+    if stt.is_none() {
+        info!("no [stt]: callers answer with keys (DTMF menus)");
+    }
+    Ok(Some(crate::conversation::reply::Providers {
+        llm,
+        tts,
+        stt,
         system_prompt: config.hybrid.system_prompt.clone(),
         history_turns: config.hybrid.history_turns,
-    };
-    info!(llm = %llm.model, tts = providers.tts.name(), stt = %stt.model, "turn-taking with generated replies");
-    Ok(Some(providers))
+    }))
 }
 
 async fn shutdown_signal() {
