@@ -90,6 +90,11 @@ fn main() {
 
 fn config_text(base: &str) -> String {
     let text = std::fs::read_to_string(Path::new(REPO).join("sav.toml")).unwrap();
+    // Without the knowledge base: every turn is a generated reply.
+    let text = match text.find("\n[[problems]]") {
+        Some(at) => text[..at + 1].to_string(),
+        None => text,
+    };
     text.replace("listen = \"127.0.0.1:5060\"", &format!("listen = \"127.0.0.1:{SIP_PORT}\""))
         .replace("rtp_port_min = 20000", "rtp_port_min = 26900")
         .replace("rtp_port_max = 20999", "rtp_port_max = 26999")

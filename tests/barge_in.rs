@@ -61,7 +61,7 @@ fn barge(name: &str, slot: u16, second_transcript: &str) -> Barge {
     );
     let base = fake.base_url();
     let sav = Sav::start(&dir, ports, move |c| {
-        c.replace(
+        free_conversation(&c).replace(
             "greeting = [\"greet\", \"welcome\"]",
             "greeting = [\"greet\"]",
         ) + &fake_providers_config(&base, "", "", "")

@@ -56,7 +56,8 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
     let base = fake.base_url();
     let sav = Sav::start(&dir, ports, move |c| {
         format!(
-            "{c}{}",
+            "{}{}",
+            free_conversation(&c),
             fake_providers_config(
                 &base,
                 "model = \"fake\"\nfirst_token_timeout_ms = 6000\n",

@@ -27,7 +27,7 @@ fn fault_turn(name: &str, slot: u16, change: impl FnOnce(&mut FakeBehaviour)) {
     let base = fake.base_url();
     let sav = Sav::start(&dir, ports, move |c| {
         // A short greeting, so the caller speaks sooner.
-        c.replace(
+        free_conversation(&c).replace(
             "greeting = [\"greet\", \"welcome\"]",
             "greeting = [\"greet\"]",
         ) + &fake_providers_config(

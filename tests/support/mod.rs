@@ -7,6 +7,7 @@
 #![allow(dead_code)] // each test binary uses part of the harness
 
 pub mod fake_providers;
+pub mod webhook;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::UdpSocket;
@@ -28,15 +29,17 @@ pub struct Ports {
 }
 
 impl Ports {
-    /// Ports for test number `slot` (0..=49), disjoint from every other slot,
+    /// Ports for test number `slot` (0..=99), disjoint from every other slot,
     /// from the defaults of `sav.toml`, and below Linux's ephemeral range
-    /// (32768–60999), so that no socket bound to port 0 can take them.
+    /// (32768–60999), so that no socket bound to port 0 can take them: SIP
+    /// 25060–26059, sav's RTP 10000–14999 (50 per slot), sipp's media
+    /// 15000–24999.
     pub fn slot(slot: u16) -> Self {
-        assert!(slot < 50);
+        assert!(slot < 100);
         Self {
             sip: 25_060 + slot * 10,
-            rtp_min: 10_000 + slot * 100,
-            rtp_max: 10_000 + slot * 100 + 99,
+            rtp_min: 10_000 + slot * 50,
+            rtp_max: 10_000 + slot * 50 + 49,
             sipp: 25_061 + slot * 10,
             sipp_media: 15_000 + slot * 100,
         }
@@ -96,6 +99,16 @@ pub fn fake_providers_config(base: &str, llm: &str, tts: &str, stt: &str) -> Str
     format!(
         "\n[llm]\nbase_url = \"{base}/v1\"\n{llm}\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\n{tts}\n[stt]\nbase_url = \"{base}/v1\"\n{stt}"
     )
+}
+
+/// `config` (the repository's sav.toml) without its knowledge base: every
+/// turn is answered by the LLM, the free conversation the hybrid-speech tests
+/// measure. The `[[problems]]` tables are the end of the file.
+pub fn free_conversation(config: &str) -> String {
+    match config.find("\n[[problems]]") {
+        Some(at) => config[..at + 1].to_string(),
+        None => config.to_string(),
+    }
 }
 
 /// A per-test scratch directory under the target directory.
@@ -421,6 +434,76 @@ pub fn utterance(dir: &Path) -> PathBuf {
     )
 }
 
+/// `<dir>/<name>.wav`: the caller's side of a conversation, 8 kHz μ-law:
+/// each `(start_s, text)` spoken by espeak-ng from `start_s` seconds, silence
+/// between and up to `total_s`.
+pub fn timed_speech(dir: &Path, name: &str, turns: &[(f64, &str)], total_s: f64) -> PathBuf {
+    let mut pieces = Vec::new();
+    let mut cursor = 0.0;
+    for (i, (start, text)) in turns.iter().enumerate() {
+        assert!(
+            *start >= cursor,
+            "turn {i} starts before the previous one ends"
+        );
+        let lead = format!("{:.3}", start - cursor);
+        let piece = speech_wav(dir, &format!("{name}-{i}"), text, &lead, "0");
+        // The piece holds its lead silence and its speech.
+        cursor += wav_seconds(&piece);
+        pieces.push(piece);
+    }
+    concat_wavs(dir, name, &pieces, total_s)
+}
+
+/// Length of a WAV in seconds (sox).
+pub fn wav_seconds(wav: &Path) -> f64 {
+    let out = Command::new("sox")
+        .arg("--i")
+        .arg("-D")
+        .arg(wav)
+        .output()
+        .expect("run sox --i");
+    String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .parse()
+        .expect("sox --i -D prints seconds")
+}
+
+/// `<dir>/<name>.wav`: the pieces one after the other, padded with silence
+/// to `total_s`.
+fn concat_wavs(dir: &Path, name: &str, pieces: &[PathBuf], total_s: f64) -> PathBuf {
+    let joined = dir.join(format!("{name}-joined.wav"));
+    let status = Command::new("sox")
+        .args(pieces)
+        .arg(&joined)
+        .status()
+        .expect("run sox");
+    assert!(status.success(), "sox concatenation failed");
+    let length = wav_seconds(&joined);
+    let out = dir.join(format!("{name}.wav"));
+    let status = Command::new("sox")
+        .arg(&joined)
+        .arg(&out)
+        .args(["pad", "0", &format!("{:.3}", (total_s - length).max(0.0))])
+        .status()
+        .expect("run sox");
+    assert!(status.success(), "sox pad failed");
+    out
+}
+
+/// `<dir>/<name>.wav`: `seconds` of silence, 8 kHz μ-law.
+pub fn silence_wav(dir: &Path, name: &str, seconds: f64) -> PathBuf {
+    require_tool("sox");
+    let out = dir.join(format!("{name}.wav"));
+    let status = Command::new("sox")
+        .args(["-n", "-r", "8000", "-c", "1", "-e", "mu-law"])
+        .arg(&out)
+        .args(["trim", "0", &format!("{seconds:.3}")])
+        .status()
+        .expect("run sox");
+    assert!(status.success(), "sox silence failed");
+    out
+}
+
 /// `<dir>/<name>.wav`: `text` spoken by espeak-ng, as 8 kHz μ-law, with
 /// `lead_s` seconds of silence before it and `pad_s` after (sox `pad`).
 pub fn speech_wav(dir: &Path, name: &str, text: &str, lead_s: &str, pad_s: &str) -> PathBuf {
@@ -479,6 +562,49 @@ pub fn dtmf_pcap(dir: &Path, key: &str) {
         source.display()
     );
     std::fs::copy(&source, dir.join(&name)).expect("copy dtmf pcap");
+}
+
+/// Writes `<dir>/<name>.pcap`: one RFC 4733 key press of `digit` (payload
+/// type 101) whose event starts at RTP `timestamp`, as a phone sends it
+/// (seven packets 20 ms apart, then the end packet three times), for sipp's
+/// `play_pcap_audio`. sipp replays a capture as it is, so pressing the same
+/// key twice needs two captures with different timestamps (a repeated
+/// timestamp is a retransmission of the same press, RFC 4733 §2.5.1.2).
+pub fn dtmf_press_pcap(dir: &Path, name: &str, digit: char, timestamp: u32) {
+    use pcap_file::pcap::{PcapPacket, PcapWriter};
+    let event = match digit {
+        '0'..='9' => digit as u8 - b'0',
+        '*' => 10,
+        '#' => 11,
+        other => panic!("not a DTMF key: {other}"),
+    };
+    let file = std::fs::File::create(dir.join(format!("{name}.pcap"))).expect("create pcap");
+    let mut writer = PcapWriter::new(file).expect("pcap header");
+    let seq0 = (timestamp / 160) as u16;
+    let mut at = Duration::from_secs(1);
+    let packets: Vec<(u16, bool, u16)> = (1..=7u16)
+        .map(|n| (n - 1, false, n * 160))
+        .chain((0..3).map(|_| (7, true, 8 * 160)))
+        .collect();
+    for (i, (seq, end, duration)) in packets.into_iter().enumerate() {
+        let mut rtp = vec![0x80, if i == 0 { 0x80 | 101 } else { 101 }];
+        rtp.extend_from_slice(&seq0.wrapping_add(seq).to_be_bytes());
+        rtp.extend_from_slice(&timestamp.to_be_bytes());
+        rtp.extend_from_slice(&0x0e05_384e_u32.to_be_bytes());
+        rtp.extend_from_slice(&[event, if end { 0x80 | 10 } else { 10 }]);
+        rtp.extend_from_slice(&duration.to_be_bytes());
+        let builder = etherparse::PacketBuilder::ethernet2([0; 6], [0; 6])
+            .ipv4([127, 0, 0, 1], [127, 0, 0, 1], 64)
+            .udp(6000, 6000);
+        let mut frame = Vec::new();
+        builder.write(&mut frame, &rtp).expect("build packet");
+        if i > 0 && i < 8 {
+            at += Duration::from_millis(20);
+        }
+        writer
+            .write_packet(&PcapPacket::new(at, frame.len() as u32, &frame))
+            .expect("write packet");
+    }
 }
 
 /// One UDP datagram seen on loopback.

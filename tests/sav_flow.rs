@@ -1,0 +1,607 @@
+//! The guided after-sales calls end to end: sipp callers (by voice with
+//! scripted transcripts, or by keys), the real sav binary with its store,
+//! fake providers, and a CRM webhook that counts what it receives. What the
+//! caller heard is read from a capture (which cached phrases started, in
+//! which order; generated audio by its TTS tag); what the team gets is read
+//! from the webhook's event (outcome, problem, steps, transcript).
+
+mod support;
+
+use std::time::Duration;
+
+use support::fake_providers::{tts_codes, FakeBehaviour, FakeProviders, Fault};
+use support::webhook::Webhook;
+use support::*;
+
+/// Where each phrase of `keys` starts in sav's audio, in capture order: its
+/// first voiced frames found among the packets (every occurrence).
+fn phrase_starts(payloads: &[&[u8]], keys: &[&str]) -> Vec<(usize, String)> {
+    let mut starts = Vec::new();
+    for key in keys {
+        let frames = cached_frames(key);
+        // The first frame with sound, and the two after it: a signature no
+        // other phrase shares.
+        let Some(first) = frames
+            .iter()
+            .position(|f| level(&[&[0u8; 12][..], f].concat()) > 200)
+        else {
+            continue;
+        };
+        let signature = &frames[first..(first + 3).min(frames.len())];
+        let mut i = 0;
+        while i + signature.len() <= payloads.len() {
+            if signature
+                .iter()
+                .enumerate()
+                .all(|(k, frame)| payloads[i + k] == frame.as_slice())
+            {
+                starts.push((i, key.to_string()));
+                i += frames.len().max(1);
+            } else {
+                i += 1;
+            }
+        }
+    }
+    starts.sort();
+    starts
+}
+
+/// The phrases heard, in order (several occurrences of one phrase each count).
+fn heard(payloads: &[&[u8]], keys: &[&str]) -> Vec<String> {
+    phrase_starts(payloads, keys)
+        .into_iter()
+        .map(|(_, key)| key)
+        .collect()
+}
+
+/// Frames of generated speech of `text` (the fake TTS's tag).
+fn generated_frames(payloads: &[&[u8]], text: &str) -> Vec<usize> {
+    let (low, high) = tts_codes(text);
+    payloads
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.iter().all(|b| *b == low || *b == high))
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// Payloads (RTP header stripped) of sav's audio.
+fn sav_payloads<'a>(ports: &Ports, packets: &'a [Datagram]) -> Vec<&'a [u8]> {
+    ports
+        .sav_audio(packets)
+        .into_iter()
+        .map(|p| &p.payload[12..])
+        .collect()
+}
+
+const PHRASES: &[&str] = &[
+    "greet",
+    "welcome",
+    "menu",
+    "internet_restart",
+    "internet_cables",
+    "verify",
+    "reprompt",
+    "filler_ok",
+    "congratulations",
+    "goodbye",
+    "transfer",
+    "callback",
+    "problem_unknown",
+];
+
+/// The caller's turns of an event's transcript: (kind, text).
+fn caller_turns(event: &serde_json::Value) -> Vec<(String, String)> {
+    event["transcript"]
+        .as_array()
+        .expect("transcript")
+        .iter()
+        .filter(|t| t["speaker"] == "caller")
+        .map(|t| {
+            (
+                t["kind"].as_str().unwrap_or_default().to_string(),
+                t["text"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
+
+const CONGRATULATION: &str = "Bravo, excellent travail !";
+
+#[test]
+fn a_new_customer_fixes_the_box_with_the_second_step_by_voice() {
+    let dir = workdir("flow_voice_fix");
+    let ports = Ports::slot(60);
+    let said = [
+        "Bonjour, ma box internet ne marche plus.",
+        "C'est fait.",
+        "Non, ça ne marche toujours pas.",
+        "Voilà, c'est fait.",
+        "Oui, ça marche !",
+    ];
+    // Each answer after the bot's phrase (greet 2.4 s; filler + step 8.4 s;
+    // filler + verify 4.8 s; filler + step 6.5 s; …).
+    timed_speech(
+        &dir,
+        "caller",
+        &[
+            (3.5, said[0]),
+            (17.5, said[1]),
+            (25.5, said[2]),
+            (36.5, said[3]),
+            (45.0, said[4]),
+        ],
+        70.0,
+    );
+    let fake = FakeProviders::start(
+        0,
+        FakeBehaviour {
+            llm_ttfb: Duration::from_millis(300),
+            llm_reply: CONGRATULATION.into(),
+            tts_ttfb: Duration::from_millis(100),
+            tts_tag_by_text: true,
+            stt_latency: Duration::from_millis(100),
+            stt_transcripts: said.iter().map(|s| s.to_string()).collect(),
+            ..Default::default()
+        },
+    );
+    let webhook = Webhook::start();
+    let base = fake.base_url();
+    let crm = webhook.config();
+    let sav = Sav::start(&dir, ports, move |c| {
+        c.replace(
+            "greeting = [\"greet\", \"welcome\"]",
+            "greeting = [\"greet\"]",
+        ) + &fake_providers_config(&base, "model = \"fake\"\n", "", "")
+            + &crm
+    });
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
+    let output = sipp(
+        &dir,
+        "uac_flow_voice.xml",
+        ports,
+        &["-m", "1"],
+        Duration::from_secs(120),
+    );
+    let packets = capture.stop();
+    let log = sav.log_text();
+    assert!(
+        output.status.success(),
+        "the call did not end with sav's BYE:\n{}\n{log}",
+        sipp_report(&dir, &output)
+    );
+    let payloads = sav_payloads(&ports, &packets);
+    let order = heard(&payloads, PHRASES);
+    let steps: Vec<&str> = order
+        .iter()
+        .map(String::as_str)
+        .filter(|k| !k.starts_with("filler"))
+        .collect();
+    assert_eq!(
+        steps,
+        [
+            "greet",
+            "internet_restart",
+            "verify",
+            "internet_cables",
+            "verify",
+            "goodbye"
+        ],
+        "phrases heard: {order:?}\n{log}"
+    );
+    // The congratulation: filler_ok at once, the generated line behind it,
+    // before the goodbye.
+    let starts = phrase_starts(&payloads, PHRASES);
+    let filler_ok = starts
+        .iter()
+        .rev()
+        .find(|(_, k)| k == "filler_ok")
+        .map(|(i, _)| *i)
+        .expect("filler_ok before the congratulation");
+    let goodbye = starts.iter().find(|(_, k)| k == "goodbye").unwrap().0;
+    let congratulation = generated_frames(&payloads, CONGRATULATION);
+    assert!(
+        congratulation.len() > 20,
+        "the generated congratulation was not heard\n{log}"
+    );
+    assert!(
+        filler_ok < congratulation[0] && *congratulation.last().unwrap() < goodbye,
+        "filler_ok at {filler_ok}, congratulation {:?}, goodbye at {goodbye}",
+        (congratulation[0], congratulation.last())
+    );
+    let counts = fake.counts();
+    assert_eq!(counts.stt, 5, "one transcription per answer");
+    assert_eq!(
+        counts.llm, 1,
+        "no classification needed: only the congratulation"
+    );
+    let chat = counts
+        .last_chat
+        .expect("the congratulation request")
+        .to_string();
+    assert!(chat.contains("a résolu son problème"), "{chat}");
+
+    let events = webhook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(events.len(), 1, "{events:?}");
+    let event = &events[0];
+    assert_eq!(event["outcome"], "resolved", "{event}");
+    assert_eq!(event["problem"], "internet");
+    assert_eq!(
+        event["steps"],
+        serde_json::json!(["internet_restart", "internet_cables"])
+    );
+    assert_eq!(event["caller"], "+33612345678");
+    assert!(event["customer"].is_null());
+    let caller: Vec<String> = caller_turns(event).into_iter().map(|(_, t)| t).collect();
+    assert_eq!(caller, said, "{event}");
+    let generated: Vec<&serde_json::Value> = event["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "generated")
+        .collect();
+    assert_eq!(generated.len(), 1);
+    assert_eq!(generated[0]["text"], CONGRATULATION);
+    write_report(
+        "flow-voice-report.txt",
+        &format!("phrases heard: {order:?}\nevent: {event:#}\n"),
+    );
+}
+
+/// The caller's side of `uac_flow_keys.xml`: silence, and the presses 1, 2,
+/// 1, 1 (each its own event timestamp).
+fn caller_keys(dir: &std::path::Path) {
+    silence_wav(dir, "silence", 30.0);
+    for (n, digit) in ['1', '2', '1', '1'].into_iter().enumerate() {
+        dtmf_press_pcap(
+            dir,
+            &format!("key{}", n + 1),
+            digit,
+            16_000 + 40_000 * n as u32,
+        );
+    }
+}
+
+/// Imports the customer +33612345678 (Monsieur Jean Dupont, an open ticket
+/// on his box) into the store of the config at `dir/sav.toml`.
+fn import_dupont(dir: &std::path::Path) {
+    let csv = dir.join("customers.csv");
+    std::fs::write(
+        &csv,
+        "phone,title,first_name,last_name,product,problem\n\
+         06 12 34 56 78,Monsieur,Jean,Dupont,box internet,plus de connexion depuis hier\n\
+         pas un numéro,Madame,Ada,Lovelace,,\n",
+    )
+    .unwrap();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+        .arg("--config")
+        .arg(dir.join("sav.toml"))
+        .args(["customers", "import"])
+        .arg(&csv)
+        .output()
+        .expect("run sav customers import");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(2), "a row was skipped: {stdout}");
+    assert!(stdout.contains("customers.csv:3: skipped"), "{stdout}");
+    assert!(stdout.contains("1 customers imported"), "{stdout}");
+}
+
+#[test]
+fn a_known_customer_is_greeted_by_name_and_ticket_and_answers_with_keys() {
+    let dir = workdir("flow_known");
+    let ports = Ports::slot(61);
+    caller_keys(&dir);
+    let fake = FakeProviders::start(
+        0,
+        FakeBehaviour {
+            tts_ttfb: Duration::from_millis(100),
+            tts_speed: 4,
+            tts_tag_by_text: true,
+            ..Default::default()
+        },
+    );
+    let webhook = Webhook::start();
+    let base = fake.base_url();
+    let crm = webhook.config();
+    // A TTS, no STT (keys only), no LLM.
+    let edit = move |c: String| {
+        c + &format!("\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\n") + &crm
+    };
+    // The store is set up before sav answers calls.
+    let mut first = Sav::start(&dir, ports, edit.clone());
+    first.terminate();
+    import_dupont(&dir);
+    let sav = Sav::start(&dir, ports, edit);
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
+    let output = sipp(
+        &dir,
+        "uac_flow_keys.xml",
+        ports,
+        &["-m", "1", "-d", "7000"],
+        Duration::from_secs(60),
+    );
+    let packets = capture.stop();
+    let log = sav.log_text();
+    assert!(
+        output.status.success(),
+        "{}\n{log}",
+        sipp_report(&dir, &output)
+    );
+    let spoken = fake.counts().tts_texts;
+    assert_eq!(spoken.len(), 1, "{spoken:?}");
+    assert!(
+        spoken[0].starts_with(
+            "Monsieur Dupont, je vois votre ticket concernant votre box internet : plus de connexion depuis hier."
+        ),
+        "{spoken:?}"
+    );
+    let payloads = sav_payloads(&ports, &packets);
+    let name = generated_frames(&payloads, &spoken[0]);
+    let starts = phrase_starts(&payloads, PHRASES);
+    let at = |key: &str| starts.iter().find(|(_, k)| k == key).map(|(i, _)| *i);
+    let greet = at("greet").expect("greet heard");
+    assert!(name.len() > 25, "the name was not heard: {starts:?}\n{log}");
+    assert!(
+        greet < name[0] && name[0] <= greet + cached_frames("greet").len() + 5,
+        "the name follows greet at once: greet at {greet}, name at {}",
+        name[0]
+    );
+    let order = heard(&payloads, PHRASES);
+    assert_eq!(
+        order,
+        [
+            "greet",
+            "menu",
+            "internet_restart",
+            "internet_cables",
+            "verify",
+            "congratulations",
+            "goodbye"
+        ],
+        "{log}"
+    );
+    let events = webhook.wait_for(1, Duration::from_secs(10));
+    assert_eq!(events.len(), 1);
+    let event = &events[0];
+    assert_eq!(event["customer"]["last_name"], "Dupont");
+    assert_eq!(event["outcome"], "resolved");
+    let keys: Vec<(String, String)> = caller_turns(event);
+    assert_eq!(
+        keys,
+        ["1", "2", "1", "1"].map(|k| ("dtmf".to_string(), k.to_string())),
+    );
+}
+
+#[test]
+fn with_no_providers_at_all_the_call_runs_on_keys_from_greeting_to_goodbye() {
+    let dir = workdir("flow_dtmf_only");
+    let ports = Ports::slot(62);
+    caller_keys(&dir);
+    let webhook = Webhook::start();
+    let crm = webhook.config();
+    // The embedded defaults: no [stt], [llm] or [tts].
+    let sav = Sav::start(&dir, ports, move |c| c + &crm);
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
+    let output = sipp(
+        &dir,
+        "uac_flow_keys.xml",
+        ports,
+        &["-m", "1", "-d", "4000"],
+        Duration::from_secs(60),
+    );
+    let packets = capture.stop();
+    let log = sav.log_text();
+    assert!(
+        output.status.success(),
+        "{}\n{log}",
+        sipp_report(&dir, &output)
+    );
+    let payloads = sav_payloads(&ports, &packets);
+    assert_eq!(
+        heard(&payloads, PHRASES),
+        [
+            "greet",
+            "menu",
+            "internet_restart",
+            "internet_cables",
+            "verify",
+            "congratulations",
+            "goodbye"
+        ],
+        "{log}"
+    );
+    let event = &webhook.wait_for(1, Duration::from_secs(10))[0];
+    assert_eq!(event["outcome"], "resolved");
+    assert_eq!(
+        event["steps"],
+        serde_json::json!(["internet_restart", "internet_cables"])
+    );
+}
+
+#[test]
+fn asking_for_an_agent_is_transferred_with_refer() {
+    let dir = workdir("flow_agent");
+    let ports = Ports::slot(63);
+    timed_speech(
+        &dir,
+        "caller",
+        &[(3.0, "Je voudrais parler à un conseiller.")],
+        30.0,
+    );
+    let fake = FakeProviders::start(
+        0,
+        FakeBehaviour {
+            stt_latency: Duration::from_millis(100),
+            stt_transcripts: ["Je voudrais parler à un conseiller.".to_string()].into(),
+            ..Default::default()
+        },
+    );
+    let webhook = Webhook::start();
+    let base = fake.base_url();
+    let crm = webhook.config();
+    let sav = Sav::start(&dir, ports, move |c| {
+        c.replace(
+            "greeting = [\"greet\", \"welcome\"]",
+            "greeting = [\"greet\"]",
+        )
+        .replace(
+            "# transfer_to = \"sip:support@pbx.example.com\"",
+            "transfer_to = \"sip:support@pbx.example.com\"",
+        ) + &fake_providers_config(&base, "model = \"fake\"\n", "", "")
+            + &crm
+    });
+    let output = sipp(
+        &dir,
+        "uac_flow_refer.xml",
+        ports,
+        &["-m", "1"],
+        Duration::from_secs(60),
+    );
+    let log = sav.log_text();
+    assert!(
+        output.status.success(),
+        "{}\n{log}",
+        sipp_report(&dir, &output)
+    );
+    assert_eq!(fake.counts().llm, 0, "asking for a human needs no LLM");
+    let event = &webhook.wait_for(1, Duration::from_secs(10))[0];
+    assert_eq!(event["outcome"], "transferred", "{event}");
+    assert_eq!(event["transfer_target"], "sip:support@pbx.example.com");
+    assert!(event["problem"].is_null());
+}
+
+#[test]
+fn with_the_llm_down_the_congratulation_is_the_cached_one() {
+    let dir = workdir("flow_llm_down");
+    let ports = Ports::slot(64);
+    caller_keys(&dir);
+    let fake = FakeProviders::start(
+        0,
+        FakeBehaviour {
+            llm_fault: Some(Fault::Status(500)),
+            tts_ttfb: Duration::from_millis(100),
+            ..Default::default()
+        },
+    );
+    let webhook = Webhook::start();
+    let base = fake.base_url();
+    let crm = webhook.config();
+    // LLM and TTS, keys only.
+    let sav = Sav::start(&dir, ports, move |c| {
+        c + &format!(
+            "\n[llm]\nbase_url = \"{base}/v1\"\nmodel = \"fake\"\n\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\n"
+        ) + &crm
+    });
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
+    let output = sipp(
+        &dir,
+        "uac_flow_keys.xml",
+        ports,
+        &["-m", "1", "-d", "4000"],
+        Duration::from_secs(60),
+    );
+    let packets = capture.stop();
+    let log = sav.log_text();
+    assert!(
+        output.status.success(),
+        "{}\n{log}",
+        sipp_report(&dir, &output)
+    );
+    assert_eq!(fake.counts().llm, 1, "the congratulation was asked for");
+    let order = heard(&sav_payloads(&ports, &packets), PHRASES);
+    let tail: Vec<&str> = order
+        .iter()
+        .rev()
+        .take(3)
+        .rev()
+        .map(String::as_str)
+        .collect();
+    assert_eq!(
+        tail,
+        ["filler_ok", "congratulations", "goodbye"],
+        "{order:?}\n{log}"
+    );
+    assert_eq!(
+        webhook.wait_for(1, Duration::from_secs(10))[0]["outcome"],
+        "resolved"
+    );
+}
+
+#[test]
+fn a_kill_mid_call_leaves_an_interrupted_record_delivered_once_after_restart() {
+    let dir = workdir("flow_kill");
+    let ports = Ports::slot(65);
+    caller_keys(&dir);
+    let webhook = Webhook::start();
+    let crm = webhook.config();
+    let edit = move |c: String| c + &crm;
+    let sav = Sav::start(&dir, ports, edit.clone());
+    let caller = {
+        let dir = dir.clone();
+        std::thread::spawn(move || {
+            sipp(
+                &dir,
+                "uac_flow_keys.xml",
+                ports,
+                &["-m", "1", "-d", "3000"],
+                Duration::from_secs(15),
+            )
+        })
+    };
+    // Two keys in: the second step is being said.
+    sav.wait_for_log("step=internet_cables", Duration::from_secs(20));
+    std::thread::sleep(Duration::from_millis(300));
+    drop(sav); // SIGKILL: no goodbye, no BYE, no end written.
+    let _ = caller.join();
+    assert!(
+        webhook.events().is_empty(),
+        "nothing delivered before the restart"
+    );
+
+    let sav = Sav::start(&dir, ports, edit.clone());
+    let events = webhook.wait_for(1, Duration::from_secs(15));
+    let log = sav.log_text();
+    assert_eq!(events.len(), 1, "{events:?}\n{log}");
+    let event = &events[0];
+    assert_eq!(event["outcome"], "interrupted", "{event}");
+    assert_eq!(event["problem"], "internet");
+    assert_eq!(
+        event["steps"],
+        serde_json::json!(["internet_restart", "internet_cables"])
+    );
+    assert_eq!(
+        caller_turns(event),
+        ["1", "2"].map(|k| ("dtmf".to_string(), k.to_string()))
+    );
+    let bot: Vec<&str> = event["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["speaker"] == "bot")
+        .filter_map(|t| t["text"].as_str())
+        .collect();
+    assert!(
+        bot.last()
+            .is_some_and(|t| t.starts_with("Vérifiez maintenant que le câble")),
+        "the turns up to the kill: {bot:?}"
+    );
+    // Delivered once: neither time nor another restart sends it again.
+    std::thread::sleep(Duration::from_secs(2));
+    drop(sav);
+    let _sav = Sav::start(&dir, ports, edit);
+    std::thread::sleep(Duration::from_secs(2));
+    let events = webhook.events();
+    assert_eq!(events.len(), 1, "{events:?}");
+}
