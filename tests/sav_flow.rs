@@ -247,7 +247,13 @@ fn a_new_customer_fixes_the_box_with_the_second_step_by_voice() {
     assert_eq!(generated[0]["text"], CONGRATULATION);
     write_report(
         "flow-voice-report.txt",
-        &format!("phrases heard: {order:?}\nevent: {event:#}\n"),
+        &format!(
+            "guided call by voice: phrases heard {order:?}; outcome {}, problem {}, steps {}, {} turns recorded\n",
+            event["outcome"],
+            event["problem"],
+            event["steps"],
+            event["transcript"].as_array().map_or(0, Vec::len)
+        ),
     );
 }
 

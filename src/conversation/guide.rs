@@ -620,6 +620,22 @@ mod tests {
     }
 
     #[test]
+    fn it_still_fails_after_the_last_step_goes_to_a_human_and_a_closed_guide_says_nothing() {
+        let mut g = guide();
+        g.on_digit('2');
+        assert_eq!(g.on_words("c'est fait"), say(&["verify"]));
+        assert_eq!(g.stage(), Stage::Verify(0));
+        assert_eq!(
+            g.on_words("non, pas mieux"),
+            Decision::Escalate(Escalation::StepsFailed),
+            "tv has one step"
+        );
+        assert_eq!(g.stage(), Stage::Closed);
+        assert_eq!(g.on_words("allô ?"), Decision::Say(vec![]));
+        assert_eq!(g.on_classified(Some("tv"), "x"), Decision::Say(vec![]));
+    }
+
+    #[test]
     fn every_question_takes_keys_too() {
         let mut g = guide();
         assert_eq!(g.on_digit('9'), None, "not a problem of the menu");
