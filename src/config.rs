@@ -682,6 +682,15 @@ impl Config {
                 ));
             }
         }
+        if self.crm.timeout_ms == 0
+            || self.crm.timeout_ms as i64 * 2 >= crate::store::outbox::LEASE_MS
+        {
+            return Err(invalid(
+                "crm.timeout_ms",
+                self.crm.timeout_ms.to_string(),
+                "1 to 29999 (an event is claimed for 60 s)",
+            ));
+        }
         if self.crm.retry_min_ms == 0 || self.crm.retry_min_ms > self.crm.retry_max_ms {
             return Err(invalid(
                 "crm.retry_min_ms",

@@ -44,7 +44,7 @@ async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line() {
         report.rejected
     );
     assert!(report.rejected[2].1.contains("first_name"));
-    assert_eq!(report.customers, 3, "Dupont twice is one customer, updated");
+    assert_eq!(report.customers, 2, "Dupont twice is one customer, updated");
     assert_eq!(report.tickets, 1, "the same ticket twice is one ticket");
 
     let dupont = store.find_customer("+33612345678").await.unwrap().unwrap();
@@ -136,6 +136,7 @@ async fn calls_left_open_are_closed_as_interrupted_by_their_instance_only() {
         std::mem::forget(call);
     }
     let store = open(&dir, "a").await;
+    assert_eq!(store.recover_interrupted().await.unwrap(), 1);
     let rows = sqlx::query("SELECT instance, outcome, ended_at FROM calls ORDER BY instance")
         .fetch_all(store.pool())
         .await
@@ -148,9 +149,10 @@ async fn calls_left_open_are_closed_as_interrupted_by_their_instance_only() {
         serde_json::from_str(&store.claim_event().await.unwrap().unwrap().payload).unwrap();
     assert_eq!(event["outcome"], "interrupted");
     assert_eq!(event["transcript"][0]["text"], "ma box ne marche plus");
-    // Opening again queues nothing more.
+    // Recovering again queues nothing more.
     drop(store);
     let store = open(&dir, "a").await;
+    assert_eq!(store.recover_interrupted().await.unwrap(), 0);
     assert_eq!(store.pending_events().await.unwrap(), 1);
 }
 

@@ -333,6 +333,9 @@ pub struct Guide {
     /// Generated speech is possible (LLM and TTS).
     can_reply: bool,
     first_name: String,
+    /// The known customer's open ticket ("box internet plus de connexion"):
+    /// a "yes" to the greeting's question is that problem.
+    ticket: Option<String>,
     notes: Vec<Note>,
 }
 
@@ -346,6 +349,7 @@ impl Guide {
             can_classify,
             can_reply,
             first_name: String::new(),
+            ticket: None,
             notes: Vec::new(),
         }
     }
@@ -353,6 +357,12 @@ impl Guide {
     /// The caller's first name, for the congratulation.
     pub fn with_first_name(mut self, first_name: &str) -> Self {
         self.first_name = first_name.to_string();
+        self
+    }
+
+    /// The customer's open ticket (its product and problem, in words).
+    pub fn with_ticket(mut self, ticket: &str) -> Self {
+        self.ticket = Some(ticket.to_string()).filter(|t| !t.trim().is_empty());
         self
     }
 
@@ -390,14 +400,21 @@ impl Guide {
             return self.escalate(Escalation::Asked);
         }
         match self.stage {
-            Stage::Problem => match self.kb.match_problem(text) {
-                Match::Sure(problem) => self.choose(problem),
-                Match::Unsure if self.can_classify => Decision::Classify {
-                    system: self.kb.classifier_prompt(),
-                    text: super::speakable::cut(text, MAX_WORDS_TEXT).to_string(),
-                },
-                Match::Unsure => self.unknown_problem(text),
-            },
+            Stage::Problem => {
+                // "Oui" to "is it about your ticket?": the ticket says what.
+                let text = match (&self.ticket, self.kb.match_problem(text)) {
+                    (Some(ticket), Match::Unsure) if intent == Intent::Positive => ticket.clone(),
+                    _ => text.to_string(),
+                };
+                match self.kb.match_problem(&text) {
+                    Match::Sure(problem) => self.choose(problem),
+                    Match::Unsure if self.can_classify => Decision::Classify {
+                        system: self.kb.classifier_prompt(),
+                        text: super::speakable::cut(&text, MAX_WORDS_TEXT).to_string(),
+                    },
+                    Match::Unsure => self.unknown_problem(&text),
+                }
+            }
             Stage::Step(n) | Stage::Verify(n) => match intent {
                 Intent::Negative => self.next_step(n),
                 Intent::Positive => self.positive(n),
@@ -417,8 +434,12 @@ impl Guide {
                     .kb
                     .problems
                     .iter()
-                    .position(|p| p.digit.is_some_and(|d| d.eq_ignore_ascii_case(&digit)))?;
-                Some(self.choose(problem))
+                    .position(|p| p.digit.is_some_and(|d| d.eq_ignore_ascii_case(&digit)));
+                Some(match problem {
+                    Some(problem) => self.choose(problem),
+                    // Not in the menu: the menu again (a misunderstood turn).
+                    None => self.misunderstood_key(),
+                })
             }
             Stage::Step(n) | Stage::Verify(n) => {
                 if digit == flow.yes_digit {
@@ -426,7 +447,7 @@ impl Guide {
                 } else if digit == flow.no_digit {
                     Some(self.next_step(n))
                 } else {
-                    None
+                    Some(self.misunderstood_key())
                 }
             }
             Stage::Closed => None,
@@ -511,6 +532,16 @@ impl Guide {
             Stage::Problem => flow.problem_unknown.clone(),
             _ => flow.reprompt.clone(),
         }])
+    }
+
+    /// A key that answers nothing asked.
+    fn misunderstood_key(&mut self) -> Decision {
+        match self.misunderstood() {
+            Decision::Say(_) if self.stage == Stage::Problem => {
+                Decision::Say(vec![self.kb.flow.menu.clone()])
+            }
+            other => other,
+        }
     }
 
     fn escalate(&mut self, why: Escalation) -> Decision {
@@ -638,9 +669,13 @@ mod tests {
     #[test]
     fn every_question_takes_keys_too() {
         let mut g = guide();
-        assert_eq!(g.on_digit('9'), None, "not a problem of the menu");
+        assert_eq!(
+            g.on_digit('9'),
+            Some(say(&["menu"])),
+            "not in the menu: the menu again"
+        );
         assert_eq!(g.on_digit('2'), Some(say(&["tv_restart"])));
-        assert_eq!(g.on_digit('5'), None);
+        assert_eq!(g.on_digit('5'), Some(say(&["reprompt"])));
         assert_eq!(g.on_digit('1'), Some(say(&["verify"])));
         assert_eq!(
             g.on_digit('2'),
@@ -656,6 +691,29 @@ mod tests {
             g.on_digit('1'),
             Some(Decision::Congratulate { .. })
         ));
+    }
+
+    #[test]
+    fn yes_to_the_greeting_question_is_the_ticket_problem() {
+        let mut g = guide().with_ticket("box internet plus de connexion");
+        assert_eq!(g.on_words("Oui, c'est ça."), say(&["internet_restart"]));
+        // Without a ticket, "oui" names no problem.
+        let mut g = guide();
+        assert_eq!(g.on_words("Oui."), say(&["problem_unknown"]));
+        // Words that name a problem win over the ticket.
+        let mut g = guide().with_ticket("box internet plus de connexion");
+        assert_eq!(g.on_words("oui mais la télé aussi"), say(&["tv_restart"]));
+    }
+
+    #[test]
+    fn keys_that_answer_nothing_count_as_misunderstood() {
+        let mut g = guide();
+        assert_eq!(g.on_digit('7'), Some(say(&["menu"])));
+        assert_eq!(g.on_digit('8'), Some(say(&["menu"])));
+        assert_eq!(
+            g.on_digit('9'),
+            Some(Decision::Escalate(Escalation::Misunderstood))
+        );
     }
 
     #[test]

@@ -311,6 +311,13 @@ pub struct Conversation {
     /// Why the call ends after the goodbye.
     goodbye_reason: HangupReason,
     outcome: Option<Outcome>,
+    /// The cached phrases of the guide's last question (said again when the
+    /// caller only coughed or said "mhm" over them).
+    last_said: Vec<String>,
+    /// The caller talked over a cached phrase of the guide.
+    said_interrupted: bool,
+    /// A classification that came while the caller was talking.
+    class_result: Option<(u64, Option<String>)>,
 }
 
 /// Fillers in one turn before the reply is given up for the fallback
@@ -342,6 +349,9 @@ impl Conversation {
             goodbye_after_reply: false,
             goodbye_reason: HangupReason::CallerDone,
             outcome: None,
+            last_said: Vec::new(),
+            said_interrupted: false,
+            class_result: None,
         }
     }
 
@@ -458,6 +468,9 @@ impl Conversation {
             Decision::Say(phrases) => {
                 self.cancel_reply(&mut actions);
                 self.phase = Phase::Replying;
+                if !phrases.is_empty() {
+                    self.last_said = phrases.clone();
+                }
                 actions.extend(phrases.into_iter().map(Play));
             }
             Decision::Classify { system, text } => {
@@ -505,6 +518,7 @@ impl Conversation {
     /// To a human: the transfer phrase then REFER, or, with no one to
     /// transfer to, the call-back phrase and the end of the call.
     fn escalate(&mut self) -> Vec<CallAction> {
+        self.goodbye_after_reply = false;
         if self.flow.transfer_to.is_some() {
             self.phase = Phase::AnnouncingTransfer;
             vec![CallAction::Play(self.flow.transfer.clone())]
@@ -520,6 +534,43 @@ impl Conversation {
         }
     }
 
+    /// A cough or an "mhm" over the guide: the classification under way
+    /// goes on (or its answer, come meanwhile, is used), or the question cut
+    /// short is asked again. Not a misunderstood turn.
+    fn hesitation(&mut self) -> Vec<CallAction> {
+        use CallAction::*;
+        if let Some((want, text)) = self.awaiting_class.clone() {
+            self.phase = Phase::Thinking;
+            return match self.class_result.take() {
+                Some((id, reply)) if id == want => {
+                    self.awaiting_class = None;
+                    match self.guide.as_mut() {
+                        Some(guide) => {
+                            let decision = guide.on_classified(reply.as_deref(), &text);
+                            self.apply(decision)
+                        }
+                        None => Vec::new(),
+                    }
+                }
+                // Still waiting: the fillers go on.
+                _ => Vec::new(),
+            };
+        }
+        let mut actions = Vec::new();
+        self.cancel_reply(&mut actions);
+        self.phase = Phase::Replying;
+        actions.extend(self.last_said.clone().into_iter().map(Play));
+        actions
+    }
+
+    /// The caller hung up: a call in transfer went to the human (many PBXs
+    /// end our leg before, or instead of, the final NOTIFY).
+    pub fn caller_left(&mut self) {
+        if self.phase == Phase::Transferring && self.outcome.is_none() {
+            self.outcome = Some(Outcome::Transferred);
+        }
+    }
+
     /// The turn-taking rules (with providers only).
     fn handle_turn(&mut self, event: &CallEvent) -> Option<Vec<CallAction>> {
         use CallAction::*;
@@ -529,6 +580,11 @@ impl Conversation {
             // paused (kept, not played) until we know what the caller said.
             (Phase::Greeting | Phase::Thinking | Phase::Replying, CallEvent::SpeechStarted) => {
                 self.reply_interrupted = self.reply_open && self.reply_has_content;
+                // A cached question cut short (not a generated reply, which
+                // resumes on its own).
+                self.said_interrupted = self.guide.is_some()
+                    && !self.reply_interrupted
+                    && matches!(self.phase, Phase::Greeting | Phase::Replying);
                 self.phase = Phase::Interrupted;
                 let mut actions = vec![StopPlayout];
                 if self.reply_open {
@@ -545,8 +601,8 @@ impl Conversation {
                 self.phase = Phase::Thinking;
                 self.fillers_this_turn = 0;
                 self.awaiting_transcript = true;
-                // A classification of an earlier turn is no longer wanted.
-                self.awaiting_class = None;
+                // A classification under way stays wanted unless the caller
+                // now says something of substance (decided on the transcript).
                 let mut actions: Vec<CallAction> = self.filler(Play).into_iter().collect();
                 if !self.reply_open {
                     self.reply_open = true;
@@ -575,10 +631,30 @@ impl Conversation {
                         actions.extend(self.respond_words(text));
                         actions
                     }
+                } else if self.guide.is_some()
+                    && (words.is_empty() || hybrid.is_backchannel(words))
+                    && (self.said_interrupted || self.awaiting_class.is_some())
+                {
+                    self.said_interrupted = false;
+                    self.hesitation()
                 } else {
                     // The caller's own turn: "oui" answering a question is an answer.
+                    self.said_interrupted = false;
+                    self.awaiting_class = None;
+                    self.class_result = None;
                     self.respond_words(text)
                 }
+            }
+            // The classification came while the caller was talking: kept
+            // until we know whether that was a new turn.
+            (Phase::Interrupted, CallEvent::Classified { id, reply })
+                if self
+                    .awaiting_class
+                    .as_ref()
+                    .is_some_and(|(want, _)| want == id) =>
+            {
+                self.class_result = Some((*id, reply.clone()));
+                Vec::new()
             }
             (Phase::Thinking, CallEvent::Classified { id, reply })
                 if self
@@ -735,6 +811,8 @@ impl Conversation {
             (Phase::Answering, CallEvent::Established) => {
                 self.phase = Phase::Greeting;
                 let greeting = self.greeting.clone();
+                // Cut short by a cough: its last phrase (the question) again.
+                self.last_said = greeting.phrases.last().cloned().into_iter().collect();
                 let mut actions: Vec<CallAction> = greeting.phrases.into_iter().map(Play).collect();
                 if let Some((text, fallback)) = greeting.speak {
                     self.reply_fallback = fallback;
@@ -809,10 +887,24 @@ impl Conversation {
                 vec![Hangup(HangupReason::Transferred)]
             }
             (Phase::Transferring, CallEvent::TransferFailed) => {
-                // Back to the bot: say so, and keep the line open.
-                self.phase = Phase::Greeting;
                 self.outcome = Some(Outcome::TransferFailed);
-                vec![Play(self.flow.transfer_failed.clone())]
+                match self
+                    .guide
+                    .as_ref()
+                    .map(|g| g.knowledge().flow.callback.clone())
+                {
+                    // The guide has nothing left to try: a human calls back.
+                    Some(callback) => {
+                        self.phase = Phase::SayingGoodbye;
+                        self.goodbye_reason = HangupReason::Finished;
+                        vec![Play(callback)]
+                    }
+                    // Back to the bot: say so, and keep the line open.
+                    None => {
+                        self.phase = Phase::Greeting;
+                        vec![Play(self.flow.transfer_failed.clone())]
+                    }
+                }
             }
             (Phase::SayingGoodbye, CallEvent::PlayoutIdle) => {
                 self.phase = Phase::Ended;
@@ -1387,7 +1479,9 @@ mod tests {
     fn without_the_llm_the_congratulation_is_the_cached_one() {
         let mut c = guided(None);
         says(&mut c, "ma box");
+        c.handle(CallEvent::PlayoutIdle);
         says(&mut c, "c'est fait");
+        c.handle(CallEvent::PlayoutIdle);
         let actions = says(&mut c, "oui");
         assert_eq!(
             actions[..3],
@@ -1520,7 +1614,11 @@ mod tests {
             c.handle(CallEvent::Established),
             vec![Play("greet".into()), Play("menu".into())]
         );
-        assert_eq!(c.handle(CallEvent::Dtmf('7')), vec![], "not in the menu");
+        assert_eq!(
+            c.handle(CallEvent::Dtmf('7')),
+            vec![StopPlayout, Play("menu".into())],
+            "not in the menu: the menu again"
+        );
         // The caller does not wait for the end of the menu.
         let actions = c.handle(CallEvent::Dtmf('1'));
         assert_eq!(actions[..2], [StopPlayout, Play("internet_restart".into())]);
@@ -1633,6 +1731,98 @@ mod tests {
         assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![Play("menu".into())]);
         assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
         assert_eq!(c.phase(), Phase::Listening);
+    }
+
+    #[test]
+    fn a_cough_or_an_mhm_over_a_step_says_it_again_and_counts_for_nothing() {
+        let mut c = guided(Some("sip:support@pbx"));
+        says(&mut c, "ma box");
+        // The caller talks over the step: "oui" is no answer yet.
+        assert_eq!(
+            says(&mut c, "oui"),
+            vec![CancelReply, Play("internet_restart".into())]
+        );
+        assert_eq!(
+            says(&mut c, ""),
+            vec![CancelReply, Play("internet_restart".into())]
+        );
+        assert_eq!(
+            says(&mut c, "mhm"),
+            vec![CancelReply, Play("internet_restart".into())]
+        );
+        c.handle(CallEvent::PlayoutIdle);
+        // Said after the step ended, "oui" is an answer.
+        assert_eq!(
+            says(&mut c, "oui"),
+            vec![CancelReply, Play("verify".into())]
+        );
+    }
+
+    #[test]
+    fn a_hesitation_while_the_problem_is_classified_keeps_the_classification() {
+        let mut c = guided(None);
+        let [Classify { id, .. }] = says(&mut c, "Plus rien ne s'affiche")[..] else {
+            panic!()
+        };
+        // "Euh…" while the LLM thinks: the classification stands, and its
+        // answer, come while the caller was talking, is used.
+        c.handle(CallEvent::SpeechStarted);
+        assert_eq!(
+            c.handle(CallEvent::Classified {
+                id,
+                reply: Some("tv".into())
+            }),
+            vec![]
+        );
+        c.handle(CallEvent::SpeechEnded);
+        let actions = c.handle(CallEvent::Transcript("hum".into()));
+        assert_eq!(
+            actions[..2],
+            [CancelReply, Play("tv_restart".into())],
+            "{actions:?}"
+        );
+        // The same, the answer coming after the hesitation.
+        let mut c = guided(None);
+        let [Classify { id, .. }] = says(&mut c, "Plus rien ne s'affiche")[..] else {
+            panic!()
+        };
+        assert_eq!(says(&mut c, "hum"), vec![]);
+        assert_eq!(c.phase(), Phase::Thinking);
+        let actions = c.handle(CallEvent::Classified {
+            id,
+            reply: Some("tv".into()),
+        });
+        assert_eq!(actions[..2], [CancelReply, Play("tv_restart".into())]);
+        // Words of substance instead: a new description, a new classification.
+        let mut c = guided(None);
+        says(&mut c, "Plus rien ne s'affiche");
+        assert!(matches!(
+            says(&mut c, "c'est le décodeur")[..],
+            [_, Play(ref key), ..] if key == "tv_restart"
+        ));
+    }
+
+    #[test]
+    fn a_failed_transfer_in_the_guided_flow_gets_a_call_back() {
+        let mut c = guided(Some("sip:support@pbx"));
+        c.handle(CallEvent::Dtmf('0'));
+        c.handle(CallEvent::PlayoutIdle);
+        assert_eq!(c.phase(), Phase::Transferring);
+        assert_eq!(
+            c.handle(CallEvent::TransferFailed),
+            vec![Play("callback".into())]
+        );
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Hangup(HangupReason::Finished)]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::TransferFailed));
+        // The caller's leg ended by the PBX while transferring: transferred.
+        let mut c = guided(Some("sip:support@pbx"));
+        c.handle(CallEvent::Dtmf('0'));
+        c.handle(CallEvent::PlayoutIdle);
+        c.caller_left();
+        assert_eq!(c.outcome(), Some(Outcome::Transferred));
     }
 
     fn text_of(caller: &KnownCaller, flow: &guide::FlowConfig) -> String {

@@ -101,8 +101,8 @@ pub struct SpeechSession {
     timing: TurnTiming,
     /// Tokens the call's completed replies used (for cost), as reported.
     tokens: Usage,
-    /// The classification being made.
-    classification: Option<tokio::task::JoinHandle<()>>,
+    /// The classification being made, by id.
+    classification: Option<(u64, tokio::task::JoinHandle<()>)>,
     /// Texts of replies generated to their end, for the call record.
     pub spoken: Vec<String>,
 }
@@ -113,7 +113,7 @@ impl Drop for SpeechSession {
         if let Some(task) = self.reply.as_mut().and_then(|r| r.task.take()) {
             task.abort();
         }
-        if let Some(task) = self.classification.take() {
+        if let Some((_, task)) = self.classification.take() {
             task.abort();
         }
         info!(
@@ -219,7 +219,7 @@ impl SpeechSession {
             }
             CallAction::Speak(text) => self.start_reply(ReplyKind::Speak(text.clone())).await,
             CallAction::Classify { id, system, text } => {
-                if let Some(task) = self.classification.take() {
+                if let Some((_, task)) = self.classification.take() {
                     task.abort();
                 }
                 match self.providers.llm.clone() {
@@ -230,7 +230,7 @@ impl SpeechSession {
                             ChatMessage::user(text.clone()),
                         ];
                         self.classification =
-                            Some(reply::classify(llm, *id, messages, self.tx.clone()));
+                            Some((*id, reply::classify(llm, *id, messages, self.tx.clone())));
                     }
                     None => {
                         let _ = self.tx.try_send(SpeechMsg::Classified {
@@ -290,7 +290,13 @@ impl SpeechSession {
                 Some(CallEvent::TranscriptFailed)
             }
             SpeechMsg::Classified { id, result } => {
-                self.classification = None;
+                if self
+                    .classification
+                    .as_ref()
+                    .is_some_and(|(current, _)| *current == id)
+                {
+                    self.classification = None;
+                }
                 let reply = match result {
                     Ok(text) => {
                         info!(classification = id, answer = %crate::text::cut(&text, 40), "problem classified");

@@ -588,8 +588,14 @@ impl Call {
         }
         if let Some(knowledge) = &server.knowledge {
             let first_name = known.as_ref().map(|k| k.first_name.as_str()).unwrap_or("");
+            let ticket = known
+                .as_ref()
+                .and_then(|k| k.ticket.as_ref())
+                .map(|(product, problem)| format!("{product} {problem}"))
+                .unwrap_or_default();
             let guide = Guide::new(knowledge.clone(), can_classify, can_generate)
-                .with_first_name(first_name);
+                .with_first_name(first_name)
+                .with_ticket(&ticket);
             conversation = conversation.with_guide(guide, can_generate);
         }
         // The greeting's cached phrases start the playout; what follows them
@@ -1038,6 +1044,9 @@ impl Call {
         };
         self.server.driver.stop(media.id).await;
         media.receiver.abort();
+        if ending == Ending::Remote {
+            conversation.caller_left();
+        }
         (ending, conversation.outcome())
     }
 

@@ -14,6 +14,8 @@ use sqlx::Row;
 use super::phone::normalise;
 use super::{now_ms, Store, StoreError};
 
+/// Rows written per transaction.
+const IMPORT_CHUNK: usize = 500;
 /// Longest value of one field.
 const MAX_FIELD: usize = 256;
 
@@ -22,7 +24,7 @@ const MAX_FIELD: usize = 256;
 pub struct ImportReport {
     /// Rows read (the header not counted).
     pub rows: usize,
-    /// Customers created or updated.
+    /// Distinct customers created or updated.
     pub customers: usize,
     /// Tickets opened (new ones only).
     pub tickets: usize,
@@ -131,39 +133,46 @@ pub async fn import_customers(
     }
 
     let now = now_ms();
-    let mut tx = store.pool().begin().await?;
-    for row in &good {
-        let id: i64 = sqlx::query(
-            "INSERT INTO customers (phone, title, first_name, last_name, updated_at) \
+    report.customers = good
+        .iter()
+        .map(|row| row.phone.as_str())
+        .collect::<std::collections::BTreeSet<_>>()
+        .len();
+    // Committed in chunks: calls in progress write between them.
+    for chunk in good.chunks(IMPORT_CHUNK) {
+        let mut tx = store.pool().begin().await?;
+        for row in chunk {
+            let id: i64 = sqlx::query(
+                "INSERT INTO customers (phone, title, first_name, last_name, updated_at) \
              VALUES ($1, $2, $3, $4, $5) \
              ON CONFLICT (phone) DO UPDATE SET title = excluded.title, \
              first_name = excluded.first_name, last_name = excluded.last_name, \
              updated_at = excluded.updated_at RETURNING id",
-        )
-        .bind(&row.phone)
-        .bind(&row.title)
-        .bind(&row.first_name)
-        .bind(&row.last_name)
-        .bind(now)
-        .fetch_one(&mut *tx)
-        .await?
-        .try_get("id")?;
-        report.customers += 1;
-        if let Some((product, problem)) = &row.ticket {
-            let opened = sqlx::query(
-                "INSERT INTO tickets (customer_id, product, problem, status, opened_at) \
+            )
+            .bind(&row.phone)
+            .bind(&row.title)
+            .bind(&row.first_name)
+            .bind(&row.last_name)
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await?
+            .try_get("id")?;
+            if let Some((product, problem)) = &row.ticket {
+                let opened = sqlx::query(
+                    "INSERT INTO tickets (customer_id, product, problem, status, opened_at) \
                  VALUES ($1, $2, $3, 'open', $4) \
                  ON CONFLICT (customer_id, product, problem) DO NOTHING",
-            )
-            .bind(id)
-            .bind(product)
-            .bind(problem)
-            .bind(now)
-            .execute(&mut *tx)
-            .await?;
-            report.tickets += opened.rows_affected() as usize;
+                )
+                .bind(id)
+                .bind(product)
+                .bind(problem)
+                .bind(now)
+                .execute(&mut *tx)
+                .await?;
+                report.tickets += opened.rows_affected() as usize;
+            }
         }
+        tx.commit().await?;
     }
-    tx.commit().await?;
     Ok(report)
 }

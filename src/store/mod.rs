@@ -177,8 +177,10 @@ pub struct Store {
 }
 
 impl Store {
-    /// Opens (creating when needed) and migrates the store at `url`, starts
-    /// its writer task, and closes the calls `instance` left open.
+    /// Opens (creating when needed) and migrates the store at `url` and
+    /// starts its writer task. The server then calls
+    /// [`Store::recover_interrupted`]; other commands (an import while the
+    /// server runs) must not.
     pub async fn open(url: &str, base: &Path, instance: &str) -> Result<Store, StoreError> {
         sqlx::any::install_default_drivers();
         let (backend, url) = resolve_url(url, base)?;
@@ -212,13 +214,6 @@ impl Store {
             writes,
             outbox_ready: std::sync::Arc::new(Notify::new()),
         };
-        let recovered = store.recover_interrupted().await?;
-        if recovered > 0 {
-            warn!(
-                calls = recovered,
-                "calls left open by a previous run closed as interrupted"
-            );
-        }
         tokio::spawn(writer(store.clone(), queue));
         Ok(store)
     }
@@ -283,7 +278,7 @@ impl Store {
             seq: 0,
             steps: Vec::new(),
         };
-        recorder.send(Write::Begin {
+        recorder.send_surely(Write::Begin {
             id,
             sip_call_id: sip_call_id.to_string(),
             caller: caller.to_string(),
@@ -302,8 +297,9 @@ impl Store {
     }
 
     /// Closes the calls this instance left open (a crash, a kill -9): outcome
-    /// `interrupted`, ended at their last sign of life, event queued.
-    async fn recover_interrupted(&self) -> Result<usize, StoreError> {
+    /// `interrupted`, ended at their last sign of life, event queued. Only
+    /// the server calls it, at start, before it takes calls.
+    pub async fn recover_interrupted(&self) -> Result<usize, StoreError> {
         let open = sqlx::query("SELECT id FROM calls WHERE instance = $1 AND ended_at IS NULL")
             .bind(&self.instance)
             .fetch_all(&self.pool)
@@ -326,6 +322,10 @@ impl Store {
             info!(call = %id, "call record closed as interrupted");
         }
         if !open.is_empty() {
+            warn!(
+                calls = open.len(),
+                "calls left open by a previous run closed as interrupted"
+            );
             self.outbox_ready.notify_one();
         }
         Ok(open.len())
@@ -354,9 +354,28 @@ impl Recorder {
         &self.id
     }
 
+    /// Queues a turn's write; a full queue (the store far behind) drops it
+    /// rather than hold up the call.
     fn send(&self, write: Write) {
         if let Err(error) = self.writes.try_send(write) {
             warn!(%error, "call record write dropped: the store is behind");
+        }
+    }
+
+    /// Queues a write the record cannot do without (its begin, its end):
+    /// when the queue is full it waits for room in a task of its own.
+    fn send_surely(&self, write: Write) {
+        match self.writes.try_send(write) {
+            Ok(()) => {}
+            Err(mpsc::error::TrySendError::Full(write)) => {
+                let writes = self.writes.clone();
+                tokio::spawn(async move {
+                    let _ = writes.send(write).await;
+                });
+            }
+            Err(mpsc::error::TrySendError::Closed(_)) => {
+                warn!("call record write lost: the store writer stopped");
+            }
         }
     }
 
@@ -405,7 +424,7 @@ impl Recorder {
 
     /// Ends the record and queues its event.
     pub fn end(self, outcome: &str) {
-        self.send(Write::End {
+        self.send_surely(Write::End {
             id: self.id.clone(),
             at: now_ms(),
             outcome: outcome.to_string(),

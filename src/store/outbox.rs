@@ -22,8 +22,9 @@ use tracing::{debug, info, warn};
 
 use super::{now_ms, Backend, Store, StoreError};
 
-/// How long a claimed event is ours before another worker may take it.
-const LEASE_MS: i64 = 120_000;
+/// How long a claimed event is ours before another worker may take it
+/// (`[crm] timeout_ms` is held to less than half of it).
+pub const LEASE_MS: i64 = 60_000;
 /// How often due retries are looked for when nothing wakes the worker.
 const POLL: Duration = Duration::from_millis(500);
 /// Response bodies read at most (for the error message).
@@ -138,6 +139,17 @@ impl Store {
         Ok(())
     }
 
+    /// Gives a claimed event back without counting an attempt.
+    pub async fn release_event(&self, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "UPDATE outbox SET claimed_until = NULL WHERE id = $1 AND delivered_at IS NULL",
+        )
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
     /// Events not delivered yet.
     pub async fn pending_events(&self) -> Result<i64, StoreError> {
         Ok(
@@ -182,8 +194,14 @@ pub async fn run(store: Store, config: CrmConfig, stop: CancellationToken) {
             Ok(Some(event)) => {
                 let outcome = tokio::select! {
                     outcome = send(&client, &url, &event) => outcome,
-                    // Stopping: the lease runs out and the event is sent later.
-                    _ = stop.cancelled() => return,
+                    _ = stop.cancelled() => {
+                        // Stopping mid-send: give the event back at once
+                        // (the next start sends it; the receiver knows its id).
+                        if let Err(error) = store.release_event(&event.id).await {
+                            warn!(%error, "outbox release failed");
+                        }
+                        return;
+                    }
                 };
                 let result = match outcome {
                     Ok(()) => {
