@@ -336,6 +336,8 @@ pub struct Guide {
     /// The known customer's open ticket ("box internet plus de connexion"):
     /// a "yes" to the greeting's question is that problem.
     ticket: Option<String>,
+    /// Where the call stood when it was handed over (for a failed transfer).
+    before_close: Stage,
     notes: Vec<Note>,
 }
 
@@ -350,6 +352,7 @@ impl Guide {
             can_reply,
             first_name: String::new(),
             ticket: None,
+            before_close: Stage::Problem,
             notes: Vec::new(),
         }
     }
@@ -386,7 +389,19 @@ impl Guide {
 
     /// Nothing more to guide (a human takes over).
     pub fn close(&mut self) {
+        if self.stage != Stage::Closed {
+            self.before_close = self.stage;
+        }
         self.stage = Stage::Closed;
+    }
+
+    /// The human could not be reached: back to where the call stood, with
+    /// a fresh count of misunderstood turns.
+    pub fn reopen(&mut self) {
+        if self.stage == Stage::Closed {
+            self.stage = self.before_close;
+        }
+        self.misunderstood = 0;
     }
 
     /// The caller said `text` (a transcript, maybe empty).
@@ -545,7 +560,7 @@ impl Guide {
     }
 
     fn escalate(&mut self, why: Escalation) -> Decision {
-        self.stage = Stage::Closed;
+        self.close();
         Decision::Escalate(why)
     }
 }
@@ -703,6 +718,19 @@ mod tests {
         // Words that name a problem win over the ticket.
         let mut g = guide().with_ticket("box internet plus de connexion");
         assert_eq!(g.on_words("oui mais la télé aussi"), say(&["tv_restart"]));
+    }
+
+    #[test]
+    fn reopened_after_a_failed_transfer_the_call_stands_where_it_was() {
+        let mut g = guide();
+        g.on_digit('1');
+        assert_eq!(
+            g.on_words("un conseiller"),
+            Decision::Escalate(Escalation::Asked)
+        );
+        g.reopen();
+        assert_eq!(g.stage(), Stage::Step(0));
+        assert_eq!(g.on_words("c'est fait"), say(&["verify"]));
     }
 
     #[test]

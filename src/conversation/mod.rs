@@ -887,24 +887,14 @@ impl Conversation {
                 vec![Hangup(HangupReason::Transferred)]
             }
             (Phase::Transferring, CallEvent::TransferFailed) => {
+                // Back to the bot: say so, and keep the line open; the guide
+                // takes up where the call stood.
+                self.phase = Phase::Greeting;
                 self.outcome = Some(Outcome::TransferFailed);
-                match self
-                    .guide
-                    .as_ref()
-                    .map(|g| g.knowledge().flow.callback.clone())
-                {
-                    // The guide has nothing left to try: a human calls back.
-                    Some(callback) => {
-                        self.phase = Phase::SayingGoodbye;
-                        self.goodbye_reason = HangupReason::Finished;
-                        vec![Play(callback)]
-                    }
-                    // Back to the bot: say so, and keep the line open.
-                    None => {
-                        self.phase = Phase::Greeting;
-                        vec![Play(self.flow.transfer_failed.clone())]
-                    }
+                if let Some(guide) = self.guide.as_mut() {
+                    guide.reopen();
                 }
+                vec![Play(self.flow.transfer_failed.clone())]
             }
             (Phase::SayingGoodbye, CallEvent::PlayoutIdle) => {
                 self.phase = Phase::Ended;
@@ -1803,20 +1793,25 @@ mod tests {
     }
 
     #[test]
-    fn a_failed_transfer_in_the_guided_flow_gets_a_call_back() {
+    fn after_a_failed_transfer_the_guided_call_goes_on_where_it_stood() {
         let mut c = guided(Some("sip:support@pbx"));
+        says(&mut c, "ma box");
+        c.handle(CallEvent::PlayoutIdle);
         c.handle(CallEvent::Dtmf('0'));
         c.handle(CallEvent::PlayoutIdle);
         assert_eq!(c.phase(), Phase::Transferring);
         assert_eq!(
             c.handle(CallEvent::TransferFailed),
-            vec![Play("callback".into())]
+            vec![Play("transfer_failed".into())]
         );
-        assert_eq!(
-            c.handle(CallEvent::PlayoutIdle),
-            vec![Hangup(HangupReason::Finished)]
-        );
+        assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
+        assert_eq!(c.phase(), Phase::Listening);
         assert_eq!(c.outcome(), Some(Outcome::TransferFailed));
+        // The step the caller was on is still the question.
+        assert_eq!(
+            says(&mut c, "c'est fait"),
+            vec![CancelReply, Play("verify".into())]
+        );
         // The caller's leg ended by the PBX while transferring: transferred.
         let mut c = guided(Some("sip:support@pbx"));
         c.handle(CallEvent::Dtmf('0'));

@@ -260,6 +260,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     let providers = build_providers(&config)?;
     let store =
         crate::store::Store::open(&config.store.url, &config.base_dir, &config.instance()).await?;
+    // Calls a crash left open are closed (and sent) before new ones come.
+    store.recover_interrupted().await?;
     let outbox_stop = CancellationToken::new();
     let outbox = tokio::spawn(crate::store::outbox::run(
         store.clone(),
