@@ -65,6 +65,31 @@ fn generated_frames(payloads: &[&[u8]], text: &str) -> Vec<usize> {
         .collect()
 }
 
+/// Runs the sipp `scenario` against `sav` with a capture of the RTP; the
+/// call must end as the scenario expects (sav's BYE). Returns the capture
+/// and sav's log.
+fn captured_call(
+    sav: &Sav,
+    scenario: &str,
+    args: &[&str],
+    timeout: Duration,
+) -> (Vec<Datagram>, String) {
+    let ports = sav.ports;
+    let capture = Capture::start(
+        &sav.dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
+    let output = sipp(&sav.dir, scenario, ports, args, timeout);
+    let packets = capture.stop();
+    let log = sav.log_text();
+    assert!(
+        output.status.success(),
+        "the call did not end with sav's BYE:\n{}\n{log}",
+        sipp_report(&sav.dir, &output)
+    );
+    (packets, log)
+}
+
 /// Payloads (RTP header stripped) of sav's audio.
 fn sav_payloads<'a>(ports: &Ports, packets: &'a [Datagram]) -> Vec<&'a [u8]> {
     ports
@@ -155,23 +180,11 @@ fn a_new_customer_fixes_the_box_with_the_second_step_by_voice() {
         ) + &fake_providers_config(&base, "model = \"fake\"\n", "", "")
             + &crm
     });
-    let capture = Capture::start(
-        &dir,
-        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
-    );
-    let output = sipp(
-        &dir,
+    let (packets, log) = captured_call(
+        &sav,
         "uac_flow_voice.xml",
-        ports,
         &["-m", "1"],
         Duration::from_secs(120),
-    );
-    let packets = capture.stop();
-    let log = sav.log_text();
-    assert!(
-        output.status.success(),
-        "the call did not end with sav's BYE:\n{}\n{log}",
-        sipp_report(&dir, &output)
     );
     let payloads = sav_payloads(&ports, &packets);
     let order = heard(&payloads, PHRASES);
@@ -321,25 +334,13 @@ fn a_known_customer_is_greeted_by_name_and_ticket_and_answers_with_keys() {
     first.terminate();
     import_dupont(&dir);
     let sav = Sav::start(&dir, ports, edit);
-    let capture = Capture::start(
-        &dir,
-        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
-    );
-    let output = sipp(
-        &dir,
+    let (packets, log) = captured_call(
+        &sav,
         "uac_flow_keys.xml",
-        ports,
         // greet 2.4 s, the spoken name and ticket ~11.5 s, then the menu:
         // the first key in the menu.
         &["-m", "1", "-d", "16000"],
         Duration::from_secs(60),
-    );
-    let packets = capture.stop();
-    let log = sav.log_text();
-    assert!(
-        output.status.success(),
-        "{}\n{log}",
-        sipp_report(&dir, &output)
     );
     // The greeting's text, spoken sentence by sentence.
     let spoken = fake.counts().tts_texts;
@@ -393,23 +394,11 @@ fn with_no_providers_at_all_the_call_runs_on_keys_from_greeting_to_goodbye() {
     let crm = webhook.config();
     // The embedded defaults: no [stt], [llm] or [tts].
     let sav = Sav::start(&dir, ports, move |c| c + &crm);
-    let capture = Capture::start(
-        &dir,
-        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
-    );
-    let output = sipp(
-        &dir,
+    let (packets, log) = captured_call(
+        &sav,
         "uac_flow_keys.xml",
-        ports,
         &["-m", "1", "-d", "4000"],
         Duration::from_secs(60),
-    );
-    let packets = capture.stop();
-    let log = sav.log_text();
-    assert!(
-        output.status.success(),
-        "{}\n{log}",
-        sipp_report(&dir, &output)
     );
     let payloads = sav_payloads(&ports, &packets);
     assert_eq!(
@@ -507,23 +496,11 @@ fn with_the_llm_down_the_congratulation_is_the_cached_one() {
             "\n[llm]\nbase_url = \"{base}/v1\"\nmodel = \"fake\"\n\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\n"
         ) + &crm
     });
-    let capture = Capture::start(
-        &dir,
-        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
-    );
-    let output = sipp(
-        &dir,
+    let (packets, log) = captured_call(
+        &sav,
         "uac_flow_keys.xml",
-        ports,
         &["-m", "1", "-d", "4000"],
         Duration::from_secs(60),
-    );
-    let packets = capture.stop();
-    let log = sav.log_text();
-    assert!(
-        output.status.success(),
-        "{}\n{log}",
-        sipp_report(&dir, &output)
     );
     assert_eq!(fake.counts().llm, 1, "the congratulation was asked for");
     let order = heard(&sav_payloads(&ports, &packets), PHRASES);

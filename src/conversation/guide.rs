@@ -301,11 +301,12 @@ pub enum Decision {
     Classify { system: String, text: String },
     /// Not a problem we know: a generated reply to the caller's words.
     Reply(String),
-    /// Solved: the filler at once, the congratulation behind it (generated
-    /// from `prompt` when there is an LLM, else `fallback`), then goodbye.
+    /// Solved: the filler at once and the congratulation generated from
+    /// `prompt` behind it (`fallback` if that fails), or, without an LLM and
+    /// a TTS (`prompt` is `None`), `fallback` alone; then goodbye.
     Congratulate {
         filler: String,
-        prompt: String,
+        prompt: Option<String>,
         fallback: String,
     },
     /// Hand over to a human.
@@ -514,7 +515,7 @@ impl Guide {
                     .replace("{first_name}", &self.first_name);
                 Decision::Congratulate {
                     filler: flow.congratulation_filler.clone(),
-                    prompt,
+                    prompt: self.can_reply.then_some(prompt),
                     fallback: flow.congratulations.clone(),
                 }
             }
@@ -619,7 +620,8 @@ mod tests {
 
     #[test]
     fn a_new_customer_fixes_the_box_with_the_second_step() {
-        let mut g = guide();
+        // With an LLM and a TTS: the congratulation is generated.
+        let mut g = Guide::new(kb(), false, true).with_first_name("Pierre");
         assert_eq!(
             g.on_words("Bonjour, ma box internet ne marche plus"),
             say(&["internet_restart"])
@@ -636,7 +638,7 @@ mod tests {
             g.on_words("Oui, ça marche !"),
             Decision::Congratulate {
                 filler: "filler_ok".into(),
-                prompt: "Le client Pierre a résolu son problème. Génère UNE phrase courte (max 10 mots) pour le féliciter.".into(),
+                prompt: Some("Le client Pierre a résolu son problème. Génère UNE phrase courte (max 10 mots) pour le féliciter.".into()),
                 fallback: "congratulations".into(),
             }
         );

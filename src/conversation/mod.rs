@@ -283,8 +283,6 @@ pub struct Conversation {
     hybrid: Option<HybridConfig>,
     /// The guided SAV flow, when there is a knowledge base.
     guide: Option<guide::Guide>,
-    /// Generated speech is possible (LLM and TTS): `Compose`.
-    can_generate: bool,
     greeting: Greeting,
     phase: Phase,
     /// Index of the last filler said.
@@ -334,7 +332,6 @@ impl Conversation {
             flow,
             hybrid: None,
             guide: None,
-            can_generate: false,
             phase: Phase::Answering,
             last_filler: None,
             reply_open: false,
@@ -362,10 +359,9 @@ impl Conversation {
         self
     }
 
-    /// The guided SAV flow; `can_generate` when an LLM and a TTS are there.
-    pub fn with_guide(mut self, guide: guide::Guide, can_generate: bool) -> Self {
+    /// The guided SAV flow.
+    pub fn with_guide(mut self, guide: guide::Guide) -> Self {
         self.guide = Some(guide);
-        self.can_generate = can_generate;
         self
     }
 
@@ -464,6 +460,7 @@ impl Conversation {
         use CallAction::*;
         let mut actions = Vec::new();
         self.awaiting_class = None;
+        self.class_result = None;
         match decision {
             Decision::Say(phrases) => {
                 self.cancel_reply(&mut actions);
@@ -494,13 +491,14 @@ impl Conversation {
                 self.goodbye_after_reply = true;
                 self.goodbye_reason = HangupReason::Finished;
                 self.phase = Phase::Replying;
-                if self.can_generate {
-                    // The seed's say_hybrid("filler_ok", congratulation).
-                    actions.push(Play(filler));
-                    self.reply_with(Compose(prompt), &mut actions);
-                    self.reply_fallback = Some(fallback);
-                } else {
-                    actions.push(Play(fallback));
+                match prompt {
+                    Some(prompt) => {
+                        // The seed's say_hybrid("filler_ok", congratulation).
+                        actions.push(Play(filler));
+                        self.reply_with(Compose(prompt), &mut actions);
+                        self.reply_fallback = Some(fallback);
+                    }
+                    None => actions.push(Play(fallback)),
                 }
             }
             Decision::Escalate(_) => {
@@ -640,8 +638,6 @@ impl Conversation {
                 } else {
                     // The caller's own turn: "oui" answering a question is an answer.
                     self.said_interrupted = false;
-                    self.awaiting_class = None;
-                    self.class_result = None;
                     self.respond_words(text)
                 }
             }
@@ -733,18 +729,22 @@ impl Conversation {
         self.phase
     }
 
-    /// A key the guide answers (not hang-up or transfer): whatever plays
-    /// stops, the guide's decision follows.
-    fn guided_digit(&mut self, digit: char) -> Option<Vec<CallAction>> {
-        let live = matches!(
+    /// The call is with the bot and the caller can act (keys, words).
+    fn live(&self) -> bool {
+        matches!(
             self.phase,
             Phase::Greeting
                 | Phase::Listening
                 | Phase::Thinking
                 | Phase::Replying
                 | Phase::Interrupted
-        );
-        if !live {
+        )
+    }
+
+    /// A key the guide answers (not hang-up or transfer): whatever plays
+    /// stops, the guide's decision follows.
+    fn guided_digit(&mut self, digit: char) -> Option<Vec<CallAction>> {
+        if !self.live() {
             return None;
         }
         let is_transfer = digit.eq_ignore_ascii_case(&self.flow.transfer_digit);
@@ -781,13 +781,10 @@ impl Conversation {
         if let Some(actions) = self.handle_turn(&event) {
             return actions;
         }
-        let talking = matches!(
-            self.phase,
-            Phase::Thinking | Phase::Replying | Phase::Interrupted
-        );
         match (self.phase, event) {
-            (Phase::Thinking | Phase::Replying | Phase::Interrupted, CallEvent::Dtmf(digit))
-                if talking && digit.eq_ignore_ascii_case(&self.flow.hangup_digit) =>
+            // The hang-up key, whenever the caller can be heard: goodbye, BYE.
+            (_, CallEvent::Dtmf(digit))
+                if self.live() && digit.eq_ignore_ascii_case(&self.flow.hangup_digit) =>
             {
                 let mut actions = vec![StopPlayout];
                 self.cancel_reply(&mut actions);
@@ -796,16 +793,16 @@ impl Conversation {
                 self.say_goodbye(HangupReason::CallerDone, &mut actions);
                 actions
             }
-            (Phase::Thinking | Phase::Replying | Phase::Interrupted, CallEvent::Dtmf(digit))
-                if talking
+            // The transfer key (the guided flow has its own way there).
+            (_, CallEvent::Dtmf(digit))
+                if self.live()
                     && digit.eq_ignore_ascii_case(&self.flow.transfer_digit)
                     && self.flow.transfer_to.is_some() =>
             {
                 let mut actions = vec![StopPlayout];
                 self.cancel_reply(&mut actions);
                 self.awaiting_transcript = false;
-                self.phase = Phase::AnnouncingTransfer;
-                actions.push(Play(self.flow.transfer.clone()));
+                actions.extend(self.escalate());
                 actions
             }
             (Phase::Answering, CallEvent::Established) => {
@@ -852,24 +849,6 @@ impl Conversation {
             (_, CallEvent::ReplyDone) => {
                 self.reply_generating = false;
                 Vec::new()
-            }
-            (Phase::Greeting | Phase::Listening, CallEvent::Dtmf(digit))
-                if digit.eq_ignore_ascii_case(&self.flow.hangup_digit) =>
-            {
-                let mut actions = vec![StopPlayout];
-                self.cancel_reply(&mut actions);
-                self.say_goodbye(HangupReason::CallerDone, &mut actions);
-                actions
-            }
-            (Phase::Greeting | Phase::Listening, CallEvent::Dtmf(digit))
-                if digit.eq_ignore_ascii_case(&self.flow.transfer_digit)
-                    && self.flow.transfer_to.is_some() =>
-            {
-                let mut actions = vec![StopPlayout];
-                self.cancel_reply(&mut actions);
-                self.phase = Phase::AnnouncingTransfer;
-                actions.push(Play(self.flow.transfer.clone()));
-                actions
             }
             (Phase::AnnouncingTransfer, CallEvent::PlayoutIdle) => match &self.flow.transfer_to {
                 Some(target) => {
@@ -1383,10 +1362,7 @@ mod tests {
         call.transfer_to = transfer_to.map(String::from);
         let mut c = Conversation::new(call)
             .with_hybrid(hybrid().hybrid.clone().unwrap())
-            .with_guide(
-                guide::Guide::new(knowledge(), true, true).with_first_name("Pierre"),
-                true,
-            );
+            .with_guide(guide::Guide::new(knowledge(), true, true).with_first_name("Pierre"));
         c.handle(CallEvent::Established);
         c.handle(CallEvent::PlayoutIdle);
         c
@@ -1599,7 +1575,7 @@ mod tests {
         assert_eq!(greeting.phrases, ["greet", "menu"]);
         let mut c = Conversation::new(call)
             .with_greeting(greeting)
-            .with_guide(guide::Guide::new(knowledge(), false, false), false);
+            .with_guide(guide::Guide::new(knowledge(), false, false));
         assert_eq!(
             c.handle(CallEvent::Established),
             vec![Play("greet".into()), Play("menu".into())]

@@ -596,7 +596,7 @@ impl Call {
             let guide = Guide::new(knowledge.clone(), can_classify, can_generate)
                 .with_first_name(first_name)
                 .with_ticket(&ticket);
-            conversation = conversation.with_guide(guide, can_generate);
+            conversation = conversation.with_guide(guide);
         }
         // The greeting's cached phrases start the playout; what follows them
         // (a known customer's name, through TTS) is carried out once the
