@@ -229,9 +229,101 @@ pub struct Config {
     /// Delivery of call events to the CRM.
     #[serde(default)]
     pub crm: crate::store::outbox::CrmConfig,
+    /// The operations HTTP listener (`/metrics`, `/healthz`).
+    #[serde(default)]
+    pub metrics: MetricsConfig,
+    /// Prices for the estimated cost of calls.
+    #[serde(default)]
+    pub costs: crate::metrics::CostConfig,
+    /// Logging and its privacy.
+    #[serde(default)]
+    pub log: LogConfig,
+    /// Shutdown and call recordings.
+    #[serde(default)]
+    pub operations: OperationsConfig,
     /// The directory relative paths are taken from (the file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
+}
+
+/// `[metrics]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MetricsConfig {
+    /// Serve `/metrics` and `/healthz` at all.
+    #[serde(default = "yes")]
+    pub enabled: bool,
+    /// Loopback by default: Prometheus scrapes from the same host or through
+    /// whatever the operator opens.
+    #[serde(default = "default_metrics_listen")]
+    pub listen: SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            listen: default_metrics_listen(),
+        }
+    }
+}
+
+fn yes() -> bool {
+    true
+}
+
+fn default_metrics_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 9464))
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, Deserialize, PartialEq, Eq, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line (for log shippers).
+    Json,
+}
+
+/// `[log]`.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct LogConfig {
+    #[serde(default)]
+    pub format: LogFormat,
+    /// Show callers' numbers and addresses in full (default: only their
+    /// last three characters).
+    #[serde(default)]
+    pub show_caller_numbers: bool,
+}
+
+/// `[operations]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OperationsConfig {
+    /// On SIGTERM/SIGINT, calls in progress may go on this long before they
+    /// are ended with goodbye and BYE.
+    #[serde(default = "default_drain_secs")]
+    pub drain_secs: u64,
+    /// When set, every call is recorded to `<dir>/<call record id>.wav`
+    /// (stereo 8 kHz: caller left, bot right). Off by default.
+    #[serde(default)]
+    pub recordings_dir: Option<PathBuf>,
+}
+
+impl Default for OperationsConfig {
+    fn default() -> Self {
+        Self {
+            drain_secs: default_drain_secs(),
+            recordings_dir: None,
+        }
+    }
+}
+
+fn default_drain_secs() -> u64 {
+    30
 }
 
 /// `[store]`.

@@ -18,11 +18,13 @@ pub mod cache;
 pub mod config;
 pub mod conversation;
 pub mod media;
+pub mod metrics;
 pub mod providers;
 pub mod redact;
 pub mod sip;
 pub mod store;
 pub mod text;
+pub mod timeline;
 
 /// Installs ring as the process-wide rustls crypto provider, once. rsipstack's
 /// TLS and reqwest both rely on it; a second provider in the tree would make

@@ -40,6 +40,19 @@ enum Command {
     },
     /// Validate the configuration and print what it says.
     CheckConfig,
+    /// Draw a call's timeline (lanes for caller, bot and providers, dead air
+    /// in red) as an SVG, and a PNG when rsvg-convert or ImageMagick is
+    /// installed.
+    Report {
+        /// The call: its record id or its SIP Call-ID.
+        call: String,
+        /// Where to write the SVG (default: <call>.svg here).
+        #[arg(long, short)]
+        out: Option<PathBuf>,
+        /// Print the timeline's JSON instead.
+        #[arg(long)]
+        json: bool,
+    },
     /// Place a call (through the outbound proxy when [sip.register] sets
     /// one), play a WAV as the caller's voice, record what answers, and print
     /// a summary.
@@ -75,14 +88,18 @@ enum CacheAction {
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn")),
-        )
-        .with_writer(std::io::stderr)
-        .init();
-    match run(Cli::parse()) {
+    let cli = Cli::parse();
+    // The configuration says how to log; until it is read, errors go to
+    // stderr as text.
+    let config = match Config::load(cli.config.as_deref()) {
+        Ok(config) => config,
+        Err(error) => {
+            eprintln!("sav: {error:#}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(&config.log);
+    match run(cli, config) {
         Ok(code) => code,
         Err(error) => {
             eprintln!("sav: {error:#}");
@@ -91,15 +108,33 @@ fn main() -> ExitCode {
     }
 }
 
-fn run(cli: Cli) -> Result<ExitCode> {
-    let config = Config::load(cli.config.as_deref())?;
+/// Log lines on stderr, as text or JSON (`[log] format`), with the call's
+/// span (`call_id`) on every line of a call; `RUST_LOG` filters.
+fn init_logging(log: &sav::config::LogConfig) {
+    sav::redact::show_in_full(log.show_caller_numbers);
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match log.format {
+        sav::config::LogFormat::Text => builder.init(),
+        sav::config::LogFormat::Json => builder
+            .json()
+            .with_current_span(true)
+            .with_span_list(true)
+            .init(),
+    }
+}
+
+fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     match cli.command {
         Command::Serve => {
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(sav::sip::server::serve(config))?;
+            runtime.block_on(sav::sip::server::serve(config, cli.config.clone()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call {
@@ -127,6 +162,37 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             let summary = runtime.block_on(sav::sip::outbound::place_call(&config, request))?;
             println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Report { call, out, json } => {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let found = runtime.block_on(async {
+                let store = sav::store::Store::open(
+                    &config.store.url,
+                    &config.base_dir,
+                    &config.instance(),
+                )
+                .await?;
+                anyhow::Ok(store.call_timeline(&call).await?)
+            })?;
+            let Some((id, timeline)) = found else {
+                anyhow::bail!("no call {call:?} in the store ({})", config.store.url);
+            };
+            if json {
+                println!("{}", serde_json::to_string_pretty(&timeline)?);
+                return Ok(ExitCode::SUCCESS);
+            }
+            let svg_path = out.unwrap_or_else(|| PathBuf::from(format!("{}.svg", file_name(&id))));
+            std::fs::write(&svg_path, sav::timeline::report::svg(&timeline))
+                .with_context(|| format!("cannot write {}", svg_path.display()))?;
+            println!("{}", svg_path.display());
+            match to_png(&svg_path) {
+                Some(png) => println!("{}", png.display()),
+                None => eprintln!("no SVG converter (rsvg-convert, convert): SVG only"),
+            }
             Ok(ExitCode::SUCCESS)
         }
         Command::Customers {
@@ -240,4 +306,40 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
     }
+}
+
+/// A name safe for a file from a call id.
+fn file_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "-_.".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// Converts the SVG to a PNG beside it with the first converter found.
+fn to_png(svg: &std::path::Path) -> Option<PathBuf> {
+    let png = svg.with_extension("png");
+    let tries: [(&str, Vec<std::ffi::OsString>); 2] = [
+        (
+            "rsvg-convert",
+            vec!["-o".into(), png.clone().into(), svg.into()],
+        ),
+        ("convert", vec![svg.into(), png.clone().into()]),
+    ];
+    for (tool, args) in tries {
+        let status = std::process::Command::new(tool)
+            .args(&args)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status();
+        if matches!(status, Ok(s) if s.success()) {
+            return Some(png);
+        }
+    }
+    None
 }

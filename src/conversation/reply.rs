@@ -8,11 +8,13 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{debug, Instrument};
 
+use crate::metrics::{AudioSource, CallUsage};
 use crate::providers::llm::{ChatMessage, LlmClient, Usage};
 use crate::providers::sentences::SentenceSplitter;
 use crate::providers::stt::SpeechToText;
 use crate::providers::tts::TextToSpeech;
 use crate::providers::ProviderError;
+use crate::timeline::{CallTrace, Provider, RequestSpan};
 
 /// The providers a call talks with (each optional: without STT the caller
 /// answers with keys; without TTS nothing is generated).
@@ -75,12 +77,21 @@ pub fn transcribe(
     turn: u64,
     utterance: &[i16],
     out: mpsc::Sender<SpeechMsg>,
+    trace: CallTrace,
 ) {
     let mut session = stt.session();
     session.push(utterance);
+    let seconds = utterance.len() as f64 / 8000.0;
     tokio::spawn(
         async move {
+            let request = trace.request(Provider::Stt, format!("turn#{turn}"));
+            trace.used(CallUsage {
+                stt_seconds: seconds,
+                ..Default::default()
+            });
             let result = session.finish().await;
+            let took = request.end(result.is_ok());
+            trace.metrics().stt_latency.observe(took.as_secs_f64());
             let _ = out.send(SpeechMsg::Transcript { turn, result }).await;
         }
         .in_current_span(),
@@ -95,10 +106,11 @@ pub fn generate(
     reply: u64,
     messages: Vec<ChatMessage>,
     out: mpsc::Sender<SpeechMsg>,
+    trace: CallTrace,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         async move {
-            if let Err(error) = run(reply, &llm, tts.as_ref(), &messages, &out).await {
+            if let Err(error) = run(reply, &llm, tts.as_ref(), &messages, &out, &trace).await {
                 let _ = out.send(SpeechMsg::Failed { reply, error }).await;
             }
         }
@@ -113,6 +125,7 @@ pub fn speak_text(
     reply: u64,
     text: String,
     out: mpsc::Sender<SpeechMsg>,
+    trace: CallTrace,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         async move {
@@ -121,7 +134,7 @@ pub fn speak_text(
             sentences.extend(splitter.finish());
             let mut index = 0;
             for sentence in &sentences {
-                match speak(reply, index, sentence, tts.as_ref(), &out).await {
+                match speak(reply, index, sentence, tts.as_ref(), &out, &trace).await {
                     Ok(Spoken::Yes) => index += 1,
                     Ok(Spoken::Nothing) => {}
                     Ok(Spoken::Cancelled) => return,
@@ -150,9 +163,11 @@ pub fn classify(
     id: u64,
     messages: Vec<ChatMessage>,
     out: mpsc::Sender<SpeechMsg>,
+    trace: CallTrace,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         async move {
+            let mut request = trace.request(Provider::Llm, format!("classify#{id}"));
             let result = async {
                 let mut stream = llm.stream(&messages).await?;
                 let mut text = String::new();
@@ -162,9 +177,11 @@ pub fn classify(
                         break;
                     }
                 }
+                llm_done(&trace, &mut request, &stream);
                 Ok(crate::text::cut(&text, MAX_CLASSIFICATION).to_string())
             }
             .await;
+            request.end(result.is_ok());
             let _ = out.send(SpeechMsg::Classified { id, result }).await;
         }
         .in_current_span(),
@@ -177,7 +194,32 @@ async fn run(
     tts: &dyn TextToSpeech,
     messages: &[ChatMessage],
     out: &mpsc::Sender<SpeechMsg>,
+    trace: &CallTrace,
 ) -> Result<(), ProviderError> {
+    let mut request = trace.request(Provider::Llm, format!("reply#{reply}"));
+    match generate_text(reply, llm, tts, messages, out, trace, &mut request).await {
+        // Cancelled: the request span says so when dropped.
+        Ok(Spoken::Cancelled) => Ok(()),
+        Ok(_) => {
+            request.end(true);
+            Ok(())
+        }
+        Err(error) => {
+            request.end(false);
+            Err(error)
+        }
+    }
+}
+
+async fn generate_text(
+    reply: u64,
+    llm: &LlmClient,
+    tts: &dyn TextToSpeech,
+    messages: &[ChatMessage],
+    out: &mpsc::Sender<SpeechMsg>,
+    trace: &CallTrace,
+    request: &mut RequestSpan,
+) -> Result<Spoken, ProviderError> {
     let mut stream = llm.stream(messages).await?;
     let mut splitter = SentenceSplitter::new();
     let mut text = String::new();
@@ -185,21 +227,22 @@ async fn run(
     while let Some(piece) = stream.next_text().await? {
         text.push_str(&piece);
         for sentence in splitter.push(&piece) {
-            match speak(reply, index, &sentence, tts, out).await? {
+            match speak(reply, index, &sentence, tts, out, trace).await? {
                 Spoken::Yes => index += 1,
                 Spoken::Nothing => {}
-                Spoken::Cancelled => return Ok(()),
+                Spoken::Cancelled => return Ok(Spoken::Cancelled),
             }
         }
     }
     if let Some(rest) = splitter.finish() {
-        match speak(reply, index, &rest, tts, out).await? {
+        match speak(reply, index, &rest, tts, out, trace).await? {
             Spoken::Yes => index += 1,
             Spoken::Nothing => {}
-            Spoken::Cancelled => return Ok(()),
+            Spoken::Cancelled => return Ok(Spoken::Cancelled),
         }
     }
     debug!(reply, first_token_ms = ?stream.first_token.map(|t| (t - stream.started).as_millis()), "reply generated");
+    llm_done(trace, request, &stream);
     let _ = out
         .send(SpeechMsg::Done {
             reply,
@@ -208,7 +251,7 @@ async fn run(
             usage: stream.usage(),
         })
         .await;
-    Ok(())
+    Ok(Spoken::Yes)
 }
 
 /// What became of a sentence.
@@ -226,11 +269,39 @@ async fn speak(
     sentence: &str,
     tts: &dyn TextToSpeech,
     out: &mpsc::Sender<SpeechMsg>,
+    trace: &CallTrace,
 ) -> Result<Spoken, ProviderError> {
     let text = super::speakable::sanitise(sentence);
     if text.is_empty() {
         return Ok(Spoken::Nothing);
     }
+    let mut request = trace.request(Provider::Tts, format!("reply#{reply}.{index}"));
+    trace.used(CallUsage {
+        tts_characters: text.chars().count() as u64,
+        ..Default::default()
+    });
+    match speak_audio(reply, index, text, tts, out, trace, &mut request).await {
+        Ok(Spoken::Cancelled) => Ok(Spoken::Cancelled),
+        Ok(spoken) => {
+            request.end(true);
+            Ok(spoken)
+        }
+        Err(error) => {
+            request.end(false);
+            Err(error)
+        }
+    }
+}
+
+async fn speak_audio(
+    reply: u64,
+    index: usize,
+    text: String,
+    tts: &dyn TextToSpeech,
+    out: &mpsc::Sender<SpeechMsg>,
+    trace: &CallTrace,
+    request: &mut RequestSpan,
+) -> Result<Spoken, ProviderError> {
     let announce = SpeechMsg::Sentence {
         reply,
         index,
@@ -240,8 +311,15 @@ async fn speak(
         return Ok(Spoken::Cancelled);
     }
     let mut audio = tts.synthesize(text);
+    let mut first = true;
     while let Some(chunk) = audio.recv().await {
         let chunk = chunk?;
+        if first && !chunk.is_empty() {
+            first = false;
+            if let Some(after) = request.first_byte_at(std::time::Instant::now()) {
+                trace.metrics().first_byte(AudioSource::api, after);
+            }
+        }
         if out
             .send(SpeechMsg::Audio {
                 reply,
@@ -262,6 +340,30 @@ async fn speak(
         return Ok(Spoken::Cancelled);
     }
     Ok(Spoken::Yes)
+}
+
+/// An LLM answer read: its time to first token, total time and tokens.
+fn llm_done(
+    trace: &CallTrace,
+    request: &mut RequestSpan,
+    stream: &crate::providers::llm::LlmStream,
+) {
+    let metrics = trace.metrics();
+    if let Some(first) = stream.first_token {
+        let after = first.saturating_duration_since(stream.started);
+        metrics.llm_first_token.observe(after.as_secs_f64());
+        request.first_byte_at(request.asked() + after);
+    }
+    metrics
+        .llm_total
+        .observe(request.asked().elapsed().as_secs_f64());
+    if let Some(usage) = stream.usage() {
+        trace.used(CallUsage {
+            llm_prompt_tokens: usage.prompt_tokens,
+            llm_completion_tokens: usage.completion_tokens,
+            ..Default::default()
+        });
+    }
 }
 
 /// The conversation for the LLM: the system prompt and the last turns.

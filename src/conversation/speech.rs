@@ -25,8 +25,10 @@ use crate::conversation::reply::{self, Providers, SpeechMsg};
 use crate::conversation::{CallAction, CallEvent};
 use crate::media::driver::{MediaDriver, MediaId};
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamId, MAX_STREAM_BYTES};
+use crate::metrics::AudioSource;
 use crate::providers::llm::{ChatMessage, Usage};
 use crate::providers::ProviderError;
+use crate::timeline::CallTrace;
 
 /// Messages queued from speech tasks to the call.
 pub const SPEECH_QUEUE: usize = 256;
@@ -105,6 +107,8 @@ pub struct SpeechSession {
     classification: Option<(u64, tokio::task::JoinHandle<()>)>,
     /// Texts of replies generated to their end, for the call record.
     pub spoken: Vec<String>,
+    /// The call's timeline, metrics and usage.
+    trace: CallTrace,
 }
 
 impl Drop for SpeechSession {
@@ -131,6 +135,7 @@ impl SpeechSession {
         driver: MediaDriver,
         media: MediaId,
         cache: Arc<PhraseCache>,
+        trace: CallTrace,
     ) -> (Self, mpsc::Receiver<SpeechMsg>) {
         let (tx, rx) = mpsc::channel(SPEECH_QUEUE);
         (
@@ -152,6 +157,7 @@ impl SpeechSession {
                 tokens: Usage::default(),
                 classification: None,
                 spoken: Vec::new(),
+                trace,
             },
             rx,
         )
@@ -182,6 +188,7 @@ impl SpeechSession {
                         self.turn,
                         &self.turn_audio,
                         self.tx.clone(),
+                        self.trace.clone(),
                     ),
                     None => {
                         let _ = self.tx.try_send(SpeechMsg::Transcript {
@@ -229,8 +236,14 @@ impl SpeechSession {
                             ChatMessage::system(system.clone()),
                             ChatMessage::user(text.clone()),
                         ];
-                        self.classification =
-                            Some((*id, reply::classify(llm, *id, messages, self.tx.clone())));
+                        let task = reply::classify(
+                            llm,
+                            *id,
+                            messages,
+                            self.tx.clone(),
+                            self.trace.clone(),
+                        );
+                        self.classification = Some((*id, task));
                     }
                     None => {
                         let _ = self.tx.try_send(SpeechMsg::Classified {
@@ -251,7 +264,11 @@ impl SpeechSession {
                 self.resume().await;
             }
             CallAction::PlayFront(key) => {
+                let asked = std::time::Instant::now();
                 if let Some(clip) = self.cache.clip(key) {
+                    self.trace
+                        .metrics()
+                        .first_byte(AudioSource::cache, asked.elapsed());
                     self.enqueued += 1;
                     let clip = SegmentKind::Clip(clip.clone());
                     // Only a `Starved` stream asks for a filler in front.
@@ -472,11 +489,11 @@ impl SpeechSession {
         let task = match (kind, llm, tts) {
             (ReplyKind::Generate(messages), Some(llm), Some(tts)) => {
                 info!(reply = id, "generating");
-                reply::generate(llm, tts, id, messages, self.tx.clone())
+                reply::generate(llm, tts, id, messages, self.tx.clone(), self.trace.clone())
             }
             (ReplyKind::Speak(text), _, Some(tts)) => {
                 info!(reply = id, "speaking");
-                reply::speak_text(tts, id, text, self.tx.clone())
+                reply::speak_text(tts, id, text, self.tx.clone(), self.trace.clone())
             }
             (_, llm, _) => {
                 let missing = if llm.is_none() { "llm" } else { "tts" };
@@ -604,6 +621,12 @@ impl SpeechSession {
             "turn timing"
         );
     }
+}
+
+/// The reply a playout label belongs to (`reply#<reply>.<sentence>`), if
+/// the segment is generated speech.
+pub fn reply_of(label: &str) -> Option<u64> {
+    parse_label(label).map(|(reply, _)| reply)
 }
 
 /// `reply#<reply>.<sentence>` → (reply, sentence).

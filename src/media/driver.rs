@@ -25,9 +25,12 @@ use tracing::{debug, warn};
 use crate::media::dtmf::DtmfDecoder;
 use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::pacer::Pacer;
-use crate::media::playout::{PlayoutEvent, PlayoutScheduler, SegmentKind, StreamId, StreamPolicy};
+use crate::media::playout::{
+    FrameSource, PlayoutEvent, PlayoutScheduler, SegmentKind, StreamId, StreamPolicy,
+};
 use crate::media::rtp::{self, Inbound, PayloadTypes, PACKET_LEN};
 use crate::media::vad::{TurnDetector, TurnEvent, VadConfig};
+use crate::metrics::Metrics;
 use crate::redact::Pii;
 
 /// Commands queued to the driver; bounded so a stuck driver pushes back.
@@ -71,6 +74,8 @@ pub struct StreamStart {
     /// Jitter-buffer settings of generated speech.
     pub policy: StreamPolicy,
     pub events: mpsc::Sender<MediaEvent>,
+    /// Copy the outbound audio here (the bot's side of a recording).
+    pub recording: Option<crate::media::recording::RecordingTrack>,
 }
 
 #[derive(Debug)]
@@ -116,13 +121,19 @@ struct CallStream {
     events: mpsc::Sender<MediaEvent>,
     /// False while the caller has us on hold (we answered recvonly/inactive).
     sending: bool,
+    /// Frames in a row the bot owed speech and had none (a provider late).
+    silent_run: u32,
+    /// Underruns of this call already counted in the metrics.
+    underruns: u64,
+    /// Where this call's outbound audio is copied, when recorded.
+    recording: Option<crate::media::recording::RecordingTrack>,
 }
 
 impl MediaDriver {
     /// Spawns the driver task on the current runtime.
-    pub fn spawn() -> Self {
+    pub fn spawn(metrics: Arc<Metrics>) -> Self {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(run(rx));
+        tokio::spawn(run(rx, metrics));
         Self { commands }
     }
 
@@ -184,7 +195,7 @@ impl MediaDriver {
     }
 }
 
-async fn run(mut commands: mpsc::Receiver<Command>) {
+async fn run(mut commands: mpsc::Receiver<Command>, metrics: Arc<Metrics>) {
     let mut calls: HashMap<MediaId, CallStream> = HashMap::new();
     // (due, id): one entry per live call.
     let mut timers: BinaryHeap<Reverse<(Instant, MediaId)>> = BinaryHeap::new();
@@ -196,11 +207,11 @@ async fn run(mut commands: mpsc::Receiver<Command>) {
             biased;
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                apply(command, &mut calls, &mut timers);
+                apply(command, &mut calls, &mut timers, &metrics);
                 // Take every command already waiting before sending frames,
                 // so a call's first segments are queued before its frame 0.
                 while let Ok(command) = commands.try_recv() {
-                    apply(command, &mut calls, &mut timers);
+                    apply(command, &mut calls, &mut timers, &metrics);
                 }
             }
             _ = sleep_until_opt(next_due) => {}
@@ -215,7 +226,7 @@ async fn run(mut commands: mpsc::Receiver<Command>) {
             let Some(call) = calls.get_mut(&id) else {
                 continue;
             };
-            send_due_frames(call, now, &mut packet, &mut stats);
+            send_due_frames(call, now, &mut packet, &mut stats, &metrics);
             timers.push(Reverse((call.pacer.poll_timeout().into(), id)));
         }
     }
@@ -233,6 +244,7 @@ fn apply(
     command: Command,
     calls: &mut HashMap<MediaId, CallStream>,
     timers: &mut BinaryHeap<Reverse<(Instant, MediaId)>>,
+    metrics: &Metrics,
 ) {
     match command {
         Command::Start(start) => {
@@ -248,6 +260,7 @@ fn apply(
                 initial,
                 policy,
                 events,
+                recording,
             } = *start;
             let mut scheduler = PlayoutScheduler::with_policy(policy);
             for segment in initial {
@@ -266,6 +279,9 @@ fn apply(
                     scheduler,
                     events,
                     sending: true,
+                    silent_run: 0,
+                    underruns: 0,
+                    recording,
                 },
             );
             timers.push(Reverse((t0, id)));
@@ -325,7 +341,8 @@ fn apply(
             }
         }
         Command::Stop(id) => {
-            if let Some(call) = calls.remove(&id) {
+            if let Some(mut call) = calls.remove(&id) {
+                end_silent_run(&mut call, metrics);
                 debug!(
                     media = id,
                     sent = call.pacer.sent(),
@@ -343,6 +360,7 @@ fn send_due_frames(
     now: Instant,
     packet: &mut [u8; PACKET_LEN],
     stats: &mut DriverStats,
+    metrics: &Metrics,
 ) {
     if !call.sending {
         stats.held_frames += call.pacer.skip_due(now.into_std());
@@ -350,8 +368,18 @@ fn send_due_frames(
     }
     let late_before = call.pacer.late_frames();
     let skipped_before = call.pacer.skipped_frames();
+    let sent_before = stats.frames_sent;
+    let errors_before = stats.send_errors;
     while let Some(slot) = call.pacer.poll_frame(now.into_std()) {
         let frame = call.scheduler.next_frame();
+        if frame.source == FrameSource::Waiting {
+            call.silent_run += 1;
+        } else {
+            end_silent_run(call, metrics);
+        }
+        if let Some(recording) = &call.recording {
+            recording.put(slot.index, &frame.payload);
+        }
         let len = rtp::write_audio_packet(
             packet,
             call.payload_type,
@@ -368,9 +396,37 @@ fn send_due_frames(
             Err(_) => stats.send_errors += 1,
         }
     }
-    stats.late_frames += call.pacer.late_frames() - late_before;
+    let late = call.pacer.late_frames() - late_before;
+    stats.late_frames += late;
     stats.skipped_frames += call.pacer.skipped_frames() - skipped_before;
     stats.events_dropped += forward_events(call);
+    metrics
+        .rtp_frames_sent
+        .inc_by(stats.frames_sent - sent_before);
+    if stats.send_errors > errors_before {
+        metrics
+            .rtp_send_errors
+            .inc_by(stats.send_errors - errors_before);
+    }
+    if late > 0 {
+        metrics.late_ticks.inc_by(late);
+    }
+    let underruns = call.scheduler.stats().underruns;
+    if underruns > call.underruns {
+        metrics.underruns.inc_by(underruns - call.underruns);
+        call.underruns = underruns;
+    }
+}
+
+/// A run of frames the bot owed and had no audio for has ended: into the
+/// silent-run histogram.
+fn end_silent_run(call: &mut CallStream, metrics: &Metrics) {
+    if call.silent_run > 0 {
+        metrics
+            .silent_runs
+            .observe(f64::from(call.silent_run) * 0.020);
+        call.silent_run = 0;
+    }
 }
 
 /// Passes playout events to the call; returns how many were dropped.
@@ -418,6 +474,9 @@ pub struct ReceiverConfig {
     pub events: mpsc::Sender<MediaEvent>,
     /// Listen to the caller (turn-taking on): voice activity and turns.
     pub vad: Option<VadConfig>,
+    /// Copy the caller's audio here, placed in media time from `t0` (when
+    /// the call was established).
+    pub recording: Option<(crate::media::recording::RecordingTrack, Instant)>,
 }
 
 /// Spawns the receive task of one call; it ends on RTP timeout or when the
@@ -437,7 +496,9 @@ async fn receive(config: ReceiverConfig) {
         driver,
         events,
         vad,
+        recording,
     } = config;
+    let mut placer = crate::media::recording::CallerPlacer::default();
     let mut listener = vad.map(TurnDetector::new);
     // Decoded caller audio of one packet (up to 60 ms).
     let mut pcm = [0i16; 480];
@@ -529,6 +590,22 @@ async fn receive(config: ReceiverConfig) {
             }
         }
         last_valid = Instant::now();
+        if let (
+            Some((track, t0)),
+            Inbound::Audio {
+                ssrc,
+                timestamp,
+                payload,
+                ..
+            },
+        ) = (&recording, packet)
+        {
+            let arrival = last_valid.saturating_duration_since(*t0).as_micros() as u64 * 8 / 1000;
+            let offset = placer.place(ssrc, timestamp, arrival);
+            if let Ok(offset) = usize::try_from(offset) {
+                track.put_at(offset, payload);
+            }
+        }
         if let (Some(detector), Inbound::Audio { payload, .. }) = (listener.as_mut(), packet) {
             let n = payload.len().min(pcm.len());
             for (dst, &code) in pcm.iter_mut().zip(&payload[..n]) {

@@ -7,6 +7,7 @@
 //! - [`rtp`]: packet writing and reading;
 //! - [`latch`]: symmetric RTP, which source the caller really sends from;
 //! - [`resample`]: rate conversion to 8 kHz;
+//! - [`recording`]: both sides of a call on one clock, as a stereo WAV;
 //! - [`driver`]: the tokio side: one task paces every call's outbound RTP,
 //!   one receive task per call reads inbound RTP.
 
@@ -16,6 +17,7 @@ pub mod g711;
 pub mod latch;
 pub mod pacer;
 pub mod playout;
+pub mod recording;
 pub mod resample;
 pub mod rtp;
 pub mod stats;

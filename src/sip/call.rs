@@ -33,11 +33,14 @@ use crate::media::driver::{self, MediaEvent, MediaId, ReceiverConfig, StreamStar
 use crate::media::playout::{PlayoutEvent, SegmentKind, StreamPolicy};
 use crate::media::rtp::PayloadTypes;
 use crate::media::vad::VadConfig;
+use crate::metrics::{AudioSource, PhraseSource};
 use crate::redact::Pii;
 use crate::sip::midcall::{self, SessionTimer};
 use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
+use crate::sip::server::Live;
 use crate::sip::server::{reply_and_linger, Server};
 use crate::store::{Speaker, TurnKind};
+use crate::timeline::{CallTrace, Mark};
 
 /// Time for an in-dialog response queued to rsipstack to leave before our BYE.
 const NOTIFY_ANSWER_GRACE: Duration = Duration::from_millis(50);
@@ -72,9 +75,14 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
     let source = remote.map(|a| a.addr.to_string()).unwrap_or_default();
     info!(caller = %Pii(&caller), source = %Pii(&source), %transport, "INVITE");
 
-    if server.shutdown.is_cancelled() {
-        return refuse(&mut tx, StatusCode::ServiceUnavailable, "shutting down").await;
+    if server.draining() {
+        server.metrics.refused("shutting_down");
+        let headers = vec![Header::RetryAfter(RETRY_AFTER_SECS.to_string().into())];
+        info!("call refused: shutting down (503)");
+        return reply_and_linger(&mut tx, StatusCode::ServiceUnavailable, headers).await;
     }
+    // The INVITE starts the call's timeline.
+    let trace = CallTrace::new(server.metrics.clone());
     // RFC 3261 §8.2.2.3: an extension we do not support is 420.
     let unsupported = unsupported_extensions(&tx);
     if !unsupported.is_empty() {
@@ -124,6 +132,7 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
     // A slot is taken only now, for a call we can answer: refusals above do
     // not hold one while their transactions linger.
     let Ok(permit) = server.calls.clone().try_acquire_owned() else {
+        server.metrics.refused("max_calls");
         warn!(
             max_calls = server.config.sip.max_calls,
             "call refused: at max_calls"
@@ -231,7 +240,18 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         );
     }
 
+    let recording = server
+        .config
+        .operations
+        .recordings_dir
+        .as_ref()
+        .map(|_| crate::media::recording::Recording::default());
+    server.metrics.active_calls.inc();
     let call = Call {
+        live: server.live(),
+        trace,
+        recording,
+        replies_counted: 0,
         server: server.clone(),
         dialog,
         states,
@@ -264,6 +284,7 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         }
     }
     server.dialogs.remove_dialog(&dialog.id());
+    server.metrics.active_calls.dec();
     info!(?ending, "call ended");
 }
 
@@ -379,6 +400,16 @@ enum InDialog {
 
 struct Call {
     server: Arc<Server>,
+    /// The phrases, cache and knowledge base as they were when the call
+    /// came (a reload applies to the next calls).
+    live: Arc<Live>,
+    /// The call's timeline, metrics and API usage.
+    trace: CallTrace,
+    /// Both sides of the call, when recordings are on.
+    recording: Option<crate::media::recording::Recording>,
+    /// Generated replies already counted as phrases (a reply resumed after a
+    /// cough starts again; it is still one phrase).
+    replies_counted: u64,
     dialog: InviteDialog,
     states: DialogStateReceiver,
     socket: Arc<UdpSocket>,
@@ -438,8 +469,32 @@ impl Call {
             (None, Ending::Local) => "ended",
         };
         info!(outcome, "call outcome");
+        self.trace.mark(Mark::Hangup {
+            by: match ending {
+                Ending::Remote => "caller",
+                Ending::Local => "bot",
+            }
+            .into(),
+        });
+        let prices = &self.server.config.costs;
+        let usage = self.trace.usage();
+        self.server.metrics.call_ended(outcome, &usage, prices);
+        let timeline = self
+            .trace
+            .finish(&self.dialog.id().call_id, outcome, prices);
+        info!(
+            cost = timeline.cost,
+            currency = %timeline.currency,
+            llm_tokens = usage.llm_prompt_tokens + usage.llm_completion_tokens,
+            tts_characters = usage.tts_characters,
+            stt_seconds = usage.stt_seconds,
+            "usage of the call"
+        );
         if let Some(record) = self.record.take() {
-            record.end(outcome);
+            if let Some(recording) = self.recording.take() {
+                self.save_recording(recording, record.id());
+            }
+            record.end_with(outcome, Some(&timeline));
         }
         (ending, self.dialog)
     }
@@ -486,6 +541,7 @@ impl Call {
                 DialogState::Confirmed(..) => {
                     // The ACK: media flows from now.
                     let t0 = Instant::now();
+                    self.trace.mark_at(t0.into_std(), Mark::Answered);
                     return self.start_media(t0).await;
                 }
                 DialogState::Terminated(_, reason) => {
@@ -555,7 +611,8 @@ impl Call {
         let server = &server;
         let id = server.next_media_id.fetch_add(1, Ordering::Relaxed);
         let (events_tx, events) = mpsc::channel(driver::EVENT_QUEUE);
-        let config = &server.config;
+        let live = self.live.clone();
+        let config = &live.config;
         let providers = server.providers.as_ref();
         let listens = providers.is_some_and(|p| p.stt.is_some());
         let speaks = providers.is_some_and(|p| p.tts.is_some());
@@ -586,7 +643,7 @@ impl Call {
                 not_understood: config.hybrid.not_understood.clone(),
             });
         }
-        if let Some(knowledge) = &server.knowledge {
+        if let Some(knowledge) = &live.knowledge {
             let first_name = known.as_ref().map(|k| k.first_name.as_str()).unwrap_or("");
             let ticket = known
                 .as_ref()
@@ -632,6 +689,7 @@ impl Call {
                     starve_grace_frames: (config.hybrid.filler_grace_ms / 20).max(1) as u32,
                 },
                 events: events_tx.clone(),
+                recording: self.recording.as_ref().map(|r| r.bot.clone()),
             })
             .await;
         let (expected_tx, expected_rx) = watch::channel(negotiated.remote);
@@ -654,9 +712,17 @@ impl Call {
                 max_utterance: Duration::from_millis(config.listen.max_utterance_ms),
                 ..VadConfig::default()
             }),
+            recording: self.recording.as_ref().map(|r| (r.caller.clone(), t0)),
         });
-        let speech = server.providers.clone().map(|providers| {
-            SpeechSession::new(providers, server.driver.clone(), id, server.cache.clone())
+        let speech = server.providers.clone().map(|mut providers| {
+            providers.system_prompt = config.hybrid.system_prompt.clone();
+            SpeechSession::new(
+                providers,
+                server.driver.clone(),
+                id,
+                live.cache.clone(),
+                self.trace.clone(),
+            )
         });
         info!(remote_rtp = %negotiated.remote, local_rtp = %self.local_rtp, "call established");
         self.offer = Some(negotiated.clone());
@@ -688,7 +754,7 @@ impl Call {
 
     /// A cached phrase said, in the call record.
     fn record_phrase(&mut self, key: &str) {
-        let text = self.server.config.cache.phrases.get(key).cloned();
+        let text = self.live.config.cache.phrases.get(key).cloned();
         if let Some(record) = self.record.as_mut() {
             record.turn(
                 Speaker::Bot,
@@ -696,6 +762,68 @@ impl Call {
                 text.as_deref().unwrap_or(key),
             );
         }
+    }
+
+    /// A playout event into the timeline and the phrase counts.
+    fn observe_playout(&mut self, event: &PlayoutEvent) {
+        match event {
+            PlayoutEvent::Started { label, .. } => {
+                let source = self.source_of(label);
+                let count = match crate::conversation::speech::reply_of(label) {
+                    // One generated phrase per reply, whatever its sentences.
+                    Some(reply) if reply > self.replies_counted => {
+                        self.replies_counted = reply;
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
+                };
+                if count {
+                    self.server.metrics.phrase(source);
+                }
+                self.trace.mark(Mark::SegmentStart {
+                    label: label.to_string(),
+                    source,
+                });
+            }
+            PlayoutEvent::Finished { label, end, .. } => {
+                let source = self.source_of(label);
+                self.trace.mark(Mark::SegmentEnd {
+                    label: label.to_string(),
+                    source,
+                    interrupted: *end != crate::media::playout::SegmentEnd::Completed,
+                });
+            }
+            PlayoutEvent::Starved { .. } => self.trace.mark(Mark::Starved),
+            PlayoutEvent::Idle { .. } => {}
+        }
+    }
+
+    fn source_of(&self, label: &str) -> PhraseSource {
+        if crate::conversation::speech::reply_of(label).is_some() {
+            PhraseSource::generated
+        } else if self.live.config.hybrid.fillers.iter().any(|f| f == label) {
+            PhraseSource::filler
+        } else {
+            PhraseSource::cache
+        }
+    }
+
+    /// Writes the call's recording, off the call's task.
+    fn save_recording(&self, recording: crate::media::recording::Recording, record_id: &str) {
+        let Some(dir) = &self.server.config.operations.recordings_dir else {
+            return;
+        };
+        let path = self
+            .server
+            .config
+            .base_dir
+            .join(dir)
+            .join(format!("{record_id}.wav"));
+        tokio::task::spawn_blocking(move || match recording.write_wav(&path) {
+            Ok(()) => info!(path = %path.display(), "call recorded"),
+            Err(error) => warn!(path = %path.display(), %error, "cannot write the recording"),
+        });
     }
 
     /// What the caller said or keyed, in the call record.
@@ -713,8 +841,15 @@ impl Call {
     }
 
     fn segment(&self, key: &str) -> Option<SegmentKind> {
-        match self.server.cache.clip(key) {
-            Some(clip) => Some(SegmentKind::Clip(clip.clone())),
+        let asked = std::time::Instant::now();
+        match self.live.cache.clip(key) {
+            Some(clip) => {
+                // A cached phrase's "first byte" is a lookup in memory.
+                self.trace
+                    .metrics()
+                    .first_byte(AudioSource::cache, asked.elapsed());
+                Some(SegmentKind::Clip(clip.clone()))
+            }
             None => {
                 warn!(phrase = key, "phrase not in the cache");
                 None
@@ -893,6 +1028,7 @@ impl Call {
                         }
                         Some(MediaEvent::Playout(other)) => {
                             debug!(event = ?other, "playout");
+                            self.observe_playout(&other);
                             match media.speech.as_mut().and_then(|(s, _)| s.on_playout(&other)) {
                                 Some(event) => event,
                                 None => continue,
@@ -900,10 +1036,12 @@ impl Call {
                         }
                         Some(MediaEvent::SpeechStarted) => {
                             debug!("caller speaks");
+                            self.trace.mark(Mark::CallerSpeechStart);
                             CallEvent::SpeechStarted
                         }
                         Some(MediaEvent::SpeechEnded(utterance)) => {
                             debug!(samples = utterance.len(), "caller stopped");
+                            self.trace.mark(Mark::CallerSpeechEnd);
                             match media.speech.as_mut() {
                                 Some((speech, _)) => {
                                     speech.caller_stopped(utterance);
@@ -944,9 +1082,26 @@ impl Call {
                     CallEvent::TransferSucceeded | CallEvent::TransferFailed
                 ) {
                     transfer_deadline = None;
+                    self.trace.mark(Mark::TransferResult {
+                        ok: event == CallEvent::TransferSucceeded,
+                    });
+                }
+                if let CallEvent::Dtmf(digit) = event {
+                    self.trace.mark(Mark::Dtmf { digit });
+                    self.server.metrics.dtmf.inc();
                 }
                 self.record_event(&event);
-                conversation.handle(event)
+                let caller_spoke = matches!(event, CallEvent::SpeechStarted);
+                let actions = conversation.handle(event);
+                if caller_spoke
+                    && actions
+                        .iter()
+                        .any(|a| matches!(a, CallAction::StopPlayout | CallAction::PauseReply))
+                {
+                    self.trace.mark(Mark::BargeIn);
+                    self.server.metrics.barge_ins.inc();
+                }
+                actions
             };
             if let Some((speech, _)) = media.speech.as_mut() {
                 for text in speech.spoken.drain(..) {
@@ -982,6 +1137,10 @@ impl Call {
                     }
                     CallAction::Transfer(target) => {
                         info!(%target, "blind transfer (REFER)");
+                        self.trace.mark(Mark::Transfer {
+                            target: target.clone(),
+                        });
+                        self.server.metrics.transfers.inc();
                         if let Some(record) = &self.record {
                             record.transfer(&target);
                         }

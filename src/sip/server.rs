@@ -1,6 +1,7 @@
 //! `sav serve`: the SIP endpoint and the dispatch of incoming requests.
 
 use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,8 +28,9 @@ use crate::sip::registrar_client::{LearnedAddress, RegisterError, RegistrarClien
 
 /// Methods we answer (RFC 3261 §20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY";
-/// How long a shutdown waits for calls to end after asking them to hang up.
-const DRAIN_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long a shutdown waits for calls to end after asking them to hang up
+/// (their goodbye phrase and BYE), once the drain bound has passed.
+const HANGUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest an in-dialog request may wait for its answer (64 × T1, plus the
 /// time to let a re-INVITE's ACK in).
 const IN_DIALOG_LIMIT: Duration = Duration::from_secs(40);
@@ -57,6 +59,8 @@ pub enum ServeError {
     Provider(#[from] crate::providers::ProviderError),
     #[error("store: {0}")]
     Store(#[from] crate::store::StoreError),
+    #[error(transparent)]
+    Metrics(#[from] crate::metrics::http::ListenError),
 }
 
 /// Hands out RTP sockets from the configured port range. The operating system
@@ -111,10 +115,54 @@ impl RtpPortPool {
     }
 }
 
-/// What every call shares.
-pub struct Server {
+/// What a SIGHUP reloads: the phrases and prompts, the phrase cache and the
+/// knowledge base. A call takes the set in force when it comes and keeps it
+/// to its end.
+pub struct Live {
     pub config: Arc<Config>,
     pub cache: Arc<PhraseCache>,
+    /// The knowledge base of the guided flow, when it has problems.
+    pub knowledge: Option<Arc<crate::conversation::guide::Knowledge>>,
+}
+
+impl Live {
+    /// Loads the cache and builds the knowledge base of `config`.
+    pub fn load(config: Arc<Config>) -> Result<Self, CacheError> {
+        let (cache, stale) = PhraseCache::load(&config.cache)?;
+        for (key, problem) in &stale {
+            warn!(phrase = %key, %problem, "phrase cache is stale; run `sav cache build`");
+        }
+        info!(
+            phrases = cache.len(),
+            bytes = cache.audio_bytes(),
+            "phrase cache loaded"
+        );
+        let knowledge = (!config.problems.is_empty()).then(|| {
+            info!(
+                problems = config.problems.len(),
+                "guided flow on the knowledge base"
+            );
+            Arc::new(crate::conversation::guide::Knowledge::new(
+                config.problems.clone(),
+                config.flow.clone(),
+            ))
+        });
+        Ok(Self {
+            config,
+            cache: Arc::new(cache),
+            knowledge,
+        })
+    }
+}
+
+/// What every call shares.
+pub struct Server {
+    /// The configuration the server started with (SIP, media, store…: what
+    /// a reload does not change).
+    pub config: Arc<Config>,
+    /// Phrases, cache and knowledge base, replaced by a reload.
+    live: std::sync::RwLock<Arc<Live>>,
+    pub metrics: Arc<crate::metrics::Metrics>,
     pub dialogs: Arc<DialogLayer>,
     pub driver: MediaDriver,
     pub ports: RtpPortPool,
@@ -130,13 +178,40 @@ pub struct Server {
     pub forbidden: AtomicU64,
     /// The speech providers, when any is configured.
     pub providers: Option<crate::conversation::reply::Providers>,
-    /// The knowledge base of the guided flow, when it has problems.
-    pub knowledge: Option<Arc<crate::conversation::guide::Knowledge>>,
     /// Customers and call records.
     pub store: crate::store::Store,
 }
 
 impl Server {
+    /// The phrases, cache and knowledge base in force now.
+    pub fn live(&self) -> Arc<Live> {
+        match self.live.read() {
+            Ok(live) => live.clone(),
+            Err(poisoned) => poisoned.into_inner().clone(),
+        }
+    }
+
+    fn set_live(&self, live: Live) {
+        let live = Arc::new(live);
+        match self.live.write() {
+            Ok(mut slot) => *slot = live,
+            Err(poisoned) => *poisoned.into_inner() = live,
+        }
+    }
+
+    /// Shutting down: new calls are refused.
+    pub fn draining(&self) -> bool {
+        self.metrics.draining()
+    }
+
+    /// Calls in progress (ringing or established).
+    pub fn calls_in_progress(&self) -> usize {
+        self.config
+            .sip
+            .max_calls
+            .saturating_sub(self.calls.available_permits())
+    }
+
     /// Our Contact URI for dialogs: the same user and address as in REGISTER.
     pub fn contact_uri(&self, transport: rsipstack::sip::Transport) -> String {
         let ip = self.config.advertised_ip();
@@ -172,19 +247,27 @@ impl Server {
     }
 }
 
-/// Runs the endpoint until SIGINT or SIGTERM.
-pub async fn serve(config: Config) -> Result<(), ServeError> {
+/// Runs the endpoint until SIGINT or SIGTERM; SIGHUP reloads the phrases,
+/// the cache and the knowledge base from `config_path` (the embedded
+/// default when `None`).
+pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
     crate::install_crypto_provider();
+    // Signals are caught from the start: a SIGTERM while starting is a
+    // shutdown, not a kill.
+    let mut signals = Signals::new();
 
-    let (cache, stale) = PhraseCache::load(&config.cache)?;
-    for (key, problem) in &stale {
-        warn!(phrase = %key, %problem, "phrase cache is stale; run `sav cache build`");
-    }
-    info!(
-        phrases = cache.len(),
-        bytes = cache.audio_bytes(),
-        "phrase cache loaded"
-    );
+    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let ops_stop = CancellationToken::new();
+    let ops = match config.metrics.enabled {
+        true => Some(
+            crate::metrics::http::spawn(config.metrics.listen, metrics.clone(), ops_stop.clone())
+                .await?,
+        ),
+        false => None,
+    };
+    let config = Arc::new(config);
+    let live = Live::load(config.clone())?;
+    metrics.set_cache_loaded(true);
 
     let cancel = CancellationToken::new();
     let transport_layer = TransportLayer::new(cancel.child_token());
@@ -268,26 +351,34 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         config.crm.clone(),
         outbox_stop.clone(),
     ));
-    let knowledge = (!config.problems.is_empty()).then(|| {
-        info!(
-            problems = config.problems.len(),
-            "guided flow on the knowledge base"
-        );
-        Arc::new(crate::conversation::guide::Knowledge::new(
-            config.problems.clone(),
-            config.flow.clone(),
-        ))
-    });
     let learned: LearnedAddress = Default::default();
     let registration = match &config.sip.register {
         Some(register) => {
-            let (client, _status) = RegistrarClient::new(
+            let (client, mut status) = RegistrarClient::new(
                 endpoint.inner.clone(),
                 register.clone(),
                 advertised,
                 config.tls_listen().port(),
                 learned.clone(),
             )?;
+            metrics.set_registration(crate::metrics::Registration::Registering);
+            let watched = metrics.clone();
+            tokio::spawn(async move {
+                use crate::metrics::Registration;
+                use crate::sip::registrar_client::RegistrationStatus;
+                loop {
+                    let state = match *status.borrow_and_update() {
+                        RegistrationStatus::Registering => Registration::Registering,
+                        RegistrationStatus::Registered => Registration::Registered,
+                        RegistrationStatus::Failing => Registration::Failing,
+                        RegistrationStatus::Unregistered => Registration::Unregistered,
+                    };
+                    watched.set_registration(state);
+                    if status.changed().await.is_err() {
+                        break;
+                    }
+                }
+            });
             let unregister = CancellationToken::new();
             let task = tokio::spawn(client.run(unregister.clone()));
             Some((unregister, task))
@@ -296,9 +387,10 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     };
 
     let server = Arc::new(Server {
-        cache: Arc::new(cache),
+        live: std::sync::RwLock::new(Arc::new(live)),
+        metrics: metrics.clone(),
         dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
-        driver: MediaDriver::spawn(),
+        driver: MediaDriver::spawn(metrics.clone()),
         ports: RtpPortPool::new(
             listen.ip(),
             config.media.rtp_port_min,
@@ -310,9 +402,8 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         learned,
         forbidden: AtomicU64::new(0),
         providers,
-        knowledge,
         store,
-        config: Arc::new(config),
+        config,
     });
     info!(
         %listen,
@@ -322,30 +413,70 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
         "sav listening"
     );
 
-    let stop = shutdown_signal();
-    tokio::pin!(stop);
+    // Serve until SIGTERM/SIGINT; SIGHUP reloads.
     loop {
         tokio::select! {
             transaction = incoming.recv() => match transaction {
                 Some(transaction) => dispatch(&server, transaction),
                 None => break,
             },
-            _ = &mut stop => break,
+            signal = signals.next() => match signal {
+                Signal::Reload => reload(&server, config_path.as_deref()),
+                Signal::Stop => break,
+            },
         }
     }
 
-    info!("shutting down: ending calls in progress");
-    server.shutdown.cancel();
+    // Drain: new calls get 503 (and /healthz 503, OPTIONS 503, so a load
+    // balancer stops sending), calls in progress go on up to the bound.
+    server.metrics.set_draining();
+    let drain = Duration::from_secs(server.config.operations.drain_secs);
+    info!(
+        calls = server.calls_in_progress(),
+        drain_s = drain.as_secs(),
+        "shutting down: new calls refused, calls in progress may finish"
+    );
+    // A registered extension leaves the PBX first, so that new calls go
+    // elsewhere instead of meeting our 503.
+    let registration = match registration {
+        Some((unregister, task)) => {
+            unregister.cancel();
+            Some(task)
+        }
+        None => None,
+    };
     let max = server.config.sip.max_calls as u32;
-    let drained = tokio::time::timeout(DRAIN_TIMEOUT, server.calls.acquire_many(max)).await;
-    if drained.is_err() {
+    let all_done = async {
+        let _ = server.calls.acquire_many(max).await;
+    };
+    tokio::pin!(all_done);
+    let finished = tokio::select! {
+        _ = &mut all_done => true,
+        _ = tokio::time::sleep(drain) => false,
+        _ = signals.stop_again() => false,
+        _ = serve_while_draining(&server, &mut incoming) => false,
+    };
+    if !finished {
+        let left = server.calls_in_progress();
         warn!(
-            timeout_s = DRAIN_TIMEOUT.as_secs(),
-            "calls did not end in time"
+            calls = left,
+            "drain bound reached: ending the calls left with goodbye and BYE"
         );
+        server.shutdown.cancel();
+        if tokio::time::timeout(HANGUP_TIMEOUT, &mut all_done)
+            .await
+            .is_err()
+        {
+            warn!(
+                timeout_s = HANGUP_TIMEOUT.as_secs(),
+                "calls did not end in time"
+            );
+        }
+    } else {
+        server.shutdown.cancel();
+        info!("every call ended");
     }
-    if let Some((unregister, task)) = registration {
-        unregister.cancel();
+    if let Some(task) = registration {
         if tokio::time::timeout(Duration::from_secs(10), task)
             .await
             .is_err()
@@ -357,10 +488,136 @@ pub async fn serve(config: Config) -> Result<(), ServeError> {
     server.store.flush().await;
     outbox_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), outbox).await;
+    ops_stop.cancel();
+    if let Some(ops) = ops {
+        let _ = tokio::time::timeout(Duration::from_secs(1), ops).await;
+    }
     cancel.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(1), endpoint_task).await;
     info!("stopped");
     Ok(())
+}
+
+/// Keeps answering SIP while draining (in-dialog requests of the calls in
+/// progress, 503 to new INVITEs); never returns while requests come.
+async fn serve_while_draining(
+    server: &Arc<Server>,
+    incoming: &mut rsipstack::transaction::TransactionReceiver,
+) {
+    while let Some(transaction) = incoming.recv().await {
+        dispatch(server, transaction);
+    }
+    std::future::pending::<()>().await
+}
+
+/// SIGHUP: phrases, cache and knowledge base from the configuration file
+/// again. New calls take them; calls in progress keep theirs. A file that
+/// does not load leaves everything as it was.
+fn reload(server: &Arc<Server>, path: Option<&std::path::Path>) {
+    info!("SIGHUP: reloading phrases, cache and knowledge base");
+    let config = match Config::load(path) {
+        Ok(config) => config,
+        Err(error) => {
+            warn!(%error, "reload refused: the configuration does not load; nothing changed");
+            return;
+        }
+    };
+    let restart_needed = [
+        ("sip", config.sip.listen != server.config.sip.listen),
+        ("store", config.store.url != server.config.store.url),
+        (
+            "media",
+            config.media.rtp_port_min != server.config.media.rtp_port_min
+                || config.media.rtp_port_max != server.config.media.rtp_port_max,
+        ),
+    ];
+    for (section, changed) in restart_needed {
+        if changed {
+            warn!(
+                section,
+                "this section changed but only takes effect on restart"
+            );
+        }
+    }
+    match Live::load(Arc::new(config)) {
+        Ok(live) => {
+            let phrases = live.cache.len();
+            let problems = live.config.problems.len();
+            server.set_live(live);
+            info!(
+                phrases,
+                problems, "reloaded: new calls use it, calls in progress keep theirs"
+            );
+        }
+        Err(error) => warn!(%error, "reload refused: the cache does not load; nothing changed"),
+    }
+}
+
+enum Signal {
+    Stop,
+    Reload,
+}
+
+/// SIGINT, SIGTERM (stop) and SIGHUP (reload).
+struct Signals {
+    #[cfg(unix)]
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    hup: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn new() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Self {
+                term: signal(SignalKind::terminate()).ok(),
+                hup: signal(SignalKind::hangup()).ok(),
+                int: signal(SignalKind::interrupt()).ok(),
+            }
+        }
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    async fn next(&mut self) -> Signal {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                Some(()) = recv(&mut self.term) => Signal::Stop,
+                Some(()) = recv(&mut self.int) => Signal::Stop,
+                Some(()) = recv(&mut self.hup) => Signal::Reload,
+                else => std::future::pending::<Signal>().await,
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+            Signal::Stop
+        }
+    }
+
+    /// A second SIGTERM/SIGINT while draining: end the calls now.
+    async fn stop_again(&mut self) {
+        loop {
+            if let Signal::Stop = self.next().await {
+                warn!("second stop signal: ending calls now");
+                return;
+            }
+            warn!("SIGHUP while shutting down: ignored");
+        }
+    }
+}
+
+#[cfg(unix)]
+async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
+    match signal {
+        Some(signal) => signal.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// The speech providers that are configured (`[stt]`, `[llm]`, `[tts]`).
@@ -403,29 +660,6 @@ fn build_providers(
         system_prompt: config.hybrid.system_prompt.clone(),
         history_turns: config.hybrid.history_turns,
     }))
-}
-
-async fn shutdown_signal() {
-    let ctrl_c = tokio::signal::ctrl_c();
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = ctrl_c => {},
-                    _ = term.recv() => {},
-                }
-            }
-            Err(_) => {
-                let _ = ctrl_c.await;
-            }
-        }
-    }
-    #[cfg(not(unix))]
-    {
-        let _ = ctrl_c.await;
-    }
 }
 
 /// Routes one incoming transaction. Never blocks the receive loop.
@@ -499,6 +733,12 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
             let server = server.clone();
             tokio::spawn(call::handle_invite(server, tx));
         }
+        // Draining: a load balancer probing with OPTIONS takes us out.
+        Method::Options if server.draining() => spawn_reply(
+            tx,
+            StatusCode::ServiceUnavailable,
+            vec![Header::Allow(ALLOW.into())],
+        ),
         Method::Options => spawn_reply(
             tx,
             StatusCode::OK,

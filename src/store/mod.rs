@@ -45,6 +45,8 @@ pub enum StoreError {
     Migration { version: i64, source: sqlx::Error },
     #[error("the store's schema is version {found}, newer than this sav knows ({known})")]
     TooNew { found: i64, known: i64 },
+    #[error("unreadable data in the store: {0}")]
+    Corrupt(String),
 }
 
 /// The database behind the store.
@@ -159,6 +161,8 @@ enum Write {
         id: String,
         at: i64,
         outcome: String,
+        /// The call's timeline (JSON), kept with the record.
+        timeline: Option<String>,
     },
     /// Answered once every write queued before it is committed.
     Flush(tokio::sync::oneshot::Sender<()>),
@@ -289,6 +293,40 @@ impl Store {
     }
 
     /// Waits until every write queued so far is committed.
+    /// The timeline of a call, by its record id or its SIP Call-ID (the
+    /// latest call with that Call-ID): (record id, timeline). `Ok(None)` when
+    /// there is no such call; a call still in progress or one a crash closed
+    /// has no timeline (an empty one is returned with its outcome).
+    pub async fn call_timeline(
+        &self,
+        call: &str,
+    ) -> Result<Option<(String, crate::timeline::CallTimeline)>, StoreError> {
+        let row = sqlx::query(
+            "SELECT id, sip_call_id, outcome, timeline FROM calls \
+             WHERE id = $1 OR sip_call_id = $1 ORDER BY started_at DESC LIMIT 1",
+        )
+        .bind(call)
+        .fetch_optional(&self.pool)
+        .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let id: String = row.try_get("id")?;
+        let timeline: Option<String> = row.try_get("timeline")?;
+        let parsed = match timeline {
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| StoreError::Corrupt(format!("timeline of call {id}: {e}")))?,
+            None => crate::timeline::CallTimeline {
+                call_id: row.try_get("sip_call_id")?,
+                outcome: row
+                    .try_get::<Option<String>, _>("outcome")?
+                    .unwrap_or_else(|| "in progress".into()),
+                ..Default::default()
+            },
+        };
+        Ok(Some((id, parsed)))
+    }
+
     pub async fn flush(&self) {
         let (done, committed) = tokio::sync::oneshot::channel();
         if self.writes.send(Write::Flush(done)).await.is_ok() {
@@ -317,7 +355,7 @@ impl Store {
             let at: i64 = last
                 .try_get::<Option<i64>, _>("last")?
                 .unwrap_or_else(now_ms);
-            end_call(&mut tx, &id, at, "interrupted").await?;
+            end_call(&mut tx, &id, at, "interrupted", None).await?;
             tx.commit().await?;
             info!(call = %id, "call record closed as interrupted");
         }
@@ -424,10 +462,17 @@ impl Recorder {
 
     /// Ends the record and queues its event.
     pub fn end(self, outcome: &str) {
+        self.end_with(outcome, None);
+    }
+
+    /// Closes the record with its outcome and the call's timeline.
+    pub fn end_with(self, outcome: &str, timeline: Option<&crate::timeline::CallTimeline>) {
+        let timeline = timeline.and_then(|t| serde_json::to_string(t).ok());
         self.send_surely(Write::End {
             id: self.id.clone(),
             at: now_ms(),
             outcome: outcome.to_string(),
+            timeline,
         });
     }
 }
@@ -577,7 +622,12 @@ async fn apply(pool: &AnyPool, instance: &str, writes: &[Write]) -> Result<(), s
                     .execute(&mut *tx)
                     .await?;
             }
-            Write::End { id, at, outcome } => end_call(&mut tx, id, *at, outcome).await?,
+            Write::End {
+                id,
+                at,
+                outcome,
+                timeline,
+            } => end_call(&mut tx, id, *at, outcome, timeline.as_deref()).await?,
             Write::Flush(_) => {}
         }
     }
@@ -590,12 +640,15 @@ async fn end_call(
     id: &str,
     at: i64,
     outcome: &str,
+    timeline: Option<&str>,
 ) -> Result<(), sqlx::Error> {
     let updated = sqlx::query(
-        "UPDATE calls SET ended_at = $1, outcome = $2 WHERE id = $3 AND ended_at IS NULL",
+        "UPDATE calls SET ended_at = $1, outcome = $2, timeline = $3 \
+         WHERE id = $4 AND ended_at IS NULL",
     )
     .bind(at)
     .bind(outcome)
+    .bind(timeline)
     .bind(id)
     .execute(&mut **tx)
     .await?;

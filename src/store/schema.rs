@@ -8,10 +8,11 @@ use tracing::info;
 use super::{now_ms, Backend, StoreError};
 
 /// SQLite's migrations: version, statements.
-const SQLITE: &[(i64, &[&str])] = &[(
-    1,
-    &[
-        "CREATE TABLE customers (
+const SQLITE: &[(i64, &[&str])] = &[
+    (
+        1,
+        &[
+            "CREATE TABLE customers (
             id INTEGER PRIMARY KEY,
             phone TEXT NOT NULL UNIQUE,
             title TEXT NOT NULL DEFAULT '',
@@ -19,7 +20,7 @@ const SQLITE: &[(i64, &[&str])] = &[(
             last_name TEXT NOT NULL,
             updated_at BIGINT NOT NULL
         )",
-        "CREATE TABLE tickets (
+            "CREATE TABLE tickets (
             id INTEGER PRIMARY KEY,
             customer_id BIGINT NOT NULL REFERENCES customers(id),
             product TEXT NOT NULL,
@@ -28,7 +29,7 @@ const SQLITE: &[(i64, &[&str])] = &[(
             opened_at BIGINT NOT NULL,
             UNIQUE (customer_id, product, problem)
         )",
-        "CREATE TABLE calls (
+            "CREATE TABLE calls (
             id TEXT PRIMARY KEY,
             sip_call_id TEXT NOT NULL,
             instance TEXT NOT NULL,
@@ -42,9 +43,9 @@ const SQLITE: &[(i64, &[&str])] = &[(
             steps TEXT NOT NULL DEFAULT '[]',
             transfer_target TEXT
         )",
-        "CREATE INDEX calls_open ON calls (instance, ended_at)",
-        "CREATE INDEX calls_sip_call_id ON calls (sip_call_id)",
-        "CREATE TABLE turns (
+            "CREATE INDEX calls_open ON calls (instance, ended_at)",
+            "CREATE INDEX calls_sip_call_id ON calls (sip_call_id)",
+            "CREATE TABLE turns (
             call_id TEXT NOT NULL REFERENCES calls(id),
             seq BIGINT NOT NULL,
             at BIGINT NOT NULL,
@@ -53,7 +54,7 @@ const SQLITE: &[(i64, &[&str])] = &[(
             text TEXT NOT NULL,
             PRIMARY KEY (call_id, seq)
         )",
-        "CREATE TABLE outbox (
+            "CREATE TABLE outbox (
             id TEXT PRIMARY KEY,
             call_id TEXT NOT NULL,
             created_at BIGINT NOT NULL,
@@ -64,9 +65,17 @@ const SQLITE: &[(i64, &[&str])] = &[(
             delivered_at BIGINT,
             last_error TEXT
         )",
-        "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)",
-    ],
-)];
+            "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)",
+        ],
+    ),
+    (
+        2,
+        &[
+            // The call's timeline (JSON), drawn by `sav report`.
+            "ALTER TABLE calls ADD COLUMN timeline TEXT",
+        ],
+    ),
+];
 
 fn migrations(backend: Backend) -> &'static [(i64, &'static [&'static str])] {
     match backend {

@@ -26,6 +26,8 @@ pub struct Ports {
     pub rtp_max: u16,
     pub sipp: u16,
     pub sipp_media: u16,
+    /// sav's `/metrics` and `/healthz` (HTTP).
+    pub metrics: u16,
 }
 
 impl Ports {
@@ -42,6 +44,7 @@ impl Ports {
             rtp_max: 10_000 + slot * 50 + 49,
             sipp: 25_061 + slot * 10,
             sipp_media: 15_000 + slot * 100,
+            metrics: 25_069 + slot * 10,
         }
     }
 }
@@ -171,7 +174,13 @@ impl Sav {
                 "rtp_port_max = 20999",
                 &format!("rtp_port_max = {}", ports.rtp_max),
             )
-            .replace("dir = \"cache\"", &format!("dir = \"{REPO}/cache\""));
+            .replace("dir = \"cache\"", &format!("dir = \"{REPO}/cache\""))
+            .replace(
+                "listen = \"127.0.0.1:9464\"",
+                &format!("listen = \"127.0.0.1:{}\"", ports.metrics),
+            )
+            // Tests stop sav with calls up: a short drain.
+            .replace("drain_secs = 30", "drain_secs = 2");
         text = edit(text);
         let config = dir.join("sav.toml");
         std::fs::write(&config, text).expect("write test config");
