@@ -1,7 +1,9 @@
-//! The store on a real SQLite file: migrations, customers from CSV (bad rows
-//! reported with their line numbers, good rows kept), call records written
-//! through the recorder, calls left open closed as interrupted at the next
-//! start, and the outbox delivered to a webhook with retries, once per event.
+//! The store on both backends, a real SQLite file and a real PostgreSQL
+//! database: migrations, customers from CSV (bad rows reported with their
+//! line numbers, good rows kept), call records written through the recorder,
+//! calls left open closed as interrupted at the next start, the outbox
+//! delivered to a webhook with retries, once per event, also when two
+//! instances poll one outbox.
 
 mod support;
 
@@ -15,15 +17,68 @@ use sav::store::{Speaker, Store, TurnKind};
 use sqlx::Row;
 use tokio_util::sync::CancellationToken;
 
-async fn open(dir: &std::path::Path, instance: &str) -> Store {
-    Store::open("sqlite://store.db", dir, instance)
-        .await
-        .expect("open the store")
+/// Where a test's store is: a SQLite file in its work directory, or a
+/// PostgreSQL database of its own.
+#[derive(Clone)]
+struct Db {
+    url: String,
+    dir: std::path::PathBuf,
 }
 
-#[tokio::test]
-async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line() {
-    let dir = support::workdir("store-import");
+impl Db {
+    fn sqlite(name: &str) -> Db {
+        Db {
+            url: "sqlite://store.db".into(),
+            dir: support::workdir(name),
+        }
+    }
+
+    fn postgres(name: &str) -> Db {
+        Db {
+            url: support::postgres_db(&name.replace('-', "_")),
+            dir: support::workdir(name),
+        }
+    }
+}
+
+async fn open(db: &Db, instance: &str) -> Store {
+    Store::open(&db.url, &db.dir, instance)
+        .await
+        .unwrap_or_else(|e| panic!("open the store {}: {e}", db.url))
+}
+
+/// Each test on both backends.
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::sqlite(concat!("store-sqlite-", stringify!($name)))).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name(super::Db::postgres(concat!("store_pg_", stringify!($name)))).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    csv_import_keeps_good_rows_and_reports_bad_ones_by_line,
+    a_call_record_holds_its_turns_and_queues_one_event,
+    calls_left_open_are_closed_as_interrupted_by_their_instance_only,
+    the_outbox_is_delivered_once_per_event_with_retries,
+    two_instances_polling_one_outbox_deliver_each_event_once,
+    two_processes_migrating_a_fresh_store_at_once_both_succeed,
+);
+
+async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line(dir: Db) {
     let store = open(&dir, "a").await;
     let csv = "phone,title,first_name,last_name,product,problem\n\
                06 12 34 56 78,Monsieur,Jean,Dupont,box internet,plus de connexion\n\
@@ -70,9 +125,7 @@ async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line() {
     assert!(error.to_string().contains("phone"), "{error}");
 }
 
-#[tokio::test]
-async fn a_call_record_holds_its_turns_and_queues_one_event() {
-    let dir = support::workdir("store-record");
+async fn a_call_record_holds_its_turns_and_queues_one_event(dir: Db) {
     let store = open(&dir, "a").await;
     import_customers(
         &store,
@@ -120,9 +173,7 @@ async fn a_call_record_holds_its_turns_and_queues_one_event() {
     );
 }
 
-#[tokio::test]
-async fn calls_left_open_are_closed_as_interrupted_by_their_instance_only() {
-    let dir = support::workdir("store-recover");
+async fn calls_left_open_are_closed_as_interrupted_by_their_instance_only(dir: Db) {
     {
         let store = open(&dir, "a").await;
         let mut call = store.record_call("one@host", "+33612345678", None);
@@ -156,9 +207,7 @@ async fn calls_left_open_are_closed_as_interrupted_by_their_instance_only() {
     assert_eq!(store.pending_events().await.unwrap(), 1);
 }
 
-#[tokio::test]
-async fn the_outbox_is_delivered_once_per_event_with_retries() {
-    let dir = support::workdir("store-outbox");
+async fn the_outbox_is_delivered_once_per_event_with_retries(dir: Db) {
     let store = open(&dir, "a").await;
     for n in 0..3 {
         let call = store.record_call(&format!("{n}@host"), "+33612345678", None);
@@ -230,4 +279,106 @@ async fn the_outbox_is_delivered_once_per_event_with_retries() {
         .map(|r| r.try_get("attempts").unwrap())
         .collect();
     assert_eq!(attempts.iter().sum::<i64>(), 5, "{attempts:?}");
+}
+
+/// A webhook on loopback that answers 200 to every event and keeps their
+/// idempotency keys, in order of arrival.
+async fn counting_webhook() -> (String, Arc<Mutex<Vec<String>>>) {
+    let seen: Arc<Mutex<Vec<String>>> = Arc::default();
+    let app = {
+        let seen = seen.clone();
+        axum::Router::new().route(
+            "/events",
+            axum::routing::post(move |headers: axum::http::HeaderMap| {
+                let seen = seen.clone();
+                async move {
+                    let key = headers["idempotency-key"].to_str().unwrap().to_string();
+                    seen.lock().unwrap().push(key);
+                    // A little time in the CRM, so that deliveries overlap.
+                    tokio::time::sleep(Duration::from_millis(5)).await;
+                    axum::http::StatusCode::OK
+                }
+            }),
+        )
+    };
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (format!("http://{addr}/events"), seen)
+}
+
+async fn two_instances_polling_one_outbox_deliver_each_event_once(dir: Db) {
+    const EVENTS: usize = 60;
+    let a = open(&dir, "a").await;
+    let b = open(&dir, "b").await;
+    for n in 0..EVENTS {
+        // Calls ended on both instances.
+        let store = if n % 2 == 0 { &a } else { &b };
+        let call = store.record_call(&format!("{n}@host"), "+33612345678", None);
+        call.end("resolved");
+    }
+    a.flush().await;
+    b.flush().await;
+    assert_eq!(a.pending_events().await.unwrap(), EVENTS as i64);
+
+    let (url, seen) = counting_webhook().await;
+    sav::install_crypto_provider();
+    let config = CrmConfig {
+        webhook_url: Some(url),
+        timeout_ms: 2000,
+        retry_min_ms: 50,
+        retry_max_ms: 200,
+    };
+    let stop = CancellationToken::new();
+    // Two workers per instance: four pollers on one outbox.
+    let workers: Vec<_> = [&a, &b, &a, &b]
+        .into_iter()
+        .map(|store| tokio::spawn(outbox::run(store.clone(), config.clone(), stop.clone())))
+        .collect();
+    for _ in 0..400 {
+        if a.pending_events().await.unwrap() == 0 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(a.pending_events().await.unwrap(), 0, "all delivered");
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    stop.cancel();
+    for worker in workers {
+        worker.await.unwrap();
+    }
+    let mut seen = seen.lock().unwrap().clone();
+    assert_eq!(seen.len(), EVENTS, "one request per event, no more");
+    seen.sort();
+    seen.dedup();
+    assert_eq!(seen.len(), EVENTS, "each event once");
+    let delivered: i64 = sqlx::query(
+        "SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NOT NULL AND attempts = 1",
+    )
+    .fetch_one(a.pool())
+    .await
+    .unwrap()
+    .try_get("n")
+    .unwrap();
+    assert_eq!(
+        delivered, EVENTS as i64,
+        "each delivered at its first attempt"
+    );
+}
+
+async fn two_processes_migrating_a_fresh_store_at_once_both_succeed(dir: Db) {
+    let (first, second) = tokio::join!(open(&dir, "a"), open(&dir, "b"));
+    let versions: Vec<i64> = sqlx::query("SELECT version FROM schema_migrations ORDER BY version")
+        .fetch_all(first.pool())
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.try_get("version").unwrap())
+        .collect();
+    assert_eq!(versions, [1, 2], "each migration applied once");
+    // Both work on the one schema.
+    let call = second.record_call("x@host", "+33612345678", None);
+    call.end("resolved");
+    second.flush().await;
+    assert_eq!(first.pending_events().await.unwrap(), 1);
 }

@@ -5,7 +5,8 @@
 //! placeholders, `RETURNING`, `ON CONFLICT`, integer milliseconds for time),
 //! and the few places a backend differs (its migrations; how the outbox is
 //! claimed) are chosen by [`Backend`]. SQLite (`sqlite://…`) is the embedded
-//! default.
+//! default; PostgreSQL (`postgres://…`) is for several instances sharing
+//! customers, call records and one outbox.
 //!
 //! Calls write through a [`Recorder`]: its writes go, in order, to one writer
 //! task that commits them in transactions as they come (a few milliseconds
@@ -37,7 +38,7 @@ const WRITE_BATCH: usize = 64;
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
-    #[error("store URL {0:?}: expected sqlite://path (postgres:// is not built in yet)")]
+    #[error("store URL {0:?}: expected sqlite://path or postgres://user@host/database")]
     Url(String),
     #[error("database: {0}")]
     Db(#[from] sqlx::Error),
@@ -53,6 +54,7 @@ pub enum StoreError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Backend {
     Sqlite,
+    Postgres,
 }
 
 /// Milliseconds since the Unix epoch.
@@ -189,10 +191,16 @@ impl Store {
         sqlx::any::install_default_drivers();
         let (backend, url) = resolve_url(url, base)?;
         let pool = AnyPoolOptions::new()
-            .max_connections(4)
+            .max_connections(match backend {
+                Backend::Sqlite => 4,
+                Backend::Postgres => 8,
+            })
             .acquire_timeout(Duration::from_secs(10))
-            .after_connect(|conn, _meta| {
+            .after_connect(move |conn, _meta| {
                 Box::pin(async move {
+                    if backend != Backend::Sqlite {
+                        return Ok(());
+                    }
                     // WAL: readers never wait for the writer, and a commit is
                     // on disk before it returns (a kill -9 loses nothing
                     // committed). Calls and the outbox worker write at once.
@@ -483,6 +491,15 @@ pub fn new_id() -> String {
 }
 
 fn resolve_url(url: &str, base: &Path) -> Result<(Backend, String), StoreError> {
+    if let Some(rest) = url
+        .strip_prefix("postgres://")
+        .or_else(|| url.strip_prefix("postgresql://"))
+    {
+        if rest.is_empty() {
+            return Err(StoreError::Url(url.to_string()));
+        }
+        return Ok((Backend::Postgres, url.to_string()));
+    }
     let Some(rest) = url
         .strip_prefix("sqlite://")
         .or_else(|| url.strip_prefix("sqlite:"))

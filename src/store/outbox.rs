@@ -93,6 +93,17 @@ impl Store {
                    ORDER BY created_at, id LIMIT 1) \
                  RETURNING id, payload, attempts"
             }
+            // Several instances poll one outbox: a row another instance is
+            // claiming right now is skipped, not waited for, and the claim
+            // is committed before the event is sent (exactly one sender per
+            // lease).
+            Backend::Postgres => {
+                "UPDATE outbox SET claimed_until = $1 WHERE id = (\
+                   SELECT id FROM outbox WHERE delivered_at IS NULL AND next_attempt_at <= $2 \
+                   AND (claimed_until IS NULL OR claimed_until <= $2) \
+                   ORDER BY created_at, id LIMIT 1 FOR UPDATE SKIP LOCKED) \
+                 RETURNING id, payload, attempts"
+            }
         };
         let row = sqlx::query(sql)
             .bind(now + LEASE_MS)

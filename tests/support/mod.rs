@@ -1150,3 +1150,36 @@ pub fn decode_ulaw(codes: &[u8]) -> Vec<i16> {
         })
         .collect()
 }
+
+/// A fresh PostgreSQL database `name` on the tests' server (started by
+/// `scripts/test-postgres.sh`, here too when the suite was not started by
+/// `scripts/test.sh`); returns its URL.
+pub fn postgres_db(name: &str) -> String {
+    static STARTED: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+    let server = STARTED.get_or_init(|| {
+        let output = Command::new(Path::new(REPO).join("scripts/test-postgres.sh"))
+            .arg("start")
+            .output()
+            .expect("run scripts/test-postgres.sh");
+        assert!(
+            output.status.success(),
+            "the tests' PostgreSQL did not start:\n{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        String::from_utf8_lossy(&output.stdout).trim().to_string()
+    });
+    let port = server.rsplit(':').next().expect("port in the URL");
+    // PostgreSQL names are at most 63 bytes.
+    let name = &name[..name.len().min(60)];
+    for (tool, extra) in [("dropdb", Some("--if-exists")), ("createdb", None)] {
+        let status = Command::new(tool)
+            .args(["-h", "127.0.0.1", "-p", port, "-U", "sav"])
+            .args(extra)
+            .arg(name)
+            .stderr(Stdio::null())
+            .status()
+            .unwrap_or_else(|e| panic!("run {tool}: {e}"));
+        assert!(status.success(), "{tool} {name} failed");
+    }
+    format!("{server}/{name}")
+}
