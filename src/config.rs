@@ -304,7 +304,7 @@ pub struct LogConfig {
 #[serde(deny_unknown_fields)]
 pub struct OperationsConfig {
     /// On SIGTERM/SIGINT, calls in progress may go on this long before they
-    /// are ended with goodbye and BYE.
+    /// are ended with BYE.
     #[serde(default = "default_drain_secs")]
     pub drain_secs: u64,
     /// When set, every call is recorded to `<dir>/<call record id>.wav`

@@ -425,6 +425,8 @@ impl SpeechSession {
     /// notes which sentence a barge-in cut.
     pub fn on_playout(&mut self, event: &PlayoutEvent) -> Option<CallEvent> {
         match event {
+            // Nothing was heard of a segment that never sounded.
+            PlayoutEvent::Started { audible: false, .. } => None,
             PlayoutEvent::Started { label, .. } => {
                 if let Some((reply, _)) = parse_label(label) {
                     let r = self.reply.as_mut().filter(|r| r.id == reply)?;

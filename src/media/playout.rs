@@ -74,8 +74,15 @@ pub enum SegmentEnd {
 /// Reported to the conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlayoutEvent {
-    /// The segment's first audio frame went out.
-    Started { id: SegmentId, label: Arc<str> },
+    /// The segment's first audio frame went out; or, with `audible` false,
+    /// a segment that never sounded (an empty clip, a stream that ended
+    /// without audio) reached the head of the queue, and its `Finished`
+    /// follows at once.
+    Started {
+        id: SegmentId,
+        label: Arc<str>,
+        audible: bool,
+    },
     Finished {
         id: SegmentId,
         label: Arc<str>,
@@ -451,7 +458,11 @@ impl PlayoutScheduler {
                     if !segment.started {
                         segment.started = true;
                         let (id, label) = (segment.id, segment.label());
-                        self.push_event(PlayoutEvent::Started { id, label });
+                        self.push_event(PlayoutEvent::Started {
+                            id,
+                            label,
+                            audible: true,
+                        });
                     }
                     return self.emit(payload, source);
                 }
@@ -464,6 +475,7 @@ impl PlayoutScheduler {
                         self.push_event(PlayoutEvent::Started {
                             id: done.id,
                             label: label.clone(),
+                            audible: false,
                         });
                     }
                     self.push_event(PlayoutEvent::Finished {
@@ -538,6 +550,36 @@ mod tests {
     }
 
     #[test]
+    fn a_stream_that_ends_without_audio_is_reported_as_never_heard() {
+        let mut s = PlayoutScheduler::new();
+        let id = s
+            .enqueue(SegmentKind::Stream {
+                id: StreamId(9),
+                label: Arc::from("reply#1.1"),
+            })
+            .unwrap();
+        s.end_stream(StreamId(9));
+        let f = s.next_frame();
+        assert!(!f.source.is_speech());
+        let events = drain(&mut s);
+        assert_eq!(
+            &events[..2],
+            [
+                PlayoutEvent::Started {
+                    id,
+                    label: Arc::from("reply#1.1"),
+                    audible: false
+                },
+                PlayoutEvent::Finished {
+                    id,
+                    label: Arc::from("reply#1.1"),
+                    end: SegmentEnd::Completed
+                }
+            ]
+        );
+    }
+
+    #[test]
     fn idle_scheduler_sends_silence_marker_on_the_first_frame_only() {
         let mut s = PlayoutScheduler::new();
         for i in 0..3 {
@@ -581,7 +623,8 @@ mod tests {
             vec![
                 PlayoutEvent::Started {
                     id: g,
-                    label: Arc::from("greet")
+                    label: Arc::from("greet"),
+                    audible: true,
                 },
                 PlayoutEvent::Finished {
                     id: g,
@@ -590,7 +633,8 @@ mod tests {
                 },
                 PlayoutEvent::Started {
                     id: w,
-                    label: Arc::from("welcome")
+                    label: Arc::from("welcome"),
+                    audible: true
                 },
                 PlayoutEvent::Finished {
                     id: w,

@@ -252,6 +252,7 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         trace,
         recording,
         replies_counted: 0,
+        silent_segment: None,
         server: server.clone(),
         dialog,
         states,
@@ -410,6 +411,8 @@ struct Call {
     /// Generated replies already counted as phrases (a reply resumed after a
     /// cough starts again; it is still one phrase).
     replies_counted: u64,
+    /// A segment reported as never sounded, whose Finished is to be ignored.
+    silent_segment: Option<crate::media::playout::SegmentId>,
     dialog: InviteDialog,
     states: DialogStateReceiver,
     socket: Arc<UdpSocket>,
@@ -767,6 +770,14 @@ impl Call {
     /// A playout event into the timeline and the phrase counts.
     fn observe_playout(&mut self, event: &PlayoutEvent) {
         match event {
+            // Never sounded (an empty slot of a reply): not a phrase, and
+            // its Finished, which follows, is not marked either.
+            PlayoutEvent::Started {
+                id, audible: false, ..
+            } => self.silent_segment = Some(*id),
+            PlayoutEvent::Finished { id, .. } if self.silent_segment == Some(*id) => {
+                self.silent_segment = None;
+            }
             PlayoutEvent::Started { label, .. } => {
                 let source = self.source_of(label);
                 let count = match crate::conversation::speech::reply_of(label) {

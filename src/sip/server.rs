@@ -205,11 +205,8 @@ impl Server {
     }
 
     /// Calls in progress (ringing or established).
-    pub fn calls_in_progress(&self) -> usize {
-        self.config
-            .sip
-            .max_calls
-            .saturating_sub(self.calls.available_permits())
+    pub fn calls_in_progress(&self) -> i64 {
+        self.metrics.active_calls.get()
     }
 
     /// Our Contact URI for dialogs: the same user and address as in REGISTER.
@@ -460,7 +457,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         let left = server.calls_in_progress();
         warn!(
             calls = left,
-            "drain bound reached: ending the calls left with goodbye and BYE"
+            "drain bound reached: ending the calls left with BYE"
         );
         server.shutdown.cancel();
         if tokio::time::timeout(HANGUP_TIMEOUT, &mut all_done)

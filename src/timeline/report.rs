@@ -187,18 +187,19 @@ impl Layout {
     /// silence before the bot's last audio of that turn is dead air (the
     /// silence after it is the caller's to fill).
     fn find_dead_air(&mut self, timeline: &CallTimeline) {
-        let mut turn_starts: Vec<u64> = timeline
+        // (when, the caller's turn ended there: a response is measured)
+        let mut turn_starts: Vec<(u64, bool)> = timeline
             .events
             .iter()
             .filter(|e| matches!(e.mark, Mark::Answered))
-            .map(|e| e.at_ms)
+            .map(|e| (e.at_ms, false))
             .collect();
-        turn_starts.extend(self.caller_speech.iter().map(|s| s.end_ms));
-        turn_starts.extend(self.dtmf.iter().map(|(at, _)| *at));
+        turn_starts.extend(self.caller_speech.iter().map(|s| (s.end_ms, true)));
+        turn_starts.extend(self.dtmf.iter().map(|(at, _)| (*at, true)));
         turn_starts.sort_unstable();
-        turn_starts.dedup();
-        for (i, &start) in turn_starts.iter().enumerate() {
-            let next_turn = turn_starts.get(i + 1).copied().unwrap_or(u64::MAX);
+        turn_starts.dedup_by_key(|(at, _)| *at);
+        for (i, &(start, caller_turn)) in turn_starts.iter().enumerate() {
+            let next_turn = turn_starts.get(i + 1).map_or(u64::MAX, |(at, _)| *at);
             let caller_again = self
                 .caller_speech
                 .iter()
@@ -218,7 +219,7 @@ impl Layout {
                         label: format!("{} ms", span.start_ms - cursor),
                     });
                 }
-                if cursor == start && span.start_ms >= start && start > 0 {
+                if cursor == start && span.start_ms >= start && caller_turn {
                     self.responses.push(Span {
                         start_ms: start,
                         end_ms: span.start_ms,
@@ -370,6 +371,16 @@ pub fn svg(timeline: &CallTimeline) -> String {
                         s.end_ms,
                         if *interrupted { ", cut" } else { "" }
                     );
+                    // The phrase's name on its bar, when it fits.
+                    if x(s.end_ms) - x(s.start_ms) > 7.0 * s.label.len() as f64 + 6.0 {
+                        let _ = writeln!(
+                            out,
+                            r##"<text class="segment-label" x="{:.1}" y="{:.1}" fill="#fff">{}</text>"##,
+                            x(s.start_ms) + 3.0,
+                            bar_y + BAR / 2.0 + 4.0,
+                            escape(&s.label)
+                        );
+                    }
                 }
                 for r in &layout.responses {
                     let _ = writeln!(
@@ -561,7 +572,7 @@ mod tests {
             .iter()
             .map(|r| r.end_ms - r.start_ms)
             .collect();
-        assert_eq!(responses, vec![1, 10, 10]);
+        assert_eq!(responses, vec![10, 10], "after the caller's turns only");
     }
 
     #[test]
