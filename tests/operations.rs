@@ -621,3 +621,116 @@ fn sigterm_with_five_calls_drains_then_byes_unregisters_and_exits_zero() {
         &format!("SIGTERM with 5 calls: 2 ended by the callers, 3 by sav at the 6 s bound; exit 0 after {took:?}\n"),
     );
 }
+
+/// Where `needle` (a stretch of a cached clip, frame-aligned) is in `haystack`.
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+#[test]
+fn sighup_with_a_changed_phrase_reaches_the_next_call_not_the_one_in_progress() {
+    let dir = workdir("ops_sighup");
+    let ports = Ports::slot(69);
+    // A cache of this test's own, which the operator rebuilds.
+    let status = std::process::Command::new("cp")
+        .arg("-r")
+        .arg(Path::new(REPO).join("cache"))
+        .arg(dir.join("cache"))
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let own_cache = dir.join("cache").display().to_string();
+    let mut sav = Sav::start(&dir, ports, |c| {
+        c.replace(
+            &format!("dir = \"{REPO}/cache\""),
+            &format!("dir = \"{own_cache}\""),
+        )
+    });
+    let old_goodbye = std::fs::read(dir.join("cache/goodbye.raw")).unwrap();
+
+    // Call A: on the line before the change, presses '#' after it.
+    let call = |name: &str, wait_ms: &str, sipp_port: u16, media: u16| {
+        let call_dir = dir.join(name);
+        std::fs::create_dir_all(&call_dir).unwrap();
+        utterance(&call_dir);
+        dtmf_pound_pcap(&call_dir);
+        let wait_ms = wait_ms.to_string();
+        std::thread::spawn(move || {
+            sipp(
+                &call_dir,
+                "uac_dtmf_hangup.xml",
+                Ports {
+                    sipp: sipp_port,
+                    sipp_media: media,
+                    ..ports
+                },
+                &["-m", "1", "-d", &wait_ms],
+                Duration::from_secs(60),
+            )
+        })
+    };
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
+    let call_a = call("a", "9000", ports.sipp, ports.sipp_media);
+    sav.wait_for_log("call established", Duration::from_secs(10));
+
+    // The operator changes the goodbye, rebuilds the cache, sends SIGHUP.
+    let config = dir.join("sav.toml");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let changed = text.replace(
+        "goodbye = \"Merci de votre appel, au revoir.\"",
+        "goodbye = \"Au revoir, et bonne journée.\"",
+    );
+    assert_ne!(text, changed);
+    std::fs::write(&config, changed).unwrap();
+    let build = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+        .arg("--config")
+        .arg(&config)
+        .args(["cache", "build"])
+        .output()
+        .unwrap();
+    let built = String::from_utf8_lossy(&build.stdout);
+    assert!(
+        build.status.success() && built.contains("built     goodbye"),
+        "{built}"
+    );
+    let new_goodbye = std::fs::read(dir.join("cache/goodbye.raw")).unwrap();
+    assert_ne!(old_goodbye, new_goodbye);
+    let _ = std::process::Command::new("kill")
+        .arg("-HUP")
+        .arg(sav.pid().to_string())
+        .status();
+    sav.wait_for_log("reloaded", Duration::from_secs(5));
+
+    // Call B comes after the reload and presses '#' at once.
+    let call_b = call("b", "1000", ports.sipp + 2, ports.sipp_media + 40);
+    let a = call_a.join().unwrap();
+    let b = call_b.join().unwrap();
+    let packets = capture.stop();
+    assert!(a.status.success(), "{}", sipp_report(&dir.join("a"), &a));
+    assert!(b.status.success(), "{}", sipp_report(&dir.join("b"), &b));
+    assert!(sav.is_running(), "SIGHUP does not stop sav");
+    assert_eq!(sav.log_text().matches("call ended").count(), 2);
+
+    // Each call's audio, by sav's RTP port (one per call), in order.
+    let mut by_port: Vec<(u16, Vec<u8>)> = Vec::new();
+    for p in ports.sav_audio(&packets) {
+        match by_port.iter_mut().find(|(port, _)| *port == p.src_port) {
+            Some((_, audio)) => audio.extend_from_slice(&p.payload[12..]),
+            None => by_port.push((p.src_port, p.payload[12..].to_vec())),
+        }
+    }
+    assert_eq!(by_port.len(), 2, "two calls");
+    let (a_audio, b_audio) = (&by_port[0].1, &by_port[1].1);
+    let old = &old_goodbye[1600..2080];
+    let new = &new_goodbye[1600..2080];
+    assert!(
+        contains(a_audio, old),
+        "call A says the goodbye it started with"
+    );
+    assert!(!contains(a_audio, new), "call A is untouched by the reload");
+    assert!(contains(b_audio, new), "call B says the new goodbye");
+    assert!(!contains(b_audio, old));
+}
