@@ -330,7 +330,9 @@ fn default_drain_secs() -> u64 {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct StoreConfig {
-    /// `sqlite://path` (relative to the config file's directory).
+    /// `sqlite://path` (relative to the config file's directory), or
+    /// `postgres://user[:password]@host[:port]/database` for several
+    /// instances sharing one store.
     #[serde(default = "default_store_url")]
     pub url: String,
     /// This instance's name in call records: calls it left open are closed
@@ -758,11 +760,15 @@ impl Config {
                 "the country calling code, 1 to 3 digits, e.g. \"33\"",
             ));
         }
-        if !self.store.url.starts_with("sqlite:") {
+        let url = &self.store.url;
+        if !(url.starts_with("sqlite:")
+            || url.starts_with("postgres://")
+            || url.starts_with("postgresql://"))
+        {
             return Err(invalid(
                 "store.url",
                 format!("{:?}", self.store.url),
-                "sqlite://path/to/file.db",
+                "sqlite://path/to/file.db or postgres://user@host/database",
             ));
         }
         if let Some(url) = &self.crm.webhook_url {
