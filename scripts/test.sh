@@ -4,8 +4,10 @@
 #
 # First installs, from Debian's packages, what cargo does not fetch and is
 # missing: sipp (sip-tester), espeak-ng, sox, tshark, kamailio, baresip,
-# openssl. Capturing on loopback
-# and sipp's play_pcap_audio need root (or the matching capabilities).
+# openssl, postgresql; then starts the tests' PostgreSQL server (a cluster of
+# its own on 127.0.0.1:25432, scripts/test-postgres.sh) and stops it at the
+# end. Capturing on loopback and sipp's play_pcap_audio need root (or the
+# matching capabilities).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -17,6 +19,8 @@ command -v tshark >/dev/null 2>&1 || packages+=(tshark)
 command -v kamailio >/dev/null 2>&1 || packages+=(kamailio)
 command -v baresip >/dev/null 2>&1 || packages+=(baresip)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
+command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
 if [ ${#packages[@]} -gt 0 ]; then
   sudo=""
   [ "$(id -u)" -eq 0 ] || sudo="sudo"
@@ -27,12 +31,15 @@ if [ ${#packages[@]} -gt 0 ]; then
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}"
 fi
 
+scripts/test-postgres.sh start
+trap 'scripts/test-postgres.sh stop' EXIT
+
 start=$(date +%s)
 cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 echo "sav: whole suite in $(( $(date +%s) - start )) s"
-for report in target/pacing-report.txt target/hybrid-report.txt target/hybrid-slow-report.txt target/barge-in-report.txt target/flow-voice-report.txt; do
+for report in target/pacing-report.txt target/hybrid-report.txt target/hybrid-slow-report.txt target/barge-in-report.txt target/flow-voice-report.txt target/metrics-report.txt target/sigterm-report.txt target/dispatcher-report.txt; do
   if [ -f "$report" ]; then
     cat "$report"
   fi

@@ -760,6 +760,13 @@ impl Config {
                 "the country calling code, 1 to 3 digits, e.g. \"33\"",
             ));
         }
+        if self.operations.drain_secs > 3600 {
+            return Err(invalid(
+                "operations.drain_secs",
+                self.operations.drain_secs.to_string(),
+                "seconds calls may go on after SIGTERM, at most 3600",
+            ));
+        }
         let url = &self.store.url;
         if !(url.starts_with("sqlite:")
             || url.starts_with("postgres://")

@@ -8,7 +8,10 @@
 //! - [`media`]: the sans-IO media cores (G.711, pacer, playout scheduler,
 //!   DTMF, RTP packets) and the tokio task that drives them on real sockets;
 //! - [`sip`]: the rsipstack glue (transports, INVITE handling, SDP);
-//! - [`store`]: customers, call records and the CRM outbox (SQLite);
+//! - [`store`]: customers, call records and the CRM outbox (SQLite, or
+//!   PostgreSQL for several instances);
+//! - [`metrics`]: Prometheus `/metrics` and readiness `/healthz`;
+//! - [`timeline`]: each call's timeline and its drawing (`sav report`);
 //! - [`config`]: `sav.toml`, with the repository's copy as embedded default.
 //!
 //! The protocol and media cores take time and events in and hand frames and

@@ -283,6 +283,24 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             println!("  advertised   {}", config.advertised_ip());
             println!("  max calls    {}", config.sip.max_calls);
             println!(
+                "  metrics      {}",
+                if config.metrics.enabled {
+                    format!("http://{}/metrics", config.metrics.listen)
+                } else {
+                    "off".into()
+                }
+            );
+            println!("  store        {}", redact_password(&config.store.url));
+            println!(
+                "  drain        {} s; recordings {}",
+                config.operations.drain_secs,
+                config
+                    .operations
+                    .recordings_dir
+                    .as_ref()
+                    .map_or("off".into(), |d| d.display().to_string())
+            );
+            println!(
                 "  rtp ports    {}-{}, timeout {} s",
                 config.media.rtp_port_min, config.media.rtp_port_max, config.media.rtp_timeout_secs
             );
@@ -342,4 +360,18 @@ fn to_png(svg: &std::path::Path) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// A store URL with its password (if any) hidden, for printing.
+fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            match userinfo.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
 }

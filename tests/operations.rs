@@ -167,7 +167,9 @@ fn metrics_count_what_three_calls_did() {
             ..Default::default()
         },
     );
-    let edit = tts_only(fake.base_url());
+    // Logs as JSON lines this time.
+    let tts = tts_only(fake.base_url());
+    let edit = move |c: String| tts(c.replace("format = \"text\"", "format = \"json\""));
     let mut first = Sav::start(&dir, ports, edit.clone());
     first.terminate();
     import_customers(&dir);
@@ -276,6 +278,39 @@ fn metrics_count_what_three_calls_did() {
         sent > 3.0 * 17.0 * 50.0,
         "{sent} frames for 3 calls of 18 s"
     );
+
+    // Every log line is a JSON object; every line about a call names it
+    // (its call_id, from the call's span), and no line of sav's shows a
+    // caller's number. (The tests log rsipstack at info, which prints whole
+    // SIP messages; the default filter keeps it at warn.)
+    let log = sav.log_text();
+    let mut call_lines = 0;
+    let mut own = String::new();
+    for line in log.lines().filter(|l| !l.trim().is_empty()) {
+        let entry: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}"));
+        if entry["target"]
+            .as_str()
+            .is_some_and(|t| t.starts_with("sav"))
+        {
+            own.push_str(line);
+        }
+        if entry["target"] == "sav::sip::call" {
+            call_lines += 1;
+            assert!(
+                entry["span"]["call_id"].is_string(),
+                "a call's line without its call_id: {line}"
+            );
+        }
+    }
+    assert!(call_lines >= 3 * 4, "{call_lines} call lines");
+    for number in KNOWN.iter().chain([&UNKNOWN]) {
+        let digits = &number[1..];
+        assert!(
+            !own.contains(digits),
+            "a caller number in the log: {number}"
+        );
+    }
 }
 
 #[test]

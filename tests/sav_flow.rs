@@ -268,6 +268,34 @@ fn a_new_customer_fixes_the_box_with_the_second_step_by_voice() {
             event["transcript"].as_array().map_or(0, Vec::len)
         ),
     );
+
+    // The call's timeline, drawn: five turns of the caller, five
+    // transcriptions, the congratulation generated (LLM then TTS).
+    let record = event["id"].as_str().unwrap().trim_start_matches("call-");
+    let svg_path = std::path::Path::new(REPO).join("target/flow-voice-timeline.svg");
+    let report = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+        .arg("--config")
+        .arg(dir.join("sav.toml"))
+        .args(["report", record, "--out"])
+        .arg(&svg_path)
+        .output()
+        .expect("run sav report");
+    assert!(
+        report.status.success(),
+        "{}",
+        String::from_utf8_lossy(&report.stderr)
+    );
+    let svg = std::fs::read_to_string(&svg_path).unwrap();
+    assert_eq!(svg.matches("class=\"lane\"").count(), 5);
+    assert_eq!(svg.matches("class=\"speech\"").count(), said.len());
+    assert_eq!(
+        svg.matches("class=\"request\" data-provider=\"stt\"")
+            .count(),
+        said.len()
+    );
+    assert!(svg.contains("class=\"segment\" data-source=\"generated\""));
+    assert!(svg.contains("class=\"segment\" data-source=\"filler\""));
+    assert!(svg.contains("class=\"request\" data-provider=\"llm\""));
 }
 
 /// The caller's side of `uac_flow_keys.xml`: silence, and the presses 1, 2,
