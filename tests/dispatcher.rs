@@ -145,13 +145,7 @@ fn two_instances_behind_kamailio_share_postgres_and_survive_a_stop() {
         "phone,title,first_name,last_name\n+33612345678,Monsieur,Jean,Dupont\n",
     )
     .unwrap();
-    let import = Command::new(env!("CARGO_BIN_EXE_sav"))
-        .arg("--config")
-        .arg(a_dir.join("sav.toml"))
-        .args(["customers", "import"])
-        .arg(&csv)
-        .output()
-        .unwrap();
+    let import = sav_import(&a_dir.join("sav.toml"), &csv);
     assert!(import.status.success(), "{import:?}");
 
     let kamailio_port = a_ports.sip + 5;

@@ -29,13 +29,7 @@ fn import_customers(dir: &Path) {
         ),
     )
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
-        .arg("--config")
-        .arg(dir.join("sav.toml"))
-        .args(["customers", "import"])
-        .arg(&csv)
-        .output()
-        .expect("run sav customers import");
+    let output = sav_import(&dir.join("sav.toml"), &csv);
     assert!(
         output.status.success(),
         "{}",

@@ -323,13 +323,7 @@ fn import_dupont(dir: &std::path::Path) {
          pas un numéro,Madame,Ada,Lovelace,,\n",
     )
     .unwrap();
-    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
-        .arg("--config")
-        .arg(dir.join("sav.toml"))
-        .args(["customers", "import"])
-        .arg(&csv)
-        .output()
-        .expect("run sav customers import");
+    let output = sav_import(&dir.join("sav.toml"), &csv);
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert_eq!(output.status.code(), Some(2), "a row was skipped: {stdout}");
     assert!(stdout.contains("customers.csv:3: skipped"), "{stdout}");

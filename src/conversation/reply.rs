@@ -197,18 +197,26 @@ async fn run(
     trace: &CallTrace,
 ) -> Result<(), ProviderError> {
     let mut request = trace.request(Provider::Llm, format!("reply#{reply}"));
-    match generate_text(reply, llm, tts, messages, out, trace, &mut request).await {
-        // Cancelled: the request span says so when dropped.
-        Ok(Spoken::Cancelled) => Ok(()),
+    let generated = generate_text(reply, llm, tts, messages, out, trace, &mut request).await;
+    settle(request, generated).map(|_| ())
+}
+
+/// Ends a provider request by what came of it: done, failed, or cancelled
+/// (the span marks that itself when dropped).
+fn settle(
+    request: RequestSpan,
+    result: Result<Spoken, ProviderError>,
+) -> Result<Spoken, ProviderError> {
+    match &result {
+        Ok(Spoken::Cancelled) => {}
         Ok(_) => {
             request.end(true);
-            Ok(())
         }
-        Err(error) => {
+        Err(_) => {
             request.end(false);
-            Err(error)
         }
     }
+    result
 }
 
 async fn generate_text(
@@ -280,17 +288,8 @@ async fn speak(
         tts_characters: text.chars().count() as u64,
         ..Default::default()
     });
-    match speak_audio(reply, index, text, tts, out, trace, &mut request).await {
-        Ok(Spoken::Cancelled) => Ok(Spoken::Cancelled),
-        Ok(spoken) => {
-            request.end(true);
-            Ok(spoken)
-        }
-        Err(error) => {
-            request.end(false);
-            Err(error)
-        }
-    }
+    let spoken = speak_audio(reply, index, text, tts, out, trace, &mut request).await;
+    settle(request, spoken)
 }
 
 async fn speak_audio(

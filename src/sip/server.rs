@@ -460,10 +460,12 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             "drain bound reached: ending the calls left with BYE"
         );
         server.shutdown.cancel();
-        if tokio::time::timeout(HANGUP_TIMEOUT, &mut all_done)
-            .await
-            .is_err()
-        {
+        // Still answering SIP while the BYEs go out.
+        let ended = tokio::select! {
+            ended = tokio::time::timeout(HANGUP_TIMEOUT, &mut all_done) => ended.is_ok(),
+            _ = serve_while_draining(&server, &mut incoming) => false,
+        };
+        if !ended {
             warn!(
                 timeout_s = HANGUP_TIMEOUT.as_secs(),
                 "calls did not end in time"

@@ -8,6 +8,45 @@ use tracing::info;
 
 use super::{now_ms, Backend, StoreError};
 
+// Version 1's tables that both backends write the same way.
+const CALLS: &str = "CREATE TABLE calls (
+            id TEXT PRIMARY KEY,
+            sip_call_id TEXT NOT NULL,
+            instance TEXT NOT NULL,
+            caller TEXT NOT NULL,
+            customer_id BIGINT REFERENCES customers(id),
+            started_at BIGINT NOT NULL,
+            answered_at BIGINT,
+            ended_at BIGINT,
+            outcome TEXT,
+            problem TEXT,
+            steps TEXT NOT NULL DEFAULT '[]',
+            transfer_target TEXT
+        )";
+const CALLS_OPEN: &str = "CREATE INDEX calls_open ON calls (instance, ended_at)";
+const CALLS_SIP_CALL_ID: &str = "CREATE INDEX calls_sip_call_id ON calls (sip_call_id)";
+const TURNS: &str = "CREATE TABLE turns (
+            call_id TEXT NOT NULL REFERENCES calls(id),
+            seq BIGINT NOT NULL,
+            at BIGINT NOT NULL,
+            speaker TEXT NOT NULL,
+            kind TEXT NOT NULL,
+            text TEXT NOT NULL,
+            PRIMARY KEY (call_id, seq)
+        )";
+const OUTBOX: &str = "CREATE TABLE outbox (
+            id TEXT PRIMARY KEY,
+            call_id TEXT NOT NULL,
+            created_at BIGINT NOT NULL,
+            payload TEXT NOT NULL,
+            attempts BIGINT NOT NULL DEFAULT 0,
+            next_attempt_at BIGINT NOT NULL,
+            claimed_until BIGINT,
+            delivered_at BIGINT,
+            last_error TEXT
+        )";
+const OUTBOX_DUE: &str = "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)";
+
 /// SQLite's migrations: version, statements.
 const SQLITE: &[(i64, &[&str])] = &[
     (
@@ -30,43 +69,12 @@ const SQLITE: &[(i64, &[&str])] = &[
             opened_at BIGINT NOT NULL,
             UNIQUE (customer_id, product, problem)
         )",
-            "CREATE TABLE calls (
-            id TEXT PRIMARY KEY,
-            sip_call_id TEXT NOT NULL,
-            instance TEXT NOT NULL,
-            caller TEXT NOT NULL,
-            customer_id BIGINT REFERENCES customers(id),
-            started_at BIGINT NOT NULL,
-            answered_at BIGINT,
-            ended_at BIGINT,
-            outcome TEXT,
-            problem TEXT,
-            steps TEXT NOT NULL DEFAULT '[]',
-            transfer_target TEXT
-        )",
-            "CREATE INDEX calls_open ON calls (instance, ended_at)",
-            "CREATE INDEX calls_sip_call_id ON calls (sip_call_id)",
-            "CREATE TABLE turns (
-            call_id TEXT NOT NULL REFERENCES calls(id),
-            seq BIGINT NOT NULL,
-            at BIGINT NOT NULL,
-            speaker TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (call_id, seq)
-        )",
-            "CREATE TABLE outbox (
-            id TEXT PRIMARY KEY,
-            call_id TEXT NOT NULL,
-            created_at BIGINT NOT NULL,
-            payload TEXT NOT NULL,
-            attempts BIGINT NOT NULL DEFAULT 0,
-            next_attempt_at BIGINT NOT NULL,
-            claimed_until BIGINT,
-            delivered_at BIGINT,
-            last_error TEXT
-        )",
-            "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)",
+            CALLS,
+            CALLS_OPEN,
+            CALLS_SIP_CALL_ID,
+            TURNS,
+            OUTBOX,
+            OUTBOX_DUE,
         ],
     ),
     (
@@ -101,43 +109,12 @@ const POSTGRES: &[(i64, &[&str])] = &[
             opened_at BIGINT NOT NULL,
             UNIQUE (customer_id, product, problem)
         )",
-            "CREATE TABLE calls (
-            id TEXT PRIMARY KEY,
-            sip_call_id TEXT NOT NULL,
-            instance TEXT NOT NULL,
-            caller TEXT NOT NULL,
-            customer_id BIGINT REFERENCES customers(id),
-            started_at BIGINT NOT NULL,
-            answered_at BIGINT,
-            ended_at BIGINT,
-            outcome TEXT,
-            problem TEXT,
-            steps TEXT NOT NULL DEFAULT '[]',
-            transfer_target TEXT
-        )",
-            "CREATE INDEX calls_open ON calls (instance, ended_at)",
-            "CREATE INDEX calls_sip_call_id ON calls (sip_call_id)",
-            "CREATE TABLE turns (
-            call_id TEXT NOT NULL REFERENCES calls(id),
-            seq BIGINT NOT NULL,
-            at BIGINT NOT NULL,
-            speaker TEXT NOT NULL,
-            kind TEXT NOT NULL,
-            text TEXT NOT NULL,
-            PRIMARY KEY (call_id, seq)
-        )",
-            "CREATE TABLE outbox (
-            id TEXT PRIMARY KEY,
-            call_id TEXT NOT NULL,
-            created_at BIGINT NOT NULL,
-            payload TEXT NOT NULL,
-            attempts BIGINT NOT NULL DEFAULT 0,
-            next_attempt_at BIGINT NOT NULL,
-            claimed_until BIGINT,
-            delivered_at BIGINT,
-            last_error TEXT
-        )",
-            "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)",
+            CALLS,
+            CALLS_OPEN,
+            CALLS_SIP_CALL_ID,
+            TURNS,
+            OUTBOX,
+            OUTBOX_DUE,
         ],
     ),
     (2, &["ALTER TABLE calls ADD COLUMN timeline TEXT"]),

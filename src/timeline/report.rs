@@ -54,7 +54,7 @@ impl Layout {
         };
         let mut speech_start: Option<u64> = None;
         let mut open_segments: Vec<(String, PhraseSource, u64)> = Vec::new();
-        let mut open_requests: Vec<(Provider, String, u64, Option<u64>)> = Vec::new();
+        let mut open_requests: Vec<OpenRequest> = Vec::new();
         for entry in &timeline.events {
             let at = entry.at_ms;
             layout.end_ms = layout.end_ms.max(at);
@@ -103,40 +103,18 @@ impl Layout {
                     }
                 }
                 Mark::End { provider, id, ok } => {
-                    if let Some(i) = open_requests
-                        .iter()
-                        .position(|(p, r, _, _)| p == provider && r == id)
-                    {
-                        let (provider, id, start, first) = open_requests.remove(i);
-                        layout.requests.push((
-                            provider,
-                            Span {
-                                start_ms: start,
-                                end_ms: at,
-                                label: id,
-                            },
-                            first,
-                            *ok,
-                        ));
-                    }
+                    close_request(&mut open_requests, &mut layout, *provider, id, at, *ok, "");
                 }
                 Mark::Cancelled { provider, id } => {
-                    if let Some(i) = open_requests
-                        .iter()
-                        .position(|(p, r, _, _)| p == provider && r == id)
-                    {
-                        let (provider, id, start, first) = open_requests.remove(i);
-                        layout.requests.push((
-                            provider,
-                            Span {
-                                start_ms: start,
-                                end_ms: at,
-                                label: format!("{id} (cancelled)"),
-                            },
-                            first,
-                            true,
-                        ));
-                    }
+                    close_request(
+                        &mut open_requests,
+                        &mut layout,
+                        *provider,
+                        id,
+                        at,
+                        true,
+                        " (cancelled)",
+                    );
                 }
                 Mark::BargeIn => layout.barge_ins.push(at),
                 Mark::Transfer { target } => layout.transfers.push((at, target.clone())),
@@ -229,6 +207,37 @@ impl Layout {
                 cursor = cursor.max(span.end_ms);
             }
         }
+    }
+}
+
+/// A provider request still open: provider, id, start, first byte.
+type OpenRequest = (Provider, String, u64, Option<u64>);
+
+/// Ends the open request `id` of `provider` at `at` into the layout.
+fn close_request(
+    open: &mut Vec<OpenRequest>,
+    layout: &mut Layout,
+    provider: Provider,
+    id: &str,
+    at: u64,
+    ok: bool,
+    suffix: &str,
+) {
+    if let Some(i) = open
+        .iter()
+        .position(|(p, r, _, _)| *p == provider && r == id)
+    {
+        let (provider, id, start, first) = open.remove(i);
+        layout.requests.push((
+            provider,
+            Span {
+                start_ms: start,
+                end_ms: at,
+                label: format!("{id}{suffix}"),
+            },
+            first,
+            ok,
+        ));
     }
 }
 

@@ -1220,3 +1220,14 @@ pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
     let body = response.split_once("\r\n\r\n").map(|(_, b)| b)?;
     Some((status, body.to_string()))
 }
+
+/// `sav customers import <csv>` on the configuration `config`.
+pub fn sav_import(config: &Path, csv: &Path) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_sav"))
+        .arg("--config")
+        .arg(config)
+        .args(["customers", "import"])
+        .arg(csv)
+        .output()
+        .expect("run sav customers import")
+}
