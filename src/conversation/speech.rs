@@ -25,7 +25,6 @@ use crate::conversation::reply::{self, Providers, SpeechMsg};
 use crate::conversation::{CallAction, CallEvent};
 use crate::media::driver::{MediaDriver, MediaId};
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamId, MAX_STREAM_BYTES};
-use crate::metrics::AudioSource;
 use crate::providers::llm::{ChatMessage, Usage};
 use crate::providers::ProviderError;
 use crate::timeline::CallTrace;
@@ -264,11 +263,7 @@ impl SpeechSession {
                 self.resume().await;
             }
             CallAction::PlayFront(key) => {
-                let asked = std::time::Instant::now();
-                if let Some(clip) = self.cache.clip(key) {
-                    self.trace
-                        .metrics()
-                        .first_byte(AudioSource::cache, asked.elapsed());
+                if let Some(clip) = self.trace.cached(&self.cache, key) {
                     self.enqueued += 1;
                     let clip = SegmentKind::Clip(clip.clone());
                     // Only a `Starved` stream asks for a filler in front.
@@ -425,8 +420,6 @@ impl SpeechSession {
     /// notes which sentence a barge-in cut.
     pub fn on_playout(&mut self, event: &PlayoutEvent) -> Option<CallEvent> {
         match event {
-            // Nothing was heard of a segment that never sounded.
-            PlayoutEvent::Started { audible: false, .. } => None,
             PlayoutEvent::Started { label, .. } => {
                 if let Some((reply, _)) = parse_label(label) {
                     let r = self.reply.as_mut().filter(|r| r.id == reply)?;
@@ -445,7 +438,10 @@ impl SpeechSession {
                 if let Some((reply, index)) = parse_label(label) {
                     if let Some(r) = self.reply.as_mut().filter(|r| r.id == reply) {
                         match end {
-                            SegmentEnd::Completed => r.completed = r.completed.max(index + 1),
+                            // A slot that ended empty is done as well.
+                            SegmentEnd::Completed | SegmentEnd::Silent => {
+                                r.completed = r.completed.max(index + 1)
+                            }
                             SegmentEnd::Interrupted => {
                                 r.interrupted_at.get_or_insert(index);
                             }

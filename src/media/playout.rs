@@ -69,20 +69,16 @@ pub enum SegmentEnd {
     Completed,
     /// Removed by [`PlayoutScheduler::interrupt`].
     Interrupted,
+    /// Reached the head of the queue with nothing to play (an empty clip, a
+    /// stream that ended without audio): it never sounded and had no start.
+    Silent,
 }
 
 /// Reported to the conversation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlayoutEvent {
-    /// The segment's first audio frame went out; or, with `audible` false,
-    /// a segment that never sounded (an empty clip, a stream that ended
-    /// without audio) reached the head of the queue, and its `Finished`
-    /// follows at once.
-    Started {
-        id: SegmentId,
-        label: Arc<str>,
-        audible: bool,
-    },
+    /// The segment's first audio frame went out.
+    Started { id: SegmentId, label: Arc<str> },
     Finished {
         id: SegmentId,
         label: Arc<str>,
@@ -458,30 +454,23 @@ impl PlayoutScheduler {
                     if !segment.started {
                         segment.started = true;
                         let (id, label) = (segment.id, segment.label());
-                        self.push_event(PlayoutEvent::Started {
-                            id,
-                            label,
-                            audible: true,
-                        });
+                        self.push_event(PlayoutEvent::Started { id, label });
                     }
                     return self.emit(payload, source);
                 }
                 None => {
                     let done = self.queue.pop_front().expect("front exists: checked above");
                     // A segment that never sounded (an empty clip, a stream
-                    // that ended without audio) is reported as finished too.
-                    let label = done.label();
-                    if !done.started {
-                        self.push_event(PlayoutEvent::Started {
-                            id: done.id,
-                            label: label.clone(),
-                            audible: false,
-                        });
-                    }
+                    // that ended without audio) is reported as finished too,
+                    // without a start.
                     self.push_event(PlayoutEvent::Finished {
                         id: done.id,
-                        label,
-                        end: SegmentEnd::Completed,
+                        label: done.label(),
+                        end: if done.started {
+                            SegmentEnd::Completed
+                        } else {
+                            SegmentEnd::Silent
+                        },
                     });
                 }
             }
@@ -563,20 +552,16 @@ mod tests {
         assert!(!f.source.is_speech());
         let events = drain(&mut s);
         assert_eq!(
-            &events[..2],
-            [
-                PlayoutEvent::Started {
-                    id,
-                    label: Arc::from("reply#1.1"),
-                    audible: false
-                },
-                PlayoutEvent::Finished {
-                    id,
-                    label: Arc::from("reply#1.1"),
-                    end: SegmentEnd::Completed
-                }
-            ]
+            events[0],
+            PlayoutEvent::Finished {
+                id,
+                label: Arc::from("reply#1.1"),
+                end: SegmentEnd::Silent
+            }
         );
+        assert!(!events
+            .iter()
+            .any(|e| matches!(e, PlayoutEvent::Started { .. })));
     }
 
     #[test]
@@ -623,8 +608,7 @@ mod tests {
             vec![
                 PlayoutEvent::Started {
                     id: g,
-                    label: Arc::from("greet"),
-                    audible: true,
+                    label: Arc::from("greet")
                 },
                 PlayoutEvent::Finished {
                     id: g,
@@ -633,8 +617,7 @@ mod tests {
                 },
                 PlayoutEvent::Started {
                     id: w,
-                    label: Arc::from("welcome"),
-                    audible: true
+                    label: Arc::from("welcome")
                 },
                 PlayoutEvent::Finished {
                     id: w,
@@ -706,12 +689,17 @@ mod tests {
             s.enqueue(SegmentKind::Silence { frames: 1 }),
             Err(QueueFull)
         );
-        // 32 segments × 2 events fill the event bound; one more overflows it.
+        // An empty segment is one event (its Finished): twice a full queue
+        // of them fills the event bound; one more overflows it.
+        s.next_frame();
+        for _ in 0..MAX_QUEUED_SEGMENTS {
+            s.enqueue(SegmentKind::Silence { frames: 0 }).unwrap();
+        }
         s.next_frame();
         assert_eq!(s.stats().dropped_events, 0);
         s.enqueue(SegmentKind::Silence { frames: 0 }).unwrap();
         s.next_frame();
-        assert_eq!(s.stats().dropped_events, 2, "the oldest events make room");
+        assert_eq!(s.stats().dropped_events, 1, "the oldest event makes room");
         assert_eq!(drain(&mut s).len(), MAX_PENDING_EVENTS);
     }
 

@@ -16,11 +16,22 @@ pub const MAX_SECONDS: usize = 2 * 3600;
 const RATE: usize = 8000;
 const FRAME: usize = 160;
 
+/// Samples per chunk of a track: one second. A track grows a chunk at a
+/// time, so the media task never copies a long recording to grow it.
+const CHUNK: usize = RATE;
+
+#[derive(Debug, Default)]
+struct Chunks {
+    chunks: Vec<Box<[u8]>>,
+    /// Samples written up to (the track's length).
+    len: usize,
+}
+
 /// One side of a recording; cheap to clone, shared between the task that
 /// produces the audio and the call that writes the file.
 #[derive(Debug, Clone, Default)]
 pub struct RecordingTrack {
-    inner: Arc<Mutex<Vec<u8>>>,
+    inner: Arc<Mutex<Chunks>>,
 }
 
 impl RecordingTrack {
@@ -46,15 +57,35 @@ impl RecordingTrack {
             return;
         };
         let end = offset + payload.len();
-        if track.len() < end {
-            track.resize(end, g711::SILENCE);
+        while track.chunks.len() * CHUNK < end {
+            track
+                .chunks
+                .push(vec![g711::SILENCE; CHUNK].into_boxed_slice());
         }
-        track[offset..end].copy_from_slice(payload);
+        // A packet may straddle two chunks.
+        let (mut at, mut rest) = (offset, payload);
+        while !rest.is_empty() {
+            let (chunk, within) = (at / CHUNK, at % CHUNK);
+            let n = rest.len().min(CHUNK - within);
+            track.chunks[chunk][within..within + n].copy_from_slice(&rest[..n]);
+            rest = &rest[n..];
+            at += n;
+        }
+        track.len = track.len.max(end);
     }
 
     /// The samples so far (μ-law).
     pub fn snapshot(&self) -> Vec<u8> {
-        self.inner.lock().map(|t| t.clone()).unwrap_or_default()
+        let Ok(track) = self.inner.lock() else {
+            return Vec::new();
+        };
+        let mut out: Vec<u8> = track
+            .chunks
+            .iter()
+            .flat_map(|c| c.iter().copied())
+            .collect();
+        out.truncate(track.len);
+        out
     }
 }
 
@@ -167,6 +198,17 @@ mod tests {
         assert_eq!(placer.place(9, 50, 5000), 5000);
         // A timestamp jump of an hour: re-anchored at arrival.
         assert_eq!(placer.place(9, 50 + 8000 * 3600, 5160), 5160);
+    }
+
+    #[test]
+    fn a_packet_across_two_chunks_lands_whole() {
+        let track = RecordingTrack::new();
+        let payload: Vec<u8> = (0..160u8).collect();
+        track.put_at(CHUNK - 60, &payload);
+        let samples = track.snapshot();
+        assert_eq!(samples.len(), CHUNK + 100);
+        assert_eq!(&samples[CHUNK - 60..], &payload[..]);
+        assert!(samples[..CHUNK - 60].iter().all(|&b| b == g711::SILENCE));
     }
 
     #[test]

@@ -30,10 +30,10 @@ use crate::conversation::{
     self, CallAction, CallEvent, Conversation, HangupReason, HybridConfig, KnownCaller,
 };
 use crate::media::driver::{self, MediaEvent, MediaId, ReceiverConfig, StreamStart};
-use crate::media::playout::{PlayoutEvent, SegmentKind, StreamPolicy};
+use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamPolicy};
 use crate::media::rtp::PayloadTypes;
 use crate::media::vad::VadConfig;
-use crate::metrics::{AudioSource, PhraseSource};
+use crate::metrics::PhraseSource;
 use crate::redact::Pii;
 use crate::sip::midcall::{self, SessionTimer};
 use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
@@ -252,7 +252,6 @@ async fn run(server: Arc<Server>, mut tx: Transaction) {
         trace,
         recording,
         replies_counted: 0,
-        silent_segment: None,
         server: server.clone(),
         dialog,
         states,
@@ -411,8 +410,6 @@ struct Call {
     /// Generated replies already counted as phrases (a reply resumed after a
     /// cough starts again; it is still one phrase).
     replies_counted: u64,
-    /// A segment reported as never sounded, whose Finished is to be ignored.
-    silent_segment: Option<crate::media::playout::SegmentId>,
     dialog: InviteDialog,
     states: DialogStateReceiver,
     socket: Arc<UdpSocket>,
@@ -479,12 +476,13 @@ impl Call {
             }
             .into(),
         });
-        let prices = &self.server.config.costs;
-        let usage = self.trace.usage();
-        self.server.metrics.call_ended(outcome, &usage, prices);
-        let timeline = self
-            .trace
-            .finish(&self.dialog.id().call_id, outcome, prices);
+        let timeline = self.trace.finish(
+            &self.dialog.id().call_id,
+            outcome,
+            &self.server.config.costs,
+        );
+        let usage = timeline.usage;
+        self.server.metrics.call_ended(outcome, timeline.cost);
         info!(
             cost = timeline.cost,
             currency = %timeline.currency,
@@ -770,14 +768,11 @@ impl Call {
     /// A playout event into the timeline and the phrase counts.
     fn observe_playout(&mut self, event: &PlayoutEvent) {
         match event {
-            // Never sounded (an empty slot of a reply): not a phrase, and
-            // its Finished, which follows, is not marked either.
-            PlayoutEvent::Started {
-                id, audible: false, ..
-            } => self.silent_segment = Some(*id),
-            PlayoutEvent::Finished { id, .. } if self.silent_segment == Some(*id) => {
-                self.silent_segment = None;
-            }
+            // Never sounded (an empty slot of a reply): not in the timeline.
+            PlayoutEvent::Finished {
+                end: SegmentEnd::Silent,
+                ..
+            } => {}
             PlayoutEvent::Started { label, .. } => {
                 let source = self.source_of(label);
                 let count = match crate::conversation::speech::reply_of(label) {
@@ -802,7 +797,7 @@ impl Call {
                 self.trace.mark(Mark::SegmentEnd {
                     label: label.to_string(),
                     source,
-                    interrupted: *end != crate::media::playout::SegmentEnd::Completed,
+                    interrupted: *end == SegmentEnd::Interrupted,
                 });
             }
             PlayoutEvent::Starved { .. } => self.trace.mark(Mark::Starved),
@@ -852,15 +847,8 @@ impl Call {
     }
 
     fn segment(&self, key: &str) -> Option<SegmentKind> {
-        let asked = std::time::Instant::now();
-        match self.live.cache.clip(key) {
-            Some(clip) => {
-                // A cached phrase's "first byte" is a lookup in memory.
-                self.trace
-                    .metrics()
-                    .first_byte(AudioSource::cache, asked.elapsed());
-                Some(SegmentKind::Clip(clip.clone()))
-            }
+        match self.trace.cached(&self.live.cache, key) {
+            Some(clip) => Some(SegmentKind::Clip(clip.clone())),
             None => {
                 warn!(phrase = key, "phrase not in the cache");
                 None

@@ -210,8 +210,19 @@ impl CallTrace {
         }
     }
 
-    pub fn usage(&self) -> CallUsage {
-        self.inner.state.lock().map(|s| s.usage).unwrap_or_default()
+    /// A phrase from the cache, its lookup timed as the phrase's "first
+    /// byte" from the cache (µs: the audio is in memory).
+    pub fn cached<'a>(
+        &self,
+        cache: &'a crate::cache::PhraseCache,
+        key: &str,
+    ) -> Option<&'a crate::media::playout::Clip> {
+        let asked = Instant::now();
+        let clip = cache.clip(key)?;
+        self.inner
+            .metrics
+            .first_byte(crate::metrics::AudioSource::cache, asked.elapsed());
+        Some(clip)
     }
 
     pub fn elapsed(&self) -> Duration {
