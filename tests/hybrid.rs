@@ -95,10 +95,10 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
 
     // The call's token usage is counted for cost (the fake reports 42
     // prompt tokens per request).
-    let log = sav.wait_for_log("llm usage of the call", Duration::from_secs(10));
+    let log = sav.wait_for_log("usage of the call", Duration::from_secs(10));
     assert!(
         log.lines()
-            .any(|l| l.contains("llm usage of the call") && l.contains("prompt_tokens=42")),
+            .any(|l| l.contains("usage of the call") && l.contains("prompt_tokens=42")),
         "no token count:\n{log}"
     );
     let sav_rtp = ports.sav_audio(&packets);

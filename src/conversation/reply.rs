@@ -9,7 +9,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, Instrument};
 
 use crate::metrics::{AudioSource, CallUsage};
-use crate::providers::llm::{ChatMessage, LlmClient, Usage};
+use crate::providers::llm::{ChatMessage, LlmClient};
 use crate::providers::sentences::SentenceSplitter;
 use crate::providers::stt::SpeechToText;
 use crate::providers::tts::TextToSpeech;
@@ -55,7 +55,6 @@ pub enum SpeechMsg {
         reply: u64,
         text: String,
         sentences: usize,
-        usage: Option<Usage>,
     },
     Failed {
         reply: u64,
@@ -149,7 +148,6 @@ pub fn speak_text(
                     reply,
                     text,
                     sentences: index,
-                    usage: None,
                 })
                 .await;
         }
@@ -256,7 +254,6 @@ async fn generate_text(
             reply,
             text,
             sentences: index,
-            usage: stream.usage(),
         })
         .await;
     Ok(Spoken::Yes)

@@ -25,7 +25,7 @@ use crate::conversation::reply::{self, Providers, SpeechMsg};
 use crate::conversation::{CallAction, CallEvent};
 use crate::media::driver::{MediaDriver, MediaId};
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamId, MAX_STREAM_BYTES};
-use crate::providers::llm::{ChatMessage, Usage};
+use crate::providers::llm::ChatMessage;
 use crate::providers::ProviderError;
 use crate::timeline::CallTrace;
 
@@ -100,8 +100,6 @@ pub struct SpeechSession {
     /// Segments this session queued (for the stale-Idle check).
     pub enqueued: u64,
     timing: TurnTiming,
-    /// Tokens the call's completed replies used (for cost), as reported.
-    tokens: Usage,
     /// The classification being made, by id.
     classification: Option<(u64, tokio::task::JoinHandle<()>)>,
     /// Texts of replies generated to their end, for the call record.
@@ -119,12 +117,6 @@ impl Drop for SpeechSession {
         if let Some((_, task)) = self.classification.take() {
             task.abort();
         }
-        info!(
-            replies = self.replies,
-            prompt_tokens = self.tokens.prompt_tokens,
-            completion_tokens = self.tokens.completion_tokens,
-            "llm usage of the call"
-        );
     }
 }
 
@@ -153,7 +145,6 @@ impl SpeechSession {
                 starved: None,
                 enqueued: 0,
                 timing: TurnTiming::default(),
-                tokens: Usage::default(),
                 classification: None,
                 spoken: Vec::new(),
                 trace,
@@ -386,13 +377,8 @@ impl SpeechSession {
                 reply,
                 text,
                 sentences,
-                usage,
             } if self.is_current(reply) => {
-                debug!(reply, sentences, ?usage, "reply complete");
-                if let Some(used) = usage {
-                    self.tokens.prompt_tokens += used.prompt_tokens;
-                    self.tokens.completion_tokens += used.completion_tokens;
-                }
+                debug!(reply, sentences, "reply complete");
                 if let Some(r) = self.reply.as_mut() {
                     r.done = true;
                     r.task = None;

@@ -486,7 +486,8 @@ impl Call {
         info!(
             cost = timeline.cost,
             currency = %timeline.currency,
-            llm_tokens = usage.llm_prompt_tokens + usage.llm_completion_tokens,
+            prompt_tokens = usage.llm_prompt_tokens,
+            completion_tokens = usage.llm_completion_tokens,
             tts_characters = usage.tts_characters,
             stt_seconds = usage.stt_seconds,
             "usage of the call"
