@@ -70,7 +70,7 @@ fn main() {
             let record = dir.join(format!("heard-{ttfb}-{turn}.wav"));
             let caller = Config::load(None).unwrap();
             let summary = runtime.block_on(place_call(
-                &caller,
+                &caller.sip,
                 CallRequest {
                     target: format!("sip:sav@127.0.0.1:{SIP_PORT}"),
                     play: Some(dir.join("caller.wav")),

@@ -2,11 +2,17 @@
 //! default. A bad file fails at start with the key, the value and what was
 //! expected.
 
-use std::collections::BTreeMap;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
+
+pub use crate::cache::config::CacheConfig;
+pub use crate::conversation::config::CallConfig;
+pub use crate::media::config::{ListenConfig, MediaConfig};
+pub use crate::metrics::config::MetricsConfig;
+pub use crate::sip::config::{AllowedSource, RegisterConfig, SipConfig, TlsConfig, Transport};
+pub use crate::store::config::StoreConfig;
 
 /// The repository's `sav.toml`, the configuration `sav serve` runs on when no
 /// file is given.
@@ -32,171 +38,6 @@ pub enum ConfigError {
         value: String,
         expected: &'static str,
     },
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Transport {
-    Udp,
-    Tcp,
-    /// SIP over TLS (`sips:`, `transport=tls`) on `[sip.tls] listen`.
-    Tls,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SipConfig {
-    pub listen: SocketAddr,
-    #[serde(default = "default_transports")]
-    pub transports: Vec<Transport>,
-    pub public_address: Option<IpAddr>,
-    #[serde(default = "default_user_agent")]
-    pub user_agent: String,
-    #[serde(default = "default_max_calls")]
-    pub max_calls: usize,
-    /// Ring this long (180 Ringing) before answering.
-    #[serde(default)]
-    pub answer_after_ms: u64,
-    /// When not empty, only these sources (CIDRs or addresses) may call;
-    /// others get 403 Forbidden.
-    #[serde(default)]
-    pub allow: Vec<AllowedSource>,
-    /// TLS listener settings, used when `transports` has "tls".
-    #[serde(default)]
-    pub tls: TlsConfig,
-    /// Register as an extension on a PBX; absent for trunk mode.
-    pub register: Option<RegisterConfig>,
-}
-
-/// `[sip.tls]`: where SIP over TLS listens and with which certificate.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TlsConfig {
-    /// Defaults to the SIP listen address with port + 1 (5061 by default).
-    pub listen: Option<SocketAddr>,
-    /// PEM certificate chain, leaf first. Relative to the config file.
-    #[serde(default = "default_tls_cert")]
-    pub cert: PathBuf,
-    /// PEM private key, PKCS#8 (or PKCS#1 RSA). Relative to the config file.
-    #[serde(default = "default_tls_key")]
-    pub key: PathBuf,
-}
-
-impl Default for TlsConfig {
-    fn default() -> Self {
-        Self {
-            listen: None,
-            cert: default_tls_cert(),
-            key: default_tls_key(),
-        }
-    }
-}
-
-fn default_tls_cert() -> PathBuf {
-    PathBuf::from("certs/sav.crt")
-}
-fn default_tls_key() -> PathBuf {
-    PathBuf::from("certs/sav.key")
-}
-
-/// One entry of `[sip] allow`: `10.0.0.0/8`, `2001:db8::/32` or one address.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct AllowedSource(pub ipnet::IpNet);
-
-impl AllowedSource {
-    pub fn contains(&self, ip: IpAddr) -> bool {
-        // An IPv4 caller may show up as an IPv4-mapped IPv6 address.
-        let ip = match ip {
-            IpAddr::V6(v6) => v6.to_ipv4_mapped().map(IpAddr::V4).unwrap_or(ip),
-            v4 => v4,
-        };
-        self.0.contains(&ip)
-    }
-}
-
-impl<'de> Deserialize<'de> for AllowedSource {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        let text = String::deserialize(deserializer)?;
-        let text = text.trim();
-        if let Ok(net) = text.parse::<ipnet::IpNet>() {
-            return Ok(Self(net.trunc()));
-        }
-        text.parse::<IpAddr>()
-            .map(|ip| Self(ipnet::IpNet::from(ip)))
-            .map_err(|_| {
-                serde::de::Error::custom(format!(
-                    "{text:?} is not an address or CIDR (expected e.g. \"10.0.0.0/8\" or \"192.0.2.7\")"
-                ))
-            })
-    }
-}
-
-/// `[sip.register]`: the extension's account on the PBX.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct RegisterConfig {
-    /// Request-URI of the REGISTER, e.g. `sip:pbx.example.com`; its host is
-    /// the domain of our address of record.
-    pub registrar: String,
-    /// The extension: user part of the address of record and of Contact.
-    pub username: String,
-    /// Digest username, when it differs from `username`.
-    pub auth_username: Option<String>,
-    /// Name of the environment variable that holds the password.
-    pub password_env: String,
-    #[serde(default = "default_register_expires")]
-    pub expires: u32,
-    /// Send REGISTERs to this proxy (`sip:host:port`) instead of the registrar.
-    pub outbound_proxy: Option<String>,
-    #[serde(default = "default_retry_min")]
-    pub retry_min_secs: u64,
-    #[serde(default = "default_retry_max")]
-    pub retry_max_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MediaConfig {
-    pub rtp_port_min: u16,
-    pub rtp_port_max: u16,
-    #[serde(default = "default_rtp_timeout")]
-    pub rtp_timeout_secs: u64,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CallConfig {
-    /// What a new caller hears on answer, from the cache.
-    pub greeting: Vec<String>,
-    /// The same when there is no STT: the caller answers with keys only.
-    #[serde(default = "default_greeting_dtmf")]
-    pub greeting_dtmf: Vec<String>,
-    #[serde(default = "default_hangup_digit")]
-    pub hangup_digit: char,
-    pub goodbye: String,
-    /// Blind transfer target (REFER's Refer-To), e.g. the support queue;
-    /// no transfer when absent.
-    pub transfer_to: Option<String>,
-    /// Key that asks for a human.
-    #[serde(default = "default_transfer_digit")]
-    pub transfer_digit: char,
-    /// Said before the REFER.
-    #[serde(default = "default_transfer_phrase")]
-    pub transfer: String,
-    /// Said when the transfer failed; the call goes on.
-    #[serde(default = "default_transfer_failed_phrase")]
-    pub transfer_failed: String,
-}
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CacheConfig {
-    pub dir: PathBuf,
-    #[serde(default = "default_voice")]
-    pub voice: String,
-    #[serde(default = "default_speed")]
-    pub speed: u32,
-    pub phrases: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -244,36 +85,6 @@ pub struct Config {
     /// The directory relative paths are taken from (the file's).
     #[serde(skip)]
     pub base_dir: PathBuf,
-}
-
-/// `[metrics]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct MetricsConfig {
-    /// Serve `/metrics` and `/healthz` at all.
-    #[serde(default = "yes")]
-    pub enabled: bool,
-    /// Loopback by default: Prometheus scrapes from the same host or through
-    /// whatever the operator opens.
-    #[serde(default = "default_metrics_listen")]
-    pub listen: SocketAddr,
-}
-
-impl Default for MetricsConfig {
-    fn default() -> Self {
-        Self {
-            enabled: true,
-            listen: default_metrics_listen(),
-        }
-    }
-}
-
-fn yes() -> bool {
-    true
-}
-
-fn default_metrics_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 9464))
 }
 
 /// Log line format.
@@ -324,82 +135,6 @@ impl Default for OperationsConfig {
 
 fn default_drain_secs() -> u64 {
     30
-}
-
-/// `[store]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct StoreConfig {
-    /// `sqlite://path` (relative to the config file's directory), or
-    /// `postgres://user[:password]@host[:port]/database` for several
-    /// instances sharing one store.
-    #[serde(default = "default_store_url")]
-    pub url: String,
-    /// This instance's name in call records: calls it left open are closed
-    /// as interrupted when it starts again. Default: the SIP listen address.
-    pub instance: Option<String>,
-    /// Country code that completes national numbers ("0612…" → "+33612…").
-    #[serde(default = "default_country_code")]
-    pub country_code: String,
-}
-
-impl Default for StoreConfig {
-    fn default() -> Self {
-        Self {
-            url: default_store_url(),
-            instance: None,
-            country_code: default_country_code(),
-        }
-    }
-}
-
-fn default_store_url() -> String {
-    "sqlite://sav.db".into()
-}
-fn default_country_code() -> String {
-    "33".into()
-}
-
-/// `[listen]`.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ListenConfig {
-    /// earshot score from which a frame is voice.
-    #[serde(default = "default_vad_threshold")]
-    pub vad_threshold: f32,
-    /// Voice that counts as speech (shorter: clicks, coughs, line echo).
-    #[serde(default = "default_min_speech")]
-    pub min_speech_ms: u64,
-    /// Silence that ends the caller's turn.
-    #[serde(default = "default_hangover")]
-    pub hangover_ms: u64,
-    /// Longest turn sent to speech-to-text.
-    #[serde(default = "default_max_utterance")]
-    pub max_utterance_ms: u64,
-}
-
-impl Default for ListenConfig {
-    fn default() -> Self {
-        Self {
-            vad_threshold: default_vad_threshold(),
-            min_speech_ms: default_min_speech(),
-            hangover_ms: default_hangover(),
-            max_utterance_ms: default_max_utterance(),
-        }
-    }
-}
-
-fn default_vad_threshold() -> f32 {
-    0.5
-}
-fn default_min_speech() -> u64 {
-    120
-}
-fn default_hangover() -> u64 {
-    500
-}
-fn default_max_utterance() -> u64 {
-    30_000
 }
 
 /// `[hybrid]`.
@@ -484,49 +219,6 @@ fn default_system_prompt() -> String {
 }
 fn default_history() -> usize {
     8
-}
-
-fn default_transports() -> Vec<Transport> {
-    vec![Transport::Udp, Transport::Tcp]
-}
-fn default_user_agent() -> String {
-    format!("sav/{}", env!("CARGO_PKG_VERSION"))
-}
-fn default_max_calls() -> usize {
-    50
-}
-fn default_register_expires() -> u32 {
-    300
-}
-fn default_retry_min() -> u64 {
-    2
-}
-fn default_retry_max() -> u64 {
-    300
-}
-fn default_rtp_timeout() -> u64 {
-    30
-}
-fn default_transfer_digit() -> char {
-    '0'
-}
-fn default_transfer_phrase() -> String {
-    "transfer".into()
-}
-fn default_transfer_failed_phrase() -> String {
-    "transfer_failed".into()
-}
-fn default_greeting_dtmf() -> Vec<String> {
-    vec!["greet".into(), "menu".into()]
-}
-fn default_hangup_digit() -> char {
-    '#'
-}
-fn default_voice() -> String {
-    "fr".into()
-}
-fn default_speed() -> u32 {
-    165
 }
 
 impl Config {
@@ -958,19 +650,12 @@ impl Config {
 
     /// Where SIP over TLS listens.
     pub fn tls_listen(&self) -> SocketAddr {
-        self.sip.tls.listen.unwrap_or_else(|| {
-            SocketAddr::new(
-                self.sip.listen.ip(),
-                self.sip.listen.port().saturating_add(1),
-            )
-        })
+        self.sip.tls_listen()
     }
 
     /// The address we write into Contact and SDP.
     pub fn advertised_ip(&self) -> IpAddr {
-        self.sip
-            .public_address
-            .unwrap_or_else(|| self.sip.listen.ip())
+        self.sip.advertised_ip()
     }
 }
 

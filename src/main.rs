@@ -160,7 +160,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 record,
                 duration,
             };
-            let summary = runtime.block_on(sav::sip::outbound::place_call(&config, request))?;
+            let summary = runtime.block_on(sav::sip::outbound::place_call(&config.sip, request))?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }

@@ -5,11 +5,11 @@
 use std::path::Path;
 use std::process::Command;
 
+use crate::cache::config::CacheConfig;
 use crate::cache::{
     audio_hash, check, clip_path, text_hash, write_atomically, CacheError, Manifest, ManifestEntry,
     PhraseProblem,
 };
-use crate::config::CacheConfig;
 use crate::media::{g711, resample};
 
 /// Samples below this magnitude count as silence when trimming the clip's

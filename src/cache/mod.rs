@@ -19,8 +19,10 @@ use sha2::{Digest, Sha256};
 
 pub use build::{build, BuildReport, SynthesisError};
 
-use crate::config::CacheConfig;
+use crate::cache::config::CacheConfig;
 use crate::media::playout::Clip;
+
+pub mod config;
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
 /// Clips longer than this (a minute of audio) are refused: a phrase is a

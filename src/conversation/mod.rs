@@ -14,8 +14,9 @@
 //! be a cough or an "mhm", the interrupted reply resumes. The hang-up key gets
 //! a cached goodbye before the BYE; the transfer key, a REFER.
 
-use crate::config::CallConfig;
+pub use crate::conversation::config::CallConfig;
 
+pub mod config;
 pub mod guide;
 pub mod reply;
 pub mod speakable;

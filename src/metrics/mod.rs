@@ -3,6 +3,7 @@
 //! wake-up) and the readiness behind `/healthz`. The HTTP side is in
 //! [`http`]; what one call used and costs is in [`CallUsage`].
 
+pub mod config;
 pub mod http;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};

@@ -7,6 +7,7 @@
 //! - [`sdp`]: the SDP offer/answer of one audio stream.
 
 pub mod call;
+pub mod config;
 pub mod digest;
 pub mod midcall;
 pub mod outbound;

@@ -20,12 +20,12 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
-use crate::config::Config;
 use crate::media::pacer::Pacer;
 use crate::media::playout::FRAME_BYTES;
 use crate::media::rtp::{self, Inbound, PayloadTypes, PACKET_LEN};
 use crate::media::stats::ReceiveStats;
 use crate::media::{g711, resample};
+use crate::sip::config::SipConfig;
 use crate::sip::sdp::{self, SessionDescription};
 
 /// A frame counts as audible when its mean absolute sample exceeds this.
@@ -132,7 +132,10 @@ impl std::fmt::Display for CallSummary {
 }
 
 /// Places the call, returns its summary.
-pub async fn place_call(config: &Config, request: CallRequest) -> Result<CallSummary, CallError> {
+pub async fn place_call(
+    config: &SipConfig,
+    request: CallRequest,
+) -> Result<CallSummary, CallError> {
     crate::install_crypto_provider();
     let target: Uri = request.target.parse().map_err(|e: rsipstack::sip::Error| {
         CallError::BadUri(request.target.clone(), e.to_string())
@@ -148,7 +151,7 @@ pub async fn place_call(config: &Config, request: CallRequest) -> Result<CallSum
 
     // Our own endpoint on an ephemeral port, so a running `sav serve` is no obstacle.
     let ip = config.advertised_ip();
-    let bind_ip = config.sip.listen.ip();
+    let bind_ip = config.listen.ip();
     let cancel = CancellationToken::new();
     let transport_layer = TransportLayer::new(cancel.child_token());
     let udp = UdpConnection::create_connection(
@@ -160,7 +163,7 @@ pub async fn place_call(config: &Config, request: CallRequest) -> Result<CallSum
     let sip_port = udp.get_addr().get_socketaddr()?.port();
     transport_layer.add_transport(udp.into());
     let endpoint = EndpointBuilder::new()
-        .with_user_agent(&config.sip.user_agent)
+        .with_user_agent(&config.user_agent)
         .with_cancel_token(cancel.clone())
         .with_transport_layer(transport_layer)
         .build();
@@ -177,7 +180,7 @@ pub async fn place_call(config: &Config, request: CallRequest) -> Result<CallSum
         sdp::Origin::new(u64::from(rand::random::<u32>())),
     );
 
-    let register = config.sip.register.as_ref();
+    let register = config.register.as_ref();
     let user = register
         .map(|r| r.username.clone())
         .unwrap_or_else(|| "sav".into());

@@ -19,7 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
-use crate::config::RegisterConfig;
+use crate::sip::config::RegisterConfig;
 use crate::sip::registration::{
     ChallengeKind, RegisterRequest, RegisterResponse, Registration, RegistrationEvent,
     RegistrationPolicy,

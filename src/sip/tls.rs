@@ -7,7 +7,7 @@ use rsipstack::transport::TlsConfig;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 
-use crate::config;
+use crate::sip::config;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]

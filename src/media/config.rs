@@ -1,0 +1,61 @@
+//! `[media]` (RTP ports, timeout) and `[listen]` (voice activity, end of turn).
+
+use serde::Deserialize;
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MediaConfig {
+    pub rtp_port_min: u16,
+    pub rtp_port_max: u16,
+    #[serde(default = "default_rtp_timeout")]
+    pub rtp_timeout_secs: u64,
+}
+
+fn default_rtp_timeout() -> u64 {
+    30
+}
+
+/// `[listen]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListenConfig {
+    /// earshot score from which a frame is voice.
+    #[serde(default = "default_vad_threshold")]
+    pub vad_threshold: f32,
+    /// Voice that counts as speech (shorter: clicks, coughs, line echo).
+    #[serde(default = "default_min_speech")]
+    pub min_speech_ms: u64,
+    /// Silence that ends the caller's turn.
+    #[serde(default = "default_hangover")]
+    pub hangover_ms: u64,
+    /// Longest turn sent to speech-to-text.
+    #[serde(default = "default_max_utterance")]
+    pub max_utterance_ms: u64,
+}
+
+impl Default for ListenConfig {
+    fn default() -> Self {
+        Self {
+            vad_threshold: default_vad_threshold(),
+            min_speech_ms: default_min_speech(),
+            hangover_ms: default_hangover(),
+            max_utterance_ms: default_max_utterance(),
+        }
+    }
+}
+
+fn default_vad_threshold() -> f32 {
+    0.5
+}
+
+fn default_min_speech() -> u64 {
+    120
+}
+
+fn default_hangover() -> u64 {
+    500
+}
+
+fn default_max_utterance() -> u64 {
+    30_000
+}
