@@ -17,7 +17,9 @@
 //! The protocol and media cores take time and events in and hand frames and
 //! actions out; tokio tasks own the sockets and timers.
 
+pub mod app;
 pub mod cache;
+pub mod call;
 pub mod config;
 pub mod conversation;
 pub mod media;

@@ -134,7 +134,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            runtime.block_on(sav::sip::server::serve(config, cli.config.clone()))?;
+            runtime.block_on(sav::app::serve(config, cli.config.clone()))?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Call {

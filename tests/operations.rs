@@ -289,7 +289,7 @@ fn metrics_count_what_three_calls_did() {
         {
             own.push_str(line);
         }
-        if entry["target"] == "sav::sip::call" {
+        if entry["target"] == "sav::call" {
             call_lines += 1;
             assert!(
                 entry["span"]["call_id"].is_string(),

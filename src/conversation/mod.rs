@@ -18,9 +18,7 @@ pub use crate::conversation::config::CallConfig;
 
 pub mod config;
 pub mod guide;
-pub mod reply;
 pub mod speakable;
-pub mod speech;
 
 /// The turn-taking settings, present when STT, LLM and TTS are configured.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -18,6 +18,7 @@ pub mod g711;
 pub mod latch;
 pub mod pacer;
 pub mod playout;
+pub mod ports;
 pub mod recording;
 pub mod resample;
 pub mod rtp;

@@ -6,13 +6,16 @@
 //!   conversation and the media;
 //! - [`sdp`]: the SDP offer/answer of one audio stream.
 
-pub mod call;
 pub mod config;
+pub mod contact;
 pub mod digest;
 pub mod midcall;
 pub mod outbound;
 pub mod registrar_client;
 pub mod registration;
+pub mod respond;
 pub mod sdp;
-pub mod server;
 pub mod tls;
+
+/// Methods we answer (RFC 3261 §20.5 Allow).
+pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY";

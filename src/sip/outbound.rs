@@ -181,16 +181,14 @@ pub async fn place_call(
     );
 
     let register = config.register.as_ref();
-    let user = register
-        .map(|r| r.username.clone())
-        .unwrap_or_else(|| "sav".into());
-    let host = match SocketAddr::new(ip, sip_port) {
-        SocketAddr::V4(v4) => v4.to_string(),
-        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-    };
-    let contact: Uri = format!("sip:{user}@{host}")
+    let contact = crate::sip::contact::format(
+        crate::sip::contact::user(config),
+        SocketAddr::new(ip, sip_port),
+        "",
+    );
+    let contact: Uri = contact
         .parse()
-        .map_err(|e: rsipstack::sip::Error| CallError::BadUri(host.clone(), e.to_string()))?;
+        .map_err(|e: rsipstack::sip::Error| CallError::BadUri(contact.clone(), e.to_string()))?;
     let credential = register.and_then(|r| {
         std::env::var(&r.password_env)
             .ok()

@@ -5,7 +5,6 @@
 //! another address, Contact follows, in REGISTER and in dialogs alike.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use rsipstack::sip::prelude::HeadersExt;
@@ -52,9 +51,7 @@ pub enum RegistrationStatus {
     Unregistered,
 }
 
-/// Where we are reachable for SIP, as last learned from the registrar
-/// (rport/received); `None` means "as configured".
-pub type LearnedAddress = Arc<RwLock<Option<SocketAddr>>>;
+pub use crate::sip::contact::LearnedAddress;
 
 pub struct RegistrarClient {
     endpoint: EndpointInnerRef,
@@ -262,7 +259,7 @@ impl RegistrarClient {
             .ok()
             .and_then(|a| *a)
             .unwrap_or(self.configured);
-        contact_uri(&self.config.username, addr, &self.transport_param)
+        crate::sip::contact::format(&self.config.username, addr, &self.transport_param)
     }
 
     /// Sends one REGISTER and waits for its final response.
@@ -316,7 +313,7 @@ impl RegistrarClient {
             .unique_push(Header::Expires(request.expires.to_string().into()));
         message
             .headers
-            .unique_push(Header::Allow(crate::sip::server::ALLOW.into()));
+            .unique_push(Header::Allow(crate::sip::ALLOW.into()));
         for (kind, value) in &request.authorization {
             message.headers.push(match kind {
                 ChallengeKind::Www => Header::Authorization(value.clone().into()),
@@ -423,14 +420,6 @@ impl RegistrarClient {
     }
 }
 
-fn contact_uri(user: &str, addr: SocketAddr, transport_param: &str) -> String {
-    let host = match addr {
-        SocketAddr::V4(v4) => v4.to_string(),
-        SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-    };
-    format!("sip:{user}@{host}{transport_param}")
-}
-
 /// `host:port` of a contact URI.
 fn contact_host(contact: &str) -> String {
     contact
@@ -478,7 +467,7 @@ mod tests {
             "127.0.0.1:5070"
         );
         assert_eq!(
-            contact_uri("1001", "[::1]:5060".parse().unwrap(), ""),
+            crate::sip::contact::format("1001", "[::1]:5060".parse().unwrap(), ""),
             "sip:1001@[::1]:5060"
         );
     }

@@ -276,7 +276,7 @@ async fn speak(
     out: &mpsc::Sender<SpeechMsg>,
     trace: &CallTrace,
 ) -> Result<Spoken, ProviderError> {
-    let text = super::speakable::sanitise(sentence);
+    let text = crate::conversation::speakable::sanitise(sentence);
     if text.is_empty() {
         return Ok(Spoken::Nothing);
     }

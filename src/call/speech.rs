@@ -21,7 +21,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::cache::PhraseCache;
-use crate::conversation::reply::{self, Providers, SpeechMsg};
+use crate::call::reply::{self, Providers, SpeechMsg};
 use crate::conversation::{CallAction, CallEvent};
 use crate::media::driver::{MediaDriver, MediaId};
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamId, MAX_STREAM_BYTES};

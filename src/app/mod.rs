@@ -1,8 +1,8 @@
 //! `sav serve`: the SIP endpoint and the dispatch of incoming requests.
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -15,28 +15,25 @@ use rsipstack::transport::{
     udp::UdpConnection, TcpListenerConnection, TlsListenerConnection, TransportLayer,
 };
 use rsipstack::EndpointBuilder;
-use tokio::net::UdpSocket;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
-use crate::cache::{CacheError, PhraseCache};
+use crate::cache::CacheError;
+use crate::call::{self, Live, Server};
 use crate::config::{Config, Transport};
 use crate::media::driver::MediaDriver;
-use crate::sip::call;
+use crate::media::ports::RtpPortPool;
 use crate::sip::registrar_client::{LearnedAddress, RegisterError, RegistrarClient};
+use crate::sip::respond::spawn_reply;
+use crate::sip::ALLOW;
 
-/// Methods we answer (RFC 3261 §20.5 Allow).
-pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY";
 /// How long a shutdown waits for calls to end after asking them to hang up
 /// (their goodbye phrase and BYE), once the drain bound has passed.
 const HANGUP_TIMEOUT: Duration = Duration::from_secs(5);
 /// Longest an in-dialog request may wait for its answer (64 × T1, plus the
 /// time to let a re-INVITE's ACK in).
 const IN_DIALOG_LIMIT: Duration = Duration::from_secs(40);
-/// A transaction we answered is kept alive this long (64 × T1) so that its
-/// final response is retransmitted and the ACK absorbed.
-const TRANSACTION_LINGER: Duration = Duration::from_secs(32);
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -61,187 +58,6 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::http::ListenError),
-}
-
-/// Hands out RTP sockets from the configured port range. The operating system
-/// is the book-keeper: a port is free when it binds.
-#[derive(Debug)]
-pub struct RtpPortPool {
-    ip: IpAddr,
-    min: u16,
-    max: u16,
-    cursor: AtomicU32,
-}
-
-impl RtpPortPool {
-    pub fn new(ip: IpAddr, min: u16, max: u16) -> Self {
-        Self {
-            ip,
-            min,
-            max,
-            cursor: AtomicU32::new(0),
-        }
-    }
-
-    /// Binds the next free even port (RTP on even ports, RFC 3550 §11).
-    pub fn bind(&self) -> std::io::Result<UdpSocket> {
-        let first_even = u32::from(self.min) + u32::from(self.min) % 2;
-        let max = u32::from(self.max);
-        let count = if max < first_even {
-            0
-        } else {
-            (max - first_even) / 2 + 1
-        };
-        if count == 0 {
-            return Err(std::io::Error::other("RTP port range holds no even port"));
-        }
-        for _ in 0..count {
-            let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
-            // first_even + 2 × slot ≤ max ≤ u16::MAX.
-            let port = (first_even + slot * 2) as u16;
-            match std::net::UdpSocket::bind((self.ip, port)) {
-                Ok(socket) => {
-                    socket.set_nonblocking(true)?;
-                    return UdpSocket::from_std(socket);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
-                Err(e) => return Err(e),
-            }
-        }
-        Err(std::io::Error::new(
-            std::io::ErrorKind::AddrInUse,
-            format!("every RTP port in {}-{} is in use", self.min, self.max),
-        ))
-    }
-}
-
-/// What a SIGHUP reloads: the phrases and prompts, the phrase cache and the
-/// knowledge base. A call takes the set in force when it comes and keeps it
-/// to its end.
-pub struct Live {
-    pub config: Arc<Config>,
-    pub cache: Arc<PhraseCache>,
-    /// The knowledge base of the guided flow, when it has problems.
-    pub knowledge: Option<Arc<crate::conversation::guide::Knowledge>>,
-}
-
-impl Live {
-    /// Loads the cache and builds the knowledge base of `config`.
-    pub fn load(config: Arc<Config>) -> Result<Self, CacheError> {
-        let (cache, stale) = PhraseCache::load(&config.cache)?;
-        for (key, problem) in &stale {
-            warn!(phrase = %key, %problem, "phrase cache is stale; run `sav cache build`");
-        }
-        info!(
-            phrases = cache.len(),
-            bytes = cache.audio_bytes(),
-            "phrase cache loaded"
-        );
-        let knowledge = (!config.problems.is_empty()).then(|| {
-            info!(
-                problems = config.problems.len(),
-                "guided flow on the knowledge base"
-            );
-            Arc::new(crate::conversation::guide::Knowledge::new(
-                config.problems.clone(),
-                config.flow.clone(),
-            ))
-        });
-        Ok(Self {
-            config,
-            cache: Arc::new(cache),
-            knowledge,
-        })
-    }
-}
-
-/// What every call shares.
-pub struct Server {
-    /// The configuration the server started with (SIP, media, store…: what
-    /// a reload does not change).
-    pub config: Arc<Config>,
-    /// Phrases, cache and knowledge base, replaced by a reload.
-    live: std::sync::RwLock<Arc<Live>>,
-    pub metrics: Arc<crate::metrics::Metrics>,
-    pub dialogs: Arc<DialogLayer>,
-    pub driver: MediaDriver,
-    pub ports: RtpPortPool,
-    /// One permit per call in progress (`max_calls`).
-    pub calls: Arc<Semaphore>,
-    pub next_media_id: AtomicU64,
-    /// Fired on SIGINT/SIGTERM: calls say goodbye and hang up.
-    pub shutdown: CancellationToken,
-    /// Our SIP address as the registrar sees it (rport/received), when it
-    /// differs from the configured one: Contact in dialogs follows it.
-    pub learned: LearnedAddress,
-    /// INVITEs refused because their source is not in `[sip] allow`.
-    pub forbidden: AtomicU64,
-    /// The speech providers, when any is configured.
-    pub providers: Option<crate::conversation::reply::Providers>,
-    /// Customers and call records.
-    pub store: crate::store::Store,
-}
-
-impl Server {
-    /// The phrases, cache and knowledge base in force now.
-    pub fn live(&self) -> Arc<Live> {
-        match self.live.read() {
-            Ok(live) => live.clone(),
-            Err(poisoned) => poisoned.into_inner().clone(),
-        }
-    }
-
-    fn set_live(&self, live: Live) {
-        let live = Arc::new(live);
-        match self.live.write() {
-            Ok(mut slot) => *slot = live,
-            Err(poisoned) => *poisoned.into_inner() = live,
-        }
-    }
-
-    /// Shutting down: new calls are refused.
-    pub fn draining(&self) -> bool {
-        self.metrics.draining()
-    }
-
-    /// Calls in progress (ringing or established).
-    pub fn calls_in_progress(&self) -> i64 {
-        self.metrics.active_calls.get()
-    }
-
-    /// Our Contact URI for dialogs: the same user and address as in REGISTER.
-    pub fn contact_uri(&self, transport: rsipstack::sip::Transport) -> String {
-        let ip = self.config.advertised_ip();
-        let addr = match transport {
-            rsipstack::sip::Transport::Tls => SocketAddr::new(ip, self.config.tls_listen().port()),
-            // What the registrar saw of us (RFC 3581) holds for UDP only.
-            rsipstack::sip::Transport::Udp => {
-                let configured = SocketAddr::new(ip, self.config.sip.listen.port());
-                self.learned
-                    .read()
-                    .ok()
-                    .and_then(|a| *a)
-                    .unwrap_or(configured)
-            }
-            _ => SocketAddr::new(ip, self.config.sip.listen.port()),
-        };
-        let user = self
-            .config
-            .sip
-            .register
-            .as_ref()
-            .map(|r| r.username.as_str())
-            .unwrap_or("sav");
-        let host = match addr {
-            SocketAddr::V4(v4) => v4.to_string(),
-            SocketAddr::V6(v6) => format!("[{}]:{}", v6.ip(), v6.port()),
-        };
-        let suffix = match transport {
-            rsipstack::sip::Transport::Udp => String::new(),
-            other => format!(";transport={}", other.to_string().to_lowercase()),
-        };
-        format!("sip:{user}@{host}{suffix}")
-    }
 }
 
 /// Runs the endpoint until SIGINT or SIGTERM; SIGHUP reloads the phrases,
@@ -620,9 +436,7 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
 }
 
 /// The speech providers that are configured (`[stt]`, `[llm]`, `[tts]`).
-fn build_providers(
-    config: &Config,
-) -> Result<Option<crate::conversation::reply::Providers>, ServeError> {
+fn build_providers(config: &Config) -> Result<Option<crate::call::reply::Providers>, ServeError> {
     if config.llm.is_none() && config.tts.is_none() && config.stt.is_none() {
         info!("no speech providers: cached phrases and DTMF menus only");
         return Ok(None);
@@ -652,7 +466,7 @@ fn build_providers(
     if stt.is_none() {
         info!("no [stt]: callers answer with keys (DTMF menus)");
     }
-    Ok(Some(crate::conversation::reply::Providers {
+    Ok(Some(crate::call::reply::Providers {
         llm,
         tts,
         stt,
@@ -773,58 +587,5 @@ fn source_allowed(server: &Server, tx: &Transaction) -> bool {
     match source {
         Some(addr) => allow.iter().any(|net| net.contains(addr.ip())),
         None => false,
-    }
-}
-
-/// Answers a transaction with a final response and keeps it alive long
-/// enough for retransmissions and the ACK of a failed INVITE.
-pub fn spawn_reply(mut tx: Transaction, status: StatusCode, headers: Vec<Header>) {
-    tokio::spawn(async move {
-        reply_and_linger(&mut tx, status, headers).await;
-    });
-}
-
-pub async fn reply_and_linger(tx: &mut Transaction, status: StatusCode, headers: Vec<Header>) {
-    if let Err(e) = tx.reply_with(status, headers, None).await {
-        warn!(error = %e, "cannot send response");
-        return;
-    }
-    let _ = tokio::time::timeout(TRANSACTION_LINGER, async {
-        while tx.receive().await.is_some() {}
-    })
-    .await;
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn port_pool_hands_out_distinct_even_ports_and_reports_exhaustion() {
-        let ip: IpAddr = "127.0.0.1".parse().unwrap();
-        // A range unlikely to be used by anything else on a test machine.
-        let pool = RtpPortPool::new(ip, 29_001, 29_006);
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let a = pool.bind().unwrap();
-            let b = pool.bind().unwrap();
-            let c = pool.bind().unwrap();
-            let mut ports: Vec<u16> = [&a, &b, &c]
-                .iter()
-                .map(|s| s.local_addr().unwrap().port())
-                .collect();
-            ports.sort();
-            assert_eq!(ports, vec![29_002, 29_004, 29_006]);
-            let err = pool.bind().unwrap_err();
-            assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
-            drop(b);
-            assert!(pool.bind().is_ok(), "a released port is reused");
-            // The top of the port space: no even port, an error, no overflow.
-            let top = RtpPortPool::new(ip, 65_535, 65_535);
-            assert!(top.bind().is_err());
-        });
     }
 }

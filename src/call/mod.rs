@@ -7,6 +7,12 @@
 //! then carries dialog events, media events and the conversation's actions
 //! until either side hangs up.
 
+pub mod reply;
+mod shared;
+pub mod speech;
+
+pub use shared::{Live, Server};
+
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -23,9 +29,9 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, info_span, warn, Instrument};
 
+use crate::call::reply::SpeechMsg;
+use crate::call::speech::SpeechSession;
 use crate::conversation::guide::{Guide, Note};
-use crate::conversation::reply::SpeechMsg;
-use crate::conversation::speech::SpeechSession;
 use crate::conversation::{
     self, CallAction, CallEvent, Conversation, HangupReason, HybridConfig, KnownCaller,
 };
@@ -36,9 +42,8 @@ use crate::media::vad::VadConfig;
 use crate::metrics::PhraseSource;
 use crate::redact::Pii;
 use crate::sip::midcall::{self, SessionTimer};
+use crate::sip::respond::reply_and_linger;
 use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
-use crate::sip::server::Live;
-use crate::sip::server::{reply_and_linger, Server};
 use crate::store::{Speaker, TurnKind};
 use crate::timeline::{CallTrace, Mark};
 
@@ -558,7 +563,7 @@ impl Call {
     fn accept(&self) {
         let mut headers = vec![
             Header::ContentType("application/sdp".into()),
-            Header::Allow(crate::sip::server::ALLOW.into()),
+            Header::Allow(crate::sip::ALLOW.into()),
         ];
         headers.extend(self.session_timer_headers());
         if let Err(error) = self
@@ -776,7 +781,7 @@ impl Call {
             } => {}
             PlayoutEvent::Started { label, .. } => {
                 let source = self.source_of(label);
-                let count = match crate::conversation::speech::reply_of(label) {
+                let count = match crate::call::speech::reply_of(label) {
                     // One generated phrase per reply, whatever its sentences.
                     Some(reply) if reply > self.replies_counted => {
                         self.replies_counted = reply;
@@ -807,7 +812,7 @@ impl Call {
     }
 
     fn source_of(&self, label: &str) -> PhraseSource {
-        if crate::conversation::speech::reply_of(label).is_some() {
+        if crate::call::speech::reply_of(label).is_some() {
             PhraseSource::generated
         } else if self.live.config.hybrid.fillers.iter().any(|f| f == label) {
             PhraseSource::filler
