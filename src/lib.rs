@@ -29,6 +29,7 @@ pub mod redact;
 pub mod sip;
 pub mod store;
 pub mod text;
+pub mod time;
 pub mod timeline;
 
 /// Installs ring as the process-wide rustls crypto provider, once. rsipstack's

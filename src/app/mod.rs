@@ -1,4 +1,8 @@
-//! `sav serve`: the SIP endpoint and the dispatch of incoming requests.
+//! The process (`sav serve`): the SIP endpoint and the dispatch of incoming
+//! requests, the providers, the store and its outbox, metrics, SIGHUP
+//! reload, and the drain on SIGTERM.
+
+pub mod answer;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -20,7 +24,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cache::CacheError;
-use crate::call::{self, Live, Server};
+use crate::call::{Live, Services};
 use crate::config::{Config, Transport};
 use crate::media::driver::MediaDriver;
 use crate::media::ports::RtpPortPool;
@@ -58,6 +62,35 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::http::ListenError),
+}
+
+/// The process's SIP side: what answering calls needs beyond what every
+/// call is handed ([`Services`]).
+pub struct Server {
+    pub services: Arc<Services>,
+    /// The configuration the process started with.
+    pub config: Arc<Config>,
+    pub dialogs: Arc<DialogLayer>,
+    pub ports: RtpPortPool,
+    /// One permit per call in progress (`max_calls`).
+    pub calls: Arc<Semaphore>,
+    /// Our SIP address as the registrar sees it (rport/received), when it
+    /// differs from the configured one: Contact in dialogs follows it.
+    pub learned: LearnedAddress,
+    /// INVITEs refused because their source is not in `[sip] allow`.
+    pub forbidden: AtomicU64,
+}
+
+impl Server {
+    /// Calls in progress (ringing or established).
+    pub fn calls_in_progress(&self) -> i64 {
+        self.services.metrics.active_calls.get()
+    }
+
+    /// Our Contact URI for dialogs: the same user and address as in REGISTER.
+    pub fn contact_uri(&self, transport: rsipstack::sip::Transport) -> String {
+        crate::sip::contact::for_dialog(&self.config.sip, &self.learned, transport)
+    }
 }
 
 /// Runs the endpoint until SIGINT or SIGTERM; SIGHUP reloads the phrases,
@@ -199,23 +232,26 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         None => None,
     };
 
-    let server = Arc::new(Server {
+    let services = Arc::new(Services {
         live: std::sync::RwLock::new(Arc::new(live)),
         metrics: metrics.clone(),
-        dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
         driver: MediaDriver::spawn(metrics.clone()),
+        shutdown: CancellationToken::new(),
+        providers,
+        store,
+        config: config.clone(),
+    });
+    let server = Arc::new(Server {
+        dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
         ports: RtpPortPool::new(
             listen.ip(),
             config.media.rtp_port_min,
             config.media.rtp_port_max,
         ),
         calls: Arc::new(Semaphore::new(config.sip.max_calls)),
-        next_media_id: AtomicU64::new(1),
-        shutdown: CancellationToken::new(),
         learned,
         forbidden: AtomicU64::new(0),
-        providers,
-        store,
+        services,
         config,
     });
     info!(
@@ -242,7 +278,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
 
     // Drain: new calls get 503 (and /healthz 503, OPTIONS 503, so a load
     // balancer stops sending), calls in progress go on up to the bound.
-    server.metrics.set_draining();
+    server.services.metrics.set_draining();
     let drain = Duration::from_secs(server.config.operations.drain_secs);
     info!(
         calls = server.calls_in_progress(),
@@ -275,7 +311,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             calls = left,
             "drain bound reached: ending the calls left with BYE"
         );
-        server.shutdown.cancel();
+        server.services.shutdown.cancel();
         // Still answering SIP while the BYEs go out.
         let ended = tokio::select! {
             ended = tokio::time::timeout(HANGUP_TIMEOUT, &mut all_done) => ended.is_ok(),
@@ -288,7 +324,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
             );
         }
     } else {
-        server.shutdown.cancel();
+        server.services.shutdown.cancel();
         info!("every call ended");
     }
     if let Some(task) = registration {
@@ -300,7 +336,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         }
     }
     // Call records written before the outbox stops.
-    server.store.flush().await;
+    server.services.store.flush().await;
     outbox_stop.cancel();
     let _ = tokio::time::timeout(Duration::from_secs(2), outbox).await;
     ops_stop.cancel();
@@ -358,7 +394,7 @@ fn reload(server: &Arc<Server>, path: Option<&std::path::Path>) {
         Ok(live) => {
             let phrases = live.cache.len();
             let problems = live.config.problems.len();
-            server.set_live(live);
+            server.services.set_live(live);
             info!(
                 phrases,
                 problems, "reloaded: new calls use it, calls in progress keep theirs"
@@ -544,10 +580,10 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
         }
         Method::Invite => {
             let server = server.clone();
-            tokio::spawn(call::handle_invite(server, tx));
+            tokio::spawn(answer::handle_invite(server, tx));
         }
         // Draining: a load balancer probing with OPTIONS takes us out.
-        Method::Options if server.draining() => spawn_reply(
+        Method::Options if server.services.draining() => spawn_reply(
             tx,
             StatusCode::ServiceUnavailable,
             vec![Header::Allow(ALLOW.into())],

@@ -1,19 +1,14 @@
 //! What every call shares: the process's configuration, the live phrases
-//! and cache, the media driver, the SIP dialogs, the store and providers.
+//! and cache, the media driver, the store and the providers.
 
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use rsipstack::dialog::dialog_layer::DialogLayer;
-use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::cache::{CacheError, PhraseCache};
 use crate::config::Config;
 use crate::media::driver::MediaDriver;
-use crate::media::ports::RtpPortPool;
-use crate::sip::registrar_client::LearnedAddress;
 
 /// What a SIGHUP reloads: the phrases and prompts, the phrase cache and the
 /// knowledge base. A call takes the set in force when it comes and keeps it
@@ -55,34 +50,25 @@ impl Live {
     }
 }
 
-/// What every call shares.
-pub struct Server {
-    /// The configuration the server started with (SIP, media, store…: what
+/// What every call is handed by the process.
+pub struct Services {
+    /// The configuration the process started with (SIP, media, store…: what
     /// a reload does not change).
     pub config: Arc<Config>,
     /// Phrases, cache and knowledge base, replaced by a reload.
     pub live: std::sync::RwLock<Arc<Live>>,
     pub metrics: Arc<crate::metrics::Metrics>,
-    pub dialogs: Arc<DialogLayer>,
+    /// Paces every call's outbound RTP.
     pub driver: MediaDriver,
-    pub ports: RtpPortPool,
-    /// One permit per call in progress (`max_calls`).
-    pub calls: Arc<Semaphore>,
-    pub next_media_id: AtomicU64,
-    /// Fired on SIGINT/SIGTERM: calls say goodbye and hang up.
+    /// Fired when the drain bound passes: calls hang up.
     pub shutdown: CancellationToken,
-    /// Our SIP address as the registrar sees it (rport/received), when it
-    /// differs from the configured one: Contact in dialogs follows it.
-    pub learned: LearnedAddress,
-    /// INVITEs refused because their source is not in `[sip] allow`.
-    pub forbidden: AtomicU64,
     /// The speech providers, when any is configured.
     pub providers: Option<crate::call::reply::Providers>,
     /// Customers and call records.
     pub store: crate::store::Store,
 }
 
-impl Server {
+impl Services {
     /// The phrases, cache and knowledge base in force now.
     pub fn live(&self) -> Arc<Live> {
         match self.live.read() {
@@ -91,6 +77,7 @@ impl Server {
         }
     }
 
+    /// Replaces what new calls take (a reload).
     pub fn set_live(&self, live: Live) {
         let live = Arc::new(live);
         match self.live.write() {
@@ -102,15 +89,5 @@ impl Server {
     /// Shutting down: new calls are refused.
     pub fn draining(&self) -> bool {
         self.metrics.draining()
-    }
-
-    /// Calls in progress (ringing or established).
-    pub fn calls_in_progress(&self) -> i64 {
-        self.metrics.active_calls.get()
-    }
-
-    /// Our Contact URI for dialogs: the same user and address as in REGISTER.
-    pub fn contact_uri(&self, transport: rsipstack::sip::Transport) -> String {
-        crate::sip::contact::for_dialog(&self.config.sip, &self.learned, transport)
     }
 }

@@ -23,7 +23,7 @@ use tracing::{debug, info, warn};
 use crate::cache::PhraseCache;
 use crate::call::reply::{self, Providers, SpeechMsg};
 use crate::conversation::{CallAction, CallEvent};
-use crate::media::driver::{MediaDriver, MediaId};
+use crate::media::handle::MediaHandle;
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamId, MAX_STREAM_BYTES};
 use crate::providers::llm::ChatMessage;
 use crate::providers::ProviderError;
@@ -82,8 +82,6 @@ struct TurnTiming {
 
 pub struct SpeechSession {
     providers: Providers,
-    driver: MediaDriver,
-    media: MediaId,
     cache: Arc<PhraseCache>,
     tx: mpsc::Sender<SpeechMsg>,
     /// The caller's audio of the turn not yet answered (several utterances
@@ -97,8 +95,6 @@ pub struct SpeechSession {
     streams: u64,
     /// The stream the last `Starved` was about: the filler goes before it.
     starved: Option<StreamId>,
-    /// Segments this session queued (for the stale-Idle check).
-    pub enqueued: u64,
     timing: TurnTiming,
     /// The classification being made, by id.
     classification: Option<(u64, tokio::task::JoinHandle<()>)>,
@@ -123,8 +119,6 @@ impl Drop for SpeechSession {
 impl SpeechSession {
     pub fn new(
         providers: Providers,
-        driver: MediaDriver,
-        media: MediaId,
         cache: Arc<PhraseCache>,
         trace: CallTrace,
     ) -> (Self, mpsc::Receiver<SpeechMsg>) {
@@ -132,8 +126,6 @@ impl SpeechSession {
         (
             Self {
                 providers,
-                driver,
-                media,
                 cache,
                 tx,
                 turn_audio: Vec::new(),
@@ -143,7 +135,6 @@ impl SpeechSession {
                 replies: 0,
                 streams: 0,
                 starved: None,
-                enqueued: 0,
                 timing: TurnTiming::default(),
                 classification: None,
                 spoken: Vec::new(),
@@ -166,7 +157,7 @@ impl SpeechSession {
 
     /// Carries out a speech action; returns false for actions that are not
     /// the session's.
-    pub async fn act(&mut self, action: &CallAction) -> bool {
+    pub async fn act(&mut self, action: &CallAction, media: &mut MediaHandle) -> bool {
         match action {
             CallAction::Transcribe => {
                 // The whole turn so far: an earlier transcription (of its
@@ -189,9 +180,9 @@ impl SpeechSession {
                 }
             }
             CallAction::OpenReply => {
-                self.cancel().await;
+                self.cancel(media).await;
                 self.replies += 1;
-                let slot = self.queue_stream(0).await;
+                let slot = self.queue_stream(0, media).await;
                 self.reply = Some(Reply {
                     id: self.replies,
                     slot: Some(slot),
@@ -204,7 +195,7 @@ impl SpeechSession {
                 let excess = self.history.len().saturating_sub(keep * 2);
                 self.history.drain(..excess);
                 let messages = reply::messages(&self.providers.system_prompt, &self.history, keep);
-                self.start_reply(ReplyKind::Generate(messages)).await;
+                self.start_reply(ReplyKind::Generate(messages), media).await;
                 self.turn_audio.clear();
             }
             CallAction::Compose(instruction) => {
@@ -212,9 +203,12 @@ impl SpeechSession {
                     ChatMessage::system(self.providers.system_prompt.clone()),
                     ChatMessage::user(instruction.clone()),
                 ];
-                self.start_reply(ReplyKind::Generate(messages)).await;
+                self.start_reply(ReplyKind::Generate(messages), media).await;
             }
-            CallAction::Speak(text) => self.start_reply(ReplyKind::Speak(text.clone())).await,
+            CallAction::Speak(text) => {
+                self.start_reply(ReplyKind::Speak(text.clone()), media)
+                    .await
+            }
             CallAction::Classify { id, system, text } => {
                 if let Some((_, task)) = self.classification.take() {
                     task.abort();
@@ -245,22 +239,21 @@ impl SpeechSession {
                 self.turn_audio.clear();
             }
             CallAction::CancelReply => {
-                self.cancel().await;
+                self.cancel(media).await;
                 self.turn_audio.clear();
             }
-            CallAction::PauseReply => self.pause().await,
+            CallAction::PauseReply => self.pause(media).await,
             CallAction::ResumeReply => {
                 self.turn_audio.clear();
-                self.resume().await;
+                self.resume(media).await;
             }
             CallAction::PlayFront(key) => {
                 if let Some(clip) = self.trace.cached(&self.cache, key) {
-                    self.enqueued += 1;
                     let clip = SegmentKind::Clip(clip.clone());
                     // Only a `Starved` stream asks for a filler in front.
                     match self.starved.take() {
-                        Some(stream) => self.driver.enqueue_before(self.media, stream, clip).await,
-                        None => self.driver.enqueue(self.media, clip).await,
+                        Some(stream) => media.enqueue_before(stream, clip).await,
+                        None => media.enqueue(clip).await,
                     }
                 }
             }
@@ -270,7 +263,11 @@ impl SpeechSession {
     }
 
     /// A message from the speech tasks; some become conversation events.
-    pub async fn on_message(&mut self, msg: SpeechMsg) -> Option<CallEvent> {
+    pub async fn on_message(
+        &mut self,
+        msg: SpeechMsg,
+        media: &mut MediaHandle,
+    ) -> Option<CallEvent> {
         match msg {
             SpeechMsg::Transcript { turn, .. } if turn != self.turn => {
                 debug!(
@@ -324,9 +321,9 @@ impl SpeechSession {
                     // The waiting slot carries it; a new slot waits behind it.
                     let stream = match self.reply.as_mut().and_then(|r| r.slot.take()) {
                         Some(stream) => stream,
-                        None => self.queue_stream(index).await,
+                        None => self.queue_stream(index, media).await,
                     };
-                    let next = self.queue_stream(index + 1).await;
+                    let next = self.queue_stream(index + 1, media).await;
                     if let Some(r) = self.reply.as_mut() {
                         r.slot = Some(next);
                     }
@@ -355,7 +352,7 @@ impl SpeechSession {
                         s.stream
                     });
                 if let Some(stream) = stream {
-                    self.driver.feed(self.media, stream, chunk).await;
+                    media.feed(stream, chunk).await;
                 }
                 None
             }
@@ -369,7 +366,7 @@ impl SpeechSession {
                         s.stream
                     });
                 if let Some(stream) = stream {
-                    self.driver.end_stream(self.media, stream).await;
+                    media.end_stream(stream).await;
                 }
                 None
             }
@@ -385,7 +382,7 @@ impl SpeechSession {
                 }
                 // The slot waiting for a next sentence closes empty.
                 if let Some(slot) = self.reply.as_mut().and_then(|r| r.slot.take()) {
-                    self.driver.end_stream(self.media, slot).await;
+                    media.end_stream(slot).await;
                 }
                 if sentences == 0 {
                     // Nothing to say (a filter, an empty completion): that is
@@ -446,10 +443,10 @@ impl SpeechSession {
 
     /// Makes the current reply (its slot queued when it has none) and starts
     /// its task.
-    async fn start_reply(&mut self, kind: ReplyKind) {
+    async fn start_reply(&mut self, kind: ReplyKind, media: &mut MediaHandle) {
         if self.reply.as_ref().is_some_and(|r| r.task.is_some()) {
             // A generation already runs for this reply: start afresh.
-            self.cancel().await;
+            self.cancel(media).await;
         }
         if self.reply.is_none() {
             self.replies += 1;
@@ -460,7 +457,7 @@ impl SpeechSession {
         }
         // The reply's slot may have gone with a barge-in: queue one.
         if self.reply.as_ref().is_some_and(|r| r.slot.is_none()) {
-            let slot = self.queue_stream(0).await;
+            let slot = self.queue_stream(0, media).await;
             if let Some(r) = self.reply.as_mut() {
                 r.slot = Some(slot);
                 r.paused = false;
@@ -497,19 +494,15 @@ impl SpeechSession {
         self.reply.as_ref().is_some_and(|r| r.id == reply)
     }
 
-    async fn queue_stream(&mut self, index: usize) -> StreamId {
+    async fn queue_stream(&mut self, index: usize, media: &mut MediaHandle) -> StreamId {
         self.streams += 1;
         let stream = StreamId(self.streams);
         let label = format!("{REPLY_LABEL}{}.{index}", self.replies);
-        self.enqueued += 1;
-        self.driver
-            .enqueue(
-                self.media,
-                SegmentKind::Stream {
-                    id: stream,
-                    label: Arc::from(label.as_str()),
-                },
-            )
+        media
+            .enqueue(SegmentKind::Stream {
+                id: stream,
+                label: Arc::from(label.as_str()),
+            })
             .await;
         stream
     }
@@ -524,7 +517,7 @@ impl SpeechSession {
     }
 
     /// Drops the current reply: its task, and its streams from the playout.
-    async fn cancel(&mut self) {
+    async fn cancel(&mut self, media: &mut MediaHandle) {
         let Some(mut reply) = self.reply.take() else {
             return;
         };
@@ -532,13 +525,13 @@ impl SpeechSession {
             task.abort();
         }
         for stream in Self::live_streams(&reply) {
-            self.driver.remove_stream(self.media, stream).await;
+            media.remove_stream(stream).await;
         }
     }
 
     /// The caller talks over the reply: none of it plays until resumed (the
     /// playout was already cleared; its streams are let go).
-    async fn pause(&mut self) {
+    async fn pause(&mut self, media: &mut MediaHandle) {
         let Some(reply) = self.reply.as_mut() else {
             return;
         };
@@ -549,13 +542,13 @@ impl SpeechSession {
             sentence.stream = None;
         }
         for stream in streams {
-            self.driver.remove_stream(self.media, stream).await;
+            media.remove_stream(stream).await;
         }
     }
 
     /// Queues the interrupted reply again, from the sentence it was in, and a
     /// slot for what is still to come.
-    async fn resume(&mut self) {
+    async fn resume(&mut self, media: &mut MediaHandle) {
         let Some(reply) = self.reply.as_mut() else {
             return;
         };
@@ -569,7 +562,7 @@ impl SpeechSession {
             "resuming the reply after a false interruption"
         );
         for index in from..count {
-            let stream = self.queue_stream(index).await;
+            let stream = self.queue_stream(index, media).await;
             let (audio, finished) =
                 match self.reply.as_mut().and_then(|r| r.sentences.get_mut(index)) {
                     Some(s) => {
@@ -579,14 +572,14 @@ impl SpeechSession {
                     None => continue,
                 };
             if !audio.is_empty() {
-                self.driver.feed(self.media, stream, audio).await;
+                media.feed(stream, audio).await;
             }
             if finished {
-                self.driver.end_stream(self.media, stream).await;
+                media.end_stream(stream).await;
             }
         }
         if !done {
-            let slot = self.queue_stream(count).await;
+            let slot = self.queue_stream(count, media).await;
             if let Some(r) = self.reply.as_mut() {
                 r.slot = Some(slot);
             }

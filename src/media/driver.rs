@@ -97,6 +97,8 @@ enum Command {
 #[derive(Debug, Clone)]
 pub struct MediaDriver {
     commands: mpsc::Sender<Command>,
+    /// The next call's media id.
+    next_id: Arc<std::sync::atomic::AtomicU64>,
 }
 
 /// Counters the driver keeps for the whole process.
@@ -134,7 +136,16 @@ impl MediaDriver {
     pub fn spawn(metrics: Arc<Metrics>) -> Self {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         tokio::spawn(run(rx, metrics));
-        Self { commands }
+        Self {
+            commands,
+            next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+        }
+    }
+
+    /// A media id no other call of this driver has.
+    pub fn next_id(&self) -> MediaId {
+        self.next_id
+            .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
     }
 
     pub async fn start(&self, start: StreamStart) {
@@ -214,7 +225,7 @@ async fn run(mut commands: mpsc::Receiver<Command>, metrics: Arc<Metrics>) {
                     apply(command, &mut calls, &mut timers, &metrics);
                 }
             }
-            _ = sleep_until_opt(next_due) => {}
+            _ = crate::time::sleep_until_opt(next_due) => {}
         }
         // Trust the clock, not the wake-up.
         let now = Instant::now();
@@ -231,13 +242,6 @@ async fn run(mut commands: mpsc::Receiver<Command>, metrics: Arc<Metrics>) {
         }
     }
     debug!(?stats, "media driver stopped");
-}
-
-async fn sleep_until_opt(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
-    }
 }
 
 fn apply(

@@ -15,6 +15,7 @@ pub mod config;
 pub mod driver;
 pub mod dtmf;
 pub mod g711;
+pub mod handle;
 pub mod latch;
 pub mod pacer;
 pub mod playout;

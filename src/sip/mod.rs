@@ -9,6 +9,7 @@
 pub mod config;
 pub mod contact;
 pub mod digest;
+pub mod leg;
 pub mod midcall;
 pub mod outbound;
 pub mod registrar_client;

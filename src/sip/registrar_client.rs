@@ -187,7 +187,7 @@ impl RegistrarClient {
         loop {
             let due = core.poll_timeout().map(Instant::from_std);
             tokio::select! {
-                _ = sleep_until_opt(due) => {}
+                _ = crate::time::sleep_until_opt(due) => {}
                 _ = unregister.cancelled() => break,
             }
             let Some(request) = core.poll_transmit(Instant::now().into_std()) else {
@@ -441,13 +441,6 @@ fn param(value: &str, name: &str) -> Option<String> {
                 .to_string()
         })
     })
-}
-
-async fn sleep_until_opt(due: Option<Instant>) {
-    match due {
-        Some(due) => tokio::time::sleep_until(due).await,
-        None => std::future::pending().await,
-    }
 }
 
 #[cfg(test)]

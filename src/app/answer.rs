@@ -1,0 +1,92 @@
+//! A new INVITE, from admission to the end of its call.
+//!
+//! The request is checked before anything is held (503 while draining; 420,
+//! 415, 400/488, 422 by the leg); a call slot is taken only for a call we
+//! can answer (503 past `max_calls`), then an RTP port (503 when none is
+//! free); the leg answers and the call runs. The slot and the port are free
+//! as soon as the call is over, before our BYE completes.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::sip::StatusCode;
+use rsipstack::transaction::transaction::Transaction;
+use tracing::{info, info_span, warn, Instrument};
+
+use crate::app::Server;
+use crate::call::{self, Caller};
+use crate::sip::leg::Incoming;
+use crate::timeline::CallTrace;
+
+/// Entry point of a new INVITE (no To-tag).
+pub async fn handle_invite(server: Arc<Server>, tx: Transaction) {
+    let incoming = Incoming::new(tx);
+    let span = info_span!("call", call_id = %incoming.call_id);
+    answer(server, incoming).instrument(span).await;
+}
+
+async fn answer(server: Arc<Server>, mut incoming: Incoming) {
+    incoming.log();
+    let services = server.services.clone();
+    let config = &services.config;
+    if services.draining() {
+        services.metrics.refused("shutting_down");
+        info!("call refused: shutting down (503)");
+        return incoming.refuse_busy().await;
+    }
+    // The INVITE starts the call's timeline.
+    let trace = CallTrace::new(services.metrics.clone());
+    if incoming.check(config.advertised_ip()).await.is_err() {
+        return;
+    }
+    // A slot is taken only now, for a call we can answer: refusals above do
+    // not hold one while their transactions linger.
+    let Ok(permit) = server.calls.clone().try_acquire_owned() else {
+        services.metrics.refused("max_calls");
+        warn!(
+            max_calls = config.sip.max_calls,
+            "call refused: at max_calls"
+        );
+        return incoming.refuse_busy().await;
+    };
+    let socket = match server.ports.bind() {
+        Ok(socket) => Arc::new(socket),
+        Err(error) => {
+            warn!(%error, "no RTP port for the call");
+            return incoming
+                .refuse(StatusCode::ServiceUnavailable, "no RTP port")
+                .await;
+        }
+    };
+    let local_rtp = match socket.local_addr() {
+        Ok(addr) => SocketAddr::new(config.advertised_ip(), addr.port()),
+        Err(error) => {
+            warn!(%error, "RTP socket has no address");
+            return incoming
+                .refuse(StatusCode::ServerInternalError, "RTP socket")
+                .await;
+        }
+    };
+    let caller = Caller {
+        call_id: incoming.call_id.clone(),
+        from_user: incoming.from_user.clone(),
+        asserted: incoming.asserted.clone(),
+    };
+    let contact = server.contact_uri(incoming.transport()).parse().ok();
+    let answer_after = Duration::from_millis(config.sip.answer_after_ms);
+    let Ok(mut leg) = incoming
+        .answer(&server.dialogs, local_rtp, contact, answer_after)
+        .await
+    else {
+        return;
+    };
+    services.metrics.active_calls.inc();
+    let end = call::run(services.clone(), &mut leg, socket, caller, trace).await;
+    // The call's slot and RTP port are free from here; a BYE to a caller who
+    // is gone may take 32 s and holds neither.
+    drop(permit);
+    leg.finish().await;
+    services.metrics.active_calls.dec();
+    info!(ending = ?end.ending, "call ended");
+}

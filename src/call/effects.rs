@@ -1,0 +1,210 @@
+//! What the conversation asks, carried out: phrases into the playout and
+//! the call record, REFERs through the leg, speech actions to the reply
+//! book; and what happened, into the timeline, the metrics and the record.
+
+use tracing::{debug, info, warn};
+
+use crate::call::speech::SpeechSession;
+use crate::call::Call;
+use crate::conversation::guide::Note;
+use crate::conversation::{CallAction, CallEvent};
+use crate::media::handle::MediaHandle;
+use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind};
+use crate::media::recording::Recording;
+use crate::metrics::PhraseSource;
+use crate::sip::leg::Leg;
+use crate::store::{Speaker, TurnKind};
+use crate::timeline::Mark;
+
+impl Call {
+    /// Carries out one action; true when the call is to end (BYE).
+    pub(super) async fn carry_out(
+        &mut self,
+        action: CallAction,
+        leg: &Leg,
+        media: &mut MediaHandle,
+        speech: Option<&mut (
+            SpeechSession,
+            tokio::sync::mpsc::Receiver<crate::call::reply::SpeechMsg>,
+        )>,
+    ) -> bool {
+        match action {
+            CallAction::Play(key) => {
+                self.record_phrase(&key);
+                if let Some(segment) = self.segment(&key) {
+                    media.enqueue(segment).await;
+                }
+            }
+            CallAction::StopPlayout => media.interrupt().await,
+            CallAction::Note(note) => {
+                if let Some(record) = self.record.as_mut() {
+                    match &note {
+                        Note::Problem(key) => {
+                            info!(problem = %key, "problem identified");
+                            record.problem(key);
+                        }
+                        Note::Step(key) => {
+                            info!(step = %key, "fix step given");
+                            record.step(key);
+                        }
+                    }
+                }
+            }
+            CallAction::Transfer(target) => {
+                self.trace.mark(Mark::Transfer {
+                    target: target.clone(),
+                });
+                self.services.metrics.transfers.inc();
+                if let Some(record) = &self.record {
+                    record.transfer(&target);
+                }
+                leg.transfer(target).await;
+            }
+            other @ (CallAction::PlayFront(_)
+            | CallAction::Speak(_)
+            | CallAction::Compose(_)
+            | CallAction::Classify { .. }
+            | CallAction::Transcribe
+            | CallAction::OpenReply
+            | CallAction::Generate(_)
+            | CallAction::CancelReply
+            | CallAction::PauseReply
+            | CallAction::ResumeReply) => match speech {
+                Some((speech, _)) => {
+                    if let CallAction::PlayFront(key) = &other {
+                        self.record_phrase(key);
+                    }
+                    speech.act(&other, media).await;
+                }
+                None => debug!(action = ?other, "turn-taking action without providers"),
+            },
+            CallAction::Hangup(reason) => {
+                info!(?reason, "hanging up");
+                return true;
+            }
+        }
+        false
+    }
+
+    /// A cached phrase's segment, when the cache has it.
+    pub(super) fn segment(&self, key: &str) -> Option<SegmentKind> {
+        match self.trace.cached(&self.live.cache, key) {
+            Some(clip) => Some(SegmentKind::Clip(clip.clone())),
+            None => {
+                warn!(phrase = key, "phrase not in the cache");
+                None
+            }
+        }
+    }
+
+    /// A cached phrase said, in the call record.
+    pub(super) fn record_phrase(&mut self, key: &str) {
+        let text = self.live.config.cache.phrases.get(key).cloned();
+        if let Some(record) = self.record.as_mut() {
+            record.turn(
+                Speaker::Bot,
+                TurnKind::Cached,
+                text.as_deref().unwrap_or(key),
+            );
+        }
+    }
+
+    /// Replies generated to their end, in the call record.
+    pub(super) fn record_spoken(&mut self, speech: &mut SpeechSession) {
+        for text in speech.spoken.drain(..) {
+            if let Some(record) = self.record.as_mut() {
+                record.turn(Speaker::Bot, TurnKind::Generated, &text);
+            }
+        }
+    }
+
+    /// An event about to reach the conversation, into the timeline, the
+    /// metrics and the call record.
+    pub(super) fn observe_event(&mut self, event: &CallEvent) {
+        match event {
+            CallEvent::TransferSucceeded | CallEvent::TransferFailed => {
+                self.trace.mark(Mark::TransferResult {
+                    ok: *event == CallEvent::TransferSucceeded,
+                });
+            }
+            CallEvent::Dtmf(digit) => {
+                self.trace.mark(Mark::Dtmf { digit: *digit });
+                self.services.metrics.dtmf.inc();
+            }
+            _ => {}
+        }
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        match event {
+            CallEvent::Transcript(text) => record.turn(Speaker::Caller, TurnKind::Speech, text),
+            CallEvent::Dtmf(digit) => {
+                record.turn(Speaker::Caller, TurnKind::Dtmf, &digit.to_string())
+            }
+            _ => {}
+        }
+    }
+
+    /// A playout event into the timeline and the phrase counts.
+    pub(super) fn observe_playout(&mut self, event: &PlayoutEvent) {
+        match event {
+            // Never sounded (an empty slot of a reply): not in the timeline.
+            PlayoutEvent::Finished {
+                end: SegmentEnd::Silent,
+                ..
+            } => {}
+            PlayoutEvent::Started { label, .. } => {
+                let source = self.source_of(label);
+                let count = match crate::call::speech::reply_of(label) {
+                    // One generated phrase per reply, whatever its sentences.
+                    Some(reply) if reply > self.replies_counted => {
+                        self.replies_counted = reply;
+                        true
+                    }
+                    Some(_) => false,
+                    None => true,
+                };
+                if count {
+                    self.services.metrics.phrase(source);
+                }
+                self.trace.mark(Mark::SegmentStart {
+                    label: label.to_string(),
+                    source,
+                });
+            }
+            PlayoutEvent::Finished { label, end, .. } => {
+                let source = self.source_of(label);
+                self.trace.mark(Mark::SegmentEnd {
+                    label: label.to_string(),
+                    source,
+                    interrupted: *end == SegmentEnd::Interrupted,
+                });
+            }
+            PlayoutEvent::Starved { .. } => self.trace.mark(Mark::Starved),
+            PlayoutEvent::Idle { .. } => {}
+        }
+    }
+
+    fn source_of(&self, label: &str) -> PhraseSource {
+        if crate::call::speech::reply_of(label).is_some() {
+            PhraseSource::generated
+        } else if self.live.config.hybrid.fillers.iter().any(|f| f == label) {
+            PhraseSource::filler
+        } else {
+            PhraseSource::cache
+        }
+    }
+
+    /// Writes the call's recording, off the call's task.
+    pub(super) fn save_recording(&self, recording: Recording, record_id: &str) {
+        let config = &self.services.config;
+        let Some(dir) = &config.operations.recordings_dir else {
+            return;
+        };
+        let path = config.base_dir.join(dir).join(format!("{record_id}.wav"));
+        tokio::task::spawn_blocking(move || match recording.write_wav(&path) {
+            Ok(()) => info!(path = %path.display(), "call recorded"),
+            Err(error) => warn!(path = %path.display(), %error, "cannot write the recording"),
+        });
+    }
+}

@@ -1,0 +1,215 @@
+//! One call's media behind one handle: its outbound stream in the shared
+//! [`MediaDriver`] and its receive task.
+//!
+//! The call owns the handle and is the only one that changes the media: what
+//! to play ([`enqueue`](MediaHandle::enqueue) and the stream methods), where
+//! the caller is and what it sends ([`apply_remote`](MediaHandle::apply_remote),
+//! one call for a re-offer, a hold or a resume), and the end
+//! ([`stop`](MediaHandle::stop)). The handle counts the segments it queued,
+//! so a playout `Idle` that left the driver before the last of them arrived
+//! is recognised as stale ([`is_stale_idle`](MediaHandle::is_stale_idle)).
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::time::Instant;
+use tracing::info;
+
+use crate::media::driver::{self, MediaDriver, MediaEvent, MediaId, ReceiverConfig, StreamStart};
+use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
+use crate::media::recording::Recording;
+use crate::media::rtp::PayloadTypes;
+use crate::media::vad::VadConfig;
+
+/// What the caller's session description says of its media, as the media
+/// path needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RemoteMedia {
+    /// Where the caller receives RTP (we latch to where it really sends
+    /// from once its packets arrive).
+    pub addr: SocketAddr,
+    /// The payload type we send audio with.
+    pub payload_type: u8,
+    /// The payload types the caller sends.
+    pub receive: PayloadTypes,
+    /// We send audio (false while the caller holds us: RFC 3264 §8.4).
+    pub sending: bool,
+    /// The caller may send nothing for now (any hold): no RTP timeout.
+    pub quiet_allowed: bool,
+}
+
+/// How one call's media starts.
+pub struct MediaSetup {
+    pub socket: Arc<UdpSocket>,
+    pub remote: RemoteMedia,
+    /// When the call was established: frame 0 is due then.
+    pub t0: Instant,
+    /// Segments queued before frame 0, so the greeting starts at once.
+    pub initial: Vec<SegmentKind>,
+    pub policy: StreamPolicy,
+    pub rtp_timeout: Duration,
+    /// Listen to the caller (turn-taking on).
+    pub vad: Option<VadConfig>,
+    /// Both sides of the call are copied here when recording.
+    pub recording: Option<Recording>,
+}
+
+/// The call's side of its media.
+pub struct MediaHandle {
+    id: MediaId,
+    driver: MediaDriver,
+    receiver: tokio::task::JoinHandle<()>,
+    /// Tells the receive task where the SDP says the caller's media is.
+    expected: watch::Sender<SocketAddr>,
+    /// Tells the receive task which payload types the caller sends.
+    receive_types: watch::Sender<PayloadTypes>,
+    /// Set while the caller may send no RTP.
+    quiet_allowed: Arc<AtomicBool>,
+    /// The remote description applied last.
+    applied: RemoteMedia,
+    /// Segments queued so far.
+    enqueued: u64,
+    /// The sender of the call's media events (kept for `injector`).
+    events: mpsc::Sender<MediaEvent>,
+}
+
+impl MediaHandle {
+    /// Starts the outbound stream (frame 0 due at `t0`) and the receive task.
+    pub async fn start(
+        driver: &MediaDriver,
+        setup: MediaSetup,
+    ) -> (MediaHandle, mpsc::Receiver<MediaEvent>) {
+        let id = driver.next_id();
+        let (events_tx, events) = mpsc::channel(driver::EVENT_QUEUE);
+        let remote = setup.remote;
+        let enqueued = setup.initial.len() as u64;
+        driver
+            .start(StreamStart {
+                id,
+                socket: setup.socket.clone(),
+                remote: remote.addr,
+                payload_type: remote.payload_type,
+                ssrc: rand::random(),
+                seq0: rand::random(),
+                ts0: rand::random(),
+                t0: setup.t0,
+                initial: setup.initial,
+                policy: setup.policy,
+                events: events_tx.clone(),
+                recording: setup.recording.as_ref().map(|r| r.bot.clone()),
+            })
+            .await;
+        let (expected, expected_rx) = watch::channel(remote.addr);
+        let (receive_types, types_rx) = watch::channel(remote.receive);
+        let quiet_allowed = Arc::new(AtomicBool::new(remote.quiet_allowed));
+        let receiver = driver::spawn_receiver(ReceiverConfig {
+            id,
+            socket: setup.socket,
+            payload_types: types_rx,
+            expected: expected_rx,
+            rtp_timeout: setup.rtp_timeout,
+            quiet_allowed: quiet_allowed.clone(),
+            driver: driver.clone(),
+            events: events_tx.clone(),
+            vad: setup.vad,
+            recording: setup.recording.map(|r| (r.caller, setup.t0)),
+        });
+        if !remote.sending {
+            driver.set_sending(id, false).await;
+        }
+        let handle = MediaHandle {
+            id,
+            driver: driver.clone(),
+            receiver,
+            expected,
+            receive_types,
+            quiet_allowed,
+            applied: remote,
+            enqueued,
+            events: events_tx,
+        };
+        (handle, events)
+    }
+
+    /// Queues a segment behind what is playing.
+    pub async fn enqueue(&mut self, segment: SegmentKind) {
+        self.enqueued += 1;
+        self.driver.enqueue(self.id, segment).await;
+    }
+
+    /// Queues a segment right before `stream`, which waits for audio (a
+    /// filler covering it).
+    pub async fn enqueue_before(&mut self, stream: StreamId, segment: SegmentKind) {
+        self.enqueued += 1;
+        self.driver.enqueue_before(self.id, stream, segment).await;
+    }
+
+    /// Audio for a queued stream.
+    pub async fn feed(&self, stream: StreamId, audio: Vec<u8>) {
+        self.driver.feed(self.id, stream, audio).await;
+    }
+
+    /// The stream gets no more audio.
+    pub async fn end_stream(&self, stream: StreamId) {
+        self.driver.end_stream(self.id, stream).await;
+    }
+
+    /// The stream is out of the queue.
+    pub async fn remove_stream(&self, stream: StreamId) {
+        self.driver.remove_stream(self.id, stream).await;
+    }
+
+    /// Drops everything queued (barge-in).
+    pub async fn interrupt(&self) {
+        self.driver.interrupt(self.id).await;
+    }
+
+    /// An `Idle` that counts fewer segments than we queued left the driver
+    /// before our last segment reached it.
+    pub fn is_stale_idle(&self, enqueued: u64) -> bool {
+        enqueued < self.enqueued
+    }
+
+    /// Applies the caller's latest description: where its media is, which
+    /// payload types, whether we send (hold/resume) and whether it may be
+    /// silent. Only what changed is passed on.
+    pub async fn apply_remote(&mut self, remote: RemoteMedia) {
+        let previous = self.applied;
+        if previous.addr != remote.addr {
+            info!("caller's media moved");
+            let _ = self.expected.send(remote.addr);
+            self.driver.latch(self.id, remote.addr).await;
+        }
+        if previous.receive != remote.receive {
+            // Renumbered payload types: the caller sends the new ones.
+            let _ = self.receive_types.send(remote.receive);
+        }
+        if previous.payload_type != remote.payload_type {
+            self.driver
+                .set_payload_type(self.id, remote.payload_type)
+                .await;
+        }
+        self.quiet_allowed
+            .store(remote.quiet_allowed, Ordering::Relaxed);
+        if previous.sending != remote.sending {
+            self.driver.set_sending(self.id, remote.sending).await;
+        }
+        self.applied = remote;
+    }
+
+    /// A sender into this call's media events, as if they came from the
+    /// media path (the in-process call tests speak and press keys with it).
+    pub fn injector(&self) -> mpsc::Sender<MediaEvent> {
+        self.events.clone()
+    }
+
+    /// Ends the outbound stream and the receive task.
+    pub async fn stop(self) {
+        self.driver.stop(self.id).await;
+        self.receiver.abort();
+    }
+}

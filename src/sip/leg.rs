@@ -1,0 +1,960 @@
+//! One call's SIP leg as a UAS: from the INVITE to the end of its dialog.
+//!
+//! [`Incoming`] is a new INVITE: who calls, whether we can take its offer
+//! (420, 415, 400/488, 422 are answered here). [`Incoming::answer`] creates
+//! the dialog and spawns the leg's task, which rings, answers, waits for the
+//! ACK and then answers every in-dialog request (re-INVITE/UPDATE offers and
+//! session refreshes, INFO keys, NOTIFYs of a transfer, OPTIONS). The call
+//! sees none of that: it gets [`LegEvent`]s (established, the caller's media
+//! changed, a key, a transfer's outcome, the end) and sends [`LegCommand`]s
+//! (transfer, hang up) through the [`Leg`] handle.
+//!
+//! Whoever decides the call is over, the leg ends the dialog properly: BYE
+//! once our 200 is out, 503 (or 487 after a BYE while ringing) before.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReason};
+use rsipstack::dialog::dialog_layer::DialogLayer;
+use rsipstack::dialog::invite_dialog::InviteDialog;
+use rsipstack::sip::prelude::HeadersExt;
+use rsipstack::sip::{Header, Method, StatusCode, Uri};
+use rsipstack::transaction::transaction::Transaction;
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn, Instrument};
+
+use crate::media::handle::RemoteMedia;
+use crate::media::rtp::PayloadTypes;
+use crate::redact::Pii;
+use crate::sip::midcall::{self, SessionTimer};
+use crate::sip::respond::reply_and_linger;
+use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
+
+/// Time for an in-dialog response queued to rsipstack to leave before our BYE.
+const NOTIFY_ANSWER_GRACE: Duration = Duration::from_millis(50);
+/// Seconds a caller is asked to wait before retrying when we are full.
+const RETRY_AFTER_SECS: u32 = 5;
+/// Events queued from the leg to its call.
+const EVENT_QUEUE: usize = 16;
+
+/// How the call ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ending {
+    /// The dialog ended on its own (caller BYE, CANCEL, ACK timeout).
+    Remote,
+    /// We hang up (BYE, or 503 before our 200).
+    Local,
+}
+
+/// What the leg tells its call.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegEvent {
+    /// The ACK came: media flows from now, to and from here.
+    Established(RemoteMedia),
+    /// A re-offer or the ACK's answer changed the caller's media (moved,
+    /// renumbered, hold, resume).
+    MediaChanged(RemoteMedia),
+    /// A key sent with SIP INFO.
+    Dtmf(char),
+    /// Our REFER's outcome: the transferee reached the target, or not
+    /// (refused, a failing NOTIFY, no final NOTIFY in time).
+    Transfer { ok: bool },
+    /// The dialog is over (or, for `Local`, the leg is ending it: a session
+    /// timer that lapsed, an unusable answer in an ACK).
+    Ended(Ending),
+}
+
+/// What the call asks of its leg.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LegCommand {
+    /// Blind transfer (REFER) to this target.
+    Transfer(String),
+    /// End the call from our side.
+    Hangup,
+}
+
+/// The call's side of its SIP leg.
+pub struct Leg {
+    events: mpsc::Receiver<LegEvent>,
+    commands: mpsc::Sender<LegCommand>,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+/// The other side of a [`Leg`] made by [`Leg::pair`]: what a test plays as
+/// the caller's SIP side.
+pub struct LegPeer {
+    pub events: mpsc::Sender<LegEvent>,
+    pub commands: mpsc::Receiver<LegCommand>,
+}
+
+impl Leg {
+    /// A leg driven by hand: events in and commands out through the returned
+    /// peer (in-process call tests).
+    pub fn pair() -> (Leg, LegPeer) {
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (commands, commands_rx) = mpsc::channel(EVENT_QUEUE);
+        (
+            Leg {
+                events,
+                commands,
+                task: None,
+            },
+            LegPeer {
+                events: events_tx,
+                commands: commands_rx,
+            },
+        )
+    }
+
+    /// The next event; `None` once the leg is gone.
+    pub async fn next_event(&mut self) -> Option<LegEvent> {
+        self.events.recv().await
+    }
+
+    /// Sends a REFER; the outcome comes as [`LegEvent::Transfer`].
+    pub async fn transfer(&self, target: String) {
+        let _ = self.commands.send(LegCommand::Transfer(target)).await;
+    }
+
+    /// Asks the leg to end the call from our side; [`LegEvent::Ended`]
+    /// follows (`Remote` when it was still ringing: 503).
+    pub async fn hangup(&self) {
+        let _ = self.commands.send(LegCommand::Hangup).await;
+    }
+
+    /// Lets the leg go: a call it has not ended yet is ended from our side
+    /// (BYE); waits until the leg is done with the dialog.
+    pub async fn finish(mut self) {
+        drop(self.commands);
+        if let Some(task) = self.task.take() {
+            let _ = task.await;
+        }
+    }
+}
+
+/// A new INVITE (no To-tag), not answered yet.
+pub struct Incoming {
+    tx: Transaction,
+    /// The SIP Call-ID.
+    pub call_id: String,
+    /// The user part of From.
+    pub from_user: String,
+    /// P-Asserted-Identity (RFC 3325), when the PBX sets one.
+    pub asserted: Option<String>,
+    offer: Option<(SessionDescription, NegotiatedAudio)>,
+    timer: SessionTimer,
+    peer_allows_update: bool,
+}
+
+/// The INVITE was answered with a failure; nothing more to do.
+#[derive(Debug)]
+pub struct Refused;
+
+impl Incoming {
+    pub fn new(tx: Transaction) -> Incoming {
+        let call_id = tx
+            .original
+            .call_id_header()
+            .map(|h| h.value().to_string())
+            .unwrap_or_else(|_| "-".into());
+        let from_user = tx
+            .original
+            .from_header()
+            .ok()
+            .and_then(|h| h.uri().ok())
+            .and_then(|uri| uri.auth.map(|auth| auth.user))
+            .unwrap_or_default();
+        let asserted = tx.original.header_value("P-Asserted-Identity");
+        let timer = midcall::session_timer(&tx.original);
+        let peer_allows_update = midcall::header_tokens(&tx.original, &["Allow"])
+            .iter()
+            .any(|m| m.eq_ignore_ascii_case("UPDATE"));
+        Incoming {
+            tx,
+            call_id,
+            from_user,
+            asserted,
+            offer: None,
+            timer,
+            peer_allows_update,
+        }
+    }
+
+    /// Logs the INVITE (numbers and addresses redacted).
+    pub fn log(&self) {
+        let remote = self
+            .tx
+            .connection
+            .as_ref()
+            .and_then(|c| c.get_remote_addr());
+        let transport = remote.as_ref().and_then(|a| a.r#type).unwrap_or_default();
+        let source = remote.map(|a| a.addr.to_string()).unwrap_or_default();
+        info!(caller = %Pii(&self.from_user), source = %Pii(&source), %transport, "INVITE");
+    }
+
+    /// 503 with Retry-After: shutting down, or every call slot is taken.
+    pub async fn refuse_busy(mut self) {
+        let headers = vec![Header::RetryAfter(RETRY_AFTER_SECS.to_string().into())];
+        reply_and_linger(&mut self.tx, StatusCode::ServiceUnavailable, headers).await;
+    }
+
+    /// A final failure response.
+    pub async fn refuse(mut self, status: StatusCode, why: &str) {
+        debug!(%status, why, "refusing INVITE");
+        reply_and_linger(&mut self.tx, status, Vec::new()).await;
+    }
+
+    /// What can be refused from the request alone: an extension we do not
+    /// support (420), a body that is not SDP (415), an unusable offer
+    /// (400/488 with a Warning), a session interval too small (422).
+    pub async fn check(&mut self, advertised: std::net::IpAddr) -> Result<(), Refused> {
+        // RFC 3261 §8.2.2.3: an extension we do not support is 420.
+        let unsupported = midcall::header_tokens(&self.tx.original, &["Require"])
+            .into_iter()
+            .filter(|tag| !tag.eq_ignore_ascii_case("timer"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !unsupported.is_empty() {
+            warn!(required = %unsupported, "INVITE requires an unsupported extension: 420");
+            let headers = vec![Header::Unsupported(unsupported.into())];
+            reply_and_linger(&mut self.tx, StatusCode::BadExtension, headers).await;
+            return Err(Refused);
+        }
+        match read_offer(&self.tx) {
+            Ok(offer) => self.offer = offer,
+            Err(OfferError::ContentType(content_type)) => {
+                warn!(%content_type, "INVITE body is not SDP");
+                let headers = vec![Header::Accept("application/sdp".into())];
+                reply_and_linger(&mut self.tx, StatusCode::UnsupportedMediaType, headers).await;
+                return Err(Refused);
+            }
+            Err(OfferError::Sdp(error)) => {
+                warn!(%error, "offer refused");
+                let code = error.status_code();
+                // Warning codes of RFC 3261 §20.43: 305 incompatible media
+                // format, 399 miscellaneous.
+                let warn_code = if code == 488 { 305 } else { 399 };
+                let text = error.to_string().replace('"', "'");
+                let headers = vec![Header::Warning(
+                    format!("{warn_code} {advertised} \"{text}\"").into(),
+                )];
+                reply_and_linger(&mut self.tx, StatusCode::from(code), headers).await;
+                return Err(Refused);
+            }
+        }
+        // Session timers (RFC 4028): too short is 422; otherwise negotiated.
+        if let SessionTimer::TooSmall(asked) = self.timer {
+            warn!(
+                asked,
+                min = midcall::MIN_SE,
+                "session interval too small: 422"
+            );
+            let headers = vec![Header::Other("Min-SE".into(), midcall::MIN_SE.to_string())];
+            reply_and_linger(&mut self.tx, StatusCode::from(422), headers).await;
+            return Err(Refused);
+        }
+        Ok(())
+    }
+
+    /// The transport the INVITE came in on (our Contact follows it).
+    pub fn transport(&self) -> rsipstack::sip::Transport {
+        self.tx
+            .connection
+            .as_ref()
+            .map(|c| c.transport())
+            .unwrap_or_default()
+    }
+
+    /// Answers with our media at `local_rtp`: creates the dialog and starts
+    /// the leg's task (180 now, 200 after `answer_after`). 488 when the
+    /// offer's address family is not our socket's.
+    pub async fn answer(
+        mut self,
+        dialogs: &Arc<DialogLayer>,
+        local_rtp: SocketAddr,
+        contact: Option<Uri>,
+        answer_after: Duration,
+    ) -> Result<Leg, Refused> {
+        if let Some((_, chosen)) = &self.offer {
+            if chosen.remote.is_ipv4() != local_rtp.is_ipv4() {
+                warn!("offer's address family differs from our RTP socket's: 488");
+                let host = local_rtp.ip();
+                let headers = vec![Header::Warning(
+                    format!("301 {host} \"Incompatible network address format\"").into(),
+                )];
+                reply_and_linger(&mut self.tx, StatusCode::NotAcceptableHere, headers).await;
+                return Err(Refused);
+            }
+        }
+        let origin = sdp::Origin::new(u64::from(rand::random::<u32>()));
+        let local_sdp = match &self.offer {
+            Some((offer, chosen)) => sdp::answer(offer, chosen, local_rtp, origin),
+            None => sdp::offer(local_rtp, origin),
+        };
+        let (state_tx, states) = dialogs.new_dialog_state_channel();
+        let dialog = match dialogs.get_or_create_server_invite(&self.tx, state_tx, None, contact) {
+            Ok(dialog) => dialog,
+            Err(error) => {
+                warn!(%error, "cannot create the dialog");
+                self.refuse(StatusCode::BadRequest, "invalid INVITE").await;
+                return Err(Refused);
+            }
+        };
+        let mut tx = self.tx;
+        // Every response of this INVITE carries the dialog's To-tag, also
+        // those the stack builds from the request itself (the 487 after
+        // CANCEL): RFC 3261 §12.1.1.
+        tag_request_to(&mut tx, &dialog.id().local_tag);
+        // The dialog answers through the INVITE transaction while handle()
+        // runs. When the call ends with the INVITE still unanswered (BYE
+        // while ringing), the guard fires and the INVITE gets its 487
+        // (RFC 3261 §15.1.2).
+        let ring_guard = CancellationToken::new();
+        let ring_ended = ring_guard.clone();
+        let mut dialog_task = dialog.clone();
+        tokio::spawn(
+            async move {
+                tokio::select! {
+                    result = dialog_task.handle(&mut tx) => {
+                        if let Err(error) = result {
+                            debug!(%error, "INVITE transaction ended with an error");
+                        }
+                    }
+                    _ = ring_ended.cancelled() => {
+                        let answered = tx.last_response.as_ref().is_some_and(|r| r.status_code.code() >= 200);
+                        if !answered {
+                            debug!("call ended before the INVITE was answered: 487");
+                            reply_and_linger(&mut tx, StatusCode::RequestTerminated, Vec::new()).await;
+                        }
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
+        let (commands, commands_rx) = mpsc::channel(EVENT_QUEUE);
+        let session = Session {
+            dialogs: dialogs.clone(),
+            dialog,
+            states,
+            events: events_tx,
+            local_rtp,
+            origin,
+            local_sdp,
+            offer: self.offer.map(|(_, chosen)| chosen),
+            session_timer: match self.timer {
+                SessionTimer::Active(negotiated) => Some(negotiated),
+                _ => None,
+            },
+            peer_allows_update: self.peer_allows_update,
+            answer_in_ack: false,
+            transferred: false,
+        };
+        let task = tokio::spawn(
+            session
+                .run(commands_rx, answer_after, ring_guard)
+                .in_current_span(),
+        );
+        Ok(Leg {
+            events,
+            commands,
+            task: Some(task),
+        })
+    }
+}
+
+enum OfferError {
+    ContentType(String),
+    Sdp(SdpError),
+}
+
+/// The offer of the INVITE, or `None` for a delayed offer (no body).
+fn read_offer(
+    tx: &Transaction,
+) -> Result<Option<(SessionDescription, NegotiatedAudio)>, OfferError> {
+    let body = &tx.original.body;
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(None);
+    }
+    if let Some(content_type) = tx.original.header_value("Content-Type") {
+        let media_type = content_type.split(';').next().unwrap_or("").trim();
+        if !media_type.eq_ignore_ascii_case("application/sdp") {
+            return Err(OfferError::ContentType(content_type));
+        }
+    }
+    let offer = SessionDescription::parse(body).map_err(OfferError::Sdp)?;
+    let chosen = sdp::negotiate(&offer).map_err(OfferError::Sdp)?;
+    Ok(Some((offer, chosen)))
+}
+
+/// Puts our To-tag into the INVITE as the transaction layer keeps it.
+fn tag_request_to(tx: &mut Transaction, tag: &str) {
+    let Ok(to) = tx.original.to_header() else {
+        return;
+    };
+    if to.value().contains(";tag=") {
+        return;
+    }
+    let tagged = format!("{};tag={tag}", to.value());
+    tx.original.headers.unique_push(Header::To(tagged.into()));
+}
+
+/// What an in-dialog request means for the call.
+enum InDialog {
+    Nothing,
+    End(Ending),
+    Event(LegEvent),
+}
+
+/// The leg's task: the dialog and what it negotiated.
+struct Session {
+    dialogs: Arc<DialogLayer>,
+    dialog: InviteDialog,
+    states: DialogStateReceiver,
+    events: mpsc::Sender<LegEvent>,
+    /// Our RTP address as written in SDP.
+    local_rtp: SocketAddr,
+    /// o= line identity; its version goes up with each new description.
+    origin: sdp::Origin,
+    /// Our current session description (answer or offer).
+    local_sdp: String,
+    /// The caller's media as negotiated; `None` until the ACK for a
+    /// delayed offer.
+    offer: Option<NegotiatedAudio>,
+    /// The RFC 4028 session timer of the dialog, if one runs.
+    session_timer: Option<midcall::Negotiated>,
+    /// The caller's Allow has UPDATE: our own refreshes may use it.
+    peer_allows_update: bool,
+    /// An offerless re-INVITE was answered with our offer: the caller's
+    /// answer comes in its ACK.
+    answer_in_ack: bool,
+    /// A transfer succeeded: the 200 to its NOTIFY leaves before our BYE.
+    transferred: bool,
+}
+
+impl Session {
+    async fn run(
+        mut self,
+        mut commands: mpsc::Receiver<LegCommand>,
+        answer_after: Duration,
+        ring_guard: CancellationToken,
+    ) {
+        let ending = match self.until_established(&mut commands, answer_after).await {
+            Ok(()) => self.established(&mut commands).await,
+            Err(ending) => ending,
+        };
+        let _ = self.events.send(LegEvent::Ended(ending)).await;
+        ring_guard.cancel();
+        if ending == Ending::Local {
+            if self.transferred {
+                // The 200 to the final NOTIFY is sent by the dialog's
+                // transaction task; let it leave before our BYE so the
+                // transferee sees them in order.
+                tokio::time::sleep(NOTIFY_ANSWER_GRACE).await;
+            }
+            if let Err(error) = self.dialog.bye().await {
+                warn!(%error, "BYE failed");
+            }
+        }
+        self.dialogs.remove_dialog(&self.dialog.id());
+    }
+
+    /// Rings, answers, waits for the ACK; `Ok` once the call is established
+    /// (and the call told).
+    async fn until_established(
+        &mut self,
+        commands: &mut mpsc::Receiver<LegCommand>,
+        answer_after: Duration,
+    ) -> Result<(), Ending> {
+        let mut answer_at: Option<Instant> = None;
+        loop {
+            let state = tokio::select! {
+                state = self.states.recv() => state,
+                _ = crate::time::sleep_until_opt(answer_at) => {
+                    answer_at = None;
+                    self.accept();
+                    continue;
+                }
+                command = commands.recv() => match command {
+                    Some(LegCommand::Transfer(_)) => continue,
+                    Some(LegCommand::Hangup) | None => {
+                        return match self.dialog.state() {
+                            // Our 200 is out: the call exists for the caller, end it with BYE.
+                            DialogState::WaitAck(..) | DialogState::Confirmed(..) => Err(Ending::Local),
+                            _ => {
+                                let _ = self.dialog.reject(Some(StatusCode::ServiceUnavailable), None);
+                                Err(Ending::Remote)
+                            }
+                        };
+                    }
+                },
+            };
+            let Some(state) = state else {
+                return Err(Ending::Remote);
+            };
+            match state {
+                DialogState::Calling(_) => {
+                    if let Err(error) = self.dialog.ringing(None, None) {
+                        warn!(%error, "cannot send 180");
+                    }
+                    if answer_after.is_zero() {
+                        self.accept();
+                    } else {
+                        answer_at = Some(Instant::now() + answer_after);
+                    }
+                }
+                DialogState::Confirmed(..) => {
+                    // The ACK: media flows from now.
+                    let remote = self.media_at_ack()?;
+                    info!(remote_rtp = %remote.addr, local_rtp = %self.local_rtp, "call established");
+                    let _ = self.events.send(LegEvent::Established(remote)).await;
+                    return Ok(());
+                }
+                DialogState::Terminated(_, reason) => {
+                    info!(?reason, "call ended before it was established");
+                    return Err(Ending::Remote);
+                }
+                other => debug!(state = %state_name(&other), "dialog state before ACK"),
+            }
+        }
+    }
+
+    /// The caller's media when the ACK comes: the offer's, or for a delayed
+    /// offer the answer in the ACK (RFC 3264 §5.1: then the caller sends
+    /// with our payload numbers).
+    fn media_at_ack(&mut self) -> Result<RemoteMedia, Ending> {
+        let (negotiated, receive) = match self.offer.clone() {
+            Some(negotiated) => {
+                let types = PayloadTypes {
+                    audio: negotiated.pcmu,
+                    telephone_event: negotiated.telephone_event,
+                };
+                (negotiated, types)
+            }
+            None => match self.answer_from_ack() {
+                Ok(negotiated) => {
+                    let types = PayloadTypes {
+                        audio: sdp::OFFERED_PCMU,
+                        telephone_event: negotiated
+                            .telephone_event
+                            .map(|_| sdp::OFFERED_TELEPHONE_EVENT),
+                    };
+                    (negotiated, types)
+                }
+                Err(error) => {
+                    // RFC 3261 §13.3.1.4: an unacceptable answer in the ACK
+                    // ends the call with BYE.
+                    warn!(%error, "delayed offer: the ACK's answer is not usable");
+                    return Err(Ending::Local);
+                }
+            },
+        };
+        self.offer = Some(negotiated.clone());
+        Ok(remote_media(&negotiated, receive))
+    }
+
+    fn accept(&self) {
+        let mut headers = vec![
+            Header::ContentType("application/sdp".into()),
+            Header::Allow(crate::sip::ALLOW.into()),
+        ];
+        headers.extend(self.session_timer_headers());
+        if let Err(error) = self
+            .dialog
+            .accept(Some(headers), Some(self.local_sdp.clone().into_bytes()))
+        {
+            warn!(%error, "cannot send 200");
+        }
+    }
+
+    fn session_timer_headers(&self) -> Vec<Header> {
+        self.session_timer
+            .map(|timer| {
+                midcall::session_timer_headers(&timer)
+                    .into_iter()
+                    .map(|(name, value)| Header::Other(name.into(), value))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    fn answer_from_ack(&self) -> Result<NegotiatedAudio, SdpError> {
+        let body = self
+            .dialog
+            .last_remote_ack()
+            .map(|ack| ack.body)
+            .unwrap_or_default();
+        let answer = SessionDescription::parse(&body)?;
+        sdp::negotiate(&answer)
+    }
+
+    /// When the session timer next needs us: the refresh we send (we are the
+    /// refresher) or the BYE when the caller's refresh has not come.
+    fn session_deadline(&self) -> Option<Instant> {
+        let timer = self.session_timer?;
+        let now = Instant::now().into_std();
+        Some(Instant::from_std(match timer.refresher {
+            midcall::Refresher::Uas => midcall::refresh_at(now, timer.interval),
+            midcall::Refresher::Uac => midcall::expiry(now, timer.interval),
+        }))
+    }
+
+    /// Sends our session refresh (RFC 4028 §7.4): UPDATE when the caller
+    /// allows it, else a re-INVITE with our current description.
+    fn spawn_refresh(&self, done: mpsc::Sender<bool>) {
+        let Some(timer) = self.session_timer else {
+            return;
+        };
+        let dialog = self.dialog.clone();
+        let headers = vec![
+            Header::Other(
+                "Session-Expires".into(),
+                format!("{};refresher=uas", timer.interval),
+            ),
+            Header::Supported("timer".into()),
+        ];
+        let use_update = self.peer_allows_update;
+        let sdp = self.local_sdp.clone();
+        tokio::spawn(
+            async move {
+                let result = if use_update {
+                    dialog.update(Some(headers), None).await
+                } else {
+                    let mut headers = headers;
+                    headers.push(Header::ContentType("application/sdp".into()));
+                    dialog.reinvite(Some(headers), Some(sdp.into_bytes())).await
+                };
+                let ok = matches!(&result, Ok(Some(r)) if r.status_code.code() < 300);
+                if !ok {
+                    warn!(result = ?result.as_ref().map(|r| r.as_ref().map(|r| r.status_code.code())), "session refresh not accepted");
+                }
+                let _ = done.send(ok).await;
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// Sends the REFER from a task of its own (its response must not hold up
+    /// the NOTIFYs this loop answers); a refusal comes back on `outcome`.
+    fn spawn_refer(&self, target: String, outcome: mpsc::Sender<bool>) {
+        let dialog = self.dialog.clone();
+        tokio::spawn(
+            async move {
+                let refer_to = format!("<{target}>");
+                match dialog.refer(refer_to, None, None).await {
+                    Ok(Some(response)) if response.status_code.code() < 300 => {
+                        debug!(status = %response.status_code, "REFER accepted; waiting for NOTIFY");
+                    }
+                    Ok(Some(response)) => {
+                        warn!(status = %response.status_code, "REFER refused");
+                        let _ = outcome.send(false).await;
+                    }
+                    Ok(None) | Err(_) => {
+                        warn!("REFER got no answer");
+                        let _ = outcome.send(false).await;
+                    }
+                }
+            }
+            .in_current_span(),
+        );
+    }
+
+    /// The established call: until one side ends it.
+    async fn established(&mut self, commands: &mut mpsc::Receiver<LegCommand>) -> Ending {
+        let mut refresh_deadline = self.session_deadline();
+        // Outcome of our own session refresh (when we are the refresher).
+        let (refresh_tx, mut refresh_rx) = mpsc::channel::<bool>(1);
+        let mut refreshing = false;
+        let (refer_tx, mut refer_rx) = mpsc::channel::<bool>(2);
+        let mut transfer_deadline: Option<Instant> = None;
+        loop {
+            let event = tokio::select! {
+                command = commands.recv() => match command {
+                    Some(LegCommand::Transfer(target)) => {
+                        info!(%target, "blind transfer (REFER)");
+                        transfer_deadline = Some(Instant::now() + midcall::TRANSFER_TIMEOUT);
+                        self.spawn_refer(target, refer_tx.clone());
+                        continue;
+                    }
+                    Some(LegCommand::Hangup) | None => return Ending::Local,
+                },
+                Some(ok) = refresh_rx.recv() => {
+                    refreshing = false;
+                    if !ok {
+                        warn!("our session refresh failed (RFC 4028): hanging up");
+                        return Ending::Local;
+                    }
+                    refresh_deadline = self.session_deadline();
+                    continue;
+                }
+                Some(ok) = refer_rx.recv() => LegEvent::Transfer { ok },
+                _ = crate::time::sleep_until_opt(transfer_deadline) => {
+                    warn!("transfer: no final NOTIFY in time");
+                    LegEvent::Transfer { ok: false }
+                }
+                state = self.states.recv() => match state {
+                    Some(state) => {
+                        let (in_dialog, refreshed) = self.on_dialog_state(state).await;
+                        if refreshed {
+                            refresh_deadline = self.session_deadline();
+                        }
+                        match in_dialog {
+                            InDialog::End(ending) => return ending,
+                            InDialog::Event(event) => event,
+                            InDialog::Nothing => continue,
+                        }
+                    }
+                    None => return Ending::Remote,
+                },
+                _ = crate::time::sleep_until_opt(refresh_deadline) => {
+                    match self.session_timer.map(|t| t.refresher) {
+                        Some(midcall::Refresher::Uas) if !refreshing => {
+                            // Our turn to refresh the session.
+                            refreshing = true;
+                            refresh_deadline = None;
+                            self.spawn_refresh(refresh_tx.clone());
+                            continue;
+                        }
+                        _ => {
+                            warn!("session timer expired without a refresh (RFC 4028): hanging up");
+                            return Ending::Local;
+                        }
+                    }
+                }
+            };
+            if let LegEvent::Transfer { ok } = event {
+                transfer_deadline = None;
+                self.transferred |= ok;
+            }
+            if self.events.send(event).await.is_err() {
+                // The call is gone without saying so: end the dialog.
+                return Ending::Local;
+            }
+        }
+    }
+
+    /// Applies what the caller's latest description says (c=0.0.0.0 is a
+    /// hold that keeps the address) and tells the call when its media
+    /// changed. Returns the negotiated stream as applied.
+    async fn apply_remote(&mut self, chosen: NegotiatedAudio) -> NegotiatedAudio {
+        let mut chosen = chosen;
+        // c=0.0.0.0 is the RFC 2543 way to hold (RFC 3264 §8.4): send
+        // nothing, keep the address we had.
+        if chosen.remote.ip().is_unspecified() {
+            chosen.direction = Direction::Inactive;
+            if let Some(previous) = &self.offer {
+                chosen.remote = previous.remote;
+            }
+        }
+        if self.offer.as_ref().map(|o| o.direction) != Some(chosen.direction) {
+            info!(direction = ?chosen.direction, "media direction changed (hold/resume)");
+        }
+        let receive = PayloadTypes {
+            audio: chosen.pcmu,
+            telephone_event: chosen.telephone_event,
+        };
+        let _ = self
+            .events
+            .send(LegEvent::MediaChanged(remote_media(&chosen, receive)))
+            .await;
+        self.offer = Some(chosen.clone());
+        chosen
+    }
+
+    /// An in-dialog request; also says whether it refreshed the session.
+    async fn on_dialog_state(&mut self, state: DialogState) -> (InDialog, bool) {
+        match state {
+            DialogState::Terminated(_, reason) => {
+                match reason {
+                    TerminatedReason::UacBye => info!("caller hung up"),
+                    other => info!(reason = ?other, "dialog terminated"),
+                }
+                (InDialog::End(Ending::Remote), false)
+            }
+            DialogState::Updated(_, request, handle) => {
+                // re-INVITE or UPDATE: a new offer (hold, resume, address
+                // change), a session refresh, or both.
+                let timer = midcall::session_timer(&request);
+                if let SessionTimer::TooSmall(_) = timer {
+                    let headers = vec![Header::Other("Min-SE".into(), midcall::MIN_SE.to_string())];
+                    let _ = handle
+                        .respond(StatusCode::from(422), Some(headers), None)
+                        .await;
+                    return (InDialog::Nothing, false);
+                }
+                // A refresh without Session-Expires turns the timer off (§9).
+                self.session_timer = match timer {
+                    SessionTimer::Active(negotiated) => Some(negotiated),
+                    _ => None,
+                };
+                let has_offer = !request.body.iter().all(u8::is_ascii_whitespace);
+                let mut headers = self.session_timer_headers();
+                let body = if has_offer {
+                    match SessionDescription::parse(&request.body).and_then(|offer| {
+                        let chosen = sdp::negotiate(&offer)?;
+                        Ok((offer, chosen))
+                    }) {
+                        Ok((offer, chosen)) => {
+                            let chosen = self.apply_remote(chosen).await;
+                            let new_sdp =
+                                sdp::answer(&offer, &chosen, self.local_rtp, self.origin.next());
+                            // RFC 3264 §8: the version changes only with the description.
+                            if new_sdp_differs(&new_sdp, &self.local_sdp) {
+                                self.origin = self.origin.next();
+                                self.local_sdp = new_sdp;
+                            }
+                            Some(self.local_sdp.clone())
+                        }
+                        Err(error) => {
+                            // The session goes on as it was (RFC 3261 §14.2).
+                            warn!(%error, "mid-call offer refused");
+                            let _ = handle
+                                .respond(StatusCode::from(error.status_code()), None, None)
+                                .await;
+                            return (InDialog::Nothing, false);
+                        }
+                    }
+                } else if request.method == Method::Invite {
+                    // An offerless re-INVITE: our current description is the
+                    // offer, and the caller's answer comes in the ACK.
+                    self.answer_in_ack = true;
+                    Some(self.local_sdp.clone())
+                } else {
+                    None
+                };
+                if body.is_some() {
+                    headers.push(Header::ContentType("application/sdp".into()));
+                }
+                let _ = handle
+                    .respond(StatusCode::OK, Some(headers), body.map(String::into_bytes))
+                    .await;
+                (InDialog::Nothing, true)
+            }
+            DialogState::Info(_, request, handle) => {
+                if request.body.is_empty() {
+                    let _ = handle.reply(StatusCode::OK).await;
+                    return (InDialog::Nothing, false);
+                }
+                let content_type = request.header_value("Content-Type").unwrap_or_default();
+                match midcall::info_dtmf(&content_type, &request.body) {
+                    Ok(Some(digit)) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        info!(%digit, "DTMF (INFO)");
+                        (InDialog::Event(LegEvent::Dtmf(digit)), false)
+                    }
+                    Ok(None) => {
+                        let _ = handle.reply(StatusCode::OK).await;
+                        (InDialog::Nothing, false)
+                    }
+                    Err(midcall::InfoError::UnsupportedType(kind)) => {
+                        debug!(%kind, "INFO of a type we do not handle");
+                        let _ = handle.reply(StatusCode::UnsupportedMediaType).await;
+                        (InDialog::Nothing, false)
+                    }
+                    Err(error) => {
+                        warn!(%error, "bad INFO");
+                        let _ = handle.reply(StatusCode::BadRequest).await;
+                        (InDialog::Nothing, false)
+                    }
+                }
+            }
+            DialogState::Confirmed(..) if self.answer_in_ack => {
+                self.answer_in_ack = false;
+                match self.answer_from_ack() {
+                    Ok(chosen) => {
+                        self.apply_remote(chosen).await;
+                        (InDialog::Nothing, false)
+                    }
+                    Err(error) => {
+                        // RFC 3261 §13.3.1.4 / RFC 3264 §8: an unusable answer ends the call.
+                        warn!(%error, "the ACK's answer to our re-offer is not usable");
+                        (InDialog::End(Ending::Local), false)
+                    }
+                }
+            }
+            DialogState::Options(_, _, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                (InDialog::Nothing, false)
+            }
+            DialogState::Notify(_, request, handle) => {
+                let _ = handle.reply(StatusCode::OK).await;
+                let is_refer = request
+                    .header_value("Event")
+                    .or_else(|| request.header_value("o"))
+                    .is_some_and(|e| e.trim().to_ascii_lowercase().starts_with("refer"));
+                match midcall::sipfrag_status(&request.body).filter(|_| is_refer) {
+                    Some(code) if (200..300).contains(&code) => {
+                        info!(code, "transfer succeeded");
+                        (InDialog::Event(LegEvent::Transfer { ok: true }), false)
+                    }
+                    Some(code) if code >= 300 => {
+                        warn!(code, "transfer failed");
+                        (InDialog::Event(LegEvent::Transfer { ok: false }), false)
+                    }
+                    Some(code) => {
+                        debug!(code, "transfer in progress");
+                        (InDialog::Nothing, false)
+                    }
+                    None => (InDialog::Nothing, false),
+                }
+            }
+            DialogState::Refer(_, _, handle)
+            | DialogState::Message(_, _, handle)
+            | DialogState::Publish(_, _, handle) => {
+                let _ = handle.reply(StatusCode::NotImplemented).await;
+                (InDialog::Nothing, false)
+            }
+            other => {
+                debug!(state = %state_name(&other), "dialog state");
+                (InDialog::Nothing, false)
+            }
+        }
+    }
+}
+
+/// The media path's view of a negotiated stream: our answer's direction
+/// says whether we send (hold, RFC 3264 §8.4) and whether the caller may be
+/// silent (a phone that holds with sendonly often sends nothing).
+fn remote_media(negotiated: &NegotiatedAudio, receive: PayloadTypes) -> RemoteMedia {
+    let ours = negotiated.direction;
+    RemoteMedia {
+        addr: negotiated.remote,
+        payload_type: negotiated.pcmu,
+        receive,
+        sending: matches!(ours, Direction::SendRecv | Direction::SendOnly),
+        quiet_allowed: ours != Direction::SendRecv,
+    }
+}
+
+/// Whether two descriptions differ beyond their o= line.
+fn new_sdp_differs(a: &str, b: &str) -> bool {
+    let body = |s: &str| {
+        s.lines()
+            .filter(|l| !l.starts_with("o="))
+            .collect::<Vec<_>>()
+            .join("\n")
+    };
+    body(a) != body(b)
+}
+
+fn state_name(state: &DialogState) -> &'static str {
+    match state {
+        DialogState::Calling(_) => "calling",
+        DialogState::Trying(_) => "trying",
+        DialogState::Early(..) => "early",
+        DialogState::WaitAck(..) => "wait-ack",
+        DialogState::Confirmed(..) => "confirmed",
+        DialogState::Updated(..) => "updated",
+        DialogState::Publish(..) => "publish",
+        DialogState::Notify(..) => "notify",
+        DialogState::Refer(..) => "refer",
+        DialogState::Message(..) => "message",
+        DialogState::Info(..) => "info",
+        DialogState::Options(..) => "options",
+        DialogState::Terminated(..) => "terminated",
+    }
+}
