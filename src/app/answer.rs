@@ -82,7 +82,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
         return;
     };
     services.metrics.active_calls.inc();
-    let end = call::run(services.clone(), &mut leg, socket, caller, trace).await;
+    let end = call::run(services.clone(), &mut leg, socket, caller, trace, None).await;
     // The call's slot and RTP port are free from here; a BYE to a caller who
     // is gone may take 32 s and holds neither.
     drop(permit);

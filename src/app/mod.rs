@@ -186,7 +186,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
         }
     });
 
-    let providers = build_providers(&config)?;
+    let providers = crate::call::reply::Providers::from_config(&config)?;
     let store =
         crate::store::Store::open(&config.store.url, &config.base_dir, &config.instance()).await?;
     // Calls a crash left open are closed (and sent) before new ones come.
@@ -469,46 +469,6 @@ async fn recv(signal: &mut Option<tokio::signal::unix::Signal>) -> Option<()> {
         Some(signal) => signal.recv().await,
         None => std::future::pending().await,
     }
-}
-
-/// The speech providers that are configured (`[stt]`, `[llm]`, `[tts]`).
-fn build_providers(config: &Config) -> Result<Option<crate::call::reply::Providers>, ServeError> {
-    if config.llm.is_none() && config.tts.is_none() && config.stt.is_none() {
-        info!("no speech providers: cached phrases and DTMF menus only");
-        return Ok(None);
-    }
-    let llm = match &config.llm {
-        Some(llm) => Some(Arc::new(crate::providers::llm::LlmClient::new(
-            llm.clone(),
-        )?)),
-        None => None,
-    };
-    let tts = match &config.tts {
-        Some(tts) => Some(crate::providers::tts::engine(tts)?),
-        None => None,
-    };
-    let stt: Option<Arc<dyn crate::providers::stt::SpeechToText>> = match &config.stt {
-        Some(stt) => Some(Arc::new(crate::providers::stt::OpenAiTranscriber::new(
-            stt.clone(),
-        )?)),
-        None => None,
-    };
-    info!(
-        llm = config.llm.as_ref().map(|l| l.model.as_str()).unwrap_or("-"),
-        tts = tts.as_ref().map(|t| t.name()).unwrap_or("-"),
-        stt = config.stt.as_ref().map(|s| s.model.as_str()).unwrap_or("-"),
-        "speech providers"
-    );
-    if stt.is_none() {
-        info!("no [stt]: callers answer with keys (DTMF menus)");
-    }
-    Ok(Some(crate::call::reply::Providers {
-        llm,
-        tts,
-        stt,
-        system_prompt: config.hybrid.system_prompt.clone(),
-        history_turns: config.hybrid.history_turns,
-    }))
 }
 
 /// Routes one incoming transaction. Never blocks the receive loop.

@@ -29,7 +29,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use tokio::net::UdpSocket;
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
@@ -64,6 +64,10 @@ pub struct CallEnd {
     pub outcome: &'static str,
 }
 
+/// Where a call hands out a sender into its media events once its media
+/// runs, for tests that play the caller's voice and keys in process.
+pub type MediaTap = Option<oneshot::Sender<mpsc::Sender<MediaEvent>>>;
+
 /// Runs one answered call to its end; the leg is left to finish its
 /// dialog (the caller's slot can be freed before our BYE completes).
 pub async fn run(
@@ -72,6 +76,7 @@ pub async fn run(
     socket: Arc<UdpSocket>,
     caller: Caller,
     trace: CallTrace,
+    tap: MediaTap,
 ) -> CallEnd {
     let config = &services.config;
     // Who calls: the asserted identity (RFC 3325) when the PBX sets one,
@@ -111,6 +116,7 @@ pub async fn run(
         customer,
         record: Some(record),
         call_id: caller.call_id,
+        tap,
     };
     call.run(leg, socket).await
 }
@@ -133,6 +139,7 @@ pub struct Call {
     /// The call record (taken when it is closed).
     record: Option<crate::store::Recorder>,
     call_id: String,
+    tap: MediaTap,
 }
 
 /// The established call's moving parts.
@@ -264,6 +271,9 @@ impl Call {
             },
         )
         .await;
+        if let Some(tap) = self.tap.take() {
+            let _ = tap.send(media.injector());
+        }
         let speech = self.services.providers.clone().map(|mut providers| {
             providers.system_prompt = live.config.hybrid.system_prompt.clone();
             SpeechSession::new(providers, live.cache.clone(), self.trace.clone())

@@ -6,7 +6,7 @@
 use std::sync::Arc;
 
 use tokio::sync::mpsc;
-use tracing::{debug, Instrument};
+use tracing::{debug, info, Instrument};
 
 use crate::metrics::{AudioSource, CallUsage};
 use crate::providers::llm::{ChatMessage, LlmClient};
@@ -25,6 +25,48 @@ pub struct Providers {
     pub stt: Option<Arc<dyn SpeechToText>>,
     pub system_prompt: String,
     pub history_turns: usize,
+}
+
+impl Providers {
+    /// The speech providers that are configured (`[stt]`, `[llm]`, `[tts]`).
+    pub fn from_config(config: &crate::config::Config) -> Result<Option<Providers>, ProviderError> {
+        if config.llm.is_none() && config.tts.is_none() && config.stt.is_none() {
+            info!("no speech providers: cached phrases and DTMF menus only");
+            return Ok(None);
+        }
+        let llm = match &config.llm {
+            Some(llm) => Some(Arc::new(crate::providers::llm::LlmClient::new(
+                llm.clone(),
+            )?)),
+            None => None,
+        };
+        let tts = match &config.tts {
+            Some(tts) => Some(crate::providers::tts::engine(tts)?),
+            None => None,
+        };
+        let stt: Option<Arc<dyn crate::providers::stt::SpeechToText>> = match &config.stt {
+            Some(stt) => Some(Arc::new(crate::providers::stt::OpenAiTranscriber::new(
+                stt.clone(),
+            )?)),
+            None => None,
+        };
+        info!(
+            llm = config.llm.as_ref().map(|l| l.model.as_str()).unwrap_or("-"),
+            tts = tts.as_ref().map(|t| t.name()).unwrap_or("-"),
+            stt = config.stt.as_ref().map(|s| s.model.as_str()).unwrap_or("-"),
+            "speech providers"
+        );
+        if stt.is_none() {
+            info!("no [stt]: callers answer with keys (DTMF menus)");
+        }
+        Ok(Some(Providers {
+            llm,
+            tts,
+            stt,
+            system_prompt: config.hybrid.system_prompt.clone(),
+            history_turns: config.hybrid.history_turns,
+        }))
+    }
 }
 
 /// What background speech work reports to the call.

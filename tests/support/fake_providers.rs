@@ -108,7 +108,7 @@ struct Shared {
 pub struct FakeProviders {
     pub addr: SocketAddr,
     shared: Shared,
-    _runtime: std::thread::JoinHandle<()>,
+    _runtime: Option<std::thread::JoinHandle<()>>,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -146,7 +146,36 @@ impl FakeProviders {
         FakeProviders {
             addr,
             shared,
-            _runtime: runtime,
+            _runtime: Some(runtime),
+            stop: Some(stop_tx),
+        }
+    }
+
+    /// Starts on 127.0.0.1 (any port) as a task of the current runtime, so
+    /// that its latencies follow that runtime's clock (a paused clock in the
+    /// in-process call tests).
+    pub async fn spawn_here(behaviour: FakeBehaviour) -> FakeProviders {
+        let shared = Shared {
+            behaviour: Arc::new(Mutex::new(behaviour)),
+            counts: Arc::new(Mutex::new(FakeCounts::default())),
+        };
+        let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let listener = tokio::net::TcpListener::bind(("127.0.0.1", 0))
+            .await
+            .expect("bind fake providers");
+        let addr = listener.local_addr().unwrap();
+        let state = shared.clone();
+        tokio::spawn(async move {
+            let _ = axum::serve(listener, router(state))
+                .with_graceful_shutdown(async {
+                    let _ = stop_rx.await;
+                })
+                .await;
+        });
+        FakeProviders {
+            addr,
+            shared,
+            _runtime: None,
             stop: Some(stop_tx),
         }
     }

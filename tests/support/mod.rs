@@ -6,6 +6,7 @@
 
 #![allow(dead_code)] // each test binary uses part of the harness
 
+pub mod call_harness;
 pub mod fake_providers;
 pub mod webhook;
 

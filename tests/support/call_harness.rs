@@ -1,0 +1,419 @@
+//! Whole calls in process on a paused clock: the real call
+//! (`sav::call::run`) with a SIP leg driven by hand ([`Leg::pair`]), the real
+//! media driver sending RTP to a loopback socket that plays the caller's
+//! phone, the fake providers as tasks of the same runtime (their latencies
+//! are virtual time too), and a store in a scratch directory.
+//!
+//! The caller's voice and keys go in as media events (what the VAD and the
+//! RFC 4733 decoder would report); what the caller hears is every RTP
+//! payload sav sent, stamped with the virtual time it left. A three-minute
+//! call takes well under a second.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use sav::call::{self, reply::Providers, CallEnd, Caller, Live, Services};
+use sav::config::Config;
+use sav::media::driver::{MediaDriver, MediaEvent};
+use sav::media::handle::RemoteMedia;
+use sav::media::rtp::PayloadTypes;
+use sav::metrics::Metrics;
+use sav::sip::leg::{Ending, Leg, LegCommand, LegEvent, LegPeer};
+use sav::store::Store;
+use sav::timeline::CallTrace;
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, oneshot};
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+
+use super::fake_providers::{FakeBehaviour, FakeProviders};
+use super::{decode_ulaw, fake_providers_config, free_conversation, workdir, REPO};
+
+/// Frames the caller heard, each at its place on the call's media clock
+/// (its RTP sequence number × 20 ms from the first frame), with its payload.
+pub type Heard = Arc<Mutex<Vec<(Duration, Vec<u8>)>>>;
+
+/// How a test call is set up.
+pub struct Setup {
+    /// A scratch directory name (target/test-work/NAME).
+    pub name: &'static str,
+    /// Fake LLM, TTS and STT; `None`: the embedded defaults (keys only).
+    pub providers: Option<FakeBehaviour>,
+    /// Drop the knowledge base: every turn goes to the LLM.
+    pub free_conversation: bool,
+    /// Changes to the configuration text.
+    pub edit: fn(String) -> String,
+    /// Customers (CSV with a header) imported before the call.
+    pub customers: Option<&'static str>,
+    /// The caller's From user.
+    pub from: &'static str,
+}
+
+impl Default for Setup {
+    fn default() -> Self {
+        Setup {
+            name: "call",
+            providers: None,
+            free_conversation: false,
+            edit: |c| c,
+            customers: None,
+            from: "anonymous",
+        }
+    }
+}
+
+/// A call in progress.
+pub struct TestCall {
+    pub peer: LegPeer,
+    /// Into the call's media events: the caller's voice and keys.
+    media: mpsc::Sender<MediaEvent>,
+    pub heard: Heard,
+    /// Where the caller's phone receives RTP.
+    pub phone: std::net::SocketAddr,
+    /// When the call was established (virtual time).
+    pub t0: Instant,
+    pub fakes: Option<FakeProviders>,
+    pub store: Store,
+    pub services: Arc<Services>,
+    call: tokio::task::JoinHandle<CallEnd>,
+    call_id: String,
+}
+
+/// A call that ended.
+pub struct Ended {
+    pub end: CallEnd,
+    /// The call record as the CRM event carries it.
+    pub record: serde_json::Value,
+    pub heard: Vec<(Duration, Vec<u8>)>,
+    /// What the leg was asked, in order.
+    pub commands: Vec<LegCommand>,
+}
+
+impl TestCall {
+    /// Sets up the process's side, starts the call, establishes it, and
+    /// pauses the clock. Call from a current-thread runtime.
+    pub async fn start(setup: Setup) -> TestCall {
+        let dir = workdir(setup.name);
+        let fakes = match setup.providers {
+            Some(behaviour) => Some(FakeProviders::spawn_here(behaviour).await),
+            None => None,
+        };
+        let mut text = std::fs::read_to_string(format!("{REPO}/sav.toml")).unwrap();
+        if setup.free_conversation {
+            text = free_conversation(&text);
+        }
+        if let Some(fakes) = &fakes {
+            text += &fake_providers_config(
+                &fakes.base_url(),
+                "model = \"fake\"\nfirst_token_timeout_ms = 6000\n",
+                "output_format = \"ulaw_8000\"\n",
+                "model = \"whisper\"\n",
+            );
+        }
+        // The caller sends no RTP here: no RTP timeout within a test.
+        text = text.replace("rtp_timeout_secs = 30", "rtp_timeout_secs = 3600");
+        let db = dir.join("sav.db");
+        text = text.replace(
+            "url = \"sqlite://sav.db\"",
+            &format!("url = \"sqlite://{}\"", db.display()),
+        );
+        let text = (setup.edit)(text);
+        let config =
+            Config::from_toml(&text, "test", std::path::Path::new(REPO)).expect("test config");
+        let config = Arc::new(config);
+        let metrics = Arc::new(Metrics::new());
+        let store = Store::open(&config.store.url, &config.base_dir, "test")
+            .await
+            .expect("store");
+        if let Some(csv) = setup.customers {
+            sav::store::import::import_customers(&store, csv.as_bytes(), "33")
+                .await
+                .expect("customers imported");
+        }
+        let services = Arc::new(Services {
+            live: std::sync::RwLock::new(Arc::new(Live::load(config.clone()).expect("cache"))),
+            metrics: metrics.clone(),
+            driver: MediaDriver::spawn(metrics.clone()),
+            shutdown: CancellationToken::new(),
+            providers: Providers::from_config(&config).expect("providers"),
+            store: store.clone(),
+            config,
+        });
+        let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
+        let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let phone_addr = phone.local_addr().unwrap();
+        let heard: Heard = Arc::default();
+        let (leg, peer) = Leg::pair();
+        let (tap, tapped) = oneshot::channel();
+        let call_id = format!("{}@test", setup.name);
+        let caller = Caller {
+            call_id: call_id.clone(),
+            from_user: setup.from.into(),
+            asserted: None,
+        };
+        let trace = CallTrace::new(metrics);
+        let call_services = services.clone();
+        let call = tokio::spawn(async move {
+            let mut leg = leg;
+            let end = call::run(call_services, &mut leg, socket, caller, trace, Some(tap)).await;
+            leg.finish().await;
+            end
+        });
+        // The customer lookup and the record's creation run on the store's
+        // threads: let them finish on the real clock before pausing it.
+        let begun = std::time::Instant::now();
+        loop {
+            let calls: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM calls")
+                .fetch_one(store.pool())
+                .await
+                .unwrap_or(0);
+            if calls > 0 {
+                break;
+            }
+            assert!(begun.elapsed() < Duration::from_secs(10), "no call record");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+        tokio::time::pause();
+        let t0 = Instant::now();
+        let listen = heard.clone();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 1500];
+            let mut first: Option<(u16, u32)> = None;
+            let mut last_seq: Option<u16> = None;
+            while let Ok((len, _)) = phone.recv_from(&mut buf).await {
+                if len < 12 {
+                    continue;
+                }
+                let seq = u16::from_be_bytes([buf[2], buf[3]]);
+                let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+                let (_, ts0) = *first.get_or_insert((seq, ts));
+                let mut heard = listen.lock().unwrap();
+                // One packet after the other (RFC 3550 §5.1), on a clock of
+                // whole frames that runs on through a hold.
+                let ticks = ts.wrapping_sub(ts0);
+                assert_eq!(ticks % 160, 0, "RTP timestamp off the frame clock");
+                let at = Duration::from_millis(u64::from(ticks) / 8);
+                heard.push((at, buf[12..len].to_vec()));
+                drop(heard);
+                last_seq = match last_seq {
+                    Some(last) => {
+                        assert_eq!(seq, last.wrapping_add(1), "RTP sequence broken");
+                        Some(seq)
+                    }
+                    None => Some(seq),
+                };
+            }
+        });
+        peer.events
+            .send(LegEvent::Established(RemoteMedia {
+                addr: phone_addr,
+                payload_type: 0,
+                receive: PayloadTypes {
+                    audio: 0,
+                    telephone_event: Some(101),
+                },
+                sending: true,
+                quiet_allowed: false,
+            }))
+            .await
+            .unwrap();
+        let media = tapped.await.expect("the call's media started");
+        TestCall {
+            peer,
+            media,
+            heard,
+            phone: phone_addr,
+            t0,
+            fakes,
+            store,
+            services,
+            call,
+            call_id,
+        }
+    }
+
+    /// Virtual time since the call was established.
+    pub fn now(&self) -> Duration {
+        self.t0.elapsed()
+    }
+
+    /// Lets `d` of virtual time pass.
+    pub async fn wait(&self, d: Duration) {
+        tokio::time::sleep(d).await;
+    }
+
+    /// The caller presses a key (RFC 4733).
+    pub async fn press(&self, digit: char) {
+        self.media.send(MediaEvent::Dtmf(digit)).await.unwrap();
+    }
+
+    /// The caller starts talking (the VAD's start).
+    pub async fn starts_talking(&self) {
+        self.media.send(MediaEvent::SpeechStarted).await.unwrap();
+    }
+
+    /// The caller's turn ends after `spoken` of speech (the VAD's end).
+    pub async fn stops_talking(&self, spoken: Duration) {
+        let samples = (spoken.as_millis() as usize) * 8;
+        self.media
+            .send(MediaEvent::SpeechEnded(vec![0; samples]))
+            .await
+            .unwrap();
+    }
+
+    /// The caller speaks for `spoken` and stops.
+    pub async fn says(&self, spoken: Duration) {
+        self.starts_talking().await;
+        self.wait(spoken).await;
+        self.stops_talking(spoken).await;
+    }
+
+    /// Waits (virtual time, at most `limit`) until what was heard satisfies
+    /// `done`; false on time out.
+    pub async fn until(
+        &self,
+        limit: Duration,
+        done: impl Fn(&[(Duration, Vec<u8>)]) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + limit;
+        while Instant::now() < deadline {
+            if done(&self.heard.lock().unwrap()) {
+                return true;
+            }
+            self.wait(Duration::from_millis(20)).await;
+        }
+        false
+    }
+
+    /// The next command the call gives its leg, within `limit`.
+    pub async fn command(&mut self, limit: Duration) -> Option<LegCommand> {
+        tokio::time::timeout(limit, self.peer.commands.recv())
+            .await
+            .ok()
+            .flatten()
+    }
+
+    /// The caller hangs up.
+    pub async fn hang_up(self) -> Ended {
+        self.peer
+            .events
+            .send(LegEvent::Ended(Ending::Remote))
+            .await
+            .unwrap();
+        self.ended(Duration::from_secs(5)).await
+    }
+
+    /// Waits (at most `limit` of virtual time) for the call to end by itself.
+    pub async fn ended(mut self, limit: Duration) -> Ended {
+        let end = tokio::time::timeout(limit, &mut self.call)
+            .await
+            .expect("the call ended in time")
+            .expect("the call did not panic");
+        // The store's threads answer on the real clock.
+        tokio::time::resume();
+        let mut commands = Vec::new();
+        while let Ok(command) = self.peer.commands.try_recv() {
+            commands.push(command);
+        }
+        self.store.flush().await;
+        let (id, _) = self
+            .store
+            .call_timeline(&self.call_id)
+            .await
+            .unwrap()
+            .expect("call record");
+        let record = self.store.call_event(&id).await.unwrap().expect("event");
+        let heard = self.heard.lock().unwrap().clone();
+        Ended {
+            end,
+            record,
+            heard,
+            commands,
+        }
+    }
+}
+
+/// Mean absolute sample of a μ-law payload.
+pub fn level(payload: &[u8]) -> u32 {
+    decode_ulaw(payload)
+        .iter()
+        .map(|s| s.unsigned_abs() as u32)
+        .sum::<u32>()
+        / payload.len().max(1) as u32
+}
+
+/// The longest run (ms) of silent frames after `from`.
+pub fn longest_silence_after(heard: &[(Duration, Vec<u8>)], from: Duration) -> u64 {
+    let mut run = 0u64;
+    let mut longest = 0u64;
+    for (_, payload) in heard.iter().filter(|(at, _)| *at >= from) {
+        if level(payload) <= 100 {
+            run += 20;
+            longest = longest.max(run);
+        } else {
+            run = 0;
+        }
+    }
+    longest
+}
+
+/// The cached phrases heard, in order (a phrase is heard when its first
+/// three frames go out back to back).
+pub fn phrases_heard(heard: &[(Duration, Vec<u8>)], keys: &[&str]) -> Vec<String> {
+    phrase_starts(heard, keys)
+        .into_iter()
+        .map(|(_, k)| k)
+        .collect()
+}
+
+/// The fake TTS's voice (it alternates these two codes).
+pub fn is_generated(payload: &[u8]) -> bool {
+    payload.iter().all(|b| [0x20, 0xA0].contains(b))
+}
+
+/// Frames the media clock passed without sending one (a stall, or a hold).
+pub fn frames_missing(heard: &[(Duration, Vec<u8>)]) -> usize {
+    heard
+        .windows(2)
+        .map(|w| ((w[1].0 - w[0].0).as_millis() / 20).saturating_sub(1) as usize)
+        .sum()
+}
+
+/// Where each cached phrase started (media clock), in order.
+pub fn phrase_starts(heard: &[(Duration, Vec<u8>)], keys: &[&str]) -> Vec<(Duration, String)> {
+    let clips: Vec<(String, Vec<Vec<u8>>)> = keys
+        .iter()
+        .map(|k| (k.to_string(), super::cached_frames(k)))
+        .collect();
+    let mut out = Vec::new();
+    for i in 0..heard.len() {
+        for (key, frames) in &clips {
+            if frames.len() >= 3
+                && heard.len() >= i + 3
+                && (0..3).all(|j| heard[i + j].1 == frames[j])
+            {
+                out.push((heard[i].0, key.clone()));
+            }
+        }
+    }
+    out
+}
+
+/// The caller's turns of the record: (kind, text).
+pub fn caller_turns(record: &serde_json::Value) -> Vec<(String, String)> {
+    record["transcript"]
+        .as_array()
+        .map(|turns| {
+            turns
+                .iter()
+                .filter(|t| t["speaker"] == "caller")
+                .map(|t| {
+                    (
+                        t["kind"].as_str().unwrap_or_default().to_string(),
+                        t["text"].as_str().unwrap_or_default().to_string(),
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default()
+}
