@@ -258,6 +258,7 @@ impl Config {
             }
         }
         config.base_dir = base.to_path_buf();
+        config.normalise_keys();
         config.validate(origin)?;
         Ok(config)
     }
@@ -375,7 +376,7 @@ impl Config {
                 ));
             }
         }
-        if self.llm.is_some() && self.tts.is_some() && self.stt.is_some() {
+        if self.speech_enabled() {
             for key in self
                 .hybrid
                 .fillers
@@ -399,22 +400,10 @@ impl Config {
                 ));
             }
         }
-        // The transfer phrases matter only when there is a transfer target.
-        let transfer_phrases = self
-            .call
-            .transfer_to
-            .as_ref()
-            .map(|_| [&self.call.transfer, &self.call.transfer_failed]);
-        for key in self
-            .call
-            .greeting
-            .iter()
-            .chain([&self.call.goodbye])
-            .chain(transfer_phrases.into_iter().flatten())
-        {
+        for (field, key) in self.call.phrase_keys() {
             if !self.cache.phrases.contains_key(key) {
                 return Err(invalid(
-                    "call",
+                    &format!("call.{field}"),
                     format!("{key:?}"),
                     "a phrase key defined in [cache.phrases]",
                 ));
@@ -428,11 +417,7 @@ impl Config {
                 return Err(invalid(key, format!("{digit:?}"), "one of 0-9, *, #, A-D"));
             }
         }
-        if self
-            .call
-            .transfer_digit
-            .eq_ignore_ascii_case(&self.call.hangup_digit)
-        {
+        if self.call.transfer_digit == self.call.hangup_digit {
             return Err(invalid(
                 "call.transfer_digit",
                 format!("{:?}", self.call.transfer_digit),
@@ -510,9 +495,29 @@ impl Config {
         Ok(())
     }
 
-    /// Turn-taking with generated replies runs when STT, LLM and TTS are set.
+    /// DTMF keys are upper case once loaded (`a` is the key the wire calls
+    /// `A`), so every comparison of keys is a plain `==`.
+    fn normalise_keys(&mut self) {
+        let call = &mut self.call;
+        let flow = &mut self.flow;
+        for digit in [
+            &mut call.hangup_digit,
+            &mut call.transfer_digit,
+            &mut flow.yes_digit,
+            &mut flow.no_digit,
+        ]
+        .into_iter()
+        .chain(self.problems.iter_mut().filter_map(|p| p.digit.as_mut()))
+        {
+            *digit = digit.to_ascii_uppercase();
+        }
+    }
+
+    /// Hybrid speech (fillers, the fallback, turn-taking) runs as soon as
+    /// any of `[stt]`, `[llm]`, `[tts]` is set; each adds what it can do
+    /// (listen, classify and generate, speak).
     pub fn speech_enabled(&self) -> bool {
-        self.llm.is_some() && self.tts.is_some() && self.stt.is_some()
+        self.llm.is_some() || self.tts.is_some() || self.stt.is_some()
     }
 
     /// Every phrase the guided flow says is in the cache; problem keys and
@@ -729,6 +734,58 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("../evil"), "{err}");
+    }
+
+    #[test]
+    fn keys_are_upper_case_once_loaded_and_a_lower_case_key_answers_the_wire() {
+        let config = with("hangup_digit = \"#\"", "hangup_digit = \"d\"").unwrap();
+        assert_eq!(config.call.hangup_digit, 'D');
+        // RFC 4733 and INFO give upper-case letters: `d` in the file hangs up.
+        let mut call = crate::conversation::Conversation::new(config.call.clone());
+        call.handle(crate::conversation::CallEvent::Established);
+        let actions = call.handle(crate::conversation::CallEvent::Dtmf('D'));
+        assert!(
+            actions.contains(&crate::conversation::CallAction::Play("goodbye".into())),
+            "{actions:?}"
+        );
+        // Keys that differ only in case are the same key.
+        let text = EMBEDDED_DEFAULT
+            .replacen("hangup_digit = \"#\"", "hangup_digit = \"d\"", 1)
+            .replacen("transfer_digit = \"0\"", "transfer_digit = \"D\"", 1);
+        let err = Config::from_toml(&text, "test", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("call.transfer_digit"), "{err}");
+    }
+
+    #[test]
+    fn any_one_provider_turns_speech_on_and_its_phrases_are_checked() {
+        let tts_only = "\n[tts]\nbase_url = \"http://127.0.0.1:9\"\nvoice_id = \"v\"\n";
+        let config = Config::from_toml(
+            &format!("{EMBEDDED_DEFAULT}{tts_only}"),
+            "test",
+            Path::new("."),
+        )
+        .unwrap();
+        assert!(config.speech_enabled());
+        let text = EMBEDDED_DEFAULT.replacen("fallback = \"sorry\"", "fallback = \"sorri\"", 1);
+        assert!(text != EMBEDDED_DEFAULT, "sav.toml sets [hybrid] fallback");
+        let err =
+            Config::from_toml(&format!("{text}{tts_only}"), "test", Path::new(".")).unwrap_err();
+        assert!(err.to_string().contains("\"sorri\""), "{err}");
+        assert!(!Config::load(None).unwrap().speech_enabled());
+    }
+
+    #[test]
+    fn a_typo_in_greeting_dtmf_is_refused_at_start() {
+        let err = with(
+            "greeting_dtmf = [\"greet\", \"menu\"]",
+            "greeting_dtmf = [\"greet\", \"mneu\"]",
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        assert!(
+            text.contains("call.greeting_dtmf") && text.contains("\"mneu\""),
+            "{text}"
+        );
     }
 
     #[test]

@@ -65,7 +65,7 @@ async fn a_guided_call_is_resolved_by_keys() {
         call.wait(3 * SECOND).await;
     }
     let ended = call.ended(60 * SECOND).await;
-    assert_eq!(ended.end.outcome, "resolved");
+    assert_eq!(ended.end.outcome.as_str(), "resolved");
     assert_eq!(ended.end.ending, Ending::Local);
     assert_eq!(
         phrases_heard(&ended.heard, PHRASES),
@@ -103,7 +103,7 @@ async fn the_hang_up_key_says_goodbye_and_ends_the_call() {
     call.wait(SECOND).await;
     call.press('#').await;
     let ended = call.ended(30 * SECOND).await;
-    assert_eq!(ended.end.outcome, "caller_ended");
+    assert_eq!(ended.end.outcome.as_str(), "caller_ended");
     assert_eq!(ended.end.ending, Ending::Local);
     assert_eq!(phrases_heard(&ended.heard, PHRASES), ["greet", "goodbye"]);
 }
@@ -168,7 +168,7 @@ async fn a_successful_transfer_ends_the_call_as_transferred() {
         .await
         .unwrap();
     let ended = call.ended(10 * SECOND).await;
-    assert_eq!(ended.end.outcome, "transferred");
+    assert_eq!(ended.end.outcome.as_str(), "transferred");
     assert_eq!(ended.end.ending, Ending::Local);
     assert!(phrases_heard(&ended.heard, PHRASES).contains(&"transfer".to_string()));
 }
@@ -288,48 +288,6 @@ async fn talking_over_the_reply_stops_it_and_a_backchannel_resumes_it() {
 }
 
 #[tokio::test]
-async fn an_llm_500_ends_in_the_fallback_and_the_call_goes_on() {
-    let call = TestCall::start(Setup {
-        name: "calls_llm_500",
-        providers: Some(FakeBehaviour {
-            llm_fault: Some(Fault::Status(500)),
-            ..Default::default()
-        }),
-        free_conversation: true,
-        ..Setup::default()
-    })
-    .await;
-    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
-    call.says(2 * SECOND).await;
-    let end_of_turn = call.now();
-    call.wait(8 * SECOND).await;
-    let ended = call.hang_up().await;
-    let after: Vec<_> = ended
-        .heard
-        .iter()
-        .filter(|(at, _)| *at >= end_of_turn)
-        .cloned()
-        .collect();
-    let starts = phrase_starts(&after, PHRASES);
-    let sorry = starts
-        .iter()
-        .find(|(_, k)| k == "sorry")
-        .unwrap_or_else(|| panic!("no fallback: {starts:?}"))
-        .0;
-    assert!(!after.iter().any(|(_, p)| is_generated(p)));
-    // Fillers, then the fallback, with no dead air over 700 ms.
-    let waiting: Vec<_> = after
-        .iter()
-        .filter(|(at, _)| *at < sorry)
-        .cloned()
-        .collect();
-    let silent = longest_silence_after(&waiting, end_of_turn);
-    assert!(silent <= 700, "{silent} ms of dead air before the fallback");
-    assert_eq!(ended.end.ending, Ending::Remote);
-    assert_eq!(ended.end.outcome, "abandoned");
-}
-
-#[tokio::test]
 async fn a_known_customer_is_greeted_by_name() {
     let call = TestCall::start(Setup {
         name: "calls_known",
@@ -416,7 +374,7 @@ async fn a_hold_stops_our_audio_and_the_resume_brings_it_back() {
         after - before
     );
     let ended = call.hang_up().await;
-    assert_eq!(ended.end.outcome, "abandoned");
+    assert_eq!(ended.end.outcome.as_str(), "abandoned");
 }
 
 #[tokio::test]
@@ -429,6 +387,435 @@ async fn a_shutdown_ends_the_call_as_interrupted() {
     call.wait(2 * SECOND).await;
     call.services.shutdown.cancel();
     let ended = call.ended(5 * SECOND).await;
-    assert_eq!(ended.end.outcome, "interrupted");
+    assert_eq!(ended.end.outcome.as_str(), "interrupted");
     assert_eq!(ended.end.ending, Ending::Local);
+}
+
+// ---- Provider faults: each ends in the cached fallback, heard whole after
+// the caller's turn with no dead air over 700 ms, and the call goes on.
+
+fn short_timeouts(base: &str) -> String {
+    support::fake_providers_config(
+        base,
+        "model = \"fake\"\nfirst_token_timeout_ms = 2000\nstall_timeout_ms = 1500\n",
+        "first_byte_timeout_ms = 2000\nstall_timeout_ms = 1500\n",
+        "timeout_ms = 2000\n",
+    )
+}
+
+fn short_greeting(c: String) -> String {
+    c.replace(
+        "greeting = [\"greet\", \"welcome\"]",
+        "greeting = [\"greet\"]",
+    )
+}
+
+async fn fault_turn(name: &'static str, change: impl FnOnce(&mut FakeBehaviour)) {
+    let mut behaviour = FakeBehaviour {
+        llm_ttfb: Duration::from_millis(300),
+        tts_ttfb: Duration::from_millis(100),
+        ..Default::default()
+    };
+    change(&mut behaviour);
+    let mut call = TestCall::start(Setup {
+        name,
+        providers: Some(behaviour),
+        provider_config: Some(short_timeouts),
+        free_conversation: true,
+        edit: short_greeting,
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(20 * SECOND, |h| quiet_for(h, 500)).await);
+    call.says(2 * SECOND).await;
+    let end_of_turn = call.now();
+    call.wait(10 * SECOND).await;
+    assert_eq!(call.command(Duration::ZERO).await, None, "the call goes on");
+    let ended = call.hang_up().await;
+    assert_eq!(ended.end.ending, Ending::Remote);
+    let after: Vec<_> = ended
+        .heard
+        .iter()
+        .filter(|(at, _)| *at >= end_of_turn)
+        .cloned()
+        .collect();
+    // The whole fallback phrase, after the caller's turn...
+    let sorry = support::cached_frames("sorry");
+    let start = after
+        .windows(sorry.len())
+        .position(|w| w.iter().zip(&sorry).all(|((_, p), f)| p.starts_with(f)))
+        .unwrap_or_else(|| {
+            panic!(
+                "{name}: the fallback was not heard whole: {:?}",
+                phrase_starts(&after, PHRASES)
+            )
+        });
+    // ...with no dead air before it.
+    let silent = longest_silence_after(&after[..start], end_of_turn);
+    println!(
+        "{name}: fallback {} ms after the turn, longest silent run before it {silent} ms",
+        (after[start].0 - end_of_turn).as_millis()
+    );
+    assert!(silent <= 700, "{name}: {silent} ms of dead air");
+}
+
+#[tokio::test]
+async fn llm_500_gets_the_fallback() {
+    fault_turn("calls_fault_llm_500", |b| {
+        b.llm_fault = Some(Fault::Status(500))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn llm_429_gets_the_fallback() {
+    fault_turn("calls_fault_llm_429", |b| {
+        b.llm_fault = Some(Fault::Status(429))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn llm_stall_gets_the_fallback() {
+    fault_turn("calls_fault_llm_stall", |b| {
+        b.llm_fault = Some(Fault::StallAfter(2))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn llm_disconnect_mid_stream_gets_the_fallback() {
+    fault_turn("calls_fault_llm_disconnect", |b| {
+        b.llm_fault = Some(Fault::DisconnectAfter(2))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn malformed_sse_gets_the_fallback() {
+    fault_turn("calls_fault_llm_garbage", |b| {
+        b.llm_fault = Some(Fault::Garbage)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tts_garbage_gets_the_fallback() {
+    fault_turn("calls_fault_tts_garbage", |b| {
+        b.tts_fault = Some(Fault::Garbage)
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn stt_failure_gets_the_fallback() {
+    fault_turn("calls_fault_stt_500", |b| {
+        b.stt_fault = Some(Fault::Status(500))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tts_500_gets_the_fallback() {
+    fault_turn("calls_fault_tts_500", |b| {
+        b.tts_fault = Some(Fault::Status(500))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tts_stall_gets_the_fallback() {
+    fault_turn("calls_fault_tts_stall", |b| {
+        b.tts_fault = Some(Fault::StallAfter(3))
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn tts_disconnect_mid_stream_gets_the_fallback() {
+    fault_turn("calls_fault_tts_disconnect", |b| {
+        b.tts_fault = Some(Fault::DisconnectAfter(3))
+    })
+    .await;
+}
+
+// ---- Barge-in: a real interruption gets a new reply; a backchannel resumes
+// the old one from the sentence it was cut in. (How fast the VAD stops the
+// bot on real speech is measured on the wire: tests/barge_in.rs.)
+
+const LONG_REPLY: &str = "Très bien, je vais vous aider à résoudre ce problème de connexion. Commencez par débrancher la box pendant dix secondes. Ensuite rebranchez-la et attendez que tous les voyants soient bien stabilisés. Dites-moi quand c'est fait.";
+const SECOND_REPLY: &str = "Ah, c'est le téléphone alors. Vérifiez que le combiné est bien branché sur la prise grise de la box.";
+
+/// Which TTS text a frame is (by its index in `texts`), when generated.
+fn text_of(payload: &[u8], texts: &[String]) -> Option<usize> {
+    texts.iter().position(|t| {
+        let (low, high) = support::fake_providers::tts_codes(t);
+        payload.iter().all(|b| *b == low || *b == high)
+    })
+}
+
+/// A reply is playing when the caller talks over it for 600 ms and says
+/// `second`; returns (texts, the index of the text interrupted, the texts
+/// heard after the interruption in order of first frame with their frame
+/// counts, LLM requests).
+async fn barge(
+    name: &'static str,
+    second: &'static str,
+) -> (Vec<String>, usize, Vec<(usize, usize)>, u32) {
+    let call = TestCall::start(Setup {
+        name,
+        providers: Some(FakeBehaviour {
+            llm_ttfb: Duration::from_millis(300),
+            tts_ttfb: Duration::from_millis(100),
+            llm_replies: [LONG_REPLY.to_string(), SECOND_REPLY.to_string()].into(),
+            llm_reply: SECOND_REPLY.into(),
+            tts_tag_by_text: true,
+            stt_transcripts: ["Ma box ne marche plus.".to_string(), second.to_string()].into(),
+            ..Default::default()
+        }),
+        free_conversation: true,
+        edit: short_greeting,
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(20 * SECOND, |h| quiet_for(h, 500)).await);
+    call.says(2 * SECOND).await;
+    let fakes = call.fakes.as_ref().unwrap();
+    // Into the reply's second sentence.
+    assert!(
+        call.until(20 * SECOND, |h| {
+            let texts = fakes.counts().tts_texts;
+            texts.len() >= 2 && h.last().and_then(|(_, p)| text_of(p, &texts)) == Some(1)
+        })
+        .await,
+        "the reply's second sentence never played"
+    );
+    call.wait(Duration::from_millis(500)).await;
+    call.starts_talking().await;
+    let onset = call.now();
+    call.wait(Duration::from_millis(600)).await;
+    call.stops_talking(Duration::from_millis(600)).await;
+    call.wait(8 * SECOND).await;
+    let llm = fakes.counts().llm;
+    let texts = fakes.counts().tts_texts;
+    let ended = call.hang_up().await;
+    let interrupted = ended
+        .heard
+        .iter()
+        .rev()
+        .filter(|(at, _)| *at < onset)
+        .find_map(|(_, p)| text_of(p, &texts))
+        .expect("a reply was playing");
+    // Nothing generated while the caller talks (the media clock is exact
+    // here: the next frame after the onset is already not the reply).
+    let during = ended
+        .heard
+        .iter()
+        .filter(|(at, p)| {
+            *at > onset && *at <= onset + Duration::from_millis(600) && text_of(p, &texts).is_some()
+        })
+        .count();
+    assert_eq!(during, 0, "{name}: the reply played over the caller");
+    let mut after: Vec<(usize, usize)> = Vec::new();
+    for (_, p) in ended.heard.iter().filter(|(at, _)| *at > onset) {
+        if let Some(t) = text_of(p, &texts) {
+            match after.iter_mut().find(|(i, _)| *i == t) {
+                Some((_, n)) => *n += 1,
+                None => after.push((t, 1)),
+            }
+        }
+    }
+    (texts, interrupted, after, llm)
+}
+
+#[tokio::test]
+async fn a_real_interruption_stops_the_reply_and_gets_a_new_one() {
+    let (texts, interrupted, after, llm) = barge(
+        "calls_barge_real",
+        "Non attendez, c'est le téléphone qui ne marche pas.",
+    )
+    .await;
+    assert_eq!(llm, 2, "a real interruption gets a new reply");
+    assert!(LONG_REPLY.contains(&texts[interrupted]));
+    let new: usize = after
+        .iter()
+        .filter(|(t, _)| SECOND_REPLY.contains(texts[*t].as_str()))
+        .map(|(_, n)| n)
+        .sum();
+    assert!(new > 50, "the new reply was not heard ({new} frames)");
+    assert!(
+        after
+            .iter()
+            .all(|(t, _)| SECOND_REPLY.contains(texts[*t].as_str())),
+        "the old reply came back: {after:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_backchannel_resumes_the_reply_from_the_sentence_it_was_cut_in() {
+    let (texts, interrupted, after, llm) = barge("calls_barge_mhm", "mhm").await;
+    assert_eq!(llm, 1, "the reply is resumed, not generated again");
+    assert_eq!(
+        after.first().map(|(t, _)| *t),
+        Some(interrupted),
+        "{after:?}"
+    );
+    let frames: usize = after.iter().map(|(_, n)| n).sum();
+    assert!(frames > 50, "the reply did not go on ({frames} frames)");
+    assert!(after
+        .iter()
+        .all(|(t, _)| LONG_REPLY.contains(texts[*t].as_str())));
+}
+
+// ---- The guided flow's other paths (the voice fix and the crash are on
+// the wire in tests/sav_flow.rs).
+
+fn tts_only(base: &str) -> String {
+    format!("\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\n")
+}
+
+fn llm_and_tts(base: &str) -> String {
+    format!(
+        "\n[llm]\nbase_url = \"{base}/v1\"\nmodel = \"fake\"\n\n[tts]\nbase_url = \"{base}\"\nvoice_id = \"voice\"\n"
+    )
+}
+
+fn llm_tts_stt_to(base: &str) -> String {
+    support::fake_providers_config(base, "model = \"fake\"\n", "", "")
+}
+
+fn short_greeting_and_transfer(c: String) -> String {
+    with_transfer(short_greeting(c))
+}
+
+#[tokio::test]
+async fn a_known_customer_hears_name_and_ticket_then_answers_with_keys() {
+    let call = TestCall::start(Setup {
+        name: "calls_known_keys",
+        providers: Some(FakeBehaviour {
+            tts_ttfb: Duration::from_millis(100),
+            tts_speed: 4,
+            tts_tag_by_text: true,
+            ..Default::default()
+        }),
+        provider_config: Some(tts_only),
+        customers: Some(
+            "phone,title,first_name,last_name,product,problem\n\
+             06 12 34 56 78,Monsieur,Jean,Dupont,box internet,plus de connexion depuis hier\n",
+        ),
+        from: "+33612345678",
+        ..Setup::default()
+    })
+    .await;
+    // Greet, the name and ticket through TTS, then the menu: the first key
+    // while the menu plays.
+    assert!(
+        call.until(40 * SECOND, |h| phrases_heard(h, &["menu"]).len() == 1)
+            .await
+    );
+    for digit in ['1', '2', '1', '1'] {
+        call.press(digit).await;
+        call.wait(3 * SECOND).await;
+    }
+    let spoken = call.fakes.as_ref().unwrap().counts().tts_texts;
+    let ended = call.ended(60 * SECOND).await;
+    assert_eq!(
+        spoken.join(" "),
+        "Monsieur Dupont, je vois votre ticket concernant votre box internet : plus de connexion depuis hier. Est-ce pour cela que vous appelez ? Décrivez-moi ce qui se passe.",
+    );
+    assert_eq!(
+        phrases_heard(&ended.heard, PHRASES),
+        [
+            "greet",
+            "menu",
+            "internet_restart",
+            "internet_cables",
+            "verify",
+            "congratulations",
+            "goodbye"
+        ]
+    );
+    // The name follows greet at once.
+    let greet = support::cached_frames("greet").len();
+    let name = ended
+        .heard
+        .iter()
+        .position(|(_, p)| text_of(p, &spoken) == Some(0))
+        .expect("the name was heard");
+    assert!(
+        name <= greet + 5,
+        "the name at frame {name}, greet is {greet} frames"
+    );
+    assert_eq!(ended.record["customer"]["last_name"], "Dupont");
+    assert_eq!(ended.end.outcome.as_str(), "resolved");
+    assert_eq!(
+        caller_turns(&ended.record),
+        ["1", "2", "1", "1"].map(|k| ("dtmf".to_string(), k.to_string()))
+    );
+}
+
+#[tokio::test]
+async fn asking_for_a_human_by_voice_is_transferred_without_the_llm() {
+    let mut call = TestCall::start(Setup {
+        name: "calls_agent",
+        providers: Some(FakeBehaviour {
+            stt_latency: Duration::from_millis(100),
+            stt_transcripts: ["Je voudrais parler à un conseiller.".to_string()].into(),
+            ..Default::default()
+        }),
+        provider_config: Some(llm_tts_stt_to),
+        edit: short_greeting_and_transfer,
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(20 * SECOND, |h| quiet_for(h, 500)).await);
+    call.says(2 * SECOND).await;
+    assert_eq!(
+        call.command(20 * SECOND).await,
+        Some(LegCommand::Transfer("sip:support@pbx.example.com".into()))
+    );
+    call.peer
+        .events
+        .send(LegEvent::Transfer { ok: true })
+        .await
+        .unwrap();
+    let llm = call.fakes.as_ref().unwrap().counts().llm;
+    let ended = call.ended(10 * SECOND).await;
+    assert_eq!(llm, 0, "asking for a human needs no LLM");
+    assert_eq!(ended.end.outcome.as_str(), "transferred");
+    assert_eq!(
+        ended.record["transfer_target"],
+        "sip:support@pbx.example.com"
+    );
+    assert!(ended.record["problem"].is_null());
+}
+
+#[tokio::test]
+async fn with_the_llm_down_the_congratulation_is_the_cached_one() {
+    let call = TestCall::start(Setup {
+        name: "calls_llm_down",
+        providers: Some(FakeBehaviour {
+            llm_fault: Some(Fault::Status(500)),
+            tts_ttfb: Duration::from_millis(100),
+            ..Default::default()
+        }),
+        provider_config: Some(llm_and_tts),
+        ..Setup::default()
+    })
+    .await;
+    call.wait(4 * SECOND).await;
+    for digit in ['1', '2', '1', '1'] {
+        call.press(digit).await;
+        call.wait(3 * SECOND).await;
+    }
+    let llm = call.fakes.as_ref().unwrap().counts().llm;
+    let ended = call.ended(60 * SECOND).await;
+    assert_eq!(llm, 1, "the congratulation was asked for");
+    let order = phrases_heard(&ended.heard, PHRASES);
+    assert_eq!(
+        order[order.len().saturating_sub(3)..],
+        ["filler_ok", "congratulations", "goodbye"],
+        "{order:?}"
+    );
+    assert_eq!(ended.end.outcome.as_str(), "resolved");
 }

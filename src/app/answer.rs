@@ -16,7 +16,7 @@ use tracing::{info, info_span, warn, Instrument};
 
 use crate::app::Server;
 use crate::call::{self, Caller};
-use crate::sip::leg::Incoming;
+use crate::sip::incoming::Incoming;
 use crate::timeline::CallTrace;
 
 /// Entry point of a new INVITE (no To-tag).

@@ -15,19 +15,16 @@ use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::sip::prelude::HeadersExt;
 use rsipstack::sip::{Header, Method, StatusCode};
 use rsipstack::transaction::transaction::Transaction;
-use rsipstack::transport::{
-    udp::UdpConnection, TcpListenerConnection, TlsListenerConnection, TransportLayer,
-};
-use rsipstack::EndpointBuilder;
 use tokio::sync::Semaphore;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::cache::CacheError;
 use crate::call::{Live, Services};
-use crate::config::{Config, Transport};
+use crate::config::Config;
 use crate::media::driver::MediaDriver;
 use crate::media::ports::RtpPortPool;
+use crate::sip::endpoint::SipEndpoint;
 use crate::sip::registrar_client::{LearnedAddress, RegisterError, RegistrarClient};
 use crate::sip::respond::spawn_reply;
 use crate::sip::ALLOW;
@@ -44,18 +41,10 @@ const IN_DIALOG_LIMIT: Duration = Duration::from_secs(40);
 pub enum ServeError {
     #[error(transparent)]
     Cache(#[from] CacheError),
-    #[error("cannot listen for SIP on {transport:?} {addr}: {source}")]
-    Listen {
-        transport: Transport,
-        addr: SocketAddr,
-        source: Box<rsipstack::Error>,
-    },
-    #[error("SIP endpoint: {0}")]
-    Endpoint(Box<rsipstack::Error>),
+    #[error(transparent)]
+    Sip(#[from] crate::sip::endpoint::EndpointError),
     #[error(transparent)]
     Register(#[from] RegisterError),
-    #[error(transparent)]
-    Tls(#[from] crate::sip::tls::TlsError),
     #[error(transparent)]
     Provider(#[from] crate::providers::ProviderError),
     #[error("store: {0}")]
@@ -115,76 +104,14 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let live = Live::load(config.clone())?;
     metrics.set_cache_loaded(true);
 
-    let cancel = CancellationToken::new();
-    let transport_layer = TransportLayer::new(cancel.child_token());
     let listen = config.sip.listen;
     let advertised = SocketAddr::new(config.advertised_ip(), listen.port());
-    // UDP first: dialogs take their default Contact from the first listener.
-    let mut transports = config.sip.transports.clone();
-    transports.sort_by_key(|t| *t != Transport::Udp);
-    for transport in transports {
-        let listen = match transport {
-            Transport::Tls => config.tls_listen(),
-            _ => listen,
-        };
-        let external = (advertised.ip() != listen.ip())
-            .then_some(SocketAddr::new(advertised.ip(), listen.port()));
-        let connection = match transport {
-            Transport::Udp => {
-                UdpConnection::create_connection(listen, external, Some(cancel.child_token()))
-                    .await
-                    .map(Into::into)
-            }
-            Transport::Tcp => {
-                // rsipstack binds TCP only inside serve() and merely logs a
-                // failure there; bind once here so a busy port is an error.
-                if let Err(e) = std::net::TcpListener::bind(listen) {
-                    return Err(ServeError::Listen {
-                        transport,
-                        addr: listen,
-                        source: Box::new(e.into()),
-                    });
-                }
-                TcpListenerConnection::new(listen, external)
-                    .await
-                    .map(Into::into)
-            }
-            Transport::Tls => {
-                let tls = crate::sip::tls::load(&config.sip.tls)?;
-                if let Err(e) = std::net::TcpListener::bind(listen) {
-                    return Err(ServeError::Listen {
-                        transport,
-                        addr: listen,
-                        source: Box::new(e.into()),
-                    });
-                }
-                info!(%listen, cert = %config.sip.tls.cert.display(), "SIP over TLS");
-                TlsListenerConnection::new(listen, external, tls)
-                    .await
-                    .map(Into::into)
-            }
-        };
-        let connection = connection.map_err(|source| ServeError::Listen {
-            transport,
-            addr: listen,
-            source: Box::new(source),
-        })?;
-        transport_layer.add_transport(connection);
-    }
-    let endpoint = EndpointBuilder::new()
-        .with_user_agent(&config.sip.user_agent)
-        .with_cancel_token(cancel.clone())
-        .with_transport_layer(transport_layer)
-        .build();
-    let mut incoming = endpoint
-        .incoming_transactions()
-        .map_err(|e| ServeError::Endpoint(Box::new(e)))?;
-    let endpoint_inner = endpoint.inner.clone();
-    let endpoint_task = tokio::spawn(async move {
-        if let Err(e) = endpoint_inner.serve().await {
-            warn!(error = %e, "SIP endpoint stopped");
-        }
-    });
+    let SipEndpoint {
+        endpoint,
+        mut incoming,
+        cancel,
+        task: endpoint_task,
+    } = SipEndpoint::listen(&config.sip).await?;
 
     let providers = crate::call::reply::Providers::from_config(&config)?;
     let store =

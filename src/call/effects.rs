@@ -6,8 +6,7 @@ use tracing::{debug, info, warn};
 
 use crate::call::speech::SpeechSession;
 use crate::call::Call;
-use crate::conversation::guide::Note;
-use crate::conversation::{CallAction, CallEvent};
+use crate::conversation::{CallAction, CallEvent, Note};
 use crate::media::handle::MediaHandle;
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind};
 use crate::media::recording::Recording;

@@ -36,7 +36,7 @@ use tracing::{debug, info, warn};
 use crate::call::reply::SpeechMsg;
 use crate::call::setup::Abilities;
 use crate::call::speech::SpeechSession;
-use crate::conversation::{self, CallAction, CallEvent, Conversation};
+use crate::conversation::{self, CallAction, CallEvent, Conversation, Outcome};
 use crate::media::driver::MediaEvent;
 use crate::media::handle::{MediaHandle, MediaSetup, RemoteMedia};
 use crate::media::playout::PlayoutEvent;
@@ -61,7 +61,7 @@ pub struct Caller {
 pub struct CallEnd {
     pub ending: Ending,
     /// The call record's outcome.
-    pub outcome: &'static str,
+    pub outcome: Outcome,
 }
 
 /// Where a call hands out a sender into its media events once its media
@@ -162,17 +162,18 @@ impl Call {
         };
         // The record's outcome: what the flow decided, else how it ended.
         let outcome = match (outcome, ending) {
-            (Some(outcome), _) => outcome.as_str(),
-            (None, Ending::Remote) => "abandoned",
-            (None, Ending::Local) if self.services.shutdown.is_cancelled() => "interrupted",
-            (None, Ending::Local) => "ended",
+            (Some(outcome), _) => outcome,
+            (None, Ending::Remote) => Outcome::Abandoned,
+            (None, Ending::Local) if self.services.shutdown.is_cancelled() => Outcome::Interrupted,
+            (None, Ending::Local) => Outcome::Ended,
         };
         self.close(ending, outcome);
         CallEnd { ending, outcome }
     }
 
     /// The call's end into its record, timeline, metrics and recording.
-    fn close(&mut self, ending: Ending, outcome: &str) {
+    fn close(&mut self, ending: Ending, outcome: Outcome) {
+        let outcome = outcome.as_str();
         info!(outcome, "call outcome");
         self.trace.mark(Mark::Hangup {
             by: match ending {

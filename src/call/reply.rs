@@ -30,7 +30,7 @@ pub struct Providers {
 impl Providers {
     /// The speech providers that are configured (`[stt]`, `[llm]`, `[tts]`).
     pub fn from_config(config: &crate::config::Config) -> Result<Option<Providers>, ProviderError> {
-        if config.llm.is_none() && config.tts.is_none() && config.stt.is_none() {
+        if !config.speech_enabled() {
             info!("no speech providers: cached phrases and DTMF menus only");
             return Ok(None);
         }
@@ -81,7 +81,6 @@ pub enum SpeechMsg {
     Sentence {
         reply: u64,
         index: usize,
-        text: String,
     },
     Audio {
         reply: u64,
@@ -340,11 +339,7 @@ async fn speak_audio(
     trace: &CallTrace,
     request: &mut RequestSpan,
 ) -> Result<Spoken, ProviderError> {
-    let announce = SpeechMsg::Sentence {
-        reply,
-        index,
-        text: text.clone(),
-    };
+    let announce = SpeechMsg::Sentence { reply, index };
     if out.send(announce).await.is_err() {
         return Ok(Spoken::Cancelled);
     }

@@ -27,6 +27,25 @@ pub struct CallConfig {
     pub transfer_failed: String,
 }
 
+impl CallConfig {
+    /// Every phrase key this section names, with its field: the greetings,
+    /// the goodbye, and the transfer phrases when there is a transfer target.
+    pub fn phrase_keys(&self) -> impl Iterator<Item = (&'static str, &String)> {
+        let transfer = self.transfer_to.as_ref().map(|_| {
+            [
+                ("transfer", &self.transfer),
+                ("transfer_failed", &self.transfer_failed),
+            ]
+        });
+        self.greeting
+            .iter()
+            .map(|k| ("greeting", k))
+            .chain(self.greeting_dtmf.iter().map(|k| ("greeting_dtmf", k)))
+            .chain([("goodbye", &self.goodbye)])
+            .chain(transfer.into_iter().flatten())
+    }
+}
+
 fn default_transfer_digit() -> char {
     '0'
 }

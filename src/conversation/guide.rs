@@ -313,14 +313,7 @@ pub enum Decision {
     Escalate(Escalation),
 }
 
-/// Something for the call record.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Note {
-    /// The problem's type was found.
-    Problem(String),
-    /// A fix step was given.
-    Step(String),
-}
+pub use super::Note;
 
 /// The guided flow of one call.
 #[derive(Debug, Clone)]
@@ -446,11 +439,7 @@ impl Guide {
         let flow = &self.kb.flow;
         match self.stage {
             Stage::Problem => {
-                let problem = self
-                    .kb
-                    .problems
-                    .iter()
-                    .position(|p| p.digit.is_some_and(|d| d.eq_ignore_ascii_case(&digit)));
+                let problem = self.kb.problems.iter().position(|p| p.digit == Some(digit));
                 Some(match problem {
                     Some(problem) => self.choose(problem),
                     // Not in the menu: the menu again (a misunderstood turn).

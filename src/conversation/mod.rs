@@ -15,8 +15,10 @@
 //! a cached goodbye before the BYE; the transfer key, a REFER.
 
 pub use crate::conversation::config::CallConfig;
+pub use greeting::{greeting, Greeting, KnownCaller};
 
 pub mod config;
+pub mod greeting;
 pub mod guide;
 pub mod speakable;
 
@@ -114,7 +116,7 @@ pub enum CallAction {
         text: String,
     },
     /// Something for the call record (the problem, a step given).
-    Note(guide::Note),
+    Note(Note),
     /// Drop the reply: end its streams, stop its providers.
     CancelReply,
     /// The caller talks over the reply: keep making it, play none of it.
@@ -125,6 +127,15 @@ pub enum CallAction {
     Transfer(String),
     /// End the call with BYE.
     Hangup(HangupReason),
+}
+
+/// Something for the call record.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Note {
+    /// The problem's type was found.
+    Problem(String),
+    /// A fix step was given.
+    Step(String),
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -154,9 +165,17 @@ pub enum Outcome {
     CallerEnded,
     /// The caller's media stopped.
     RtpTimeout,
+    /// The caller hung up before the flow reached an outcome.
+    Abandoned,
+    /// A shutdown ended the call (the drain bound passed).
+    Interrupted,
+    /// We ended the call for another reason (the media path failed, the
+    /// session timer lapsed, an unusable answer).
+    Ended,
 }
 
 impl Outcome {
+    /// The name in call records, metrics and CRM events.
     pub fn as_str(self) -> &'static str {
         match self {
             Outcome::Resolved => "resolved",
@@ -165,87 +184,9 @@ impl Outcome {
             Outcome::Callback => "callback",
             Outcome::CallerEnded => "caller_ended",
             Outcome::RtpTimeout => "rtp_timeout",
-        }
-    }
-}
-
-/// What the caller hears on answer.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct Greeting {
-    /// Cached phrases, at once.
-    pub phrases: Vec<String>,
-    /// Text spoken through TTS behind them (a known customer by name), with
-    /// the cached phrase said instead when the TTS fails.
-    pub speak: Option<(String, Option<String>)>,
-    /// Cached phrases after the spoken text.
-    pub then: Vec<String>,
-}
-
-/// A known customer, as the greeting needs them.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct KnownCaller {
-    pub title: String,
-    pub first_name: String,
-    pub last_name: String,
-    /// The newest open ticket: product, problem.
-    pub ticket: Option<(String, String)>,
-}
-
-/// The greeting for this call: the cached one (`[call] greeting`, or
-/// `greeting_dtmf` when the caller can only use keys); a known customer,
-/// when TTS is there, gets `greet` and their name and ticket behind it
-/// (the seed's `say_hybrid("greet", "Monsieur Dupont, je vois votre ticket…")`).
-pub fn greeting(
-    call: &CallConfig,
-    flow: &guide::FlowConfig,
-    caller: Option<&KnownCaller>,
-    listens: bool,
-    speaks: bool,
-) -> Greeting {
-    let standard = if listens {
-        call.greeting.clone()
-    } else {
-        call.greeting_dtmf.clone()
-    };
-    let Some(caller) = caller.filter(|_| speaks) else {
-        return Greeting {
-            phrases: standard,
-            ..Greeting::default()
-        };
-    };
-    let template = match &caller.ticket {
-        Some(_) => &flow.known_greeting,
-        None => &flow.known_greeting_no_ticket,
-    };
-    let (product, problem) = caller.ticket.clone().unwrap_or_default();
-    let text = template
-        .replace("{title}", &caller.title)
-        .replace("{first_name}", &caller.first_name)
-        .replace("{last_name}", &caller.last_name)
-        .replace("{product}", &product)
-        .replace("{problem}", &problem);
-    let text = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    let text = text.trim_start_matches([',', ' ']).to_string();
-    // The first cached phrase (the hello) at once; the rest of the standard
-    // greeting is what the spoken text replaces, and what is said if it fails.
-    let mut phrases = standard;
-    let rest = if phrases.len() > 1 {
-        phrases.split_off(1)
-    } else {
-        Vec::new()
-    };
-    if listens {
-        Greeting {
-            phrases,
-            speak: Some((text, rest.first().cloned())),
-            then: Vec::new(),
-        }
-    } else {
-        // Without STT the menu is still said: keys are the only way in.
-        Greeting {
-            phrases,
-            speak: Some((text, None)),
-            then: rest,
+            Outcome::Abandoned => "abandoned",
+            Outcome::Interrupted => "interrupted",
+            Outcome::Ended => "ended",
         }
     }
 }
@@ -376,10 +317,6 @@ impl Conversation {
     }
 
     /// The guided flow, if any.
-    pub fn guide(&self) -> Option<&guide::Guide> {
-        self.guide.as_ref()
-    }
-
     /// The next filler, never the one said last.
     fn next_filler(&mut self) -> Option<String> {
         let fillers = &self.hybrid.as_ref()?.fillers;
@@ -746,7 +683,7 @@ impl Conversation {
         if !self.live() {
             return None;
         }
-        let is_transfer = digit.eq_ignore_ascii_case(&self.flow.transfer_digit);
+        let is_transfer = digit == self.flow.transfer_digit;
         let decision = if is_transfer {
             guide::Decision::Escalate(guide::Escalation::Asked)
         } else {
@@ -770,7 +707,7 @@ impl Conversation {
     pub fn handle(&mut self, event: CallEvent) -> Vec<CallAction> {
         use CallAction::*;
         if let CallEvent::Dtmf(digit) = event {
-            let hangup = digit.eq_ignore_ascii_case(&self.flow.hangup_digit);
+            let hangup = digit == self.flow.hangup_digit;
             if self.guide.is_some() && !hangup {
                 if let Some(actions) = self.guided_digit(digit) {
                     return actions;
@@ -782,9 +719,7 @@ impl Conversation {
         }
         match (self.phase, event) {
             // The hang-up key, whenever the caller can be heard: goodbye, BYE.
-            (_, CallEvent::Dtmf(digit))
-                if self.live() && digit.eq_ignore_ascii_case(&self.flow.hangup_digit) =>
-            {
+            (_, CallEvent::Dtmf(digit)) if self.live() && digit == self.flow.hangup_digit => {
                 let mut actions = vec![StopPlayout];
                 self.cancel_reply(&mut actions);
                 self.awaiting_transcript = false;
@@ -795,7 +730,7 @@ impl Conversation {
             // The transfer key (the guided flow has its own way there).
             (_, CallEvent::Dtmf(digit))
                 if self.live()
-                    && digit.eq_ignore_ascii_case(&self.flow.transfer_digit)
+                    && digit == self.flow.transfer_digit
                     && self.flow.transfer_to.is_some() =>
             {
                 let mut actions = vec![StopPlayout];
@@ -1394,8 +1329,8 @@ mod tests {
             vec![
                 CancelReply,
                 Play("internet_restart".into()),
-                Note(guide::Note::Problem("internet".into())),
-                Note(guide::Note::Step("internet_restart".into())),
+                Note(super::Note::Problem("internet".into())),
+                Note(super::Note::Step("internet_restart".into())),
             ],
             "the filler played at the end of speech; the step follows it"
         );
@@ -1410,7 +1345,7 @@ mod tests {
         assert_eq!(actions[1], Play("internet_cables".into()));
         assert_eq!(
             notes(&actions),
-            vec![guide::Note::Step("internet_cables".into())]
+            vec![super::Note::Step("internet_cables".into())]
         );
         c.handle(CallEvent::PlayoutIdle);
         says(&mut c, "voilà c'est fait");
@@ -1594,7 +1529,7 @@ mod tests {
             vec![
                 StopPlayout,
                 Play("internet_cables".into()),
-                Note(guide::Note::Step("internet_cables".into()))
+                Note(super::Note::Step("internet_cables".into()))
             ]
         );
         assert_eq!(

@@ -25,3 +25,4 @@ pub mod resample;
 pub mod rtp;
 pub mod stats;
 pub mod vad;
+pub mod wav;

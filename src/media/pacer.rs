@@ -5,7 +5,7 @@
 //! the first frame leaves as soon as the call is established and a late
 //! wake-up never accumulates drift. A late tick is caught up: every frame that
 //! is due is handed out, in order, on the next poll. Only after a stall longer
-//! than [`Pacer::max_catch_up`] frames (a process freeze, not a late timer) are
+//! than its catch-up bound (`with_max_catch_up`) in frames (a process freeze, not a late timer) are
 //! the oldest frames dropped; the RTP timestamp then jumps by the media time
 //! that was lost (RFC 3550 §5.1) while the sequence number stays continuous,
 //! since no packet was lost on the wire.
@@ -76,10 +76,6 @@ impl Pacer {
     pub fn with_max_catch_up(mut self, frames: u64) -> Self {
         self.max_catch_up = frames.max(1);
         self
-    }
-
-    pub fn max_catch_up(&self) -> u64 {
-        self.max_catch_up
     }
 
     /// When the next frame is due: the instant to sleep until.

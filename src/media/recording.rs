@@ -146,20 +146,7 @@ impl Recording {
 
     /// Writes the stereo WAV (blocking: call it off the runtime's workers).
     pub fn write_wav(&self, path: &Path) -> Result<(), hound::Error> {
-        if let Some(dir) = path.parent() {
-            std::fs::create_dir_all(dir)?;
-        }
-        let spec = hound::WavSpec {
-            channels: 2,
-            sample_rate: RATE as u32,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut writer = hound::WavWriter::create(path, spec)?;
-        for sample in self.stereo_samples() {
-            writer.write_sample(sample)?;
-        }
-        writer.finalize()
+        crate::media::wav::write_file(path, 2, &self.stereo_samples())
     }
 }
 

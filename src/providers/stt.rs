@@ -82,7 +82,7 @@ impl OpenAiTranscriber {
             "{}/audio/transcriptions",
             self.config.base_url.trim_end_matches('/')
         );
-        let part = reqwest::multipart::Part::bytes(wav(&pcm))
+        let part = reqwest::multipart::Part::bytes(crate::media::wav::mono_bytes(&pcm))
             .file_name("utterance.wav")
             .mime_str("audio/wav")
             .map_err(|e| ProviderError::Malformed {
@@ -158,42 +158,5 @@ impl SpeechToText for OpenAiTranscriber {
             transcriber: self.clone(),
             audio: Vec::with_capacity(8000 * 10),
         })
-    }
-}
-
-/// 8 kHz mono 16-bit WAV bytes.
-fn wav(pcm: &[i16]) -> Vec<u8> {
-    let data_len = (pcm.len() * 2) as u32;
-    let mut out = Vec::with_capacity(44 + pcm.len() * 2);
-    out.extend_from_slice(b"RIFF");
-    out.extend_from_slice(&(36 + data_len).to_le_bytes());
-    out.extend_from_slice(b"WAVEfmt ");
-    out.extend_from_slice(&16u32.to_le_bytes());
-    out.extend_from_slice(&1u16.to_le_bytes()); // PCM
-    out.extend_from_slice(&1u16.to_le_bytes()); // mono
-    out.extend_from_slice(&8000u32.to_le_bytes());
-    out.extend_from_slice(&16_000u32.to_le_bytes()); // byte rate
-    out.extend_from_slice(&2u16.to_le_bytes()); // block align
-    out.extend_from_slice(&16u16.to_le_bytes());
-    out.extend_from_slice(b"data");
-    out.extend_from_slice(&data_len.to_le_bytes());
-    for s in pcm {
-        out.extend_from_slice(&s.to_le_bytes());
-    }
-    out
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn wav_is_readable() {
-        let pcm: Vec<i16> = (0..800).map(|i| i as i16 * 10).collect();
-        let bytes = wav(&pcm);
-        let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).unwrap();
-        assert_eq!(reader.spec().sample_rate, 8000);
-        let back: Vec<i16> = reader.into_samples::<i16>().map(|s| s.unwrap()).collect();
-        assert_eq!(back, pcm);
     }
 }

@@ -1,8 +1,8 @@
 //! One call's SIP leg as a UAS: from the INVITE to the end of its dialog.
 //!
-//! [`Incoming`] is a new INVITE: who calls, whether we can take its offer
-//! (420, 415, 400/488, 422 are answered here). [`Incoming::answer`] creates
-//! the dialog and spawns the leg's task, which rings, answers, waits for the
+//! [`Incoming`](crate::sip::incoming::Incoming) is a new INVITE (in
+//! `incoming.rs`); its `answer` creates the dialog and spawns the leg's task
+//! defined here, which rings, answers, waits for the
 //! ACK and then answers every in-dialog request (re-INVITE/UPDATE offers and
 //! session refreshes, INFO keys, NOTIFYs of a transfer, OPTIONS). The call
 //! sees none of that: it gets [`LegEvent`]s (established, the caller's media
@@ -20,8 +20,7 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver, TerminatedReas
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invite_dialog::InviteDialog;
 use rsipstack::sip::prelude::HeadersExt;
-use rsipstack::sip::{Header, Method, StatusCode, Uri};
-use rsipstack::transaction::transaction::Transaction;
+use rsipstack::sip::{Header, Method, StatusCode};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -29,17 +28,13 @@ use tracing::{debug, info, warn, Instrument};
 
 use crate::media::handle::RemoteMedia;
 use crate::media::rtp::PayloadTypes;
-use crate::redact::Pii;
 use crate::sip::midcall::{self, SessionTimer};
-use crate::sip::respond::reply_and_linger;
 use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
 
 /// Time for an in-dialog response queued to rsipstack to leave before our BYE.
 const NOTIFY_ANSWER_GRACE: Duration = Duration::from_millis(50);
-/// Seconds a caller is asked to wait before retrying when we are full.
-const RETRY_AFTER_SECS: u32 = 5;
 /// Events queued from the leg to its call.
-const EVENT_QUEUE: usize = 16;
+pub(crate) const EVENT_QUEUE: usize = 16;
 
 /// How the call ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -79,9 +74,9 @@ pub enum LegCommand {
 
 /// The call's side of its SIP leg.
 pub struct Leg {
-    events: mpsc::Receiver<LegEvent>,
-    commands: mpsc::Sender<LegCommand>,
-    task: Option<tokio::task::JoinHandle<()>>,
+    pub(crate) events: mpsc::Receiver<LegEvent>,
+    pub(crate) commands: mpsc::Sender<LegCommand>,
+    pub(crate) task: Option<tokio::task::JoinHandle<()>>,
 }
 
 /// The other side of a [`Leg`] made by [`Leg::pair`]: what a test plays as
@@ -136,273 +131,6 @@ impl Leg {
     }
 }
 
-/// A new INVITE (no To-tag), not answered yet.
-pub struct Incoming {
-    tx: Transaction,
-    /// The SIP Call-ID.
-    pub call_id: String,
-    /// The user part of From.
-    pub from_user: String,
-    /// P-Asserted-Identity (RFC 3325), when the PBX sets one.
-    pub asserted: Option<String>,
-    offer: Option<(SessionDescription, NegotiatedAudio)>,
-    timer: SessionTimer,
-    peer_allows_update: bool,
-}
-
-/// The INVITE was answered with a failure; nothing more to do.
-#[derive(Debug)]
-pub struct Refused;
-
-impl Incoming {
-    pub fn new(tx: Transaction) -> Incoming {
-        let call_id = tx
-            .original
-            .call_id_header()
-            .map(|h| h.value().to_string())
-            .unwrap_or_else(|_| "-".into());
-        let from_user = tx
-            .original
-            .from_header()
-            .ok()
-            .and_then(|h| h.uri().ok())
-            .and_then(|uri| uri.auth.map(|auth| auth.user))
-            .unwrap_or_default();
-        let asserted = tx.original.header_value("P-Asserted-Identity");
-        let timer = midcall::session_timer(&tx.original);
-        let peer_allows_update = midcall::header_tokens(&tx.original, &["Allow"])
-            .iter()
-            .any(|m| m.eq_ignore_ascii_case("UPDATE"));
-        Incoming {
-            tx,
-            call_id,
-            from_user,
-            asserted,
-            offer: None,
-            timer,
-            peer_allows_update,
-        }
-    }
-
-    /// Logs the INVITE (numbers and addresses redacted).
-    pub fn log(&self) {
-        let remote = self
-            .tx
-            .connection
-            .as_ref()
-            .and_then(|c| c.get_remote_addr());
-        let transport = remote.as_ref().and_then(|a| a.r#type).unwrap_or_default();
-        let source = remote.map(|a| a.addr.to_string()).unwrap_or_default();
-        info!(caller = %Pii(&self.from_user), source = %Pii(&source), %transport, "INVITE");
-    }
-
-    /// 503 with Retry-After: shutting down, or every call slot is taken.
-    pub async fn refuse_busy(mut self) {
-        let headers = vec![Header::RetryAfter(RETRY_AFTER_SECS.to_string().into())];
-        reply_and_linger(&mut self.tx, StatusCode::ServiceUnavailable, headers).await;
-    }
-
-    /// A final failure response.
-    pub async fn refuse(mut self, status: StatusCode, why: &str) {
-        debug!(%status, why, "refusing INVITE");
-        reply_and_linger(&mut self.tx, status, Vec::new()).await;
-    }
-
-    /// What can be refused from the request alone: an extension we do not
-    /// support (420), a body that is not SDP (415), an unusable offer
-    /// (400/488 with a Warning), a session interval too small (422).
-    pub async fn check(&mut self, advertised: std::net::IpAddr) -> Result<(), Refused> {
-        // RFC 3261 §8.2.2.3: an extension we do not support is 420.
-        let unsupported = midcall::header_tokens(&self.tx.original, &["Require"])
-            .into_iter()
-            .filter(|tag| !tag.eq_ignore_ascii_case("timer"))
-            .collect::<Vec<_>>()
-            .join(", ");
-        if !unsupported.is_empty() {
-            warn!(required = %unsupported, "INVITE requires an unsupported extension: 420");
-            let headers = vec![Header::Unsupported(unsupported.into())];
-            reply_and_linger(&mut self.tx, StatusCode::BadExtension, headers).await;
-            return Err(Refused);
-        }
-        match read_offer(&self.tx) {
-            Ok(offer) => self.offer = offer,
-            Err(OfferError::ContentType(content_type)) => {
-                warn!(%content_type, "INVITE body is not SDP");
-                let headers = vec![Header::Accept("application/sdp".into())];
-                reply_and_linger(&mut self.tx, StatusCode::UnsupportedMediaType, headers).await;
-                return Err(Refused);
-            }
-            Err(OfferError::Sdp(error)) => {
-                warn!(%error, "offer refused");
-                let code = error.status_code();
-                // Warning codes of RFC 3261 §20.43: 305 incompatible media
-                // format, 399 miscellaneous.
-                let warn_code = if code == 488 { 305 } else { 399 };
-                let text = error.to_string().replace('"', "'");
-                let headers = vec![Header::Warning(
-                    format!("{warn_code} {advertised} \"{text}\"").into(),
-                )];
-                reply_and_linger(&mut self.tx, StatusCode::from(code), headers).await;
-                return Err(Refused);
-            }
-        }
-        // Session timers (RFC 4028): too short is 422; otherwise negotiated.
-        if let SessionTimer::TooSmall(asked) = self.timer {
-            warn!(
-                asked,
-                min = midcall::MIN_SE,
-                "session interval too small: 422"
-            );
-            let headers = vec![Header::Other("Min-SE".into(), midcall::MIN_SE.to_string())];
-            reply_and_linger(&mut self.tx, StatusCode::from(422), headers).await;
-            return Err(Refused);
-        }
-        Ok(())
-    }
-
-    /// The transport the INVITE came in on (our Contact follows it).
-    pub fn transport(&self) -> rsipstack::sip::Transport {
-        self.tx
-            .connection
-            .as_ref()
-            .map(|c| c.transport())
-            .unwrap_or_default()
-    }
-
-    /// Answers with our media at `local_rtp`: creates the dialog and starts
-    /// the leg's task (180 now, 200 after `answer_after`). 488 when the
-    /// offer's address family is not our socket's.
-    pub async fn answer(
-        mut self,
-        dialogs: &Arc<DialogLayer>,
-        local_rtp: SocketAddr,
-        contact: Option<Uri>,
-        answer_after: Duration,
-    ) -> Result<Leg, Refused> {
-        if let Some((_, chosen)) = &self.offer {
-            if chosen.remote.is_ipv4() != local_rtp.is_ipv4() {
-                warn!("offer's address family differs from our RTP socket's: 488");
-                let host = local_rtp.ip();
-                let headers = vec![Header::Warning(
-                    format!("301 {host} \"Incompatible network address format\"").into(),
-                )];
-                reply_and_linger(&mut self.tx, StatusCode::NotAcceptableHere, headers).await;
-                return Err(Refused);
-            }
-        }
-        let origin = sdp::Origin::new(u64::from(rand::random::<u32>()));
-        let local_sdp = match &self.offer {
-            Some((offer, chosen)) => sdp::answer(offer, chosen, local_rtp, origin),
-            None => sdp::offer(local_rtp, origin),
-        };
-        let (state_tx, states) = dialogs.new_dialog_state_channel();
-        let dialog = match dialogs.get_or_create_server_invite(&self.tx, state_tx, None, contact) {
-            Ok(dialog) => dialog,
-            Err(error) => {
-                warn!(%error, "cannot create the dialog");
-                self.refuse(StatusCode::BadRequest, "invalid INVITE").await;
-                return Err(Refused);
-            }
-        };
-        let mut tx = self.tx;
-        // Every response of this INVITE carries the dialog's To-tag, also
-        // those the stack builds from the request itself (the 487 after
-        // CANCEL): RFC 3261 §12.1.1.
-        tag_request_to(&mut tx, &dialog.id().local_tag);
-        // The dialog answers through the INVITE transaction while handle()
-        // runs. When the call ends with the INVITE still unanswered (BYE
-        // while ringing), the guard fires and the INVITE gets its 487
-        // (RFC 3261 §15.1.2).
-        let ring_guard = CancellationToken::new();
-        let ring_ended = ring_guard.clone();
-        let mut dialog_task = dialog.clone();
-        tokio::spawn(
-            async move {
-                tokio::select! {
-                    result = dialog_task.handle(&mut tx) => {
-                        if let Err(error) = result {
-                            debug!(%error, "INVITE transaction ended with an error");
-                        }
-                    }
-                    _ = ring_ended.cancelled() => {
-                        let answered = tx.last_response.as_ref().is_some_and(|r| r.status_code.code() >= 200);
-                        if !answered {
-                            debug!("call ended before the INVITE was answered: 487");
-                            reply_and_linger(&mut tx, StatusCode::RequestTerminated, Vec::new()).await;
-                        }
-                    }
-                }
-            }
-            .in_current_span(),
-        );
-        let (events_tx, events) = mpsc::channel(EVENT_QUEUE);
-        let (commands, commands_rx) = mpsc::channel(EVENT_QUEUE);
-        let session = Session {
-            dialogs: dialogs.clone(),
-            dialog,
-            states,
-            events: events_tx,
-            local_rtp,
-            origin,
-            local_sdp,
-            offer: self.offer.map(|(_, chosen)| chosen),
-            session_timer: match self.timer {
-                SessionTimer::Active(negotiated) => Some(negotiated),
-                _ => None,
-            },
-            peer_allows_update: self.peer_allows_update,
-            answer_in_ack: false,
-            transferred: false,
-        };
-        let task = tokio::spawn(
-            session
-                .run(commands_rx, answer_after, ring_guard)
-                .in_current_span(),
-        );
-        Ok(Leg {
-            events,
-            commands,
-            task: Some(task),
-        })
-    }
-}
-
-enum OfferError {
-    ContentType(String),
-    Sdp(SdpError),
-}
-
-/// The offer of the INVITE, or `None` for a delayed offer (no body).
-fn read_offer(
-    tx: &Transaction,
-) -> Result<Option<(SessionDescription, NegotiatedAudio)>, OfferError> {
-    let body = &tx.original.body;
-    if body.iter().all(u8::is_ascii_whitespace) {
-        return Ok(None);
-    }
-    if let Some(content_type) = tx.original.header_value("Content-Type") {
-        let media_type = content_type.split(';').next().unwrap_or("").trim();
-        if !media_type.eq_ignore_ascii_case("application/sdp") {
-            return Err(OfferError::ContentType(content_type));
-        }
-    }
-    let offer = SessionDescription::parse(body).map_err(OfferError::Sdp)?;
-    let chosen = sdp::negotiate(&offer).map_err(OfferError::Sdp)?;
-    Ok(Some((offer, chosen)))
-}
-
-/// Puts our To-tag into the INVITE as the transaction layer keeps it.
-fn tag_request_to(tx: &mut Transaction, tag: &str) {
-    let Ok(to) = tx.original.to_header() else {
-        return;
-    };
-    if to.value().contains(";tag=") {
-        return;
-    }
-    let tagged = format!("{};tag={tag}", to.value());
-    tx.original.headers.unique_push(Header::To(tagged.into()));
-}
-
 /// What an in-dialog request means for the call.
 enum InDialog {
     Nothing,
@@ -411,33 +139,33 @@ enum InDialog {
 }
 
 /// The leg's task: the dialog and what it negotiated.
-struct Session {
-    dialogs: Arc<DialogLayer>,
-    dialog: InviteDialog,
-    states: DialogStateReceiver,
-    events: mpsc::Sender<LegEvent>,
+pub(crate) struct Session {
+    pub(crate) dialogs: Arc<DialogLayer>,
+    pub(crate) dialog: InviteDialog,
+    pub(crate) states: DialogStateReceiver,
+    pub(crate) events: mpsc::Sender<LegEvent>,
     /// Our RTP address as written in SDP.
-    local_rtp: SocketAddr,
+    pub(crate) local_rtp: SocketAddr,
     /// o= line identity; its version goes up with each new description.
-    origin: sdp::Origin,
+    pub(crate) origin: sdp::Origin,
     /// Our current session description (answer or offer).
-    local_sdp: String,
+    pub(crate) local_sdp: String,
     /// The caller's media as negotiated; `None` until the ACK for a
     /// delayed offer.
-    offer: Option<NegotiatedAudio>,
+    pub(crate) offer: Option<NegotiatedAudio>,
     /// The RFC 4028 session timer of the dialog, if one runs.
-    session_timer: Option<midcall::Negotiated>,
+    pub(crate) session_timer: Option<midcall::Negotiated>,
     /// The caller's Allow has UPDATE: our own refreshes may use it.
-    peer_allows_update: bool,
+    pub(crate) peer_allows_update: bool,
     /// An offerless re-INVITE was answered with our offer: the caller's
     /// answer comes in its ACK.
-    answer_in_ack: bool,
+    pub(crate) answer_in_ack: bool,
     /// A transfer succeeded: the 200 to its NOTIFY leaves before our BYE.
-    transferred: bool,
+    pub(crate) transferred: bool,
 }
 
 impl Session {
-    async fn run(
+    pub(crate) async fn run(
         mut self,
         mut commands: mpsc::Receiver<LegCommand>,
         answer_after: Duration,

@@ -9,6 +9,8 @@
 pub mod config;
 pub mod contact;
 pub mod digest;
+pub mod endpoint;
+pub mod incoming;
 pub mod leg;
 pub mod midcall;
 pub mod outbound;

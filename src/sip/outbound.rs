@@ -13,11 +13,9 @@ use rsipstack::dialog::dialog::DialogState;
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::sip::Uri;
-use rsipstack::transport::{udp::UdpConnection, SipAddr, TransportLayer};
-use rsipstack::EndpointBuilder;
+use rsipstack::transport::SipAddr;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
-use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::media::pacer::Pacer;
@@ -26,6 +24,7 @@ use crate::media::rtp::{self, Inbound, PayloadTypes, PACKET_LEN};
 use crate::media::stats::ReceiveStats;
 use crate::media::{g711, resample};
 use crate::sip::config::SipConfig;
+use crate::sip::endpoint::SipEndpoint;
 use crate::sip::sdp::{self, SessionDescription};
 
 /// A frame counts as audible when its mean absolute sample exceeds this.
@@ -46,6 +45,10 @@ pub enum CallError {
     Io(#[from] std::io::Error),
     #[error("SIP: {0}")]
     Sip(Box<rsipstack::Error>),
+    #[error(transparent)]
+    Endpoint(#[from] crate::sip::endpoint::EndpointError),
+    #[error("environment variable {0} (sip.register.password_env) is not set")]
+    NoPassword(String),
     #[error("the call was not answered: {0}")]
     NotAnswered(String),
     #[error("the answer's SDP is not usable: {0}")]
@@ -140,6 +143,18 @@ pub async fn place_call(
     let target: Uri = request.target.parse().map_err(|e: rsipstack::sip::Error| {
         CallError::BadUri(request.target.clone(), e.to_string())
     })?;
+    // The extension's password, read before anything is sent: as for the
+    // registration, a configured account without its password is an error.
+    let credential = match config.register.as_ref() {
+        Some(r) => Some(Credential {
+            username: r.username.clone(),
+            password: std::env::var(&r.password_env)
+                .map_err(|_| CallError::NoPassword(r.password_env.clone()))?,
+            realm: None,
+            auth_username: r.auth_username.clone(),
+        }),
+        None => None,
+    };
     let voice = match &request.play {
         Some(path) => load_wav(path)?,
         None => Vec::new(),
@@ -152,25 +167,7 @@ pub async fn place_call(
     // Our own endpoint on an ephemeral port, so a running `sav serve` is no obstacle.
     let ip = config.advertised_ip();
     let bind_ip = config.listen.ip();
-    let cancel = CancellationToken::new();
-    let transport_layer = TransportLayer::new(cancel.child_token());
-    let udp = UdpConnection::create_connection(
-        SocketAddr::new(bind_ip, 0),
-        None,
-        Some(cancel.child_token()),
-    )
-    .await?;
-    let sip_port = udp.get_addr().get_socketaddr()?.port();
-    transport_layer.add_transport(udp.into());
-    let endpoint = EndpointBuilder::new()
-        .with_user_agent(&config.user_agent)
-        .with_cancel_token(cancel.clone())
-        .with_transport_layer(transport_layer)
-        .build();
-    let inner = endpoint.inner.clone();
-    tokio::spawn(async move {
-        let _ = inner.serve().await;
-    });
+    let (endpoint, cancel, sip_port) = SipEndpoint::ephemeral(&config.user_agent, bind_ip).await?;
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
 
     let socket = UdpSocket::bind(SocketAddr::new(bind_ip, 0)).await?;
@@ -189,16 +186,6 @@ pub async fn place_call(
     let contact: Uri = contact
         .parse()
         .map_err(|e: rsipstack::sip::Error| CallError::BadUri(contact.clone(), e.to_string()))?;
-    let credential = register.and_then(|r| {
-        std::env::var(&r.password_env)
-            .ok()
-            .map(|password| Credential {
-                username: r.username.clone(),
-                password,
-                realm: None,
-                auth_username: r.auth_username.clone(),
-            })
-    });
     let destination = match register.and_then(|r| r.outbound_proxy.as_ref()) {
         Some(proxy) => {
             let uri: Uri = proxy.parse().map_err(|e: rsipstack::sip::Error| {
@@ -380,15 +367,36 @@ fn write_wav(path: &Path, samples: &[i16]) -> Result<(), CallError> {
         path: path.to_path_buf(),
         reason,
     };
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate: 8000,
-        bits_per_sample: 16,
-        sample_format: hound::SampleFormat::Int,
-    };
-    let mut writer = hound::WavWriter::create(path, spec).map_err(|e| err(e.to_string()))?;
-    for &s in samples {
-        writer.write_sample(s).map_err(|e| err(e.to_string()))?;
+    crate::media::wav::write_file(path, 1, samples).map_err(|e| err(e.to_string()))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_registered_account_without_its_password_is_an_error() {
+        let mut config: SipConfig = toml::from_str("listen = \"127.0.0.1:5060\"").unwrap();
+        config.register = Some(crate::sip::config::RegisterConfig {
+            registrar: "sip:pbx.invalid".into(),
+            username: "201".into(),
+            auth_username: None,
+            password_env: "SAV_TEST_PASSWORD_NEVER_SET".into(),
+            expires: 300,
+            outbound_proxy: None,
+            retry_min_secs: 2,
+            retry_max_secs: 300,
+        });
+        let request = CallRequest {
+            target: "sip:sav@127.0.0.1:5999".into(),
+            play: None,
+            record: None,
+            duration: Some(Duration::from_secs(1)),
+        };
+        let error = place_call(&config, request).await.unwrap_err();
+        assert!(
+            matches!(&error, CallError::NoPassword(name) if name == "SAV_TEST_PASSWORD_NEVER_SET"),
+            "{error}"
+        );
     }
-    writer.finalize().map_err(|e| err(e.to_string()))
 }

@@ -155,11 +155,6 @@ impl Registration {
         self.phase == Phase::Done
     }
 
-    /// Expires we currently ask for.
-    pub fn requested_expires(&self) -> u32 {
-        self.expires
-    }
-
     /// When the shell should next call [`Self::poll_transmit`]; `None` while a
     /// request is in flight or when done.
     pub fn poll_timeout(&self) -> Option<Instant> {

@@ -6,8 +6,13 @@
 //!
 //! The caller's voice and keys go in as media events (what the VAD and the
 //! RFC 4733 decoder would report); what the caller hears is every RTP
-//! payload sav sent, stamped with the virtual time it left. A three-minute
-//! call takes well under a second.
+//! payload sav sent, placed on the call's media clock by its timestamp.
+//!
+//! The clock is paused and moved by the test, 1 ms at a time, with the
+//! runtime's sockets polled at every step ([`step`]): the test task never
+//! waits idle, so tokio never jumps the clock to the next timer while a
+//! loopback packet or an HTTP response is still on its way (a provider
+//! would then time out in virtual time without ever being late).
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -39,6 +44,9 @@ pub struct Setup {
     pub name: &'static str,
     /// Fake LLM, TTS and STT; `None`: the embedded defaults (keys only).
     pub providers: Option<FakeBehaviour>,
+    /// The provider sections for the fakes at this base URL; `None`: all
+    /// three with their default settings.
+    pub provider_config: Option<fn(&str) -> String>,
     /// Drop the knowledge base: every turn goes to the LLM.
     pub free_conversation: bool,
     /// Changes to the configuration text.
@@ -54,6 +62,7 @@ impl Default for Setup {
         Setup {
             name: "call",
             providers: None,
+            provider_config: None,
             free_conversation: false,
             edit: |c| c,
             customers: None,
@@ -62,8 +71,14 @@ impl Default for Setup {
     }
 }
 
+/// One call at a time in a test binary: the clock is stepped by spinning,
+/// and two spinning calls on a two-core machine would starve the kernel's
+/// loopback delivery.
+static ONE_CALL: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 /// A call in progress.
 pub struct TestCall {
+    _one: tokio::sync::MutexGuard<'static, ()>,
     pub peer: LegPeer,
     /// Into the call's media events: the caller's voice and keys.
     media: mpsc::Sender<MediaEvent>,
@@ -93,6 +108,14 @@ impl TestCall {
     /// Sets up the process's side, starts the call, establishes it, and
     /// pauses the clock. Call from a current-thread runtime.
     pub async fn start(setup: Setup) -> TestCall {
+        let one = ONE_CALL.lock().await;
+        // SAV_TEST_LOG=debug shows sav's log lines of the failing test.
+        if let Ok(filter) = std::env::var("SAV_TEST_LOG") {
+            let _ = tracing_subscriber::fmt()
+                .with_env_filter(tracing_subscriber::EnvFilter::new(filter))
+                .with_test_writer()
+                .try_init();
+        }
         let dir = workdir(setup.name);
         let fakes = match setup.providers {
             Some(behaviour) => Some(FakeProviders::spawn_here(behaviour).await),
@@ -103,12 +126,15 @@ impl TestCall {
             text = free_conversation(&text);
         }
         if let Some(fakes) = &fakes {
-            text += &fake_providers_config(
-                &fakes.base_url(),
-                "model = \"fake\"\nfirst_token_timeout_ms = 6000\n",
-                "output_format = \"ulaw_8000\"\n",
-                "model = \"whisper\"\n",
-            );
+            text += &match setup.provider_config {
+                Some(sections) => sections(&fakes.base_url()),
+                None => fake_providers_config(
+                    &fakes.base_url(),
+                    "model = \"fake\"\nfirst_token_timeout_ms = 6000\n",
+                    "output_format = \"ulaw_8000\"\n",
+                    "model = \"whisper\"\n",
+                ),
+            };
         }
         // The caller sends no RTP here: no RTP timeout within a test.
         text = text.replace("rtp_timeout_secs = 30", "rtp_timeout_secs = 3600");
@@ -217,8 +243,18 @@ impl TestCall {
             }))
             .await
             .unwrap();
-        let media = tapped.await.expect("the call's media started");
+        let mut tapped = tapped;
+        let media = loop {
+            match tapped.try_recv() {
+                Ok(media) => break media,
+                Err(oneshot::error::TryRecvError::Empty) => step().await,
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    panic!("the call's media did not start")
+                }
+            }
+        };
         TestCall {
+            _one: one,
             peer,
             media,
             heard,
@@ -237,9 +273,12 @@ impl TestCall {
         self.t0.elapsed()
     }
 
-    /// Lets `d` of virtual time pass.
+    /// Lets `d` of virtual time pass, a step at a time.
     pub async fn wait(&self, d: Duration) {
-        tokio::time::sleep(d).await;
+        let end = Instant::now() + d;
+        while Instant::now() < end {
+            step().await;
+        }
     }
 
     /// The caller presses a key (RFC 4733).
@@ -287,10 +326,15 @@ impl TestCall {
 
     /// The next command the call gives its leg, within `limit`.
     pub async fn command(&mut self, limit: Duration) -> Option<LegCommand> {
-        tokio::time::timeout(limit, self.peer.commands.recv())
-            .await
-            .ok()
-            .flatten()
+        let end = Instant::now() + limit;
+        loop {
+            match self.peer.commands.try_recv() {
+                Ok(command) => return Some(command),
+                Err(mpsc::error::TryRecvError::Disconnected) => return None,
+                Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= end => return None,
+                Err(mpsc::error::TryRecvError::Empty) => step().await,
+            }
+        }
     }
 
     /// The caller hangs up.
@@ -305,10 +349,12 @@ impl TestCall {
 
     /// Waits (at most `limit` of virtual time) for the call to end by itself.
     pub async fn ended(mut self, limit: Duration) -> Ended {
-        let end = tokio::time::timeout(limit, &mut self.call)
-            .await
-            .expect("the call ended in time")
-            .expect("the call did not panic");
+        let deadline = Instant::now() + limit;
+        while !self.call.is_finished() {
+            assert!(Instant::now() < deadline, "the call did not end in time");
+            step().await;
+        }
+        let end = (&mut self.call).await.expect("the call did not panic");
         // The store's threads answer on the real clock.
         tokio::time::resume();
         let mut commands = Vec::new();
@@ -332,6 +378,23 @@ impl TestCall {
         }
     }
 }
+
+/// One step of the test's clock: 1 ms, then the runtime runs what that
+/// woke and polls its sockets before the next step. Every 20 steps the
+/// thread also gives the machine 100 µs of real time, so that the kernel's
+/// loopback delivery (which a busy machine defers to a thread of its own)
+/// keeps pace with the virtual clock.
+pub async fn step() {
+    tokio::time::advance(Duration::from_millis(1)).await;
+    tokio::task::yield_now().await;
+    let steps = STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    if steps.is_multiple_of(20) {
+        std::thread::sleep(Duration::from_micros(100));
+        tokio::task::yield_now().await;
+    }
+}
+
+static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Mean absolute sample of a μ-law payload.
 pub fn level(payload: &[u8]) -> u32 {
@@ -379,20 +442,27 @@ pub fn frames_missing(heard: &[(Duration, Vec<u8>)]) -> usize {
         .sum()
 }
 
-/// Where each cached phrase started (media clock), in order.
+/// Where each cached phrase started (media clock), in order: where its
+/// first three audible frames went out back to back (clips open with
+/// silence that many phrases share; a clip's last frame may be padded).
 pub fn phrase_starts(heard: &[(Duration, Vec<u8>)], keys: &[&str]) -> Vec<(Duration, String)> {
-    let clips: Vec<(String, Vec<Vec<u8>>)> = keys
+    let clips: Vec<(String, usize, Vec<Vec<u8>>)> = keys
         .iter()
-        .map(|k| (k.to_string(), super::cached_frames(k)))
+        .filter_map(|k| {
+            let frames = super::cached_frames(k);
+            let first = frames.iter().position(|f| level(f) > 100)?;
+            Some((k.to_string(), first, frames))
+        })
         .collect();
     let mut out = Vec::new();
     for i in 0..heard.len() {
-        for (key, frames) in &clips {
-            if frames.len() >= 3
+        for (key, first, frames) in &clips {
+            if frames.len() >= first + 3
+                && i >= *first
                 && heard.len() >= i + 3
-                && (0..3).all(|j| heard[i + j].1 == frames[j])
+                && (0..3).all(|j| heard[i + j].1.starts_with(&frames[first + j]))
             {
-                out.push((heard[i].0, key.clone()));
+                out.push((heard[i - first].0, key.clone()));
             }
         }
     }
