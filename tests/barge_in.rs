@@ -1,6 +1,8 @@
-//! Barge-in: the caller talks over a long generated reply. sav's audio stops
-//! within 100 ms of the caller's onset (+ the VAD's minimum speech); a real
-//! interruption gets a new reply, a cough or an "mhm" resumes the old one.
+//! Barge-in on the wire: the caller's real speech (espeak-ng through sipp)
+//! over a long generated reply. sav's audio stops within 100 ms of the
+//! caller's onset (+ the VAD's minimum speech) and a real interruption gets
+//! a new reply. (The decisions themselves, and the backchannel that resumes
+//! the reply, are whole calls in process in `tests/calls.rs`.)
 
 mod support;
 
@@ -222,46 +224,4 @@ fn talking_over_the_reply_stops_it_and_a_real_interruption_gets_a_new_one() {
         "the new reply was not heard ({new} frames):\n{log}"
     );
     assert!(old.is_empty(), "the old reply came back: {old:?}\n{log}");
-}
-
-#[test]
-fn a_backchannel_interruption_resumes_the_reply() {
-    let b = barge("barge_false", 38, "mhm");
-    let log = &b.log;
-    assert!(
-        b.latency <= 100.0 + MIN_SPEECH_MS,
-        "stopped {:.0} ms after the onset",
-        b.latency
-    );
-    assert_eq!(b.during, 0, "the reply played over the caller:\n{log}");
-    assert_eq!(
-        b.llm_requests, 1,
-        "the reply is resumed, not generated again:\n{log}"
-    );
-    assert!(
-        log.contains("resuming the reply after a false interruption"),
-        "{log}"
-    );
-    // It picks up at the sentence it was cut in, and goes on past it.
-    println!(
-        "barge-in (mhm): interrupted in {:?}, then heard {:?}",
-        b.interrupted, b.after
-    );
-    let first = b.after.first().map(|(t, _)| t.clone());
-    assert_eq!(
-        first.as_deref(),
-        Some(b.interrupted.as_str()),
-        "heard after the interruption: {:?}\n{log}",
-        b.after
-    );
-    let frames: usize = b.after.iter().map(|(_, n)| n).sum();
-    assert!(
-        frames > 50,
-        "the reply did not go on ({frames} frames):\n{log}"
-    );
-    assert!(
-        b.after.iter().all(|(t, _)| LONG_REPLY.contains(t.as_str())),
-        "{:?}",
-        b.after
-    );
 }
