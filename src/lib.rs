@@ -1,21 +1,36 @@
 //! sav: an after-sales phone support voicebot that is its own SIP/RTP
 //! endpoint.
 //!
-//! The crate follows the layers of `DESIGN.md`:
-//! - [`conversation`]: what the bot says and when (the call flow), as a
-//!   sans-IO state machine;
-//! - [`cache`]: the phrase cache, μ-law clips loaded once and shared;
-//! - [`media`]: the sans-IO media cores (G.711, pacer, playout scheduler,
-//!   DTMF, RTP packets) and the tokio task that drives them on real sockets;
-//! - [`sip`]: the rsipstack glue (transports, INVITE handling, SDP);
+//! The layout (ARCHITECTURE.md has the whole picture: who owns what, how a
+//! call flows from INVITE to BYE, how each level is tested):
+//!
+//! - [`app`]: the process: listeners, dispatch and admission of INVITEs,
+//!   providers, store and outbox, metrics, SIGHUP reload, drain on SIGTERM;
+//! - [`call`]: the only module that composes a call: the per-call loop over
+//!   the SIP leg, the media, the conversation, the providers, the store and
+//!   the timeline (`setup`, `effects`, `speech`, `reply`);
+//! - [`conversation`]: pure decisions (sans-IO): the SAV flow, turn-taking,
+//!   fillers, barge-in; `CallEvent` in, `CallAction` out;
+//! - [`sip`]: signalling only: the endpoint, a new INVITE (`incoming`), one
+//!   leg as `LegEvent`s and `LegCommand`s (`leg`), SDP, digest,
+//!   registration, session timers, `sav call`;
+//! - [`media`]: owns its sockets: the driver that paces every call's RTP,
+//!   one `MediaHandle` per call, and the sans-IO cores (G.711, pacer,
+//!   playout, latch, DTMF, VAD, RTP);
+//! - [`providers`]: LLM, TTS and STT clients;
+//! - [`cache`]: the phrase cache, clips loaded once and shared;
 //! - [`store`]: customers, call records and the CRM outbox (SQLite, or
 //!   PostgreSQL for several instances);
-//! - [`metrics`]: Prometheus `/metrics` and readiness `/healthz`;
 //! - [`timeline`]: each call's timeline and its drawing (`sav report`);
-//! - [`config`]: `sav.toml`, with the repository's copy as embedded default.
+//! - [`metrics`]: Prometheus `/metrics` and `/healthz`;
+//! - [`config`]: `sav.toml` assembled from each layer's section.
 //!
-//! The protocol and media cores take time and events in and hand frames and
-//! actions out; tokio tasks own the sockets and timers.
+//! Who may import whom: `app` and `call` compose; `sip` imports none of
+//! conversation, store, timeline, providers, cache; `media` none of sip,
+//! conversation, store, timeline, providers; `conversation` none of sip,
+//! store, timeline, providers. The protocol and media cores take time and
+//! events in and hand frames and actions out; tokio tasks own the sockets
+//! and timers.
 
 pub mod app;
 pub mod cache;

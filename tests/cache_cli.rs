@@ -29,6 +29,12 @@ fn text(output: &Output) -> String {
 fn config(welcome: &str) -> String {
     let base = std::fs::read_to_string(Path::new(REPO).join("sav.toml")).unwrap();
     let head = &base[..base.find("[cache.phrases]").expect("phrase table")];
+    // Only the three phrases below: the keys-only greeting says those too.
+    let head = head.replacen(
+        "greeting_dtmf = [\"greet\", \"menu\"]",
+        "greeting_dtmf = [\"greet\", \"welcome\"]",
+        1,
+    );
     format!(
         "{head}[cache.phrases]\ngreet = \"Bonjour.\"\nwelcome = \"{welcome}\"\ngoodbye = \"Au revoir.\"\n"
     )

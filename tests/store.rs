@@ -143,6 +143,7 @@ async fn a_call_record_holds_its_turns_and_queues_one_event(dir: Db) {
     call.step("internet_restart");
     call.step("internet_cables");
     call.turn(Speaker::Caller, TurnKind::Dtmf, "1");
+    call.note("asked for a human");
     let id = call.id().to_string();
     call.end("resolved");
     store.flush().await;
@@ -156,8 +157,10 @@ async fn a_call_record_holds_its_turns_and_queues_one_event(dir: Db) {
         serde_json::json!(["internet_restart", "internet_cables"])
     );
     let transcript = event["transcript"].as_array().unwrap();
-    assert_eq!(transcript.len(), 3);
+    assert_eq!(transcript.len(), 4);
     assert_eq!(transcript[2]["kind"], "dtmf");
+    assert_eq!(transcript[3]["kind"], "note");
+    assert_eq!(transcript[3]["text"], "asked for a human");
     let long = transcript[1]["text"].as_str().unwrap();
     assert!(long.len() <= sav::store::MAX_TURN_TEXT && long.len() > 4000);
     assert_eq!(store.pending_events().await.unwrap(), 1);

@@ -53,6 +53,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
     let socket = match server.ports.bind() {
         Ok(socket) => Arc::new(socket),
         Err(error) => {
+            drop(permit);
             warn!(%error, "no RTP port for the call");
             return incoming
                 .refuse(StatusCode::ServiceUnavailable, "no RTP port")
@@ -62,6 +63,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
     let local_rtp = match socket.local_addr() {
         Ok(addr) => SocketAddr::new(config.advertised_ip(), addr.port()),
         Err(error) => {
+            drop(permit);
             warn!(%error, "RTP socket has no address");
             return incoming
                 .refuse(StatusCode::ServerInternalError, "RTP socket")

@@ -8,7 +8,7 @@ use crate::call::speech::SpeechSession;
 use crate::call::Call;
 use crate::conversation::{CallAction, CallEvent, Note};
 use crate::media::handle::MediaHandle;
-use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind};
+use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, SegmentTag};
 use crate::media::recording::Recording;
 use crate::metrics::PhraseSource;
 use crate::sip::leg::Leg;
@@ -152,29 +152,29 @@ impl Call {
                 end: SegmentEnd::Silent,
                 ..
             } => {}
-            PlayoutEvent::Started { label, .. } => {
-                let source = self.source_of(label);
-                let count = match crate::call::speech::reply_of(label) {
+            PlayoutEvent::Started { tag, .. } => {
+                let source = self.source_of(tag);
+                let count = match *tag {
                     // One generated phrase per reply, whatever its sentences.
-                    Some(reply) if reply > self.replies_counted => {
+                    SegmentTag::Reply { reply, .. } if reply > self.replies_counted => {
                         self.replies_counted = reply;
                         true
                     }
-                    Some(_) => false,
-                    None => true,
+                    SegmentTag::Reply { .. } => false,
+                    _ => true,
                 };
                 if count {
                     self.services.metrics.phrase(source);
                 }
                 self.trace.mark(Mark::SegmentStart {
-                    label: label.to_string(),
+                    label: tag.to_string(),
                     source,
                 });
             }
-            PlayoutEvent::Finished { label, end, .. } => {
-                let source = self.source_of(label);
+            PlayoutEvent::Finished { tag, end, .. } => {
+                let source = self.source_of(tag);
                 self.trace.mark(Mark::SegmentEnd {
-                    label: label.to_string(),
+                    label: tag.to_string(),
                     source,
                     interrupted: *end == SegmentEnd::Interrupted,
                 });
@@ -184,14 +184,18 @@ impl Call {
         }
     }
 
-    fn source_of(&self, label: &str) -> PhraseSource {
-        if crate::call::speech::reply_of(label).is_some() {
-            PhraseSource::generated
-        } else if self.live.config.hybrid.fillers.iter().any(|f| f == label) {
-            PhraseSource::filler
-        } else {
-            PhraseSource::cache
+    /// Why a segment plays: generated speech, a filler covering a wait, or
+    /// another cached phrase.
+    fn source_of(&self, tag: &SegmentTag) -> PhraseSource {
+        match tag {
+            SegmentTag::Reply { .. } => PhraseSource::generated,
+            SegmentTag::Phrase(key) if self.is_filler(key) => PhraseSource::filler,
+            _ => PhraseSource::cache,
         }
+    }
+
+    fn is_filler(&self, key: &str) -> bool {
+        self.live.config.hybrid.fillers.iter().any(|f| f == key)
     }
 
     /// Writes the call's recording, off the call's task.

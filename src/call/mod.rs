@@ -107,6 +107,7 @@ pub async fn run(
         .recordings_dir
         .as_ref()
         .map(|_| Recording::default());
+    leg.answer().await;
     let call = Call {
         live: services.live(),
         services,
@@ -215,6 +216,8 @@ impl Call {
         loop {
             tokio::select! {
                 event = leg.next_event() => match event {
+                    // The leg is ending it already (a shutdown): no media.
+                    Some(LegEvent::Established(_)) if hanging_up => continue,
                     Some(LegEvent::Established(remote)) => {
                         let t0 = Instant::now();
                         self.trace.mark_at(t0.into_std(), Mark::Answered);

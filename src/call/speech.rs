@@ -24,15 +24,15 @@ use crate::cache::PhraseCache;
 use crate::call::reply::{self, Providers, SpeechMsg};
 use crate::conversation::{CallAction, CallEvent};
 use crate::media::handle::MediaHandle;
-use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, StreamId, MAX_STREAM_BYTES};
+use crate::media::playout::{
+    PlayoutEvent, SegmentEnd, SegmentKind, SegmentTag, StreamId, MAX_STREAM_BYTES,
+};
 use crate::providers::llm::ChatMessage;
 use crate::providers::ProviderError;
 use crate::timeline::CallTrace;
 
 /// Messages queued from speech tasks to the call.
 pub const SPEECH_QUEUE: usize = 256;
-/// Label prefix of reply segments in playout events.
-const REPLY_LABEL: &str = "reply#";
 /// Caller audio kept for one turn (a turn the caller resumes after a pause
 /// is transcribed whole): 60 s.
 const MAX_TURN_SAMPLES: usize = 8000 * 60;
@@ -403,8 +403,8 @@ impl SpeechSession {
     /// notes which sentence a barge-in cut.
     pub fn on_playout(&mut self, event: &PlayoutEvent) -> Option<CallEvent> {
         match event {
-            PlayoutEvent::Started { label, .. } => {
-                if let Some((reply, _)) = parse_label(label) {
+            PlayoutEvent::Started { tag, .. } => {
+                if let &SegmentTag::Reply { reply, .. } = tag {
                     let r = self.reply.as_mut().filter(|r| r.id == reply)?;
                     if !r.audible {
                         r.audible = true;
@@ -417,8 +417,12 @@ impl SpeechSession {
                 }
                 None
             }
-            PlayoutEvent::Finished { label, end, .. } => {
-                if let Some((reply, index)) = parse_label(label) {
+            PlayoutEvent::Finished { tag, end, .. } => {
+                if let &SegmentTag::Reply {
+                    reply,
+                    sentence: index,
+                } = tag
+                {
                     if let Some(r) = self.reply.as_mut().filter(|r| r.id == reply) {
                         match end {
                             // A slot that ended empty is done as well.
@@ -497,11 +501,11 @@ impl SpeechSession {
     async fn queue_stream(&mut self, index: usize, media: &mut MediaHandle) -> StreamId {
         self.streams += 1;
         let stream = StreamId(self.streams);
-        let label = format!("{REPLY_LABEL}{}.{index}", self.replies);
         media
             .enqueue(SegmentKind::Stream {
                 id: stream,
-                label: Arc::from(label.as_str()),
+                reply: self.replies,
+                sentence: index,
             })
             .await;
         stream
@@ -597,30 +601,5 @@ impl SpeechSession {
             end_of_speech_to_generated_ms = ?ms(t.first_generated),
             "turn timing"
         );
-    }
-}
-
-/// The reply a playout label belongs to (`reply#<reply>.<sentence>`), if
-/// the segment is generated speech.
-pub fn reply_of(label: &str) -> Option<u64> {
-    parse_label(label).map(|(reply, _)| reply)
-}
-
-/// `reply#<reply>.<sentence>` → (reply, sentence).
-fn parse_label(label: &str) -> Option<(u64, usize)> {
-    let rest = label.strip_prefix(REPLY_LABEL)?;
-    let (reply, index) = rest.split_once('.')?;
-    Some((reply.parse().ok()?, index.parse().ok()?))
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn reply_labels_round_trip() {
-        assert_eq!(parse_label("reply#3.2"), Some((3, 2)));
-        assert_eq!(parse_label("filler_hum"), None);
-        assert_eq!(parse_label("reply#x.1"), None);
     }
 }

@@ -54,8 +54,37 @@ pub enum SegmentKind {
     Clip(Clip),
     /// Deliberate silence of a number of frames (a pause between phrases).
     Silence { frames: u32 },
-    /// Generated speech arriving in chunks ([`PlayoutScheduler::feed`]).
-    Stream { id: StreamId, label: Arc<str> },
+    /// Generated speech arriving in chunks ([`PlayoutScheduler::feed`]):
+    /// sentence `sentence` of reply `reply`.
+    Stream {
+        id: StreamId,
+        reply: u64,
+        sentence: usize,
+    },
+}
+
+/// What a segment is, as whoever queued it knows it; events carry it back
+/// (no label to parse).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SegmentTag {
+    /// A cached phrase, by its key.
+    Phrase(Arc<str>),
+    /// Sentence `sentence` of generated reply `reply`.
+    Reply { reply: u64, sentence: usize },
+    /// Deliberate silence.
+    Silence,
+}
+
+impl std::fmt::Display for SegmentTag {
+    /// The name a timeline shows: the phrase key, `reply#<n>.<sentence>`,
+    /// or `silence`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SegmentTag::Phrase(key) => f.write_str(key),
+            SegmentTag::Reply { reply, sentence } => write!(f, "reply#{reply}.{sentence}"),
+            SegmentTag::Silence => f.write_str("silence"),
+        }
+    }
 }
 
 /// Identifies an enqueued segment in events.
@@ -78,10 +107,10 @@ pub enum SegmentEnd {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PlayoutEvent {
     /// The segment's first audio frame went out.
-    Started { id: SegmentId, label: Arc<str> },
+    Started { id: SegmentId, tag: SegmentTag },
     Finished {
         id: SegmentId,
-        label: Arc<str>,
+        tag: SegmentTag,
         end: SegmentEnd,
     },
     /// A stream at the head of the queue has had no playable audio for the
@@ -147,16 +176,14 @@ struct Segment {
     buffer: Option<StreamBuffer>,
 }
 
-/// Label of silence segments in events, allocated once.
-static SILENCE_LABEL: std::sync::LazyLock<Arc<str>> =
-    std::sync::LazyLock::new(|| Arc::from("silence"));
-
 impl Segment {
-    fn label(&self) -> Arc<str> {
+    fn tag(&self) -> SegmentTag {
         match &self.kind {
-            SegmentKind::Clip(clip) => clip.key.clone(),
-            SegmentKind::Silence { .. } => SILENCE_LABEL.clone(),
-            SegmentKind::Stream { label, .. } => label.clone(),
+            SegmentKind::Clip(clip) => SegmentTag::Phrase(clip.key.clone()),
+            SegmentKind::Silence { .. } => SegmentTag::Silence,
+            &SegmentKind::Stream {
+                reply, sentence, ..
+            } => SegmentTag::Reply { reply, sentence },
         }
     }
 
@@ -341,10 +368,10 @@ impl PlayoutScheduler {
         {
             if let Some(segment) = self.queue.remove(index) {
                 if segment.started {
-                    let label = segment.label();
+                    let tag = segment.tag();
                     self.push_event(PlayoutEvent::Finished {
                         id: segment.id,
-                        label,
+                        tag,
                         end: SegmentEnd::Interrupted,
                     });
                 }
@@ -357,10 +384,10 @@ impl PlayoutScheduler {
     pub fn interrupt(&mut self) {
         while let Some(segment) = self.queue.pop_front() {
             if segment.started {
-                let label = segment.label();
+                let tag = segment.tag();
                 self.push_event(PlayoutEvent::Finished {
                     id: segment.id,
-                    label,
+                    tag,
                     end: SegmentEnd::Interrupted,
                 });
             }
@@ -453,8 +480,8 @@ impl PlayoutScheduler {
                 Some(source) => {
                     if !segment.started {
                         segment.started = true;
-                        let (id, label) = (segment.id, segment.label());
-                        self.push_event(PlayoutEvent::Started { id, label });
+                        let (id, tag) = (segment.id, segment.tag());
+                        self.push_event(PlayoutEvent::Started { id, tag });
                     }
                     return self.emit(payload, source);
                 }
@@ -465,7 +492,7 @@ impl PlayoutScheduler {
                     // without a start.
                     self.push_event(PlayoutEvent::Finished {
                         id: done.id,
-                        label: done.label(),
+                        tag: done.tag(),
                         end: if done.started {
                             SegmentEnd::Completed
                         } else {
@@ -544,7 +571,8 @@ mod tests {
         let id = s
             .enqueue(SegmentKind::Stream {
                 id: StreamId(9),
-                label: Arc::from("reply#1.1"),
+                reply: 1,
+                sentence: 1,
             })
             .unwrap();
         s.end_stream(StreamId(9));
@@ -555,7 +583,10 @@ mod tests {
             events[0],
             PlayoutEvent::Finished {
                 id,
-                label: Arc::from("reply#1.1"),
+                tag: SegmentTag::Reply {
+                    reply: 1,
+                    sentence: 1
+                },
                 end: SegmentEnd::Silent
             }
         );
@@ -608,20 +639,20 @@ mod tests {
             vec![
                 PlayoutEvent::Started {
                     id: g,
-                    label: Arc::from("greet")
+                    tag: SegmentTag::Phrase(Arc::from("greet"))
                 },
                 PlayoutEvent::Finished {
                     id: g,
-                    label: Arc::from("greet"),
+                    tag: SegmentTag::Phrase(Arc::from("greet")),
                     end: SegmentEnd::Completed
                 },
                 PlayoutEvent::Started {
                     id: w,
-                    label: Arc::from("welcome")
+                    tag: SegmentTag::Phrase(Arc::from("welcome"))
                 },
                 PlayoutEvent::Finished {
                     id: w,
-                    label: Arc::from("welcome"),
+                    tag: SegmentTag::Phrase(Arc::from("welcome")),
                     end: SegmentEnd::Completed
                 },
                 PlayoutEvent::Idle { enqueued: 2 },
@@ -661,7 +692,7 @@ mod tests {
             vec![
                 PlayoutEvent::Finished {
                     id: a,
-                    label: Arc::from("a"),
+                    tag: SegmentTag::Phrase(Arc::from("a")),
                     end: SegmentEnd::Interrupted
                 },
                 PlayoutEvent::Idle { enqueued: 2 },
@@ -734,7 +765,8 @@ mod tests {
     fn stream(id: u64) -> SegmentKind {
         SegmentKind::Stream {
             id: StreamId(id),
-            label: Arc::from("reply"),
+            reply: 1,
+            sentence: 0,
         }
     }
 
@@ -921,7 +953,10 @@ mod tests {
         let events = drain(&mut s);
         assert!(events.contains(&PlayoutEvent::Finished {
             id: SegmentId(0),
-            label: Arc::from("reply"),
+            tag: SegmentTag::Reply {
+                reply: 1,
+                sentence: 0
+            },
             end: SegmentEnd::Interrupted
         }));
     }

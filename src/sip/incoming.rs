@@ -17,7 +17,7 @@ use tracing::{debug, info, warn, Instrument};
 use crate::redact::Pii;
 use crate::sip::leg::{Leg, Session, EVENT_QUEUE};
 use crate::sip::midcall::{self, SessionTimer};
-use crate::sip::respond::reply_and_linger;
+use crate::sip::respond::{reply_and_linger, spawn_reply};
 use crate::sip::sdp::{self, NegotiatedAudio, SdpError, SessionDescription};
 
 /// Seconds a caller is asked to wait before retrying when we are full.
@@ -157,10 +157,12 @@ impl Incoming {
     }
 
     /// Answers with our media at `local_rtp`: creates the dialog and starts
-    /// the leg's task (180 now, 200 after `answer_after`). 488 when the
-    /// offer's address family is not our socket's.
+    /// the leg's task, which rings and answers once the call says it is
+    /// ready ([`Leg::answer`]; 200 `answer_after` after the 180). 488 when
+    /// the offer's address family is not our socket's (that response, and a
+    /// 400 for a dialog that cannot be made, linger in a task of their own).
     pub async fn answer(
-        mut self,
+        self,
         dialogs: &Arc<DialogLayer>,
         local_rtp: SocketAddr,
         contact: Option<Uri>,
@@ -173,7 +175,9 @@ impl Incoming {
                 let headers = vec![Header::Warning(
                     format!("301 {host} \"Incompatible network address format\"").into(),
                 )];
-                reply_and_linger(&mut self.tx, StatusCode::NotAcceptableHere, headers).await;
+                // Lingers in a task of its own: the caller's call slot is
+                // freed at once.
+                spawn_reply(self.tx, StatusCode::NotAcceptableHere, headers);
                 return Err(Refused);
             }
         }
@@ -187,7 +191,7 @@ impl Incoming {
             Ok(dialog) => dialog,
             Err(error) => {
                 warn!(%error, "cannot create the dialog");
-                self.refuse(StatusCode::BadRequest, "invalid INVITE").await;
+                spawn_reply(self.tx, StatusCode::BadRequest, Vec::new());
                 return Err(Refused);
             }
         };

@@ -66,6 +66,8 @@ pub enum LegEvent {
 /// What the call asks of its leg.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum LegCommand {
+    /// The call is set up (the caller looked up): ring, then answer.
+    Answer,
     /// Blind transfer (REFER) to this target.
     Transfer(String),
     /// End the call from our side.
@@ -115,6 +117,11 @@ impl Leg {
         let _ = self.commands.send(LegCommand::Transfer(target)).await;
     }
 
+    /// The call is ready for the caller: the leg rings and answers.
+    pub async fn answer(&self) {
+        let _ = self.commands.send(LegCommand::Answer).await;
+    }
+
     /// Asks the leg to end the call from our side; [`LegEvent::Ended`]
     /// follows (`Remote` when it was still ringing: 503).
     pub async fn hangup(&self) {
@@ -125,6 +132,8 @@ impl Leg {
     /// (BYE); waits until the leg is done with the dialog.
     pub async fn finish(mut self) {
         drop(self.commands);
+        // Events nobody reads any more must not hold the leg up.
+        self.events.close();
         if let Some(task) = self.task.take() {
             let _ = task.await;
         }
@@ -171,7 +180,11 @@ impl Session {
         answer_after: Duration,
         ring_guard: CancellationToken,
     ) {
-        let ending = match self.until_established(&mut commands, answer_after).await {
+        let ending = match self.until_ready(&mut commands).await {
+            Ok(()) => self.until_established(&mut commands, answer_after).await,
+            Err(ending) => Err(ending),
+        };
+        let ending = match ending {
             Ok(()) => self.established(&mut commands).await,
             Err(ending) => ending,
         };
@@ -191,6 +204,27 @@ impl Session {
         self.dialogs.remove_dialog(&self.dialog.id());
     }
 
+    /// Waits for the call to be ready (it looks the caller up first): the
+    /// caller hears nothing before, as when the lookup came first. A hang-up
+    /// meanwhile is a 503.
+    async fn until_ready(
+        &mut self,
+        commands: &mut mpsc::Receiver<LegCommand>,
+    ) -> Result<(), Ending> {
+        loop {
+            match commands.recv().await {
+                Some(LegCommand::Answer) => return Ok(()),
+                Some(LegCommand::Transfer(_)) => continue,
+                Some(LegCommand::Hangup) | None => {
+                    let _ = self
+                        .dialog
+                        .reject(Some(StatusCode::ServiceUnavailable), None);
+                    return Err(Ending::Remote);
+                }
+            }
+        }
+    }
+
     /// Rings, answers, waits for the ACK; `Ok` once the call is established
     /// (and the call told).
     async fn until_established(
@@ -208,7 +242,7 @@ impl Session {
                     continue;
                 }
                 command = commands.recv() => match command {
-                    Some(LegCommand::Transfer(_)) => continue,
+                    Some(LegCommand::Transfer(_) | LegCommand::Answer) => continue,
                     Some(LegCommand::Hangup) | None => {
                         return match self.dialog.state() {
                             // Our 200 is out: the call exists for the caller, end it with BYE.
@@ -402,6 +436,7 @@ impl Session {
         loop {
             let event = tokio::select! {
                 command = commands.recv() => match command {
+                    Some(LegCommand::Answer) => continue,
                     Some(LegCommand::Transfer(target)) => {
                         info!(%target, "blind transfer (REFER)");
                         transfer_deadline = Some(Instant::now() + midcall::TRANSFER_TIMEOUT);

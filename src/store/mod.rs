@@ -113,6 +113,8 @@ pub enum TurnKind {
     Cached,
     /// Text spoken through TTS.
     Generated,
+    /// Something the flow noted about the call (not said by anyone).
+    Note,
 }
 
 impl TurnKind {
@@ -122,6 +124,7 @@ impl TurnKind {
             TurnKind::Dtmf => "dtmf",
             TurnKind::Cached => "cached",
             TurnKind::Generated => "generated",
+            TurnKind::Note => "note",
         }
     }
 }
@@ -444,6 +447,11 @@ impl Recorder {
             kind,
             text: crate::text::cut(text, MAX_TURN_TEXT).to_string(),
         });
+    }
+
+    /// A note of the flow's, in the transcript at its time (kind `note`).
+    pub fn note(&mut self, text: &str) {
+        self.turn(Speaker::Bot, TurnKind::Note, text);
     }
 
     pub fn problem(&self, key: &str) {

@@ -329,6 +329,7 @@ impl TestCall {
         let end = Instant::now() + limit;
         loop {
             match self.peer.commands.try_recv() {
+                Ok(LegCommand::Answer) => continue,
                 Ok(command) => return Some(command),
                 Err(mpsc::error::TryRecvError::Disconnected) => return None,
                 Err(mpsc::error::TryRecvError::Empty) if Instant::now() >= end => return None,
@@ -359,7 +360,9 @@ impl TestCall {
         tokio::time::resume();
         let mut commands = Vec::new();
         while let Ok(command) = self.peer.commands.try_recv() {
-            commands.push(command);
+            if command != LegCommand::Answer {
+                commands.push(command);
+            }
         }
         self.store.flush().await;
         let (id, _) = self
