@@ -392,7 +392,11 @@ impl Config {
                     ));
                 }
             }
-            if self.hybrid.fillers.is_empty() {
+            // Free turns (listen, generate, speak) wait for every reply:
+            // they need a filler. A TTS alone may go without (the wait is
+            // then silence, as a timeline shows).
+            let free_turns = self.llm.is_some() && self.tts.is_some() && self.stt.is_some();
+            if free_turns && self.hybrid.fillers.is_empty() {
                 return Err(invalid(
                     "hybrid.fillers",
                     "[]".into(),

@@ -403,84 +403,29 @@ async fn fault_turn(name: &'static str, change: impl FnOnce(&mut FakeBehaviour))
     assert!(silent <= 700, "{name}: {silent} ms of dead air");
 }
 
-#[tokio::test]
-async fn llm_500_gets_the_fallback() {
-    fault_turn("calls_fault_llm_500", |b| {
-        b.llm_fault = Some(Fault::Status(500))
-    })
-    .await;
+/// One whole call per fault, named after it.
+macro_rules! faults_end_in_the_fallback {
+    ($($name:ident: $field:ident = $fault:expr;)*) => {
+        $(
+            #[tokio::test]
+            async fn $name() {
+                fault_turn(stringify!($name), |b| b.$field = Some($fault)).await;
+            }
+        )*
+    };
 }
 
-#[tokio::test]
-async fn llm_429_gets_the_fallback() {
-    fault_turn("calls_fault_llm_429", |b| {
-        b.llm_fault = Some(Fault::Status(429))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn llm_stall_gets_the_fallback() {
-    fault_turn("calls_fault_llm_stall", |b| {
-        b.llm_fault = Some(Fault::StallAfter(2))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn llm_disconnect_mid_stream_gets_the_fallback() {
-    fault_turn("calls_fault_llm_disconnect", |b| {
-        b.llm_fault = Some(Fault::DisconnectAfter(2))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn malformed_sse_gets_the_fallback() {
-    fault_turn("calls_fault_llm_garbage", |b| {
-        b.llm_fault = Some(Fault::Garbage)
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn tts_garbage_gets_the_fallback() {
-    fault_turn("calls_fault_tts_garbage", |b| {
-        b.tts_fault = Some(Fault::Garbage)
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn stt_failure_gets_the_fallback() {
-    fault_turn("calls_fault_stt_500", |b| {
-        b.stt_fault = Some(Fault::Status(500))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn tts_500_gets_the_fallback() {
-    fault_turn("calls_fault_tts_500", |b| {
-        b.tts_fault = Some(Fault::Status(500))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn tts_stall_gets_the_fallback() {
-    fault_turn("calls_fault_tts_stall", |b| {
-        b.tts_fault = Some(Fault::StallAfter(3))
-    })
-    .await;
-}
-
-#[tokio::test]
-async fn tts_disconnect_mid_stream_gets_the_fallback() {
-    fault_turn("calls_fault_tts_disconnect", |b| {
-        b.tts_fault = Some(Fault::DisconnectAfter(3))
-    })
-    .await;
+faults_end_in_the_fallback! {
+    llm_500_gets_the_fallback: llm_fault = Fault::Status(500);
+    llm_429_gets_the_fallback: llm_fault = Fault::Status(429);
+    llm_stall_gets_the_fallback: llm_fault = Fault::StallAfter(2);
+    llm_disconnect_mid_stream_gets_the_fallback: llm_fault = Fault::DisconnectAfter(2);
+    malformed_sse_gets_the_fallback: llm_fault = Fault::Garbage;
+    tts_garbage_gets_the_fallback: tts_fault = Fault::Garbage;
+    stt_failure_gets_the_fallback: stt_fault = Fault::Status(500);
+    tts_500_gets_the_fallback: tts_fault = Fault::Status(500);
+    tts_stall_gets_the_fallback: tts_fault = Fault::StallAfter(3);
+    tts_disconnect_mid_stream_gets_the_fallback: tts_fault = Fault::DisconnectAfter(3);
 }
 
 // ---- Barge-in: a real interruption gets a new reply; a backchannel resumes

@@ -9,6 +9,7 @@ mod support;
 
 use std::time::Duration;
 
+use support::call_harness::caller_turns;
 use support::fake_providers::{tts_codes, FakeBehaviour, FakeProviders};
 use support::webhook::Webhook;
 use support::*;
@@ -114,22 +115,6 @@ const PHRASES: &[&str] = &[
     "callback",
     "problem_unknown",
 ];
-
-/// The caller's turns of an event's transcript: (kind, text).
-fn caller_turns(event: &serde_json::Value) -> Vec<(String, String)> {
-    event["transcript"]
-        .as_array()
-        .expect("transcript")
-        .iter()
-        .filter(|t| t["speaker"] == "caller")
-        .map(|t| {
-            (
-                t["kind"].as_str().unwrap_or_default().to_string(),
-                t["text"].as_str().unwrap_or_default().to_string(),
-            )
-        })
-        .collect()
-}
 
 const CONGRATULATION: &str = "Bravo, excellent travail !";
 

@@ -7,9 +7,9 @@
 //! allocates, locks or blocks: packets are built in a stack buffer and sent
 //! with `try_send_to`.
 //!
-//! Each call also has a receive task ([`spawn_receiver`]) that reads the
-//! caller's RTP, latches to its real source address (symmetric RTP), decodes
-//! RFC 4733 digits and watches for the caller's media going quiet.
+//! Each call also has a receive task ([`spawn_receiver`]): the shell of the
+//! sans-IO [`InboundCore`] (latch, voice activity, RFC 4733 digits, RTP
+//! timeout), which owns the socket and the timer.
 
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
@@ -22,14 +22,13 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::media::dtmf::DtmfDecoder;
-use crate::media::latch::{LatchDecision, RtpLatch};
+use crate::media::inbound::{InboundCore, InboundEvent, InboundRemote};
 use crate::media::pacer::Pacer;
 use crate::media::playout::{
     FrameSource, PlayoutEvent, PlayoutScheduler, SegmentKind, StreamId, StreamPolicy,
 };
-use crate::media::rtp::{self, Inbound, PayloadTypes, PACKET_LEN};
-use crate::media::vad::{TurnDetector, TurnEvent, VadConfig};
+use crate::media::rtp::{self, PACKET_LEN};
+use crate::media::vad::VadConfig;
 use crate::metrics::Metrics;
 use crate::redact::Pii;
 
@@ -37,8 +36,6 @@ use crate::redact::Pii;
 const COMMAND_QUEUE: usize = 1024;
 /// Events queued per call to its conversation.
 pub const EVENT_QUEUE: usize = 64;
-/// Log the first few bad packets of a call, then one in this many.
-const BAD_PACKET_LOG_EVERY: u64 = 500;
 
 /// Identifies a call's media inside the driver.
 pub type MediaId = u64;
@@ -444,36 +441,13 @@ fn forward_events(call: &mut CallStream) -> u64 {
     dropped
 }
 
-/// Silence fed to the turn detector per wake-up when packets stop mid-turn.
-const SILENCE_POLL: Duration = Duration::from_millis(60);
-
-async fn send_turn(events: &mpsc::Sender<MediaEvent>, event: TurnEvent) {
-    let event = match event {
-        TurnEvent::SpeechStarted { .. } => MediaEvent::SpeechStarted,
-        TurnEvent::SpeechEnded { utterance, .. } => MediaEvent::SpeechEnded(utterance),
-    };
-    let _ = events.send(event).await;
-}
-
-/// Logs the first few bad packets of a call, then one in many, so a flood
-/// cannot flood the log.
-fn worth_logging(count: u64) -> bool {
-    count <= 3 || count.is_multiple_of(BAD_PACKET_LOG_EVERY)
-}
-
 /// Inbound RTP of one call.
 pub struct ReceiverConfig {
     pub id: MediaId,
     pub socket: Arc<UdpSocket>,
-    /// What the caller sends with; a re-offer may change it.
-    pub payload_types: tokio::sync::watch::Receiver<PayloadTypes>,
-    /// Where the SDP says the caller's media is (a re-INVITE may move it);
-    /// replaced by the real source once it proves itself.
-    pub expected: tokio::sync::watch::Receiver<SocketAddr>,
+    /// What the caller's SDP says (a re-offer, hold or resume changes it).
+    pub remote: tokio::sync::watch::Receiver<InboundRemote>,
     pub rtp_timeout: Duration,
-    /// Set while the caller may legitimately send nothing (it put us on
-    /// hold with `sendonly`/`inactive`): no RTP timeout then.
-    pub quiet_allowed: Arc<std::sync::atomic::AtomicBool>,
     pub driver: MediaDriver,
     pub events: mpsc::Sender<MediaEvent>,
     /// Listen to the caller (turn-taking on): voice activity and turns.
@@ -489,153 +463,76 @@ pub fn spawn_receiver(config: ReceiverConfig) -> tokio::task::JoinHandle<()> {
     tokio::spawn(receive(config))
 }
 
+/// The shell of [`InboundCore`]: reads the socket until the core's next
+/// timeout, hands it packets and time, and carries out its events.
 async fn receive(config: ReceiverConfig) {
     let ReceiverConfig {
         id,
         socket,
-        payload_types,
-        expected,
+        mut remote,
         rtp_timeout,
-        quiet_allowed,
         driver,
         events,
         vad,
         recording,
     } = config;
-    let mut placer = crate::media::recording::CallerPlacer::default();
-    let mut listener = vad.map(TurnDetector::new);
-    // Decoded caller audio of one packet (up to 60 ms).
-    let mut pcm = [0i16; 480];
+    let mut core = InboundCore::new(
+        Instant::now().into_std(),
+        *remote.borrow_and_update(),
+        rtp_timeout,
+        vad,
+        recording.map(|(track, t0)| (track, t0.into_std())),
+    );
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
-    let mut dtmf = DtmfDecoder::new();
-    let mut expected = expected;
-    let mut payload_types = payload_types;
-    let mut current_types = *payload_types.borrow_and_update();
-    let mut latch = RtpLatch::new(*expected.borrow_and_update());
-    let mut last_valid = Instant::now();
-    let mut bad_packets: u64 = 0;
-    loop {
-        let mut deadline = last_valid + rtp_timeout;
-        // While the caller speaks, packets that stop (DTX, a phone that
-        // sends nothing in silence) must still end the turn: wake up to feed
-        // the detector silence.
-        let in_speech = listener.as_ref().is_some_and(TurnDetector::in_speech);
-        if in_speech {
-            deadline = deadline.min(Instant::now() + SILENCE_POLL);
+    while !core.is_done() {
+        let deadline = Instant::from_std(core.poll_timeout());
+        let received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
+        if remote.has_changed().unwrap_or(false) {
+            core.set_remote(*remote.borrow_and_update());
         }
-        let received = match tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await {
-            Err(_elapsed) if in_speech && Instant::now() < last_valid + rtp_timeout => {
-                if let Some(detector) = listener.as_mut() {
-                    let silence = [0i16; crate::media::vad::FRAME_SAMPLES];
-                    for _ in 0..(SILENCE_POLL.as_millis() / 20) {
-                        if let Some(event) = detector.push(Instant::now().into_std(), &silence) {
-                            send_turn(&events, event).await;
-                        }
-                    }
-                }
-                continue;
-            }
-            Err(_elapsed) if quiet_allowed.load(std::sync::atomic::Ordering::Relaxed) => {
-                last_valid = Instant::now();
-                continue;
-            }
-            Err(_elapsed) => {
-                warn!(
-                    media = id,
-                    timeout_s = rtp_timeout.as_secs(),
-                    "no RTP from the caller"
-                );
-                let _ = events.send(MediaEvent::RtpTimeout).await;
-                return;
-            }
+        // Trust the clock, not the wake-up.
+        let now = Instant::now().into_std();
+        match received {
+            Ok(Ok((len, source))) => core.handle_packet(now, source, &buf[..len]),
             Ok(Err(e)) => {
                 // ICMP port unreachable and the like surface here on Linux:
                 // the socket itself is fine.
                 debug!(media = id, error = %e, "RTP socket error");
                 tokio::time::sleep(Duration::from_millis(5)).await;
-                continue;
             }
-            Ok(Ok(received)) => received,
-        };
-        let (len, source) = received;
-        if payload_types.has_changed().unwrap_or(false) {
-            current_types = *payload_types.borrow_and_update();
+            Err(_elapsed) => core.handle_timeout(now),
         }
-        let packet = match rtp::parse_inbound(&buf[..len], &current_types) {
-            Ok(packet) => packet,
-            Err(error) => {
-                bad_packets += 1;
-                if worth_logging(bad_packets) {
-                    warn!(media = id, source = %Pii(&source.to_string()), len, %error, bad_packets, "RTP packet dropped");
+        while let Some(event) = core.poll_event() {
+            let event = match event {
+                InboundEvent::Latch(addr) => {
+                    debug!(media = id, "latching RTP to the caller's real source");
+                    driver.latch(id, addr).await;
+                    continue;
                 }
-                continue;
-            }
-        };
-        if expected.has_changed().unwrap_or(false) {
-            latch.expect(*expected.borrow_and_update());
-        }
-        let (ssrc, seq) = match packet {
-            Inbound::Audio { ssrc, seq, .. } | Inbound::TelephoneEvent { ssrc, seq, .. } => {
-                (ssrc, seq)
-            }
-        };
-        match latch.on_packet(source, ssrc, seq, Instant::now().into_std()) {
-            LatchDecision::Accept => {}
-            LatchDecision::Latch(addr) => {
-                debug!(media = id, "latching RTP to the caller's real source");
-                driver.latch(id, addr).await;
-            }
-            LatchDecision::Reject => {
-                bad_packets += 1;
-                if worth_logging(bad_packets) {
-                    warn!(media = id, source = %Pii(&source.to_string()), bad_packets, "RTP from an unconfirmed source dropped");
+                InboundEvent::Dropped {
+                    source,
+                    reason,
+                    count,
+                } => {
+                    warn!(media = id, source = %Pii(&source.to_string()), error = %reason, dropped = count, "RTP packet dropped");
+                    continue;
                 }
-                continue;
-            }
-        }
-        last_valid = Instant::now();
-        if let (
-            Some((track, t0)),
-            Inbound::Audio {
-                ssrc,
-                timestamp,
-                payload,
-                ..
-            },
-        ) = (&recording, packet)
-        {
-            let arrival = last_valid.saturating_duration_since(*t0).as_micros() as u64 * 8 / 1000;
-            let offset = placer.place(ssrc, timestamp, arrival);
-            if let Ok(offset) = usize::try_from(offset) {
-                track.put_at(offset, payload);
-            }
-        }
-        if let (Some(detector), Inbound::Audio { payload, .. }) = (listener.as_mut(), packet) {
-            let n = payload.len().min(pcm.len());
-            for (dst, &code) in pcm.iter_mut().zip(&payload[..n]) {
-                *dst = crate::media::g711::decode(code);
-            }
-            if let Some(event) = detector.push(Instant::now().into_std(), &pcm[..n]) {
-                send_turn(&events, event).await;
-            }
-        }
-        if let Inbound::TelephoneEvent {
-            timestamp, payload, ..
-        } = packet
-        {
-            match dtmf.handle_packet(timestamp, payload) {
-                Ok(Some(digit)) => {
-                    debug!(media = id, digit = %digit.digit, "DTMF");
-                    let _ = events.send(MediaEvent::Dtmf(digit.digit)).await;
+                InboundEvent::SpeechStarted => MediaEvent::SpeechStarted,
+                InboundEvent::SpeechEnded(utterance) => MediaEvent::SpeechEnded(utterance),
+                InboundEvent::Dtmf(digit) => {
+                    debug!(media = id, %digit, "DTMF");
+                    MediaEvent::Dtmf(digit)
                 }
-                Ok(None) => {}
-                Err(error) => {
-                    bad_packets += 1;
-                    if worth_logging(bad_packets) {
-                        warn!(media = id, %error, bad_packets, "bad telephone-event");
-                    }
+                InboundEvent::RtpTimeout => {
+                    warn!(
+                        media = id,
+                        timeout_s = rtp_timeout.as_secs(),
+                        "no RTP from the caller"
+                    );
+                    MediaEvent::RtpTimeout
                 }
-            }
+            };
+            let _ = events.send(event).await;
         }
     }
 }

@@ -10,7 +10,6 @@
 //! is recognised as stale ([`is_stale_idle`](MediaHandle::is_stale_idle)).
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -20,6 +19,7 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::media::driver::{self, MediaDriver, MediaEvent, MediaId, ReceiverConfig, StreamStart};
+use crate::media::inbound::InboundRemote;
 use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
 use crate::media::recording::Recording;
 use crate::media::rtp::PayloadTypes;
@@ -40,6 +40,17 @@ pub struct RemoteMedia {
     pub sending: bool,
     /// The caller may send nothing for now (any hold): no RTP timeout.
     pub quiet_allowed: bool,
+}
+
+impl RemoteMedia {
+    /// The receive side's part.
+    fn inbound(&self) -> InboundRemote {
+        InboundRemote {
+            expected: self.addr,
+            types: self.receive,
+            quiet_allowed: self.quiet_allowed,
+        }
+    }
 }
 
 /// How one call's media starts.
@@ -63,12 +74,8 @@ pub struct MediaHandle {
     id: MediaId,
     driver: MediaDriver,
     receiver: tokio::task::JoinHandle<()>,
-    /// Tells the receive task where the SDP says the caller's media is.
-    expected: watch::Sender<SocketAddr>,
-    /// Tells the receive task which payload types the caller sends.
-    receive_types: watch::Sender<PayloadTypes>,
-    /// Set while the caller may send no RTP.
-    quiet_allowed: Arc<AtomicBool>,
+    /// Tells the receive task what the caller's SDP says.
+    inbound: watch::Sender<InboundRemote>,
     /// The remote description applied last.
     applied: RemoteMedia,
     /// Segments queued so far.
@@ -103,16 +110,12 @@ impl MediaHandle {
                 recording: setup.recording.as_ref().map(|r| r.bot.clone()),
             })
             .await;
-        let (expected, expected_rx) = watch::channel(remote.addr);
-        let (receive_types, types_rx) = watch::channel(remote.receive);
-        let quiet_allowed = Arc::new(AtomicBool::new(remote.quiet_allowed));
+        let (inbound, inbound_rx) = watch::channel(remote.inbound());
         let receiver = driver::spawn_receiver(ReceiverConfig {
             id,
             socket: setup.socket,
-            payload_types: types_rx,
-            expected: expected_rx,
+            remote: inbound_rx,
             rtp_timeout: setup.rtp_timeout,
-            quiet_allowed: quiet_allowed.clone(),
             driver: driver.clone(),
             events: events_tx.clone(),
             vad: setup.vad,
@@ -125,9 +128,7 @@ impl MediaHandle {
             id,
             driver: driver.clone(),
             receiver,
-            expected,
-            receive_types,
-            quiet_allowed,
+            inbound,
             applied: remote,
             enqueued,
             events: events_tx,
@@ -179,22 +180,24 @@ impl MediaHandle {
     /// silent. Only what changed is passed on.
     pub async fn apply_remote(&mut self, remote: RemoteMedia) {
         let previous = self.applied;
+        // The receive side: where the caller is, what it sends, whether it
+        // may be silent (renumbered payload types, a move, a hold).
+        self.inbound.send_if_modified(|inbound| {
+            let next = remote.inbound();
+            let changed = *inbound != next;
+            *inbound = next;
+            changed
+        });
+        // The send side.
         if previous.addr != remote.addr {
             info!("caller's media moved");
-            let _ = self.expected.send(remote.addr);
             self.driver.latch(self.id, remote.addr).await;
-        }
-        if previous.receive != remote.receive {
-            // Renumbered payload types: the caller sends the new ones.
-            let _ = self.receive_types.send(remote.receive);
         }
         if previous.payload_type != remote.payload_type {
             self.driver
                 .set_payload_type(self.id, remote.payload_type)
                 .await;
         }
-        self.quiet_allowed
-            .store(remote.quiet_allowed, Ordering::Relaxed);
         if previous.sending != remote.sending {
             self.driver.set_sending(self.id, remote.sending).await;
         }

@@ -16,6 +16,7 @@ pub mod driver;
 pub mod dtmf;
 pub mod g711;
 pub mod handle;
+pub mod inbound;
 pub mod latch;
 pub mod pacer;
 pub mod playout;

@@ -19,7 +19,7 @@ pub const PT_PCMU: u8 = 0;
 /// Static payload type of PCMA (RFC 3551 §6).
 pub const PT_PCMA: u8 = 8;
 
-#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+#[derive(Debug, Clone, thiserror::Error, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum RtpError {
     #[error("datagram of {0} bytes is shorter than an RTP header")]

@@ -1,0 +1,407 @@
+//! A call's inbound RTP, sans-IO: which source to believe (latch), what the
+//! caller says (voice activity and turns), which keys it presses (RFC 4733),
+//! and when its media has stopped.
+//!
+//! Packets go in with [`InboundCore::handle_packet`], the passing of time
+//! with [`InboundCore::handle_timeout`] (when [`InboundCore::poll_timeout`]
+//! says); what follows comes out of [`InboundCore::poll_event`]. The receive
+//! task of [`crate::media::driver`] owns the socket and the timer and does
+//! nothing else.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::media::dtmf::DtmfDecoder;
+use crate::media::latch::{LatchDecision, RtpLatch};
+use crate::media::recording::{CallerPlacer, RecordingTrack};
+use crate::media::rtp::{self, Inbound, PayloadTypes};
+use crate::media::vad::{TurnDetector, TurnEvent, VadConfig};
+
+/// Silence fed to the turn detector when packets stop mid-turn (DTX, a
+/// phone that sends nothing in silence), each time this long passes.
+pub const SILENCE_POLL: Duration = Duration::from_millis(60);
+/// Report the first few dropped packets of a call, then one in this many.
+const REPORT_DROPS_EVERY: u64 = 500;
+/// Events kept until polled; the shell polls after every input.
+const MAX_EVENTS: usize = 64;
+
+/// What the caller's side of the SDP says, as the inbound path needs it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct InboundRemote {
+    /// Where the SDP says the caller's media is.
+    pub expected: SocketAddr,
+    /// The payload types the caller sends.
+    pub types: PayloadTypes,
+    /// The caller may send nothing for now (it holds us): no RTP timeout.
+    pub quiet_allowed: bool,
+}
+
+/// Why a packet was dropped.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Dropped {
+    /// Not RTP we can read.
+    #[error("{0}")]
+    Malformed(rtp::RtpError),
+    /// From a source that is not (yet) the caller's.
+    #[error("RTP from an unconfirmed source")]
+    UnconfirmedSource,
+    /// A telephone-event that is not one.
+    #[error("bad telephone-event")]
+    BadTelephoneEvent,
+}
+
+/// What the inbound path reports.
+#[derive(Debug, Clone, PartialEq)]
+pub enum InboundEvent {
+    /// The caller's real source: send our RTP there from now on.
+    Latch(SocketAddr),
+    /// The caller started speaking (past the VAD's minimum).
+    SpeechStarted,
+    /// The caller's turn ended; its audio (8 kHz PCM).
+    SpeechEnded(Vec<i16>),
+    /// A key (RFC 4733).
+    Dtmf(char),
+    /// No valid RTP from the caller for the timeout: the core is done.
+    RtpTimeout,
+    /// A packet was dropped: reported for the first few and then one in
+    /// many (`count` is the total so far), so a flood cannot flood the log.
+    Dropped {
+        source: SocketAddr,
+        reason: Dropped,
+        count: u64,
+    },
+}
+
+/// One call's inbound path.
+pub struct InboundCore {
+    latch: RtpLatch,
+    types: PayloadTypes,
+    quiet_allowed: bool,
+    rtp_timeout: Duration,
+    /// The caller's last valid packet (or the start, or the last quiet
+    /// timeout while held).
+    last_valid: Instant,
+    /// The last packet or silence fed to the detector.
+    last_activity: Instant,
+    detector: Option<TurnDetector>,
+    dtmf: DtmfDecoder,
+    /// The caller's side of the recording, placed on the call's clock from
+    /// `t0`.
+    recording: Option<(RecordingTrack, Instant)>,
+    placer: CallerPlacer,
+    /// Decoded caller audio of one packet (up to 60 ms).
+    pcm: [i16; 480],
+    dropped: u64,
+    timed_out: bool,
+    events: VecDeque<InboundEvent>,
+}
+
+impl InboundCore {
+    /// `now` starts the RTP timeout; `vad` turns listening on.
+    pub fn new(
+        now: Instant,
+        remote: InboundRemote,
+        rtp_timeout: Duration,
+        vad: Option<VadConfig>,
+        recording: Option<(RecordingTrack, Instant)>,
+    ) -> Self {
+        Self {
+            latch: RtpLatch::new(remote.expected),
+            types: remote.types,
+            quiet_allowed: remote.quiet_allowed,
+            rtp_timeout,
+            last_valid: now,
+            last_activity: now,
+            detector: vad.map(TurnDetector::new),
+            dtmf: DtmfDecoder::new(),
+            recording,
+            placer: CallerPlacer::default(),
+            pcm: [0; 480],
+            dropped: 0,
+            timed_out: false,
+            events: VecDeque::new(),
+        }
+    }
+
+    /// A re-offer, hold or resume changed the caller's side.
+    pub fn set_remote(&mut self, remote: InboundRemote) {
+        self.latch.expect(remote.expected);
+        self.types = remote.types;
+        self.quiet_allowed = remote.quiet_allowed;
+    }
+
+    /// Packets dropped so far.
+    pub fn dropped(&self) -> u64 {
+        self.dropped
+    }
+
+    /// The RTP timeout fired: nothing more will come of this core.
+    pub fn is_done(&self) -> bool {
+        self.timed_out
+    }
+
+    /// When [`Self::handle_timeout`] is next due: the RTP timeout, or while
+    /// the caller speaks, the next silence to feed the detector.
+    pub fn poll_timeout(&self) -> Instant {
+        let timeout = self.last_valid + self.rtp_timeout;
+        if self.in_speech() {
+            timeout.min(self.last_activity + SILENCE_POLL)
+        } else {
+            timeout
+        }
+    }
+
+    pub fn poll_event(&mut self) -> Option<InboundEvent> {
+        self.events.pop_front()
+    }
+
+    /// One datagram from `source`.
+    pub fn handle_packet(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
+        if self.timed_out {
+            return;
+        }
+        let packet = match rtp::parse_inbound(datagram, &self.types) {
+            Ok(packet) => packet,
+            Err(error) => return self.drop_packet(source, Dropped::Malformed(error)),
+        };
+        let (ssrc, seq) = match packet {
+            Inbound::Audio { ssrc, seq, .. } | Inbound::TelephoneEvent { ssrc, seq, .. } => {
+                (ssrc, seq)
+            }
+        };
+        match self.latch.on_packet(source, ssrc, seq, now) {
+            LatchDecision::Accept => {}
+            LatchDecision::Latch(addr) => self.push(InboundEvent::Latch(addr)),
+            LatchDecision::Reject => {
+                return self.drop_packet(source, Dropped::UnconfirmedSource);
+            }
+        }
+        self.last_valid = now;
+        self.last_activity = now;
+        match packet {
+            Inbound::Audio {
+                ssrc,
+                timestamp,
+                payload,
+                ..
+            } => {
+                if let Some((track, t0)) = &self.recording {
+                    let arrival = now.saturating_duration_since(*t0).as_micros() as u64 * 8 / 1000;
+                    let offset = self.placer.place(ssrc, timestamp, arrival);
+                    if let Ok(offset) = usize::try_from(offset) {
+                        track.put_at(offset, payload);
+                    }
+                }
+                if let Some(detector) = self.detector.as_mut() {
+                    let n = payload.len().min(self.pcm.len());
+                    for (dst, &code) in self.pcm.iter_mut().zip(&payload[..n]) {
+                        *dst = crate::media::g711::decode(code);
+                    }
+                    if let Some(event) = detector.push(now, &self.pcm[..n]) {
+                        self.push_turn(event);
+                    }
+                }
+            }
+            Inbound::TelephoneEvent {
+                timestamp, payload, ..
+            } => match self.dtmf.handle_packet(timestamp, payload) {
+                Ok(Some(digit)) => self.push(InboundEvent::Dtmf(digit.digit)),
+                Ok(None) => {}
+                Err(_) => self.drop_packet(source, Dropped::BadTelephoneEvent),
+            },
+        }
+    }
+
+    /// Time passed (call when [`Self::poll_timeout`] is reached).
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self.timed_out {
+            return;
+        }
+        let timeout = self.last_valid + self.rtp_timeout;
+        if now < timeout {
+            // Packets stopped mid-turn: the silence must still end it.
+            if self.in_speech() && now >= self.last_activity + SILENCE_POLL {
+                let silence = [0i16; crate::media::vad::FRAME_SAMPLES];
+                for _ in 0..(SILENCE_POLL.as_millis() / 20) {
+                    let event = self
+                        .detector
+                        .as_mut()
+                        .and_then(|detector| detector.push(now, &silence));
+                    if let Some(event) = event {
+                        self.push_turn(event);
+                    }
+                }
+                self.last_activity = now;
+            }
+            return;
+        }
+        if self.quiet_allowed {
+            // On hold: the caller may send nothing; the timeout starts over.
+            self.last_valid = now;
+            self.last_activity = now;
+            return;
+        }
+        self.timed_out = true;
+        self.push(InboundEvent::RtpTimeout);
+    }
+
+    fn in_speech(&self) -> bool {
+        self.detector.as_ref().is_some_and(TurnDetector::in_speech)
+    }
+
+    fn push_turn(&mut self, event: TurnEvent) {
+        self.push(match event {
+            TurnEvent::SpeechStarted { .. } => InboundEvent::SpeechStarted,
+            TurnEvent::SpeechEnded { utterance, .. } => InboundEvent::SpeechEnded(utterance),
+        });
+    }
+
+    fn drop_packet(&mut self, source: SocketAddr, reason: Dropped) {
+        self.dropped += 1;
+        let count = self.dropped;
+        if count <= 3 || count.is_multiple_of(REPORT_DROPS_EVERY) {
+            self.push(InboundEvent::Dropped {
+                source,
+                reason,
+                count,
+            });
+        }
+    }
+
+    fn push(&mut self, event: InboundEvent) {
+        if self.events.len() >= MAX_EVENTS {
+            // Polled after every input, so this is a shell that stopped
+            // polling: keep the newest.
+            self.events.pop_front();
+        }
+        self.events.push_back(event);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const CALLER: &str = "192.0.2.10:4000";
+
+    fn remote() -> InboundRemote {
+        InboundRemote {
+            expected: CALLER.parse().unwrap(),
+            types: PayloadTypes {
+                audio: 0,
+                telephone_event: Some(101),
+            },
+            quiet_allowed: false,
+        }
+    }
+
+    fn audio(seq: u16) -> Vec<u8> {
+        let mut packet = [0u8; rtp::PACKET_LEN];
+        let len = rtp::write_audio_packet(
+            &mut packet,
+            0,
+            0x1234,
+            seq,
+            u32::from(seq) * 160,
+            false,
+            &[0xFF; 160],
+        );
+        packet[..len].to_vec()
+    }
+
+    fn key(seq: u16, timestamp: u32, event: u8) -> Vec<u8> {
+        let mut packet = vec![0x80, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
+        packet[2..4].copy_from_slice(&seq.to_be_bytes());
+        packet[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        packet.extend_from_slice(&[event, 0x0A, 0x00, 0xA0]);
+        packet
+    }
+
+    fn events(core: &mut InboundCore) -> Vec<InboundEvent> {
+        std::iter::from_fn(|| core.poll_event()).collect()
+    }
+
+    #[test]
+    fn the_signalled_source_latches_and_keys_come_out_once() {
+        let t0 = Instant::now();
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), None, None);
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        core.handle_packet(t0, caller, &audio(1));
+        assert_eq!(events(&mut core), vec![InboundEvent::Latch(caller)]);
+        // A key press: three packets of one event, one digit.
+        for seq in 2..5 {
+            core.handle_packet(t0, caller, &key(seq, 8000, 5));
+        }
+        assert_eq!(events(&mut core), vec![InboundEvent::Dtmf('5')]);
+    }
+
+    #[test]
+    fn another_source_is_dropped_and_reported_without_flooding() {
+        let t0 = Instant::now();
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), None, None);
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        core.handle_packet(t0, caller, &audio(1));
+        events(&mut core);
+        let stranger: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        for seq in 0..1000u16 {
+            // Not consecutive: never passes probation.
+            core.handle_packet(t0, stranger, &audio(seq.wrapping_mul(7)));
+        }
+        let reported = events(&mut core);
+        assert_eq!(core.dropped(), 1000);
+        assert_eq!(reported.len(), 3 + 2, "{reported:?}");
+        assert!(reported.iter().all(|e| matches!(
+            e,
+            InboundEvent::Dropped {
+                reason: Dropped::UnconfirmedSource,
+                ..
+            }
+        )));
+        // Counted, not reported: only the first few and one in 500 are.
+        core.handle_packet(t0, caller, &[1, 2, 3]);
+        assert_eq!(core.dropped(), 1001);
+        assert!(events(&mut core).is_empty());
+    }
+
+    #[test]
+    fn a_malformed_packet_is_dropped_with_its_reason() {
+        let t0 = Instant::now();
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), None, None);
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        core.handle_packet(t0, caller, &[0x80, 0, 1]);
+        assert!(matches!(
+            events(&mut core)[..],
+            [InboundEvent::Dropped {
+                reason: Dropped::Malformed(_),
+                count: 1,
+                ..
+            }]
+        ));
+    }
+
+    #[test]
+    fn silence_times_out_unless_the_caller_holds_us() {
+        let t0 = Instant::now();
+        let timeout = Duration::from_secs(30);
+        let mut core = InboundCore::new(t0, remote(), timeout, None, None);
+        assert_eq!(core.poll_timeout(), t0 + timeout);
+        core.handle_timeout(t0 + Duration::from_secs(29));
+        assert!(events(&mut core).is_empty());
+        // On hold, the timeout starts over instead.
+        core.set_remote(InboundRemote {
+            quiet_allowed: true,
+            ..remote()
+        });
+        core.handle_timeout(t0 + timeout);
+        assert!(events(&mut core).is_empty());
+        assert_eq!(core.poll_timeout(), t0 + timeout * 2);
+        // Resumed and still silent: the call's media has stopped.
+        core.set_remote(remote());
+        core.handle_timeout(t0 + timeout * 2);
+        assert_eq!(events(&mut core), vec![InboundEvent::RtpTimeout]);
+        assert!(core.is_done());
+        core.handle_packet(t0 + timeout * 2, CALLER.parse().unwrap(), &audio(9));
+        assert!(events(&mut core).is_empty(), "nothing after the timeout");
+    }
+}
