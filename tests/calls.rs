@@ -87,6 +87,24 @@ async fn a_guided_call_is_resolved_by_keys() {
         caller_turns(&ended.record),
         ["1", "2", "1", "1"].map(|k| ("dtmf".to_string(), k.to_string()))
     );
+    // The timeline is on the same clock: the keys 3 s apart, as pressed.
+    let keys: Vec<u64> = ended
+        .timeline
+        .events
+        .iter()
+        .filter(|e| matches!(e.mark, sav::timeline::Mark::Dtmf { .. }))
+        .map(|e| e.at_ms)
+        .collect();
+    assert_eq!(keys.len(), 4, "{:?}", ended.timeline.events);
+    assert!(
+        keys.windows(2)
+            .all(|w| (2990..=3010).contains(&(w[1] - w[0]))),
+        "{keys:?}"
+    );
+    assert!(matches!(
+        &ended.timeline.events.last().unwrap().mark,
+        sav::timeline::Mark::Hangup { by } if by == "bot"
+    ));
     // The outbound clock never stalled: one frame every 20 ms of the call.
     assert_eq!(frames_missing(&ended.heard), 0);
     let last = ended.heard.last().unwrap().0;

@@ -199,7 +199,11 @@ fn two_instances_behind_kamailio_share_postgres_and_survive_a_stop() {
         .iter()
         .map(|e| e["id"].as_str().unwrap().to_string())
         .collect();
-    assert_eq!(ids.len(), 10, "one event per call, no more");
+    let summary: Vec<String> = events
+        .iter()
+        .map(|e| format!("{} {} {}", e["id"], e["outcome"], e["sip_call_id"]))
+        .collect();
+    assert_eq!(ids.len(), 10, "one event per call, no more: {summary:#?}");
     ids.sort();
     ids.dedup();
     assert_eq!(ids.len(), 10, "each event once");

@@ -50,6 +50,16 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
         );
         return incoming.refuse_busy().await;
     };
+    // A drain that began since the first look may have found no call in
+    // progress and moved on: a call let in now would start on a stopping
+    // instance (and leave an abandoned record). Checked again holding the
+    // slot, the drain's count sees every call it lets through.
+    if services.draining() {
+        drop(permit);
+        services.metrics.refused("shutting_down");
+        info!("call refused: shutting down (503)");
+        return incoming.refuse_busy().await;
+    }
     let socket = match server.ports.bind() {
         Ok(socket) => Arc::new(socket),
         Err(error) => {

@@ -349,7 +349,7 @@ async fn speak_audio(
         let chunk = chunk?;
         if first && !chunk.is_empty() {
             first = false;
-            if let Some(after) = request.first_byte_at(std::time::Instant::now()) {
+            if let Some(after) = request.first_byte_at(tokio::time::Instant::now().into_std()) {
                 trace.metrics().first_byte(AudioSource::api, after);
             }
         }

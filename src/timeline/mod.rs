@@ -142,7 +142,7 @@ struct TraceInner {
 impl CallTrace {
     /// A trace starting now (the INVITE).
     pub fn new(metrics: Arc<Metrics>) -> Self {
-        Self::starting_at(metrics, Instant::now())
+        Self::starting_at(metrics, now())
     }
 
     pub fn starting_at(metrics: Arc<Metrics>, t0: Instant) -> Self {
@@ -161,7 +161,7 @@ impl CallTrace {
 
     /// Records `mark` as happening now.
     pub fn mark(&self, mark: Mark) {
-        self.mark_at(Instant::now(), mark);
+        self.mark_at(now(), mark);
     }
 
     /// Records `mark` as happening at `at`.
@@ -192,7 +192,7 @@ impl CallTrace {
     /// A provider request starting now; it marks its end (or its
     /// cancellation, when dropped unfinished).
     pub fn request(&self, provider: Provider, id: String) -> RequestSpan {
-        let asked = Instant::now();
+        let asked = now();
         self.mark_at(
             asked,
             Mark::Request {
@@ -217,7 +217,7 @@ impl CallTrace {
         cache: &'a crate::cache::PhraseCache,
         key: &str,
     ) -> Option<&'a crate::media::playout::Clip> {
-        let asked = Instant::now();
+        let asked = now();
         let clip = cache.clip(key)?;
         self.inner
             .metrics
@@ -312,6 +312,12 @@ impl Drop for RequestSpan {
             });
         }
     }
+}
+
+/// The runtime's clock: real time in production, the paused clock of a test
+/// (so a call run in virtual time has a timeline in virtual time too).
+fn now() -> Instant {
+    tokio::time::Instant::now().into_std()
 }
 
 #[cfg(test)]

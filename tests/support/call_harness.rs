@@ -102,6 +102,8 @@ pub struct Ended {
     pub heard: Vec<(Duration, Vec<u8>)>,
     /// What the leg was asked, in order.
     pub commands: Vec<LegCommand>,
+    /// The call's timeline as stored (on the test's clock).
+    pub timeline: sav::timeline::CallTimeline,
 }
 
 impl TestCall {
@@ -365,7 +367,7 @@ impl TestCall {
             }
         }
         self.store.flush().await;
-        let (id, _) = self
+        let (id, timeline) = self
             .store
             .call_timeline(&self.call_id)
             .await
@@ -378,6 +380,7 @@ impl TestCall {
             record,
             heard,
             commands,
+            timeline,
         }
     }
 }
