@@ -33,6 +33,26 @@ const PHRASES: &[&str] = &[
 
 const SECOND: Duration = Duration::from_secs(1);
 
+/// What a caller who fixes the box at the second step with keys hears.
+const FIXED_BY_KEYS: [&str; 7] = [
+    "greet",
+    "menu",
+    "internet_restart",
+    "internet_cables",
+    "verify",
+    "congratulations",
+    "goodbye",
+];
+
+/// The keys of that call, 3 s apart: the internet problem, "no" to the
+/// first step, "yes" to the second, "yes" it works.
+async fn press_the_fix_keys(call: &TestCall) {
+    for digit in ['1', '2', '1', '1'] {
+        call.press(digit).await;
+        call.wait(3 * SECOND).await;
+    }
+}
+
 /// Some audio was heard and the last `ms` were silent: the bot is done
 /// speaking.
 fn quiet_for(heard: &[(Duration, Vec<u8>)], ms: usize) -> bool {
@@ -60,25 +80,11 @@ async fn a_guided_call_is_resolved_by_keys() {
     .await;
     // Keys answer every question: the first cuts the menu.
     call.wait(4 * SECOND).await;
-    for digit in ['1', '2', '1', '1'] {
-        call.press(digit).await;
-        call.wait(3 * SECOND).await;
-    }
+    press_the_fix_keys(&call).await;
     let ended = call.ended(60 * SECOND).await;
     assert_eq!(ended.end.outcome.as_str(), "resolved");
     assert_eq!(ended.end.ending, Ending::Local);
-    assert_eq!(
-        phrases_heard(&ended.heard, PHRASES),
-        [
-            "greet",
-            "menu",
-            "internet_restart",
-            "internet_cables",
-            "verify",
-            "congratulations",
-            "goodbye"
-        ]
-    );
+    assert_eq!(phrases_heard(&ended.heard, PHRASES), FIXED_BY_KEYS);
     assert_eq!(
         ended.record["steps"],
         serde_json::json!(["internet_restart", "internet_cables"])
@@ -620,28 +626,14 @@ async fn a_known_customer_hears_name_and_ticket_then_answers_with_keys() {
         call.until(40 * SECOND, |h| phrases_heard(h, &["menu"]).len() == 1)
             .await
     );
-    for digit in ['1', '2', '1', '1'] {
-        call.press(digit).await;
-        call.wait(3 * SECOND).await;
-    }
+    press_the_fix_keys(&call).await;
     let spoken = call.fakes.as_ref().unwrap().counts().tts_texts;
     let ended = call.ended(60 * SECOND).await;
     assert_eq!(
         spoken.join(" "),
         "Monsieur Dupont, je vois votre ticket concernant votre box internet : plus de connexion depuis hier. Est-ce pour cela que vous appelez ? Décrivez-moi ce qui se passe.",
     );
-    assert_eq!(
-        phrases_heard(&ended.heard, PHRASES),
-        [
-            "greet",
-            "menu",
-            "internet_restart",
-            "internet_cables",
-            "verify",
-            "congratulations",
-            "goodbye"
-        ]
-    );
+    assert_eq!(phrases_heard(&ended.heard, PHRASES), FIXED_BY_KEYS);
     // The name follows greet at once.
     let greet = support::cached_frames("greet").len();
     let name = ended
@@ -711,10 +703,7 @@ async fn with_the_llm_down_the_congratulation_is_the_cached_one() {
     })
     .await;
     call.wait(4 * SECOND).await;
-    for digit in ['1', '2', '1', '1'] {
-        call.press(digit).await;
-        call.wait(3 * SECOND).await;
-    }
+    press_the_fix_keys(&call).await;
     let llm = call.fakes.as_ref().unwrap().counts().llm;
     let ended = call.ended(60 * SECOND).await;
     assert_eq!(llm, 1, "the congratulation was asked for");
