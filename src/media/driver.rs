@@ -487,11 +487,11 @@ async fn receive(config: ReceiverConfig) {
     while !core.is_done() {
         let deadline = Instant::from_std(core.poll_timeout());
         let received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
-        if remote.has_changed().unwrap_or(false) {
-            core.set_remote(*remote.borrow_and_update());
-        }
         // Trust the clock, not the wake-up.
         let now = Instant::now().into_std();
+        if remote.has_changed().unwrap_or(false) {
+            core.set_remote(now, *remote.borrow_and_update());
+        }
         match received {
             Ok(Ok((len, source))) => core.handle_packet(now, source, &buf[..len]),
             Ok(Err(e)) => {

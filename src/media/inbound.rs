@@ -76,6 +76,8 @@ pub enum InboundEvent {
 /// One call's inbound path.
 pub struct InboundCore {
     latch: RtpLatch,
+    /// Where the SDP says the caller's media is.
+    expected: SocketAddr,
     types: PayloadTypes,
     quiet_allowed: bool,
     rtp_timeout: Duration,
@@ -108,6 +110,7 @@ impl InboundCore {
     ) -> Self {
         Self {
             latch: RtpLatch::new(remote.expected),
+            expected: remote.expected,
             types: remote.types,
             quiet_allowed: remote.quiet_allowed,
             rtp_timeout,
@@ -124,9 +127,18 @@ impl InboundCore {
         }
     }
 
-    /// A re-offer, hold or resume changed the caller's side.
-    pub fn set_remote(&mut self, remote: InboundRemote) {
-        self.latch.expect(remote.expected);
+    /// A re-offer, hold or resume changed the caller's side at `now`. Only
+    /// a new address starts the latch over (a hold keeps the source it
+    /// proved); a resume gives the caller a whole timeout to send again.
+    pub fn set_remote(&mut self, now: Instant, remote: InboundRemote) {
+        if remote.expected != self.expected {
+            self.expected = remote.expected;
+            self.latch.expect(remote.expected);
+        }
+        if self.quiet_allowed && !remote.quiet_allowed {
+            self.last_valid = now;
+            self.last_activity = now;
+        }
         self.types = remote.types;
         self.quiet_allowed = remote.quiet_allowed;
     }
@@ -389,19 +401,68 @@ mod tests {
         core.handle_timeout(t0 + Duration::from_secs(29));
         assert!(events(&mut core).is_empty());
         // On hold, the timeout starts over instead.
-        core.set_remote(InboundRemote {
-            quiet_allowed: true,
-            ..remote()
-        });
+        core.set_remote(
+            t0,
+            InboundRemote {
+                quiet_allowed: true,
+                ..remote()
+            },
+        );
         core.handle_timeout(t0 + timeout);
         assert!(events(&mut core).is_empty());
         assert_eq!(core.poll_timeout(), t0 + timeout * 2);
-        // Resumed and still silent: the call's media has stopped.
-        core.set_remote(remote());
+        // Resumed late in that window: a whole timeout to send again.
+        let resumed = t0 + timeout * 2 - Duration::from_secs(1);
+        core.set_remote(resumed, remote());
+        assert_eq!(core.poll_timeout(), resumed + timeout);
         core.handle_timeout(t0 + timeout * 2);
+        assert!(events(&mut core).is_empty());
+        // Still silent: the call's media has stopped.
+        core.handle_timeout(resumed + timeout);
         assert_eq!(events(&mut core), vec![InboundEvent::RtpTimeout]);
         assert!(core.is_done());
-        core.handle_packet(t0 + timeout * 2, CALLER.parse().unwrap(), &audio(9));
+        core.handle_packet(resumed + timeout, CALLER.parse().unwrap(), &audio(9));
         assert!(events(&mut core).is_empty(), "nothing after the timeout");
+    }
+
+    #[test]
+    fn a_hold_keeps_the_source_the_caller_proved() {
+        let t0 = Instant::now();
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), None, None);
+        // Behind NAT: the caller sends from elsewhere than its SDP says.
+        let real: SocketAddr = "198.51.100.20:7000".parse().unwrap();
+        for seq in 1..=3 {
+            core.handle_packet(t0, real, &audio(seq));
+        }
+        // On probation for two packets, then believed.
+        assert_eq!(events(&mut core).last(), Some(&InboundEvent::Latch(real)));
+        assert_eq!(core.dropped(), 2);
+        // A hold and a resume (same address): still latched, no packet lost.
+        let held = InboundRemote {
+            quiet_allowed: true,
+            ..remote()
+        };
+        core.set_remote(t0, held);
+        core.set_remote(t0, remote());
+        core.handle_packet(t0, real, &audio(4));
+        assert!(events(&mut core).is_empty());
+        assert_eq!(core.dropped(), 2);
+        // Nor can a stranger take over meanwhile.
+        let stranger: SocketAddr = "203.0.113.9:6000".parse().unwrap();
+        for seq in 100..103 {
+            core.handle_packet(t0, stranger, &audio(seq));
+        }
+        assert_eq!(core.dropped(), 5);
+        // A new address in the SDP starts the latch over.
+        let moved: SocketAddr = "192.0.2.99:4000".parse().unwrap();
+        core.set_remote(
+            t0,
+            InboundRemote {
+                expected: moved,
+                ..remote()
+            },
+        );
+        core.handle_packet(t0, moved, &audio(5));
+        assert!(events(&mut core).contains(&InboundEvent::Latch(moved)));
     }
 }
