@@ -2,7 +2,6 @@
 //! default. A bad file fails at start with the key, the value and what was
 //! expected.
 
-use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
@@ -344,10 +343,11 @@ impl Config {
                 ));
             }
         }
-        if self.sip.transports.contains(&Transport::Tls) && self.tls_listen() == self.sip.listen {
+        if self.sip.transports.contains(&Transport::Tls) && self.sip.tls_listen() == self.sip.listen
+        {
             return Err(invalid(
                 "sip.tls.listen",
-                self.tls_listen().to_string(),
+                self.sip.tls_listen().to_string(),
                 "an address other than sip.listen (TCP and TLS cannot share a port)",
             ));
         }
@@ -655,16 +655,6 @@ impl Config {
             .instance
             .clone()
             .unwrap_or_else(|| format!("sav@{}", self.sip.listen))
-    }
-
-    /// Where SIP over TLS listens.
-    pub fn tls_listen(&self) -> SocketAddr {
-        self.sip.tls_listen()
-    }
-
-    /// The address we write into Contact and SDP.
-    pub fn advertised_ip(&self) -> IpAddr {
-        self.sip.advertised_ip()
     }
 }
 

@@ -280,7 +280,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 "  sip listen   {} ({:?})",
                 config.sip.listen, config.sip.transports
             );
-            println!("  advertised   {}", config.advertised_ip());
+            println!("  advertised   {}", config.sip.advertised_ip());
             println!("  max calls    {}", config.sip.max_calls);
             println!(
                 "  metrics      {}",
@@ -308,7 +308,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 sav::sip::tls::load(&config.sip.tls)?;
                 println!(
                     "  tls          {} ({})",
-                    config.tls_listen(),
+                    config.sip.tls_listen(),
                     config.sip.tls.cert.display()
                 );
             }

@@ -148,11 +148,7 @@ async fn a_failed_transfer_says_so_and_the_call_goes_on() {
         Some(LegCommand::Transfer("sip:support@pbx.example.com".into()))
     );
     call.wait(SECOND).await;
-    call.peer
-        .events
-        .send(LegEvent::Transfer { ok: false })
-        .await
-        .unwrap();
+    call.transfer_ends(false).await;
     call.wait(10 * SECOND).await;
     // The call goes on: a key still answers the menu.
     call.press('1').await;
@@ -186,11 +182,7 @@ async fn a_successful_transfer_ends_the_call_as_transferred() {
         call.command(20 * SECOND).await,
         Some(LegCommand::Transfer(_))
     ));
-    call.peer
-        .events
-        .send(LegEvent::Transfer { ok: true })
-        .await
-        .unwrap();
+    call.transfer_ends(true).await;
     let ended = call.ended(10 * SECOND).await;
     assert_eq!(ended.end.outcome.as_str(), "transferred");
     assert_eq!(ended.end.ending, Ending::Local);
@@ -673,11 +665,7 @@ async fn asking_for_a_human_by_voice_is_transferred_without_the_llm() {
         call.command(20 * SECOND).await,
         Some(LegCommand::Transfer("sip:support@pbx.example.com".into()))
     );
-    call.peer
-        .events
-        .send(LegEvent::Transfer { ok: true })
-        .await
-        .unwrap();
+    call.transfer_ends(true).await;
     let llm = call.fakes.as_ref().unwrap().counts().llm;
     let ended = call.ended(10 * SECOND).await;
     assert_eq!(llm, 0, "asking for a human needs no LLM");

@@ -37,7 +37,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
     }
     // The INVITE starts the call's timeline.
     let trace = CallTrace::new(services.metrics.clone());
-    if incoming.check(config.advertised_ip()).await.is_err() {
+    if incoming.check(config.sip.advertised_ip()).await.is_err() {
         return;
     }
     // A slot is taken only now, for a call we can answer: refusals above do
@@ -71,7 +71,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
         }
     };
     let local_rtp = match socket.local_addr() {
-        Ok(addr) => SocketAddr::new(config.advertised_ip(), addr.port()),
+        Ok(addr) => SocketAddr::new(config.sip.advertised_ip(), addr.port()),
         Err(error) => {
             drop(permit);
             warn!(%error, "RTP socket has no address");

@@ -105,7 +105,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     metrics.set_cache_loaded(true);
 
     let listen = config.sip.listen;
-    let advertised = SocketAddr::new(config.advertised_ip(), listen.port());
+    let advertised = SocketAddr::new(config.sip.advertised_ip(), listen.port());
     let SipEndpoint {
         endpoint,
         mut incoming,
@@ -131,7 +131,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 endpoint.inner.clone(),
                 register.clone(),
                 advertised,
-                config.tls_listen().port(),
+                config.sip.tls_listen().port(),
                 learned.clone(),
             )?;
             metrics.set_registration(crate::metrics::Registration::Registering);

@@ -340,6 +340,15 @@ impl TestCall {
         }
     }
 
+    /// The REFER's outcome comes back (the target answered, or not).
+    pub async fn transfer_ends(&self, ok: bool) {
+        self.peer
+            .events
+            .send(LegEvent::Transfer { ok })
+            .await
+            .unwrap();
+    }
+
     /// The caller hangs up.
     pub async fn hang_up(self) -> Ended {
         self.peer
