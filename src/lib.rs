@@ -10,7 +10,8 @@
 //!   the SIP leg, the media, the conversation, the providers, the store and
 //!   the timeline (`setup`, `effects`, `speech`, `reply`);
 //! - [`conversation`]: pure decisions (sans-IO): the SAV flow, turn-taking,
-//!   fillers, barge-in; `CallEvent` in, `CallAction` out;
+//!   fillers, barge-in; `CallEvent` in, `CallAction` out; the reply book
+//!   (a generated reply's streams and provider requests);
 //! - [`sip`]: signalling only: the endpoint, a new INVITE (`incoming`), one
 //!   leg as `LegEvent`s and `LegCommand`s (`leg`), SDP, digest,
 //!   registration, session timers, `sav call`;

@@ -24,7 +24,7 @@ impl Call {
         media: &mut MediaHandle,
         speech: Option<&mut (
             SpeechSession,
-            tokio::sync::mpsc::Receiver<crate::call::reply::SpeechMsg>,
+            tokio::sync::mpsc::Receiver<crate::conversation::reply_book::Made>,
         )>,
     ) -> bool {
         match action {

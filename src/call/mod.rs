@@ -13,7 +13,8 @@
 //!
 //! - [`setup`]: configuration and caller → the cores' settings;
 //! - [`effects`]: carrying out the conversation's actions;
-//! - [`speech`]: the reply book on the media and the provider tasks;
+//! - [`speech`]: the reply book's shell (its streams on the media, its
+//!   provider tasks);
 //! - [`reply`]: the provider tasks themselves (STT, LLM → TTS);
 //! - [`Services`]/[`Live`]: what the process hands every call.
 
@@ -33,9 +34,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
-use crate::call::reply::SpeechMsg;
 use crate::call::setup::Abilities;
 use crate::call::speech::SpeechSession;
+use crate::conversation::reply_book::Made;
 use crate::conversation::{self, CallAction, CallEvent, Conversation, Outcome};
 use crate::media::driver::MediaEvent;
 use crate::media::handle::{MediaHandle, MediaSetup, RemoteMedia};
@@ -148,7 +149,7 @@ struct Established {
     media: MediaHandle,
     events: mpsc::Receiver<MediaEvent>,
     /// Turn-taking with generated replies, when providers are configured.
-    speech: Option<(SpeechSession, mpsc::Receiver<SpeechMsg>)>,
+    speech: Option<(SpeechSession, mpsc::Receiver<Made>)>,
     conversation: Conversation,
     /// Actions of the conversation still to carry out (after the greeting's
     /// first phrases).
@@ -352,7 +353,7 @@ impl Call {
                             self.trace.mark(Mark::CallerSpeechEnd);
                             match call.speech.as_mut() {
                                 Some((speech, _)) => {
-                                    speech.caller_stopped(utterance);
+                                    speech.caller_stopped(&utterance);
                                     CallEvent::SpeechEnded
                                 }
                                 None => continue,
@@ -405,9 +406,7 @@ impl Call {
 }
 
 /// The next speech message, or never when the call has no speech session.
-async fn recv_speech(
-    speech: &mut Option<(SpeechSession, mpsc::Receiver<SpeechMsg>)>,
-) -> Option<SpeechMsg> {
+async fn recv_speech(speech: &mut Option<(SpeechSession, mpsc::Receiver<Made>)>) -> Option<Made> {
     match speech {
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,

@@ -8,6 +8,7 @@ use std::sync::Arc;
 use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
 
+use crate::conversation::reply_book::{Failure, Line, Made, Role};
 use crate::metrics::{AudioSource, CallUsage};
 use crate::providers::llm::{ChatMessage, LlmClient};
 use crate::providers::sentences::SentenceSplitter;
@@ -69,43 +70,21 @@ impl Providers {
     }
 }
 
-/// What background speech work reports to the call.
-#[derive(Debug)]
-pub enum SpeechMsg {
-    /// The transcript of the caller's turn `turn` (only the latest counts).
-    Transcript {
-        turn: u64,
-        result: Result<String, ProviderError>,
-    },
-    /// Sentence `index` of reply `reply` is complete and goes to TTS.
-    Sentence {
-        reply: u64,
-        index: usize,
-    },
-    Audio {
-        reply: u64,
-        index: usize,
-        chunk: Vec<u8>,
-    },
-    SentenceDone {
-        reply: u64,
-        index: usize,
-    },
-    /// The reply is generated; `sentences` were spoken (0: nothing to say).
-    Done {
-        reply: u64,
-        text: String,
-        sentences: usize,
-    },
-    Failed {
-        reply: u64,
-        error: ProviderError,
-    },
-    /// The LLM's answer to classification `id`.
-    Classified {
-        id: u64,
-        result: Result<String, ProviderError>,
-    },
+/// A provider's error, as the reply book takes it.
+pub fn failure(error: ProviderError) -> Failure {
+    Failure {
+        kind: error.kind(),
+        message: error.to_string(),
+    }
+}
+
+/// A line of the reply book's prompt, as the LLM takes it.
+pub fn chat(line: Line) -> ChatMessage {
+    match line.role {
+        Role::System => ChatMessage::system(line.text),
+        Role::User => ChatMessage::user(line.text),
+        Role::Assistant => ChatMessage::assistant(line.text),
+    }
 }
 
 /// Characters of a classification read at most (the answer is one word).
@@ -116,7 +95,7 @@ pub fn transcribe(
     stt: &dyn SpeechToText,
     turn: u64,
     utterance: &[i16],
-    out: mpsc::Sender<SpeechMsg>,
+    out: mpsc::Sender<Made>,
     trace: CallTrace,
 ) {
     let mut session = stt.session();
@@ -132,7 +111,12 @@ pub fn transcribe(
             let result = session.finish().await;
             let took = request.end(result.is_ok());
             trace.metrics().stt_latency.observe(took.as_secs_f64());
-            let _ = out.send(SpeechMsg::Transcript { turn, result }).await;
+            let _ = out
+                .send(Made::Transcript {
+                    turn,
+                    result: result.map_err(failure),
+                })
+                .await;
         }
         .in_current_span(),
     );
@@ -145,13 +129,18 @@ pub fn generate(
     tts: Arc<dyn TextToSpeech>,
     reply: u64,
     messages: Vec<ChatMessage>,
-    out: mpsc::Sender<SpeechMsg>,
+    out: mpsc::Sender<Made>,
     trace: CallTrace,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         async move {
             if let Err(error) = run(reply, &llm, tts.as_ref(), &messages, &out, &trace).await {
-                let _ = out.send(SpeechMsg::Failed { reply, error }).await;
+                let _ = out
+                    .send(Made::Failed {
+                        reply,
+                        error: failure(error),
+                    })
+                    .await;
             }
         }
         .in_current_span(),
@@ -164,7 +153,7 @@ pub fn speak_text(
     tts: Arc<dyn TextToSpeech>,
     reply: u64,
     text: String,
-    out: mpsc::Sender<SpeechMsg>,
+    out: mpsc::Sender<Made>,
     trace: CallTrace,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
@@ -179,13 +168,18 @@ pub fn speak_text(
                     Ok(Spoken::Nothing) => {}
                     Ok(Spoken::Cancelled) => return,
                     Err(error) => {
-                        let _ = out.send(SpeechMsg::Failed { reply, error }).await;
+                        let _ = out
+                            .send(Made::Failed {
+                                reply,
+                                error: failure(error),
+                            })
+                            .await;
                         return;
                     }
                 }
             }
             let _ = out
-                .send(SpeechMsg::Done {
+                .send(Made::Done {
                     reply,
                     text,
                     sentences: index,
@@ -201,7 +195,7 @@ pub fn classify(
     llm: Arc<LlmClient>,
     id: u64,
     messages: Vec<ChatMessage>,
-    out: mpsc::Sender<SpeechMsg>,
+    out: mpsc::Sender<Made>,
     trace: CallTrace,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
@@ -221,7 +215,12 @@ pub fn classify(
             }
             .await;
             request.end(result.is_ok());
-            let _ = out.send(SpeechMsg::Classified { id, result }).await;
+            let _ = out
+                .send(Made::Classified {
+                    id,
+                    result: result.map_err(failure),
+                })
+                .await;
         }
         .in_current_span(),
     )
@@ -232,7 +231,7 @@ async fn run(
     llm: &LlmClient,
     tts: &dyn TextToSpeech,
     messages: &[ChatMessage],
-    out: &mpsc::Sender<SpeechMsg>,
+    out: &mpsc::Sender<Made>,
     trace: &CallTrace,
 ) -> Result<(), ProviderError> {
     let mut request = trace.request(Provider::Llm, format!("reply#{reply}"));
@@ -263,7 +262,7 @@ async fn generate_text(
     llm: &LlmClient,
     tts: &dyn TextToSpeech,
     messages: &[ChatMessage],
-    out: &mpsc::Sender<SpeechMsg>,
+    out: &mpsc::Sender<Made>,
     trace: &CallTrace,
     request: &mut RequestSpan,
 ) -> Result<Spoken, ProviderError> {
@@ -291,7 +290,7 @@ async fn generate_text(
     debug!(reply, first_token_ms = ?stream.first_token.map(|t| (t - stream.started).as_millis()), "reply generated");
     llm_done(trace, request, &stream);
     let _ = out
-        .send(SpeechMsg::Done {
+        .send(Made::Done {
             reply,
             text,
             sentences: index,
@@ -314,7 +313,7 @@ async fn speak(
     index: usize,
     sentence: &str,
     tts: &dyn TextToSpeech,
-    out: &mpsc::Sender<SpeechMsg>,
+    out: &mpsc::Sender<Made>,
     trace: &CallTrace,
 ) -> Result<Spoken, ProviderError> {
     let text = crate::conversation::speakable::sanitise(sentence);
@@ -335,11 +334,11 @@ async fn speak_audio(
     index: usize,
     text: String,
     tts: &dyn TextToSpeech,
-    out: &mpsc::Sender<SpeechMsg>,
+    out: &mpsc::Sender<Made>,
     trace: &CallTrace,
     request: &mut RequestSpan,
 ) -> Result<Spoken, ProviderError> {
-    let announce = SpeechMsg::Sentence { reply, index };
+    let announce = Made::Sentence { reply, index };
     if out.send(announce).await.is_err() {
         return Ok(Spoken::Cancelled);
     }
@@ -354,7 +353,7 @@ async fn speak_audio(
             }
         }
         if out
-            .send(SpeechMsg::Audio {
+            .send(Made::Audio {
                 reply,
                 index,
                 chunk,
@@ -365,11 +364,7 @@ async fn speak_audio(
             return Ok(Spoken::Cancelled);
         }
     }
-    if out
-        .send(SpeechMsg::SentenceDone { reply, index })
-        .await
-        .is_err()
-    {
+    if out.send(Made::SentenceDone { reply, index }).await.is_err() {
         return Ok(Spoken::Cancelled);
     }
     Ok(Spoken::Yes)
@@ -399,31 +394,30 @@ fn llm_done(
     }
 }
 
-/// The conversation for the LLM: the system prompt and the last turns.
-pub fn messages(system_prompt: &str, history: &[ChatMessage], keep: usize) -> Vec<ChatMessage> {
-    let mut all = vec![ChatMessage::system(system_prompt)];
-    let start = history.len().saturating_sub(keep * 2);
-    all.extend_from_slice(&history[start..]);
-    all
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn history_keeps_the_last_turns_after_the_prompt() {
-        let history: Vec<ChatMessage> = (0..10)
-            .map(|i| {
-                if i % 2 == 0 {
-                    ChatMessage::user(format!("u{i}"))
-                } else {
-                    ChatMessage::assistant(format!("a{i}"))
-                }
-            })
-            .collect();
-        let m = messages("prompt", &history, 2);
-        let contents: Vec<&str> = m.iter().map(|m| m.content.as_str()).collect();
-        assert_eq!(contents, vec!["prompt", "u6", "a7", "u8", "a9"]);
+    fn the_books_prompt_lines_keep_their_roles() {
+        let lines = [
+            (Role::System, "prompt", "system"),
+            (Role::User, "u", "user"),
+            (Role::Assistant, "a", "assistant"),
+        ];
+        for (role, text, expected) in lines {
+            let message = chat(Line {
+                role,
+                text: text.into(),
+            });
+            assert_eq!((message.role, message.content.as_str()), (expected, text));
+        }
+    }
+
+    #[test]
+    fn a_provider_error_keeps_its_kind_for_the_book() {
+        let f = failure(ProviderError::NotConfigured("llm"));
+        assert_eq!(f.kind, "not_configured");
+        assert!(f.message.contains("llm"), "{}", f.message);
     }
 }

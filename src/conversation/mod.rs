@@ -3,7 +3,9 @@
 //! Events come in ([`CallEvent`]: the call is established, a segment finished
 //! playing, a key was pressed, the caller went quiet…) and actions go out
 //! ([`CallAction`]: play a cached phrase, stop playback, hang up). The call
-//! task in `sip/` feeds it and carries out what it asks.
+//! (`call/`) feeds it and carries out what it asks; the speech actions go to
+//! the [`reply_book`], which turns them into playout streams and provider
+//! requests.
 //!
 //! The flow: greet and welcome from the cache, then take turns. When speech
 //! providers are configured ([`HybridConfig`]), each time the caller stops
@@ -20,6 +22,7 @@ pub use greeting::{greeting, Greeting, KnownCaller};
 pub mod config;
 pub mod greeting;
 pub mod guide;
+pub mod reply_book;
 pub mod speakable;
 
 /// The turn-taking settings, present when STT, LLM and TTS are configured.
