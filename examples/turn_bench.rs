@@ -15,9 +15,9 @@ use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use fake_providers::{FakeBehaviour, FakeProviders};
+use sav::call::outbound::{place_call, CallRequest};
 use sav::config::Config;
 use sav::media::g711;
-use sav::sip::outbound::{place_call, CallRequest};
 
 const REPO: &str = env!("CARGO_MANIFEST_DIR");
 const SIP_PORT: u16 = 26_800;

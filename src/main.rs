@@ -154,13 +154,14 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 .enable_all()
                 .build()
                 .context("cannot start the async runtime")?;
-            let request = sav::sip::outbound::CallRequest {
+            let request = sav::call::outbound::CallRequest {
                 target: uri,
                 play,
                 record,
                 duration,
             };
-            let summary = runtime.block_on(sav::sip::outbound::place_call(&config.sip, request))?;
+            let summary =
+                runtime.block_on(sav::call::outbound::place_call(&config.sip, request))?;
             println!("{summary}");
             Ok(ExitCode::SUCCESS)
         }

@@ -16,9 +16,12 @@
 //! - [`speech`]: the reply book's shell (its streams on the media, its
 //!   provider tasks);
 //! - [`reply`]: the provider tasks themselves (STT, LLM → TTS);
+//! - [`outbound`]: `sav call`, a UAC leg with the same media as a served
+//!   call;
 //! - [`Services`]/[`Live`]: what the process hands every call.
 
 pub mod effects;
+pub mod outbound;
 pub mod reply;
 pub mod setup;
 mod shared;
@@ -397,7 +400,15 @@ impl Call {
                 break Ending::Local;
             }
         };
-        call.media.stop().await;
+        let media = call.media.stop().await;
+        let received = &media.received;
+        info!(
+            rtp_sent = media.sent,
+            rtp_received = received.packets,
+            rtp_lost = received.lost(),
+            jitter_ms = format_args!("{:.2}", received.jitter_ms()),
+            "media of the call"
+        );
         if ending == Ending::Remote {
             call.conversation.caller_left();
         }

@@ -1,5 +1,5 @@
 //! The reply book's shell: carries out what the pure
-//! [`ReplyBook`](crate::conversation::reply_book::ReplyBook) asks (streams on
+//! [`crate::conversation::reply_book::ReplyBook`] asks (streams on
 //! the media, provider tasks started and stopped, replies spoken for the
 //! record) and feeds it what comes back (provider messages, playout events).
 

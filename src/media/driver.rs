@@ -28,6 +28,7 @@ use crate::media::playout::{
     FrameSource, PlayoutEvent, PlayoutScheduler, SegmentKind, StreamId, StreamPolicy,
 };
 use crate::media::rtp::{self, PACKET_LEN};
+use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
 use crate::metrics::Metrics;
 use crate::redact::Pii;
@@ -87,7 +88,8 @@ enum Command {
     Latch(MediaId, SocketAddr),
     SetSending(MediaId, bool),
     SetPayloadType(MediaId, u8),
-    Stop(MediaId),
+    /// Ends the stream; its frames sent so far are answered.
+    Stop(MediaId, tokio::sync::oneshot::Sender<u64>),
 }
 
 /// Handle to the driver task; cheap to clone.
@@ -192,8 +194,12 @@ impl MediaDriver {
         self.send(Command::SetSending(id, sending)).await;
     }
 
-    pub async fn stop(&self, id: MediaId) {
-        self.send(Command::Stop(id)).await;
+    /// Ends the outbound stream; the RTP packets it sent (0 when the driver
+    /// is gone).
+    pub async fn stop(&self, id: MediaId) -> u64 {
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.send(Command::Stop(id, tx)).await;
+        rx.await.unwrap_or(0)
     }
 
     async fn send(&self, command: Command) {
@@ -341,17 +347,20 @@ fn apply(
                 call.sending = sending;
             }
         }
-        Command::Stop(id) => {
+        Command::Stop(id, sent) => {
+            let mut frames = 0;
             if let Some(mut call) = calls.remove(&id) {
                 end_silent_run(&mut call, metrics);
+                frames = call.pacer.sent();
                 debug!(
                     media = id,
-                    sent = call.pacer.sent(),
+                    sent = frames,
                     late = call.pacer.late_frames(),
                     skipped = call.pacer.skipped_frames(),
                     "outbound stream stopped"
                 );
             }
+            let _ = sent.send(frames);
         }
     }
 }
@@ -459,13 +468,15 @@ pub struct ReceiverConfig {
 
 /// Spawns the receive task of one call; it ends on RTP timeout or when the
 /// returned handle is aborted.
-pub fn spawn_receiver(config: ReceiverConfig) -> tokio::task::JoinHandle<()> {
+pub fn spawn_receiver(config: ReceiverConfig) -> tokio::task::JoinHandle<ReceiveStats> {
     tokio::spawn(receive(config))
 }
 
 /// The shell of [`InboundCore`]: reads the socket until the core's next
-/// timeout, hands it packets and time, and carries out its events.
-async fn receive(config: ReceiverConfig) {
+/// timeout, hands it packets and time, and carries out its events. Ends
+/// when the RTP times out or the sender of `remote` is dropped (the call
+/// stops its media), with the reception statistics.
+async fn receive(config: ReceiverConfig) -> ReceiveStats {
     let ReceiverConfig {
         id,
         socket,
@@ -486,21 +497,30 @@ async fn receive(config: ReceiverConfig) {
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     while !core.is_done() {
         let deadline = Instant::from_std(core.poll_timeout());
-        let received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)).await;
+        let received = tokio::select! {
+            biased;
+            changed = remote.changed() => match changed {
+                Ok(()) => {
+                    core.set_remote(Instant::now().into_std(), *remote.borrow_and_update());
+                    None
+                }
+                // The call stopped its media.
+                Err(_) => break,
+            },
+            received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)) => Some(received),
+        };
         // Trust the clock, not the wake-up.
         let now = Instant::now().into_std();
-        if remote.has_changed().unwrap_or(false) {
-            core.set_remote(now, *remote.borrow_and_update());
-        }
         match received {
-            Ok(Ok((len, source))) => core.handle_packet(now, source, &buf[..len]),
-            Ok(Err(e)) => {
+            None => {}
+            Some(Ok(Ok((len, source)))) => core.handle_packet(now, source, &buf[..len]),
+            Some(Ok(Err(e))) => {
                 // ICMP port unreachable and the like surface here on Linux:
                 // the socket itself is fine.
                 debug!(media = id, error = %e, "RTP socket error");
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
-            Err(_elapsed) => core.handle_timeout(now),
+            Some(Err(_elapsed)) => core.handle_timeout(now),
         }
         while let Some(event) = core.poll_event() {
             let event = match event {
@@ -535,4 +555,5 @@ async fn receive(config: ReceiverConfig) {
             let _ = events.send(event).await;
         }
     }
+    core.stats().clone()
 }

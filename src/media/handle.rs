@@ -23,6 +23,7 @@ use crate::media::inbound::InboundRemote;
 use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
 use crate::media::recording::Recording;
 use crate::media::rtp::PayloadTypes;
+use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
 
 /// What the caller's session description says of its media, as the media
@@ -69,11 +70,24 @@ pub struct MediaSetup {
     pub recording: Option<Recording>,
 }
 
+/// How long [`MediaHandle::stop`] waits for the receive task to hand over
+/// its statistics.
+const RECEIVER_STOP: Duration = Duration::from_millis(200);
+
+/// What a call's media carried, when it stopped.
+#[derive(Debug, Clone, Default)]
+pub struct MediaStats {
+    /// RTP packets sent.
+    pub sent: u64,
+    /// The caller's packets (those the latch let in).
+    pub received: ReceiveStats,
+}
+
 /// The call's side of its media.
 pub struct MediaHandle {
     id: MediaId,
     driver: MediaDriver,
-    receiver: tokio::task::JoinHandle<()>,
+    receiver: tokio::task::JoinHandle<ReceiveStats>,
     /// Tells the receive task what the caller's SDP says.
     inbound: watch::Sender<InboundRemote>,
     /// The remote description applied last.
@@ -210,9 +224,20 @@ impl MediaHandle {
         self.events.clone()
     }
 
-    /// Ends the outbound stream and the receive task.
-    pub async fn stop(self) {
-        self.driver.stop(self.id).await;
-        self.receiver.abort();
+    /// Ends the outbound stream and the receive task; what each carried.
+    pub async fn stop(self) -> MediaStats {
+        let sent = self.driver.stop(self.id).await;
+        // The receive task ends when the watch closes; one blocked on a
+        // full event queue (nobody reads it now) is aborted.
+        drop(self.inbound);
+        let mut receiver = self.receiver;
+        let received = match tokio::time::timeout(RECEIVER_STOP, &mut receiver).await {
+            Ok(Ok(stats)) => stats,
+            _ => {
+                receiver.abort();
+                ReceiveStats::default()
+            }
+        };
+        MediaStats { sent, received }
     }
 }

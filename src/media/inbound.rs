@@ -16,6 +16,7 @@ use crate::media::dtmf::DtmfDecoder;
 use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::recording::{CallerPlacer, RecordingTrack};
 use crate::media::rtp::{self, Inbound, PayloadTypes};
+use crate::media::stats::ReceiveStats;
 use crate::media::vad::{TurnDetector, TurnEvent, VadConfig};
 
 /// Silence fed to the turn detector when packets stop mid-turn (DTX, a
@@ -25,6 +26,8 @@ pub const SILENCE_POLL: Duration = Duration::from_millis(60);
 const REPORT_DROPS_EVERY: u64 = 500;
 /// Events kept until polled; the shell polls after every input.
 const MAX_EVENTS: usize = 64;
+/// A packet counts as audible when its mean absolute sample exceeds this.
+pub const AUDIBLE_LEVEL: u32 = 200;
 
 /// What the caller's side of the SDP says, as the inbound path needs it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,6 +100,8 @@ pub struct InboundCore {
     dropped: u64,
     timed_out: bool,
     events: VecDeque<InboundEvent>,
+    /// Reception of the caller's packets (RFC 3550 A.3, A.8).
+    stats: ReceiveStats,
 }
 
 impl InboundCore {
@@ -124,6 +129,7 @@ impl InboundCore {
             dropped: 0,
             timed_out: false,
             events: VecDeque::new(),
+            stats: ReceiveStats::new(),
         }
     }
 
@@ -141,6 +147,11 @@ impl InboundCore {
         }
         self.types = remote.types;
         self.quiet_allowed = remote.quiet_allowed;
+    }
+
+    /// Reception of the caller's packets so far (those the latch let in).
+    pub fn stats(&self) -> &ReceiveStats {
+        &self.stats
     }
 
     /// Packets dropped so far.
@@ -194,10 +205,14 @@ impl InboundCore {
         match packet {
             Inbound::Audio {
                 ssrc,
+                seq,
                 timestamp,
                 payload,
                 ..
             } => {
+                // Loudness is only looked at until the caller is first heard.
+                let audible = self.stats.first_audio.is_none() && is_audible(payload);
+                self.stats.on_packet(now, seq, timestamp, audible);
                 if let Some((track, t0)) = &self.recording {
                     let arrival = now.saturating_duration_since(*t0).as_micros() as u64 * 8 / 1000;
                     let offset = self.placer.place(ssrc, timestamp, arrival);
@@ -216,12 +231,18 @@ impl InboundCore {
                 }
             }
             Inbound::TelephoneEvent {
-                timestamp, payload, ..
-            } => match self.dtmf.handle_packet(timestamp, payload) {
-                Ok(Some(digit)) => self.push(InboundEvent::Dtmf(digit.digit)),
-                Ok(None) => {}
-                Err(_) => self.drop_packet(source, Dropped::BadTelephoneEvent),
-            },
+                seq,
+                timestamp,
+                payload,
+                ..
+            } => {
+                self.stats.on_event_packet(now, seq);
+                match self.dtmf.handle_packet(timestamp, payload) {
+                    Ok(Some(digit)) => self.push(InboundEvent::Dtmf(digit.digit)),
+                    Ok(None) => {}
+                    Err(_) => self.drop_packet(source, Dropped::BadTelephoneEvent),
+                }
+            }
         }
     }
 
@@ -289,6 +310,15 @@ impl InboundCore {
         }
         self.events.push_back(event);
     }
+}
+
+/// Whether μ-law `payload`'s mean absolute sample is over [`AUDIBLE_LEVEL`].
+fn is_audible(payload: &[u8]) -> bool {
+    let sum: u32 = payload
+        .iter()
+        .map(|&code| u32::from(crate::media::g711::decode(code).unsigned_abs()))
+        .sum();
+    sum / (payload.len().max(1) as u32) > AUDIBLE_LEVEL
 }
 
 #[cfg(test)]
@@ -374,6 +404,31 @@ mod tests {
         core.handle_packet(t0, caller, &[1, 2, 3]);
         assert_eq!(core.dropped(), 1001);
         assert!(events(&mut core).is_empty());
+    }
+
+    #[test]
+    fn reception_counts_the_callers_packets_and_when_it_is_first_heard() {
+        let t0 = Instant::now();
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), None, None);
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let ms = |n: u64| t0 + Duration::from_millis(n);
+        core.handle_packet(ms(0), caller, &audio(1));
+        core.handle_packet(ms(20), caller, &key(2, 160, 5));
+        let mut loud = [0u8; rtp::PACKET_LEN];
+        let speech = [crate::media::g711::encode(4000); 160];
+        let len = rtp::write_audio_packet(&mut loud, 0, 0x1234, 4, 480, false, &speech);
+        core.handle_packet(ms(60), caller, &loud[..len]);
+        // Not the caller's: not counted.
+        let stranger: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        core.handle_packet(ms(61), stranger, &audio(900));
+        let stats = core.stats();
+        assert_eq!(
+            (stats.packets, stats.expected(), stats.lost()),
+            (3, 4, 1),
+            "seq 3 never came"
+        );
+        assert_eq!(stats.first_audio, Some(ms(60)));
+        assert_eq!(stats.max_gap, Duration::from_millis(40));
     }
 
     #[test]

@@ -29,8 +29,37 @@ impl ReceiveStats {
         Self::default()
     }
 
-    /// Feeds one packet received at `now`.
+    /// Feeds one audio packet received at `now`.
     pub fn on_packet(&mut self, now: Instant, seq: u16, timestamp: u32, audible: bool) {
+        self.count(now, seq);
+        // Transit = arrival (in RTP units, from the first packet) − timestamp.
+        let Some((t0, _)) = self.first else {
+            return;
+        };
+        let arrival = now.saturating_duration_since(t0).as_secs_f64() * CLOCK_RATE;
+        let transit = arrival - f64::from(timestamp);
+        if let Some(last) = self.last_transit {
+            let mut d = transit - last;
+            // Timestamps wrap at 2^32: keep the difference small.
+            if d.abs() > f64::from(u32::MAX) / 2.0 {
+                d -= d.signum() * (f64::from(u32::MAX) + 1.0);
+            }
+            self.jitter += (d.abs() - self.jitter) / 16.0;
+        }
+        self.last_transit = Some(transit);
+        if audible && self.first_audio.is_none() {
+            self.first_audio = Some(now);
+        }
+    }
+
+    /// Feeds one telephone-event packet (RFC 4733): it shares the stream's
+    /// sequence numbers, so it counts for loss, but its timestamp is the
+    /// event's start, so it stays out of the jitter.
+    pub fn on_event_packet(&mut self, now: Instant, seq: u16) {
+        self.count(now, seq);
+    }
+
+    fn count(&mut self, now: Instant, seq: u16) {
         self.packets += 1;
         match self.first {
             None => {
@@ -51,22 +80,6 @@ impl ReceiveStats {
             self.max_gap = self.max_gap.max(now.saturating_duration_since(previous));
         }
         self.last_arrival = Some(now);
-        // Transit = arrival (in RTP units, from the first packet) − timestamp.
-        let (t0, _) = self.first.expect("set above");
-        let arrival = now.saturating_duration_since(t0).as_secs_f64() * CLOCK_RATE;
-        let transit = arrival - f64::from(timestamp);
-        if let Some(last) = self.last_transit {
-            let mut d = transit - last;
-            // Timestamps wrap at 2^32: keep the difference small.
-            if d.abs() > f64::from(u32::MAX) / 2.0 {
-                d -= d.signum() * (f64::from(u32::MAX) + 1.0);
-            }
-            self.jitter += (d.abs() - self.jitter) / 16.0;
-        }
-        self.last_transit = Some(transit);
-        if audible && self.first_audio.is_none() {
-            self.first_audio = Some(now);
-        }
     }
 
     /// When the first packet arrived.
@@ -137,5 +150,19 @@ mod tests {
         assert_eq!(s.lost(), 1, "5 lost; 3 came late, not lost");
         assert_eq!(s.max_gap, ms(50));
         assert!(s.jitter_ms() > 1.0, "{}", s.jitter_ms());
+    }
+
+    #[test]
+    fn key_packets_count_for_loss_but_not_for_jitter() {
+        let t = Instant::now();
+        let mut s = ReceiveStats::new();
+        s.on_packet(t, 10, 0, false);
+        // Three packets of one key: one timestamp, arrivals 20 ms apart.
+        for n in 1..4u16 {
+            s.on_event_packet(t + ms(20 * u64::from(n)), 10 + n);
+        }
+        s.on_packet(t + ms(80), 14, 640, false);
+        assert_eq!((s.packets, s.expected(), s.lost()), (5, 5, 0));
+        assert!(s.jitter_ms() < 0.001, "{}", s.jitter_ms());
     }
 }

@@ -682,7 +682,7 @@ impl Session {
 /// The media path's view of a negotiated stream: our answer's direction
 /// says whether we send (hold, RFC 3264 §8.4) and whether the caller may be
 /// silent (a phone that holds with sendonly often sends nothing).
-fn remote_media(negotiated: &NegotiatedAudio, receive: PayloadTypes) -> RemoteMedia {
+pub fn remote_media(negotiated: &NegotiatedAudio, receive: PayloadTypes) -> RemoteMedia {
     let ours = negotiated.direction;
     RemoteMedia {
         addr: negotiated.remote,

@@ -1,10 +1,16 @@
-//! SIP: the rsipstack glue.
+//! SIP: signalling only, on rsipstack. Imports none of the conversation,
+//! the store, the timeline, the providers or the cache.
 //!
-//! - [`server`]: the endpoint (UDP and TCP listeners), the dispatch of
-//!   incoming requests, RTP port allocation, start-up and shutdown;
-//! - [`call`]: one answered INVITE from offer to BYE, driving the
-//!   conversation and the media;
-//! - [`sdp`]: the SDP offer/answer of one audio stream.
+//! - [`endpoint`]: the transports (UDP, TCP, TLS), shared by `serve` and
+//!   `sav call`;
+//! - [`incoming`]: a new INVITE checked (420/415/400/488/422) and answered;
+//! - [`leg`]: one UAS leg as a task: SIP in, `LegEvent`s out, `LegCommand`s
+//!   in (answer, REFER, BYE);
+//! - [`outbound`]: a UAC leg (`sav call`): the INVITE, the answer, the BYE;
+//! - [`sdp`]: the SDP offer/answer of one audio stream;
+//! - [`registration`] (sans-IO) and [`registrar_client`] (its shell),
+//!   [`digest`], [`midcall`] (session timers, INFO, sipfrag), [`contact`],
+//!   [`respond`], [`tls`].
 
 pub mod config;
 pub mod contact;

@@ -1,0 +1,247 @@
+//! `sav call`: place a call, play a WAV as the caller's voice, record what
+//! comes back, and report how the call went (setup time, first audio, RTP
+//! statistics). The tool to try a running bot, and the base of outbound
+//! callbacks.
+//!
+//! The same layers as a served call: the SIP side is a UAC
+//! ([`crate::sip::outbound::dial`]), the media is a [`MediaHandle`] on the
+//! media driver (one pacer, one inbound core), so what `sav call` measures
+//! is what sav's own media path does.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::UdpSocket;
+use tokio::time::Instant;
+
+use crate::media::driver::{MediaDriver, MediaEvent};
+use crate::media::handle::{MediaHandle, MediaSetup};
+use crate::media::playout::{Clip, SegmentKind, StreamPolicy};
+use crate::media::recording::Recording;
+use crate::media::{g711, resample};
+use crate::metrics::Metrics;
+use crate::sip::config::SipConfig;
+use crate::sip::outbound::{dial, DialError};
+
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum CallError {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("cannot read {path}: {reason}")]
+    Wav { path: PathBuf, reason: String },
+    #[error("cannot write {path}: {reason}")]
+    Record { path: PathBuf, reason: String },
+    #[error("network: {0}")]
+    Io(#[from] std::io::Error),
+    #[error(transparent)]
+    Resample(#[from] resample::ResampleError),
+}
+
+/// What `sav call` does.
+#[derive(Debug, Clone)]
+pub struct CallRequest {
+    pub target: String,
+    /// Said to the callee (any WAV; converted to 8 kHz μ-law).
+    pub play: Option<PathBuf>,
+    /// What the callee says, as an 8 kHz 16-bit WAV.
+    pub record: Option<PathBuf>,
+    /// How long to stay on the line; by default the WAV's length + 2 s, or 10 s.
+    pub duration: Option<Duration>,
+}
+
+/// How the call went.
+#[derive(Debug, Clone)]
+pub struct CallSummary {
+    pub target: String,
+    pub status: u16,
+    pub setup: Duration,
+    /// From the answer to the first RTP packet, and to the first audible one.
+    pub first_packet: Option<Duration>,
+    pub first_audio: Option<Duration>,
+    pub received: u64,
+    pub expected: u64,
+    pub lost: u64,
+    pub out_of_order: u64,
+    pub max_gap: Duration,
+    pub jitter_ms: f64,
+    pub sent: u64,
+    pub remote_hung_up: bool,
+    pub duration: Duration,
+}
+
+impl std::fmt::Display for CallSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let ms = |d: Option<Duration>| match d {
+            Some(d) => format!("{:.1} ms", d.as_secs_f64() * 1000.0),
+            None => "none".into(),
+        };
+        writeln!(f, "call {}: answered {}", self.target, self.status)?;
+        writeln!(
+            f,
+            "  setup_ms          {:.1}",
+            self.setup.as_secs_f64() * 1000.0
+        )?;
+        writeln!(f, "  first_packet      {}", ms(self.first_packet))?;
+        writeln!(f, "  first_audio       {}", ms(self.first_audio))?;
+        writeln!(
+            f,
+            "  rtp_received      {} (expected {}, lost {}, out of order {})",
+            self.received, self.expected, self.lost, self.out_of_order
+        )?;
+        writeln!(
+            f,
+            "  max_gap_ms        {:.1}",
+            self.max_gap.as_secs_f64() * 1000.0
+        )?;
+        writeln!(f, "  jitter_ms         {:.2}", self.jitter_ms)?;
+        writeln!(f, "  rtp_sent          {}", self.sent)?;
+        writeln!(f, "  duration_s        {:.2}", self.duration.as_secs_f64())?;
+        write!(
+            f,
+            "  ended_by          {}",
+            if self.remote_hung_up {
+                "remote BYE"
+            } else {
+                "us (BYE)"
+            }
+        )
+    }
+}
+
+/// Places the call, returns its summary.
+pub async fn place_call(
+    config: &SipConfig,
+    request: CallRequest,
+) -> Result<CallSummary, CallError> {
+    let voice = match &request.play {
+        Some(path) => load_wav(path)?,
+        None => Vec::new(),
+    };
+    let duration = request.duration.unwrap_or_else(|| {
+        Duration::from_millis(voice.len() as u64 / 8)
+            + Duration::from_secs(if voice.is_empty() { 10 } else { 2 })
+    });
+    let socket = Arc::new(UdpSocket::bind(SocketAddr::new(config.listen.ip(), 0)).await?);
+    let mut dialed = dial(config, &request.target, socket.local_addr()?.port()).await?;
+
+    // Our voice from frame 0 of the answer; theirs received and recorded.
+    let answered = dialed.answered;
+    let driver = MediaDriver::spawn(Arc::new(Metrics::new()));
+    let recording = request.record.as_ref().map(|_| Recording::default());
+    let initial = if voice.is_empty() {
+        Vec::new()
+    } else {
+        vec![SegmentKind::Clip(Clip {
+            key: "play".into(),
+            audio: voice.into(),
+        })]
+    };
+    let (media, mut events) = MediaHandle::start(
+        &driver,
+        MediaSetup {
+            socket,
+            remote: dialed.remote,
+            t0: answered,
+            initial,
+            policy: StreamPolicy::default(),
+            // The callee may be silent for the whole call: no timeout.
+            rtp_timeout: duration + Duration::from_secs(60),
+            vad: None,
+            recording: recording.clone(),
+        },
+    )
+    .await;
+    let end_at = answered + duration;
+    let remote_hung_up = loop {
+        tokio::select! {
+            _ = tokio::time::sleep_until(end_at) => break false,
+            _ = dialed.hung_up() => break true,
+            // Playout news and keys are not this tool's business.
+            event = events.recv() => {
+                if event.is_none() || event == Some(MediaEvent::RtpTimeout) {
+                    // Keep the line open until the end; nothing more comes.
+                    tokio::select! {
+                        _ = tokio::time::sleep_until(end_at) => break false,
+                        _ = dialed.hung_up() => break true,
+                    }
+                }
+            }
+        }
+    };
+    let stats = media.stop().await;
+    let media_ended = Instant::now();
+    let (status, setup) = (dialed.status, dialed.setup);
+    dialed.end(remote_hung_up).await;
+
+    if let (Some(path), Some(recording)) = (&request.record, &recording) {
+        let heard: Vec<i16> = recording
+            .caller
+            .snapshot()
+            .into_iter()
+            .map(g711::decode)
+            .collect();
+        write_wav(path, &heard)?;
+    }
+    let received = &stats.received;
+    let since_answer =
+        |t: Option<std::time::Instant>| t.map(|t| t.saturating_duration_since(answered.into_std()));
+    Ok(CallSummary {
+        target: request.target,
+        status,
+        setup,
+        first_packet: since_answer(received.first_arrival()),
+        first_audio: since_answer(received.first_audio),
+        received: received.packets,
+        expected: received.expected(),
+        lost: received.lost(),
+        out_of_order: received.out_of_order,
+        max_gap: received.max_gap,
+        jitter_ms: received.jitter_ms(),
+        sent: stats.sent,
+        remote_hung_up,
+        duration: media_ended - answered,
+    })
+}
+
+/// Any mono or stereo 16-bit WAV → 8 kHz μ-law.
+fn load_wav(path: &Path) -> Result<Vec<u8>, CallError> {
+    let wav_err = |reason: String| CallError::Wav {
+        path: path.to_path_buf(),
+        reason,
+    };
+    let mut reader = hound::WavReader::open(path).map_err(|e| {
+        wav_err(format!(
+            "{e} (a 16-bit PCM WAV is expected: sox in.wav -b 16 -e signed-integer out.wav)"
+        ))
+    })?;
+    let spec = reader.spec();
+    if spec.bits_per_sample != 16 || spec.sample_format != hound::SampleFormat::Int {
+        return Err(wav_err(format!(
+            "{}-bit {:?}; expected 16-bit PCM",
+            spec.bits_per_sample, spec.sample_format
+        )));
+    }
+    let samples: Vec<i16> = reader
+        .samples::<i16>()
+        .collect::<Result<_, _>>()
+        .map_err(|e| wav_err(e.to_string()))?;
+    let mono: Vec<i16> = samples
+        .chunks(usize::from(spec.channels.max(1)))
+        .map(|frame| (frame.iter().map(|&s| i32::from(s)).sum::<i32>() / frame.len() as i32) as i16)
+        .collect();
+    let line = resample::resample(&mono, spec.sample_rate, resample::LINE_RATE)?;
+    let mut out = Vec::with_capacity(line.len());
+    g711::encode_extend(&line, &mut out);
+    Ok(out)
+}
+
+fn write_wav(path: &Path, samples: &[i16]) -> Result<(), CallError> {
+    let err = |reason: String| CallError::Record {
+        path: path.to_path_buf(),
+        reason,
+    };
+    crate::media::wav::write_file(path, 1, samples).map_err(|e| err(e.to_string()))
+}
