@@ -4,7 +4,8 @@
 //! The layout (ARCHITECTURE.md has the whole picture: who owns what, how a
 //! call flows from INVITE to BYE, how each level is tested):
 //!
-//! - [`app`]: the process: listeners, dispatch and admission of INVITEs,
+//! - [`app`]: the process (`run`, told to stop or reload through a channel;
+//!   `serve` feeds it signals): listeners, dispatch and admission of INVITEs,
 //!   providers, store and outbox, metrics, SIGHUP reload, drain on SIGTERM;
 //! - [`call`]: the only module that composes a call: the per-call loop over
 //!   the SIP leg, the media, the conversation, the providers, the store and

@@ -82,14 +82,45 @@ impl Server {
     }
 }
 
+/// What the process is told from outside: by signals when it serves, by
+/// the test that runs it otherwise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Control {
+    /// Drain and stop (SIGTERM, SIGINT); a second one ends the calls now.
+    Stop,
+    /// Phrases, cache and knowledge base again (SIGHUP).
+    Reload,
+}
+
 /// Runs the endpoint until SIGINT or SIGTERM; SIGHUP reloads the phrases,
 /// the cache and the knowledge base from `config_path` (the embedded
 /// default when `None`).
 pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), ServeError> {
-    crate::install_crypto_provider();
     // Signals are caught from the start: a SIGTERM while starting is a
     // shutdown, not a kill.
     let mut signals = Signals::new();
+    let (control, controlled) = tokio::sync::mpsc::channel(8);
+    tokio::spawn(async move {
+        loop {
+            let signal = signals.next().await;
+            if control.send(signal).await.is_err() {
+                break;
+            }
+        }
+    });
+    run(config, config_path, controlled).await
+}
+
+/// Runs the endpoint until told to stop (or until every sender of
+/// `control` is gone): the listeners of `config`, the providers, the store
+/// and its outbox, the registration, then the drain. A reload reads
+/// `config_path` again.
+pub async fn run(
+    config: Config,
+    config_path: Option<PathBuf>,
+    mut control: tokio::sync::mpsc::Receiver<Control>,
+) -> Result<(), ServeError> {
+    crate::install_crypto_provider();
 
     let metrics = Arc::new(crate::metrics::Metrics::new());
     let ops_stop = CancellationToken::new();
@@ -196,9 +227,9 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
                 Some(transaction) => dispatch(&server, transaction),
                 None => break,
             },
-            signal = signals.next() => match signal {
-                Signal::Reload => reload(&server, config_path.as_deref()),
-                Signal::Stop => break,
+            told = control.recv() => match told {
+                Some(Control::Reload) => reload(&server, config_path.as_deref()),
+                Some(Control::Stop) | None => break,
             },
         }
     }
@@ -229,7 +260,7 @@ pub async fn serve(config: Config, config_path: Option<PathBuf>) -> Result<(), S
     let finished = tokio::select! {
         _ = &mut all_done => true,
         _ = tokio::time::sleep(drain) => false,
-        _ = signals.stop_again() => false,
+        _ = stop_again(&mut control) => false,
         _ = serve_while_draining(&server, &mut incoming) => false,
     };
     if !finished {
@@ -331,9 +362,19 @@ fn reload(server: &Arc<Server>, path: Option<&std::path::Path>) {
     }
 }
 
-enum Signal {
-    Stop,
-    Reload,
+/// A second stop while draining: end the calls now. Never resolves once
+/// nobody can tell us any more.
+async fn stop_again(control: &mut tokio::sync::mpsc::Receiver<Control>) {
+    loop {
+        match control.recv().await {
+            Some(Control::Stop) => {
+                warn!("second stop signal: ending calls now");
+                return;
+            }
+            Some(Control::Reload) => warn!("reload while shutting down: ignored"),
+            None => std::future::pending::<()>().await,
+        }
+    }
 }
 
 /// SIGINT, SIGTERM (stop) and SIGHUP (reload).
@@ -361,31 +402,20 @@ impl Signals {
         Self {}
     }
 
-    async fn next(&mut self) -> Signal {
+    async fn next(&mut self) -> Control {
         #[cfg(unix)]
         {
             tokio::select! {
-                Some(()) = recv(&mut self.term) => Signal::Stop,
-                Some(()) = recv(&mut self.int) => Signal::Stop,
-                Some(()) = recv(&mut self.hup) => Signal::Reload,
-                else => std::future::pending::<Signal>().await,
+                Some(()) = recv(&mut self.term) => Control::Stop,
+                Some(()) = recv(&mut self.int) => Control::Stop,
+                Some(()) = recv(&mut self.hup) => Control::Reload,
+                else => std::future::pending::<Control>().await,
             }
         }
         #[cfg(not(unix))]
         {
             let _ = tokio::signal::ctrl_c().await;
-            Signal::Stop
-        }
-    }
-
-    /// A second SIGTERM/SIGINT while draining: end the calls now.
-    async fn stop_again(&mut self) {
-        loop {
-            if let Signal::Stop = self.next().await {
-                warn!("second stop signal: ending calls now");
-                return;
-            }
-            warn!("SIGHUP while shutting down: ignored");
+            Control::Stop
         }
     }
 }

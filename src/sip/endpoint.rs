@@ -102,8 +102,8 @@ impl SipEndpoint {
 
     /// A user agent client on one UDP transport on an ephemeral port of
     /// `ip` (so that a running `sav serve` is no obstacle): the endpoint, what
-    /// stops it, and its port. Its in-dialog requests reach its dialogs
-    /// through the stack itself.
+    /// stops it, and its port. Whoever dials reads its incoming requests
+    /// (the callee's BYE) and hands them to its dialogs.
     pub async fn ephemeral(
         user_agent: &str,
         ip: IpAddr,

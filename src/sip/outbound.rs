@@ -12,11 +12,12 @@ use rsipstack::dialog::dialog::{DialogState, DialogStateReceiver};
 use rsipstack::dialog::dialog_layer::DialogLayer;
 use rsipstack::dialog::invitation::InviteOption;
 use rsipstack::dialog::invite_dialog::InviteDialog;
-use rsipstack::sip::Uri;
+use rsipstack::sip::{Method, StatusCode, Uri};
+use rsipstack::transaction::TransactionReceiver;
 use rsipstack::transport::SipAddr;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
-use tracing::{info, warn};
+use tracing::{debug, info, warn};
 
 use crate::media::handle::RemoteMedia;
 use crate::media::rtp::PayloadTypes;
@@ -117,6 +118,11 @@ pub async fn dial(config: &SipConfig, target: &str, rtp_port: u16) -> Result<Dia
     let (endpoint, cancel, sip_port) =
         SipEndpoint::ephemeral(&config.user_agent, config.listen.ip()).await?;
     let dialogs = Arc::new(DialogLayer::new(endpoint.inner.clone()));
+    // The callee's in-dialog requests (its BYE, a re-INVITE) to our dialog.
+    let incoming = endpoint
+        .incoming_transactions()
+        .map_err(|e| DialError::Sip(Box::new(e)))?;
+    tokio::spawn(route_in_dialog(incoming, dialogs.clone()));
     let offer = sdp::offer(
         SocketAddr::new(ip, rtp_port),
         sdp::Origin::new(u64::from(rand::random::<u32>())),
@@ -209,6 +215,29 @@ pub async fn dial(config: &SipConfig, target: &str, rtp_port: u16) -> Result<Dia
         states,
         endpoint: cancel,
     })
+}
+
+/// Hands each request that arrives to the dialog it belongs to; anything
+/// else gets 481 (an outbound-only endpoint starts no dialog). Ends with
+/// the endpoint.
+async fn route_in_dialog(mut incoming: TransactionReceiver, dialogs: Arc<DialogLayer>) {
+    while let Some(mut tx) = incoming.recv().await {
+        match dialogs.match_dialog(&tx) {
+            Some(mut dialog) => {
+                tokio::spawn(async move {
+                    if let Err(error) = dialog.handle(&mut tx).await {
+                        debug!(%error, "in-dialog request failed");
+                    }
+                });
+            }
+            None if tx.original.method == Method::Ack => {}
+            None => {
+                tokio::spawn(async move {
+                    let _ = tx.reply(StatusCode::CallTransactionDoesNotExist).await;
+                });
+            }
+        }
+    }
 }
 
 #[cfg(test)]

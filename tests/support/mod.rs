@@ -50,6 +50,32 @@ impl Ports {
     }
 }
 
+/// The repository's `sav.toml` for a test on `ports`: its SIP, RTP and
+/// metrics ports, the repository's cache, a short drain.
+pub fn sav_toml(ports: Ports) -> String {
+    std::fs::read_to_string(Path::new(REPO).join("sav.toml"))
+        .expect("read sav.toml")
+        .replace(
+            "listen = \"127.0.0.1:5060\"",
+            &format!("listen = \"127.0.0.1:{}\"", ports.sip),
+        )
+        .replace(
+            "rtp_port_min = 20000",
+            &format!("rtp_port_min = {}", ports.rtp_min),
+        )
+        .replace(
+            "rtp_port_max = 20999",
+            &format!("rtp_port_max = {}", ports.rtp_max),
+        )
+        .replace("dir = \"cache\"", &format!("dir = \"{REPO}/cache\""))
+        .replace(
+            "listen = \"127.0.0.1:9464\"",
+            &format!("listen = \"127.0.0.1:{}\"", ports.metrics),
+        )
+        // Tests stop sav with calls up: a short drain.
+        .replace("drain_secs = 30", "drain_secs = 2")
+}
+
 impl Ports {
     /// sav's outgoing audio in a capture: 20 ms PCMU RTP packets sent from
     /// its RTP range.
@@ -160,29 +186,7 @@ impl Sav {
         edit: impl FnOnce(String) -> String,
         env: &[(&str, &str)],
     ) -> Sav {
-        let base =
-            std::fs::read_to_string(Path::new(REPO).join("sav.toml")).expect("read sav.toml");
-        let mut text = base
-            .replace(
-                "listen = \"127.0.0.1:5060\"",
-                &format!("listen = \"127.0.0.1:{}\"", ports.sip),
-            )
-            .replace(
-                "rtp_port_min = 20000",
-                &format!("rtp_port_min = {}", ports.rtp_min),
-            )
-            .replace(
-                "rtp_port_max = 20999",
-                &format!("rtp_port_max = {}", ports.rtp_max),
-            )
-            .replace("dir = \"cache\"", &format!("dir = \"{REPO}/cache\""))
-            .replace(
-                "listen = \"127.0.0.1:9464\"",
-                &format!("listen = \"127.0.0.1:{}\"", ports.metrics),
-            )
-            // Tests stop sav with calls up: a short drain.
-            .replace("drain_secs = 30", "drain_secs = 2");
-        text = edit(text);
+        let text = edit(sav_toml(ports));
         let config = dir.join("sav.toml");
         std::fs::write(&config, text).expect("write test config");
         let log = dir.join("sav.log");
