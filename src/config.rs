@@ -284,6 +284,14 @@ impl Config {
                 "at least 1 second",
             ));
         }
+        if let Err(error) = media.codec_choice() {
+            let listed: Vec<&str> = media.codecs.iter().map(|c| c.name()).collect();
+            return Err(invalid(
+                "media.codecs",
+                format!("{listed:?} ({error})"),
+                "a non-empty list of distinct codecs among \"PCMA\", \"PCMU\"",
+            ));
+        }
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "0".into(), "at least 1"));
         }

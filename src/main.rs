@@ -68,6 +68,10 @@ enum Command {
         /// Seconds on the line (default: the WAV's length + 2, or 10).
         #[arg(long)]
         duration: Option<f64>,
+        /// A codec to offer (PCMA, PCMU), repeated in order of preference
+        /// (default: `[media] codecs`).
+        #[arg(long = "codec")]
+        codecs: Vec<sav::media::codec::Codec>,
     },
 }
 
@@ -142,7 +146,16 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             play,
             record,
             duration,
+            codecs,
         } => {
+            let codecs = if codecs.is_empty() {
+                config.media.codec_choice()?
+            } else {
+                sav::media::codec::CodecChoice {
+                    allowed: codecs,
+                    order: sav::media::codec::CodecOrder::Ours,
+                }
+            };
             let duration = match duration {
                 Some(s) if s.is_finite() && s > 0.0 && s <= 86_400.0 => {
                     Some(std::time::Duration::from_secs_f64(s))
@@ -159,6 +172,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 play,
                 record,
                 duration,
+                codecs,
             };
             let summary =
                 runtime.block_on(sav::call::outbound::place_call(&config.sip, request))?;

@@ -248,6 +248,36 @@ async fn a_slow_llm_gets_fillers_and_no_silent_run_over_700_ms() {
 }
 
 #[tokio::test]
+async fn a_pcma_call_hears_its_phrases_and_its_generated_reply_in_a_law() {
+    let call = TestCall::start(Setup {
+        name: "calls_pcma",
+        providers: Some(FakeBehaviour::default()),
+        free_conversation: true,
+        codec: sav::media::codec::Codec::Pcma,
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
+    call.says(2 * SECOND).await;
+    assert!(
+        call.until(20 * SECOND, |h| h.iter().any(|(_, p)| is_generated(p)))
+            .await,
+        "the generated reply was never heard"
+    );
+    let formats = call.fakes.as_ref().unwrap().counts().tts_formats;
+    let ended = call.hang_up().await;
+    // The harness checked every packet's payload type (8) on the way.
+    let heard = phrases_heard(&ended.heard, PHRASES);
+    assert_eq!(&heard[..2], ["greet", "welcome"], "{heard:?}");
+    assert!(heard.iter().any(|k| k.starts_with("filler_")), "{heard:?}");
+    assert!(
+        !formats.is_empty() && formats.iter().all(|f| f == "alaw_8000"),
+        "{formats:?}"
+    );
+    assert_eq!(frames_missing(&ended.heard), 0);
+}
+
+#[tokio::test]
 async fn a_known_customer_is_greeted_by_name() {
     let call = TestCall::start(Setup {
         name: "calls_known",
@@ -304,6 +334,7 @@ async fn a_hold_stops_our_audio_and_the_resume_brings_it_back() {
     let remote = |sending: bool| {
         LegEvent::MediaChanged(sav::media::handle::RemoteMedia {
             addr: phone,
+            codec: sav::media::codec::Codec::Pcmu,
             payload_type: 0,
             receive: sav::media::rtp::PayloadTypes {
                 audio: 0,

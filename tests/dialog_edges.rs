@@ -113,19 +113,19 @@ fn refused_invites_do_not_hold_a_call_slot() {
     let _sav = Sav::start(&dir, ports, |c| {
         c.replace("max_calls = 50", "max_calls = 1")
     });
-    // A PCMA-only offer, refused with 488 and never ACKed.
-    let mut bad = RawUac::new(ports.sip, "pcma");
+    // A G.729-only offer, refused with 488 and never ACKed.
+    let mut bad = RawUac::new(ports.sip, "g729");
     let to = bad.sav_to();
-    let pcma = sdp_offer(9)
-        .replace("RTP/AVP 0 101", "RTP/AVP 8")
-        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:8 PCMA/8000");
+    let g729 = sdp_offer(9)
+        .replace("RTP/AVP 0 101", "RTP/AVP 18")
+        .replace("a=rtpmap:0 PCMU/8000", "a=rtpmap:18 G729/8000");
     bad.send(
         "INVITE",
         1,
         &to,
         None,
         &["Content-Type: application/sdp"],
-        &pcma,
+        &g729,
     );
     bad.response(WAIT, 488, "INVITE");
     // The only slot is still free.

@@ -9,6 +9,7 @@ use std::time::{Duration, Instant};
 use sav::app::{run, Control};
 use sav::call::outbound::{place_call, CallError, CallRequest};
 use sav::config::Config;
+use sav::media::codec::CodecChoice;
 use sav::sip::outbound::DialError;
 use support::{sav_toml, workdir, Ports};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -84,6 +85,7 @@ fn call_sav(ports: Ports, seconds: u64) -> CallRequest {
         play: None,
         record: None,
         duration: Some(Duration::from_secs(seconds)),
+        codecs: CodecChoice::default(),
     }
 }
 

@@ -66,7 +66,7 @@ async fn reply(
 }
 
 async fn synthesize(engine: &dyn TextToSpeech, text: &str) -> Result<Vec<u8>, ProviderError> {
-    let mut rx = engine.synthesize(text.into());
+    let mut rx = engine.synthesize(text.into(), sav::media::codec::Codec::Pcmu);
     let mut audio = Vec::new();
     while let Some(chunk) = rx.recv().await {
         audio.extend(chunk?);

@@ -56,6 +56,8 @@ fn calls_a_second_sav_and_hears_its_greeting() {
     let output = sav_call(&dir, &format!("sip:sav@127.0.0.1:{}", ports.sip), &play, 4);
     let s = summary(&output);
     assert!(s["call"].ends_with("answered 200"), "{s:?}");
+    // Both offer PCMA first: the call is in A-law end to end.
+    assert_eq!(s["codec"], "PCMA", "{s:?}");
     let setup = number(&s, "setup_ms");
     assert!((0.0..1000.0).contains(&setup), "setup {setup} ms");
     let first = number(&s, "first_packet");
@@ -115,6 +117,8 @@ fn calls_a_sipp_callee_and_reports_its_stream() {
     let callee = sipp_wait(callee);
     assert!(callee.status.success(), "{}", sipp_report(&dir, &callee));
     assert!(s["call"].ends_with("answered 200"), "{s:?}");
+    // sipp answers PCMU, the second codec of the offer.
+    assert_eq!(s["codec"], "PCMU", "{s:?}");
     let received = number(&s, "rtp_received");
     assert!(received > 50.0, "{received} packets from sipp's stream");
     let first_audio = number(&s, "first_audio");

@@ -38,13 +38,13 @@ fn cancel_while_ringing_gets_487_and_the_call_is_forgotten() {
 }
 
 #[test]
-fn pcma_only_offer_is_refused_with_488() {
-    let dir = workdir("pcma_only");
+fn g729_only_offer_is_refused_with_488() {
+    let dir = workdir("g729_only");
     let ports = Ports::slot(2);
     let mut sav = Sav::start(&dir, ports, |c| c);
     let output = sipp(
         &dir,
-        "uac_pcma_only.xml",
+        "uac_g729_only.xml",
         ports,
         &["-m", "1"],
         Duration::from_secs(30),

@@ -21,7 +21,9 @@ use crate::timeline::CallTrace;
 
 /// Entry point of a new INVITE (no To-tag).
 pub async fn handle_invite(server: Arc<Server>, tx: Transaction) {
-    let incoming = Incoming::new(tx);
+    // Checked when the configuration loaded: never the default here.
+    let codecs = server.config.media.codec_choice().unwrap_or_default();
+    let incoming = Incoming::new(tx, codecs);
     let span = info_span!("call", call_id = %incoming.call_id);
     answer(server, incoming).instrument(span).await;
 }

@@ -20,6 +20,7 @@ use sha2::{Digest, Sha256};
 pub use build::{build, BuildReport, SynthesisError};
 
 use crate::cache::config::CacheConfig;
+use crate::media::codec::{Codec, SUPPORTED};
 use crate::media::playout::Clip;
 
 pub mod config;
@@ -197,10 +198,12 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// The loaded cache: every phrase's audio, in memory once.
+/// The loaded cache: every phrase's audio, in memory once per codec (the
+/// files' μ-law, and each other codec encoded from it when the cache
+/// loads), shared by every call.
 #[derive(Debug, Clone, Default)]
 pub struct PhraseCache {
-    clips: BTreeMap<String, Clip>,
+    clips: BTreeMap<String, Vec<Clip>>,
 }
 
 impl PhraseCache {
@@ -223,20 +226,27 @@ impl PhraseCache {
         for key in config.phrases.keys() {
             let path = clip_path(&config.dir, key);
             let audio = read_clip(&path)?.unwrap_or_default();
-            clips.insert(
-                key.clone(),
-                Clip {
-                    key: Arc::from(key.as_str()),
-                    audio: Arc::from(audio),
-                },
-            );
+            let key_arc: Arc<str> = Arc::from(key.as_str());
+            let encoded = SUPPORTED
+                .iter()
+                .map(|&codec| {
+                    let mut coded = audio.clone();
+                    codec.convert_from(Codec::Pcmu, &mut coded);
+                    Clip {
+                        key: key_arc.clone(),
+                        audio: Arc::from(coded),
+                        codec,
+                    }
+                })
+                .collect();
+            clips.insert(key.clone(), encoded);
         }
         Ok((Self { clips }, problems))
     }
 
-    /// The clip of a phrase; cloning it shares the audio.
-    pub fn clip(&self, key: &str) -> Option<&Clip> {
-        self.clips.get(key)
+    /// The clip of a phrase in `codec`; cloning it shares the audio.
+    pub fn clip(&self, key: &str, codec: Codec) -> Option<&Clip> {
+        self.clips.get(key)?.iter().find(|c| c.codec == codec)
     }
 
     pub fn len(&self) -> usize {
@@ -247,9 +257,9 @@ impl PhraseCache {
         self.clips.is_empty()
     }
 
-    /// Total audio held, in bytes.
+    /// Total audio held, in bytes (every codec).
     pub fn audio_bytes(&self) -> usize {
-        self.clips.values().map(|c| c.audio.len()).sum()
+        self.clips.values().flatten().map(|c| c.audio.len()).sum()
     }
 }
 
@@ -346,14 +356,26 @@ mod tests {
         let (cache, problems) = PhraseCache::load(&cfg).unwrap();
         assert!(problems.is_empty());
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.audio_bytes(), 640);
-        let a = cache.clip("greet").unwrap().clone();
-        let b = cache.clip("greet").unwrap().clone();
+        assert_eq!(cache.audio_bytes(), 640 * SUPPORTED.len());
+        let a = cache.clip("greet", Codec::Pcmu).unwrap().clone();
+        let b = cache.clip("greet", Codec::Pcmu).unwrap().clone();
         assert!(
             Arc::ptr_eq(&a.audio, &b.audio),
             "clips are shared, not copied"
         );
-        assert!(cache.clip("nope").is_none());
+        assert_eq!(&a.audio[..], &[7; 480][..], "μ-law as on disk");
+        // A-law: encoded once at load, the same sound.
+        let alaw = cache.clip("greet", Codec::Pcma).unwrap();
+        assert_eq!(alaw.codec, Codec::Pcma);
+        assert_eq!(
+            &alaw.audio[..],
+            &[crate::media::g711::ulaw_to_alaw(7); 480][..]
+        );
+        assert!(Arc::ptr_eq(
+            &alaw.audio,
+            &cache.clip("greet", Codec::Pcma).unwrap().audio
+        ));
+        assert!(cache.clip("nope", Codec::Pcmu).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

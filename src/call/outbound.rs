@@ -16,6 +16,7 @@ use std::time::Duration;
 use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
+use crate::media::codec::{Codec, CodecChoice};
 use crate::media::driver::{MediaDriver, MediaEvent};
 use crate::media::handle::{MediaHandle, MediaSetup};
 use crate::media::playout::{Clip, SegmentKind, StreamPolicy};
@@ -50,6 +51,8 @@ pub struct CallRequest {
     pub record: Option<PathBuf>,
     /// How long to stay on the line; by default the WAV's length + 2 s, or 10 s.
     pub duration: Option<Duration>,
+    /// The codecs offered, in our order.
+    pub codecs: CodecChoice,
 }
 
 /// How the call went.
@@ -57,6 +60,8 @@ pub struct CallRequest {
 pub struct CallSummary {
     pub target: String,
     pub status: u16,
+    /// The codec of the answer.
+    pub codec: Codec,
     pub setup: Duration,
     /// From the answer to the first RTP packet, and to the first audible one.
     pub first_packet: Option<Duration>,
@@ -79,6 +84,7 @@ impl std::fmt::Display for CallSummary {
             None => "none".into(),
         };
         writeln!(f, "call {}: answered {}", self.target, self.status)?;
+        writeln!(f, "  codec             {}", self.codec)?;
         writeln!(
             f,
             "  setup_ms          {:.1}",
@@ -125,7 +131,9 @@ pub async fn place_call(
             + Duration::from_secs(if voice.is_empty() { 10 } else { 2 })
     });
     let socket = Arc::new(UdpSocket::bind(SocketAddr::new(config.listen.ip(), 0)).await?);
-    let mut dialed = dial(config, &request.target, socket.local_addr()?.port()).await?;
+    let port = socket.local_addr()?.port();
+    let mut dialed = dial(config, &request.target, port, &request.codecs).await?;
+    let codec = dialed.remote.codec;
 
     // Our voice from frame 0 of the answer; theirs received and recorded.
     let answered = dialed.answered;
@@ -134,9 +142,12 @@ pub async fn place_call(
     let initial = if voice.is_empty() {
         Vec::new()
     } else {
+        let mut encoded = Vec::with_capacity(voice.len());
+        codec.encode_extend(&voice, &mut encoded);
         vec![SegmentKind::Clip(Clip {
             key: "play".into(),
-            audio: voice.into(),
+            audio: encoded.into(),
+            codec,
         })]
     };
     let (media, mut events) = MediaHandle::start(
@@ -191,6 +202,7 @@ pub async fn place_call(
     Ok(CallSummary {
         target: request.target,
         status,
+        codec,
         setup,
         first_packet: since_answer(received.first_arrival()),
         first_audio: since_answer(received.first_audio),
@@ -206,8 +218,8 @@ pub async fn place_call(
     })
 }
 
-/// Any mono or stereo 16-bit WAV → 8 kHz μ-law.
-fn load_wav(path: &Path) -> Result<Vec<u8>, CallError> {
+/// Any mono or stereo 16-bit WAV → 8 kHz linear PCM.
+fn load_wav(path: &Path) -> Result<Vec<i16>, CallError> {
     let wav_err = |reason: String| CallError::Wav {
         path: path.to_path_buf(),
         reason,
@@ -232,10 +244,11 @@ fn load_wav(path: &Path) -> Result<Vec<u8>, CallError> {
         .chunks(usize::from(spec.channels.max(1)))
         .map(|frame| (frame.iter().map(|&s| i32::from(s)).sum::<i32>() / frame.len() as i32) as i16)
         .collect();
-    let line = resample::resample(&mono, spec.sample_rate, resample::LINE_RATE)?;
-    let mut out = Vec::with_capacity(line.len());
-    g711::encode_extend(&line, &mut out);
-    Ok(out)
+    Ok(resample::resample(
+        &mono,
+        spec.sample_rate,
+        resample::LINE_RATE,
+    )?)
 }
 
 fn write_wav(path: &Path, samples: &[i16]) -> Result<(), CallError> {

@@ -9,6 +9,7 @@ use tokio::sync::mpsc;
 use tracing::{debug, info, Instrument};
 
 use crate::conversation::reply_book::{Failure, Line, Made, Role};
+use crate::media::codec::Codec;
 use crate::metrics::{AudioSource, CallUsage};
 use crate::providers::llm::{ChatMessage, LlmClient};
 use crate::providers::sentences::SentenceSplitter;
@@ -129,12 +130,17 @@ pub fn generate(
     tts: Arc<dyn TextToSpeech>,
     reply: u64,
     messages: Vec<ChatMessage>,
+    codec: Codec,
     out: mpsc::Sender<Made>,
     trace: CallTrace,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         async move {
-            if let Err(error) = run(reply, &llm, tts.as_ref(), &messages, &out, &trace).await {
+            let tts = Speaker {
+                tts: tts.as_ref(),
+                codec,
+            };
+            if let Err(error) = run(reply, &llm, tts, &messages, &out, &trace).await {
                 let _ = out
                     .send(Made::Failed {
                         reply,
@@ -153,17 +159,22 @@ pub fn speak_text(
     tts: Arc<dyn TextToSpeech>,
     reply: u64,
     text: String,
+    codec: Codec,
     out: mpsc::Sender<Made>,
     trace: CallTrace,
 ) -> tokio::task::JoinHandle<()> {
     tokio::spawn(
         async move {
+            let tts = Speaker {
+                tts: tts.as_ref(),
+                codec,
+            };
             let mut splitter = SentenceSplitter::new();
             let mut sentences = splitter.push(&text);
             sentences.extend(splitter.finish());
             let mut index = 0;
             for sentence in &sentences {
-                match speak(reply, index, sentence, tts.as_ref(), &out, &trace).await {
+                match speak(reply, index, sentence, tts, &out, &trace).await {
                     Ok(Spoken::Yes) => index += 1,
                     Ok(Spoken::Nothing) => {}
                     Ok(Spoken::Cancelled) => return,
@@ -229,7 +240,7 @@ pub fn classify(
 async fn run(
     reply: u64,
     llm: &LlmClient,
-    tts: &dyn TextToSpeech,
+    tts: Speaker<'_>,
     messages: &[ChatMessage],
     out: &mpsc::Sender<Made>,
     trace: &CallTrace,
@@ -260,7 +271,7 @@ fn settle(
 async fn generate_text(
     reply: u64,
     llm: &LlmClient,
-    tts: &dyn TextToSpeech,
+    tts: Speaker<'_>,
     messages: &[ChatMessage],
     out: &mpsc::Sender<Made>,
     trace: &CallTrace,
@@ -299,6 +310,13 @@ async fn generate_text(
     Ok(Spoken::Yes)
 }
 
+/// The TTS and the codec it speaks in for this reply.
+#[derive(Clone, Copy)]
+struct Speaker<'a> {
+    tts: &'a dyn TextToSpeech,
+    codec: Codec,
+}
+
 /// What became of a sentence.
 enum Spoken {
     Yes,
@@ -312,7 +330,7 @@ async fn speak(
     reply: u64,
     index: usize,
     sentence: &str,
-    tts: &dyn TextToSpeech,
+    tts: Speaker<'_>,
     out: &mpsc::Sender<Made>,
     trace: &CallTrace,
 ) -> Result<Spoken, ProviderError> {
@@ -333,7 +351,7 @@ async fn speak_audio(
     reply: u64,
     index: usize,
     text: String,
-    tts: &dyn TextToSpeech,
+    tts: Speaker<'_>,
     out: &mpsc::Sender<Made>,
     trace: &CallTrace,
     request: &mut RequestSpan,
@@ -342,7 +360,7 @@ async fn speak_audio(
     if out.send(announce).await.is_err() {
         return Ok(Spoken::Cancelled);
     }
-    let mut audio = tts.synthesize(text);
+    let mut audio = tts.tts.synthesize(text, tts.codec);
     let mut first = true;
     while let Some(chunk) = audio.recv().await {
         let chunk = chunk?;

@@ -13,6 +13,7 @@ use crate::cache::PhraseCache;
 use crate::call::reply::{self, chat, failure, Providers};
 use crate::conversation::reply_book::{BookConfig, BookOp, Heard, Made, ReplyBook};
 use crate::conversation::{CallAction, CallEvent};
+use crate::media::codec::Codec;
 use crate::media::handle::MediaHandle;
 use crate::media::playout::{
     PlayoutEvent, SegmentEnd, SegmentKind, SegmentTag, StreamId, MAX_STREAM_BYTES,
@@ -30,6 +31,9 @@ pub struct SpeechSession {
     tx: mpsc::Sender<Made>,
     /// The task making a reply, by reply id.
     making: Option<(u64, JoinHandle<()>)>,
+    /// The codec the current reply's audio is made in (the call's when it
+    /// was asked for; a re-offer may have changed the call's since).
+    made_in: Codec,
     /// The classification being made, by id.
     classification: Option<(u64, JoinHandle<()>)>,
     /// Texts of replies generated to their end, for the call record.
@@ -71,6 +75,7 @@ impl SpeechSession {
                 cache,
                 tx,
                 making: None,
+                made_in: Codec::default(),
                 classification: None,
                 spoken: Vec::new(),
                 trace,
@@ -142,11 +147,14 @@ impl SpeechSession {
                     };
                     media.enqueue(segment).await;
                 }
-                BookOp::Feed { stream, audio } => media.feed(StreamId(stream), audio).await,
+                BookOp::Feed { stream, mut audio } => {
+                    media.codec().convert_from(self.made_in, &mut audio);
+                    media.feed(StreamId(stream), audio).await
+                }
                 BookOp::EndStream(stream) => media.end_stream(StreamId(stream)).await,
                 BookOp::RemoveStream(stream) => media.remove_stream(StreamId(stream)).await,
                 BookOp::PlayPhrase { key, before } => {
-                    if let Some(clip) = self.trace.cached(&self.cache, &key) {
+                    if let Some(clip) = self.trace.cached(&self.cache, &key, media.codec()) {
                         let clip = SegmentKind::Clip(clip.clone());
                         match before {
                             Some(stream) => media.enqueue_before(StreamId(stream), clip).await,
@@ -172,10 +180,10 @@ impl SpeechSession {
                     match (llm, tts) {
                         (Some(llm), Some(tts)) => {
                             let messages = prompt.into_iter().map(chat).collect();
-                            let tx = self.tx.clone();
-                            let task =
-                                reply::generate(llm, tts, reply, messages, tx, self.trace.clone());
-                            self.replace_making(reply, task);
+                            let (tx, codec) = (self.tx.clone(), media.codec());
+                            let trace = self.trace.clone();
+                            let task = reply::generate(llm, tts, reply, messages, codec, tx, trace);
+                            self.replace_making(reply, task, codec);
                         }
                         (llm, _) => {
                             let missing = if llm.is_none() { "llm" } else { "tts" };
@@ -188,9 +196,10 @@ impl SpeechSession {
                 }
                 BookOp::Speak { reply, text } => match self.providers.tts.clone() {
                     Some(tts) => {
-                        let tx = self.tx.clone();
-                        let task = reply::speak_text(tts, reply, text, tx, self.trace.clone());
-                        self.replace_making(reply, task);
+                        let (tx, codec) = (self.tx.clone(), media.codec());
+                        let trace = self.trace.clone();
+                        let task = reply::speak_text(tts, reply, text, codec, tx, trace);
+                        self.replace_making(reply, task, codec);
                     }
                     None => self.missing(Made::Failed {
                         reply,
@@ -218,7 +227,8 @@ impl SpeechSession {
         }
     }
 
-    fn replace_making(&mut self, reply: u64, task: JoinHandle<()>) {
+    fn replace_making(&mut self, reply: u64, task: JoinHandle<()>, codec: Codec) {
+        self.made_in = codec;
         if let Some((_, old)) = self.making.replace((reply, task)) {
             // Finished already (the book stops a reply it drops).
             old.abort();

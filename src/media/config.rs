@@ -1,6 +1,9 @@
-//! `[media]` (RTP ports, timeout) and `[listen]` (voice activity, end of turn).
+//! `[media]` (RTP ports, timeout, codecs) and `[listen]` (voice activity,
+//! end of turn).
 
 use serde::Deserialize;
+
+use crate::media::codec::{Codec, CodecChoice, CodecOrder, SUPPORTED};
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -9,6 +12,43 @@ pub struct MediaConfig {
     pub rtp_port_max: u16,
     #[serde(default = "default_rtp_timeout")]
     pub rtp_timeout_secs: u64,
+    /// Codecs a call may use, in our order of preference.
+    #[serde(default = "default_codecs")]
+    pub codecs: Vec<Codec>,
+    /// Whose order picks among them: the caller's offer, or ours.
+    #[serde(default)]
+    pub codec_order: CodecOrder,
+}
+
+fn default_codecs() -> Vec<Codec> {
+    SUPPORTED.to_vec()
+}
+
+/// Why `[media]` cannot be used.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum MediaConfigError {
+    #[error("[media] codecs is empty: no call could be answered")]
+    NoCodec,
+    #[error("[media] codecs lists {0} twice")]
+    Repeated(Codec),
+}
+
+impl MediaConfig {
+    /// The codec choice of every call.
+    pub fn codec_choice(&self) -> Result<CodecChoice, MediaConfigError> {
+        if self.codecs.is_empty() {
+            return Err(MediaConfigError::NoCodec);
+        }
+        for (n, codec) in self.codecs.iter().enumerate() {
+            if self.codecs[..n].contains(codec) {
+                return Err(MediaConfigError::Repeated(*codec));
+            }
+        }
+        Ok(CodecChoice {
+            allowed: self.codecs.clone(),
+            order: self.codec_order,
+        })
+    }
 }
 
 fn default_rtp_timeout() -> u64 {

@@ -22,6 +22,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
+use crate::media::codec::Codec;
 use crate::media::inbound::{InboundCore, InboundEvent, InboundRemote};
 use crate::media::pacer::Pacer;
 use crate::media::playout::{
@@ -62,6 +63,7 @@ pub struct StreamStart {
     /// Where to send until the caller's own packets say otherwise.
     pub remote: SocketAddr,
     pub payload_type: u8,
+    pub codec: Codec,
     pub ssrc: u32,
     pub seq0: u16,
     pub ts0: u32,
@@ -87,7 +89,7 @@ enum Command {
     Interrupt(MediaId),
     Latch(MediaId, SocketAddr),
     SetSending(MediaId, bool),
-    SetPayloadType(MediaId, u8),
+    SetCodec(MediaId, u8, Codec),
     /// Ends the stream; its frames sent so far are answered.
     Stop(MediaId, tokio::sync::oneshot::Sender<u64>),
 }
@@ -184,9 +186,10 @@ impl MediaDriver {
         self.send(Command::Latch(id, remote)).await;
     }
 
-    /// The payload type we send PCMU with (a re-offer may renumber it).
-    pub async fn set_payload_type(&self, id: MediaId, payload_type: u8) {
-        self.send(Command::SetPayloadType(id, payload_type)).await;
+    /// The codec and payload type we send with (a re-offer may renumber
+    /// it or change the codec; the clock goes on).
+    pub async fn set_codec(&self, id: MediaId, payload_type: u8, codec: Codec) {
+        self.send(Command::SetCodec(id, payload_type, codec)).await;
     }
 
     /// Hold (false) or resume (true) the outbound stream; the clock runs on.
@@ -260,6 +263,7 @@ fn apply(
                 socket,
                 remote,
                 payload_type,
+                codec,
                 ssrc,
                 seq0,
                 ts0,
@@ -270,6 +274,7 @@ fn apply(
                 recording,
             } = *start;
             let mut scheduler = PlayoutScheduler::with_policy(policy);
+            scheduler.set_codec(codec);
             for segment in initial {
                 if scheduler.enqueue(segment).is_err() {
                     warn!(media = id, "playout queue full at start");
@@ -334,9 +339,10 @@ fn apply(
                 call.remote = remote;
             }
         }
-        Command::SetPayloadType(id, payload_type) => {
+        Command::SetCodec(id, payload_type, codec) => {
             if let Some(call) = calls.get_mut(&id) {
                 call.payload_type = payload_type;
+                call.scheduler.set_codec(codec);
             }
         }
         Command::SetSending(id, sending) => {
@@ -388,7 +394,7 @@ fn send_due_frames(
             end_silent_run(call, metrics);
         }
         if let Some(recording) = &call.recording {
-            recording.put(slot.index, &frame.payload);
+            recording.put_coded(slot.index, &frame.payload, call.scheduler.codec());
         }
         let len = rtp::write_audio_packet(
             packet,

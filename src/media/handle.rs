@@ -18,6 +18,7 @@ use tokio::sync::{mpsc, watch};
 use tokio::time::Instant;
 use tracing::info;
 
+use crate::media::codec::Codec;
 use crate::media::driver::{self, MediaDriver, MediaEvent, MediaId, ReceiverConfig, StreamStart};
 use crate::media::inbound::InboundRemote;
 use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
@@ -33,6 +34,8 @@ pub struct RemoteMedia {
     /// Where the caller receives RTP (we latch to where it really sends
     /// from once its packets arrive).
     pub addr: SocketAddr,
+    /// The codec of the call, both ways.
+    pub codec: Codec,
     /// The payload type we send audio with.
     pub payload_type: u8,
     /// The payload types the caller sends.
@@ -49,6 +52,7 @@ impl RemoteMedia {
         InboundRemote {
             expected: self.addr,
             types: self.receive,
+            codec: self.codec,
             quiet_allowed: self.quiet_allowed,
         }
     }
@@ -114,6 +118,7 @@ impl MediaHandle {
                 socket: setup.socket.clone(),
                 remote: remote.addr,
                 payload_type: remote.payload_type,
+                codec: remote.codec,
                 ssrc: rand::random(),
                 seq0: rand::random(),
                 ts0: rand::random(),
@@ -207,15 +212,21 @@ impl MediaHandle {
             info!("caller's media moved");
             self.driver.latch(self.id, remote.addr).await;
         }
-        if previous.payload_type != remote.payload_type {
+        if (previous.payload_type, previous.codec) != (remote.payload_type, remote.codec) {
             self.driver
-                .set_payload_type(self.id, remote.payload_type)
+                .set_codec(self.id, remote.payload_type, remote.codec)
                 .await;
         }
         if previous.sending != remote.sending {
             self.driver.set_sending(self.id, remote.sending).await;
         }
         self.applied = remote;
+    }
+
+    /// The codec the call sends now: what its phrases and generated audio
+    /// are to be in.
+    pub fn codec(&self) -> Codec {
+        self.applied.codec
     }
 
     /// A sender into this call's media events, as if they came from the

@@ -12,6 +12,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::media::codec::Codec;
 use crate::media::dtmf::DtmfDecoder;
 use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::recording::{CallerPlacer, RecordingTrack};
@@ -36,6 +37,8 @@ pub struct InboundRemote {
     pub expected: SocketAddr,
     /// The payload types the caller sends.
     pub types: PayloadTypes,
+    /// The codec of its audio payload type.
+    pub codec: Codec,
     /// The caller may send nothing for now (it holds us): no RTP timeout.
     pub quiet_allowed: bool,
 }
@@ -82,6 +85,7 @@ pub struct InboundCore {
     /// Where the SDP says the caller's media is.
     expected: SocketAddr,
     types: PayloadTypes,
+    codec: Codec,
     quiet_allowed: bool,
     rtp_timeout: Duration,
     /// The caller's last valid packet (or the start, or the last quiet
@@ -117,6 +121,7 @@ impl InboundCore {
             latch: RtpLatch::new(remote.expected),
             expected: remote.expected,
             types: remote.types,
+            codec: remote.codec,
             quiet_allowed: remote.quiet_allowed,
             rtp_timeout,
             last_valid: now,
@@ -146,6 +151,7 @@ impl InboundCore {
             self.last_activity = now;
         }
         self.types = remote.types;
+        self.codec = remote.codec;
         self.quiet_allowed = remote.quiet_allowed;
     }
 
@@ -211,20 +217,17 @@ impl InboundCore {
                 ..
             } => {
                 // Loudness is only looked at until the caller is first heard.
-                let audible = self.stats.first_audio.is_none() && is_audible(payload);
+                let audible = self.stats.first_audio.is_none() && is_audible(self.codec, payload);
                 self.stats.on_packet(now, seq, timestamp, audible);
                 if let Some((track, t0)) = &self.recording {
                     let arrival = now.saturating_duration_since(*t0).as_micros() as u64 * 8 / 1000;
                     let offset = self.placer.place(ssrc, timestamp, arrival);
                     if let Ok(offset) = usize::try_from(offset) {
-                        track.put_at(offset, payload);
+                        track.put_at_coded(offset, payload, self.codec);
                     }
                 }
                 if let Some(detector) = self.detector.as_mut() {
-                    let n = payload.len().min(self.pcm.len());
-                    for (dst, &code) in self.pcm.iter_mut().zip(&payload[..n]) {
-                        *dst = crate::media::g711::decode(code);
-                    }
+                    let n = self.codec.decode(payload, &mut self.pcm);
                     if let Some(event) = detector.push(now, &self.pcm[..n]) {
                         self.push_turn(event);
                     }
@@ -312,13 +315,12 @@ impl InboundCore {
     }
 }
 
-/// Whether μ-law `payload`'s mean absolute sample is over [`AUDIBLE_LEVEL`].
-fn is_audible(payload: &[u8]) -> bool {
-    let sum: u32 = payload
-        .iter()
-        .map(|&code| u32::from(crate::media::g711::decode(code).unsigned_abs()))
-        .sum();
-    sum / (payload.len().max(1) as u32) > AUDIBLE_LEVEL
+/// Whether `payload`'s mean absolute sample is over [`AUDIBLE_LEVEL`].
+fn is_audible(codec: Codec, payload: &[u8]) -> bool {
+    let mut pcm = [0i16; 480];
+    let n = codec.decode(payload, &mut pcm);
+    let sum: u32 = pcm[..n].iter().map(|s| u32::from(s.unsigned_abs())).sum();
+    sum / (n.max(1) as u32) > AUDIBLE_LEVEL
 }
 
 #[cfg(test)]
@@ -334,6 +336,7 @@ mod tests {
                 audio: 0,
                 telephone_event: Some(101),
             },
+            codec: Codec::Pcmu,
             quiet_allowed: false,
         }
     }

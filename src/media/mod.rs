@@ -11,6 +11,7 @@
 //! - [`driver`]: the tokio side: one task paces every call's outbound RTP,
 //!   one receive task per call reads inbound RTP.
 
+pub mod codec;
 pub mod config;
 pub mod driver;
 pub mod dtmf;

@@ -22,9 +22,9 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::media::g711;
+use crate::media::codec::Codec;
 
-/// Bytes of one 20 ms PCMU frame.
+/// Bytes of one 20 ms frame of the call's codec (G.711: one per sample).
 pub const FRAME_BYTES: usize = 160;
 /// Events kept for the driver to drain; older ones are dropped (and counted)
 /// if nobody drains them.
@@ -34,13 +34,16 @@ pub const MAX_QUEUED_SEGMENTS: usize = 32;
 /// Audio a stream may buffer (60 s); more is dropped and counted.
 pub const MAX_STREAM_BYTES: usize = 8000 * 60;
 
-/// A clip of μ-law 8 kHz audio shared by every call that plays it.
+/// A clip of encoded audio shared by every call that plays it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clip {
     /// The phrase key (`greet`, `filler_hum`, …), for events and logs.
     pub key: Arc<str>,
-    /// The audio, loaded once.
+    /// The audio, loaded once, in `codec`.
     pub audio: Arc<[u8]>,
+    /// What `audio` is encoded in: the call's codec, except after a
+    /// re-offer changed it (then each frame is converted as it goes out).
+    pub codec: Codec,
 }
 
 /// Identifies a stream of generated audio, to feed it.
@@ -249,6 +252,8 @@ pub struct PlayoutScheduler {
     /// Whether `Idle` was already reported for the current idle stretch.
     idle_reported: bool,
     stats: PlayoutStats,
+    /// What the frames are encoded in (streams are fed in it).
+    codec: Codec,
 }
 
 impl PlayoutScheduler {
@@ -399,6 +404,28 @@ impl PlayoutScheduler {
         self.queue.is_empty()
     }
 
+    /// The codec frames are made in.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Frames are made in `codec` from now on (a re-offer changed it):
+    /// audio already buffered for streams is converted once, clips frame by
+    /// frame as they play.
+    pub fn set_codec(&mut self, codec: Codec) {
+        let from = std::mem::replace(&mut self.codec, codec);
+        if from == codec {
+            return;
+        }
+        for segment in &mut self.queue {
+            if let Some(buffer) = segment.buffer.as_mut() {
+                let (a, b) = buffer.data.as_mut_slices();
+                codec.convert_from(from, a);
+                codec.convert_from(from, b);
+            }
+        }
+    }
+
     /// The next frame carries the marker: the stream resumes after a hold,
     /// with a jump in its timestamps.
     pub fn restart_talkspurt(&mut self) {
@@ -412,7 +439,7 @@ impl PlayoutScheduler {
             let Some(segment) = self.queue.front_mut() else {
                 return self.idle_frame();
             };
-            let mut payload = [g711::SILENCE; FRAME_BYTES];
+            let mut payload = [self.codec.silence(); FRAME_BYTES];
             let produced = match (&segment.kind, segment.buffer.as_mut()) {
                 (SegmentKind::Clip(clip), _) => {
                     let audio = &clip.audio[segment.position.min(clip.audio.len())..];
@@ -421,6 +448,7 @@ impl PlayoutScheduler {
                     } else {
                         let take = audio.len().min(FRAME_BYTES);
                         payload[..take].copy_from_slice(&audio[..take]);
+                        self.codec.convert_from(clip.codec, &mut payload[..take]);
                         segment.position += take;
                         Some(FrameSource::Clip)
                     }
@@ -520,7 +548,7 @@ impl PlayoutScheduler {
                 enqueued: self.next_id,
             });
         }
-        self.emit([g711::SILENCE; FRAME_BYTES], FrameSource::Idle)
+        self.emit([self.codec.silence(); FRAME_BYTES], FrameSource::Idle)
     }
 
     fn emit(&mut self, payload: [u8; FRAME_BYTES], source: FrameSource) -> Frame {
@@ -553,11 +581,13 @@ impl PlayoutScheduler {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::g711;
 
     fn clip(key: &str, len: usize, fill: u8) -> Clip {
         Clip {
             key: Arc::from(key),
             audio: Arc::from(vec![fill; len]),
+            codec: Codec::Pcmu,
         }
     }
 
@@ -608,12 +638,45 @@ mod tests {
     }
 
     #[test]
+    fn a_codec_change_converts_what_is_queued_and_the_silence() {
+        let mut s = PlayoutScheduler::new();
+        s.set_codec(Codec::Pcma);
+        assert_eq!(s.next_frame().payload, [g711::ALAW_SILENCE; FRAME_BYTES]);
+        // A μ-law clip (a cache without A-law) goes out as A-law.
+        let loud = g711::encode(8000);
+        s.enqueue(SegmentKind::Clip(clip("greet", 160, loud)))
+            .unwrap();
+        let frame = s.next_frame();
+        assert_eq!(frame.payload, [g711::ulaw_to_alaw(loud); FRAME_BYTES]);
+        // A stream fed in A-law, then the call goes back to μ-law: what is
+        // buffered is converted once.
+        let id = StreamId(1);
+        s.enqueue(SegmentKind::Stream {
+            id,
+            reply: 1,
+            sentence: 0,
+        })
+        .unwrap();
+        let alaw = g711::alaw_encode(-3000);
+        s.feed(id, &[alaw; 480]);
+        s.set_codec(Codec::Pcmu);
+        let frame = s.next_frame();
+        assert_eq!(frame.payload, [g711::alaw_to_ulaw(alaw); FRAME_BYTES]);
+        s.end_stream(id);
+        for _ in 0..3 {
+            s.next_frame();
+        }
+        assert_eq!(s.next_frame().payload, [g711::SILENCE; FRAME_BYTES]);
+    }
+
+    #[test]
     fn clips_play_back_to_back_byte_for_byte() {
         let mut s = PlayoutScheduler::new();
         let greet: Vec<u8> = (0..400u32).map(|i| (i % 251) as u8).collect();
         let greet = Clip {
             key: Arc::from("greet"),
             audio: Arc::from(greet),
+            codec: Codec::Pcmu,
         };
         let welcome = clip("welcome", 160, 0x42);
         let g = s.enqueue(SegmentKind::Clip(greet.clone())).unwrap();

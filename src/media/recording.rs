@@ -9,6 +9,7 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
+use crate::media::codec::Codec;
 use crate::media::g711;
 
 /// Longest recording kept (2 hours: 57.6 MB of μ-law per side at most).
@@ -43,6 +44,28 @@ impl RecordingTrack {
     pub fn put(&self, index: u64, payload: &[u8]) {
         if let Ok(offset) = usize::try_from(index) {
             self.put_at(offset.saturating_mul(FRAME), payload);
+        }
+    }
+
+    /// Places frame `index` of a payload in `codec` (turned into μ-law, the
+    /// recording's own format).
+    pub fn put_coded(&self, index: u64, payload: &[u8], codec: Codec) {
+        if let Ok(offset) = usize::try_from(index) {
+            self.put_at_coded(offset.saturating_mul(FRAME), payload, codec);
+        }
+    }
+
+    /// Places samples of a payload in `codec` starting at sample `offset`.
+    pub fn put_at_coded(&self, offset: usize, payload: &[u8], codec: Codec) {
+        if codec == Codec::Pcmu {
+            return self.put_at(offset, payload);
+        }
+        let mut ulaw = [0u8; FRAME];
+        for (n, chunk) in payload.chunks(FRAME).enumerate() {
+            let part = &mut ulaw[..chunk.len()];
+            part.copy_from_slice(chunk);
+            Codec::Pcmu.convert_from(codec, part);
+            self.put_at(offset.saturating_add(n * FRAME), part);
         }
     }
 

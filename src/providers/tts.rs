@@ -1,5 +1,7 @@
-//! Text-to-speech behind one interface that streams μ-law 8 kHz chunks:
-//! ElevenLabs' HTTP streaming endpoint, or espeak-ng on this machine.
+//! Text-to-speech behind one interface that streams telephone audio in the
+//! call's codec (G.711 μ-law or A-law, 8 kHz): ElevenLabs' HTTP streaming
+//! endpoint (asked for the call's own format when it is G.711, so nothing is
+//! converted), or espeak-ng on this machine.
 
 use std::process::Stdio;
 use std::sync::Arc;
@@ -10,7 +12,7 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::media::g711;
+use crate::media::codec::Codec;
 use crate::media::resample::{StreamResampler, LINE_RATE};
 use crate::providers::{api_key, http_client, status_error, ProviderError};
 
@@ -20,14 +22,16 @@ const ESPEAK_STALL: Duration = Duration::from_secs(5);
 /// Chunks buffered between the synthesis task and the playout.
 const CHUNK_QUEUE: usize = 64;
 
-/// A chunk of synthesised speech, μ-law 8 kHz, or why synthesis stopped.
+/// A chunk of synthesised speech in the codec asked for, or why synthesis
+/// stopped.
 pub type TtsChunk = Result<Vec<u8>, ProviderError>;
 
 /// Anything that turns text into streamed telephone audio.
 pub trait TextToSpeech: Send + Sync {
-    /// Starts synthesising `text`; chunks arrive on the receiver as they are
-    /// made, and the channel closes at the end. Dropping the receiver cancels.
-    fn synthesize(&self, text: String) -> mpsc::Receiver<TtsChunk>;
+    /// Starts synthesising `text` in `codec`; chunks arrive on the receiver
+    /// as they are made, and the channel closes at the end. Dropping the
+    /// receiver cancels.
+    fn synthesize(&self, text: String, codec: Codec) -> mpsc::Receiver<TtsChunk>;
     /// For logs and metrics.
     fn name(&self) -> &'static str;
 }
@@ -49,8 +53,9 @@ pub struct TtsConfig {
     pub model: String,
     #[serde(default)]
     pub api_key_env: Option<String>,
-    /// `ulaw_8000` (no conversion), or `pcm_16000`/`pcm_22050`/`pcm_24000`
-    /// (resampled to 8 kHz).
+    /// `ulaw_8000` or `alaw_8000` (G.711: each call asks for its own law,
+    /// no conversion), or `pcm_16000`/`pcm_22050`/`pcm_24000` (resampled to
+    /// 8 kHz and encoded in the call's codec).
     #[serde(default = "default_format")]
     pub output_format: String,
     #[serde(default = "default_first_byte_timeout")]
@@ -89,16 +94,26 @@ fn default_speed() -> u32 {
     165
 }
 
-/// The sample rate of an ElevenLabs `output_format`, `None` for μ-law.
+/// The sample rate of an ElevenLabs `output_format`, `None` for G.711.
 fn pcm_rate(format: &str) -> Result<Option<u32>, String> {
     match format {
-        "ulaw_8000" => Ok(None),
+        "ulaw_8000" | "alaw_8000" => Ok(None),
         "pcm_16000" => Ok(Some(16_000)),
         "pcm_22050" => Ok(Some(22_050)),
         "pcm_24000" => Ok(Some(24_000)),
         other => Err(format!(
-            "output_format {other:?}: expected ulaw_8000, pcm_16000, pcm_22050 or pcm_24000"
+            "output_format {other:?}: expected ulaw_8000, alaw_8000, pcm_16000, pcm_22050 or pcm_24000"
         )),
+    }
+}
+
+/// The `output_format` to ask for a call in `codec`: its own G.711 law when
+/// G.711 is configured, else the configured PCM (`pcm_rate` is `Some`).
+fn request_format(configured: &str, pcm_rate: Option<u32>, codec: Codec) -> &str {
+    match (pcm_rate, codec) {
+        (Some(_), _) => configured,
+        (None, Codec::Pcmu) => "ulaw_8000",
+        (None, Codec::Pcma) => "alaw_8000",
     }
 }
 
@@ -121,15 +136,17 @@ pub fn engine(config: &TtsConfig) -> Result<Arc<dyn TextToSpeech>, ProviderError
     }
 }
 
-/// Converts raw provider bytes to μ-law: as is, or little-endian PCM at a
-/// rate through the resampler (a byte split across chunks is carried over).
+/// Converts raw provider bytes to the call's codec: as is (the provider
+/// spoke it already), or little-endian PCM at a rate through the resampler
+/// (a byte split across chunks is carried over).
 struct Converter {
     resampler: Option<StreamResampler>,
     odd_byte: Option<u8>,
+    codec: Codec,
 }
 
 impl Converter {
-    fn new(pcm_rate: Option<u32>) -> Result<Self, String> {
+    fn new(pcm_rate: Option<u32>, codec: Codec) -> Result<Self, String> {
         let resampler = match pcm_rate {
             Some(rate) => Some(StreamResampler::new(rate, LINE_RATE).map_err(|e| e.to_string())?),
             None => None,
@@ -137,6 +154,7 @@ impl Converter {
         Ok(Self {
             resampler,
             odd_byte: None,
+            codec,
         })
     }
 
@@ -156,7 +174,7 @@ impl Converter {
             .collect();
         let line = resampler.push(&samples).map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(line.len());
-        g711::encode_extend(&line, &mut out);
+        self.codec.encode_extend(&line, &mut out);
         Ok(out)
     }
 
@@ -166,7 +184,7 @@ impl Converter {
         };
         let line = resampler.finish().map_err(|e| e.to_string())?;
         let mut out = Vec::with_capacity(line.len());
-        g711::encode_extend(&line, &mut out);
+        self.codec.encode_extend(&line, &mut out);
         Ok(out)
     }
 }
@@ -211,13 +229,14 @@ impl ElevenLabs {
         api_key: Option<String>,
         pcm_rate: Option<u32>,
         text: String,
+        codec: Codec,
         out: mpsc::Sender<TtsChunk>,
     ) -> Result<(), ProviderError> {
         let url = format!(
             "{}/v1/text-to-speech/{}/stream?output_format={}",
             config.base_url.trim_end_matches('/'),
             config.voice_id,
-            config.output_format
+            request_format(&config.output_format, pcm_rate, codec)
         );
         let mut request = http.post(&url).json(&ElevenLabsRequest {
             text: &text,
@@ -260,7 +279,7 @@ impl ElevenLabs {
             });
         }
         let mut converter =
-            Converter::new(pcm_rate).map_err(|reason| ProviderError::Malformed {
+            Converter::new(pcm_rate, codec).map_err(|reason| ProviderError::Malformed {
                 provider: PROVIDER,
                 reason,
             })?;
@@ -326,7 +345,7 @@ impl ElevenLabs {
 }
 
 impl TextToSpeech for ElevenLabs {
-    fn synthesize(&self, text: String) -> mpsc::Receiver<TtsChunk> {
+    fn synthesize(&self, text: String, codec: Codec) -> mpsc::Receiver<TtsChunk> {
         let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
         let (http, config, key, rate) = (
             self.http.clone(),
@@ -335,7 +354,7 @@ impl TextToSpeech for ElevenLabs {
             self.pcm_rate,
         );
         tokio::spawn(async move {
-            if let Err(error) = Self::run(http, config, key, rate, text, tx.clone()).await {
+            if let Err(error) = Self::run(http, config, key, rate, text, codec, tx.clone()).await {
                 let _ = tx.send(Err(error)).await;
             }
         });
@@ -358,6 +377,7 @@ impl Espeak {
         voice: String,
         speed: u32,
         text: String,
+        codec: Codec,
         out: mpsc::Sender<TtsChunk>,
     ) -> Result<(), ProviderError> {
         let fail = |reason: String| ProviderError::Connect {
@@ -395,7 +415,7 @@ impl Espeak {
         }
         let rate = u32::from_le_bytes([header[24], header[25], header[26], header[27]]);
         let mut converter =
-            Converter::new(Some(rate)).map_err(|reason| ProviderError::Malformed {
+            Converter::new(Some(rate), codec).map_err(|reason| ProviderError::Malformed {
                 provider: PROVIDER,
                 reason,
             })?;
@@ -433,11 +453,11 @@ impl Espeak {
 }
 
 impl TextToSpeech for Espeak {
-    fn synthesize(&self, text: String) -> mpsc::Receiver<TtsChunk> {
+    fn synthesize(&self, text: String, codec: Codec) -> mpsc::Receiver<TtsChunk> {
         let (tx, rx) = mpsc::channel(CHUNK_QUEUE);
         let (voice, speed) = (self.voice.clone(), self.speed);
         tokio::spawn(async move {
-            if let Err(error) = Self::run(voice, speed, text, tx.clone()).await {
+            if let Err(error) = Self::run(voice, speed, text, codec, tx.clone()).await {
                 let _ = tx.send(Err(error)).await;
             }
         });
@@ -452,29 +472,44 @@ impl TextToSpeech for Espeak {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::g711;
 
     #[test]
-    fn pcm_is_converted_with_bytes_split_anywhere() {
-        let mut c = Converter::new(Some(16_000)).unwrap();
+    fn pcm_is_converted_in_the_calls_codec_with_bytes_split_anywhere() {
         let samples: Vec<i16> = (0..16_000)
             .map(|i| ((i as f32 * 0.05).sin() * 9000.0) as i16)
             .collect();
         let bytes: Vec<u8> = samples.iter().flat_map(|s| s.to_le_bytes()).collect();
-        let mut out = Vec::new();
-        for piece in bytes.chunks(333) {
-            out.extend(c.push(piece).unwrap());
+        let mut outputs = Vec::new();
+        for codec in [Codec::Pcmu, Codec::Pcma] {
+            let mut c = Converter::new(Some(16_000), codec).unwrap();
+            let mut out = Vec::new();
+            for piece in bytes.chunks(333) {
+                out.extend(c.push(piece).unwrap());
+            }
+            out.extend(c.finish().unwrap());
+            assert_eq!(out.len(), 8000, "one second at 8 kHz");
+            assert!(out.iter().any(|&b| b != codec.silence()));
+            outputs.push(out);
         }
-        out.extend(c.finish().unwrap());
-        assert_eq!(out.len(), 8000, "one second at 8 kHz");
-        assert!(out.iter().any(|&b| b != g711::SILENCE));
+        // The same sound in either law, within a quantisation step.
+        for (&u, &a) in outputs[0].iter().zip(&outputs[1]) {
+            let (u, a) = (i32::from(g711::decode(u)), i32::from(g711::alaw_decode(a)));
+            assert!((u - a).abs() <= u.abs() / 16 + 16, "μ-law {u} vs A-law {a}");
+        }
     }
 
     #[test]
-    fn ulaw_passes_through_and_formats_are_checked() {
-        let mut c = Converter::new(None).unwrap();
+    fn g711_passes_through_in_the_calls_own_law_and_formats_are_checked() {
+        let mut c = Converter::new(None, Codec::Pcma).unwrap();
         assert_eq!(c.push(&[1, 2, 3]).unwrap(), vec![1, 2, 3]);
         assert_eq!(pcm_rate("ulaw_8000"), Ok(None));
+        assert_eq!(pcm_rate("alaw_8000"), Ok(None));
         assert_eq!(pcm_rate("pcm_22050"), Ok(Some(22_050)));
         assert!(pcm_rate("mp3_44100_128").is_err());
+        assert_eq!(request_format("ulaw_8000", None, Codec::Pcma), "alaw_8000");
+        assert_eq!(request_format("alaw_8000", None, Codec::Pcmu), "ulaw_8000");
+        let pcm = Some(16_000);
+        assert_eq!(request_format("pcm_16000", pcm, Codec::Pcma), "pcm_16000");
     }
 }

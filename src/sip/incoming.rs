@@ -14,6 +14,7 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::media::codec::CodecChoice;
 use crate::redact::Pii;
 use crate::sip::leg::{Leg, Session, EVENT_QUEUE};
 use crate::sip::midcall::{self, SessionTimer};
@@ -35,6 +36,8 @@ pub struct Incoming {
     offer: Option<(SessionDescription, NegotiatedAudio)>,
     timer: SessionTimer,
     peer_allows_update: bool,
+    /// The codecs the call may use.
+    codecs: CodecChoice,
 }
 
 /// The INVITE was answered with a failure; nothing more to do.
@@ -42,7 +45,8 @@ pub struct Incoming {
 pub struct Refused;
 
 impl Incoming {
-    pub fn new(tx: Transaction) -> Incoming {
+    /// A new INVITE, to be answered with one of `codecs`.
+    pub fn new(tx: Transaction, codecs: CodecChoice) -> Incoming {
         let call_id = tx
             .original
             .call_id_header()
@@ -68,6 +72,7 @@ impl Incoming {
             offer: None,
             timer,
             peer_allows_update,
+            codecs,
         }
     }
 
@@ -111,7 +116,7 @@ impl Incoming {
             reply_and_linger(&mut self.tx, StatusCode::BadExtension, headers).await;
             return Err(Refused);
         }
-        match read_offer(&self.tx) {
+        match read_offer(&self.tx, &self.codecs) {
             Ok(offer) => self.offer = offer,
             Err(OfferError::ContentType(content_type)) => {
                 warn!(%content_type, "INVITE body is not SDP");
@@ -184,7 +189,7 @@ impl Incoming {
         let origin = sdp::Origin::new(u64::from(rand::random::<u32>()));
         let local_sdp = match &self.offer {
             Some((offer, chosen)) => sdp::answer(offer, chosen, local_rtp, origin),
-            None => sdp::offer(local_rtp, origin),
+            None => sdp::offer(local_rtp, origin, &self.codecs),
         };
         let (state_tx, states) = dialogs.new_dialog_state_channel();
         let dialog = match dialogs.get_or_create_server_invite(&self.tx, state_tx, None, contact) {
@@ -244,6 +249,7 @@ impl Incoming {
             peer_allows_update: self.peer_allows_update,
             answer_in_ack: false,
             transferred: false,
+            codecs: self.codecs,
         };
         let task = tokio::spawn(
             session
@@ -266,6 +272,7 @@ enum OfferError {
 /// The offer of the INVITE, or `None` for a delayed offer (no body).
 fn read_offer(
     tx: &Transaction,
+    codecs: &CodecChoice,
 ) -> Result<Option<(SessionDescription, NegotiatedAudio)>, OfferError> {
     let body = &tx.original.body;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -278,7 +285,7 @@ fn read_offer(
         }
     }
     let offer = SessionDescription::parse(body).map_err(OfferError::Sdp)?;
-    let chosen = sdp::negotiate(&offer).map_err(OfferError::Sdp)?;
+    let chosen = sdp::negotiate(&offer, codecs).map_err(OfferError::Sdp)?;
     Ok(Some((offer, chosen)))
 }
 

@@ -26,6 +26,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
+use crate::media::codec::CodecChoice;
 use crate::media::handle::RemoteMedia;
 use crate::media::rtp::PayloadTypes;
 use crate::sip::midcall::{self, SessionTimer};
@@ -171,6 +172,8 @@ pub(crate) struct Session {
     pub(crate) answer_in_ack: bool,
     /// A transfer succeeded: the 200 to its NOTIFY leaves before our BYE.
     pub(crate) transferred: bool,
+    /// The codecs this call may use (re-offers are answered by it too).
+    pub(crate) codecs: CodecChoice,
 }
 
 impl Session {
@@ -292,15 +295,16 @@ impl Session {
         let (negotiated, receive) = match self.offer.clone() {
             Some(negotiated) => {
                 let types = PayloadTypes {
-                    audio: negotiated.pcmu,
+                    audio: negotiated.payload_type,
                     telephone_event: negotiated.telephone_event,
                 };
                 (negotiated, types)
             }
             None => match self.answer_from_ack() {
                 Ok(negotiated) => {
+                    // Our offer's payload types are the static ones.
                     let types = PayloadTypes {
-                        audio: sdp::OFFERED_PCMU,
+                        audio: negotiated.payload_type,
                         telephone_event: negotiated
                             .telephone_event
                             .map(|_| sdp::OFFERED_TELEPHONE_EVENT),
@@ -351,7 +355,7 @@ impl Session {
             .map(|ack| ack.body)
             .unwrap_or_default();
         let answer = SessionDescription::parse(&body)?;
-        sdp::negotiate(&answer)
+        sdp::negotiate(&answer, &self.codecs)
     }
 
     /// When the session timer next needs us: the refresh we send (we are the
@@ -516,8 +520,11 @@ impl Session {
         if self.offer.as_ref().map(|o| o.direction) != Some(chosen.direction) {
             info!(direction = ?chosen.direction, "media direction changed (hold/resume)");
         }
+        if self.offer.as_ref().map(|o| o.codec) != Some(chosen.codec) {
+            info!(codec = %chosen.codec, "codec changed");
+        }
         let receive = PayloadTypes {
-            audio: chosen.pcmu,
+            audio: chosen.payload_type,
             telephone_event: chosen.telephone_event,
         };
         let _ = self
@@ -558,7 +565,7 @@ impl Session {
                 let mut headers = self.session_timer_headers();
                 let body = if has_offer {
                     match SessionDescription::parse(&request.body).and_then(|offer| {
-                        let chosen = sdp::negotiate(&offer)?;
+                        let chosen = sdp::negotiate(&offer, &self.codecs)?;
                         Ok((offer, chosen))
                     }) {
                         Ok((offer, chosen)) => {
@@ -686,7 +693,8 @@ pub fn remote_media(negotiated: &NegotiatedAudio, receive: PayloadTypes) -> Remo
     let ours = negotiated.direction;
     RemoteMedia {
         addr: negotiated.remote,
-        payload_type: negotiated.pcmu,
+        payload_type: negotiated.payload_type,
+        codec: negotiated.codec,
         receive,
         sending: matches!(ours, Direction::SendRecv | Direction::SendOnly),
         quiet_allowed: ours != Direction::SendRecv,

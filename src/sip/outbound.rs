@@ -19,6 +19,7 @@ use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
+use crate::media::codec::CodecChoice;
 use crate::media::handle::RemoteMedia;
 use crate::media::rtp::PayloadTypes;
 use crate::sip::config::SipConfig;
@@ -93,9 +94,14 @@ impl Dialed {
     }
 }
 
-/// Calls `target` offering PCMU on our RTP port `rtp_port` (bound by the
-/// caller on `config.listen`'s address); returns once it is answered.
-pub async fn dial(config: &SipConfig, target: &str, rtp_port: u16) -> Result<Dialed, DialError> {
+/// Calls `target` offering `codecs` on our RTP port `rtp_port` (bound by
+/// the caller on `config.listen`'s address); returns once it is answered.
+pub async fn dial(
+    config: &SipConfig,
+    target: &str,
+    rtp_port: u16,
+    codecs: &CodecChoice,
+) -> Result<Dialed, DialError> {
     crate::install_crypto_provider();
     let target_uri: Uri = target
         .parse()
@@ -126,6 +132,7 @@ pub async fn dial(config: &SipConfig, target: &str, rtp_port: u16) -> Result<Dia
     let offer = sdp::offer(
         SocketAddr::new(ip, rtp_port),
         sdp::Origin::new(u64::from(rand::random::<u32>())),
+        codecs,
     );
 
     let register = config.register.as_ref();
@@ -188,12 +195,15 @@ pub async fn dial(config: &SipConfig, target: &str, rtp_port: u16) -> Result<Dia
         }
     };
     let answered = Instant::now();
-    let remote = match SessionDescription::parse(&answer.body).and_then(|a| sdp::negotiate(&a)) {
-        // The callee sends with the payload types of our offer (RFC 3264 §5.1).
+    let negotiated =
+        SessionDescription::parse(&answer.body).and_then(|a| sdp::negotiate(&a, codecs));
+    let remote = match negotiated {
+        // The callee sends with the payload types of our offer (RFC 3264
+        // §5.1): the static ones, which its answer repeats.
         Ok(chosen) => crate::sip::leg::remote_media(
             &chosen,
             PayloadTypes {
-                audio: sdp::OFFERED_PCMU,
+                audio: chosen.payload_type,
                 telephone_event: Some(sdp::OFFERED_TELEPHONE_EVENT),
             },
         ),
@@ -257,10 +267,15 @@ mod tests {
             retry_min_secs: 2,
             retry_max_secs: 300,
         });
-        let error = dial(&config, "sip:sav@127.0.0.1:5999", 40000)
-            .await
-            .err()
-            .unwrap();
+        let error = dial(
+            &config,
+            "sip:sav@127.0.0.1:5999",
+            40000,
+            &CodecChoice::default(),
+        )
+        .await
+        .err()
+        .unwrap();
         assert!(
             matches!(&error, DialError::NoPassword(name) if name == "SAV_TEST_PASSWORD_NEVER_SET"),
             "{error}"

@@ -2,15 +2,15 @@
 //!
 //! We parse only what the answer depends on: the connection address, the
 //! media lines with their formats, rtpmap, and direction. The answer accepts
-//! the first audio stream whose formats include PCMU/8000, adds
-//! telephone-event/8000 when the offer has it, and rejects every other media
-//! line with port 0 in the same position (RFC 3264 §6).
+//! the first audio stream that offers a codec the call may use (the
+//! caller's first, or ours first: [`CodecChoice`]), adds telephone-event at
+//! that codec's clock rate when the offer has it, and rejects every other
+//! media line with port 0 in the same position (RFC 3264 §6).
 
 use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
-/// Static payload type of PCMU (RFC 3551 §6).
-const PT_PCMU: u8 = 0;
+use crate::media::codec::{Codec, CodecChoice};
 /// The longest offer we look at; anything bigger is not a phone call.
 pub const MAX_SDP_LEN: usize = 16 * 1024;
 
@@ -25,8 +25,8 @@ pub enum SdpError {
     Malformed { line: usize, reason: &'static str },
     #[error("SDP has no audio stream")]
     NoAudio,
-    #[error("no common codec: the offer's audio has no PCMU/8000 (formats {offered})")]
-    NoCommonCodec { offered: String },
+    #[error("no common codec: the offer's audio has none of {accepted} (formats {offered})")]
+    NoCommonCodec { accepted: String, offered: String },
     #[error("SDP audio stream has no connection address")]
     NoConnection,
 }
@@ -95,21 +95,25 @@ impl MediaDescription {
             .map(|(_, name, rate)| (name.as_str(), *rate))
     }
 
-    /// The payload type carrying PCMU/8000, if any.
-    fn pcmu(&self) -> Option<u8> {
+    /// The formats sav knows, in the line's order: `(payload type, codec)`
+    /// from `a=rtpmap`, or from the static table when there is none.
+    fn codecs(&self) -> Vec<(u8, Codec)> {
         self.formats
             .iter()
-            .copied()
-            .find(|&pt| match self.rtpmap(pt) {
-                Some((name, rate)) => name.eq_ignore_ascii_case("PCMU") && rate == 8000,
-                None => pt == PT_PCMU,
+            .filter_map(|&pt| {
+                let codec = match self.rtpmap(pt) {
+                    Some((name, rate)) => Codec::from_rtpmap(name, rate),
+                    None => Codec::from_static(pt),
+                };
+                codec.map(|c| (pt, c))
             })
+            .collect()
     }
 
-    /// The payload type carrying telephone-event/8000, if any.
-    fn telephone_event(&self) -> Option<u8> {
+    /// The payload type carrying telephone-event at `clock_rate`, if any.
+    fn telephone_event(&self, clock_rate: u32) -> Option<u8> {
         self.formats.iter().copied().find(|&pt| {
-            matches!(self.rtpmap(pt), Some((name, 8000)) if name.eq_ignore_ascii_case("telephone-event"))
+            matches!(self.rtpmap(pt), Some((name, rate)) if rate == clock_rate && name.eq_ignore_ascii_case("telephone-event"))
         })
     }
 }
@@ -255,14 +259,19 @@ pub struct NegotiatedAudio {
     /// Where the caller said it receives RTP (we latch to where it really
     /// sends from once its packets arrive).
     pub remote: SocketAddr,
-    pub pcmu: u8,
+    /// The codec both sides use, and its payload type in the offer.
+    pub codec: Codec,
+    pub payload_type: u8,
     pub telephone_event: Option<u8>,
     /// The direction of our answer.
     pub direction: Direction,
 }
 
-/// Picks the stream we accept from an offer.
-pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError> {
+/// Picks the stream we accept from an offer, and its codec by `choice`.
+pub fn negotiate(
+    offer: &SessionDescription,
+    choice: &CodecChoice,
+) -> Result<NegotiatedAudio, SdpError> {
     let mut offered = Vec::new();
     let mut audio_seen = false;
     for (index, m) in offer.media.iter().enumerate() {
@@ -270,22 +279,27 @@ pub fn negotiate(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError
             continue;
         }
         audio_seen = true;
-        let Some(pcmu) = m.pcmu() else {
-            offered.extend(m.formats.iter().map(|f| f.to_string()));
+        let Some((payload_type, codec)) = choice.pick(&m.codecs()) else {
+            offered.extend(m.formats.iter().map(|&pt| match m.rtpmap(pt) {
+                Some((name, rate)) => format!("{pt} {name}/{rate}"),
+                None => pt.to_string(),
+            }));
             continue;
         };
         let addr = m.connection.ok_or(SdpError::NoConnection)?;
         return Ok(NegotiatedAudio {
             index,
             remote: SocketAddr::new(addr, m.port),
-            pcmu,
-            telephone_event: m.telephone_event(),
+            codec,
+            payload_type,
+            telephone_event: m.telephone_event(codec.clock_rate()),
             direction: m.direction.answer(),
         });
     }
     if audio_seen {
         Err(SdpError::NoCommonCodec {
-            offered: offered.join(" "),
+            accepted: choice.names(),
+            offered: offered.join(", "),
         })
     } else {
         Err(SdpError::NoAudio)
@@ -342,49 +356,72 @@ pub fn answer(
             let _ = write!(sdp, "m={} 0 {} {}\r\n", m.media, m.proto, formats);
             continue;
         }
-        let _ = write!(sdp, "m=audio {} RTP/AVP {}", local.port(), chosen.pcmu);
+        let _ = write!(
+            sdp,
+            "m=audio {} RTP/AVP {}",
+            local.port(),
+            chosen.payload_type
+        );
         if let Some(te) = chosen.telephone_event {
             let _ = write!(sdp, " {te}");
         }
-        let _ = write!(sdp, "\r\na=rtpmap:{} PCMU/8000\r\n", chosen.pcmu);
-        if let Some(te) = chosen.telephone_event {
-            let _ = write!(
-                sdp,
-                "a=rtpmap:{te} telephone-event/8000\r\na=fmtp:{te} 0-15\r\n"
-            );
-        }
+        let _ = write!(sdp, "\r\n");
+        write_formats(
+            &mut sdp,
+            &[(chosen.payload_type, chosen.codec)],
+            chosen.telephone_event,
+        );
         let _ = write!(sdp, "a=ptime:20\r\na={}\r\n", chosen.direction.attribute());
     }
     sdp
 }
 
+/// The `a=rtpmap` (and telephone-event's `a=fmtp`) lines of `formats`.
+fn write_formats(sdp: &mut String, formats: &[(u8, Codec)], telephone_event: Option<u8>) {
+    for (pt, codec) in formats {
+        let _ = write!(
+            sdp,
+            "a=rtpmap:{pt} {}/{}\r\n",
+            codec.name(),
+            codec.clock_rate()
+        );
+    }
+    if let Some(te) = telephone_event {
+        let rate = formats.first().map_or(8000, |(_, c)| c.clock_rate());
+        let _ = write!(
+            sdp,
+            "a=rtpmap:{te} telephone-event/{rate}\r\na=fmtp:{te} 0-15\r\n"
+        );
+    }
+}
+
 /// Payload type we offer telephone-event on when the INVITE had no offer.
 pub const OFFERED_TELEPHONE_EVENT: u8 = 101;
-/// Payload type we offer PCMU on (its static number).
-pub const OFFERED_PCMU: u8 = PT_PCMU;
 
-/// Our offer, for an INVITE that came without one (delayed offer, RFC 3261
-/// §13.2.1): PCMU and telephone-event at `local`.
-pub fn offer(local: SocketAddr, origin: Origin) -> String {
-    let only_audio = SessionDescription {
-        media: vec![MediaDescription {
-            media: "audio".into(),
-            port: local.port(),
-            proto: "RTP/AVP".into(),
-            formats: vec![PT_PCMU, OFFERED_TELEPHONE_EVENT],
-            rtpmaps: Vec::new(),
-            connection: Some(local.ip()),
-            direction: Direction::SendRecv,
-        }],
-    };
-    let chosen = NegotiatedAudio {
-        index: 0,
-        remote: local,
-        pcmu: PT_PCMU,
-        telephone_event: Some(OFFERED_TELEPHONE_EVENT),
-        direction: Direction::SendRecv,
-    };
-    answer(&only_audio, &chosen, local, origin)
+/// Our offer (an INVITE we send, or one that came without an offer:
+/// delayed offer, RFC 3261 §13.2.1): the codecs of `choice` in our order,
+/// by their static payload types, and telephone-event, at `local`.
+pub fn offer(local: SocketAddr, origin: Origin, choice: &CodecChoice) -> String {
+    let ip = local.ip();
+    let addr_type = if ip.is_ipv4() { "IP4" } else { "IP6" };
+    let formats: Vec<(u8, Codec)> = choice
+        .allowed
+        .iter()
+        .filter_map(|&c| c.static_payload_type().map(|pt| (pt, c)))
+        .collect();
+    let mut sdp = String::with_capacity(512);
+    let _ = write!(
+        sdp,
+        "v=0\r\no=sav {} {} IN {addr_type} {ip}\r\ns=sav\r\nc=IN {addr_type} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP",
+        origin.id, origin.version, local.port()
+    );
+    for (pt, _) in &formats {
+        let _ = write!(sdp, " {pt}");
+    }
+    let _ = write!(sdp, " {OFFERED_TELEPHONE_EVENT}\r\n");
+    write_formats(&mut sdp, &formats, Some(OFFERED_TELEPHONE_EVENT));
+    let _ = write!(sdp, "a=ptime:20\r\na=sendrecv\r\n");
+    sdp
 }
 
 #[cfg(test)]
@@ -403,47 +440,111 @@ a=rtpmap:101 telephone-event/8000\r\n\
 a=fmtp:101 0-15\r\n\
 a=ptime:20\r\n";
 
+    use crate::media::codec::CodecOrder;
+
+    fn pcmu_only() -> CodecChoice {
+        CodecChoice {
+            allowed: vec![Codec::Pcmu],
+            order: CodecOrder::Offer,
+        }
+    }
+
+    fn negotiate_default(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError> {
+        negotiate(offer, &CodecChoice::default())
+    }
+
     #[test]
-    fn answers_pcmu_and_telephone_event() {
+    fn answers_the_callers_first_codec_and_telephone_event() {
         let offer = SessionDescription::parse(OFFER.as_bytes()).unwrap();
-        let chosen = negotiate(&offer).unwrap();
+        let chosen = negotiate_default(&offer).unwrap();
         assert_eq!(chosen.remote, "127.0.0.1:6000".parse().unwrap());
-        assert_eq!((chosen.pcmu, chosen.telephone_event), (0, Some(101)));
+        assert_eq!(
+            (chosen.codec, chosen.payload_type, chosen.telephone_event),
+            (Codec::Pcma, 8, Some(101))
+        );
         let sdp = answer(
             &offer,
             &chosen,
             "127.0.0.1:20000".parse().unwrap(),
             Origin::new(42),
         );
-        assert!(sdp.contains("m=audio 20000 RTP/AVP 0 101\r\n"), "{sdp}");
-        assert!(sdp.contains("a=rtpmap:0 PCMU/8000\r\n"));
+        assert!(sdp.contains("m=audio 20000 RTP/AVP 8 101\r\n"), "{sdp}");
+        assert!(sdp.contains("a=rtpmap:8 PCMA/8000\r\n"));
+        assert!(!sdp.contains("PCMU"), "one codec in the answer: {sdp}");
         assert!(sdp.contains("a=rtpmap:101 telephone-event/8000\r\n"));
         assert!(sdp.contains("a=ptime:20\r\n"));
         assert!(sdp.contains("a=sendrecv\r\n"));
         // The answer parses with our own parser.
         let reparsed = SessionDescription::parse(sdp.as_bytes()).unwrap();
-        assert_eq!(reparsed.media[0].formats, vec![0, 101]);
+        assert_eq!(reparsed.media[0].formats, vec![8, 101]);
+        // PCMU only: the second of the offer.
+        let chosen = negotiate(&offer, &pcmu_only()).unwrap();
+        assert_eq!((chosen.codec, chosen.payload_type), (Codec::Pcmu, 0));
+    }
+
+    #[test]
+    fn mixed_orders_are_answered_by_the_callers_order_or_ours() {
+        let offer = |formats: &str| {
+            let text = format!("v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP {formats}\n");
+            SessionDescription::parse(text.as_bytes()).unwrap()
+        };
+        let ours_first = CodecChoice {
+            order: CodecOrder::Ours,
+            ..CodecChoice::default()
+        };
+        // (formats, the caller's order, ours: PCMA then PCMU)
+        let cases = [
+            ("0 8", Codec::Pcmu, Codec::Pcma),
+            ("8 0", Codec::Pcma, Codec::Pcma),
+            ("18 0 8", Codec::Pcmu, Codec::Pcma),
+            ("18 8", Codec::Pcma, Codec::Pcma),
+            ("0", Codec::Pcmu, Codec::Pcmu),
+        ];
+        for (formats, caller, ours) in cases {
+            let o = offer(formats);
+            assert_eq!(negotiate_default(&o).unwrap().codec, caller, "{formats}");
+            assert_eq!(negotiate(&o, &ours_first).unwrap().codec, ours, "{formats}");
+        }
     }
 
     #[test]
     fn static_pcmu_without_rtpmap_and_lf_line_ends() {
         let offer = "v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 0\n";
-        let chosen = negotiate(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap();
-        assert_eq!(chosen.pcmu, 0);
+        let chosen =
+            negotiate_default(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap();
+        assert_eq!((chosen.codec, chosen.payload_type), (Codec::Pcmu, 0));
         assert_eq!(chosen.telephone_event, None);
+        let offer = "v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 8\n";
+        let chosen =
+            negotiate_default(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap();
+        assert_eq!((chosen.codec, chosen.payload_type), (Codec::Pcma, 8));
     }
 
     #[test]
-    fn pcma_only_offer_is_488() {
-        let offer = OFFER
-            .replace("8 0 101", "8 101")
-            .replace("a=rtpmap:0 PCMU/8000\r\n", "");
-        let err = negotiate(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap_err();
+    fn an_offer_of_only_g729_is_488_and_says_what_was_offered() {
+        let offer = "v=0\nc=IN IP4 10.0.0.1\nm=audio 4000 RTP/AVP 18 101\na=rtpmap:18 G729/8000\na=rtpmap:101 telephone-event/8000\n";
+        let err =
+            negotiate_default(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap_err();
         assert_eq!(
             err,
             SdpError::NoCommonCodec {
-                offered: "8 101".into()
+                accepted: "PCMA, PCMU".into(),
+                offered: "18 G729/8000, 101 telephone-event/8000".into()
             }
+        );
+        assert_eq!(err.status_code(), 488);
+    }
+
+    #[test]
+    fn a_codec_left_out_of_the_configuration_is_not_answered() {
+        let offer = OFFER
+            .replace("8 0 101", "8 101")
+            .replace("a=rtpmap:0 PCMU/8000\r\n", "");
+        let parsed = SessionDescription::parse(offer.as_bytes()).unwrap();
+        let err = negotiate(&parsed, &pcmu_only()).unwrap_err();
+        assert!(
+            matches!(&err, SdpError::NoCommonCodec { accepted, .. } if accepted == "PCMU"),
+            "{err}"
         );
         assert_eq!(err.status_code(), 488);
     }
@@ -451,15 +552,16 @@ a=ptime:20\r\n";
     #[test]
     fn dynamic_pt_claiming_pcmu_is_accepted_and_pt0_remapped_is_not() {
         let offer = "v=0\nc=IN IP4 1.2.3.4\nm=audio 4000 RTP/AVP 0 96\na=rtpmap:0 opus/48000/2\na=rtpmap:96 PCMU/8000\n";
-        let chosen = negotiate(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap();
-        assert_eq!(chosen.pcmu, 96);
+        let chosen =
+            negotiate_default(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap();
+        assert_eq!((chosen.codec, chosen.payload_type), (Codec::Pcmu, 96));
     }
 
     #[test]
     fn video_is_rejected_in_place_and_audio_direction_answered() {
         let offer = "v=0\nc=IN IP4 1.2.3.4\nm=video 5000 RTP/AVP 96\na=rtpmap:96 H264/90000\nm=audio 4000 RTP/AVP 0\na=sendonly\n";
         let offer = SessionDescription::parse(offer.as_bytes()).unwrap();
-        let chosen = negotiate(&offer).unwrap();
+        let chosen = negotiate_default(&offer).unwrap();
         assert_eq!(chosen.index, 1);
         assert_eq!(chosen.direction, Direction::RecvOnly);
         let sdp = answer(
@@ -508,11 +610,26 @@ a=ptime:20\r\n";
 
     #[test]
     fn our_offer_is_accepted_by_our_own_negotiation() {
-        let offer_sdp = offer("127.0.0.1:20004".parse().unwrap(), Origin::new(9));
+        let choice = CodecChoice::default();
+        let offer_sdp = offer("127.0.0.1:20004".parse().unwrap(), Origin::new(9), &choice);
+        assert!(
+            offer_sdp.contains("m=audio 20004 RTP/AVP 8 0 101\r\n"),
+            "{offer_sdp}"
+        );
         let parsed = SessionDescription::parse(offer_sdp.as_bytes()).unwrap();
-        let chosen = negotiate(&parsed).unwrap();
+        let chosen = negotiate(&parsed, &choice).unwrap();
         assert_eq!(chosen.remote, "127.0.0.1:20004".parse().unwrap());
+        assert_eq!(chosen.codec, Codec::Pcma);
         assert_eq!(chosen.telephone_event, Some(OFFERED_TELEPHONE_EVENT));
+        let pcmu = offer(
+            "127.0.0.1:20004".parse().unwrap(),
+            Origin::new(9),
+            &pcmu_only(),
+        );
+        assert!(
+            pcmu.contains("RTP/AVP 0 101\r\n") && !pcmu.contains("PCMA"),
+            "{pcmu}"
+        );
     }
 
     /// Mutated offers (bytes flipped, cut, duplicated; seeded, so every run
@@ -552,7 +669,7 @@ a=ptime:20\r\n";
                 }
             }
             if let Ok(offer) = SessionDescription::parse(&body) {
-                if let Ok(chosen) = negotiate(&offer) {
+                if let Ok(chosen) = negotiate_default(&offer) {
                     let _ = answer(
                         &offer,
                         &chosen,
@@ -571,14 +688,16 @@ a=ptime:20\r\n";
 
     #[test]
     fn audio_without_connection_is_488() {
-        let err = negotiate(&SessionDescription::parse(b"v=0\nm=audio 4000 RTP/AVP 0\n").unwrap())
-            .unwrap_err();
+        let err = negotiate_default(
+            &SessionDescription::parse(b"v=0\nm=audio 4000 RTP/AVP 0\n").unwrap(),
+        )
+        .unwrap_err();
         assert_eq!(err, SdpError::NoConnection);
     }
 
     #[test]
     fn no_audio_is_488() {
-        let err = negotiate(
+        let err = negotiate_default(
             &SessionDescription::parse(b"v=0\nc=IN IP4 1.1.1.1\nm=video 4000 RTP/AVP 96\n")
                 .unwrap(),
         )

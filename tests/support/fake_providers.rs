@@ -94,6 +94,8 @@ pub struct FakeCounts {
     pub stt: u32,
     /// Texts sent to TTS, in order.
     pub tts_texts: Vec<String>,
+    /// The `output_format` of each TTS request, in order.
+    pub tts_formats: Vec<String>,
     /// Last chat request body.
     pub last_chat: Option<serde_json::Value>,
 }
@@ -325,6 +327,8 @@ async fn tts(
         let mut counts = shared.counts.lock().unwrap();
         counts.tts += 1;
         counts.tts_texts.push(text.clone());
+        let format = query.get("output_format").cloned().unwrap_or_default();
+        counts.tts_formats.push(format);
     }
     match behaviour.tts_fault {
         Some(Fault::Status(status)) => return error_response(status),
@@ -361,6 +365,13 @@ async fn tts(
         .unwrap_or("mp3_44100_128");
     let (bytes, content_type, bytes_per_20ms): (Vec<u8>, &str, usize) = match format {
         "ulaw_8000" => (ulaw, "audio/basic", 160),
+        "alaw_8000" => {
+            let alaw = ulaw
+                .iter()
+                .map(|&c| sav::media::g711::ulaw_to_alaw(c))
+                .collect();
+            (alaw, "audio/x-alaw-basic", 160)
+        }
         "pcm_16000" => {
             // μ-law → linear → naive 2× upsampling.
             let pcm: Vec<u8> = ulaw

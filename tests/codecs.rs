@@ -1,0 +1,148 @@
+//! The codecs on the wire: sipp callers offer PCMA, PCMU and G.729 alone and
+//! in mixed orders; what sav answers, and what its RTP carries (payload
+//! type, sizes, timestamp step, gaps, and the cached greeting decoded in the
+//! answered law), captured with tshark.
+
+mod support;
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use support::*;
+
+/// (the offer's formats, the payload type and codec the answer must take):
+/// the caller's order wins, G.729 (unknown to sav) is passed over.
+const OFFERS: [(&str, u8, &str); 5] = [
+    ("8 101", 8, "PCMA"),
+    ("0 101", 0, "PCMU"),
+    ("0 8 101", 0, "PCMU"),
+    ("8 0 101", 8, "PCMA"),
+    ("18 8 0 101", 8, "PCMA"),
+];
+
+/// An A-law payload decoded to linear samples (ITU-T G.711 §2), written
+/// apart from sav's own tables.
+fn decode_alaw(codes: &[u8]) -> Vec<i16> {
+    codes
+        .iter()
+        .map(|&c| {
+            let a = c ^ 0x55;
+            let mut t = i32::from(a & 0x0F) << 4;
+            let segment = (a & 0x70) >> 4;
+            t = match segment {
+                0 => t + 8,
+                1 => t + 0x108,
+                s => (t + 0x108) << (s - 1),
+            };
+            (if a & 0x80 != 0 { t } else { -t }) as i16
+        })
+        .collect()
+}
+
+/// Signal-to-noise ratio (dB) of `decoded` against `reference`.
+fn snr_db(reference: &[i16], decoded: &[i16]) -> f64 {
+    let signal: f64 = reference.iter().map(|&s| f64::from(s).powi(2)).sum();
+    let noise: f64 = reference
+        .iter()
+        .zip(decoded)
+        .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(1.0)).log10()
+}
+
+#[test]
+fn each_offer_is_answered_in_its_first_known_codec_and_the_rtp_carries_it() {
+    let dir = workdir("codecs_offers");
+    let ports = Ports::slot(74);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max),
+    );
+    let template = std::fs::read_to_string(format!("{REPO}/tests/sipp/uac_offer.xml")).unwrap();
+    for (n, (formats, pt, codec)) in OFFERS.into_iter().enumerate() {
+        let scenario = dir.join(format!("uac_offer_{n}.xml"));
+        let text = template
+            .replace("@FORMATS@", formats)
+            .replace("@ANSWER_PT@", &pt.to_string())
+            .replace("@ANSWER_CODEC@", codec);
+        std::fs::write(&scenario, text).unwrap();
+        let output = sipp(
+            &dir,
+            scenario.to_str().unwrap(),
+            ports,
+            &["-m", "1", "-d", "1500"],
+            Duration::from_secs(30),
+        );
+        assert!(
+            output.status.success(),
+            "offer {formats:?}: not answered {codec}:\n{}\n{}",
+            sipp_report(&dir, &output),
+            sav.log_text()
+        );
+    }
+    let packets = capture.stop();
+
+    // sav's streams, one SSRC per call, in the order the calls were made.
+    let mut streams: Vec<(u32, Vec<&Datagram>)> = Vec::new();
+    let mut index: HashMap<u32, usize> = HashMap::new();
+    for packet in ports.sav_audio(&packets) {
+        let ssrc = u32::from_be_bytes(packet.payload[8..12].try_into().unwrap());
+        let at = *index.entry(ssrc).or_insert_with(|| {
+            streams.push((ssrc, Vec::new()));
+            streams.len() - 1
+        });
+        streams[at].1.push(packet);
+    }
+    assert_eq!(streams.len(), OFFERS.len(), "one RTP stream per call");
+    let greet = decode_ulaw(&std::fs::read(format!("{REPO}/cache/greet.raw")).unwrap());
+    let mut report =
+        String::from("offer → answer: packets, payload type, max gap, SNR of the first 0.5 s\n");
+    for ((formats, pt, codec), (_, stream)) in OFFERS.iter().zip(&streams) {
+        assert!(stream.len() >= 60, "{formats}: {} packets", stream.len());
+        let mut max_gap = Duration::ZERO;
+        for pair in stream.windows(2) {
+            let (a, b) = (&pair[0].payload, &pair[1].payload);
+            assert_eq!(b[1] & 0x7F, *pt, "{formats}: payload type");
+            let seq = |p: &[u8]| u16::from_be_bytes([p[2], p[3]]);
+            let ts = |p: &[u8]| u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            assert_eq!(seq(b), seq(a).wrapping_add(1), "{formats}: sequence");
+            assert_eq!(ts(b).wrapping_sub(ts(a)), 160, "{formats}: timestamp step");
+            max_gap = max_gap.max(pair[1].time.saturating_sub(pair[0].time));
+        }
+        assert_eq!(stream[0].payload[1] & 0x7F, *pt);
+        assert!(
+            max_gap <= Duration::from_millis(40),
+            "{formats}: a gap of {max_gap:?}"
+        );
+        // The first 0.5 s is the cached greeting, in the answered law.
+        let payloads: Vec<u8> = stream
+            .iter()
+            .take(25)
+            .flat_map(|p| p.payload[12..].to_vec())
+            .collect();
+        let decoded = match *codec {
+            "PCMA" => decode_alaw(&payloads),
+            _ => decode_ulaw(&payloads),
+        };
+        let snr = snr_db(&greet[..4000], &decoded[..4000]);
+        // μ-law as cached: exact; A-law made from it: one requantisation
+        // (G.711 gives ~38 dB on speech).
+        assert!(
+            snr > 30.0,
+            "{formats}: SNR {snr:.1} dB against the greeting"
+        );
+        // Decoded in the wrong law it is noise: the test can tell.
+        let wrong = match *codec {
+            "PCMA" => decode_ulaw(&payloads),
+            _ => decode_alaw(&payloads),
+        };
+        assert!(snr_db(&greet[..4000], &wrong[..4000]) < 10.0);
+        report += &format!(
+            "{formats:>12} → {codec} ({pt}): {} packets, max gap {:.1} ms, SNR {snr:.1} dB\n",
+            stream.len(),
+            max_gap.as_secs_f64() * 1000.0
+        );
+    }
+    write_report("codecs-report.txt", &report);
+}
