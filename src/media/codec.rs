@@ -88,12 +88,11 @@ impl Codec {
     /// written (at most `out.len()`).
     pub fn decode(self, payload: &[u8], out: &mut [i16]) -> usize {
         let n = payload.len().min(out.len());
-        let decode: fn(u8) -> i16 = match self {
-            Codec::Pcmu => g711::decode,
-            Codec::Pcma => g711::alaw_decode,
-        };
-        for (sample, &code) in out.iter_mut().zip(&payload[..n]) {
-            *sample = decode(code);
+        let pairs = out.iter_mut().zip(&payload[..n]);
+        // One loop per law, so each table lookup inlines.
+        match self {
+            Codec::Pcmu => pairs.for_each(|(sample, &code)| *sample = g711::decode(code)),
+            Codec::Pcma => pairs.for_each(|(sample, &code)| *sample = g711::alaw_decode(code)),
         }
         n
     }
@@ -109,13 +108,14 @@ impl Codec {
     /// `payload` of codec `from` rewritten in place as this codec (G.711's
     /// two laws: one lookup per byte).
     pub fn convert_from(self, from: Codec, payload: &mut [u8]) {
-        let convert: fn(u8) -> u8 = match (from, self) {
-            (Codec::Pcmu, Codec::Pcma) => g711::ulaw_to_alaw,
-            (Codec::Pcma, Codec::Pcmu) => g711::alaw_to_ulaw,
-            (Codec::Pcmu, Codec::Pcmu) | (Codec::Pcma, Codec::Pcma) => return,
-        };
-        for byte in payload {
-            *byte = convert(*byte);
+        match (from, self) {
+            (Codec::Pcmu, Codec::Pcma) => {
+                payload.iter_mut().for_each(|b| *b = g711::ulaw_to_alaw(*b))
+            }
+            (Codec::Pcma, Codec::Pcmu) => {
+                payload.iter_mut().for_each(|b| *b = g711::alaw_to_ulaw(*b))
+            }
+            (Codec::Pcmu, Codec::Pcmu) | (Codec::Pcma, Codec::Pcma) => {}
         }
     }
 }
