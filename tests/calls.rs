@@ -266,7 +266,7 @@ async fn a_pcma_call_hears_its_phrases_and_its_generated_reply_in_a_law() {
     );
     let formats = call.fakes.as_ref().unwrap().counts().tts_formats;
     let ended = call.hang_up().await;
-    // The harness checked every packet's payload type (8) on the way.
+    assert!(ended.payload_types.iter().all(|&pt| pt == 8));
     let heard = phrases_heard(&ended.heard, PHRASES);
     assert_eq!(&heard[..2], ["greet", "welcome"], "{heard:?}");
     assert!(heard.iter().any(|k| k.starts_with("filler_")), "{heard:?}");
@@ -320,6 +320,68 @@ async fn a_known_customer_is_greeted_by_name() {
         "the name at frame {first_generated}, greet is {greet_frames} frames"
     );
     assert_eq!(ended.record["customer"]["last_name"], "Dupont");
+}
+
+#[tokio::test]
+async fn a_re_offer_in_a_law_changes_the_codec_mid_phrase_on_the_same_clock() {
+    let call = TestCall::start(Setup {
+        name: "calls_codec_change",
+        ..Setup::default()
+    })
+    .await;
+    // Half a second into the greeting, the caller re-offers PCMA only.
+    call.wait(SECOND / 2).await;
+    let changed_at = call.now();
+    call.peer
+        .events
+        .send(LegEvent::MediaChanged(sav::media::handle::RemoteMedia {
+            addr: call.phone,
+            codec: sav::media::codec::Codec::Pcma,
+            payload_type: 8,
+            receive: sav::media::rtp::PayloadTypes {
+                audio: 8,
+                telephone_event: Some(101),
+            },
+            sending: true,
+            quiet_allowed: false,
+        }))
+        .await
+        .unwrap();
+    call.wait(8 * SECOND).await;
+    let ended = call.hang_up().await;
+    let types = &ended.payload_types;
+    let switch = types
+        .iter()
+        .position(|&pt| pt == 8)
+        .expect("PCMA after the re-offer");
+    assert!(types[..switch].iter().all(|&pt| pt == 0), "{types:?}");
+    assert!(types[switch..].iter().all(|&pt| pt == 8), "{types:?}");
+    let switched_at = ended.heard[switch].0;
+    assert!(
+        // One frame either side: the media clock starts with the first frame.
+        switched_at + Duration::from_millis(20) >= changed_at
+            && switched_at <= changed_at + Duration::from_millis(60),
+        "PCMA from {switched_at:?}, re-offer at {changed_at:?}"
+    );
+    // The clock went on (the harness checked sequence and timestamps) and
+    // the greeting and the menu (keys only) were heard whole across it.
+    assert_eq!(frames_missing(&ended.heard), 0);
+    let heard = phrases_heard(&ended.heard, PHRASES);
+    assert_eq!(&heard[..2], ["greet", "menu"], "{heard:?}");
+    let greet = support::cached_frames("greet");
+    let (start, _) = phrase_starts(&ended.heard, &["greet"])[0];
+    let from = ended.heard.iter().position(|(at, _)| *at == start).unwrap();
+    let loud_after_switch = (switch..from + greet.len())
+        .filter(|&i| level(&greet[i - from]) > 100)
+        .count();
+    assert!(loud_after_switch > 10, "the change came mid-phrase");
+    for i in switch..from + greet.len() {
+        assert!(
+            same_audio(&ended.heard[i].1, &greet[i - from]),
+            "greet frame {} differs after the change",
+            i - from
+        );
+    }
 }
 
 #[tokio::test]

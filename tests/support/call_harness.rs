@@ -89,6 +89,8 @@ pub struct TestCall {
     /// Into the call's media events: the caller's voice and keys.
     media: mpsc::Sender<MediaEvent>,
     pub heard: Heard,
+    /// The payload type of each frame heard, in order.
+    pub payload_types: Arc<Mutex<Vec<u8>>>,
     /// Where the caller's phone receives RTP.
     pub phone: std::net::SocketAddr,
     /// When the call was established (virtual time).
@@ -106,6 +108,8 @@ pub struct Ended {
     /// The call record as the CRM event carries it.
     pub record: serde_json::Value,
     pub heard: Vec<(Duration, Vec<u8>)>,
+    /// The payload type of each frame heard.
+    pub payload_types: Vec<u8>,
     /// What the leg was asked, in order.
     pub commands: Vec<LegCommand>,
     /// The call's timeline as stored (on the test's clock).
@@ -210,6 +214,8 @@ impl TestCall {
         tokio::time::pause();
         let t0 = Instant::now();
         let listen = heard.clone();
+        let payload_types: Arc<Mutex<Vec<u8>>> = Arc::default();
+        let types = payload_types.clone();
         let codec = setup.codec;
         let payload_type = codec.static_payload_type().expect("a static codec");
         tokio::spawn(async move {
@@ -229,10 +235,14 @@ impl TestCall {
                 let ticks = ts.wrapping_sub(ts0);
                 assert_eq!(ticks % 160, 0, "RTP timestamp off the frame clock");
                 let at = Duration::from_millis(u64::from(ticks) / 8);
-                assert_eq!(buf[1] & 0x7F, payload_type, "RTP payload type of {codec}");
+                // The phone decodes by the payload type (a re-offer may
+                // change the codec mid-call).
+                let pt = buf[1] & 0x7F;
+                let sent_in = Codec::from_static(pt).expect("PCMU or PCMA");
                 let mut payload = buf[12..len].to_vec();
-                Codec::Pcmu.convert_from(codec, &mut payload);
+                Codec::Pcmu.convert_from(sent_in, &mut payload);
                 heard.push((at, payload));
+                types.lock().unwrap().push(pt);
                 drop(heard);
                 last_seq = match last_seq {
                     Some(last) => {
@@ -272,6 +282,7 @@ impl TestCall {
             peer,
             media,
             heard,
+            payload_types,
             phone: phone_addr,
             t0,
             fakes,
@@ -396,10 +407,12 @@ impl TestCall {
             .expect("call record");
         let record = self.store.call_event(&id).await.unwrap().expect("event");
         let heard = self.heard.lock().unwrap().clone();
+        let payload_types = self.payload_types.lock().unwrap().clone();
         Ended {
             end,
             record,
             heard,
+            payload_types,
             commands,
             timeline,
         }
@@ -464,7 +477,7 @@ fn through_alaw(code: u8) -> u8 {
 }
 
 /// Whether a frame heard is `expected` (μ-law), in either law.
-fn same_audio(heard: &[u8], expected: &[u8]) -> bool {
+pub fn same_audio(heard: &[u8], expected: &[u8]) -> bool {
     heard.starts_with(expected)
         || (heard.len() >= expected.len()
             && heard
