@@ -407,6 +407,10 @@ impl Call {
             rtp_received = received.packets,
             rtp_lost = received.lost(),
             jitter_ms = format_args!("{:.2}", received.jitter_ms()),
+            reordered = media.jitter.reordered,
+            late = media.jitter.late,
+            duplicates = media.jitter.duplicates,
+            concealed = media.jitter.concealed,
             "media of the call"
         );
         if ending == Ending::Remote {

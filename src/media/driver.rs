@@ -24,6 +24,7 @@ use tracing::{debug, warn};
 
 use crate::media::codec::Codec;
 use crate::media::inbound::{InboundCore, InboundEvent, InboundRemote};
+use crate::media::jitter::JitterStats;
 use crate::media::pacer::Pacer;
 use crate::media::playout::{
     FrameSource, PlayoutEvent, PlayoutScheduler, SegmentKind, StreamId, StreamPolicy,
@@ -474,7 +475,9 @@ pub struct ReceiverConfig {
 
 /// Spawns the receive task of one call; it ends on RTP timeout or when the
 /// returned handle is aborted.
-pub fn spawn_receiver(config: ReceiverConfig) -> tokio::task::JoinHandle<ReceiveStats> {
+pub fn spawn_receiver(
+    config: ReceiverConfig,
+) -> tokio::task::JoinHandle<(ReceiveStats, JitterStats)> {
     tokio::spawn(receive(config))
 }
 
@@ -482,7 +485,7 @@ pub fn spawn_receiver(config: ReceiverConfig) -> tokio::task::JoinHandle<Receive
 /// timeout, hands it packets and time, and carries out its events. Ends
 /// when the RTP times out or the sender of `remote` is dropped (the call
 /// stops its media), with the reception statistics.
-async fn receive(config: ReceiverConfig) -> ReceiveStats {
+async fn receive(config: ReceiverConfig) -> (ReceiveStats, JitterStats) {
     let ReceiverConfig {
         id,
         socket,
@@ -561,5 +564,5 @@ async fn receive(config: ReceiverConfig) -> ReceiveStats {
             let _ = events.send(event).await;
         }
     }
-    core.stats().clone()
+    (core.stats().clone(), core.jitter_stats())
 }

@@ -21,6 +21,7 @@ use tracing::info;
 use crate::media::codec::Codec;
 use crate::media::driver::{self, MediaDriver, MediaEvent, MediaId, ReceiverConfig, StreamStart};
 use crate::media::inbound::InboundRemote;
+use crate::media::jitter::JitterStats;
 use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
 use crate::media::recording::Recording;
 use crate::media::rtp::PayloadTypes;
@@ -85,13 +86,15 @@ pub struct MediaStats {
     pub sent: u64,
     /// The caller's packets (those the latch let in).
     pub received: ReceiveStats,
+    /// What putting them in order dropped and concealed.
+    pub jitter: JitterStats,
 }
 
 /// The call's side of its media.
 pub struct MediaHandle {
     id: MediaId,
     driver: MediaDriver,
-    receiver: tokio::task::JoinHandle<ReceiveStats>,
+    receiver: tokio::task::JoinHandle<(ReceiveStats, JitterStats)>,
     /// Tells the receive task what the caller's SDP says.
     inbound: watch::Sender<InboundRemote>,
     /// The remote description applied last.
@@ -242,13 +245,17 @@ impl MediaHandle {
         // full event queue (nobody reads it now) is aborted.
         drop(self.inbound);
         let mut receiver = self.receiver;
-        let received = match tokio::time::timeout(RECEIVER_STOP, &mut receiver).await {
+        let (received, jitter) = match tokio::time::timeout(RECEIVER_STOP, &mut receiver).await {
             Ok(Ok(stats)) => stats,
             _ => {
                 receiver.abort();
-                ReceiveStats::default()
+                Default::default()
             }
         };
-        MediaStats { sent, received }
+        MediaStats {
+            sent,
+            received,
+            jitter,
+        }
     }
 }

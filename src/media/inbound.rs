@@ -1,6 +1,7 @@
 //! A call's inbound RTP, sans-IO: which source to believe (latch), what the
-//! caller says (voice activity and turns), which keys it presses (RFC 4733),
-//! and when its media has stopped.
+//! caller says (its audio put back in order and concealed where lost, then
+//! voice activity and turns), which keys it presses (RFC 4733), and when its
+//! media has stopped.
 //!
 //! Packets go in with [`InboundCore::handle_packet`], the passing of time
 //! with [`InboundCore::handle_timeout`] (when [`InboundCore::poll_timeout`]
@@ -14,6 +15,7 @@ use std::time::{Duration, Instant};
 
 use crate::media::codec::Codec;
 use crate::media::dtmf::DtmfDecoder;
+use crate::media::jitter::{JitterBuffer, JitterStats};
 use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::recording::{CallerPlacer, RecordingTrack};
 use crate::media::rtp::{self, Inbound, PayloadTypes};
@@ -94,6 +96,8 @@ pub struct InboundCore {
     /// The last packet or silence fed to the detector.
     last_activity: Instant,
     detector: Option<TurnDetector>,
+    /// Puts the caller's audio in order before the detector hears it.
+    jitter: JitterBuffer,
     dtmf: DtmfDecoder,
     /// The caller's side of the recording, placed on the call's clock from
     /// `t0`.
@@ -127,6 +131,7 @@ impl InboundCore {
             last_valid: now,
             last_activity: now,
             detector: vad.map(TurnDetector::new),
+            jitter: JitterBuffer::new(),
             dtmf: DtmfDecoder::new(),
             recording,
             placer: CallerPlacer::default(),
@@ -160,6 +165,11 @@ impl InboundCore {
         &self.stats
     }
 
+    /// What the reordering dropped and concealed so far.
+    pub fn jitter_stats(&self) -> JitterStats {
+        self.jitter.stats()
+    }
+
     /// Packets dropped so far.
     pub fn dropped(&self) -> u64 {
         self.dropped
@@ -174,6 +184,10 @@ impl InboundCore {
     /// the caller speaks, the next silence to feed the detector.
     pub fn poll_timeout(&self) -> Instant {
         let timeout = self.last_valid + self.rtp_timeout;
+        let timeout = match self.jitter.poll_timeout() {
+            Some(gap) => timeout.min(gap),
+            None => timeout,
+        };
         if self.in_speech() {
             timeout.min(self.last_activity + SILENCE_POLL)
         } else {
@@ -226,11 +240,10 @@ impl InboundCore {
                         track.put_at_coded(offset, payload, self.codec);
                     }
                 }
-                if let Some(detector) = self.detector.as_mut() {
+                if self.detector.is_some() {
                     let n = self.codec.decode(payload, &mut self.pcm);
-                    if let Some(event) = detector.push(now, &self.pcm[..n]) {
-                        self.push_turn(event);
-                    }
+                    self.jitter.push(now, seq, &self.pcm[..n]);
+                    self.listen(now);
                 }
             }
             Inbound::TelephoneEvent {
@@ -254,6 +267,8 @@ impl InboundCore {
         if self.timed_out {
             return;
         }
+        self.jitter.handle_timeout(now);
+        self.listen(now);
         let timeout = self.last_valid + self.rtp_timeout;
         if now < timeout {
             // Packets stopped mid-turn: the silence must still end it.
@@ -282,15 +297,24 @@ impl InboundCore {
         self.push(InboundEvent::RtpTimeout);
     }
 
+    /// The caller's audio that is in order now, to the turn detector.
+    fn listen(&mut self, now: Instant) {
+        let Some(detector) = self.detector.as_mut() else {
+            return;
+        };
+        while let Some((_, pcm)) = self.jitter.pop() {
+            if let Some(event) = detector.push(now, pcm) {
+                push_bounded(&mut self.events, turn_event(event));
+            }
+        }
+    }
+
     fn in_speech(&self) -> bool {
         self.detector.as_ref().is_some_and(TurnDetector::in_speech)
     }
 
     fn push_turn(&mut self, event: TurnEvent) {
-        self.push(match event {
-            TurnEvent::SpeechStarted { .. } => InboundEvent::SpeechStarted,
-            TurnEvent::SpeechEnded { utterance, .. } => InboundEvent::SpeechEnded(utterance),
-        });
+        self.push(turn_event(event));
     }
 
     fn drop_packet(&mut self, source: SocketAddr, reason: Dropped) {
@@ -306,13 +330,24 @@ impl InboundCore {
     }
 
     fn push(&mut self, event: InboundEvent) {
-        if self.events.len() >= MAX_EVENTS {
-            // Polled after every input, so this is a shell that stopped
-            // polling: keep the newest.
-            self.events.pop_front();
-        }
-        self.events.push_back(event);
+        push_bounded(&mut self.events, event);
     }
+}
+
+fn turn_event(event: TurnEvent) -> InboundEvent {
+    match event {
+        TurnEvent::SpeechStarted { .. } => InboundEvent::SpeechStarted,
+        TurnEvent::SpeechEnded { utterance, .. } => InboundEvent::SpeechEnded(utterance),
+    }
+}
+
+fn push_bounded(events: &mut VecDeque<InboundEvent>, event: InboundEvent) {
+    if events.len() >= MAX_EVENTS {
+        // Polled after every input, so this is a shell that stopped
+        // polling: keep the newest.
+        events.pop_front();
+    }
+    events.push_back(event);
 }
 
 /// Whether `payload`'s mean absolute sample is over [`AUDIBLE_LEVEL`].
@@ -432,6 +467,119 @@ mod tests {
         );
         assert_eq!(stats.first_audio, Some(ms(60)));
         assert_eq!(stats.max_gap, Duration::from_millis(40));
+    }
+
+    /// The welcome phrase, after 1 s of silence and followed by 2 s, as
+    /// 20 ms RTP packets (seq, payload).
+    fn spoken_packets() -> Vec<(u16, Vec<u8>)> {
+        let clip = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/cache/welcome.raw"))
+            .expect("cache/welcome.raw");
+        let mut audio = vec![crate::media::g711::SILENCE; 8000];
+        audio.extend_from_slice(&clip);
+        audio.extend(vec![crate::media::g711::SILENCE; 16_000]);
+        audio
+            .chunks_exact(160)
+            .enumerate()
+            .map(|(n, frame)| {
+                let seq = 1000 + n as u16;
+                let mut packet = [0u8; rtp::PACKET_LEN];
+                let len = rtp::write_audio_packet(
+                    &mut packet,
+                    0,
+                    0x1234,
+                    seq,
+                    u32::from(seq) * 160,
+                    false,
+                    frame.try_into().expect("160 bytes"),
+                );
+                (seq, packet[..len].to_vec())
+            })
+            .collect()
+    }
+
+    /// What the caller said, as the core hands it to speech-to-text, when
+    /// the packets arrive in `order` (indices into the packets, 20 ms apart).
+    fn utterance(packets: &[(u16, Vec<u8>)], order: &[usize]) -> (Vec<i16>, InboundCore) {
+        let t0 = Instant::now();
+        let vad = crate::media::vad::VadConfig::default();
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), Some(vad), None);
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let mut turns = Vec::new();
+        for (n, &i) in order.iter().enumerate() {
+            let now = t0 + Duration::from_millis(20 * n as u64);
+            core.handle_packet(now, caller, &packets[i].1);
+            if core.poll_timeout() <= now {
+                core.handle_timeout(now);
+            }
+            turns.extend(events(&mut core));
+        }
+        let ended: Vec<Vec<i16>> = turns
+            .into_iter()
+            .filter_map(|e| match e {
+                InboundEvent::SpeechEnded(utterance) => Some(utterance),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(ended.len(), 1, "one turn");
+        (ended.into_iter().next().unwrap(), core)
+    }
+
+    #[test]
+    fn reordered_duplicated_and_lost_packets_reach_the_detector_in_order_and_concealed() {
+        let packets = spoken_packets();
+        let in_order: Vec<usize> = (0..packets.len()).collect();
+        let (clean, _) = utterance(&packets, &in_order);
+        // Every 10th packet swapped with the next, every 25th lost, every
+        // 40th sent twice.
+        let mut order = Vec::new();
+        let mut lost = Vec::new();
+        let mut i = 0;
+        while i < packets.len() {
+            if i % 25 == 24 {
+                lost.push(packets[i].0);
+                i += 1;
+                continue;
+            }
+            if i % 10 == 9 && i + 1 < packets.len() && (i + 1) % 25 != 24 {
+                order.extend([i + 1, i]);
+                i += 2;
+                continue;
+            }
+            order.push(i);
+            if i % 40 == 33 {
+                order.push(i);
+            }
+            i += 1;
+        }
+        let (rough, core) = utterance(&packets, &order);
+        let stats = core.jitter_stats();
+        // A copy right behind its packet comes after it went out: late.
+        assert!(stats.reordered > 5 && stats.late > 3, "{stats:?}");
+        // The detector heard the frames that were sent, the lost ones made
+        // up and the others in their place (the turn may end a frame apart:
+        // a loss delays what follows it by up to the window).
+        let frames = |u: &[i16]| u.chunks(160).map(<[i16]>::to_vec).collect::<Vec<_>>();
+        let (clean, rough) = (frames(&clean), frames(&rough));
+        assert!(
+            clean.len().abs_diff(rough.len()) <= 2,
+            "{} frames against {}",
+            rough.len(),
+            clean.len()
+        );
+        let differing = (0..=2)
+            .flat_map(|shift| [(shift, 0), (0, shift)])
+            .map(|(a, b)| {
+                let pairs = clean.iter().skip(a).zip(rough.iter().skip(b));
+                pairs.filter(|(x, y)| x != y).count()
+            })
+            .min()
+            .unwrap_or(usize::MAX);
+        assert!(
+            differing <= lost.len(),
+            "{differing} frames differ; {} were lost in the whole stream",
+            lost.len()
+        );
+        assert!(stats.concealed >= 1, "{stats:?}");
     }
 
     #[test]

@@ -18,6 +18,7 @@ pub mod dtmf;
 pub mod g711;
 pub mod handle;
 pub mod inbound;
+pub mod jitter;
 pub mod latch;
 pub mod pacer;
 pub mod playout;

@@ -1,0 +1,398 @@
+//! The caller's audio put back in order before anyone listens to it
+//! (sans-IO): packets come in as they arrive ([`JitterBuffer::push`]), in
+//! sequence order they come out ([`JitterBuffer::pop`]), so the voice
+//! activity detector and speech-to-text hear one continuous signal.
+//!
+//! - In order, a packet comes out at once: the buffer adds no delay.
+//! - Out of order, a packet waits for the ones before it, at most
+//!   [`WINDOW`] of audio behind it or [`WINDOW`] of time
+//!   ([`JitterBuffer::handle_timeout`]); a packet still missing then is
+//!   counted lost and concealed: the last packet repeated, fading (G.711
+//!   has no concealment of its own; ITU-T G.711 Appendix I does the same in
+//!   spirit), then silence.
+//! - A packet behind what already came out is late, one already held is a
+//!   duplicate: both are dropped and counted.
+//! - A jump of the sequence beyond [`RESTART`] (a new stream, a sender that
+//!   restarted) starts over from it.
+//!
+//! Storage is fixed ([`SLOTS`] packets of up to 60 ms): nothing allocates
+//! per packet.
+
+use std::time::{Duration, Instant};
+
+/// How long a packet waits for the ones before it: 60 ms.
+pub const WINDOW: Duration = Duration::from_millis(60);
+/// Packets held at most (a window of 20 ms packets, and room for shorter
+/// ones).
+pub const SLOTS: usize = 8;
+/// Samples of one packet at most (60 ms at 8 kHz).
+pub const MAX_SAMPLES: usize = 480;
+/// A sequence jump this large (either way) is a new stream, not loss.
+pub const RESTART: u16 = 100;
+/// Concealed packets in a row that still repeat audio; silence after.
+const FADE_PACKETS: u32 = 3;
+
+/// Packets of 20 ms the window spans: a packet this far ahead of a gap
+/// stops the wait for it.
+const WINDOW_PACKETS: u16 = (WINDOW.as_millis() / 20) as u16;
+/// Gain of each concealed packet in a row (then silence).
+const FADE: [f32; FADE_PACKETS as usize] = [0.8, 0.5, 0.25];
+
+/// What the buffer dropped or made up, for the call's statistics.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct JitterStats {
+    /// Packets that came out of order and were put back in place.
+    pub reordered: u64,
+    /// Packets behind what already came out (late, or a copy of one that
+    /// came out).
+    pub late: u64,
+    /// Copies of a packet still held.
+    pub duplicates: u64,
+    /// Packets refused because every slot was taken (a shell that does not
+    /// pop).
+    pub overflow: u64,
+    /// Packets never received, concealed.
+    pub concealed: u64,
+    /// Sequence jumps taken as a new stream.
+    pub restarts: u64,
+}
+
+#[derive(Clone, Copy)]
+struct Held {
+    seq: u16,
+    arrived: Instant,
+    len: usize,
+    pcm: [i16; MAX_SAMPLES],
+}
+
+/// Where a packet's audio out of the buffer came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Played {
+    /// The caller's audio, in order.
+    Received,
+    /// Made up for a lost packet.
+    Concealed,
+}
+
+/// One call's inbound reordering (see the module doc).
+pub struct JitterBuffer {
+    held: [Option<Held>; SLOTS],
+    /// The next sequence number to come out (`None` before the first).
+    next: Option<u16>,
+    /// The packets before this one are lost: conceal up to it.
+    conceal_until: Option<u16>,
+    /// The last packet out, for concealment.
+    last: [i16; MAX_SAMPLES],
+    last_len: usize,
+    /// Concealed packets in a row.
+    concealing: u32,
+    /// The packet just popped.
+    out: [i16; MAX_SAMPLES],
+    stats: JitterStats,
+}
+
+impl Default for JitterBuffer {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl JitterBuffer {
+    pub fn new() -> Self {
+        Self {
+            held: [None; SLOTS],
+            next: None,
+            conceal_until: None,
+            last: [0; MAX_SAMPLES],
+            last_len: 0,
+            concealing: 0,
+            out: [0; MAX_SAMPLES],
+            stats: JitterStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> JitterStats {
+        self.stats
+    }
+
+    /// A packet `seq` arrived at `now` with its decoded audio (at most
+    /// [`MAX_SAMPLES`] are kept). Pop what it lets out.
+    pub fn push(&mut self, now: Instant, seq: u16, pcm: &[i16]) {
+        let next = *self.next.get_or_insert(seq);
+        let ahead = seq.wrapping_sub(next);
+        if ahead > u16::MAX - RESTART {
+            // Behind what came out already (or a duplicate of it).
+            self.stats.late += 1;
+            return;
+        }
+        if ahead >= RESTART {
+            // Far from anything expected: a new stream starts here.
+            self.stats.restarts += 1;
+            self.held = [None; SLOTS];
+            self.next = Some(seq);
+            self.conceal_until = None;
+        }
+        if self.held.iter().flatten().any(|h| h.seq == seq) {
+            self.stats.duplicates += 1;
+            return;
+        }
+        // Behind a packet already waiting: it came out of order.
+        let next = self.next.unwrap_or(seq);
+        let behind_one = self
+            .held
+            .iter()
+            .flatten()
+            .any(|h| h.seq.wrapping_sub(next) > seq.wrapping_sub(next));
+        if behind_one {
+            self.stats.reordered += 1;
+        }
+        let Some(slot) = self.held.iter_mut().find(|h| h.is_none()) else {
+            self.stats.overflow += 1;
+            return;
+        };
+        let len = pcm.len().min(MAX_SAMPLES);
+        let mut held = Held {
+            seq,
+            arrived: now,
+            len,
+            pcm: [0; MAX_SAMPLES],
+        };
+        held.pcm[..len].copy_from_slice(&pcm[..len]);
+        *slot = Some(held);
+        // A packet the window's width ahead of a gap: the gap is lost.
+        let beyond = self
+            .held
+            .iter()
+            .flatten()
+            .any(|h| h.seq.wrapping_sub(self.next.unwrap_or(seq)) >= WINDOW_PACKETS);
+        if beyond {
+            self.give_up_gap();
+        }
+    }
+
+    /// When [`Self::handle_timeout`] is next due: the oldest packet held
+    /// behind a gap stops waiting for it then.
+    pub fn poll_timeout(&self) -> Option<Instant> {
+        if self.conceal_until.is_some() {
+            return None;
+        }
+        self.held.iter().flatten().map(|h| h.arrived + WINDOW).min()
+    }
+
+    /// Time passed: a gap waited for longer than the window is lost. Pop
+    /// what it lets out.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if self
+            .held
+            .iter()
+            .flatten()
+            .any(|h| now >= h.arrived + WINDOW)
+        {
+            self.give_up_gap();
+        }
+    }
+
+    /// The next packet's audio in order, when it is there, or made up for
+    /// a packet given up as lost.
+    pub fn pop(&mut self) -> Option<(Played, &[i16])> {
+        let next = self.next?;
+        if let Some(position) = self
+            .held
+            .iter()
+            .position(|h| h.is_some_and(|h| h.seq == next))
+        {
+            let held = self.held[position].take()?;
+            self.next = Some(next.wrapping_add(1));
+            if self.conceal_until == Some(next) {
+                self.conceal_until = None;
+            }
+            self.concealing = 0;
+            self.last[..held.len].copy_from_slice(&held.pcm[..held.len]);
+            self.last_len = held.len;
+            self.out[..held.len].copy_from_slice(&held.pcm[..held.len]);
+            return Some((Played::Received, &self.out[..held.len]));
+        }
+        let until = self.conceal_until?;
+        if until == next {
+            self.conceal_until = None;
+            return None;
+        }
+        self.next = Some(next.wrapping_add(1));
+        self.stats.concealed += 1;
+        let len = if self.last_len == 0 {
+            160
+        } else {
+            self.last_len
+        };
+        let gain = FADE.get(self.concealing as usize).copied().unwrap_or(0.0);
+        self.concealing = self.concealing.saturating_add(1);
+        for (out, &last) in self.out[..len].iter_mut().zip(&self.last[..len]) {
+            *out = (f32::from(last) * gain) as i16;
+        }
+        Some((Played::Concealed, &self.out[..len]))
+    }
+
+    /// Stops waiting for the packets before the earliest one held.
+    fn give_up_gap(&mut self) {
+        let Some(next) = self.next else {
+            return;
+        };
+        self.conceal_until = self
+            .held
+            .iter()
+            .flatten()
+            .map(|h| h.seq)
+            .min_by_key(|seq| seq.wrapping_sub(next));
+        if self.conceal_until == Some(next) {
+            self.conceal_until = None;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    /// A packet's audio that says which packet it is.
+    fn audio(seq: u16) -> [i16; 160] {
+        [seq as i16 * 10; 160]
+    }
+
+    /// Everything the buffer lets out now: (how, first sample).
+    fn drain(buffer: &mut JitterBuffer) -> Vec<(Played, i16)> {
+        std::iter::from_fn(|| buffer.pop().map(|(how, pcm)| (how, pcm[0]))).collect()
+    }
+
+    fn received(seqs: &[u16]) -> Vec<(Played, i16)> {
+        seqs.iter()
+            .map(|&s| (Played::Received, s as i16 * 10))
+            .collect()
+    }
+
+    #[test]
+    fn in_order_packets_come_out_at_once() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        for seq in [65_534u16, 65_535, 0, 1] {
+            b.push(t, seq, &audio(seq));
+            assert_eq!(drain(&mut b), received(&[seq]), "seq {seq}");
+        }
+        assert_eq!(b.poll_timeout(), None);
+        assert_eq!(b.stats(), JitterStats::default());
+    }
+
+    #[test]
+    fn a_reordered_packet_is_put_back_in_place() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        b.push(t, 1, &audio(1));
+        drain(&mut b);
+        b.push(t + ms(20), 3, &audio(3));
+        assert_eq!(drain(&mut b), vec![], "3 waits for 2");
+        assert_eq!(b.poll_timeout(), Some(t + ms(80)));
+        b.push(t + ms(25), 2, &audio(2));
+        assert_eq!(drain(&mut b), received(&[2, 3]));
+        assert_eq!(b.stats().reordered, 1);
+        assert_eq!(b.stats().concealed, 0);
+    }
+
+    #[test]
+    fn a_lost_packet_is_concealed_once_the_window_is_ahead_of_it() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        b.push(t, 1, &audio(1));
+        drain(&mut b);
+        b.push(t, 3, &audio(3));
+        b.push(t, 4, &audio(4));
+        assert_eq!(drain(&mut b), vec![]);
+        b.push(t, 5, &audio(5));
+        let out = drain(&mut b);
+        // 2 made up from 1, faded; then the rest in order.
+        assert_eq!(out[0], (Played::Concealed, 8));
+        assert_eq!(out[1..], received(&[3, 4, 5])[..]);
+        assert_eq!(b.stats().concealed, 1);
+    }
+
+    #[test]
+    fn a_gap_older_than_the_window_is_given_up_on_time() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        b.push(t, 1, &audio(1));
+        drain(&mut b);
+        b.push(t + ms(40), 3, &audio(3));
+        b.handle_timeout(t + ms(99));
+        assert_eq!(drain(&mut b), vec![]);
+        assert_eq!(b.poll_timeout(), Some(t + ms(100)));
+        b.handle_timeout(t + ms(100));
+        assert_eq!(
+            drain(&mut b),
+            vec![(Played::Concealed, 8), (Played::Received, 30)]
+        );
+    }
+
+    #[test]
+    fn a_long_loss_fades_to_silence() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        b.push(t, 1, &audio(100));
+        drain(&mut b);
+        b.push(t, 7, &audio(7));
+        b.handle_timeout(t + WINDOW);
+        let out = drain(&mut b);
+        let concealed: Vec<i16> = out
+            .iter()
+            .filter(|(how, _)| *how == Played::Concealed)
+            .map(|&(_, first)| first)
+            .collect();
+        // 1000 × 0.8, 0.5, 0.25, then nothing.
+        assert_eq!(concealed, vec![800, 500, 250, 0, 0]);
+        assert_eq!(out.last(), Some(&(Played::Received, 70)));
+        assert_eq!(b.stats().concealed, 5);
+    }
+
+    #[test]
+    fn late_and_duplicate_packets_are_dropped_and_counted() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        b.push(t, 10, &audio(10));
+        drain(&mut b);
+        b.push(t, 10, &audio(10));
+        b.push(t, 9, &audio(9));
+        b.push(t, 12, &audio(12));
+        b.push(t, 12, &audio(12));
+        b.push(t, 11, &audio(11));
+        assert_eq!(drain(&mut b), received(&[11, 12]));
+        let stats = b.stats();
+        assert_eq!((stats.late, stats.duplicates, stats.reordered), (2, 1, 1));
+    }
+
+    #[test]
+    fn a_sequence_jump_is_a_new_stream_not_a_loss() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        b.push(t, 1, &audio(1));
+        drain(&mut b);
+        b.push(t, 40_000, &audio(4));
+        assert_eq!(drain(&mut b), vec![(Played::Received, 40)]);
+        assert_eq!((b.stats().restarts, b.stats().concealed), (1, 0));
+    }
+
+    #[test]
+    fn a_shell_that_never_pops_cannot_grow_it() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        for seq in 0..20u16 {
+            b.push(t, seq, &audio(seq));
+        }
+        assert_eq!(b.stats().overflow, 20 - SLOTS as u64);
+        assert_eq!(drain(&mut b).len(), SLOTS);
+        // Longer packets than a slot holds are cut, not overrun.
+        b.push(t, 20, &[1; 2 * MAX_SAMPLES]);
+        let last = std::iter::from_fn(|| b.pop().map(|(how, pcm)| (how, pcm.len()))).last();
+        assert_eq!(last, Some((Played::Received, MAX_SAMPLES)));
+    }
+}
