@@ -38,13 +38,33 @@ fn baresip_over_udp_hears_the_cached_greeting() {
     let ports = Ports::slot(28);
     let sav = Sav::start(&dir, ports, |c| c);
     let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
-    let recording = baresip_call(&dir, &uri, ports.sip + 7, ports.sipp_media, 5, None);
+    let recording = baresip_call(&dir, &uri, ports.sip + 7, ports.sipp_media, 5, None, None);
     assert_heard_greeting(&recording);
     let log = sav.log_text();
     assert!(
         log.contains("call established") && log.contains("caller hung up"),
         "{log}"
     );
+}
+
+#[test]
+fn baresip_in_a_law_hears_the_cached_greeting() {
+    let dir = workdir("baresip_pcma");
+    let ports = Ports::slot(75);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
+    let recording = baresip_call(
+        &dir,
+        &uri,
+        ports.sip + 7,
+        ports.sipp_media,
+        5,
+        None,
+        Some("PCMA"),
+    );
+    assert_heard_greeting(&recording);
+    let log = sav.log_text();
+    assert!(log.contains("codec=PCMA"), "{log}");
 }
 
 #[test]
@@ -69,7 +89,15 @@ fn baresip_over_tls_hears_the_cached_greeting() {
         )
     });
     let uri = format!("sip:sav@127.0.0.1:{tls_port};transport=tls");
-    let recording = baresip_call(&dir, &uri, ports.sip + 7, ports.sipp_media, 5, Some(&ca));
+    let recording = baresip_call(
+        &dir,
+        &uri,
+        ports.sip + 7,
+        ports.sipp_media,
+        5,
+        Some(&ca),
+        None,
+    );
     assert_heard_greeting(&recording);
     let log = sav.log_text();
     assert!(log.contains("transport=TLS"), "{log}");

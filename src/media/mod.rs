@@ -25,6 +25,7 @@ pub mod playout;
 pub mod ports;
 pub mod recording;
 pub mod resample;
+pub mod rtcp;
 pub mod rtp;
 pub mod stats;
 pub mod vad;

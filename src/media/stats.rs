@@ -101,6 +101,18 @@ impl ReceiveStats {
         self.expected().saturating_sub(self.packets)
     }
 
+    /// The highest sequence number received, extended with its cycles
+    /// (RFC 3550 A.1), as a reception report carries it.
+    pub fn highest_extended(&self) -> u32 {
+        self.highest as u32
+    }
+
+    /// Interarrival jitter in timestamp units, as a reception report
+    /// carries it.
+    pub fn jitter_units(&self) -> u32 {
+        self.jitter as u32
+    }
+
     /// Interarrival jitter, in milliseconds.
     pub fn jitter_ms(&self) -> f64 {
         self.jitter / CLOCK_RATE * 1000.0

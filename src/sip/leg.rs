@@ -275,7 +275,7 @@ impl Session {
                 DialogState::Confirmed(..) => {
                     // The ACK: media flows from now.
                     let remote = self.media_at_ack()?;
-                    info!(remote_rtp = %remote.addr, local_rtp = %self.local_rtp, "call established");
+                    info!(remote_rtp = %remote.addr, local_rtp = %self.local_rtp, codec = %remote.codec, "call established");
                     let _ = self.events.send(LegEvent::Established(remote)).await;
                     return Ok(());
                 }

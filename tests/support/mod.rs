@@ -1060,6 +1060,7 @@ pub fn baresip_call(
     rtp_base: u16,
     seconds: u32,
     ca: Option<&Path>,
+    audio_codecs: Option<&str>,
 ) -> PathBuf {
     require_tool("baresip");
     require_tool("sox");
@@ -1093,7 +1094,14 @@ pub fn baresip_call(
         config.push_str(&format!("sip_cafile {}\n", ca.display()));
     }
     std::fs::write(conf.join("config"), config).unwrap();
-    std::fs::write(conf.join("accounts"), "<sip:caller@127.0.0.1>;regint=0\n").unwrap();
+    let codecs = audio_codecs
+        .map(|c| format!(";audio_codecs={c}"))
+        .unwrap_or_default();
+    std::fs::write(
+        conf.join("accounts"),
+        format!("<sip:caller@127.0.0.1>;regint=0{codecs}\n"),
+    )
+    .unwrap();
     let output = Command::new("timeout")
         .args(["-k", "5", &(seconds + 20).to_string(), "baresip", "-f"])
         .arg(&conf)
