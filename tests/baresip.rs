@@ -48,6 +48,60 @@ fn baresip_over_udp_hears_the_cached_greeting() {
 }
 
 #[test]
+fn baresip_and_sav_exchange_rtcp_reports_on_the_ports_above_rtp() {
+    let dir = workdir("baresip_rtcp");
+    let ports = Ports::slot(76);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max + 1),
+    );
+    let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
+    baresip_call(&dir, &uri, ports.sip + 7, ports.sipp_media, 9, None, None);
+    let (_, pcap) = capture.stop_keeping_file();
+    // tshark decodes sav's side: its RTCP port is the odd one above its RTP.
+    let sav_rtp = ports.rtp_min + ports.rtp_min % 2;
+    let decoded = std::process::Command::new("tshark")
+        .arg("-r")
+        .arg(&pcap)
+        .args(["-d", &format!("udp.port=={},rtcp", sav_rtp + 1)])
+        .args([
+            "-Y",
+            "rtcp",
+            "-T",
+            "fields",
+            "-e",
+            "udp.srcport",
+            "-e",
+            "rtcp.pt",
+        ])
+        .output()
+        .expect("tshark");
+    let text = String::from_utf8_lossy(&decoded.stdout);
+    let from_sav: Vec<&str> = text
+        .lines()
+        .filter(|l| l.starts_with(&format!("{}\t", sav_rtp + 1)))
+        .collect();
+    let to_sav = text.lines().count() - from_sav.len();
+    // A sender report (with SDES) every 2.5 to 7.5 s, then BYE at the end.
+    assert!(
+        from_sav.iter().any(|l| l.contains("200")),
+        "no SR from sav:\n{text}"
+    );
+    assert!(
+        from_sav.last().is_some_and(|l| l.contains("203")),
+        "sav's last RTCP is not a BYE:\n{text}"
+    );
+    assert!(to_sav >= 1, "baresip sent sav no RTCP:\n{text}");
+    let log = sav.log_text();
+    assert!(log.contains("media of the call"), "{log}");
+    assert!(
+        log.contains("rtt_ms="),
+        "no round trip from baresip's reports:\n{log}"
+    );
+}
+
+#[test]
 fn baresip_in_a_law_hears_the_cached_greeting() {
     let dir = workdir("baresip_pcma");
     let ports = Ports::slot(75);

@@ -62,8 +62,8 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
         info!("call refused: shutting down (503)");
         return incoming.refuse_busy().await;
     }
-    let socket = match server.ports.bind() {
-        Ok(socket) => Arc::new(socket),
+    let sockets = match server.ports.bind_pair() {
+        Ok(sockets) => sockets,
         Err(error) => {
             drop(permit);
             warn!(%error, "no RTP port for the call");
@@ -72,7 +72,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
                 .await;
         }
     };
-    let local_rtp = match socket.local_addr() {
+    let local_rtp = match sockets.rtp.local_addr() {
         Ok(addr) => SocketAddr::new(config.sip.advertised_ip(), addr.port()),
         Err(error) => {
             drop(permit);
@@ -96,7 +96,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
         return;
     };
     services.metrics.active_calls.inc();
-    let end = call::run(services.clone(), &mut leg, socket, caller, trace, None).await;
+    let end = call::run(services.clone(), &mut leg, sockets, caller, trace, None).await;
     // The call's slot and RTP port are free from here; a BYE to a caller who
     // is gone may take 32 s and holds neither.
     drop(permit);

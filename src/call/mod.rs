@@ -1,7 +1,8 @@
 //! The call: the one place that composes the SIP leg, the media, the
 //! conversation, the providers, the store and the timeline.
 //!
-//! [`run`] takes an answered leg ([`Leg`]) and the call's RTP socket. It
+//! [`run`] takes an answered leg ([`Leg`]) and the call's RTP and RTCP
+//! sockets. It
 //! looks the caller up, waits for the leg to say the call is established,
 //! starts the media with the greeting already queued (frame 0 speaks), and
 //! then loops: leg events (the caller's media changed, INFO keys, transfer
@@ -32,7 +33,6 @@ pub use shared::{Live, Services};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
@@ -44,6 +44,7 @@ use crate::conversation::{self, CallAction, CallEvent, Conversation, Outcome};
 use crate::media::driver::MediaEvent;
 use crate::media::handle::{MediaHandle, MediaSetup, RemoteMedia};
 use crate::media::playout::PlayoutEvent;
+use crate::media::ports::MediaSockets;
 use crate::media::recording::Recording;
 use crate::sip::leg::{Ending, Leg, LegEvent};
 use crate::store::Customer;
@@ -77,7 +78,7 @@ pub type MediaTap = Option<oneshot::Sender<mpsc::Sender<MediaEvent>>>;
 pub async fn run(
     services: Arc<Services>,
     leg: &mut Leg,
-    socket: Arc<UdpSocket>,
+    sockets: MediaSockets,
     caller: Caller,
     trace: CallTrace,
     tap: MediaTap,
@@ -123,7 +124,7 @@ pub async fn run(
         call_id: caller.call_id,
         tap,
     };
-    call.run(leg, socket).await
+    call.run(leg, sockets).await
 }
 
 /// One call in progress.
@@ -160,8 +161,8 @@ struct Established {
 }
 
 impl Call {
-    async fn run(mut self, leg: &mut Leg, socket: Arc<UdpSocket>) -> CallEnd {
-        let (ending, outcome) = match self.until_established(leg, socket).await {
+    async fn run(mut self, leg: &mut Leg, sockets: MediaSockets) -> CallEnd {
+        let (ending, outcome) = match self.until_established(leg, sockets).await {
             Ok(established) => self.established(leg, established).await,
             Err(ending) => (ending, None),
         };
@@ -214,7 +215,7 @@ impl Call {
     async fn until_established(
         &mut self,
         leg: &mut Leg,
-        socket: Arc<UdpSocket>,
+        sockets: MediaSockets,
     ) -> Result<Established, Ending> {
         let mut hanging_up = false;
         loop {
@@ -225,7 +226,7 @@ impl Call {
                     Some(LegEvent::Established(remote)) => {
                         let t0 = Instant::now();
                         self.trace.mark_at(t0.into_std(), Mark::Answered);
-                        return Ok(self.start_media(t0, remote, socket).await);
+                        return Ok(self.start_media(t0, remote, sockets).await);
                     }
                     Some(LegEvent::Ended(ending)) => return Err(ending),
                     None => return Err(Ending::Remote),
@@ -243,7 +244,7 @@ impl Call {
         &mut self,
         t0: Instant,
         remote: RemoteMedia,
-        socket: Arc<UdpSocket>,
+        sockets: MediaSockets,
     ) -> Established {
         let live = self.live.clone();
         let can = Abilities::of(self.services.providers.as_ref());
@@ -268,7 +269,9 @@ impl Call {
         let (media, events) = MediaHandle::start(
             &self.services.driver,
             MediaSetup {
-                socket,
+                socket: sockets.rtp,
+                rtcp: sockets.rtcp,
+                cname: format!("sav@{}", self.services.config.sip.advertised_ip()),
                 remote,
                 t0,
                 initial,
@@ -402,7 +405,19 @@ impl Call {
         };
         let media = call.media.stop().await;
         let received = &media.received;
+        let metrics = &self.services.metrics;
+        if received.expected() > 0 {
+            metrics
+                .rtp_loss
+                .observe(received.lost() as f64 / received.expected() as f64);
+            metrics.rtp_jitter.observe(received.jitter_ms() / 1000.0);
+        }
+        if let Some(rtt) = media.peer.rtt {
+            metrics.rtp_round_trip.observe(rtt.as_secs_f64());
+        }
         info!(
+            rtt_ms = media.peer.rtt.map(|d| d.as_millis() as u64),
+            caller_sees_lost = media.peer.of_us.map(|b| b.cumulative_lost),
             rtp_sent = media.sent,
             rtp_received = received.packets,
             rtp_lost = received.lost(),

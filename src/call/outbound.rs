@@ -154,6 +154,8 @@ pub async fn place_call(
         &driver,
         MediaSetup {
             socket,
+            rtcp: None,
+            cname: format!("sav@{}", config.advertised_ip()),
             remote: dialed.remote,
             t0: answered,
             initial,

@@ -14,8 +14,9 @@
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, SystemTime};
 
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
@@ -29,6 +30,7 @@ use crate::media::pacer::Pacer;
 use crate::media::playout::{
     FrameSource, PlayoutEvent, PlayoutScheduler, SegmentKind, StreamId, StreamPolicy,
 };
+use crate::media::rtcp::{self, PeerView, RtcpSession, SenderInfo};
 use crate::media::rtp::{self, PACKET_LEN};
 use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
@@ -77,6 +79,8 @@ pub struct StreamStart {
     pub events: mpsc::Sender<MediaEvent>,
     /// Copy the outbound audio here (the bot's side of a recording).
     pub recording: Option<crate::media::recording::RecordingTrack>,
+    /// Counts the RTP packets sent (for RTCP's sender reports).
+    pub sent: Arc<AtomicU64>,
 }
 
 #[derive(Debug)]
@@ -131,6 +135,8 @@ struct CallStream {
     underruns: u64,
     /// Where this call's outbound audio is copied, when recorded.
     recording: Option<crate::media::recording::RecordingTrack>,
+    /// RTP packets sent, shared with the call's RTCP.
+    sent: Arc<AtomicU64>,
 }
 
 impl MediaDriver {
@@ -273,6 +279,7 @@ fn apply(
                 policy,
                 events,
                 recording,
+                sent,
             } = *start;
             let mut scheduler = PlayoutScheduler::with_policy(policy);
             scheduler.set_codec(codec);
@@ -295,6 +302,7 @@ fn apply(
                     silent_run: 0,
                     underruns: 0,
                     recording,
+                    sent,
                 },
             );
             timers.push(Reverse((t0, id)));
@@ -407,7 +415,10 @@ fn send_due_frames(
             &frame.payload,
         );
         match call.socket.try_send_to(&packet[..len], call.remote) {
-            Ok(_) => stats.frames_sent += 1,
+            Ok(_) => {
+                stats.frames_sent += 1;
+                call.sent.fetch_add(1, Ordering::Relaxed);
+            }
             // A full socket buffer or an ICMP error from the peer: the frame
             // is lost like any UDP datagram; the clock goes on.
             Err(_) => stats.send_errors += 1,
@@ -471,13 +482,128 @@ pub struct ReceiverConfig {
     /// Copy the caller's audio here, placed in media time from `t0` (when
     /// the call was established).
     pub recording: Option<(crate::media::recording::RecordingTrack, Instant)>,
+    /// RTCP on its own socket, when the call has one.
+    pub rtcp: Option<RtcpSetup>,
+}
+
+/// What a call's RTCP needs of its outbound stream.
+pub struct RtcpSetup {
+    pub socket: Arc<UdpSocket>,
+    /// Our stream's SSRC, first timestamp and frame 0's time: the RTP time
+    /// of any instant (the clock never stops, RFC 3550 §6.4.1).
+    pub ssrc: u32,
+    pub ts0: u32,
+    pub t0: Instant,
+    /// RTP packets sent so far (the driver counts them).
+    pub sent: Arc<AtomicU64>,
+    /// Our CNAME (RFC 3550 §6.5.1).
+    pub cname: String,
+}
+
+/// What a call's receive side ends with.
+#[derive(Debug, Clone, Default)]
+pub struct Received {
+    pub stats: ReceiveStats,
+    pub jitter: JitterStats,
+    /// What the caller's RTCP said (round trip, its view of our stream).
+    pub peer: PeerView,
+}
+
+/// The receive task's RTCP: the session, its socket and where the
+/// caller's RTCP is.
+struct Control {
+    setup: RtcpSetup,
+    session: RtcpSession,
+    /// Where the caller's RTCP comes from (RTP port + 1 until it sends).
+    peer: Option<SocketAddr>,
+    buf: [u8; rtp::MAX_DATAGRAM],
+}
+
+impl Control {
+    fn new(setup: RtcpSetup, now: Instant) -> Self {
+        let session = RtcpSession::new(now.into_std(), setup.ssrc, rand::random());
+        Self {
+            setup,
+            session,
+            peer: None,
+            buf: [0; rtp::MAX_DATAGRAM],
+        }
+    }
+
+    /// Our side as a sender report says it, while we have sent.
+    fn sender_info(&self, now: Instant) -> Option<SenderInfo> {
+        let packets = self.setup.sent.load(Ordering::Relaxed);
+        if packets == 0 {
+            return None;
+        }
+        let frames = now.saturating_duration_since(self.setup.t0).as_millis() / 20;
+        Some(SenderInfo {
+            ntp: rtcp::ntp(SystemTime::now()),
+            rtp_timestamp: self
+                .setup
+                .ts0
+                .wrapping_add((frames as u32).wrapping_mul(160)),
+            packets: packets as u32,
+            octets: (packets * 160) as u32,
+        })
+    }
+
+    /// Where to send: the caller's RTCP source once seen, else the port
+    /// above its RTP.
+    fn destination(&self, core: &InboundCore) -> SocketAddr {
+        self.peer.unwrap_or_else(|| {
+            let rtp = core.caller_addr();
+            SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+        })
+    }
+
+    async fn report(&mut self, core: &InboundCore, bye: bool) {
+        let now = Instant::now();
+        let block = self
+            .session
+            .report(now.into_std(), core.caller_ssrc(), core.stats());
+        let sender = self.sender_info(now);
+        let mut out = [0u8; rtcp::MAX_PACKET];
+        let len = if bye {
+            rtcp::write_bye(&mut out, self.setup.ssrc, sender, block, &self.setup.cname)
+        } else {
+            rtcp::write_report(&mut out, self.setup.ssrc, sender, block, &self.setup.cname)
+        };
+        let to = self.destination(core);
+        if let Err(error) = self.setup.socket.send_to(&out[..len], to).await {
+            debug!(%error, "RTCP send failed");
+        }
+    }
+
+    /// A datagram on the RTCP socket: the caller's reports, if it is the
+    /// caller (its RTP address's host).
+    fn handle(&mut self, core: &InboundCore, len: usize, source: SocketAddr) {
+        if source.ip() != core.caller_addr().ip() {
+            debug!(%source, "RTCP from another host dropped");
+            return;
+        }
+        let ntp_now = rtcp::ntp(SystemTime::now());
+        match self
+            .session
+            .handle_packet(Instant::now().into_std(), ntp_now, &self.buf[..len])
+        {
+            Ok(()) => self.peer = Some(source),
+            Err(error) => debug!(%error, "bad RTCP dropped"),
+        }
+    }
+}
+
+/// The next datagram on the RTCP socket, or never without one.
+async fn recv_rtcp(control: &mut Option<Control>) -> Option<(usize, SocketAddr)> {
+    match control {
+        Some(control) => control.setup.socket.recv_from(&mut control.buf).await.ok(),
+        None => std::future::pending().await,
+    }
 }
 
 /// Spawns the receive task of one call; it ends on RTP timeout or when the
 /// returned handle is aborted.
-pub fn spawn_receiver(
-    config: ReceiverConfig,
-) -> tokio::task::JoinHandle<(ReceiveStats, JitterStats)> {
+pub fn spawn_receiver(config: ReceiverConfig) -> tokio::task::JoinHandle<Received> {
     tokio::spawn(receive(config))
 }
 
@@ -485,7 +611,7 @@ pub fn spawn_receiver(
 /// timeout, hands it packets and time, and carries out its events. Ends
 /// when the RTP times out or the sender of `remote` is dropped (the call
 /// stops its media), with the reception statistics.
-async fn receive(config: ReceiverConfig) -> (ReceiveStats, JitterStats) {
+async fn receive(config: ReceiverConfig) -> Received {
     let ReceiverConfig {
         id,
         socket,
@@ -495,7 +621,9 @@ async fn receive(config: ReceiverConfig) -> (ReceiveStats, JitterStats) {
         events,
         vad,
         recording,
+        rtcp,
     } = config;
+    let mut control = rtcp.map(|setup| Control::new(setup, Instant::now()));
     let mut core = InboundCore::new(
         Instant::now().into_std(),
         *remote.borrow_and_update(),
@@ -506,6 +634,9 @@ async fn receive(config: ReceiverConfig) -> (ReceiveStats, JitterStats) {
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     while !core.is_done() {
         let deadline = Instant::from_std(core.poll_timeout());
+        let report_at = control
+            .as_ref()
+            .map(|c| Instant::from_std(c.session.poll_timeout()));
         let received = tokio::select! {
             biased;
             changed = remote.changed() => match changed {
@@ -516,6 +647,18 @@ async fn receive(config: ReceiverConfig) -> (ReceiveStats, JitterStats) {
                 // The call stopped its media.
                 Err(_) => break,
             },
+            Some((len, source)) = recv_rtcp(&mut control) => {
+                if let Some(control) = control.as_mut() {
+                    control.handle(&core, len, source);
+                }
+                None
+            }
+            _ = crate::time::sleep_until_opt(report_at) => {
+                if let Some(control) = control.as_mut() {
+                    control.report(&core, false).await;
+                }
+                None
+            }
             received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)) => Some(received),
         };
         // Trust the clock, not the wake-up.
@@ -564,5 +707,13 @@ async fn receive(config: ReceiverConfig) -> (ReceiveStats, JitterStats) {
             let _ = events.send(event).await;
         }
     }
-    (core.stats().clone(), core.jitter_stats())
+    // The end of our stream, for the caller's RTCP (RFC 3550 §6.6).
+    if let Some(control) = control.as_mut() {
+        control.report(&core, true).await;
+    }
+    Received {
+        stats: core.stats().clone(),
+        jitter: core.jitter_stats(),
+        peer: control.map(|c| c.session.peer()).unwrap_or_default(),
+    }
 }

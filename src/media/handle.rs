@@ -10,6 +10,7 @@
 //! is recognised as stale ([`is_stale_idle`](MediaHandle::is_stale_idle)).
 
 use std::net::SocketAddr;
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -19,11 +20,14 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::media::codec::Codec;
-use crate::media::driver::{self, MediaDriver, MediaEvent, MediaId, ReceiverConfig, StreamStart};
+use crate::media::driver::{
+    self, MediaDriver, MediaEvent, MediaId, Received, ReceiverConfig, RtcpSetup, StreamStart,
+};
 use crate::media::inbound::InboundRemote;
 use crate::media::jitter::JitterStats;
 use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
 use crate::media::recording::Recording;
+use crate::media::rtcp::PeerView;
 use crate::media::rtp::PayloadTypes;
 use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
@@ -62,6 +66,10 @@ impl RemoteMedia {
 /// How one call's media starts.
 pub struct MediaSetup {
     pub socket: Arc<UdpSocket>,
+    /// RTCP's socket (the port above RTP), when the call uses RTCP.
+    pub rtcp: Option<Arc<UdpSocket>>,
+    /// Our CNAME in RTCP.
+    pub cname: String,
     pub remote: RemoteMedia,
     /// When the call was established: frame 0 is due then.
     pub t0: Instant,
@@ -88,13 +96,15 @@ pub struct MediaStats {
     pub received: ReceiveStats,
     /// What putting them in order dropped and concealed.
     pub jitter: JitterStats,
+    /// What the caller's RTCP said: round trip, its view of our stream.
+    pub peer: PeerView,
 }
 
 /// The call's side of its media.
 pub struct MediaHandle {
     id: MediaId,
     driver: MediaDriver,
-    receiver: tokio::task::JoinHandle<(ReceiveStats, JitterStats)>,
+    receiver: tokio::task::JoinHandle<Received>,
     /// Tells the receive task what the caller's SDP says.
     inbound: watch::Sender<InboundRemote>,
     /// The remote description applied last.
@@ -115,6 +125,8 @@ impl MediaHandle {
         let (events_tx, events) = mpsc::channel(driver::EVENT_QUEUE);
         let remote = setup.remote;
         let enqueued = setup.initial.len() as u64;
+        let (ssrc, ts0): (u32, u32) = (rand::random(), rand::random());
+        let sent = Arc::new(AtomicU64::new(0));
         driver
             .start(StreamStart {
                 id,
@@ -122,16 +134,25 @@ impl MediaHandle {
                 remote: remote.addr,
                 payload_type: remote.payload_type,
                 codec: remote.codec,
-                ssrc: rand::random(),
+                ssrc,
                 seq0: rand::random(),
-                ts0: rand::random(),
+                ts0,
                 t0: setup.t0,
                 initial: setup.initial,
                 policy: setup.policy,
                 events: events_tx.clone(),
                 recording: setup.recording.as_ref().map(|r| r.bot.clone()),
+                sent: sent.clone(),
             })
             .await;
+        let rtcp = setup.rtcp.map(|socket| RtcpSetup {
+            socket,
+            ssrc,
+            ts0,
+            t0: setup.t0,
+            sent,
+            cname: setup.cname,
+        });
         let (inbound, inbound_rx) = watch::channel(remote.inbound());
         let receiver = driver::spawn_receiver(ReceiverConfig {
             id,
@@ -142,6 +163,7 @@ impl MediaHandle {
             events: events_tx.clone(),
             vad: setup.vad,
             recording: setup.recording.map(|r| (r.caller, setup.t0)),
+            rtcp,
         });
         if !remote.sending {
             driver.set_sending(id, false).await;
@@ -245,17 +267,18 @@ impl MediaHandle {
         // full event queue (nobody reads it now) is aborted.
         drop(self.inbound);
         let mut receiver = self.receiver;
-        let (received, jitter) = match tokio::time::timeout(RECEIVER_STOP, &mut receiver).await {
-            Ok(Ok(stats)) => stats,
+        let received = match tokio::time::timeout(RECEIVER_STOP, &mut receiver).await {
+            Ok(Ok(received)) => received,
             _ => {
                 receiver.abort();
-                Default::default()
+                Received::default()
             }
         };
         MediaStats {
             sent,
-            received,
-            jitter,
+            received: received.stats,
+            jitter: received.jitter,
+            peer: received.peer,
         }
     }
 }

@@ -110,6 +110,8 @@ pub struct InboundCore {
     events: VecDeque<InboundEvent>,
     /// Reception of the caller's packets (RFC 3550 A.3, A.8).
     stats: ReceiveStats,
+    /// The SSRC of the caller's audio last let in.
+    caller_ssrc: Option<u32>,
 }
 
 impl InboundCore {
@@ -140,6 +142,7 @@ impl InboundCore {
             timed_out: false,
             events: VecDeque::new(),
             stats: ReceiveStats::new(),
+            caller_ssrc: None,
         }
     }
 
@@ -163,6 +166,17 @@ impl InboundCore {
     /// Reception of the caller's packets so far (those the latch let in).
     pub fn stats(&self) -> &ReceiveStats {
         &self.stats
+    }
+
+    /// The SSRC of the caller's audio, once some was let in.
+    pub fn caller_ssrc(&self) -> Option<u32> {
+        self.caller_ssrc
+    }
+
+    /// Where the caller's media is as the latch has it (its proven source,
+    /// else what its SDP says).
+    pub fn caller_addr(&self) -> SocketAddr {
+        self.latch.latched().unwrap_or(self.expected)
     }
 
     /// What the reordering dropped and concealed so far.
@@ -231,6 +245,7 @@ impl InboundCore {
                 ..
             } => {
                 // Loudness is only looked at until the caller is first heard.
+                self.caller_ssrc = Some(ssrc);
                 let audible = self.stats.first_audio.is_none() && is_audible(self.codec, payload);
                 self.stats.on_packet(now, seq, timestamp, audible);
                 if let Some((track, t0)) = &self.recording {

@@ -1,9 +1,26 @@
-//! The RTP port pool: one even port per call from `[media]`'s range.
+//! The RTP port pool: one even port per call from `[media]`'s range, and
+//! the odd port above it for RTCP (RFC 3550 §11).
 
 use std::net::IpAddr;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 
 use tokio::net::UdpSocket;
+
+/// One call's media sockets: RTP, and RTCP on the port above it (none
+/// where RTCP is not used).
+#[derive(Debug, Clone)]
+pub struct MediaSockets {
+    pub rtp: Arc<UdpSocket>,
+    pub rtcp: Option<Arc<UdpSocket>>,
+}
+
+impl MediaSockets {
+    /// RTP alone.
+    pub fn rtp_only(rtp: Arc<UdpSocket>) -> Self {
+        Self { rtp, rtcp: None }
+    }
+}
 
 /// Hands out RTP sockets from the configured port range. The operating system
 /// is the book-keeper: a port is free when it binds.
@@ -25,8 +42,19 @@ impl RtpPortPool {
         }
     }
 
+    /// Binds the next free pair: an even port for RTP and the odd one
+    /// above it for RTCP (RFC 3550 §11); a pair half taken is skipped.
+    pub fn bind_pair(&self) -> std::io::Result<MediaSockets> {
+        self.bind_with(true)
+    }
+
     /// Binds the next free even port (RTP on even ports, RFC 3550 §11).
     pub fn bind(&self) -> std::io::Result<UdpSocket> {
+        let sockets = self.bind_with(false)?;
+        Arc::try_unwrap(sockets.rtp).map_err(|_| std::io::Error::other("RTP socket shared"))
+    }
+
+    fn bind_with(&self, rtcp: bool) -> std::io::Result<MediaSockets> {
         let first_even = u32::from(self.min) + u32::from(self.min) % 2;
         let max = u32::from(self.max);
         let count = if max < first_even {
@@ -41,14 +69,28 @@ impl RtpPortPool {
             let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
             // first_even + 2 × slot ≤ max ≤ u16::MAX.
             let port = (first_even + slot * 2) as u16;
-            match std::net::UdpSocket::bind((self.ip, port)) {
-                Ok(socket) => {
-                    socket.set_nonblocking(true)?;
-                    return UdpSocket::from_std(socket);
-                }
+            let rtp = match std::net::UdpSocket::bind((self.ip, port)) {
+                Ok(socket) => socket,
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
                 Err(e) => return Err(e),
-            }
+            };
+            let control = match (rtcp, port.checked_add(1)) {
+                (false, _) => None,
+                (true, None) => continue,
+                (true, Some(above)) => match std::net::UdpSocket::bind((self.ip, above)) {
+                    Ok(socket) => Some(socket),
+                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                    Err(e) => return Err(e),
+                },
+            };
+            let tokio = |socket: std::net::UdpSocket| -> std::io::Result<Arc<UdpSocket>> {
+                socket.set_nonblocking(true)?;
+                Ok(Arc::new(UdpSocket::from_std(socket)?))
+            };
+            return Ok(MediaSockets {
+                rtp: tokio(rtp)?,
+                rtcp: control.map(tokio).transpose()?,
+            });
         }
         Err(std::io::Error::new(
             std::io::ErrorKind::AddrInUse,
@@ -87,6 +129,32 @@ mod tests {
             // The top of the port space: no even port, an error, no overflow.
             let top = RtpPortPool::new(ip, 65_535, 65_535);
             assert!(top.bind().is_err());
+        });
+    }
+
+    #[test]
+    fn pairs_are_an_even_port_and_the_one_above_and_a_half_taken_pair_is_skipped() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let pool = RtpPortPool::new(ip, 29_011, 29_016);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            // Something else holds 29 013, the RTCP port of the first pair.
+            let squatter = std::net::UdpSocket::bind((ip, 29_013)).unwrap();
+            let a = pool.bind_pair().unwrap();
+            let port = |s: &Arc<UdpSocket>| s.local_addr().unwrap().port();
+            assert_eq!(port(&a.rtp), 29_014);
+            assert_eq!(a.rtcp.as_ref().map(port), Some(29_015));
+            let b = pool.bind_pair().unwrap();
+            assert_eq!(
+                (port(&b.rtp), b.rtcp.as_ref().map(port)),
+                (29_016, Some(29_017))
+            );
+            assert!(pool.bind_pair().is_err(), "29 012 alone is no pair");
+            drop(squatter);
+            assert_eq!(pool.bind_pair().map(|p| port(&p.rtp)).ok(), Some(29_012));
         });
     }
 }

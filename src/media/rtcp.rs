@@ -24,6 +24,9 @@ pub const PT_BYE: u8 = 203;
 pub const INTERVAL: Duration = Duration::from_secs(5);
 /// Room for one of our compound packets (SR + 1 block + SDES + BYE).
 pub const MAX_PACKET: usize = 160;
+/// Below zero a measured round trip may be by rounding alone: 10 ms in
+/// 1/65536 s.
+const RTT_ROUNDING: u32 = 655;
 /// Seconds from 1900 (NTP's epoch) to 1970.
 const NTP_UNIX_OFFSET: u64 = 2_208_988_800;
 
@@ -35,8 +38,6 @@ pub enum RtcpError {
     Version,
     #[error("RTCP length past the datagram")]
     Length,
-    #[error("a compound RTCP packet starts with SR or RR (RFC 3550 §6.1)")]
-    NotAReport,
 }
 
 /// A 64-bit NTP timestamp of a wallclock time.
@@ -138,7 +139,8 @@ pub enum RtcpPacket {
 }
 
 /// Reads a compound RTCP datagram (RFC 3550 §6.1: version 2, lengths
-/// inside the datagram, the first packet a report).
+/// inside the datagram). The first packet should be a report; phones that
+/// send BYE first (baresip) or a lone APP are read all the same.
 pub fn parse(datagram: &[u8]) -> Result<Vec<RtcpPacket>, RtcpError> {
     let mut packets = Vec::new();
     let mut rest = datagram;
@@ -156,9 +158,6 @@ pub fn parse(datagram: &[u8]) -> Result<Vec<RtcpPacket>, RtcpError> {
             return Err(RtcpError::Length);
         }
         let body = &rest[4..len];
-        if packets.is_empty() && !matches!(packet_type, PT_SR | PT_RR) {
-            return Err(RtcpError::NotAReport);
-        }
         let ssrc = |b: &[u8]| {
             b.get(0..4)
                 .map(|s| u32::from_be_bytes([s[0], s[1], s[2], s[3]]))
@@ -394,10 +393,12 @@ impl RtcpSession {
                 if of_us.lsr != 0 {
                     let rtt = middle(ntp_now)
                         .wrapping_sub(of_us.lsr)
-                        .wrapping_sub(of_us.dlsr);
-                    // A clock step or a bogus report: not a round trip.
-                    if rtt < 0x8000_0000 {
-                        self.peer.rtt = Some(from_units(rtt));
+                        .wrapping_sub(of_us.dlsr) as i32;
+                    // A few units below zero is rounding on a near link (the
+                    // peer rounds DLSR up); further is a clock step or a
+                    // bogus report: no round trip.
+                    if rtt >= -(RTT_ROUNDING as i32) {
+                        self.peer.rtt = Some(from_units(rtt.max(0) as u32));
                     }
                 }
             }
@@ -466,6 +467,34 @@ mod tests {
             .handle_packet(Instant::now(), ntp_now, &rr[..len])
             .unwrap();
         assert_eq!(session.peer().rtt, Some(Duration::from_millis(6125)));
+        // On loopback the peer's rounding may put it a little below zero.
+        let mut near = RtcpSession::new(Instant::now(), OURS, 7);
+        let len = write_report(
+            &mut rr,
+            CALLER,
+            None,
+            Some(block(0xB710_7FF0, 0x20)),
+            "caller",
+        );
+        near.handle_packet(Instant::now(), ntp_now, &rr[..len])
+            .unwrap();
+        assert_eq!(near.peer().rtt, Some(Duration::ZERO));
+        let mut skewed = RtcpSession::new(Instant::now(), OURS, 7);
+        let len = write_report(
+            &mut rr,
+            CALLER,
+            None,
+            Some(block(0xB710_8000, 0x0001_0000)),
+            "caller",
+        );
+        skewed
+            .handle_packet(Instant::now(), ntp_now, &rr[..len])
+            .unwrap();
+        assert_eq!(
+            skewed.peer().rtt,
+            None,
+            "a second below zero is no round trip"
+        );
         assert_eq!(session.peer().of_us, Some(block(0xB705_2000, 0x0005_4000)));
         // No SR of ours seen yet (LSR 0): no round trip.
         let mut fresh = RtcpSession::new(Instant::now(), OURS, 7);
@@ -614,9 +643,10 @@ mod tests {
             parse(&[0x80, 201, 0, 9, 0, 0, 0, 0]),
             Err(RtcpError::Length)
         );
+        // BYE first, as baresip sends it: read all the same.
         assert_eq!(
-            parse(&[0x81, 202, 0, 1, 0, 0, 0, 0]),
-            Err(RtcpError::NotAReport)
+            parse(&[0x81, 203, 0, 1, 0, 0, 0, 9]),
+            Ok(vec![RtcpPacket::Bye { ssrcs: vec![9] }])
         );
         // An RR claiming a block it does not carry.
         assert_eq!(

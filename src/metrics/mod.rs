@@ -170,6 +170,11 @@ pub struct Metrics {
     pub tts_first_byte: Family<AudioSourceLabel, Histogram>,
     pub llm_first_token: Histogram,
     pub llm_total: Histogram,
+    /// The caller's stream at the end of each call: the share of its
+    /// packets lost, its interarrival jitter; the round trip RTCP measured.
+    pub rtp_loss: Histogram,
+    pub rtp_jitter: Histogram,
+    pub rtp_round_trip: Histogram,
     pub stt_latency: Histogram,
     pub llm_tokens: Family<TokenLabel, Counter>,
     pub tts_characters: Counter,
@@ -252,6 +257,27 @@ impl Metrics {
             "Time from the LLM request to the end of its answer",
             Unit::Seconds,
             llm_total.clone(),
+        );
+        let rtp_loss = Histogram::new([0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5]);
+        registry.register_with_unit(
+            "rtp_loss",
+            "Share of the caller's RTP packets lost, per call (RFC 3550 A.3)",
+            Unit::Ratios,
+            rtp_loss.clone(),
+        );
+        let rtp_jitter = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2]);
+        registry.register_with_unit(
+            "rtp_jitter",
+            "Interarrival jitter of the caller's RTP at the end of a call (RFC 3550 A.8)",
+            Unit::Seconds,
+            rtp_jitter.clone(),
+        );
+        let rtp_round_trip = Histogram::new(latency_buckets());
+        registry.register_with_unit(
+            "rtp_round_trip",
+            "Round trip to the caller from its RTCP reports, at the end of a call",
+            Unit::Seconds,
+            rtp_round_trip.clone(),
         );
         let stt_latency = Histogram::new(latency_buckets());
         registry.register_with_unit(
@@ -365,6 +391,9 @@ impl Metrics {
             tts_first_byte,
             llm_first_token,
             llm_total,
+            rtp_loss,
+            rtp_jitter,
+            rtp_round_trip,
             stt_latency,
             llm_tokens,
             tts_characters,

@@ -193,7 +193,15 @@ impl TestCall {
         let call_services = services.clone();
         let call = tokio::spawn(async move {
             let mut leg = leg;
-            let end = call::run(call_services, &mut leg, socket, caller, trace, Some(tap)).await;
+            let end = call::run(
+                call_services,
+                &mut leg,
+                sav::media::ports::MediaSockets::rtp_only(socket),
+                caller,
+                trace,
+                Some(tap),
+            )
+            .await;
             leg.finish().await;
             end
         });

@@ -688,6 +688,13 @@ impl Capture {
         Capture { child, file }
     }
 
+    /// Stops tshark and reads the UDP datagrams; the capture file is kept
+    /// for tshark to decode.
+    pub fn stop_keeping_file(self) -> (Vec<Datagram>, PathBuf) {
+        let file = self.file.clone();
+        (self.stop(), file)
+    }
+
     /// Stops tshark (SIGINT, so it flushes) and reads the UDP datagrams.
     pub fn stop(mut self) -> Vec<Datagram> {
         // Let the last packets reach the capture buffer.
