@@ -597,6 +597,26 @@ mod tests {
     }
 
     #[test]
+    fn the_callers_stream_quality_is_named_with_its_unit() {
+        let m = Metrics::new();
+        m.rtp_loss.observe(0.02);
+        m.rtp_jitter.observe(0.004);
+        m.rtp_round_trip.observe(0.08);
+        let text = m.render();
+        assert_eq!(sample(&text, "sav_rtp_loss_ratios_count"), Some(1.0));
+        assert_eq!(
+            sample(&text, "sav_rtp_loss_ratios_bucket{le=\"0.02\"}"),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(&text, "sav_rtp_loss_ratios_bucket{le=\"0.01\"}"),
+            Some(0.0)
+        );
+        assert_eq!(sample(&text, "sav_rtp_jitter_seconds_count"), Some(1.0));
+        assert_eq!(sample(&text, "sav_rtp_round_trip_seconds_sum"), Some(0.08));
+    }
+
+    #[test]
     fn readiness_waits_for_cache_and_registration_and_ends_with_drain() {
         let m = Metrics::new();
         assert_eq!(m.not_ready(), Some("phrase cache not loaded"));
