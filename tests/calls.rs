@@ -344,6 +344,7 @@ async fn a_re_offer_in_a_law_changes_the_codec_mid_phrase_on_the_same_clock() {
             },
             sending: true,
             quiet_allowed: false,
+            rtcp_mux: false,
         }))
         .await
         .unwrap();
@@ -384,6 +385,50 @@ async fn a_re_offer_in_a_law_changes_the_codec_mid_phrase_on_the_same_clock() {
     }
 }
 
+/// A sample's value in OpenMetrics text.
+fn sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[tokio::test]
+async fn a_caller_stream_with_loss_and_jitter_shows_in_the_metrics() {
+    let call = TestCall::start(Setup {
+        name: "calls_degraded",
+        ..Setup::default()
+    })
+    .await;
+    // 10 s of the caller's line: every 10th packet lost, every 5th one
+    // 10 ms late (the next one on time).
+    let silence = [0xFF; 160];
+    for seq in 0..500u16 {
+        let late = seq % 5 == 2;
+        if late {
+            call.wait(Duration::from_millis(10)).await;
+        }
+        if seq % 10 != 9 {
+            call.send_rtp(seq, u32::from(seq) * 160, &silence).await;
+        }
+        let rest = if late { 10 } else { 20 };
+        call.wait(Duration::from_millis(rest)).await;
+    }
+    let ended = call.hang_up().await;
+    let metrics = &ended.metrics;
+    assert_eq!(
+        sample(metrics, "sav_rtp_loss_ratios_count"),
+        Some(1.0),
+        "{metrics}"
+    );
+    // Sequence 0 to 498 expected, 49 of them lost.
+    let loss = sample(metrics, "sav_rtp_loss_ratios_sum").unwrap();
+    assert!((loss - 49.0 / 499.0).abs() < 0.002, "loss {loss}");
+    // 10 ms late every 100 ms: RFC 3550's estimator settles near 3 ms.
+    let jitter = sample(metrics, "sav_rtp_jitter_seconds_sum").unwrap();
+    assert!((0.0015..0.006).contains(&jitter), "jitter {jitter} s");
+}
+
 #[tokio::test]
 async fn a_hold_stops_our_audio_and_the_resume_brings_it_back() {
     let call = TestCall::start(Setup {
@@ -404,6 +449,7 @@ async fn a_hold_stops_our_audio_and_the_resume_brings_it_back() {
             },
             sending,
             quiet_allowed: !sending,
+            rtcp_mux: false,
         })
     };
     // On hold (our answer recvonly): nothing is sent, the clock runs on.

@@ -189,18 +189,23 @@ pub async fn place_call(
     let (status, setup) = (dialed.status, dialed.setup);
     dialed.end(remote_hung_up).await;
 
+    let received = &stats.received;
+    let since_answer =
+        |t: Option<std::time::Instant>| t.map(|t| t.saturating_duration_since(answered.into_std()));
     if let (Some(path), Some(recording)) = (&request.record, &recording) {
+        // What the callee said from its first packet on (each packet in
+        // its place by timestamp): the wait before it is not its audio.
+        let first = since_answer(received.first_arrival()).unwrap_or_default();
+        let skip = (first.as_micros() * 8 / 1000) as usize;
         let heard: Vec<i16> = recording
             .caller
             .snapshot()
             .into_iter()
+            .skip(skip)
             .map(g711::decode)
             .collect();
         write_wav(path, &heard)?;
     }
-    let received = &stats.received;
-    let since_answer =
-        |t: Option<std::time::Instant>| t.map(|t| t.saturating_duration_since(answered.into_std()));
     Ok(CallSummary {
         target: request.target,
         status,

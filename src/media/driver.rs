@@ -548,16 +548,21 @@ impl Control {
         })
     }
 
-    /// Where to send: the caller's RTCP source once seen, else the port
-    /// above its RTP.
+    /// Where to send: the caller's RTCP source once seen, else its RTP
+    /// address (multiplexed) or the port above it.
     fn destination(&self, core: &InboundCore) -> SocketAddr {
         self.peer.unwrap_or_else(|| {
             let rtp = core.caller_addr();
-            SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+            if core.rtcp_mux() {
+                rtp
+            } else {
+                SocketAddr::new(rtp.ip(), rtp.port().wrapping_add(1))
+            }
         })
     }
 
-    async fn report(&mut self, core: &InboundCore, bye: bool) {
+    /// Sends our report (or BYE): on the RTP socket when multiplexed.
+    async fn report(&mut self, core: &InboundCore, rtp: &UdpSocket, bye: bool) {
         let now = Instant::now();
         let block = self
             .session
@@ -570,14 +575,19 @@ impl Control {
             rtcp::write_report(&mut out, self.setup.ssrc, sender, block, &self.setup.cname)
         };
         let to = self.destination(core);
-        if let Err(error) = self.setup.socket.send_to(&out[..len], to).await {
+        let socket = if core.rtcp_mux() {
+            rtp
+        } else {
+            &*self.setup.socket
+        };
+        if let Err(error) = socket.send_to(&out[..len], to).await {
             debug!(%error, "RTCP send failed");
         }
     }
 
-    /// A datagram on the RTCP socket: the caller's reports, if it is the
-    /// caller (its RTP address's host).
-    fn handle(&mut self, core: &InboundCore, len: usize, source: SocketAddr) {
+    /// The caller's reports, if they come from the caller (its RTP
+    /// address's host).
+    fn handle(&mut self, core: &InboundCore, datagram: &[u8], source: SocketAddr) {
         if source.ip() != core.caller_addr().ip() {
             debug!(%source, "RTCP from another host dropped");
             return;
@@ -585,7 +595,7 @@ impl Control {
         let ntp_now = rtcp::ntp(SystemTime::now());
         match self
             .session
-            .handle_packet(Instant::now().into_std(), ntp_now, &self.buf[..len])
+            .handle_packet(Instant::now().into_std(), ntp_now, datagram)
         {
             Ok(()) => self.peer = Some(source),
             Err(error) => debug!(%error, "bad RTCP dropped"),
@@ -598,6 +608,19 @@ async fn recv_rtcp(control: &mut Option<Control>) -> Option<(usize, SocketAddr)>
     match control {
         Some(control) => control.setup.socket.recv_from(&mut control.buf).await.ok(),
         None => std::future::pending().await,
+    }
+}
+
+/// A datagram that came on the RTCP socket, to the RTCP session.
+fn on_rtcp_socket(
+    control: &mut Option<Control>,
+    core: &InboundCore,
+    len: usize,
+    source: SocketAddr,
+) {
+    if let Some(control) = control.as_mut() {
+        let datagram = control.buf[..len.min(control.buf.len())].to_vec();
+        control.handle(core, &datagram, source);
     }
 }
 
@@ -648,14 +671,12 @@ async fn receive(config: ReceiverConfig) -> Received {
                 Err(_) => break,
             },
             Some((len, source)) = recv_rtcp(&mut control) => {
-                if let Some(control) = control.as_mut() {
-                    control.handle(&core, len, source);
-                }
+                on_rtcp_socket(&mut control, &core, len, source);
                 None
             }
             _ = crate::time::sleep_until_opt(report_at) => {
                 if let Some(control) = control.as_mut() {
-                    control.report(&core, false).await;
+                    control.report(&core, &socket, false).await;
                 }
                 None
             }
@@ -665,6 +686,12 @@ async fn receive(config: ReceiverConfig) -> Received {
         let now = Instant::now().into_std();
         match received {
             None => {}
+            // RTCP multiplexed on the RTP port (RFC 5761) goes to RTCP.
+            Some(Ok(Ok((len, source)))) if core.rtcp_mux() && rtcp::is_rtcp(&buf[..len]) => {
+                if let Some(control) = control.as_mut() {
+                    control.handle(&core, &buf[..len], source);
+                }
+            }
             Some(Ok(Ok((len, source)))) => core.handle_packet(now, source, &buf[..len]),
             Some(Ok(Err(e))) => {
                 // ICMP port unreachable and the like surface here on Linux:
@@ -709,7 +736,7 @@ async fn receive(config: ReceiverConfig) -> Received {
     }
     // The end of our stream, for the caller's RTCP (RFC 3550 §6.6).
     if let Some(control) = control.as_mut() {
-        control.report(&core, true).await;
+        control.report(&core, &socket, true).await;
     }
     Received {
         stats: core.stats().clone(),

@@ -49,6 +49,8 @@ pub struct RemoteMedia {
     pub sending: bool,
     /// The caller may send nothing for now (any hold): no RTP timeout.
     pub quiet_allowed: bool,
+    /// RTCP shares the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
 }
 
 impl RemoteMedia {
@@ -59,6 +61,7 @@ impl RemoteMedia {
             types: self.receive,
             codec: self.codec,
             quiet_allowed: self.quiet_allowed,
+            rtcp_mux: self.rtcp_mux,
         }
     }
 }

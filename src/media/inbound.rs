@@ -43,6 +43,8 @@ pub struct InboundRemote {
     pub codec: Codec,
     /// The caller may send nothing for now (it holds us): no RTP timeout.
     pub quiet_allowed: bool,
+    /// RTCP comes on the RTP port (RFC 5761): the shell takes it out first.
+    pub rtcp_mux: bool,
 }
 
 /// Why a packet was dropped.
@@ -89,6 +91,7 @@ pub struct InboundCore {
     types: PayloadTypes,
     codec: Codec,
     quiet_allowed: bool,
+    rtcp_mux: bool,
     rtp_timeout: Duration,
     /// The caller's last valid packet (or the start, or the last quiet
     /// timeout while held).
@@ -129,6 +132,7 @@ impl InboundCore {
             types: remote.types,
             codec: remote.codec,
             quiet_allowed: remote.quiet_allowed,
+            rtcp_mux: remote.rtcp_mux,
             rtp_timeout,
             last_valid: now,
             last_activity: now,
@@ -161,11 +165,17 @@ impl InboundCore {
         self.types = remote.types;
         self.codec = remote.codec;
         self.quiet_allowed = remote.quiet_allowed;
+        self.rtcp_mux = remote.rtcp_mux;
     }
 
     /// Reception of the caller's packets so far (those the latch let in).
     pub fn stats(&self) -> &ReceiveStats {
         &self.stats
+    }
+
+    /// Whether RTCP comes on the RTP port.
+    pub fn rtcp_mux(&self) -> bool {
+        self.rtcp_mux
     }
 
     /// The SSRC of the caller's audio, once some was let in.
@@ -388,6 +398,7 @@ mod tests {
             },
             codec: Codec::Pcmu,
             quiet_allowed: false,
+            rtcp_mux: false,
         }
     }
 

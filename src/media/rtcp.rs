@@ -40,6 +40,13 @@ pub enum RtcpError {
     Length,
 }
 
+/// Whether a datagram on a shared RTP/RTCP port is RTCP (RFC 5761 §4: its
+/// second byte is a packet type from 192 to 223, which no RTP payload type
+/// with its marker bit reaches in practice).
+pub fn is_rtcp(datagram: &[u8]) -> bool {
+    datagram.len() >= 8 && datagram[0] >> 6 == 2 && (192..=223).contains(&datagram[1])
+}
+
 /// A 64-bit NTP timestamp of a wallclock time.
 pub fn ntp(wallclock: SystemTime) -> u64 {
     let since = wallclock.duration_since(UNIX_EPOCH).unwrap_or_default();
@@ -671,6 +678,19 @@ mod tests {
             let _ = parse(&d);
             let _ = RtcpSession::new(Instant::now(), OURS, x).handle_packet(Instant::now(), 0, &d);
         }
+    }
+
+    #[test]
+    fn rtcp_is_told_from_rtp_on_a_shared_port() {
+        let mut out = [0u8; MAX_PACKET];
+        let len = write_report(&mut out, OURS, None, None, "sav");
+        assert!(is_rtcp(&out[..len]));
+        let mut rtp = [0u8; crate::media::rtp::PACKET_LEN];
+        for (pt, marker) in [(0, false), (8, true), (101, true), (127, true)] {
+            let n = crate::media::rtp::write_audio_packet(&mut rtp, pt, 1, 2, 3, marker, &[0; 160]);
+            assert!(!is_rtcp(&rtp[..n]), "PT {pt} marker {marker}");
+        }
+        assert!(!is_rtcp(&[0x80, 200]));
     }
 
     #[test]

@@ -698,6 +698,7 @@ pub fn remote_media(negotiated: &NegotiatedAudio, receive: PayloadTypes) -> Remo
         receive,
         sending: matches!(ours, Direction::SendRecv | Direction::SendOnly),
         quiet_allowed: ours != Direction::SendRecv,
+        rtcp_mux: negotiated.rtcp_mux,
     }
 }
 

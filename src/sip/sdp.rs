@@ -85,6 +85,8 @@ pub struct MediaDescription {
     pub rtpmaps: Vec<(u8, String, u32)>,
     pub connection: Option<IpAddr>,
     pub direction: Direction,
+    /// `a=rtcp-mux`: RTCP on the RTP port (RFC 5761).
+    pub rtcp_mux: bool,
 }
 
 impl MediaDescription {
@@ -193,6 +195,7 @@ impl SessionDescription {
                         rtpmaps: Vec::new(),
                         connection: None,
                         direction: session_direction,
+                        rtcp_mux: false,
                     });
                 }
                 "a" => {
@@ -211,6 +214,7 @@ impl SessionDescription {
                             let rtpmap = parse_rtpmap(arg).ok_or(malformed("bad a=rtpmap"))?;
                             m.rtpmaps.push(rtpmap);
                         }
+                        (None, Some(m)) if name == "rtcp-mux" => m.rtcp_mux = true,
                         _ => {}
                     }
                 }
@@ -265,6 +269,8 @@ pub struct NegotiatedAudio {
     pub telephone_event: Option<u8>,
     /// The direction of our answer.
     pub direction: Direction,
+    /// RTCP shares the RTP port (offered, so accepted: RFC 5761 §5.1.1).
+    pub rtcp_mux: bool,
 }
 
 /// Picks the stream we accept from an offer, and its codec by `choice`.
@@ -294,6 +300,7 @@ pub fn negotiate(
             payload_type,
             telephone_event: m.telephone_event(codec.clock_rate()),
             direction: m.direction.answer(),
+            rtcp_mux: m.rtcp_mux,
         });
     }
     if audio_seen {
@@ -372,6 +379,9 @@ pub fn answer(
             chosen.telephone_event,
         );
         let _ = write!(sdp, "a=ptime:20\r\na={}\r\n", chosen.direction.attribute());
+        if chosen.rtcp_mux {
+            let _ = write!(sdp, "a=rtcp-mux\r\n");
+        }
     }
     sdp
 }
@@ -480,6 +490,21 @@ a=ptime:20\r\n";
         // PCMU only: the second of the offer.
         let chosen = negotiate(&offer, &pcmu_only()).unwrap();
         assert_eq!((chosen.codec, chosen.payload_type), (Codec::Pcmu, 0));
+    }
+
+    #[test]
+    fn rtcp_mux_is_accepted_when_offered_and_not_otherwise() {
+        let muxed = OFFER.replace("a=ptime:20\r\n", "a=ptime:20\r\na=rtcp-mux\r\n");
+        let offer = SessionDescription::parse(muxed.as_bytes()).unwrap();
+        let chosen = negotiate_default(&offer).unwrap();
+        assert!(chosen.rtcp_mux);
+        let local = "127.0.0.1:20000".parse().unwrap();
+        let sdp = answer(&offer, &chosen, local, Origin::new(1));
+        assert!(sdp.contains("a=rtcp-mux\r\n"), "{sdp}");
+        let plain = SessionDescription::parse(OFFER.as_bytes()).unwrap();
+        let chosen = negotiate_default(&plain).unwrap();
+        assert!(!chosen.rtcp_mux);
+        assert!(!answer(&plain, &chosen, local, Origin::new(1)).contains("rtcp-mux"));
     }
 
     #[test]

@@ -93,6 +93,9 @@ pub struct TestCall {
     pub payload_types: Arc<Mutex<Vec<u8>>>,
     /// Where the caller's phone receives RTP.
     pub phone: std::net::SocketAddr,
+    /// The phone's socket, to send RTP from, and where sav receives it.
+    phone_out: Arc<UdpSocket>,
+    sav_rtp: std::net::SocketAddr,
     /// When the call was established (virtual time).
     pub t0: Instant,
     pub fakes: Option<FakeProviders>,
@@ -114,6 +117,8 @@ pub struct Ended {
     pub commands: Vec<LegCommand>,
     /// The call's timeline as stored (on the test's clock).
     pub timeline: sav::timeline::CallTimeline,
+    /// The process's metrics after the call (OpenMetrics text).
+    pub metrics: String,
 }
 
 impl TestCall {
@@ -178,8 +183,10 @@ impl TestCall {
             config,
         });
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
-        let phone = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let sav_rtp = socket.local_addr().unwrap();
+        let phone = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
         let phone_addr = phone.local_addr().unwrap();
+        let phone_out = phone.clone();
         let heard: Heard = Arc::default();
         let (leg, peer) = Leg::pair();
         let (tap, tapped) = oneshot::channel();
@@ -272,6 +279,7 @@ impl TestCall {
                 },
                 sending: true,
                 quiet_allowed: false,
+                rtcp_mux: false,
             }))
             .await
             .unwrap();
@@ -292,6 +300,8 @@ impl TestCall {
             heard,
             payload_types,
             phone: phone_addr,
+            phone_out,
+            sav_rtp,
             t0,
             fakes,
             store,
@@ -380,6 +390,24 @@ impl TestCall {
             .unwrap();
     }
 
+    /// The phone sends one RTP packet of `payload` (PCMU) now.
+    pub async fn send_rtp(&self, seq: u16, timestamp: u32, payload: &[u8; 160]) {
+        let mut packet = [0u8; sav::media::rtp::PACKET_LEN];
+        let len = sav::media::rtp::write_audio_packet(
+            &mut packet,
+            0,
+            0x00C0_FFEE,
+            seq,
+            timestamp,
+            false,
+            payload,
+        );
+        self.phone_out
+            .send_to(&packet[..len], self.sav_rtp)
+            .await
+            .unwrap();
+    }
+
     /// The caller hangs up.
     pub async fn hang_up(self) -> Ended {
         self.peer
@@ -416,7 +444,9 @@ impl TestCall {
         let record = self.store.call_event(&id).await.unwrap().expect("event");
         let heard = self.heard.lock().unwrap().clone();
         let payload_types = self.payload_types.lock().unwrap().clone();
+        let metrics = self.services.metrics.render();
         Ended {
+            metrics,
             end,
             record,
             heard,
