@@ -427,6 +427,11 @@ async fn a_caller_stream_with_loss_and_jitter_shows_in_the_metrics() {
     // 10 ms late every 100 ms: RFC 3550's estimator settles near 3 ms.
     let jitter = sample(metrics, "sav_rtp_jitter_seconds_sum").unwrap();
     assert!((0.0015..0.006).contains(&jitter), "jitter {jitter} s");
+    // And in the call's record.
+    let media = ended.timeline.media.expect("the media in the timeline");
+    assert_eq!((media.rtp_received, media.rtp_lost), (450, 49));
+    assert_eq!(media.codec, "PCMU");
+    assert!((media.jitter_ms / 1000.0 - jitter).abs() < 1e-9);
 }
 
 #[tokio::test]

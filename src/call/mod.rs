@@ -48,7 +48,7 @@ use crate::media::ports::MediaSockets;
 use crate::media::recording::Recording;
 use crate::sip::leg::{Ending, Leg, LegEvent};
 use crate::store::Customer;
-use crate::timeline::{CallTrace, Mark};
+use crate::timeline::{CallTrace, Mark, MediaQuality};
 
 /// Who is calling, as the SIP request says.
 #[derive(Debug, Clone, Default)]
@@ -403,6 +403,7 @@ impl Call {
                 break Ending::Local;
             }
         };
+        let codec = call.media.codec();
         let media = call.media.stop().await;
         let received = &media.received;
         let metrics = &self.services.metrics;
@@ -415,6 +416,16 @@ impl Call {
         if let Some(rtt) = media.peer.rtt {
             metrics.rtp_round_trip.observe(rtt.as_secs_f64());
         }
+        self.trace.media(MediaQuality {
+            codec: codec.name().to_string(),
+            rtp_sent: media.sent,
+            rtp_received: received.packets,
+            rtp_lost: received.lost(),
+            jitter_ms: received.jitter_ms(),
+            concealed: media.jitter.concealed,
+            round_trip_ms: media.peer.rtt.map(|d| d.as_secs_f64() * 1000.0),
+            caller_reports_lost: media.peer.of_us.map(|b| i64::from(b.cumulative_lost)),
+        });
         info!(
             rtt_ms = media.peer.rtt.map(|d| d.as_millis() as u64),
             caller_sees_lost = media.peer.of_us.map(|b| b.cumulative_lost),

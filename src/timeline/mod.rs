@@ -118,6 +118,29 @@ pub struct CallTimeline {
     #[serde(default)]
     pub dropped: u64,
     pub events: Vec<Entry>,
+    /// The call's media as it ended (none when it never had any).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub media: Option<MediaQuality>,
+}
+
+/// What a call's RTP and RTCP said when it ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct MediaQuality {
+    /// The codec's SDP name at the end.
+    pub codec: String,
+    pub rtp_sent: u64,
+    pub rtp_received: u64,
+    /// The caller's packets lost (RFC 3550 A.3) and their jitter.
+    pub rtp_lost: u64,
+    pub jitter_ms: f64,
+    /// Lost packets made up before the listener heard them.
+    pub concealed: u64,
+    /// From the caller's RTCP: the round trip, and how many of our packets
+    /// it counted lost.
+    #[serde(default)]
+    pub round_trip_ms: Option<f64>,
+    #[serde(default)]
+    pub caller_reports_lost: Option<i64>,
 }
 
 #[derive(Debug, Default)]
@@ -125,6 +148,7 @@ struct State {
     entries: Vec<Entry>,
     dropped: u64,
     usage: CallUsage,
+    media: Option<MediaQuality>,
 }
 
 /// Per-call observation handle; cheap to clone (an `Arc`).
@@ -252,6 +276,14 @@ impl CallTrace {
             currency: prices.currency.clone(),
             dropped,
             events,
+            media: self.inner.state.lock().ok().and_then(|s| s.media.clone()),
+        }
+    }
+
+    /// The call's media as it ended, for its record.
+    pub fn media(&self, quality: MediaQuality) {
+        if let Ok(mut state) = self.inner.state.lock() {
+            state.media = Some(quality);
         }
     }
 }
@@ -399,6 +431,7 @@ mod tests {
     #[test]
     fn the_document_round_trips_as_json() {
         let doc = CallTimeline {
+            media: None,
             call_id: "x@y".into(),
             outcome: "resolved".into(),
             duration_ms: 1234,

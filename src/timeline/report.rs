@@ -514,6 +514,7 @@ mod tests {
     fn sample() -> CallTimeline {
         use PhraseSource::*;
         CallTimeline {
+            media: None,
             call_id: "call-1".into(),
             outcome: "resolved".into(),
             duration_ms: 9000,
