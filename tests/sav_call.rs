@@ -79,6 +79,9 @@ fn calls_a_second_sav_and_hears_its_greeting() {
         "{sent} packets sent in 4 s"
     );
     assert_eq!(s["ended_by"], "us (BYE)");
+    // The callee's RTCP (its first report within 3.75 s) reached us: it
+    // lost none of our packets.
+    assert!(s["callee_lost"].starts_with("0 "), "{s:?}");
     // What we recorded is sav's greeting.
     let mut reader = hound::WavReader::open(dir.join("heard.wav")).unwrap();
     let heard: Vec<i16> = reader.samples::<i16>().map(|x| x.unwrap()).collect();

@@ -8,18 +8,17 @@
 //! media driver (one pacer, one inbound core), so what `sav call` measures
 //! is what sav's own media path does.
 
-use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::net::UdpSocket;
 use tokio::time::Instant;
 
 use crate::media::codec::{Codec, CodecChoice};
 use crate::media::driver::{MediaDriver, MediaEvent};
 use crate::media::handle::{MediaHandle, MediaSetup};
 use crate::media::playout::{Clip, SegmentKind, StreamPolicy};
+use crate::media::ports::MediaSockets;
 use crate::media::recording::Recording;
 use crate::media::{g711, resample};
 use crate::metrics::Metrics;
@@ -73,6 +72,9 @@ pub struct CallSummary {
     pub max_gap: Duration,
     pub jitter_ms: f64,
     pub sent: u64,
+    /// From the callee's RTCP: the round trip, and our packets it lost.
+    pub round_trip: Option<Duration>,
+    pub callee_reports_lost: Option<i32>,
     pub remote_hung_up: bool,
     pub duration: Duration,
 }
@@ -104,6 +106,11 @@ impl std::fmt::Display for CallSummary {
         )?;
         writeln!(f, "  jitter_ms         {:.2}", self.jitter_ms)?;
         writeln!(f, "  rtp_sent          {}", self.sent)?;
+        writeln!(f, "  round_trip        {}", ms(self.round_trip))?;
+        match self.callee_reports_lost {
+            Some(lost) => writeln!(f, "  callee_lost       {lost} (its RTCP)")?,
+            None => writeln!(f, "  callee_lost       no RTCP report")?,
+        }
         writeln!(f, "  duration_s        {:.2}", self.duration.as_secs_f64())?;
         write!(
             f,
@@ -130,8 +137,8 @@ pub async fn place_call(
         Duration::from_millis(voice.len() as u64 / 8)
             + Duration::from_secs(if voice.is_empty() { 10 } else { 2 })
     });
-    let socket = Arc::new(UdpSocket::bind(SocketAddr::new(config.listen.ip(), 0)).await?);
-    let port = socket.local_addr()?.port();
+    let sockets = MediaSockets::ephemeral_pair(config.listen.ip())?;
+    let port = sockets.rtp.local_addr()?.port();
     let mut dialed = dial(config, &request.target, port, &request.codecs).await?;
     let codec = dialed.remote.codec;
 
@@ -153,8 +160,8 @@ pub async fn place_call(
     let (media, mut events) = MediaHandle::start(
         &driver,
         MediaSetup {
-            socket,
-            rtcp: None,
+            socket: sockets.rtp,
+            rtcp: sockets.rtcp,
             cname: format!("sav@{}", config.advertised_ip()),
             remote: dialed.remote,
             t0: answered,
@@ -220,6 +227,8 @@ pub async fn place_call(
         max_gap: received.max_gap,
         jitter_ms: received.jitter_ms(),
         sent: stats.sent,
+        round_trip: stats.peer.rtt,
+        callee_reports_lost: stats.peer.of_us.map(|b| b.cumulative_lost),
         remote_hung_up,
         duration: media_ended - answered,
     })

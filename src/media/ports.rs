@@ -20,6 +20,33 @@ impl MediaSockets {
     pub fn rtp_only(rtp: Arc<UdpSocket>) -> Self {
         Self { rtp, rtcp: None }
     }
+
+    /// An ephemeral even port of `ip` and the one above it (a caller that
+    /// has no range of its own: `sav call`); RTP alone when no pair turns
+    /// up in a few tries.
+    pub fn ephemeral_pair(ip: IpAddr) -> std::io::Result<Self> {
+        let tokio = |socket: std::net::UdpSocket| -> std::io::Result<Arc<UdpSocket>> {
+            socket.set_nonblocking(true)?;
+            Ok(Arc::new(UdpSocket::from_std(socket)?))
+        };
+        for _ in 0..32 {
+            let rtp = std::net::UdpSocket::bind((ip, 0))?;
+            let port = rtp.local_addr()?.port();
+            if port % 2 == 1 {
+                continue;
+            }
+            let Some(above) = port.checked_add(1) else {
+                continue;
+            };
+            if let Ok(rtcp) = std::net::UdpSocket::bind((ip, above)) {
+                return Ok(Self {
+                    rtp: tokio(rtp)?,
+                    rtcp: Some(tokio(rtcp)?),
+                });
+            }
+        }
+        Ok(Self::rtp_only(tokio(std::net::UdpSocket::bind((ip, 0))?)?))
+    }
 }
 
 /// Hands out RTP sockets from the configured port range. The operating system
@@ -130,6 +157,16 @@ mod tests {
             let top = RtpPortPool::new(ip, 65_535, 65_535);
             assert!(top.bind().is_err());
         });
+    }
+
+    #[tokio::test]
+    async fn an_ephemeral_pair_is_an_even_port_and_the_one_above() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        let pair = MediaSockets::ephemeral_pair(ip).unwrap();
+        let rtp = pair.rtp.local_addr().unwrap().port();
+        let rtcp = pair.rtcp.as_ref().map(|s| s.local_addr().unwrap().port());
+        assert_eq!(rtp % 2, 0);
+        assert_eq!(rtcp, Some(rtp + 1));
     }
 
     #[test]
