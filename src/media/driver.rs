@@ -536,13 +536,12 @@ impl Control {
         if packets == 0 {
             return None;
         }
-        let frames = now.saturating_duration_since(self.setup.t0).as_millis() / 20;
+        // The RTP clock at this very instant (8 kHz), paired with the NTP
+        // time (RFC 3550 §6.4.1).
+        let ticks = now.saturating_duration_since(self.setup.t0).as_micros() * 8 / 1000;
         Some(SenderInfo {
             ntp: rtcp::ntp(SystemTime::now()),
-            rtp_timestamp: self
-                .setup
-                .ts0
-                .wrapping_add((frames as u32).wrapping_mul(160)),
+            rtp_timestamp: self.setup.ts0.wrapping_add(ticks as u32),
             packets: packets as u32,
             octets: (packets * 160) as u32,
         })
@@ -670,17 +669,19 @@ async fn receive(config: ReceiverConfig) -> Received {
                 // The call stopped its media.
                 Err(_) => break,
             },
-            Some((len, source)) = recv_rtcp(&mut control) => {
-                on_rtcp_socket(&mut control, &core, len, source);
-                None
-            }
             _ = crate::time::sleep_until_opt(report_at) => {
                 if let Some(control) = control.as_mut() {
                     control.report(&core, &socket, false).await;
                 }
                 None
             }
+            // The caller's audio before its reports: datagrams flooding the
+            // RTCP port cannot hold the RTP back.
             received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)) => Some(received),
+            Some((len, source)) = recv_rtcp(&mut control) => {
+                on_rtcp_socket(&mut control, &core, len, source);
+                None
+            }
         };
         // Trust the clock, not the wake-up.
         let now = Instant::now().into_std();

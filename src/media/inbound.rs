@@ -246,6 +246,13 @@ impl InboundCore {
         }
         self.last_valid = now;
         self.last_activity = now;
+        if self.caller_ssrc.is_some_and(|old| old != ssrc) {
+            // A new source (a transfer, a bridge): its numbering starts
+            // afresh.
+            self.stats.new_source();
+            self.jitter.restart();
+        }
+        self.caller_ssrc = Some(ssrc);
         match packet {
             Inbound::Audio {
                 ssrc,
@@ -255,7 +262,6 @@ impl InboundCore {
                 ..
             } => {
                 // Loudness is only looked at until the caller is first heard.
-                self.caller_ssrc = Some(ssrc);
                 let audible = self.stats.first_audio.is_none() && is_audible(self.codec, payload);
                 self.stats.on_packet(now, seq, timestamp, audible);
                 if let Some((track, t0)) = &self.recording {
@@ -278,6 +284,11 @@ impl InboundCore {
                 ..
             } => {
                 self.stats.on_event_packet(now, seq);
+                if self.detector.is_some() {
+                    // The key holds its place in the caller's audio.
+                    self.jitter.push(now, seq, &[]);
+                    self.listen(now);
+                }
                 match self.dtmf.handle_packet(timestamp, payload) {
                     Ok(Some(digit)) => self.push(InboundEvent::Dtmf(digit.digit)),
                     Ok(None) => {}
@@ -328,6 +339,9 @@ impl InboundCore {
             return;
         };
         while let Some((_, pcm)) = self.jitter.pop() {
+            if pcm.is_empty() {
+                continue;
+            }
             if let Some(event) = detector.push(now, pcm) {
                 push_bounded(&mut self.events, turn_event(event));
             }

@@ -115,8 +115,16 @@ impl JitterBuffer {
         self.stats
     }
 
+    /// The stream changed source (a new SSRC): nothing held belongs to it.
+    pub fn restart(&mut self) {
+        self.held = [None; SLOTS];
+        self.next = None;
+        self.conceal_until = None;
+    }
+
     /// A packet `seq` arrived at `now` with its decoded audio (at most
-    /// [`MAX_SAMPLES`] are kept). Pop what it lets out.
+    /// [`MAX_SAMPLES`] are kept; none for a packet that only holds its
+    /// place, an RFC 4733 key). Pop what it lets out.
     pub fn push(&mut self, now: Instant, seq: u16, pcm: &[i16]) {
         let next = *self.next.get_or_insert(seq);
         let ahead = seq.wrapping_sub(next);
@@ -206,9 +214,11 @@ impl JitterBuffer {
             if self.conceal_until == Some(next) {
                 self.conceal_until = None;
             }
-            self.concealing = 0;
-            self.last[..held.len].copy_from_slice(&held.pcm[..held.len]);
-            self.last_len = held.len;
+            if held.len > 0 {
+                self.concealing = 0;
+                self.last[..held.len].copy_from_slice(&held.pcm[..held.len]);
+                self.last_len = held.len;
+            }
             self.out[..held.len].copy_from_slice(&held.pcm[..held.len]);
             return Some((Played::Received, &self.out[..held.len]));
         }
@@ -368,6 +378,27 @@ mod tests {
         assert_eq!(drain(&mut b), received(&[11, 12]));
         let stats = b.stats();
         assert_eq!((stats.late, stats.duplicates, stats.reordered), (2, 1, 1));
+    }
+
+    #[test]
+    fn a_key_packet_holds_its_place_without_audio() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        b.push(t, 1, &audio(1));
+        drain(&mut b);
+        b.push(t, 3, &audio(3));
+        b.push(t, 2, &[]);
+        let out: Vec<(Played, usize)> =
+            std::iter::from_fn(|| b.pop().map(|(how, pcm)| (how, pcm.len()))).collect();
+        assert_eq!(out, vec![(Played::Received, 0), (Played::Received, 160)]);
+        assert_eq!(b.stats().concealed, 0);
+        // A loss after it is concealed from the last audio, not from it.
+        b.push(t, 5, &audio(5));
+        b.handle_timeout(t + WINDOW);
+        assert_eq!(
+            b.pop().map(|(how, pcm)| (how, pcm[0])),
+            Some((Played::Concealed, 24))
+        );
     }
 
     #[test]

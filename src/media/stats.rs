@@ -13,6 +13,11 @@ pub struct ReceiveStats {
     /// Packets with a sequence number at or behind the highest seen.
     pub out_of_order: u64,
     first: Option<(Instant, u16)>,
+    /// The current source's first sequence number (none until its first
+    /// packet).
+    source_first: Option<u16>,
+    /// Packets expected of the sources before the current one.
+    earlier_expected: u64,
     /// Highest sequence number seen, extended past wraps (RFC 3550 A.1).
     highest: u64,
     last_arrival: Option<Instant>,
@@ -27,6 +32,15 @@ pub struct ReceiveStats {
 impl ReceiveStats {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The caller's stream changed source (a new SSRC: a transfer, a
+    /// re-INVITE through a bridge): its sequence numbers and timestamps
+    /// start afresh; what the earlier ones lost is kept.
+    pub fn new_source(&mut self) {
+        self.earlier_expected = self.expected();
+        self.source_first = None;
+        self.last_transit = None;
     }
 
     /// Feeds one audio packet received at `now`.
@@ -61,9 +75,10 @@ impl ReceiveStats {
 
     fn count(&mut self, now: Instant, seq: u16) {
         self.packets += 1;
-        match self.first {
+        self.first.get_or_insert((now, seq));
+        match self.source_first {
             None => {
-                self.first = Some((now, seq));
+                self.source_first = Some(seq);
                 self.highest = u64::from(seq);
             }
             Some(_) => {
@@ -89,10 +104,11 @@ impl ReceiveStats {
 
     /// Packets expected from the sequence numbers (RFC 3550 A.3).
     pub fn expected(&self) -> u64 {
-        match self.first {
-            Some((_, first)) => self.highest - u64::from(first) + 1,
-            None => 0,
-        }
+        self.earlier_expected
+            + match self.source_first {
+                Some(first) => self.highest - u64::from(first) + 1,
+                None => 0,
+            }
     }
 
     /// Packets lost: expected minus received (RFC 3550 A.3), floored at
@@ -162,6 +178,24 @@ mod tests {
         assert_eq!(s.lost(), 1, "5 lost; 3 came late, not lost");
         assert_eq!(s.max_gap, ms(50));
         assert!(s.jitter_ms() > 1.0, "{}", s.jitter_ms());
+    }
+
+    #[test]
+    fn a_new_source_starts_its_sequence_afresh_and_keeps_earlier_loss() {
+        let t = Instant::now();
+        let mut s = ReceiveStats::new();
+        // seq 10..=19 with 15 lost, then a new SSRC from 40 000 on.
+        for (n, seq) in (10..20u16).filter(|&q| q != 15).enumerate() {
+            s.on_packet(t + ms(20 * n as u64), seq, u32::from(seq) * 160, false);
+        }
+        s.new_source();
+        for n in 0..5u16 {
+            let at = t + ms(200 + 20 * u64::from(n));
+            s.on_packet(at, 40_000 + n, 3_000_000 + u32::from(n) * 160, false);
+        }
+        assert_eq!((s.packets, s.expected(), s.lost()), (14, 15, 1));
+        assert_eq!(s.out_of_order, 0);
+        assert!(s.jitter_ms() < 1.0, "{}", s.jitter_ms());
     }
 
     #[test]

@@ -355,7 +355,11 @@ impl Session {
             .map(|ack| ack.body)
             .unwrap_or_default();
         let answer = SessionDescription::parse(&body)?;
-        sdp::negotiate(&answer, &self.codecs)
+        let mut chosen = sdp::negotiate(&answer, &self.codecs)?;
+        // We never offer rtcp-mux: an answer cannot turn it on (RFC 5761
+        // §5.1.1).
+        chosen.rtcp_mux = false;
+        Ok(chosen)
     }
 
     /// When the session timer next needs us: the refresh we send (we are the

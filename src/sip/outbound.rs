@@ -195,8 +195,13 @@ pub async fn dial(
         }
     };
     let answered = Instant::now();
-    let negotiated =
-        SessionDescription::parse(&answer.body).and_then(|a| sdp::negotiate(&a, codecs));
+    // We never offer rtcp-mux: an answer cannot turn it on (RFC 5761 §5.1.1).
+    let negotiated = SessionDescription::parse(&answer.body)
+        .and_then(|a| sdp::negotiate(&a, codecs))
+        .map(|mut chosen| {
+            chosen.rtcp_mux = false;
+            chosen
+        });
     let remote = match negotiated {
         // The callee sends with the payload types of our offer (RFC 3264
         // §5.1): the static ones, which its answer repeats.
