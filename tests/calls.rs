@@ -334,18 +334,11 @@ async fn a_re_offer_in_a_law_changes_the_codec_mid_phrase_on_the_same_clock() {
     let changed_at = call.now();
     call.peer
         .events
-        .send(LegEvent::MediaChanged(sav::media::handle::RemoteMedia {
-            addr: call.phone,
-            codec: sav::media::codec::Codec::Pcma,
-            payload_type: 8,
-            receive: sav::media::rtp::PayloadTypes {
-                audio: 8,
-                telephone_event: Some(101),
-            },
-            sending: true,
-            quiet_allowed: false,
-            rtcp_mux: false,
-        }))
+        .send(LegEvent::MediaChanged(phone_media(
+            call.phone,
+            sav::media::codec::Codec::Pcma,
+            true,
+        )))
         .await
         .unwrap();
     call.wait(8 * SECOND).await;
@@ -444,18 +437,7 @@ async fn a_hold_stops_our_audio_and_the_resume_brings_it_back() {
     call.wait(SECOND).await;
     let phone = call.phone;
     let remote = |sending: bool| {
-        LegEvent::MediaChanged(sav::media::handle::RemoteMedia {
-            addr: phone,
-            codec: sav::media::codec::Codec::Pcmu,
-            payload_type: 0,
-            receive: sav::media::rtp::PayloadTypes {
-                audio: 0,
-                telephone_event: Some(101),
-            },
-            sending,
-            quiet_allowed: !sending,
-            rtcp_mux: false,
-        })
+        LegEvent::MediaChanged(phone_media(phone, sav::media::codec::Codec::Pcmu, sending))
     };
     // On hold (our answer recvonly): nothing is sent, the clock runs on.
     call.peer.events.send(remote(false)).await.unwrap();

@@ -64,18 +64,6 @@ impl Codec {
         }
     }
 
-    /// Timestamp increase per 20 ms frame.
-    pub fn timestamp_step(self) -> u32 {
-        self.clock_rate() / 50
-    }
-
-    /// Bytes of one 20 ms frame's payload.
-    pub fn frame_bytes(self) -> usize {
-        match self {
-            Codec::Pcmu | Codec::Pcma => 160,
-        }
-    }
-
     /// The payload byte of silence (G.711 codes one byte per sample).
     pub fn silence(self) -> u8 {
         match self {
@@ -248,7 +236,6 @@ mod tests {
         assert_eq!(Codec::from_static(0), Some(Codec::Pcmu));
         assert_eq!(Codec::from_static(18), None);
         for codec in SUPPORTED {
-            assert_eq!((codec.timestamp_step(), codec.frame_bytes()), (160, 160));
             let mut silence = Vec::new();
             codec.encode_extend(&[0; 4], &mut silence);
             assert_eq!(silence, vec![codec.silence(); 4], "{codec}");

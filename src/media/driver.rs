@@ -584,21 +584,35 @@ impl Control {
         }
     }
 
-    /// The caller's reports, if they come from the caller (its RTP
-    /// address's host).
+    /// A datagram of the RTCP socket (in `buf`): the caller's reports.
+    fn handle_own(&mut self, core: &InboundCore, len: usize, source: SocketAddr) {
+        let datagram = &self.buf[..len.min(self.buf.len())];
+        take_report(&mut self.session, &mut self.peer, core, datagram, source);
+    }
+
+    /// A datagram multiplexed on the RTP port: the caller's reports.
     fn handle(&mut self, core: &InboundCore, datagram: &[u8], source: SocketAddr) {
-        if source.ip() != core.caller_addr().ip() {
-            debug!(%source, "RTCP from another host dropped");
-            return;
-        }
-        let ntp_now = rtcp::ntp(SystemTime::now());
-        match self
-            .session
-            .handle_packet(Instant::now().into_std(), ntp_now, datagram)
-        {
-            Ok(()) => self.peer = Some(source),
-            Err(error) => debug!(%error, "bad RTCP dropped"),
-        }
+        take_report(&mut self.session, &mut self.peer, core, datagram, source);
+    }
+}
+
+/// The caller's reports, if they come from the caller (its RTP address's
+/// host); their source is where ours go from then on.
+fn take_report(
+    session: &mut RtcpSession,
+    peer: &mut Option<SocketAddr>,
+    core: &InboundCore,
+    datagram: &[u8],
+    source: SocketAddr,
+) {
+    if source.ip() != core.caller_addr().ip() {
+        debug!(%source, "RTCP from another host dropped");
+        return;
+    }
+    let ntp_now = rtcp::ntp(SystemTime::now());
+    match session.handle_packet(Instant::now().into_std(), ntp_now, datagram) {
+        Ok(()) => *peer = Some(source),
+        Err(error) => debug!(%error, "bad RTCP dropped"),
     }
 }
 
@@ -607,19 +621,6 @@ async fn recv_rtcp(control: &mut Option<Control>) -> Option<(usize, SocketAddr)>
     match control {
         Some(control) => control.setup.socket.recv_from(&mut control.buf).await.ok(),
         None => std::future::pending().await,
-    }
-}
-
-/// A datagram that came on the RTCP socket, to the RTCP session.
-fn on_rtcp_socket(
-    control: &mut Option<Control>,
-    core: &InboundCore,
-    len: usize,
-    source: SocketAddr,
-) {
-    if let Some(control) = control.as_mut() {
-        let datagram = control.buf[..len.min(control.buf.len())].to_vec();
-        control.handle(core, &datagram, source);
     }
 }
 
@@ -679,7 +680,9 @@ async fn receive(config: ReceiverConfig) -> Received {
             // RTCP port cannot hold the RTP back.
             received = tokio::time::timeout_at(deadline, socket.recv_from(&mut buf)) => Some(received),
             Some((len, source)) = recv_rtcp(&mut control) => {
-                on_rtcp_socket(&mut control, &core, len, source);
+                if let Some(control) = control.as_mut() {
+                    control.handle_own(&core, len, source);
+                }
                 None
             }
         };

@@ -72,16 +72,6 @@ impl RtpPortPool {
     /// Binds the next free pair: an even port for RTP and the odd one
     /// above it for RTCP (RFC 3550 §11); a pair half taken is skipped.
     pub fn bind_pair(&self) -> std::io::Result<MediaSockets> {
-        self.bind_with(true)
-    }
-
-    /// Binds the next free even port (RTP on even ports, RFC 3550 §11).
-    pub fn bind(&self) -> std::io::Result<UdpSocket> {
-        let sockets = self.bind_with(false)?;
-        Arc::try_unwrap(sockets.rtp).map_err(|_| std::io::Error::other("RTP socket shared"))
-    }
-
-    fn bind_with(&self, rtcp: bool) -> std::io::Result<MediaSockets> {
         let first_even = u32::from(self.min) + u32::from(self.min) % 2;
         let max = u32::from(self.max);
         let count = if max < first_even {
@@ -101,14 +91,13 @@ impl RtpPortPool {
                 Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
                 Err(e) => return Err(e),
             };
-            let control = match (rtcp, port.checked_add(1)) {
-                (false, _) => None,
-                (true, None) => continue,
-                (true, Some(above)) => match std::net::UdpSocket::bind((self.ip, above)) {
-                    Ok(socket) => Some(socket),
-                    Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
-                    Err(e) => return Err(e),
-                },
+            let Some(above) = port.checked_add(1) else {
+                continue;
+            };
+            let control = match std::net::UdpSocket::bind((self.ip, above)) {
+                Ok(socket) => socket,
+                Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+                Err(e) => return Err(e),
             };
             let tokio = |socket: std::net::UdpSocket| -> std::io::Result<Arc<UdpSocket>> {
                 socket.set_nonblocking(true)?;
@@ -116,7 +105,7 @@ impl RtpPortPool {
             };
             return Ok(MediaSockets {
                 rtp: tokio(rtp)?,
-                rtcp: control.map(tokio).transpose()?,
+                rtcp: Some(tokio(control)?),
             });
         }
         Err(std::io::Error::new(
@@ -140,22 +129,22 @@ mod tests {
             .build()
             .unwrap();
         rt.block_on(async {
-            let a = pool.bind().unwrap();
-            let b = pool.bind().unwrap();
-            let c = pool.bind().unwrap();
+            let a = pool.bind_pair().unwrap();
+            let b = pool.bind_pair().unwrap();
+            let c = pool.bind_pair().unwrap();
             let mut ports: Vec<u16> = [&a, &b, &c]
                 .iter()
-                .map(|s| s.local_addr().unwrap().port())
+                .map(|s| s.rtp.local_addr().unwrap().port())
                 .collect();
             ports.sort();
             assert_eq!(ports, vec![29_002, 29_004, 29_006]);
-            let err = pool.bind().unwrap_err();
+            let err = pool.bind_pair().unwrap_err();
             assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse);
             drop(b);
-            assert!(pool.bind().is_ok(), "a released port is reused");
+            assert!(pool.bind_pair().is_ok(), "a released port is reused");
             // The top of the port space: no even port, an error, no overflow.
             let top = RtpPortPool::new(ip, 65_535, 65_535);
-            assert!(top.bind().is_err());
+            assert!(top.bind_pair().is_err());
         });
     }
 

@@ -232,7 +232,6 @@ impl TestCall {
         let payload_types: Arc<Mutex<Vec<u8>>> = Arc::default();
         let types = payload_types.clone();
         let codec = setup.codec;
-        let payload_type = codec.static_payload_type().expect("a static codec");
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             let mut first: Option<(u16, u32)> = None;
@@ -269,18 +268,7 @@ impl TestCall {
             }
         });
         peer.events
-            .send(LegEvent::Established(RemoteMedia {
-                addr: phone_addr,
-                codec,
-                payload_type,
-                receive: PayloadTypes {
-                    audio: payload_type,
-                    telephone_event: Some(101),
-                },
-                sending: true,
-                quiet_allowed: false,
-                rtcp_mux: false,
-            }))
+            .send(LegEvent::Established(phone_media(phone_addr, codec, true)))
             .await
             .unwrap();
         let mut tapped = tapped;
@@ -454,6 +442,24 @@ impl TestCall {
             commands,
             timeline,
         }
+    }
+}
+
+/// What the phone's SDP says: `codec` by its static payload type and
+/// telephone-event 101, sending (or holding us: `sending` false).
+pub fn phone_media(addr: std::net::SocketAddr, codec: Codec, sending: bool) -> RemoteMedia {
+    let payload_type = codec.static_payload_type().expect("a static codec");
+    RemoteMedia {
+        addr,
+        codec,
+        payload_type,
+        receive: PayloadTypes {
+            audio: payload_type,
+            telephone_event: Some(101),
+        },
+        sending,
+        quiet_allowed: !sending,
+        rtcp_mux: false,
     }
 }
 
