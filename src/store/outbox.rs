@@ -22,6 +22,9 @@ use tracing::{debug, info, warn};
 
 use super::{now_ms, Backend, Store, StoreError};
 
+/// How long a send in flight may finish when the outbox stops (the
+/// process waits 2 s for the outbox).
+const STOP_GRACE: std::time::Duration = std::time::Duration::from_secs(1);
 /// How long a claimed event is ours before another worker may take it
 /// (`[crm] timeout_ms` is held to less than half of it).
 pub const LEASE_MS: i64 = 60_000;
@@ -203,15 +206,24 @@ pub async fn run(store: Store, config: CrmConfig, stop: CancellationToken) {
         }
         match store.claim_event().await {
             Ok(Some(event)) => {
+                let sending = send(&client, &url, &event);
+                tokio::pin!(sending);
                 let outcome = tokio::select! {
-                    outcome = send(&client, &url, &event) => outcome,
+                    outcome = &mut sending => outcome,
                     _ = stop.cancelled() => {
-                        // Stopping mid-send: give the event back at once
-                        // (the next start sends it; the receiver knows its id).
-                        if let Err(error) = store.release_event(&event.id).await {
-                            warn!(%error, "outbox release failed");
+                        // Stopping mid-send: a request on its way may have
+                        // reached the webhook, so it is let finish for a
+                        // moment and marked; only then is it given back
+                        // (another instance would send it again).
+                        match tokio::time::timeout(STOP_GRACE, &mut sending).await {
+                            Ok(outcome) => outcome,
+                            Err(_) => {
+                                if let Err(error) = store.release_event(&event.id).await {
+                                    warn!(%error, "outbox release failed");
+                                }
+                                return;
+                            }
                         }
-                        return;
                     }
                 };
                 let result = match outcome {
