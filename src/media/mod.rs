@@ -16,6 +16,7 @@ pub mod config;
 pub mod driver;
 pub mod dtmf;
 pub mod g711;
+pub mod g722;
 pub mod handle;
 pub mod inbound;
 pub mod jitter;
