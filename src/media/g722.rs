@@ -19,6 +19,12 @@
 pub const FRAME_SAMPLES: usize = 320;
 /// Octets of G.722 in one 20 ms frame (one per pair of samples).
 pub const FRAME_OCTETS: usize = 160;
+/// The octet a G.722 encoder makes of digital silence from its initial
+/// state (lower band: the smallest positive step; higher band: the smallest
+/// positive step): sent while the bot has nothing to say. A decoder that was
+/// playing speech settles on it within ~50 ms to a constant (inaudible)
+/// offset: the test below measures it.
+pub const SILENCE: u8 = 0xFA;
 
 /// 16-bit saturation, as the Recommendation's basic operators do it.
 fn sat(value: i32) -> i16 {
@@ -382,13 +388,29 @@ impl G722Encoder {
         written
     }
 
+    /// Encodes 8 kHz audio (one octet per sample) the way G.722 interworks
+    /// with narrowband: each sample, halved, is the lower sub-band's input
+    /// (the scale of the analysis filter) and the higher band is silent, so
+    /// the far end decodes exactly the 0–4 kHz signal without a resampler.
+    pub fn encode_narrowband(&mut self, pcm: &[i16], out: &mut [u8]) -> usize {
+        let mut written = 0;
+        for (&sample, octet) in pcm.iter().zip(out.iter_mut()) {
+            *octet = self.encode_bands(limit(sample >> 1), 0);
+            written += 1;
+        }
+        written
+    }
+
     fn encode_pair(&mut self, first: i16, second: i16) -> u8 {
         let (even, odd) = self.qmf.filter(second, first);
         let low_sum = even.saturating_add(odd).saturating_mul(2);
         let high_sum = even.saturating_sub(odd).saturating_mul(2);
         let xl = limit((low_sum >> 16) as i16);
         let xh = limit((high_sum >> 16) as i16);
+        self.encode_bands(xl, xh)
+    }
 
+    fn encode_bands(&mut self, xl: i16, xh: i16) -> u8 {
         let el = sub(xl, self.low.s);
         let il = quantl(el, self.low.det);
         self.low.adapt_low(il);
@@ -437,10 +459,34 @@ impl G722Decoder {
         written
     }
 
-    fn decode_octet(&mut self, octet: u8) -> (i16, i16) {
-        let il = octet & 0x3F;
-        let ih = octet >> 6;
+    /// Decodes `octets` into 8 kHz audio (one sample per octet): the lower
+    /// sub-band alone, doubled back to the input's scale — the 0–4 kHz part
+    /// of the signal, which is all a narrowband listener (the voice activity
+    /// detector, speech recognition at 8 kHz, a G.711 recording) can use.
+    /// The higher band is not decoded; a decoder is used for one or the
+    /// other output, not both.
+    pub fn decode_narrowband(&mut self, octets: &[u8], out: &mut [i16]) -> usize {
+        let mut written = 0;
+        for (&octet, sample) in octets.iter().zip(out.iter_mut()) {
+            *sample = shl(self.decode_low(octet & 0x3F), 1);
+            written += 1;
+        }
+        written
+    }
 
+    fn decode_octet(&mut self, octet: u8) -> (i16, i16) {
+        let rl = self.decode_low(octet & 0x3F);
+        self.high.adapt_high(octet >> 6);
+        let rh = limit(self.high.r[0]);
+
+        let (even, odd) = self.qmf.filter(sub(rl, rh), add(rl, rh));
+        let first = (even.saturating_mul(16) >> 16) as i16;
+        let second = (odd.saturating_mul(16) >> 16) as i16;
+        (first, second)
+    }
+
+    /// The lower band's reconstructed sample for its 6-bit code.
+    fn decode_low(&mut self, il: u8) -> i16 {
         // INVQBL (mode 1: all six bits) gives the output; the predictor
         // adapts on the 4-bit truncated code, exactly as the encoder's did.
         let ril = il as usize;
@@ -455,14 +501,7 @@ impl G722Decoder {
         );
         let rl = limit(add(self.low.s, dl));
         self.low.adapt_low(il);
-
-        self.high.adapt_high(ih);
-        let rh = limit(self.high.r[0]);
-
-        let (even, odd) = self.qmf.filter(sub(rl, rh), add(rl, rh));
-        let first = (even.saturating_mul(16) >> 16) as i16;
-        let second = (odd.saturating_mul(16) >> 16) as i16;
-        (first, second)
+        rl
     }
 }
 
@@ -514,6 +553,80 @@ mod tests {
         assert_eq!(at, expected.len());
         let first_difference = decoded.iter().zip(&expected).position(|(a, b)| a != b);
         assert_eq!(first_difference, None, "{} samples compared", expected.len());
+    }
+
+    fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
+        let signal: f64 = reference.iter().map(|&s| f64::from(s).powi(2)).sum();
+        let noise: f64 = reference
+            .iter()
+            .zip(test)
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+            .sum();
+        10.0 * (signal / noise.max(1.0)).log10()
+    }
+
+    /// A vowel-like 8 kHz test signal: harmonics of 140 Hz under 3.4 kHz.
+    fn voice_8k(samples: usize) -> Vec<i16> {
+        (0..samples)
+            .map(|n| {
+                let t = n as f64 / 8000.0;
+                let v: f64 = (1..=20)
+                    .map(|h| (2.0 * std::f64::consts::PI * 140.0 * h as f64 * t).sin() / h as f64)
+                    .sum();
+                (v * 6000.0) as i16
+            })
+            .collect()
+    }
+
+    #[test]
+    fn narrowband_audio_goes_through_the_lower_band_and_comes_back() {
+        let voice = voice_8k(8000);
+        let mut encoder = G722Encoder::new();
+        let mut coded = vec![0u8; voice.len()];
+        assert_eq!(encoder.encode_narrowband(&voice, &mut coded), voice.len());
+        let mut decoder = G722Decoder::new();
+        let mut back = vec![0i16; voice.len()];
+        assert_eq!(decoder.decode_narrowband(&coded, &mut back), voice.len());
+        // ADPCM settles in the first milliseconds; compare after 50 ms.
+        let snr = snr_db(&voice[400..], &back[400..]);
+        assert!(snr > 20.0, "narrowband round trip SNR {snr:.1} dB");
+
+        // The same octets through the full 16 kHz decoder carry the same
+        // signal: every other wideband sample tracks the narrowband one.
+        let mut wide_decoder = G722Decoder::new();
+        let mut wide = vec![0i16; 2 * coded.len()];
+        wide_decoder.decode(&coded, &mut wide);
+        let level: f64 = wide[800..].iter().map(|&s| f64::from(s).abs()).sum::<f64>()
+            / (wide.len() - 800) as f64;
+        let narrow: f64 = voice[400..].iter().map(|&s| f64::from(s).abs()).sum::<f64>()
+            / (voice.len() - 400) as f64;
+        assert!(
+            (level / narrow - 1.0).abs() < 0.15,
+            "wideband level {level:.0} against narrowband {narrow:.0}"
+        );
+    }
+
+    #[test]
+    fn the_silence_octet_quiets_a_decoder_that_was_playing_speech() {
+        let voice = voice_8k(4000);
+        let mut encoder = G722Encoder::new();
+        let mut coded = vec![0u8; voice.len()];
+        encoder.encode_narrowband(&voice, &mut coded);
+        coded.extend(std::iter::repeat_n(SILENCE, 4000));
+        let mut decoder = G722Decoder::new();
+        let mut wide = vec![0i16; 2 * coded.len()];
+        decoder.decode(&coded, &mut wide);
+        // 100 ms after speech stops nothing is audible: what is left is a
+        // constant offset (no sound; phones and trunks block DC).
+        let tail = &wide[2 * (4000 + 800)..];
+        let mean = tail.iter().map(|&s| f64::from(s)).sum::<f64>() / tail.len() as f64;
+        let ac_rms = (tail.iter().map(|&s| (f64::from(s) - mean).powi(2)).sum::<f64>()
+            / tail.len() as f64)
+            .sqrt();
+        assert!(ac_rms < 2.0, "{ac_rms:.1} rms after 100 ms of silence octets");
+        assert!(mean.abs() < 1000.0, "offset {mean:.0}");
+        let speech_peak = wide[..8000].iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+        assert!(speech_peak > 3000, "speech peak {speech_peak}");
     }
 
     #[test]
