@@ -7,10 +7,9 @@
 //! Prints frames per second of CPU and the cost per frame; the outbound
 //! budget is one frame per call every 20 ms.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use sav::media::codec::{Codec, SUPPORTED};
+use sav::media::codec::{transcode, Codec, Decoder, Encoder, SUPPORTED};
 use sav::media::pacer::Pacer;
 use sav::media::playout::{Clip, PlayoutScheduler, SegmentKind};
 use sav::media::rtp::{write_audio_packet, PACKET_LEN};
@@ -33,12 +32,8 @@ fn outbound(codec: Codec, calls: usize, seconds: u64) {
     // One shared 3-second clip (encoded in the codec once, as the cache
     // does), replayed every 10 s on each call.
     let mut audio: Vec<u8> = (0..24_000u32).map(|i| (i % 251) as u8).collect();
-    codec.convert_from(Codec::Pcmu, &mut audio);
-    let clip = Clip {
-        key: Arc::from("greet"),
-        audio: Arc::from(audio),
-        codec,
-    };
+    transcode(Codec::Pcmu, codec, &mut audio);
+    let clip = Clip::new("greet", codec, audio);
     let t0 = Instant::now();
     let mut streams: Vec<(Pacer, PlayoutScheduler)> = (0..calls)
         .map(|i| {
@@ -89,25 +84,29 @@ fn outbound(codec: Codec, calls: usize, seconds: u64) {
 }
 
 /// The cost of encoding and decoding one 20 ms frame in `codec` (what
-/// generated speech in PCM and the caller's audio cost per frame).
+/// generated speech in PCM at the codec's own rate and the caller's audio,
+/// decoded to 8 kHz for listening, cost per frame).
 fn coding(codec: Codec) {
-    let pcm: Vec<i16> = (0..160)
+    let samples = (codec.audio_rate() / 50) as usize;
+    let pcm: Vec<i16> = (0..samples)
         .map(|n| (9000.0 * (n as f64 * 0.35).sin()) as i16)
         .collect();
     let rounds = 200_000u32;
+    let mut encoder = Encoder::new(codec);
+    let mut decoder = Decoder::new(codec);
     let mut encoded = Vec::with_capacity(160);
     let mut decoded = [0i16; 160];
     let mut checksum = 0i64;
     let started = Instant::now();
     for _ in 0..rounds {
         encoded.clear();
-        codec.encode_extend(std::hint::black_box(&pcm), &mut encoded);
+        encoder.encode_audio_extend(std::hint::black_box(&pcm), &mut encoded);
         checksum += i64::from(encoded[7]);
     }
     let encode = started.elapsed().as_nanos() as f64 / f64::from(rounds);
     let started = Instant::now();
     for _ in 0..rounds {
-        codec.decode(std::hint::black_box(&encoded), &mut decoded);
+        decoder.decode(std::hint::black_box(&encoded), &mut decoded);
         checksum += i64::from(decoded[7]);
     }
     let decode = started.elapsed().as_nanos() as f64 / f64::from(rounds);

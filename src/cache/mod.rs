@@ -20,7 +20,7 @@ use sha2::{Digest, Sha256};
 pub use build::{build, BuildReport, SynthesisError};
 
 use crate::cache::config::CacheConfig;
-use crate::media::codec::{Codec, SUPPORTED};
+use crate::media::codec::{Codec, Decoder, Encoder, SUPPORTED};
 use crate::media::playout::Clip;
 
 pub mod config;
@@ -203,7 +203,7 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
 /// loads), shared by every call.
 #[derive(Debug, Clone, Default)]
 pub struct PhraseCache {
-    clips: BTreeMap<String, Vec<Clip>>,
+    clips: BTreeMap<String, Clip>,
 }
 
 impl PhraseCache {
@@ -226,27 +226,31 @@ impl PhraseCache {
         for key in config.phrases.keys() {
             let path = clip_path(&config.dir, key);
             let audio = read_clip(&path)?.unwrap_or_default();
-            let key_arc: Arc<str> = Arc::from(key.as_str());
-            let encoded = SUPPORTED
+            let mut linear = vec![0i16; audio.len()];
+            Decoder::new(Codec::Pcmu).decode(&audio, &mut linear);
+            let encodings = SUPPORTED
                 .iter()
                 .map(|&codec| {
-                    let mut coded = audio.clone();
-                    codec.convert_from(Codec::Pcmu, &mut coded);
-                    Clip {
-                        key: key_arc.clone(),
-                        audio: Arc::from(coded),
-                        codec,
-                    }
+                    let coded: Arc<[u8]> = if codec == Codec::Pcmu {
+                        Arc::from(audio.as_slice())
+                    } else {
+                        let mut coded = Vec::with_capacity(linear.len());
+                        Encoder::new(codec).encode_extend(&linear, &mut coded);
+                        Arc::from(coded)
+                    };
+                    (codec, coded)
                 })
                 .collect();
-            clips.insert(key.clone(), encoded);
+            if let Some(clip) = Clip::with_encodings(key.as_str(), encodings) {
+                clips.insert(key.clone(), clip);
+            }
         }
         Ok((Self { clips }, problems))
     }
 
-    /// The clip of a phrase in `codec`; cloning it shares the audio.
-    pub fn clip(&self, key: &str, codec: Codec) -> Option<&Clip> {
-        self.clips.get(key)?.iter().find(|c| c.codec == codec)
+    /// The clip of a phrase, in every codec; cloning it shares the audio.
+    pub fn clip(&self, key: &str) -> Option<&Clip> {
+        self.clips.get(key)
     }
 
     pub fn len(&self) -> usize {
@@ -259,7 +263,10 @@ impl PhraseCache {
 
     /// Total audio held, in bytes (every codec).
     pub fn audio_bytes(&self) -> usize {
-        self.clips.values().flatten().map(|c| c.audio.len()).sum()
+        self.clips
+            .values()
+            .map(|clip| clip.len() * clip.codecs().count())
+            .sum()
     }
 }
 
@@ -357,25 +364,32 @@ mod tests {
         assert!(problems.is_empty());
         assert_eq!(cache.len(), 2);
         assert_eq!(cache.audio_bytes(), 640 * SUPPORTED.len());
-        let a = cache.clip("greet", Codec::Pcmu).unwrap().clone();
-        let b = cache.clip("greet", Codec::Pcmu).unwrap().clone();
-        assert!(
-            Arc::ptr_eq(&a.audio, &b.audio),
-            "clips are shared, not copied"
-        );
-        assert_eq!(&a.audio[..], &[7; 480][..], "μ-law as on disk");
-        // A-law: encoded once at load, the same sound.
-        let alaw = cache.clip("greet", Codec::Pcma).unwrap();
-        assert_eq!(alaw.codec, Codec::Pcma);
+        let a = cache.clip("greet").unwrap().clone();
+        let b = cache.clip("greet").unwrap().clone();
+        for codec in SUPPORTED {
+            assert!(
+                Arc::ptr_eq(a.audio(codec).unwrap(), b.audio(codec).unwrap()),
+                "{codec}: clips are shared, not copied"
+            );
+            assert_eq!(a.audio(codec).unwrap().len(), 480, "{codec}");
+        }
         assert_eq!(
-            &alaw.audio[..],
+            &a.audio(Codec::Pcmu).unwrap()[..],
+            &[7; 480][..],
+            "μ-law as on disk"
+        );
+        // A-law: encoded once at load, the same sound.
+        assert_eq!(
+            &a.audio(Codec::Pcma).unwrap()[..],
             &[crate::media::g711::ulaw_to_alaw(7); 480][..]
         );
-        assert!(Arc::ptr_eq(
-            &alaw.audio,
-            &cache.clip("greet", Codec::Pcma).unwrap().audio
-        ));
-        assert!(cache.clip("nope", Codec::Pcmu).is_none());
+        // G.722: encoded once at load from the same linear audio.
+        let mut linear = [0i16; 480];
+        Decoder::new(Codec::Pcmu).decode(&[7; 480], &mut linear);
+        let mut g722 = Vec::new();
+        Encoder::new(Codec::G722).encode_extend(&linear, &mut g722);
+        assert_eq!(&a.audio(Codec::G722).unwrap()[..], &g722[..]);
+        assert!(cache.clip("nope").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

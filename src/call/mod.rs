@@ -260,7 +260,7 @@ impl Call {
         let mut initial = Vec::new();
         while let Some(CallAction::Play(key)) = greeting.peek() {
             self.record_phrase(key);
-            if let Some(segment) = self.segment(key, remote.codec) {
+            if let Some(segment) = self.segment(key) {
                 initial.push(segment);
             }
             greeting.next();

@@ -14,7 +14,7 @@ use std::time::Duration;
 
 use tokio::time::Instant;
 
-use crate::media::codec::{Codec, CodecChoice};
+use crate::media::codec::{Codec, CodecChoice, Encoder};
 use crate::media::driver::{MediaDriver, MediaEvent};
 use crate::media::handle::{MediaHandle, MediaSetup};
 use crate::media::playout::{Clip, SegmentKind, StreamPolicy};
@@ -150,12 +150,8 @@ pub async fn place_call(
         Vec::new()
     } else {
         let mut encoded = Vec::with_capacity(voice.len());
-        codec.encode_extend(&voice, &mut encoded);
-        vec![SegmentKind::Clip(Clip {
-            key: "play".into(),
-            audio: encoded.into(),
-            codec,
-        })]
+        Encoder::new(codec).encode_extend(&voice, &mut encoded);
+        vec![SegmentKind::Clip(Clip::new("play", codec, encoded))]
     };
     let (media, mut events) = MediaHandle::start(
         &driver,

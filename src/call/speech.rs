@@ -148,13 +148,13 @@ impl SpeechSession {
                     media.enqueue(segment).await;
                 }
                 BookOp::Feed { stream, mut audio } => {
-                    media.codec().convert_from(self.made_in, &mut audio);
+                    crate::media::codec::transcode(self.made_in, media.codec(), &mut audio);
                     media.feed(StreamId(stream), audio).await
                 }
                 BookOp::EndStream(stream) => media.end_stream(StreamId(stream)).await,
                 BookOp::RemoveStream(stream) => media.remove_stream(StreamId(stream)).await,
                 BookOp::PlayPhrase { key, before } => {
-                    if let Some(clip) = self.trace.cached(&self.cache, &key, media.codec()) {
+                    if let Some(clip) = self.trace.cached(&self.cache, &key) {
                         let clip = SegmentKind::Clip(clip.clone());
                         match before {
                             Some(stream) => media.enqueue_before(StreamId(stream), clip).await,

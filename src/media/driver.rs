@@ -23,7 +23,7 @@ use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tracing::{debug, warn};
 
-use crate::media::codec::Codec;
+use crate::media::codec::{Codec, Decoder, FRAME_BYTES};
 use crate::media::inbound::{InboundCore, InboundEvent, InboundRemote};
 use crate::media::jitter::JitterStats;
 use crate::media::pacer::Pacer;
@@ -133,8 +133,9 @@ struct CallStream {
     silent_run: u32,
     /// Underruns of this call already counted in the metrics.
     underruns: u64,
-    /// Where this call's outbound audio is copied, when recorded.
-    recording: Option<crate::media::recording::RecordingTrack>,
+    /// Where this call's outbound audio is copied, when recorded, and the
+    /// decoder that turns what we send back into PCM for it.
+    recording: Option<(crate::media::recording::RecordingTrack, Decoder)>,
     /// RTP packets sent, shared with the call's RTCP.
     sent: Arc<AtomicU64>,
 }
@@ -301,7 +302,7 @@ fn apply(
                     sending: true,
                     silent_run: 0,
                     underruns: 0,
-                    recording,
+                    recording: recording.map(|track| (track, Decoder::new(codec))),
                     sent,
                 },
             );
@@ -352,6 +353,11 @@ fn apply(
             if let Some(call) = calls.get_mut(&id) {
                 call.payload_type = payload_type;
                 call.scheduler.set_codec(codec);
+                if let Some((_, decoder)) = call.recording.as_mut() {
+                    if decoder.codec() != codec {
+                        *decoder = Decoder::new(codec);
+                    }
+                }
             }
         }
         Command::SetSending(id, sending) => {
@@ -402,8 +408,10 @@ fn send_due_frames(
         } else {
             end_silent_run(call, metrics);
         }
-        if let Some(recording) = &call.recording {
-            recording.put_coded(slot.index, &frame.payload, call.scheduler.codec());
+        if let Some((recording, decoder)) = call.recording.as_mut() {
+            let mut pcm = [0i16; FRAME_BYTES];
+            let n = decoder.decode(&frame.payload, &mut pcm);
+            recording.put_pcm(slot.index, &pcm[..n]);
         }
         let len = rtp::write_audio_packet(
             packet,

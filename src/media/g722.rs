@@ -83,8 +83,8 @@ const OQ4: [i16; 8] = [0, 150, 323, 530, 786, 1121, 1612, 2557];
 /// 6-bit lower-band code → magnitude index, and its sign (mode 1's decoder).
 const RIL6: [usize; 64] = [
     1, 1, 1, 1, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12, 11, 10,
-    9, 8, 7, 6, 5, 4, 3, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13, 12,
-    11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 2, 1,
+    9, 8, 7, 6, 5, 4, 3, 30, 29, 28, 27, 26, 25, 24, 23, 22, 21, 20, 19, 18, 17, 16, 15, 14, 13,
+    12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 2, 1,
 ];
 const NEGATIVE6: [bool; 64] = {
     let mut table = [false; 64];
@@ -115,11 +115,11 @@ const Q2: i16 = 564;
 const ILA: [i16; 353] = [
     1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2, 2,
     3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 3, 4, 4, 4, 4, 4, 4, 4, 4, 5, 5, 5, 5, 5, 5, 5, 6, 6, 6, 6, 6, 6,
-    7, 7, 7, 7, 7, 7, 8, 8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12, 13, 13,
-    13, 13, 14, 14, 15, 15, 15, 16, 16, 16, 17, 17, 18, 18, 18, 19, 19, 20, 20, 21, 21, 22, 22, 23,
-    23, 24, 24, 25, 25, 26, 27, 27, 28, 28, 29, 30, 31, 31, 32, 33, 33, 34, 35, 36, 37, 37, 38, 39,
-    40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 54, 55, 56, 57, 58, 60, 61, 63, 64, 65, 67,
-    68, 70, 71, 73, 75, 76, 78, 80, 82, 83, 85, 87, 89, 91, 93, 95, 97, 99, 102, 104, 106, 109,
+    7, 7, 7, 7, 7, 7, 8, 8, 8, 8, 8, 9, 9, 9, 9, 10, 10, 10, 10, 11, 11, 11, 11, 12, 12, 12, 13,
+    13, 13, 13, 14, 14, 15, 15, 15, 16, 16, 16, 17, 17, 18, 18, 18, 19, 19, 20, 20, 21, 21, 22, 22,
+    23, 23, 24, 24, 25, 25, 26, 27, 27, 28, 28, 29, 30, 31, 31, 32, 33, 33, 34, 35, 36, 37, 37, 38,
+    39, 40, 41, 42, 43, 44, 45, 46, 47, 48, 49, 50, 51, 52, 54, 55, 56, 57, 58, 60, 61, 63, 64, 65,
+    67, 68, 70, 71, 73, 75, 76, 78, 80, 82, 83, 85, 87, 89, 91, 93, 95, 97, 99, 102, 104, 106, 109,
     111, 113, 116, 118, 121, 124, 127, 129, 132, 135, 138, 141, 144, 147, 151, 154, 157, 161, 165,
     168, 172, 176, 180, 184, 188, 192, 196, 200, 205, 209, 214, 219, 223, 228, 233, 238, 244, 249,
     255, 260, 266, 272, 278, 284, 290, 296, 303, 310, 316, 323, 331, 338, 345, 353, 361, 369, 377,
@@ -195,7 +195,11 @@ impl Band {
         let step: i16 = if self.d[0] == 0 { 0 } else { 128 };
         let sign0 = sign(self.d[0]);
         for i in (1..=6).rev() {
-            let wd2 = if sign(self.d[i]) == sign0 { step } else { -step };
+            let wd2 = if sign(self.d[i]) == sign0 {
+                step
+            } else {
+                -step
+            };
             self.b[i] = add(wd2, mult(self.b[i], 32640));
             self.d[i] = self.d[i - 1];
         }
@@ -249,14 +253,7 @@ impl Band {
     fn adapt_low(&mut self, code: u8) {
         let ril = (code >> 2) as usize;
         let level = shl(OQ4[RIL4[ril]], 3);
-        self.d[0] = mult(
-            self.det,
-            if NEGATIVE4[ril] {
-                sub(0, level)
-            } else {
-                level
-            },
-        );
+        self.d[0] = mult(self.det, if NEGATIVE4[ril] { sub(0, level) } else { level });
         let nb = add(mult(self.nb, 32512), WL[RIL4[ril]]).clamp(0, 18432);
         self.nb = nb;
         self.det = scale(((nb >> 6) & 511) as usize + 64);
@@ -493,11 +490,7 @@ impl G722Decoder {
         let level = shl(OQ6[RIL6[ril]], 3);
         let dl = mult(
             self.low.det,
-            if NEGATIVE6[ril] {
-                sub(0, level)
-            } else {
-                level
-            },
+            if NEGATIVE6[ril] { sub(0, level) } else { level },
         );
         let rl = limit(add(self.low.s, dl));
         self.low.adapt_low(il);
@@ -552,7 +545,12 @@ mod tests {
         }
         assert_eq!(at, expected.len());
         let first_difference = decoded.iter().zip(&expected).position(|(a, b)| a != b);
-        assert_eq!(first_difference, None, "{} samples compared", expected.len());
+        assert_eq!(
+            first_difference,
+            None,
+            "{} samples compared",
+            expected.len()
+        );
     }
 
     fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
@@ -598,7 +596,10 @@ mod tests {
         wide_decoder.decode(&coded, &mut wide);
         let level: f64 = wide[800..].iter().map(|&s| f64::from(s).abs()).sum::<f64>()
             / (wide.len() - 800) as f64;
-        let narrow: f64 = voice[400..].iter().map(|&s| f64::from(s).abs()).sum::<f64>()
+        let narrow: f64 = voice[400..]
+            .iter()
+            .map(|&s| f64::from(s).abs())
+            .sum::<f64>()
             / (voice.len() - 400) as f64;
         assert!(
             (level / narrow - 1.0).abs() < 0.15,
@@ -620,12 +621,22 @@ mod tests {
         // constant offset (no sound; phones and trunks block DC).
         let tail = &wide[2 * (4000 + 800)..];
         let mean = tail.iter().map(|&s| f64::from(s)).sum::<f64>() / tail.len() as f64;
-        let ac_rms = (tail.iter().map(|&s| (f64::from(s) - mean).powi(2)).sum::<f64>()
+        let ac_rms = (tail
+            .iter()
+            .map(|&s| (f64::from(s) - mean).powi(2))
+            .sum::<f64>()
             / tail.len() as f64)
             .sqrt();
-        assert!(ac_rms < 2.0, "{ac_rms:.1} rms after 100 ms of silence octets");
+        assert!(
+            ac_rms < 2.0,
+            "{ac_rms:.1} rms after 100 ms of silence octets"
+        );
         assert!(mean.abs() < 1000.0, "offset {mean:.0}");
-        let speech_peak = wide[..8000].iter().map(|s| s.unsigned_abs()).max().unwrap_or(0);
+        let speech_peak = wide[..8000]
+            .iter()
+            .map(|s| s.unsigned_abs())
+            .max()
+            .unwrap_or(0);
         assert!(speech_peak > 3000, "speech peak {speech_peak}");
     }
 

@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::media::codec::Codec;
+use crate::media::codec::{Codec, Decoder};
 use crate::media::dtmf::DtmfDecoder;
 use crate::media::jitter::{JitterBuffer, JitterStats};
 use crate::media::latch::{LatchDecision, RtpLatch};
@@ -89,7 +89,9 @@ pub struct InboundCore {
     /// Where the SDP says the caller's media is.
     expected: SocketAddr,
     types: PayloadTypes,
-    codec: Codec,
+    /// The caller's audio in order of arrival, to 8 kHz PCM (every packet
+    /// goes through it: a G.722 decoder must see them all).
+    decoder: Decoder,
     quiet_allowed: bool,
     rtcp_mux: bool,
     rtp_timeout: Duration,
@@ -130,7 +132,7 @@ impl InboundCore {
             latch: RtpLatch::new(remote.expected),
             expected: remote.expected,
             types: remote.types,
-            codec: remote.codec,
+            decoder: Decoder::new(remote.codec),
             quiet_allowed: remote.quiet_allowed,
             rtcp_mux: remote.rtcp_mux,
             rtp_timeout,
@@ -163,7 +165,9 @@ impl InboundCore {
             self.last_activity = now;
         }
         self.types = remote.types;
-        self.codec = remote.codec;
+        if remote.codec != self.decoder.codec() {
+            self.decoder = Decoder::new(remote.codec);
+        }
         self.quiet_allowed = remote.quiet_allowed;
         self.rtcp_mux = remote.rtcp_mux;
     }
@@ -261,19 +265,20 @@ impl InboundCore {
                 payload,
                 ..
             } => {
+                let n = self.decoder.decode(payload, &mut self.pcm);
+                let pcm = &self.pcm[..n];
                 // Loudness is only looked at until the caller is first heard.
-                let audible = self.stats.first_audio.is_none() && is_audible(self.codec, payload);
+                let audible = self.stats.first_audio.is_none() && is_audible(pcm);
                 self.stats.on_packet(now, seq, timestamp, audible);
                 if let Some((track, t0)) = &self.recording {
                     let arrival = now.saturating_duration_since(*t0).as_micros() as u64 * 8 / 1000;
                     let offset = self.placer.place(ssrc, timestamp, arrival);
                     if let Ok(offset) = usize::try_from(offset) {
-                        track.put_at_coded(offset, payload, self.codec);
+                        track.put_at_pcm(offset, pcm);
                     }
                 }
                 if self.detector.is_some() {
-                    let n = self.codec.decode(payload, &mut self.pcm);
-                    self.jitter.push(now, seq, &self.pcm[..n]);
+                    self.jitter.push(now, seq, pcm);
                     self.listen(now);
                 }
             }
@@ -389,12 +394,10 @@ fn push_bounded(events: &mut VecDeque<InboundEvent>, event: InboundEvent) {
     events.push_back(event);
 }
 
-/// Whether `payload`'s mean absolute sample is over [`AUDIBLE_LEVEL`].
-fn is_audible(codec: Codec, payload: &[u8]) -> bool {
-    let mut pcm = [0i16; 480];
-    let n = codec.decode(payload, &mut pcm);
-    let sum: u32 = pcm[..n].iter().map(|s| u32::from(s.unsigned_abs())).sum();
-    sum / (n.max(1) as u32) > AUDIBLE_LEVEL
+/// Whether `pcm`'s mean absolute sample is over [`AUDIBLE_LEVEL`].
+fn is_audible(pcm: &[i16]) -> bool {
+    let sum: u32 = pcm.iter().map(|s| u32::from(s.unsigned_abs())).sum();
+    sum / (pcm.len().max(1) as u32) > AUDIBLE_LEVEL
 }
 
 #[cfg(test)]

@@ -22,10 +22,10 @@
 use std::collections::VecDeque;
 use std::sync::Arc;
 
-use crate::media::codec::Codec;
+use crate::media::codec::{self, Codec, Decoder, Encoder};
 
-/// Bytes of one 20 ms frame of the call's codec (G.711: one per sample).
-pub const FRAME_BYTES: usize = 160;
+/// Bytes of one 20 ms frame of the call's codec (the same in every codec).
+pub use crate::media::codec::FRAME_BYTES;
 /// Events kept for the driver to drain; older ones are dropped (and counted)
 /// if nobody drains them.
 const MAX_PENDING_EVENTS: usize = 64;
@@ -34,16 +34,82 @@ pub const MAX_QUEUED_SEGMENTS: usize = 32;
 /// Audio a stream may buffer (60 s); more is dropped and counted.
 pub const MAX_STREAM_BYTES: usize = 8000 * 60;
 
-/// A clip of encoded audio shared by every call that plays it.
+/// A clip of encoded audio shared by every call that plays it: the same
+/// audio in one or more codecs (the phrase cache encodes each phrase in
+/// every codec once), so a call plays it in its codec without converting.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Clip {
     /// The phrase key (`greet`, `filler_hum`, …), for events and logs.
     pub key: Arc<str>,
-    /// The audio, loaded once, in `codec`.
-    pub audio: Arc<[u8]>,
-    /// What `audio` is encoded in: the call's codec, except after a
-    /// re-offer changed it (then each frame is converted as it goes out).
-    pub codec: Codec,
+    /// The audio in each codec it was made in (never empty; the same number
+    /// of bytes in each, see [`codec`](crate::media::codec)).
+    encodings: Arc<[(Codec, Arc<[u8]>)]>,
+}
+
+impl Clip {
+    /// Audio at hand in one codec (a call whose codec changes later gets it
+    /// converted frame by frame).
+    pub fn new(key: impl Into<Arc<str>>, codec: Codec, audio: impl Into<Arc<[u8]>>) -> Self {
+        Self {
+            key: key.into(),
+            encodings: Arc::from(vec![(codec, audio.into())]),
+        }
+    }
+
+    /// The same audio in several codecs; `None` when `encodings` is empty.
+    pub fn with_encodings(
+        key: impl Into<Arc<str>>,
+        encodings: Vec<(Codec, Arc<[u8]>)>,
+    ) -> Option<Self> {
+        (!encodings.is_empty()).then(|| Self {
+            key: key.into(),
+            encodings: Arc::from(encodings),
+        })
+    }
+
+    /// The audio in `codec`, if the clip was made in it.
+    pub fn audio(&self, codec: Codec) -> Option<&Arc<[u8]>> {
+        self.encodings
+            .iter()
+            .find(|(c, _)| *c == codec)
+            .map(|(_, audio)| audio)
+    }
+
+    /// The first codec the clip was made in, and its audio.
+    pub fn first(&self) -> (Codec, &Arc<[u8]>) {
+        let (codec, audio) = &self.encodings[0];
+        (*codec, audio)
+    }
+
+    /// The codecs the clip was made in.
+    pub fn codecs(&self) -> impl Iterator<Item = Codec> + '_ {
+        self.encodings.iter().map(|(c, _)| *c)
+    }
+
+    /// Its length in bytes (in any of its codecs).
+    pub fn len(&self) -> usize {
+        self.first().1.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Converts a clip made in another codec frame by frame, keeping the
+/// coders' state from one frame to the next.
+#[derive(Debug)]
+struct ClipConverter {
+    decoder: Decoder,
+    encoder: Encoder,
+}
+
+impl ClipConverter {
+    fn convert(&mut self, payload: &mut [u8]) {
+        let mut pcm = [0i16; FRAME_BYTES];
+        let n = self.decoder.decode(payload, &mut pcm);
+        self.encoder.encode_into(&pcm[..n], payload);
+    }
 }
 
 /// Identifies a stream of generated audio, to feed it.
@@ -254,6 +320,8 @@ pub struct PlayoutScheduler {
     stats: PlayoutStats,
     /// What the frames are encoded in (streams are fed in it).
     codec: Codec,
+    /// For a clip that has no audio in `codec`.
+    converter: Option<ClipConverter>,
 }
 
 impl PlayoutScheduler {
@@ -410,8 +478,9 @@ impl PlayoutScheduler {
     }
 
     /// Frames are made in `codec` from now on (a re-offer changed it):
-    /// audio already buffered for streams is converted once, clips frame by
-    /// frame as they play.
+    /// audio already buffered for streams is converted once; clips play
+    /// their audio in that codec (one made in a single other codec is
+    /// converted frame by frame as it plays).
     pub fn set_codec(&mut self, codec: Codec) {
         let from = std::mem::replace(&mut self.codec, codec);
         if from == codec {
@@ -419,9 +488,7 @@ impl PlayoutScheduler {
         }
         for segment in &mut self.queue {
             if let Some(buffer) = segment.buffer.as_mut() {
-                let (a, b) = buffer.data.as_mut_slices();
-                codec.convert_from(from, a);
-                codec.convert_from(from, b);
+                codec::transcode(from, codec, buffer.data.make_contiguous());
             }
         }
     }
@@ -442,13 +509,31 @@ impl PlayoutScheduler {
             let mut payload = [self.codec.silence(); FRAME_BYTES];
             let produced = match (&segment.kind, segment.buffer.as_mut()) {
                 (SegmentKind::Clip(clip), _) => {
-                    let audio = &clip.audio[segment.position.min(clip.audio.len())..];
+                    let (made_in, audio) = match clip.audio(self.codec) {
+                        Some(audio) => (self.codec, audio),
+                        None => clip.first(),
+                    };
+                    let audio = &audio[segment.position.min(audio.len())..];
                     if audio.is_empty() {
                         None
                     } else {
                         let take = audio.len().min(FRAME_BYTES);
                         payload[..take].copy_from_slice(&audio[..take]);
-                        self.codec.convert_from(clip.codec, &mut payload[..take]);
+                        if made_in != self.codec {
+                            let converter = self.converter.get_or_insert_with(|| ClipConverter {
+                                decoder: Decoder::new(made_in),
+                                encoder: Encoder::new(self.codec),
+                            });
+                            if converter.decoder.codec() != made_in
+                                || converter.encoder.codec() != self.codec
+                            {
+                                *converter = ClipConverter {
+                                    decoder: Decoder::new(made_in),
+                                    encoder: Encoder::new(self.codec),
+                                };
+                            }
+                            converter.convert(&mut payload[..take]);
+                        }
                         segment.position += take;
                         Some(FrameSource::Clip)
                     }
@@ -584,11 +669,7 @@ mod tests {
     use crate::media::g711;
 
     fn clip(key: &str, len: usize, fill: u8) -> Clip {
-        Clip {
-            key: Arc::from(key),
-            audio: Arc::from(vec![fill; len]),
-            codec: Codec::Pcmu,
-        }
+        Clip::new(key, Codec::Pcmu, vec![fill; len])
     }
 
     fn drain(s: &mut PlayoutScheduler) -> Vec<PlayoutEvent> {
@@ -673,11 +754,7 @@ mod tests {
     fn clips_play_back_to_back_byte_for_byte() {
         let mut s = PlayoutScheduler::new();
         let greet: Vec<u8> = (0..400u32).map(|i| (i % 251) as u8).collect();
-        let greet = Clip {
-            key: Arc::from("greet"),
-            audio: Arc::from(greet),
-            codec: Codec::Pcmu,
-        };
+        let greet = Clip::new("greet", Codec::Pcmu, greet);
         let welcome = clip("welcome", 160, 0x42);
         let g = s.enqueue(SegmentKind::Clip(greet.clone())).unwrap();
         let w = s.enqueue(SegmentKind::Clip(welcome)).unwrap();
@@ -690,7 +767,7 @@ mod tests {
             out.extend_from_slice(&f.payload);
         }
         // 400 bytes of greet = 2 full frames + 80 bytes padded with silence.
-        assert_eq!(&out[..400], &greet.audio[..]);
+        assert_eq!(&out[..400], &greet.first().1[..]);
         assert!(out[400..480].iter().all(|&b| b == g711::SILENCE));
         assert!(out[480..640].iter().all(|&b| b == 0x42));
         assert!(out[640..].iter().all(|&b| b == g711::SILENCE));

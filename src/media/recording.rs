@@ -9,7 +9,6 @@
 use std::path::Path;
 use std::sync::{Arc, Mutex};
 
-use crate::media::codec::Codec;
 use crate::media::g711;
 
 /// Longest recording kept (2 hours: 57.6 MB of μ-law per side at most).
@@ -47,24 +46,22 @@ impl RecordingTrack {
         }
     }
 
-    /// Places frame `index` of a payload in `codec` (turned into μ-law, the
+    /// Places frame `index` of 8 kHz linear audio (turned into μ-law, the
     /// recording's own format).
-    pub fn put_coded(&self, index: u64, payload: &[u8], codec: Codec) {
+    pub fn put_pcm(&self, index: u64, pcm: &[i16]) {
         if let Ok(offset) = usize::try_from(index) {
-            self.put_at_coded(offset.saturating_mul(FRAME), payload, codec);
+            self.put_at_pcm(offset.saturating_mul(FRAME), pcm);
         }
     }
 
-    /// Places samples of a payload in `codec` starting at sample `offset`.
-    pub fn put_at_coded(&self, offset: usize, payload: &[u8], codec: Codec) {
-        if codec == Codec::Pcmu {
-            return self.put_at(offset, payload);
-        }
+    /// Places 8 kHz linear audio starting at sample `offset`.
+    pub fn put_at_pcm(&self, offset: usize, pcm: &[i16]) {
         let mut ulaw = [0u8; FRAME];
-        for (n, chunk) in payload.chunks(FRAME).enumerate() {
+        for (n, chunk) in pcm.chunks(FRAME).enumerate() {
             let part = &mut ulaw[..chunk.len()];
-            part.copy_from_slice(chunk);
-            Codec::Pcmu.convert_from(codec, part);
+            for (code, &sample) in part.iter_mut().zip(chunk) {
+                *code = g711::encode(sample);
+            }
             self.put_at(offset.saturating_add(n * FRAME), part);
         }
     }

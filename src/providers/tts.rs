@@ -12,8 +12,8 @@ use tokio::io::AsyncReadExt;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 
-use crate::media::codec::Codec;
-use crate::media::resample::{StreamResampler, LINE_RATE};
+use crate::media::codec::{Codec, Encoder};
+use crate::media::resample::StreamResampler;
 use crate::providers::{api_key, http_client, status_error, ProviderError};
 
 const PROVIDER: &str = "tts";
@@ -54,8 +54,9 @@ pub struct TtsConfig {
     #[serde(default)]
     pub api_key_env: Option<String>,
     /// `ulaw_8000` or `alaw_8000` (G.711: each call asks for its own law,
-    /// no conversion), or `pcm_16000`/`pcm_22050`/`pcm_24000` (resampled to
-    /// 8 kHz and encoded in the call's codec).
+    /// no conversion; a G.722 call asks for `pcm_16000`), or
+    /// `pcm_16000`/`pcm_22050`/`pcm_24000` (resampled to the codec's rate,
+    /// unless it is that already, and encoded in the call's codec).
     #[serde(default = "default_format")]
     pub output_format: String,
     #[serde(default = "default_first_byte_timeout")]
@@ -107,13 +108,16 @@ fn pcm_rate(format: &str) -> Result<Option<u32>, String> {
     }
 }
 
-/// The `output_format` to ask for a call in `codec`: its own G.711 law when
-/// G.711 is configured, else the configured PCM (`pcm_rate` is `Some`).
-fn request_format(configured: &str, pcm_rate: Option<u32>, codec: Codec) -> &str {
+/// The `output_format` to ask for a call in `codec`, and its PCM rate
+/// (`None`: the audio comes in the codec already): the call's own G.711 law
+/// when G.711 is configured, 16 kHz PCM for a G.722 call (the provider's
+/// wideband, coded as is), else the configured PCM (`pcm_rate` is `Some`).
+fn request_format(configured: &str, pcm_rate: Option<u32>, codec: Codec) -> (&str, Option<u32>) {
     match (pcm_rate, codec) {
-        (Some(_), _) => configured,
-        (None, Codec::Pcmu) => "ulaw_8000",
-        (None, Codec::Pcma) => "alaw_8000",
+        (Some(rate), _) => (configured, Some(rate)),
+        (None, Codec::Pcmu) => ("ulaw_8000", None),
+        (None, Codec::Pcma) => ("alaw_8000", None),
+        (None, Codec::G722) => ("pcm_16000", Some(16_000)),
     }
 }
 
@@ -137,29 +141,45 @@ pub fn engine(config: &TtsConfig) -> Result<Arc<dyn TextToSpeech>, ProviderError
 }
 
 /// Converts raw provider bytes to the call's codec: as is (the provider
-/// spoke it already), or little-endian PCM at a rate through the resampler
-/// (a byte split across chunks is carried over).
+/// spoke it already), or little-endian PCM at a rate, through the resampler
+/// when the codec's rate differs, then the codec's encoder (a byte split
+/// across chunks is carried over).
 struct Converter {
-    resampler: Option<StreamResampler>,
+    /// `None` when the provider's bytes are the codec's already.
+    pcm: Option<PcmPath>,
     odd_byte: Option<u8>,
-    codec: Codec,
+}
+
+struct PcmPath {
+    /// `None` when the provider's rate is the codec's.
+    resampler: Option<StreamResampler>,
+    encoder: Encoder,
 }
 
 impl Converter {
     fn new(pcm_rate: Option<u32>, codec: Codec) -> Result<Self, String> {
-        let resampler = match pcm_rate {
-            Some(rate) => Some(StreamResampler::new(rate, LINE_RATE).map_err(|e| e.to_string())?),
+        let pcm = match pcm_rate {
+            Some(rate) => Some(PcmPath {
+                resampler: if rate == codec.audio_rate() {
+                    None
+                } else {
+                    Some(
+                        StreamResampler::new(rate, codec.audio_rate())
+                            .map_err(|e| e.to_string())?,
+                    )
+                },
+                encoder: Encoder::new(codec),
+            }),
             None => None,
         };
         Ok(Self {
-            resampler,
+            pcm,
             odd_byte: None,
-            codec,
         })
     }
 
     fn push(&mut self, bytes: &[u8]) -> Result<Vec<u8>, String> {
-        let Some(resampler) = self.resampler.as_mut() else {
+        let Some(path) = self.pcm.as_mut() else {
             return Ok(bytes.to_vec());
         };
         let mut data = Vec::with_capacity(bytes.len() + 1);
@@ -172,19 +192,25 @@ impl Converter {
             .chunks_exact(2)
             .map(|b| i16::from_le_bytes([b[0], b[1]]))
             .collect();
-        let line = resampler.push(&samples).map_err(|e| e.to_string())?;
-        let mut out = Vec::with_capacity(line.len());
-        self.codec.encode_extend(&line, &mut out);
+        let audio = match path.resampler.as_mut() {
+            Some(resampler) => resampler.push(&samples).map_err(|e| e.to_string())?,
+            None => samples,
+        };
+        let mut out = Vec::with_capacity(audio.len());
+        path.encoder.encode_audio_extend(&audio, &mut out);
         Ok(out)
     }
 
     fn finish(&mut self) -> Result<Vec<u8>, String> {
-        let Some(resampler) = self.resampler.as_mut() else {
+        let Some(path) = self.pcm.as_mut() else {
             return Ok(Vec::new());
         };
-        let line = resampler.finish().map_err(|e| e.to_string())?;
-        let mut out = Vec::with_capacity(line.len());
-        self.codec.encode_extend(&line, &mut out);
+        let Some(resampler) = path.resampler.as_mut() else {
+            return Ok(Vec::new());
+        };
+        let audio = resampler.finish().map_err(|e| e.to_string())?;
+        let mut out = Vec::with_capacity(audio.len());
+        path.encoder.encode_audio_extend(&audio, &mut out);
         Ok(out)
     }
 }
@@ -232,11 +258,12 @@ impl ElevenLabs {
         codec: Codec,
         out: mpsc::Sender<TtsChunk>,
     ) -> Result<(), ProviderError> {
+        let (format, pcm_rate) = request_format(&config.output_format, pcm_rate, codec);
         let url = format!(
             "{}/v1/text-to-speech/{}/stream?output_format={}",
             config.base_url.trim_end_matches('/'),
             config.voice_id,
-            request_format(&config.output_format, pcm_rate, codec)
+            format
         );
         let mut request = http.post(&url).json(&ElevenLabsRequest {
             text: &text,
@@ -507,9 +534,59 @@ mod tests {
         assert_eq!(pcm_rate("alaw_8000"), Ok(None));
         assert_eq!(pcm_rate("pcm_22050"), Ok(Some(22_050)));
         assert!(pcm_rate("mp3_44100_128").is_err());
-        assert_eq!(request_format("ulaw_8000", None, Codec::Pcma), "alaw_8000");
-        assert_eq!(request_format("alaw_8000", None, Codec::Pcmu), "ulaw_8000");
-        let pcm = Some(16_000);
-        assert_eq!(request_format("pcm_16000", pcm, Codec::Pcma), "pcm_16000");
+        assert_eq!(
+            request_format("ulaw_8000", None, Codec::Pcma),
+            ("alaw_8000", None)
+        );
+        assert_eq!(
+            request_format("alaw_8000", None, Codec::Pcmu),
+            ("ulaw_8000", None)
+        );
+        assert_eq!(
+            request_format("ulaw_8000", None, Codec::G722),
+            ("pcm_16000", Some(16_000))
+        );
+        let pcm = Some(22_050);
+        assert_eq!(
+            request_format("pcm_22050", pcm, Codec::Pcma),
+            ("pcm_22050", pcm)
+        );
+    }
+
+    #[test]
+    fn a_g722_call_codes_the_providers_16_khz_as_is_and_resamples_other_rates() {
+        // 1 s of a 5 kHz tone: only a wideband path carries it.
+        let tone = |rate: u32| -> Vec<u8> {
+            (0..rate)
+                .map(|i| {
+                    let t = i as f64 / f64::from(rate);
+                    ((2.0 * std::f64::consts::PI * 5000.0 * t).sin() * 8000.0) as i16
+                })
+                .flat_map(|s| s.to_le_bytes())
+                .collect()
+        };
+        for rate in [16_000u32, 24_000] {
+            let mut c = Converter::new(Some(rate), Codec::G722).unwrap();
+            let mut out = Vec::new();
+            for piece in tone(rate).chunks(777) {
+                out.extend(c.push(piece).unwrap());
+            }
+            out.extend(c.finish().unwrap());
+            assert_eq!(out.len(), 8000, "{rate} Hz: one second is 8000 octets");
+            // Decoded at 16 kHz, the 5 kHz tone is there (4–7 kHz is the
+            // upper sub-band: narrowband coding would have lost it).
+            let mut pcm = vec![0i16; 16_000];
+            crate::media::g722::G722Decoder::new().decode(&out, &mut pcm);
+            let rms = (pcm[1600..]
+                .iter()
+                .map(|&s| f64::from(s).powi(2))
+                .sum::<f64>()
+                / 14_400.0)
+                .sqrt();
+            assert!(
+                rms > 2000.0,
+                "{rate} Hz: 5 kHz tone rms {rms:.0} after G.722"
+            );
+        }
     }
 }

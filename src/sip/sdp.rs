@@ -553,7 +553,7 @@ a=ptime:20\r\n";
         assert_eq!(
             err,
             SdpError::NoCommonCodec {
-                accepted: "PCMA, PCMU".into(),
+                accepted: "PCMA, PCMU, G722".into(),
                 offered: "18 G729/8000, 101 telephone-event/8000".into()
             }
         );
@@ -638,7 +638,7 @@ a=ptime:20\r\n";
         let choice = CodecChoice::default();
         let offer_sdp = offer("127.0.0.1:20004".parse().unwrap(), Origin::new(9), &choice);
         assert!(
-            offer_sdp.contains("m=audio 20004 RTP/AVP 8 0 101\r\n"),
+            offer_sdp.contains("m=audio 20004 RTP/AVP 8 0 9 101\r\n"),
             "{offer_sdp}"
         );
         let parsed = SessionDescription::parse(offer_sdp.as_bytes()).unwrap();

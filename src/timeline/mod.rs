@@ -240,10 +240,9 @@ impl CallTrace {
         &self,
         cache: &'a crate::cache::PhraseCache,
         key: &str,
-        codec: crate::media::codec::Codec,
     ) -> Option<&'a crate::media::playout::Clip> {
         let asked = now();
-        let clip = cache.clip(key, codec)?;
+        let clip = cache.clip(key)?;
         self.inner
             .metrics
             .first_byte(crate::metrics::AudioSource::cache, asked.elapsed());

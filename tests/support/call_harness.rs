@@ -19,7 +19,7 @@ use std::time::Duration;
 
 use sav::call::{self, reply::Providers, CallEnd, Caller, Live, Services};
 use sav::config::Config;
-use sav::media::codec::Codec;
+use sav::media::codec::{Codec, Decoder};
 use sav::media::driver::{MediaDriver, MediaEvent};
 use sav::media::g711;
 use sav::media::handle::RemoteMedia;
@@ -236,6 +236,8 @@ impl TestCall {
             let mut buf = [0u8; 1500];
             let mut first: Option<(u16, u32)> = None;
             let mut last_seq: Option<u16> = None;
+            // The phone's decoder, for the codec of the payload type last heard.
+            let mut decoder: Option<Decoder> = None;
             while let Ok((len, _)) = phone.recv_from(&mut buf).await {
                 if len < 12 {
                     continue;
@@ -252,9 +254,14 @@ impl TestCall {
                 // The phone decodes by the payload type (a re-offer may
                 // change the codec mid-call).
                 let pt = buf[1] & 0x7F;
-                let sent_in = Codec::from_static(pt).expect("PCMU or PCMA");
-                let mut payload = buf[12..len].to_vec();
-                Codec::Pcmu.convert_from(sent_in, &mut payload);
+                let sent_in = Codec::from_static(pt).expect("PCMU, PCMA or G722");
+                let decoder = match decoder.as_mut() {
+                    Some(d) if d.codec() == sent_in => d,
+                    _ => decoder.insert(Decoder::new(sent_in)),
+                };
+                let mut pcm = vec![0i16; len - 12];
+                let n = decoder.decode(&buf[12..len], &mut pcm);
+                let payload: Vec<u8> = pcm[..n].iter().map(|&s| g711::encode(s)).collect();
                 heard.push((at, payload));
                 types.lock().unwrap().push(pt);
                 drop(heard);
