@@ -487,13 +487,17 @@ pub async fn step() {
 
 static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
-/// Mean absolute sample of a μ-law payload.
+/// Mean absolute deviation of a μ-law payload's samples from their mean.
 pub fn level(payload: &[u8]) -> u32 {
-    decode_ulaw(payload)
-        .iter()
-        .map(|s| s.unsigned_abs() as u32)
-        .sum::<u32>()
-        / payload.len().max(1) as u32
+    // Around the frame's mean: a constant offset is no sound (a G.722
+    // decoder settles on one in silence; phones and trunks block DC).
+    let pcm = decode_ulaw(payload);
+    let n = pcm.len().max(1) as i64;
+    let mean = pcm.iter().map(|&s| i64::from(s)).sum::<i64>() / n;
+    (pcm.iter()
+        .map(|&s| (i64::from(s) - mean).abs())
+        .sum::<i64>()
+        / n) as u32
 }
 
 /// The longest run (ms) of silent frames after `from`.
