@@ -1,7 +1,8 @@
 //! The caller's audio put back in order before anyone listens to it
 //! (sans-IO): packets come in as they arrive ([`JitterBuffer::push`]), in
-//! sequence order they come out ([`JitterBuffer::pop`]), so the voice
-//! activity detector and speech-to-text hear one continuous signal.
+//! sequence order they come out ([`JitterBuffer::pop`]), decoded there, so
+//! an adaptive decoder (G.722) sees them in order and the voice activity
+//! detector, speech-to-text and the recording hear one continuous signal.
 //!
 //! - In order, a packet comes out at once: the buffer adds no delay.
 //! - Out of order, a packet waits for the ones before it, at most
@@ -25,7 +26,8 @@ pub const WINDOW: Duration = Duration::from_millis(60);
 /// Packets held at most (a window of 20 ms packets, and room for shorter
 /// ones).
 pub const SLOTS: usize = 8;
-/// Samples of one packet at most (60 ms at 8 kHz).
+/// Payload octets of one packet kept at most, and samples out (60 ms: one
+/// octet per 8 kHz sample in every codec here).
 pub const MAX_SAMPLES: usize = 480;
 /// A sequence jump this large (either way) is a new stream, not loss.
 pub const RESTART: u16 = 100;
@@ -60,9 +62,10 @@ pub struct JitterStats {
 #[derive(Clone, Copy)]
 struct Held {
     seq: u16,
+    timestamp: u32,
     arrived: Instant,
     len: usize,
-    pcm: [i16; MAX_SAMPLES],
+    payload: [u8; MAX_SAMPLES],
 }
 
 /// Where a packet's audio out of the buffer came from.
@@ -81,9 +84,11 @@ pub struct JitterBuffer {
     next: Option<u16>,
     /// The packets before this one are lost: conceal up to it.
     conceal_until: Option<u16>,
-    /// The last packet out, for concealment.
+    /// The last packet out, for concealment, and where the next one starts
+    /// on the RTP clock.
     last: [i16; MAX_SAMPLES],
     last_len: usize,
+    next_timestamp: u32,
     /// Concealed packets in a row.
     concealing: u32,
     /// The packet just popped.
@@ -105,6 +110,7 @@ impl JitterBuffer {
             conceal_until: None,
             last: [0; MAX_SAMPLES],
             last_len: 0,
+            next_timestamp: 0,
             concealing: 0,
             out: [0; MAX_SAMPLES],
             stats: JitterStats::default(),
@@ -122,10 +128,10 @@ impl JitterBuffer {
         self.conceal_until = None;
     }
 
-    /// A packet `seq` arrived at `now` with its decoded audio (at most
-    /// [`MAX_SAMPLES`] are kept; none for a packet that only holds its
-    /// place, an RFC 4733 key). Pop what it lets out.
-    pub fn push(&mut self, now: Instant, seq: u16, pcm: &[i16]) {
+    /// A packet `seq` (RTP `timestamp`) arrived at `now` with its payload
+    /// (at most [`MAX_SAMPLES`] octets are kept; none for a packet that only
+    /// holds its place, an RFC 4733 key). Pop what it lets out.
+    pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) {
         let next = *self.next.get_or_insert(seq);
         let ahead = seq.wrapping_sub(next);
         if ahead > u16::MAX - RESTART {
@@ -158,14 +164,15 @@ impl JitterBuffer {
             self.stats.overflow += 1;
             return;
         };
-        let len = pcm.len().min(MAX_SAMPLES);
+        let len = payload.len().min(MAX_SAMPLES);
         let mut held = Held {
             seq,
+            timestamp,
             arrived: now,
             len,
-            pcm: [0; MAX_SAMPLES],
+            payload: [0; MAX_SAMPLES],
         };
-        held.pcm[..len].copy_from_slice(&pcm[..len]);
+        held.payload[..len].copy_from_slice(&payload[..len]);
         *slot = Some(held);
         // A packet the window's width ahead of a gap: the gap is lost.
         let beyond = self
@@ -200,9 +207,13 @@ impl JitterBuffer {
         }
     }
 
-    /// The next packet's audio in order, when it is there, or made up for
-    /// a packet given up as lost.
-    pub fn pop(&mut self) -> Option<(Played, &[i16])> {
+    /// The next packet's audio in order, decoded by `decode` (payload in,
+    /// 8 kHz samples out, count returned), when it is there, or made up for
+    /// a packet given up as lost; with where it starts on the RTP clock.
+    pub fn pop(
+        &mut self,
+        decode: impl FnOnce(&[u8], &mut [i16]) -> usize,
+    ) -> Option<(Played, u32, &[i16])> {
         let next = self.next?;
         if let Some(position) = self
             .held
@@ -214,13 +225,18 @@ impl JitterBuffer {
             if self.conceal_until == Some(next) {
                 self.conceal_until = None;
             }
-            if held.len > 0 {
+            let len = if held.len > 0 {
+                decode(&held.payload[..held.len], &mut self.out).min(MAX_SAMPLES)
+            } else {
+                0
+            };
+            if len > 0 {
                 self.concealing = 0;
-                self.last[..held.len].copy_from_slice(&held.pcm[..held.len]);
-                self.last_len = held.len;
+                self.last[..len].copy_from_slice(&self.out[..len]);
+                self.last_len = len;
+                self.next_timestamp = held.timestamp.wrapping_add(len as u32);
             }
-            self.out[..held.len].copy_from_slice(&held.pcm[..held.len]);
-            return Some((Played::Received, &self.out[..held.len]));
+            return Some((Played::Received, held.timestamp, &self.out[..len]));
         }
         let until = self.conceal_until?;
         if until == next {
@@ -239,7 +255,9 @@ impl JitterBuffer {
         for (out, &last) in self.out[..len].iter_mut().zip(&self.last[..len]) {
             *out = (f32::from(last) * gain) as i16;
         }
-        Some((Played::Concealed, &self.out[..len]))
+        let timestamp = self.next_timestamp;
+        self.next_timestamp = timestamp.wrapping_add(len as u32);
+        Some((Played::Concealed, timestamp, &self.out[..len]))
     }
 
     /// Stops waiting for the packets before the earliest one held.
@@ -267,19 +285,27 @@ mod tests {
         Duration::from_millis(n)
     }
 
-    /// A packet's audio that says which packet it is.
-    fn audio(seq: u16) -> [i16; 160] {
-        [seq as i16 * 10; 160]
+    /// A packet's payload that says which packet it is.
+    fn audio(seq: u16) -> [u8; 160] {
+        [seq as u8; 160]
+    }
+
+    /// A stand-in decoder: octet n is sample 10·n.
+    fn decode(payload: &[u8], out: &mut [i16]) -> usize {
+        for (sample, &octet) in out.iter_mut().zip(payload) {
+            *sample = i16::from(octet) * 10;
+        }
+        payload.len().min(out.len())
     }
 
     /// Everything the buffer lets out now: (how, first sample).
     fn drain(buffer: &mut JitterBuffer) -> Vec<(Played, i16)> {
-        std::iter::from_fn(|| buffer.pop().map(|(how, pcm)| (how, pcm[0]))).collect()
+        std::iter::from_fn(|| buffer.pop(decode).map(|(how, _, pcm)| (how, pcm[0]))).collect()
     }
 
     fn received(seqs: &[u16]) -> Vec<(Played, i16)> {
         seqs.iter()
-            .map(|&s| (Played::Received, s as i16 * 10))
+            .map(|&s| (Played::Received, i16::from(s as u8) * 10))
             .collect()
     }
 
@@ -288,7 +314,7 @@ mod tests {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
         for seq in [65_534u16, 65_535, 0, 1] {
-            b.push(t, seq, &audio(seq));
+            b.push(t, seq, u32::from(seq) * 160, &audio(seq));
             assert_eq!(drain(&mut b), received(&[seq]), "seq {seq}");
         }
         assert_eq!(b.poll_timeout(), None);
@@ -299,12 +325,12 @@ mod tests {
     fn a_reordered_packet_is_put_back_in_place() {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
-        b.push(t, 1, &audio(1));
+        b.push(t, 1, 160, &audio(1));
         drain(&mut b);
-        b.push(t + ms(20), 3, &audio(3));
+        b.push(t + ms(20), 3, 3 * 160, &audio(3));
         assert_eq!(drain(&mut b), vec![], "3 waits for 2");
         assert_eq!(b.poll_timeout(), Some(t + ms(80)));
-        b.push(t + ms(25), 2, &audio(2));
+        b.push(t + ms(25), 2, 2 * 160, &audio(2));
         assert_eq!(drain(&mut b), received(&[2, 3]));
         assert_eq!(b.stats().reordered, 1);
         assert_eq!(b.stats().concealed, 0);
@@ -314,12 +340,12 @@ mod tests {
     fn a_lost_packet_is_concealed_once_the_window_is_ahead_of_it() {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
-        b.push(t, 1, &audio(1));
+        b.push(t, 1, 160, &audio(1));
         drain(&mut b);
-        b.push(t, 3, &audio(3));
-        b.push(t, 4, &audio(4));
+        b.push(t, 3, 3 * 160, &audio(3));
+        b.push(t, 4, 4 * 160, &audio(4));
         assert_eq!(drain(&mut b), vec![]);
-        b.push(t, 5, &audio(5));
+        b.push(t, 5, 5 * 160, &audio(5));
         let out = drain(&mut b);
         // 2 made up from 1, faded; then the rest in order.
         assert_eq!(out[0], (Played::Concealed, 8));
@@ -331,9 +357,9 @@ mod tests {
     fn a_gap_older_than_the_window_is_given_up_on_time() {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
-        b.push(t, 1, &audio(1));
+        b.push(t, 1, 160, &audio(1));
         drain(&mut b);
-        b.push(t + ms(40), 3, &audio(3));
+        b.push(t + ms(40), 3, 3 * 160, &audio(3));
         b.handle_timeout(t + ms(99));
         assert_eq!(drain(&mut b), vec![]);
         assert_eq!(b.poll_timeout(), Some(t + ms(100)));
@@ -348,9 +374,9 @@ mod tests {
     fn a_long_loss_fades_to_silence() {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
-        b.push(t, 1, &audio(100));
+        b.push(t, 1, 160, &audio(100));
         drain(&mut b);
-        b.push(t, 7, &audio(7));
+        b.push(t, 7, 7 * 160, &audio(7));
         b.handle_timeout(t + WINDOW);
         let out = drain(&mut b);
         let concealed: Vec<i16> = out
@@ -368,13 +394,13 @@ mod tests {
     fn late_and_duplicate_packets_are_dropped_and_counted() {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
-        b.push(t, 10, &audio(10));
+        b.push(t, 10, 10 * 160, &audio(10));
         drain(&mut b);
-        b.push(t, 10, &audio(10));
-        b.push(t, 9, &audio(9));
-        b.push(t, 12, &audio(12));
-        b.push(t, 12, &audio(12));
-        b.push(t, 11, &audio(11));
+        b.push(t, 10, 10 * 160, &audio(10));
+        b.push(t, 9, 9 * 160, &audio(9));
+        b.push(t, 12, 12 * 160, &audio(12));
+        b.push(t, 12, 12 * 160, &audio(12));
+        b.push(t, 11, 11 * 160, &audio(11));
         assert_eq!(drain(&mut b), received(&[11, 12]));
         let stats = b.stats();
         assert_eq!((stats.late, stats.duplicates, stats.reordered), (2, 1, 1));
@@ -384,20 +410,39 @@ mod tests {
     fn a_key_packet_holds_its_place_without_audio() {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
-        b.push(t, 1, &audio(1));
+        b.push(t, 1, 160, &audio(1));
         drain(&mut b);
-        b.push(t, 3, &audio(3));
-        b.push(t, 2, &[]);
+        b.push(t, 3, 3 * 160, &audio(3));
+        b.push(t, 2, 320, &[]);
         let out: Vec<(Played, usize)> =
-            std::iter::from_fn(|| b.pop().map(|(how, pcm)| (how, pcm.len()))).collect();
+            std::iter::from_fn(|| b.pop(decode).map(|(how, _, pcm)| (how, pcm.len()))).collect();
         assert_eq!(out, vec![(Played::Received, 0), (Played::Received, 160)]);
         assert_eq!(b.stats().concealed, 0);
         // A loss after it is concealed from the last audio, not from it.
-        b.push(t, 5, &audio(5));
+        b.push(t, 5, 5 * 160, &audio(5));
         b.handle_timeout(t + WINDOW);
         assert_eq!(
-            b.pop().map(|(how, pcm)| (how, pcm[0])),
+            b.pop(decode).map(|(how, _, pcm)| (how, pcm[0])),
             Some((Played::Concealed, 24))
+        );
+    }
+
+    #[test]
+    fn each_packet_out_says_where_it_starts_on_the_rtp_clock() {
+        let t = Instant::now();
+        let mut b = JitterBuffer::new();
+        b.push(t, 1, 1000, &audio(1));
+        assert_eq!(
+            b.pop(decode).map(|(how, ts, _)| (how, ts)),
+            Some((Played::Received, 1000))
+        );
+        b.push(t, 3, 1320, &audio(3));
+        b.handle_timeout(t + WINDOW);
+        let out: Vec<(Played, u32)> =
+            std::iter::from_fn(|| b.pop(decode).map(|(how, ts, _)| (how, ts))).collect();
+        assert_eq!(
+            out,
+            vec![(Played::Concealed, 1160), (Played::Received, 1320)]
         );
     }
 
@@ -405,9 +450,9 @@ mod tests {
     fn a_sequence_jump_is_a_new_stream_not_a_loss() {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
-        b.push(t, 1, &audio(1));
+        b.push(t, 1, 160, &audio(1));
         drain(&mut b);
-        b.push(t, 40_000, &audio(4));
+        b.push(t, 40_000, 40_000 * 160, &audio(4));
         assert_eq!(drain(&mut b), vec![(Played::Received, 40)]);
         assert_eq!((b.stats().restarts, b.stats().concealed), (1, 0));
     }
@@ -417,13 +462,14 @@ mod tests {
         let t = Instant::now();
         let mut b = JitterBuffer::new();
         for seq in 0..20u16 {
-            b.push(t, seq, &audio(seq));
+            b.push(t, seq, u32::from(seq) * 160, &audio(seq));
         }
         assert_eq!(b.stats().overflow, 20 - SLOTS as u64);
         assert_eq!(drain(&mut b).len(), SLOTS);
         // Longer packets than a slot holds are cut, not overrun.
-        b.push(t, 20, &[1; 2 * MAX_SAMPLES]);
-        let last = std::iter::from_fn(|| b.pop().map(|(how, pcm)| (how, pcm.len()))).last();
+        b.push(t, 20, 3200, &[1; 2 * MAX_SAMPLES]);
+        let last =
+            std::iter::from_fn(|| b.pop(decode).map(|(how, _, pcm)| (how, pcm.len()))).last();
         assert_eq!(last, Some((Played::Received, MAX_SAMPLES)));
     }
 }

@@ -66,6 +66,14 @@ impl ReceiveStats {
         }
     }
 
+    /// The caller's audio was first loud enough to be heard at `now` (the
+    /// first time counts).
+    pub fn heard(&mut self, now: Instant) {
+        if self.first_audio.is_none() {
+            self.first_audio = Some(now);
+        }
+    }
+
     /// Feeds one telephone-event packet (RFC 4733): it shares the stream's
     /// sequence numbers, so it counts for loss, but its timestamp is the
     /// event's start, so it stays out of the jitter.
