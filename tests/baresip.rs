@@ -9,10 +9,22 @@ use support::*;
 
 /// The recording's energy envelope must match `greet`'s, early in the call.
 fn assert_heard_greeting(recording: &Path) {
+    assert_heard_greeting_at(recording, 8000);
+}
+
+/// The same, for a recording made at `rate` (16 kHz from a G.722 call): its
+/// envelope is taken on every `rate / 8000`-th sample, on the greeting's
+/// 20 ms frames.
+fn assert_heard_greeting_at(recording: &Path, rate: u32) {
     let mut reader = hound::WavReader::open(recording).expect("read recording");
     let spec = reader.spec();
-    assert_eq!((spec.sample_rate, spec.channels), (8000, 1), "{spec:?}");
-    let heard: Vec<i16> = reader.samples::<i16>().map(|s| s.unwrap()).collect();
+    assert_eq!((spec.sample_rate, spec.channels), (rate, 1), "{spec:?}");
+    let step = (rate / 8000) as usize;
+    let heard: Vec<i16> = reader
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .step_by(step)
+        .collect();
     let greet = decode_ulaw(&std::fs::read(format!("{REPO}/cache/greet.raw")).unwrap());
     assert!(
         heard.len() > greet.len(),
@@ -119,6 +131,26 @@ fn baresip_in_a_law_hears_the_cached_greeting() {
     assert_heard_greeting(&recording);
     let log = sav.log_text();
     assert!(log.contains("codec=PCMA"), "{log}");
+}
+
+#[test]
+fn baresip_in_g722_hears_the_cached_greeting() {
+    let dir = workdir("baresip_g722");
+    let ports = Ports::slot(77);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
+    let recording = baresip_call(
+        &dir,
+        &uri,
+        ports.sip + 7,
+        ports.sipp_media,
+        5,
+        None,
+        Some("G722/16000/1"),
+    );
+    let log = sav.log_text();
+    assert!(log.contains("codec=G722"), "{log}");
+    assert_heard_greeting_at(&recording, 16_000);
 }
 
 #[test]

@@ -1083,16 +1083,20 @@ pub fn baresip_call(
         .status()
         .expect("espeak-ng");
     assert!(status.success());
+    // The file source must be at the codec's rate (G722/16000/1: 16 kHz).
+    let rate = audio_codecs
+        .and_then(|c| c.split('/').nth(1))
+        .unwrap_or("8000");
     let status = Command::new("sox")
         .arg(&raw)
-        .args(["-r", "8000", "-c", "1", "-b", "16", "-e", "signed-integer"])
+        .args(["-r", rate, "-c", "1", "-b", "16", "-e", "signed-integer"])
         .arg(&source)
         .args(["pad", "0", &seconds.to_string()])
         .status()
         .expect("sox");
     assert!(status.success());
     let mut config = format!(
-        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aubridge,nil\naudio_source aufile,{}\naudio_alert aufile,/dev/null\naudio_srate 8000\naudio_channels 1\nrtp_ports {rtp_base}-{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {}\n",
+        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aubridge,nil\naudio_source aufile,{}\naudio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels 1\nrtp_ports {rtp_base}-{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule g722.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {}\n",
         source.display(),
         rtp_base + 20,
         conf.display()
