@@ -25,7 +25,7 @@ fn assert_heard_greeting_at(recording: &Path, rate: u32) {
         .map(|s| s.unwrap())
         .step_by(step)
         .collect();
-    let greet = decode_ulaw(&std::fs::read(format!("{REPO}/cache/greet.raw")).unwrap());
+    let greet = decode_ulaw(&cached_ulaw("greet"));
     assert!(
         heard.len() > greet.len(),
         "recording of {} samples",

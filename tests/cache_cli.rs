@@ -59,16 +59,22 @@ fn build_synthesises_only_missing_or_changed_phrases_and_check_tells() {
             "{}",
             text(&build)
         );
-        let audio = std::fs::read(dir.join("cache").join(format!("{key}.raw"))).unwrap();
-        // A short French phrase: between 0.3 s and 5 s of 8 kHz mu-law.
+        let phrase = sav::cache::read_phrase(&dir.join("cache"), key)
+            .unwrap()
+            .expect("a readable phrase");
+        // A short French phrase: between 0.3 s and 5 s of 16 kHz audio.
+        assert_eq!(phrase.rate, 16_000, "{key}: wideband");
         assert!(
-            (2_400..40_000).contains(&audio.len()),
-            "{key}: {} bytes",
-            audio.len()
+            (0.3..5.0).contains(&phrase.seconds()),
+            "{key}: {:.2} s",
+            phrase.seconds()
         );
-        assert!(audio.iter().any(|&b| b != 0xFF), "{key} is not silence");
+        assert!(
+            phrase.samples.iter().any(|s| s.unsigned_abs() > 1000),
+            "{key} is not silence"
+        );
     }
-    let greet_before = std::fs::read(dir.join("cache/greet.raw")).unwrap();
+    let greet_before = std::fs::read(dir.join("cache/greet.wav")).unwrap();
     assert!(sav(&config_path, &["cache", "check"]).status.success());
     assert!(sav(&config_path, &["check-config"]).status.success());
 
@@ -90,13 +96,17 @@ fn build_synthesises_only_missing_or_changed_phrases_and_check_tells() {
         "{out}"
     );
     assert_eq!(
-        std::fs::read(dir.join("cache/greet.raw")).unwrap(),
+        std::fs::read(dir.join("cache/greet.wav")).unwrap(),
         greet_before
     );
     assert!(sav(&config_path, &["cache", "check"]).status.success());
 
     // Audio replaced behind the manifest's back is caught.
-    std::fs::write(dir.join("cache/goodbye.raw"), [0x55; 4000]).unwrap();
+    let other = sav::cache::PhraseAudio {
+        rate: 16_000,
+        samples: vec![1000; 8000],
+    };
+    std::fs::write(dir.join("cache/goodbye.wav"), other.to_wav()).unwrap();
     let check = sav(&config_path, &["cache", "check"]);
     assert!(
         text(&check).contains("goodbye: audio differs"),
@@ -175,4 +185,46 @@ fn a_sec1_tls_key_is_refused_with_the_conversion_to_make() {
         out.contains("SEC1") && out.contains("openssl pkcs8 -topk8"),
         "{out}"
     );
+}
+
+#[test]
+fn a_phrase_file_that_is_not_the_layout_is_reported_unreadable_and_refused() {
+    let dir = workdir("cache_unreadable");
+    let cache = dir.join("cache");
+    std::fs::create_dir_all(&cache).unwrap();
+    // The older layout's μ-law clip alone: the phrase has no audio.
+    std::fs::write(cache.join("greet.raw"), [0x55; 4000]).unwrap();
+    // A stereo 44.1 kHz file where a phrase should be.
+    let spec = hound::WavSpec {
+        channels: 2,
+        sample_rate: 44_100,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut writer = hound::WavWriter::create(cache.join("goodbye.wav"), spec).unwrap();
+    for _ in 0..1000 {
+        writer.write_sample(0i16).unwrap();
+    }
+    writer.finalize().unwrap();
+    let config = sav::cache::config::CacheConfig {
+        dir: cache.clone(),
+        phrases: [
+            ("greet".to_string(), "Bonjour.".to_string()),
+            ("goodbye".to_string(), "Au revoir.".to_string()),
+        ]
+        .into_iter()
+        .collect(),
+        voice: "fr".into(),
+        speed: 165,
+    };
+    let problems = sav::cache::check(&config).unwrap();
+    let text: Vec<String> = problems.iter().map(|(k, p)| format!("{k}: {p}")).collect();
+    assert!(text.iter().any(|t| t == "greet: no audio"), "{text:?}");
+    assert!(
+        text.iter()
+            .any(|t| t.starts_with("goodbye: unreadable audio (2 channel(s), 16-bit at 44100 Hz")),
+        "{text:?}"
+    );
+    let err = sav::cache::PhraseCache::load(&config).unwrap_err();
+    assert!(err.to_string().contains("goodbye: unreadable"), "{err}");
 }

@@ -101,7 +101,7 @@ fn caller_hears_the_cached_greeting_on_an_unbroken_rtp_clock() {
     );
 
     // The greeting, byte for byte, from the first frame on.
-    let greet = std::fs::read(format!("{REPO}/cache/greet.raw")).expect("cache/greet.raw");
+    let greet = cached_ulaw("greet");
     let heard: Vec<u8> = rtp.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
     assert_eq!(
         &heard[..greet.len()],

@@ -106,7 +106,7 @@ fn each_offer_is_answered_in_its_first_known_codec_and_the_rtp_carries_it() {
         streams[at].1.push(packet);
     }
     assert_eq!(streams.len(), OFFERS.len(), "one RTP stream per call");
-    let greet = decode_ulaw(&std::fs::read(format!("{REPO}/cache/greet.raw")).unwrap());
+    let greet = decode_ulaw(&cached_ulaw("greet"));
     let mut report = String::from(
         "offer → answer: packets, max gap, lateness on the 20 ms clock, SNR of the first 0.5 s\n",
     );

@@ -142,7 +142,7 @@ fn run_turn(name: &str, slot: u16, behaviour: FakeBehaviour) -> (Turn, String) {
     ]
     .iter()
     .filter(|key| {
-        let clip = std::fs::read(format!("{REPO}/cache/{key}.raw")).unwrap();
+        let clip = cached_ulaw(key);
         heard.windows(clip.len()).any(|w| w == &clip[..])
     })
     .count();

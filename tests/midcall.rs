@@ -199,7 +199,7 @@ fn failed_transfer_says_the_fallback_phrase_and_keeps_the_call() {
         "the caller, not sav, ended the call: {log}"
     );
     // The fallback phrase, whole, in sav's RTP.
-    let fallback = std::fs::read(format!("{REPO}/cache/transfer_failed.raw")).unwrap();
+    let fallback = cached_ulaw("transfer_failed");
     let heard: Vec<u8> = ports
         .sav_audio(&packets)
         .iter()

@@ -675,7 +675,7 @@ fn sighup_with_a_changed_phrase_reaches_the_next_call_not_the_one_in_progress() 
             &format!("dir = \"{own_cache}\""),
         )
     });
-    let old_goodbye = std::fs::read(dir.join("cache/goodbye.raw")).unwrap();
+    let old_goodbye = cached_ulaw_in(&dir.join("cache"), "goodbye");
 
     // Call A: on the line before the change, presses '#' after it.
     let call = |name: &str, wait_ms: &str, sipp_port: u16, media: u16| {
@@ -725,7 +725,7 @@ fn sighup_with_a_changed_phrase_reaches_the_next_call_not_the_one_in_progress() 
         build.status.success() && built.contains("built     goodbye"),
         "{built}"
     );
-    let new_goodbye = std::fs::read(dir.join("cache/goodbye.raw")).unwrap();
+    let new_goodbye = cached_ulaw_in(&dir.join("cache"), "goodbye");
     assert_ne!(old_goodbye, new_goodbye);
     let _ = std::process::Command::new("kill")
         .arg("-HUP")

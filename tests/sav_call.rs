@@ -85,7 +85,7 @@ fn calls_a_second_sav_and_hears_its_greeting() {
     // What we recorded is sav's greeting.
     let mut reader = hound::WavReader::open(dir.join("heard.wav")).unwrap();
     let heard: Vec<i16> = reader.samples::<i16>().map(|x| x.unwrap()).collect();
-    let greet = decode_ulaw(&std::fs::read(format!("{REPO}/cache/greet.raw")).unwrap());
+    let greet = decode_ulaw(&cached_ulaw("greet"));
     let (correlation, lag) = best_correlation(&envelope(&heard), &envelope(&greet));
     assert!(
         correlation > 0.95 && lag < 5,

@@ -92,7 +92,7 @@ fn pound_key_gets_the_goodbye_then_bye_from_sav() {
 
     // What sav sent after the key press: the goodbye clip, in full, and the
     // BYE only once it was said.
-    let goodbye = std::fs::read(format!("{REPO}/cache/goodbye.raw")).expect("cache/goodbye.raw");
+    let goodbye = cached_ulaw("goodbye");
     let rtp = ports.sav_audio(&packets);
     let heard: Vec<u8> = rtp.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
     let at = find(&heard, &goodbye).expect("the goodbye clip is in sav's RTP");
@@ -105,7 +105,7 @@ fn pound_key_gets_the_goodbye_then_bye_from_sav() {
         bye.time >= goodbye_end_packet.time,
         "BYE left before the goodbye was said"
     );
-    let welcome = std::fs::read(format!("{REPO}/cache/welcome.raw")).unwrap();
+    let welcome = cached_ulaw("welcome");
     assert!(
         find(&heard, &welcome).is_none(),
         "the welcome phrase was cut short by '#', so it is not in the stream whole"
@@ -325,7 +325,7 @@ fn delayed_offer_caller_hears_the_greeting() {
         "{} RTP packets to sipp's media port",
         rtp.len()
     );
-    let greet = std::fs::read(format!("{REPO}/cache/greet.raw")).unwrap();
+    let greet = cached_ulaw("greet");
     let heard: Vec<u8> = rtp.iter().flat_map(|p| p.payload[12..].to_vec()).collect();
     assert_eq!(&heard[..greet.len()], &greet[..]);
 }

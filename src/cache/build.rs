@@ -8,15 +8,16 @@ use std::process::Command;
 use crate::cache::config::CacheConfig;
 use crate::cache::{
     audio_hash, check, clip_path, text_hash, write_atomically, CacheError, Manifest, ManifestEntry,
-    PhraseProblem,
+    PhraseAudio, PhraseProblem, PHRASE_RATE,
 };
-use crate::media::{g711, resample};
+use crate::media::resample;
 
 /// Samples below this magnitude count as silence when trimming the clip's
 /// ends, so that a phrase starts speaking in its first frame.
 const TRIM_THRESHOLD: i16 = 300;
 /// Silence kept at each end after trimming: 10 ms at 8 kHz.
-const TRIM_MARGIN: usize = 80;
+/// 10 ms of the phrase rate kept either side of the speech.
+const TRIM_MARGIN: usize = PHRASE_RATE as usize / 100;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -62,14 +63,18 @@ pub fn build(config: &CacheConfig) -> Result<BuildReport, CacheError> {
     for (key, problem) in due {
         let text = &config.phrases[&key];
         tracing::info!(phrase = %key, reason = %problem, "synthesising");
-        let audio = synthesise(config, &key, text)?;
+        let phrase = synthesise(config, &key, text)?;
+        let audio = phrase.to_wav();
         write_atomically(&clip_path(&config.dir, &key), &audio)?;
+        // The older layout's μ-law clip, superseded.
+        let _ = std::fs::remove_file(config.dir.join(format!("{key}.raw")));
         manifest.phrases.insert(
             key.clone(),
             ManifestEntry {
                 text_sha256: text_hash(config, text),
                 audio_sha256: audio_hash(&audio),
-                bytes: audio.len() as u64,
+                samples: phrase.samples.len() as u64,
+                rate: phrase.rate,
             },
         );
         // Save after each phrase: an interrupted build keeps what it made.
@@ -99,21 +104,25 @@ pub fn build(config: &CacheConfig) -> Result<BuildReport, CacheError> {
 }
 
 /// espeak-ng → WAV → 8 kHz → trimmed → μ-law.
-fn synthesise(config: &CacheConfig, key: &str, text: &str) -> Result<Vec<u8>, SynthesisError> {
+fn synthesise(config: &CacheConfig, key: &str, text: &str) -> Result<PhraseAudio, SynthesisError> {
     let wav_path = config.dir.join(format!(".{key}.synth.wav"));
     let result = run_espeak(config, key, text, &wav_path).and_then(|()| read_wav(key, &wav_path));
     let _ = std::fs::remove_file(&wav_path);
     let (samples, rate) = result?;
-    let line = resample::resample(&samples, rate, resample::LINE_RATE)?;
-    let trimmed = trim_silence(&line);
+    let wide = resample::resample(&samples, rate, PHRASE_RATE)?;
+    let trimmed = trim_silence(&wide);
     if trimmed.is_empty() {
         return Err(SynthesisError::Empty {
             key: key.to_string(),
         });
     }
-    let mut audio = Vec::with_capacity(trimmed.len());
-    g711::encode_extend(trimmed, &mut audio);
-    Ok(audio)
+    // An even number of samples: a whole number of 8 kHz samples and of
+    // G.722 octets.
+    let even = trimmed.len() & !1;
+    Ok(PhraseAudio {
+        rate: PHRASE_RATE,
+        samples: trimmed[..even].to_vec(),
+    })
 }
 
 fn run_espeak(

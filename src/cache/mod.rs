@@ -1,11 +1,16 @@
-//! The phrase cache: each phrase key of `[cache.phrases]` → a μ-law 8 kHz
-//! clip, loaded once at start and shared by every call (`Arc`).
+//! The phrase cache: each phrase key of `[cache.phrases]` → its audio,
+//! loaded once at start, encoded then in every codec a call may use, and
+//! shared by every call (`Arc`): no call transcodes a phrase.
 //!
-//! On disk: `cache/<key>.raw` (headerless μ-law 8 kHz) and
-//! `cache/manifest.toml`, which records for each phrase the SHA-256 of the
-//! text and voice it was synthesised from and of the audio written. A phrase
-//! is *missing* when it has no audio, *stale* when its text or voice changed
-//! since it was built or its audio is not what was built.
+//! On disk, each phrase is stored once at the best rate the synthesis gives:
+//! `cache/<key>.wav`, 16-bit mono linear PCM at 16 kHz (wideband: G.722
+//! carries it whole) or 8 kHz (narrowband). G.711 is made from it at 8 kHz,
+//! G.722 from the 16 kHz audio itself. `cache/manifest.toml` records for each
+//! phrase the SHA-256 of the text and voice it was synthesised from and of
+//! the file written. A phrase is *missing* when it has no audio (a cache of
+//! the older μ-law `.raw` layout has none: `sav cache build` rebuilds it),
+//! *stale* when its text or voice changed since it was built or its audio is
+//! not what was built, *unreadable* when the file is not such a WAV.
 
 mod build;
 
@@ -20,15 +25,20 @@ use sha2::{Digest, Sha256};
 pub use build::{build, BuildReport, SynthesisError};
 
 use crate::cache::config::CacheConfig;
-use crate::media::codec::{Codec, Decoder, Encoder, SUPPORTED};
+use crate::media::codec::{Codec, Encoder, SUPPORTED};
 use crate::media::playout::Clip;
+use crate::media::resample::{self, LINE_RATE};
 
 pub mod config;
 
 pub const MANIFEST_FILE: &str = "manifest.toml";
+/// The rate phrases are built at: wideband, what G.722 carries.
+pub const PHRASE_RATE: u32 = 16_000;
 /// Clips longer than this (a minute of audio) are refused: a phrase is a
 /// sentence, and the cache lives in memory.
-pub const MAX_CLIP_BYTES: u64 = 8000 * 60;
+pub const MAX_CLIP_SECONDS: u64 = 60;
+/// The largest phrase file read: a minute at 16 kHz, and its header.
+const MAX_CLIP_FILE_BYTES: u64 = MAX_CLIP_SECONDS * PHRASE_RATE as u64 * 2 + 4096;
 
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
@@ -45,6 +55,11 @@ pub enum CacheError {
     },
     #[error("cache is not usable ({problems}); run `sav cache build`")]
     Unusable { problems: String },
+    #[error("cache {path}: cannot resample: {source}")]
+    Resample {
+        path: PathBuf,
+        source: resample::ResampleError,
+    },
     #[error(transparent)]
     Synthesis(#[from] SynthesisError),
 }
@@ -54,10 +69,13 @@ pub enum CacheError {
 pub struct ManifestEntry {
     /// SHA-256 of the voice settings and text the audio was made from.
     pub text_sha256: String,
-    /// SHA-256 of the `.raw` file written.
+    /// SHA-256 of the `.wav` file written.
     pub audio_sha256: String,
-    /// Length of the audio in bytes (= samples at 8 kHz).
-    pub bytes: u64,
+    /// Samples of audio, at `rate` Hz.
+    #[serde(default)]
+    pub samples: u64,
+    #[serde(default)]
+    pub rate: u32,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
@@ -92,7 +110,10 @@ impl Manifest {
 /// The hash that says which text and voice a clip was made from.
 pub fn text_hash(config: &CacheConfig, text: &str) -> String {
     let mut hasher = Sha256::new();
-    hasher.update(format!("espeak-ng\0{}\0{}\0", config.voice, config.speed));
+    hasher.update(format!(
+        "espeak-ng\0{}\0{}\0{PHRASE_RATE}\0",
+        config.voice, config.speed
+    ));
     hasher.update(text.as_bytes());
     hex(&hasher.finalize())
 }
@@ -106,7 +127,108 @@ fn hex(bytes: &[u8]) -> String {
 }
 
 pub fn clip_path(dir: &Path, key: &str) -> PathBuf {
-    dir.join(format!("{key}.raw"))
+    dir.join(format!("{key}.wav"))
+}
+
+/// A phrase in one codec.
+pub type Encoding = (Codec, Arc<[u8]>);
+
+/// A phrase's audio as stored: linear PCM at its rate (8 or 16 kHz).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PhraseAudio {
+    pub rate: u32,
+    pub samples: Vec<i16>,
+}
+
+impl PhraseAudio {
+    /// The audio as a WAV file's bytes (what the cache stores).
+    pub fn to_wav(&self) -> Vec<u8> {
+        let spec = hound::WavSpec {
+            channels: 1,
+            sample_rate: self.rate,
+            bits_per_sample: 16,
+            sample_format: hound::SampleFormat::Int,
+        };
+        let mut bytes = std::io::Cursor::new(Vec::new());
+        {
+            let mut writer = hound::WavWriter::new(&mut bytes, spec)
+                .expect("a WAV header into memory cannot fail");
+            for &sample in &self.samples {
+                writer
+                    .write_sample(sample)
+                    .expect("writing into memory cannot fail");
+            }
+            writer.finalize().expect("finishing in memory cannot fail");
+        }
+        bytes.into_inner()
+    }
+
+    /// Reads a phrase file: mono 16-bit PCM at 8 or 16 kHz.
+    pub fn from_wav(bytes: &[u8]) -> Result<Self, String> {
+        let mut reader =
+            hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+        let spec = reader.spec();
+        if spec.channels != 1
+            || spec.bits_per_sample != 16
+            || spec.sample_format != hound::SampleFormat::Int
+            || !matches!(spec.sample_rate, 8000 | 16_000)
+        {
+            return Err(format!(
+                "{} channel(s), {}-bit at {} Hz; expected mono 16-bit at 8 or 16 kHz",
+                spec.channels, spec.bits_per_sample, spec.sample_rate
+            ));
+        }
+        let samples = reader
+            .samples::<i16>()
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(|e| e.to_string())?;
+        Ok(Self {
+            rate: spec.sample_rate,
+            samples,
+        })
+    }
+
+    pub fn seconds(&self) -> f64 {
+        self.samples.len() as f64 / f64::from(self.rate.max(1))
+    }
+
+    /// The audio at 8 kHz (what G.711 carries and the recording keeps).
+    pub fn line(&self) -> Result<Vec<i16>, resample::ResampleError> {
+        let mut line = resample::resample(&self.samples, self.rate, LINE_RATE)?;
+        // One octet per 8 kHz sample in every codec: every encoding of the
+        // phrase has this length.
+        line.truncate(self.samples.len() * LINE_RATE as usize / self.rate as usize);
+        Ok(line)
+    }
+
+    /// The phrase in every codec sav supports, each made once: G.711 from
+    /// the 8 kHz audio, G.722 from the 16 kHz audio itself (wideband) or,
+    /// for an 8 kHz phrase, through its lower band. All the same length.
+    pub fn encodings(&self) -> Result<Vec<Encoding>, resample::ResampleError> {
+        let line = self.line()?;
+        Ok(SUPPORTED
+            .iter()
+            .map(|&codec| {
+                let mut coded = Vec::with_capacity(line.len());
+                let mut encoder = Encoder::new(codec);
+                if codec.audio_rate() == self.rate && self.rate != LINE_RATE {
+                    encoder.encode_audio_extend(&self.samples[..2 * line.len()], &mut coded);
+                } else {
+                    encoder.encode_extend(&line, &mut coded);
+                }
+                (codec, Arc::from(coded))
+            })
+            .collect())
+    }
+}
+
+/// A phrase's stored audio, `None` when it has none.
+pub fn read_phrase(dir: &Path, key: &str) -> Result<Option<PhraseAudio>, CacheError> {
+    let path = clip_path(dir, key);
+    match read_clip(&path)? {
+        Some(bytes) => Ok(PhraseAudio::from_wav(&bytes).ok()),
+        None => Ok(None),
+    }
 }
 
 /// What is wrong with one phrase.
@@ -118,8 +240,10 @@ pub enum PhraseProblem {
     StaleText,
     /// The audio is not what the manifest says was built.
     AudioMismatch,
-    /// The audio file is over [`MAX_CLIP_BYTES`].
+    /// The audio is over [`MAX_CLIP_SECONDS`] (its length in seconds).
     TooLong(u64),
+    /// The file is not a mono 16-bit WAV at 8 or 16 kHz.
+    Unreadable(String),
 }
 
 impl fmt::Display for PhraseProblem {
@@ -128,7 +252,10 @@ impl fmt::Display for PhraseProblem {
             PhraseProblem::Missing => write!(f, "no audio"),
             PhraseProblem::StaleText => write!(f, "stale audio (text or voice changed)"),
             PhraseProblem::AudioMismatch => write!(f, "audio differs from the manifest"),
-            PhraseProblem::TooLong(n) => write!(f, "audio of {n} bytes is over {MAX_CLIP_BYTES}"),
+            PhraseProblem::TooLong(n) => {
+                write!(f, "audio of {n} s is over {MAX_CLIP_SECONDS} s")
+            }
+            PhraseProblem::Unreadable(why) => write!(f, "unreadable audio ({why})"),
         }
     }
 }
@@ -156,8 +283,17 @@ fn check_phrase(
         Some(audio) if !audio.is_empty() => audio,
         Some(_) | None => return Ok(Some(PhraseProblem::Missing)),
     };
-    if audio.len() as u64 > MAX_CLIP_BYTES {
-        return Ok(Some(PhraseProblem::TooLong(audio.len() as u64)));
+    if audio.len() as u64 > MAX_CLIP_FILE_BYTES {
+        let seconds = audio.len() as u64 / (2 * u64::from(PHRASE_RATE));
+        return Ok(Some(PhraseProblem::TooLong(seconds)));
+    }
+    match PhraseAudio::from_wav(&audio) {
+        Ok(phrase) if phrase.samples.is_empty() => return Ok(Some(PhraseProblem::Missing)),
+        Ok(phrase) if phrase.seconds() > MAX_CLIP_SECONDS as f64 => {
+            return Ok(Some(PhraseProblem::TooLong(phrase.seconds() as u64)));
+        }
+        Ok(_) => {}
+        Err(why) => return Ok(Some(PhraseProblem::Unreadable(why))),
     }
     let Some(entry) = manifest.phrases.get(key) else {
         return Ok(Some(PhraseProblem::StaleText));
@@ -181,9 +317,9 @@ fn read_clip(path: &Path) -> Result<Option<Vec<u8>>, CacheError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
         Err(e) => return Err(io(e)),
     };
-    if meta.len() > MAX_CLIP_BYTES {
+    if meta.len() > MAX_CLIP_FILE_BYTES {
         // Do not read a huge file into memory just to refuse it.
-        return Ok(Some(vec![0; (MAX_CLIP_BYTES + 1) as usize]));
+        return Ok(Some(vec![0; (MAX_CLIP_FILE_BYTES + 1) as usize]));
     }
     std::fs::read(path).map(Some).map_err(io)
 }
@@ -198,9 +334,9 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// The loaded cache: every phrase's audio, in memory once per codec (the
-/// files' μ-law, and each other codec encoded from it when the cache
-/// loads), shared by every call.
+/// The loaded cache: every phrase's audio, in memory once per codec (each
+/// encoded from the stored audio when the cache loads), shared by every
+/// call.
 #[derive(Debug, Clone, Default)]
 pub struct PhraseCache {
     clips: BTreeMap<String, Clip>,
@@ -214,7 +350,14 @@ impl PhraseCache {
         let problems = check(config)?;
         let fatal: Vec<String> = problems
             .iter()
-            .filter(|(_, p)| matches!(p, PhraseProblem::Missing | PhraseProblem::TooLong(_)))
+            .filter(|(_, p)| {
+                matches!(
+                    p,
+                    PhraseProblem::Missing
+                        | PhraseProblem::TooLong(_)
+                        | PhraseProblem::Unreadable(_)
+                )
+            })
             .map(|(key, p)| format!("{key}: {p}"))
             .collect();
         if !fatal.is_empty() {
@@ -225,22 +368,14 @@ impl PhraseCache {
         let mut clips = BTreeMap::new();
         for key in config.phrases.keys() {
             let path = clip_path(&config.dir, key);
-            let audio = read_clip(&path)?.unwrap_or_default();
-            let mut linear = vec![0i16; audio.len()];
-            Decoder::new(Codec::Pcmu).decode(&audio, &mut linear);
-            let encodings = SUPPORTED
-                .iter()
-                .map(|&codec| {
-                    let coded: Arc<[u8]> = if codec == Codec::Pcmu {
-                        Arc::from(audio.as_slice())
-                    } else {
-                        let mut coded = Vec::with_capacity(linear.len());
-                        Encoder::new(codec).encode_extend(&linear, &mut coded);
-                        Arc::from(coded)
-                    };
-                    (codec, coded)
-                })
-                .collect();
+            let Some(phrase) = read_phrase(&config.dir, key)? else {
+                return Err(CacheError::Unusable {
+                    problems: format!("{key}: no audio"),
+                });
+            };
+            let encodings = phrase
+                .encodings()
+                .map_err(|source| CacheError::Resample { path, source })?;
             if let Some(clip) = Clip::with_encodings(key.as_str(), encodings) {
                 clips.insert(key.clone(), clip);
             }
@@ -289,7 +424,11 @@ mod tests {
     }
 
     /// Writes a phrase as `sav cache build` would, without a TTS.
-    fn put(config: &CacheConfig, key: &str, audio: &[u8]) {
+    fn put(config: &CacheConfig, key: &str, phrase: &PhraseAudio) {
+        put_bytes(config, key, &phrase.to_wav());
+    }
+
+    fn put_bytes(config: &CacheConfig, key: &str, audio: &[u8]) {
         let mut manifest = Manifest::load(&config.dir).unwrap();
         std::fs::write(clip_path(&config.dir, key), audio).unwrap();
         manifest.phrases.insert(
@@ -297,10 +436,31 @@ mod tests {
             ManifestEntry {
                 text_sha256: text_hash(config, &config.phrases[key]),
                 audio_sha256: audio_hash(audio),
-                bytes: audio.len() as u64,
+                samples: 0,
+                rate: PHRASE_RATE,
             },
         );
         manifest.save(&config.dir).unwrap();
+    }
+
+    /// `seconds` of a 300 Hz tone with a 5 kHz one over it, at `rate`.
+    fn tone(rate: u32, seconds: f64) -> PhraseAudio {
+        let samples = (f64::from(rate) * seconds) as usize;
+        PhraseAudio {
+            rate,
+            samples: (0..samples)
+                .map(|n| {
+                    let t = n as f64 / f64::from(rate);
+                    let low = (2.0 * std::f64::consts::PI * 300.0 * t).sin() * 6000.0;
+                    let high = if rate > 10_000 {
+                        (2.0 * std::f64::consts::PI * 5000.0 * t).sin() * 3000.0
+                    } else {
+                        0.0
+                    };
+                    (low + high) as i16
+                })
+                .collect(),
+        }
     }
 
     fn tempdir(name: &str) -> PathBuf {
@@ -312,7 +472,7 @@ mod tests {
     }
 
     #[test]
-    fn check_reports_missing_stale_and_tampered_audio() {
+    fn check_reports_missing_stale_tampered_and_unreadable_audio() {
         let dir = tempdir("check");
         let mut cfg = config(&dir);
         assert_eq!(
@@ -322,8 +482,8 @@ mod tests {
                 ("greet".into(), PhraseProblem::Missing)
             ]
         );
-        put(&cfg, "greet", &[1, 2, 3]);
-        put(&cfg, "bye", &[4, 5]);
+        put(&cfg, "greet", &tone(16_000, 0.5));
+        put(&cfg, "bye", &tone(8000, 0.3));
         assert!(check(&cfg).unwrap().is_empty());
 
         cfg.phrases.insert("greet".into(), "Bonsoir".into());
@@ -339,7 +499,7 @@ mod tests {
         );
         cfg = config(&dir);
 
-        std::fs::write(clip_path(&dir, "bye"), [9, 9]).unwrap();
+        std::fs::write(clip_path(&dir, "bye"), tone(8000, 0.2).to_wav()).unwrap();
         assert_eq!(
             check(&cfg).unwrap(),
             vec![("bye".into(), PhraseProblem::AudioMismatch)]
@@ -349,21 +509,43 @@ mod tests {
             check(&cfg).unwrap(),
             vec![("bye".into(), PhraseProblem::Missing)]
         );
+        // The older layout's μ-law bytes under the new name: unreadable.
+        put_bytes(&cfg, "bye", &[0xFF; 800]);
+        assert!(matches!(
+            &check(&cfg).unwrap()[..],
+            [(key, PhraseProblem::Unreadable(_))] if key == "bye"
+        ));
+        put(&cfg, "bye", &tone(22_050, 0.3));
+        assert!(matches!(
+            &check(&cfg).unwrap()[..],
+            [(key, PhraseProblem::Unreadable(why))] if key == "bye" && why.contains("22050 Hz")
+        ));
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
+    fn snr_db(reference: &[i16], test: &[i16]) -> f64 {
+        let signal: f64 = reference.iter().map(|&s| f64::from(s).powi(2)).sum();
+        let noise: f64 = reference
+            .iter()
+            .zip(test)
+            .map(|(&a, &b)| (f64::from(a) - f64::from(b)).powi(2))
+            .sum();
+        10.0 * (signal / noise.max(1.0)).log10()
+    }
+
     #[test]
-    fn load_shares_audio_and_refuses_missing_phrases() {
+    fn load_encodes_each_phrase_once_per_codec_and_shares_it() {
         let dir = tempdir("load");
         let cfg = config(&dir);
-        put(&cfg, "greet", &[7; 480]);
+        let greet = tone(16_000, 0.5);
+        put(&cfg, "greet", &greet);
         let err = PhraseCache::load(&cfg).unwrap_err();
         assert!(err.to_string().contains("bye: no audio"), "{err}");
-        put(&cfg, "bye", &[8; 160]);
+        put(&cfg, "bye", &tone(8000, 0.3));
         let (cache, problems) = PhraseCache::load(&cfg).unwrap();
         assert!(problems.is_empty());
         assert_eq!(cache.len(), 2);
-        assert_eq!(cache.audio_bytes(), 640 * SUPPORTED.len());
+        assert_eq!(cache.audio_bytes(), (4000 + 2400) * SUPPORTED.len());
         let a = cache.clip("greet").unwrap().clone();
         let b = cache.clip("greet").unwrap().clone();
         for codec in SUPPORTED {
@@ -371,24 +553,24 @@ mod tests {
                 Arc::ptr_eq(a.audio(codec).unwrap(), b.audio(codec).unwrap()),
                 "{codec}: clips are shared, not copied"
             );
-            assert_eq!(a.audio(codec).unwrap().len(), 480, "{codec}");
+            assert_eq!(a.audio(codec).unwrap().len(), 4000, "{codec}: 0.5 s");
         }
-        assert_eq!(
-            &a.audio(Codec::Pcmu).unwrap()[..],
-            &[7; 480][..],
-            "μ-law as on disk"
-        );
-        // A-law: encoded once at load, the same sound.
-        assert_eq!(
-            &a.audio(Codec::Pcma).unwrap()[..],
-            &[crate::media::g711::ulaw_to_alaw(7); 480][..]
-        );
-        // G.722: encoded once at load from the same linear audio.
-        let mut linear = [0i16; 480];
-        Decoder::new(Codec::Pcmu).decode(&[7; 480], &mut linear);
-        let mut g722 = Vec::new();
-        Encoder::new(Codec::G722).encode_extend(&linear, &mut g722);
-        assert_eq!(&a.audio(Codec::G722).unwrap()[..], &g722[..]);
+        // G.711 from the audio at 8 kHz: the 300 Hz tone (the 5 kHz one is
+        // above what 8 kHz carries).
+        let line = greet.line().unwrap();
+        let mut pcmu = vec![0i16; 4000];
+        crate::media::codec::Decoder::new(Codec::Pcmu)
+            .decode(a.audio(Codec::Pcmu).unwrap(), &mut pcmu);
+        assert!(snr_db(&line[400..], &pcmu[400..]) > 30.0);
+        // G.722 from the 16 kHz audio itself: decoded wideband, the 5 kHz
+        // tone is there too.
+        let mut wide = vec![0i16; 8000];
+        crate::media::g722::G722Decoder::new().decode(a.audio(Codec::G722).unwrap(), &mut wide);
+        let snr = snr_db(&greet.samples[1600..7800], &wide[1600 + 22..7800 + 22]);
+        let best = (0..64)
+            .map(|lag| snr_db(&greet.samples[1600..7800], &wide[1600 + lag..7800 + lag]))
+            .fold(snr, f64::max);
+        assert!(best > 15.0, "wideband phrase through G.722: {best:.1} dB");
         assert!(cache.clip("nope").is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }

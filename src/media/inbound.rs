@@ -528,10 +528,8 @@ mod tests {
 
     /// The welcome phrase, after 1 s of silence and followed by 2 s (8 kHz).
     fn spoken() -> Vec<i16> {
-        let clip = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/cache/welcome.raw"))
-            .expect("cache/welcome.raw");
         let mut pcm = vec![0i16; 8000];
-        pcm.extend(clip.iter().map(|&c| crate::media::g711::decode(c)));
+        pcm.extend(crate::media::wav::cached_phrase_8k("welcome"));
         pcm.extend(vec![0i16; 16_000]);
         pcm
     }

@@ -280,12 +280,9 @@ impl TurnDetector {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::media::g711;
 
     fn speech() -> Vec<i16> {
-        let raw = std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/cache/welcome.raw"))
-            .expect("cache/welcome.raw");
-        raw.iter().map(|&c| g711::decode(c)).collect()
+        crate::media::wav::cached_phrase_8k("welcome")
     }
 
     /// Feeds `audio` in 20 ms frames from `start`; returns events with the

@@ -42,6 +42,17 @@ pub fn mono_bytes(samples: &[i16]) -> Vec<u8> {
     out.into_inner()
 }
 
+/// A phrase of the repository's cache (`cache/<key>.wav`) at 8 kHz: real
+/// speech for the media tests.
+#[cfg(test)]
+pub(crate) fn cached_phrase_8k(key: &str) -> Vec<i16> {
+    let path = format!("{}/cache/{key}.wav", env!("CARGO_MANIFEST_DIR"));
+    let mut reader = hound::WavReader::open(&path).expect("a cached phrase");
+    let rate = reader.spec().sample_rate;
+    let samples: Vec<i16> = reader.samples::<i16>().map(Result::unwrap).collect();
+    crate::media::resample::resample(&samples, rate, RATE).expect("resample")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

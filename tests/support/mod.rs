@@ -572,8 +572,26 @@ pub fn level(packet: &[u8]) -> u32 {
 
 /// The 160-byte frames of a cached phrase, as the scheduler sends them.
 pub fn cached_frames(key: &str) -> Vec<Vec<u8>> {
-    let clip = std::fs::read(format!("{REPO}/cache/{key}.raw")).expect("cached phrase");
-    clip.chunks(160).map(<[u8]>::to_vec).collect()
+    cached_ulaw(key).chunks(160).map(<[u8]>::to_vec).collect()
+}
+
+/// A cached phrase in μ-law, as sav sends it on a PCMU call (made by sav's
+/// own loader from the stored 16 kHz audio).
+pub fn cached_ulaw(key: &str) -> Vec<u8> {
+    cached_ulaw_in(&Path::new(REPO).join("cache"), key)
+}
+
+/// A phrase of the cache in `dir` in μ-law, as sav sends it.
+pub fn cached_ulaw_in(dir: &Path, key: &str) -> Vec<u8> {
+    let phrase = sav::cache::read_phrase(dir, key)
+        .expect("cache readable")
+        .unwrap_or_else(|| panic!("cache/{key}.wav missing"));
+    let encodings = phrase.encodings().expect("phrase encodes");
+    encodings
+        .into_iter()
+        .find(|(codec, _)| *codec == sav::media::codec::Codec::Pcmu)
+        .map(|(_, audio)| audio.to_vec())
+        .expect("a PCMU encoding")
 }
 
 /// Copies sipp's RFC 4733 capture of a '#' key press into `dir`.
