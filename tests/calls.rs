@@ -278,16 +278,30 @@ async fn a_pcma_call_hears_its_phrases_and_its_generated_reply_in_a_law() {
 }
 
 /// Whether a frame heard through a codec that does not keep bytes (G.722)
-/// is the fake voice: a 100 Hz square wave, so most samples sit near its
-/// level, on one side or the other.
+/// is the fake voice: a 100 Hz square wave (80 samples a period), so each
+/// half of the frame repeats the other and each half-period is the negative
+/// of the one before; speech is neither so periodic nor so symmetric.
 fn sounds_generated(frame: &[u8]) -> bool {
-    let level = f64::from(support::decode_ulaw(&[0x20])[0]).abs();
-    let pcm = support::decode_ulaw(frame);
-    let near = pcm
-        .iter()
-        .filter(|&&s| (f64::from(s).abs() - level).abs() < 0.3 * level)
-        .count();
-    near * 10 >= pcm.len() * 7
+    let pcm: Vec<f64> = support::decode_ulaw(frame)
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    if pcm.len() < 160 {
+        return false;
+    }
+    let correlation = |a: &[f64], b: &[f64]| {
+        let dot: f64 = a.iter().zip(b).map(|(x, y)| x * y).sum();
+        let norm =
+            (a.iter().map(|x| x * x).sum::<f64>() * b.iter().map(|y| y * y).sum::<f64>()).sqrt();
+        if norm == 0.0 {
+            0.0
+        } else {
+            dot / norm
+        }
+    };
+    let loud = pcm.iter().map(|x| x.abs()).sum::<f64>() / 160.0 > 1000.0;
+    loud && correlation(&pcm[..80], &pcm[80..160]) > 0.9
+        && correlation(&pcm[..40], &pcm[40..80]) < -0.8
 }
 
 /// Signal-to-noise ratio (dB) of `heard` against `reference` (μ-law both).
@@ -313,7 +327,7 @@ async fn a_g722_call_hears_its_greeting_and_a_reply_coded_from_16_khz() {
     })
     .await;
     assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
-    let spoke_at = call.now();
+    let heard_before = call.heard.lock().unwrap().len();
     call.says(2 * SECOND).await;
     assert!(
         call.until(20 * SECOND, |h| {
@@ -330,20 +344,31 @@ async fn a_g722_call_hears_its_greeting_and_a_reply_coded_from_16_khz() {
     );
     assert!(ended.heard.iter().all(|(_, p)| p.len() == 160));
     // The phrases before the caller spoke are not taken for the fake voice.
-    assert!(ended
-        .heard
+    assert!(heard_before > 100);
+    assert!(ended.heard[..heard_before]
         .iter()
-        .take_while(|(at, _)| *at < spoke_at)
         .all(|(_, p)| !sounds_generated(p)));
     assert_eq!(frames_missing(&ended.heard), 0);
-    // The greeting, from the first frame, decoded by the phone: the cached
-    // phrase through G.722 (after its first 100 ms, while ADPCM settles).
+    // The greeting, from the first frame, as the phone's lower sub-band
+    // gives it at 8 kHz, against the phrase resampled to 8 kHz (after the
+    // first 100 ms, while ADPCM settles, and a few samples late: the
+    // analysis filter's delay). The sub-band is not a brick-wall filter
+    // (what lies near 4 kHz aliases in it until the full 16 kHz synthesis
+    // cancels it), so this is ~14 dB; a different phrase or noise is below
+    // 0. The wire test decodes the full band against the 16 kHz phrase.
     let greet: Vec<u8> = support::cached_frames("greet").concat();
     let heard: Vec<u8> = ended.heard.iter().flat_map(|(_, p)| p.clone()).collect();
     let span = 800..greet.len().min(8000 * 3);
-    let snr = snr_db(&greet[span.clone()], &heard[span]);
+    let snr = (0..32)
+        .map(|lag| {
+            snr_db(
+                &greet[span.clone()],
+                &heard[span.start + lag..span.end + lag],
+            )
+        })
+        .fold(f64::MIN, f64::max);
     eprintln!("G.722 call: greeting SNR {snr:.1} dB after decoding");
-    assert!(snr > 15.0, "greeting through G.722: SNR {snr:.1} dB");
+    assert!(snr > 10.0, "greeting through G.722: SNR {snr:.1} dB");
     // Generated speech was asked for as 16 kHz PCM, G.722's own rate.
     assert!(
         !formats.is_empty() && formats.iter().all(|f| f == "pcm_16000"),

@@ -87,6 +87,11 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
         from_user: incoming.from_user.clone(),
         asserted: incoming.asserted.clone(),
     };
+    // The first call in a codec whose phrases are made on demand (G.722)
+    // has them made while it rings, so its greeting starts with the answer.
+    if let Some(codec) = incoming.codec() {
+        call::prepare_phrases(&services.live().cache, codec).await;
+    }
     let contact = server.contact_uri(incoming.transport()).parse().ok();
     let answer_after = Duration::from_millis(config.sip.answer_after_ms);
     let Ok(mut leg) = incoming

@@ -163,11 +163,16 @@ impl PhraseAudio {
         bytes.into_inner()
     }
 
-    /// Reads a phrase file: mono 16-bit PCM at 8 or 16 kHz.
-    pub fn from_wav(bytes: &[u8]) -> Result<Self, String> {
-        let mut reader =
+    /// Reads a phrase file's header: its rate and length in samples, when
+    /// it is mono 16-bit PCM at 8 or 16 kHz.
+    pub fn probe(bytes: &[u8]) -> Result<(u32, u32), String> {
+        let reader =
             hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
-        let spec = reader.spec();
+        Self::check_spec(reader.spec())?;
+        Ok((reader.spec().sample_rate, reader.duration()))
+    }
+
+    fn check_spec(spec: hound::WavSpec) -> Result<(), String> {
         if spec.channels != 1
             || spec.bits_per_sample != 16
             || spec.sample_format != hound::SampleFormat::Int
@@ -178,10 +183,26 @@ impl PhraseAudio {
                 spec.channels, spec.bits_per_sample, spec.sample_rate
             ));
         }
-        let samples = reader
-            .samples::<i16>()
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(|e| e.to_string())?;
+        Ok(())
+    }
+
+    /// Reads a phrase file: mono 16-bit PCM at 8 or 16 kHz.
+    pub fn from_wav(bytes: &[u8]) -> Result<Self, String> {
+        let reader =
+            hound::WavReader::new(std::io::Cursor::new(bytes)).map_err(|e| e.to_string())?;
+        let spec = reader.spec();
+        Self::check_spec(spec)?;
+        let len = reader.duration() as usize;
+        // The header read, the cursor stands at the samples: take them whole
+        // (little-endian 16-bit) rather than one by one.
+        let start = reader.into_inner().position() as usize;
+        let data = bytes
+            .get(start..start + 2 * len)
+            .ok_or_else(|| format!("{len} samples announced, fewer in the file"))?;
+        let samples = data
+            .chunks_exact(2)
+            .map(|b| i16::from_le_bytes([b[0], b[1]]))
+            .collect();
         Ok(Self {
             rate: spec.sample_rate,
             samples,
@@ -205,8 +226,13 @@ impl PhraseAudio {
     /// the 8 kHz audio, G.722 from the 16 kHz audio itself (wideband) or,
     /// for an 8 kHz phrase, through its lower band. All the same length.
     pub fn encodings(&self) -> Result<Vec<Encoding>, resample::ResampleError> {
+        self.encodings_in(&SUPPORTED)
+    }
+
+    /// The phrase in `codecs`.
+    pub fn encodings_in(&self, codecs: &[Codec]) -> Result<Vec<Encoding>, resample::ResampleError> {
         let line = self.line()?;
-        Ok(SUPPORTED
+        Ok(codecs
             .iter()
             .map(|&codec| {
                 let mut coded = Vec::with_capacity(line.len());
@@ -287,10 +313,12 @@ fn check_phrase(
         let seconds = audio.len() as u64 / (2 * u64::from(PHRASE_RATE));
         return Ok(Some(PhraseProblem::TooLong(seconds)));
     }
-    match PhraseAudio::from_wav(&audio) {
-        Ok(phrase) if phrase.samples.is_empty() => return Ok(Some(PhraseProblem::Missing)),
-        Ok(phrase) if phrase.seconds() > MAX_CLIP_SECONDS as f64 => {
-            return Ok(Some(PhraseProblem::TooLong(phrase.seconds() as u64)));
+    match PhraseAudio::probe(&audio) {
+        Ok((_, 0)) => return Ok(Some(PhraseProblem::Missing)),
+        Ok((rate, samples)) if u64::from(samples) > MAX_CLIP_SECONDS * u64::from(rate) => {
+            return Ok(Some(PhraseProblem::TooLong(
+                u64::from(samples) / u64::from(rate),
+            )));
         }
         Ok(_) => {}
         Err(why) => return Ok(Some(PhraseProblem::Unreadable(why))),
@@ -334,12 +362,24 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
     std::fs::rename(&tmp, path).map_err(io)
 }
 
-/// The loaded cache: every phrase's audio, in memory once per codec (each
-/// encoded from the stored audio when the cache loads), shared by every
-/// call.
+/// The loaded cache: every phrase's audio, in memory once per codec,
+/// shared by every call. G.711 is encoded when the cache loads (a table per
+/// sample); G.722, an adaptive coder ~50 times the work, the first time a
+/// call needs it ([`PhraseCache::prepare`]), so a line that never sees
+/// G.722 never pays for it.
 #[derive(Debug, Clone, Default)]
 pub struct PhraseCache {
+    /// Every phrase in the codecs encoded at load.
     clips: BTreeMap<String, Clip>,
+    /// The stored audio, for the codecs encoded on demand.
+    sources: BTreeMap<String, Arc<PhraseAudio>>,
+    /// Every phrase in every codec, once a call needed one made on demand.
+    every_codec: std::sync::OnceLock<BTreeMap<String, Clip>>,
+}
+
+/// The codecs a loaded cache holds at once.
+fn at_load(codec: &Codec) -> bool {
+    !codec.is_stateful()
 }
 
 impl PhraseCache {
@@ -365,7 +405,9 @@ impl PhraseCache {
                 problems: fatal.join(", "),
             });
         }
+        let now: Vec<Codec> = SUPPORTED.iter().copied().filter(at_load).collect();
         let mut clips = BTreeMap::new();
+        let mut sources = BTreeMap::new();
         for key in config.phrases.keys() {
             let path = clip_path(&config.dir, key);
             let Some(phrase) = read_phrase(&config.dir, key)? else {
@@ -374,18 +416,73 @@ impl PhraseCache {
                 });
             };
             let encodings = phrase
-                .encodings()
+                .encodings_in(&now)
                 .map_err(|source| CacheError::Resample { path, source })?;
             if let Some(clip) = Clip::with_encodings(key.as_str(), encodings) {
                 clips.insert(key.clone(), clip);
             }
+            sources.insert(key.clone(), Arc::new(phrase));
         }
-        Ok((Self { clips }, problems))
+        let cache = Self {
+            clips,
+            sources,
+            every_codec: std::sync::OnceLock::new(),
+        };
+        Ok((cache, problems))
     }
 
-    /// The clip of a phrase, in every codec; cloning it shares the audio.
+    /// The clip of a phrase (cloning it shares the audio): in every codec
+    /// once [`Self::prepare`] made them, else in those made at load.
     pub fn clip(&self, key: &str) -> Option<&Clip> {
-        self.clips.get(key)
+        match self.every_codec.get() {
+            Some(all) => all.get(key),
+            None => self.clips.get(key),
+        }
+    }
+
+    /// Whether the clips hold `codec` already.
+    pub fn is_ready(&self, codec: Codec) -> bool {
+        at_load(&codec) || self.every_codec.get().is_some()
+    }
+
+    /// Encodes every phrase in the codecs not made at load, once for the
+    /// process (later calls wait for the first, then find them made). CPU
+    /// work of tens of milliseconds: call it off the async workers.
+    pub fn prepare(&self, codec: Codec) {
+        if self.is_ready(codec) {
+            return;
+        }
+        self.every_codec.get_or_init(|| {
+            let later: Vec<Codec> = SUPPORTED.iter().copied().filter(|c| !at_load(c)).collect();
+            let started = std::time::Instant::now();
+            let all: BTreeMap<String, Clip> = self
+                .clips
+                .iter()
+                .map(|(key, clip)| {
+                    let mut encodings: Vec<Encoding> = clip
+                        .codecs()
+                        .filter_map(|c| clip.audio(c).map(|audio| (c, audio.clone())))
+                        .collect();
+                    if let Some(source) = self.sources.get(key) {
+                        match source.encodings_in(&later) {
+                            Ok(more) => encodings.extend(more),
+                            Err(error) => {
+                                tracing::warn!(phrase = %key, %error, "phrase not encoded")
+                            }
+                        }
+                    }
+                    let clip = Clip::with_encodings(key.as_str(), encodings)
+                        .unwrap_or_else(|| clip.clone());
+                    (key.clone(), clip)
+                })
+                .collect();
+            tracing::info!(
+                codecs = ?later,
+                took_ms = started.elapsed().as_millis() as u64,
+                "phrase cache encoded for a call"
+            );
+            all
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -396,9 +493,11 @@ impl PhraseCache {
         self.clips.is_empty()
     }
 
-    /// Total audio held, in bytes (every codec).
+    /// Total encoded audio held, in bytes (every codec made so far).
     pub fn audio_bytes(&self) -> usize {
-        self.clips
+        self.every_codec
+            .get()
+            .unwrap_or(&self.clips)
             .values()
             .map(|clip| clip.len() * clip.codecs().count())
             .sum()
@@ -545,7 +644,19 @@ mod tests {
         let (cache, problems) = PhraseCache::load(&cfg).unwrap();
         assert!(problems.is_empty());
         assert_eq!(cache.len(), 2);
+        // G.711 at load; G.722 when a call first needs it.
+        assert_eq!(cache.audio_bytes(), (4000 + 2400) * 2);
+        assert!(cache.clip("greet").unwrap().audio(Codec::G722).is_none());
+        assert!(cache.is_ready(Codec::Pcma) && !cache.is_ready(Codec::G722));
+        let before = cache.clip("greet").unwrap().clone();
+        cache.prepare(Codec::G722);
+        assert!(cache.is_ready(Codec::G722));
         assert_eq!(cache.audio_bytes(), (4000 + 2400) * SUPPORTED.len());
+        // The G.711 audio made at load is the same audio, not made again.
+        assert!(Arc::ptr_eq(
+            before.audio(Codec::Pcmu).unwrap(),
+            cache.clip("greet").unwrap().audio(Codec::Pcmu).unwrap()
+        ));
         let a = cache.clip("greet").unwrap().clone();
         let b = cache.clip("greet").unwrap().clone();
         for codec in SUPPORTED {

@@ -37,10 +37,12 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
+use crate::cache::PhraseCache;
 use crate::call::setup::Abilities;
 use crate::call::speech::SpeechSession;
 use crate::conversation::reply_book::Made;
 use crate::conversation::{self, CallAction, CallEvent, Conversation, Outcome};
+use crate::media::codec::Codec;
 use crate::media::driver::MediaEvent;
 use crate::media::handle::{MediaHandle, MediaSetup, RemoteMedia};
 use crate::media::playout::PlayoutEvent;
@@ -247,6 +249,7 @@ impl Call {
         sockets: MediaSockets,
     ) -> Established {
         let live = self.live.clone();
+        prepare_phrases(&live.cache, remote.codec).await;
         let can = Abilities::of(self.services.providers.as_ref());
         let known = self.customer.as_ref().map(setup::known_caller);
         let mut conversation = setup::conversation(&live, known.as_ref(), can);
@@ -323,6 +326,7 @@ impl Call {
                     }
                     event = leg.next_event() => match event {
                         Some(LegEvent::MediaChanged(remote)) => {
+                            prepare_phrases(&self.live.cache, remote.codec).await;
                             call.media.apply_remote(remote).await;
                             continue;
                         }
@@ -451,5 +455,22 @@ async fn recv_speech(speech: &mut Option<(SpeechSession, mpsc::Receiver<Made>)>)
     match speech {
         Some((_, rx)) => rx.recv().await,
         None => std::future::pending().await,
+    }
+}
+
+/// Makes sure the phrase cache holds `codec`: the first call in G.722 has
+/// it encoded, on a blocking thread (tens of milliseconds of CPU), while it
+/// rings (or, for a delayed offer or a re-offer, before its phrases are
+/// queued); every later call finds it made.
+pub async fn prepare_phrases(cache: &Arc<PhraseCache>, codec: Codec) {
+    if cache.is_ready(codec) {
+        return;
+    }
+    let cache = cache.clone();
+    if tokio::task::spawn_blocking(move || cache.prepare(codec))
+        .await
+        .is_err()
+    {
+        warn!(%codec, "phrases not encoded: the call converts them as they play");
     }
 }

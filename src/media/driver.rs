@@ -663,7 +663,7 @@ async fn receive(config: ReceiverConfig) -> Received {
         recording.map(|(track, t0)| (track, t0.into_std())),
     );
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
-    while !core.is_done() {
+    'receive: while !core.is_done() {
         let deadline = Instant::from_std(core.poll_timeout());
         let report_at = control
             .as_ref()
@@ -743,7 +743,23 @@ async fn receive(config: ReceiverConfig) -> Received {
                     MediaEvent::RtpTimeout
                 }
             };
-            let _ = events.send(event).await;
+            // Waiting for room in the call's queue must not outlive the
+            // call: when it stops its media, go and say BYE.
+            loop {
+                tokio::select! {
+                    biased;
+                    permit = events.reserve() => {
+                        if let Ok(permit) = permit {
+                            permit.send(event);
+                        }
+                        break;
+                    }
+                    changed = remote.changed() => match changed {
+                        Ok(()) => core.set_remote(Instant::now().into_std(), *remote.borrow_and_update()),
+                        Err(_) => break 'receive,
+                    },
+                }
+            }
         }
     }
     // The end of our stream, for the caller's RTCP (RFC 3550 §6.6).

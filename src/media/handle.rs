@@ -266,8 +266,9 @@ impl MediaHandle {
     /// Ends the outbound stream and the receive task; what each carried.
     pub async fn stop(self) -> MediaStats {
         let sent = self.driver.stop(self.id).await;
-        // The receive task ends when the watch closes; one blocked on a
-        // full event queue (nobody reads it now) is aborted.
+        // The receive task ends when the watch closes (even while it waits
+        // for room in a full event queue nobody reads now), sending RTCP
+        // BYE; one that does not end in time is aborted.
         drop(self.inbound);
         let mut receiver = self.receiver;
         let received = match tokio::time::timeout(RECEIVER_STOP, &mut receiver).await {
@@ -283,5 +284,104 @@ impl MediaHandle {
             jitter: received.jitter,
             peer: received.peer,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::media::ports::MediaSockets;
+
+    /// One RFC 4733 packet of key `event` starting at `timestamp`.
+    fn key(seq: u16, timestamp: u32, end: bool) -> Vec<u8> {
+        let mut packet = vec![0x80, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
+        packet[2..4].copy_from_slice(&seq.to_be_bytes());
+        packet[4..8].copy_from_slice(&timestamp.to_be_bytes());
+        packet.extend_from_slice(&[5, if end { 0x8A } else { 0x0A }, 0x00, 0xA0]);
+        packet
+    }
+
+    #[tokio::test]
+    async fn a_call_whose_events_nobody_reads_still_says_bye_when_it_stops() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let ours = MediaSockets::ephemeral_pair(ip).unwrap();
+        let phone = MediaSockets::ephemeral_pair(ip).unwrap();
+        let our_rtp = ours.rtp.local_addr().unwrap();
+        let driver = MediaDriver::spawn(Arc::new(crate::metrics::Metrics::new()));
+        let (media, events) = MediaHandle::start(
+            &driver,
+            MediaSetup {
+                socket: ours.rtp,
+                rtcp: ours.rtcp,
+                cname: "sav@test".into(),
+                remote: RemoteMedia {
+                    addr: phone.rtp.local_addr().unwrap(),
+                    codec: Codec::Pcmu,
+                    payload_type: 0,
+                    receive: PayloadTypes {
+                        audio: 0,
+                        telephone_event: Some(101),
+                    },
+                    sending: true,
+                    quiet_allowed: false,
+                    rtcp_mux: false,
+                },
+                t0: Instant::now(),
+                initial: Vec::new(),
+                policy: StreamPolicy::default(),
+                rtp_timeout: Duration::from_secs(30),
+                vad: None,
+                recording: None,
+            },
+        )
+        .await;
+        // Far more key presses than the call's event queue holds, and
+        // nobody reads them: the receive task ends up waiting for room.
+        let presses = 2 * driver::EVENT_QUEUE as u16;
+        for n in 0..presses {
+            let timestamp = u32::from(n) * 800;
+            phone
+                .rtp
+                .send_to(&key(2 * n, timestamp, false), our_rtp)
+                .await
+                .unwrap();
+            phone
+                .rtp
+                .send_to(&key(2 * n + 1, timestamp, true), our_rtp)
+                .await
+                .unwrap();
+        }
+        // Let it read them all (bounded: at most 2 s).
+        let waited = Instant::now();
+        while events.len() < driver::EVENT_QUEUE && waited.elapsed() < Duration::from_secs(2) {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        assert_eq!(events.len(), driver::EVENT_QUEUE, "the queue filled up");
+        let stats = media.stop().await;
+        // It handed its statistics over (it was not aborted)...
+        assert!(
+            stats.received.packets > u64::from(presses),
+            "{:?}",
+            stats.received
+        );
+        // ...and said BYE on the phone's RTCP port (after any report).
+        let rtcp = phone.rtcp.expect("the phone's RTCP socket");
+        let mut buf = [0u8; 1500];
+        let mut bye = false;
+        while let Ok(Ok((len, _))) =
+            tokio::time::timeout(Duration::from_secs(2), rtcp.recv_from(&mut buf)).await
+        {
+            let mut at = 0;
+            while at + 4 <= len {
+                let words = u16::from_be_bytes([buf[at + 2], buf[at + 3]]) as usize;
+                bye |= buf[at + 1] == 203;
+                at += 4 * (words + 1);
+            }
+            if bye {
+                break;
+            }
+        }
+        assert!(bye, "no RTCP BYE");
+        drop(events);
     }
 }

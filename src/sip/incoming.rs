@@ -153,6 +153,12 @@ impl Incoming {
     }
 
     /// The transport the INVITE came in on (our Contact follows it).
+    /// The codec the answer will take, when the INVITE carried an offer
+    /// (known once [`Self::check`] passed; `None` for a delayed offer).
+    pub fn codec(&self) -> Option<crate::media::codec::Codec> {
+        self.offer.as_ref().map(|(_, audio)| audio.codec)
+    }
+
     pub fn transport(&self) -> rsipstack::sip::Transport {
         self.tx
             .connection

@@ -10,6 +10,7 @@ pub mod call_harness;
 pub mod fake_providers;
 pub mod webhook;
 
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
@@ -578,20 +579,29 @@ pub fn cached_frames(key: &str) -> Vec<Vec<u8>> {
 /// A cached phrase in μ-law, as sav sends it on a PCMU call (made by sav's
 /// own loader from the stored 16 kHz audio).
 pub fn cached_ulaw(key: &str) -> Vec<u8> {
-    cached_ulaw_in(&Path::new(REPO).join("cache"), key)
+    // Made once per test process: the tests look phrases up in every frame
+    // they hear, and the repository's cache does not change under them.
+    static MADE: std::sync::Mutex<BTreeMap<String, Vec<u8>>> =
+        std::sync::Mutex::new(BTreeMap::new());
+    if let Some(audio) = MADE.lock().unwrap().get(key) {
+        return audio.clone();
+    }
+    let audio = cached_ulaw_in(&Path::new(REPO).join("cache"), key);
+    MADE.lock().unwrap().insert(key.to_string(), audio.clone());
+    audio
 }
 
 /// A phrase of the cache in `dir` in μ-law, as sav sends it.
 pub fn cached_ulaw_in(dir: &Path, key: &str) -> Vec<u8> {
     let phrase = sav::cache::read_phrase(dir, key)
         .expect("cache readable")
-        .unwrap_or_else(|| panic!("cache/{key}.wav missing"));
-    let encodings = phrase.encodings().expect("phrase encodes");
-    encodings
-        .into_iter()
-        .find(|(codec, _)| *codec == sav::media::codec::Codec::Pcmu)
-        .map(|(_, audio)| audio.to_vec())
-        .expect("a PCMU encoding")
+        .unwrap_or_else(|| panic!("{}/{key}.wav missing", dir.display()));
+    phrase
+        .encodings_in(&[sav::media::codec::Codec::Pcmu])
+        .expect("phrase encodes")
+        .remove(0)
+        .1
+        .to_vec()
 }
 
 /// Copies sipp's RFC 4733 capture of a '#' key press into `dir`.
