@@ -477,6 +477,57 @@ async fn a_re_offer_in_a_law_changes_the_codec_mid_phrase_on_the_same_clock() {
     }
 }
 
+#[tokio::test]
+async fn a_re_offer_from_g722_to_a_law_keeps_the_phrase_and_the_clock() {
+    let call = TestCall::start(Setup {
+        name: "calls_codec_change_g722",
+        codec: sav::media::codec::Codec::G722,
+        ..Setup::default()
+    })
+    .await;
+    call.wait(SECOND / 2).await;
+    // (Counted in frames heard: the first G.722 call of the process had its
+    // phrases coded before it started, on a blocking thread, while the
+    // paused clock ran ahead.)
+    let heard_at_change = call.heard.lock().unwrap().len();
+    call.peer
+        .events
+        .send(LegEvent::MediaChanged(phone_media(
+            call.phone,
+            sav::media::codec::Codec::Pcma,
+            true,
+        )))
+        .await
+        .unwrap();
+    call.wait(8 * SECOND).await;
+    let ended = call.hang_up().await;
+    let types = &ended.payload_types;
+    let switch = types
+        .iter()
+        .position(|&pt| pt == 8)
+        .expect("PCMA after the re-offer");
+    assert!(types[..switch].iter().all(|&pt| pt == 9), "{types:?}");
+    assert!(types[switch..].iter().all(|&pt| pt == 8), "{types:?}");
+    assert!(
+        switch + 1 >= heard_at_change && switch <= heard_at_change + 3,
+        "PCMA from frame {switch}, re-offer at frame {heard_at_change}"
+    );
+    assert_eq!(frames_missing(&ended.heard), 0);
+    // The greeting started at frame 0 in G.722 and goes on in A-law from
+    // where it was, frame for frame.
+    let greet = support::cached_frames("greet");
+    let loud_after_switch = (switch..greet.len())
+        .filter(|&i| level(&greet[i]) > 100)
+        .count();
+    assert!(loud_after_switch > 10, "the change came mid-phrase");
+    for i in switch..greet.len() {
+        assert!(
+            same_audio(&ended.heard[i].1, &greet[i]),
+            "greet frame {i} differs after the change"
+        );
+    }
+}
+
 /// A sample's value in OpenMetrics text.
 fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics
