@@ -3,7 +3,7 @@
 //! A queue of segments played back to back: a cached clip, a pause, or a
 //! stream of generated speech that fills while it waits its turn (a jitter
 //! buffer). [`PlayoutScheduler::next_frame`] always returns a frame: when
-//! nothing is ready the line carries μ-law silence, so the outbound RTP clock
+//! nothing is ready the line carries the codec's silence, so the outbound RTP clock
 //! never waits on the conversation or on a provider.
 //!
 //! Streams start only once a pre-roll is buffered (or the stream ended), so a
