@@ -3,8 +3,8 @@
 # tests against real peers on loopback (sipp, tshark captures, espeak-ng).
 #
 # First installs, from Debian's packages, what cargo does not fetch and is
-# missing: sipp (sip-tester), espeak-ng, sox, tshark, kamailio, baresip,
-# openssl, postgresql; then starts the tests' PostgreSQL server (a cluster of
+# missing: cmake (the build of libopus), sipp (sip-tester), espeak-ng, sox,
+# tshark, kamailio, baresip, openssl, postgresql; then starts the tests' PostgreSQL server (a cluster of
 # its own on 127.0.0.1:25432, scripts/test-postgres.sh) and stops it at the
 # end. Capturing on loopback and sipp's play_pcap_audio need root (or the
 # matching capabilities).
@@ -12,6 +12,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 packages=()
+command -v cmake >/dev/null 2>&1 || packages+=(cmake)
 command -v sipp >/dev/null 2>&1 || packages+=(sip-tester)
 command -v espeak-ng >/dev/null 2>&1 || packages+=(espeak-ng)
 command -v sox >/dev/null 2>&1 || packages+=(sox)

@@ -12,7 +12,8 @@ fn assert_heard_greeting(recording: &Path) {
     assert_heard_greeting_at(recording, 8000);
 }
 
-/// The same, for a recording made at `rate` (16 kHz from a G.722 call): its
+/// The same, for a recording made at `rate` (16 kHz from a G.722 call,
+/// 48 kHz from an Opus one): its
 /// envelope is taken on every `rate / 8000`-th sample, on the greeting's
 /// 20 ms frames.
 fn assert_heard_greeting_at(recording: &Path, rate: u32) {
@@ -154,6 +155,29 @@ fn baresip_in_g722_hears_the_cached_greeting() {
     let log = sav.log_text();
     assert!(log.contains("codec=G722"), "{log}");
     assert_heard_greeting_at(&recording, 16_000);
+}
+
+#[test]
+fn baresip_in_opus_hears_the_cached_greeting() {
+    let dir = workdir("baresip_opus");
+    let ports = Ports::slot(78);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
+    // Like G.722, the first Opus call of a process rings while the phrases
+    // are coded (~2.5 s in this test build).
+    let recording = baresip_call(
+        &dir,
+        &uri,
+        ports.sip + 7,
+        ports.sipp_media,
+        9,
+        None,
+        Some("opus/48000/1"),
+    );
+    let log = sav.log_text();
+    assert!(log.contains("codec=opus"), "{log}");
+    // baresip decodes Opus at 48 kHz (its mono Opus: `opus_stereo no`).
+    assert_heard_greeting_at(&recording, 48_000);
 }
 
 #[test]

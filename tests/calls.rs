@@ -377,6 +377,73 @@ async fn a_g722_call_hears_its_greeting_and_a_reply_coded_from_16_khz() {
 }
 
 #[tokio::test]
+async fn an_opus_call_hears_its_greeting_and_a_reply_on_a_48_khz_clock() {
+    let call = TestCall::start(Setup {
+        name: "calls_opus",
+        providers: Some(FakeBehaviour::default()),
+        free_conversation: true,
+        codec: sav::media::codec::Codec::Opus,
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
+    let heard_before = call.heard.lock().unwrap().len();
+    call.says(2 * SECOND).await;
+    assert!(
+        call.until(20 * SECOND, |h| {
+            h.iter().filter(|(_, p)| sounds_generated(p)).count() >= 10
+        })
+        .await,
+        "the generated reply was never heard"
+    );
+    let formats = call.fakes.as_ref().unwrap().counts().tts_formats;
+    let ended = call.hang_up().await;
+    assert!(
+        ended.payload_types.iter().all(|&pt| pt == 111),
+        "Opus on the offer's payload type"
+    );
+    // Every packet is 20 ms (the phone checked the 960-tick steps), each
+    // decoded to 160 samples.
+    assert!(ended.heard.iter().all(|(_, p)| p.len() == 160));
+    assert!(heard_before > 100);
+    assert!(ended.heard[..heard_before]
+        .iter()
+        .all(|(_, p)| !sounds_generated(p)));
+    assert_eq!(frames_missing(&ended.heard), 0);
+    // The greeting, from the first frame, as the phone's libopus decodes
+    // it at 8 kHz: a perceptual coder keeps the sound, not each sample, so
+    // compare by correlation (a few milliseconds late).
+    let greet = support::decode_ulaw(&support::cached_frames("greet").concat());
+    let heard: Vec<u8> = ended.heard.iter().flat_map(|(_, p)| p.clone()).collect();
+    let heard = support::decode_ulaw(&heard);
+    let span = 800..greet.len().min(8000 * 3);
+    let correlation = (0..160)
+        .map(|lag| {
+            let (a, b) = (
+                &greet[span.clone()],
+                &heard[span.start + lag..span.end + lag],
+            );
+            let dot: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum();
+            let norm = (a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>()
+                * b.iter().map(|&y| f64::from(y).powi(2)).sum::<f64>())
+            .sqrt();
+            dot / norm.max(1.0)
+        })
+        .fold(f64::MIN, f64::max);
+    eprintln!("Opus call: greeting correlation {correlation:.3} after decoding");
+    assert!(correlation > 0.8, "greeting through Opus: {correlation:.3}");
+    // Generated speech was asked for as 16 kHz PCM, what sav codes in Opus.
+    assert!(
+        !formats.is_empty() && formats.iter().all(|f| f == "pcm_16000"),
+        "{formats:?}"
+    );
+}
+
+#[tokio::test]
 async fn a_known_customer_is_greeted_by_name() {
     let call = TestCall::start(Setup {
         name: "calls_known",

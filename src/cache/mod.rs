@@ -223,8 +223,8 @@ impl PhraseAudio {
     }
 
     /// The phrase in every codec sav supports, each made once: G.711 from
-    /// the 8 kHz audio, G.722 from the 16 kHz audio itself (wideband) or,
-    /// for an 8 kHz phrase, through its lower band. All the same length.
+    /// the 8 kHz audio, G.722 and Opus from the 16 kHz audio itself
+    /// (wideband) or, for an 8 kHz phrase, from that. All the same frames.
     pub fn encodings(&self) -> Result<Vec<Encoding>, resample::ResampleError> {
         self.encodings_in(&SUPPORTED)
     }
@@ -242,6 +242,7 @@ impl PhraseAudio {
                 } else {
                     encoder.encode_extend(&line, &mut coded);
                 }
+                encoder.finish(&mut coded);
                 (codec, Arc::from(coded))
             })
             .collect())
@@ -364,17 +365,18 @@ fn write_atomically(path: &Path, bytes: &[u8]) -> Result<(), CacheError> {
 
 /// The loaded cache: every phrase's audio, in memory once per codec,
 /// shared by every call. G.711 is encoded when the cache loads (a table per
-/// sample); G.722, an adaptive coder ~50 times the work, the first time a
-/// call needs it ([`PhraseCache::prepare`]), so a line that never sees
-/// G.722 never pays for it.
+/// sample); G.722 and Opus, coders tens of times the work, each the first
+/// time a call needs it ([`PhraseCache::prepare`]), so a line that never
+/// sees them never pays for them.
 #[derive(Debug, Clone, Default)]
 pub struct PhraseCache {
     /// Every phrase in the codecs encoded at load.
     clips: BTreeMap<String, Clip>,
     /// The stored audio, for the codecs encoded on demand.
     sources: BTreeMap<String, Arc<PhraseAudio>>,
-    /// Every phrase in every codec, once a call needed one made on demand.
-    every_codec: std::sync::OnceLock<BTreeMap<String, Clip>>,
+    /// Per codec encoded on demand: every phrase in the codecs of load and
+    /// in it, once a call needed it.
+    on_demand: Vec<(Codec, std::sync::OnceLock<BTreeMap<String, Clip>>)>,
 }
 
 /// The codecs a loaded cache holds at once.
@@ -426,34 +428,53 @@ impl PhraseCache {
         let cache = Self {
             clips,
             sources,
-            every_codec: std::sync::OnceLock::new(),
+            on_demand: SUPPORTED
+                .iter()
+                .filter(|c| !at_load(c))
+                .map(|&c| (c, std::sync::OnceLock::new()))
+                .collect(),
         };
         Ok((cache, problems))
     }
 
-    /// The clip of a phrase (cloning it shares the audio): in every codec
-    /// once [`Self::prepare`] made them, else in those made at load.
-    pub fn clip(&self, key: &str) -> Option<&Clip> {
-        match self.every_codec.get() {
-            Some(all) => all.get(key),
+    /// The clip of a phrase for a call in `codec` (cloning it shares the
+    /// audio): in the codecs of load, and in `codec` once
+    /// [`Self::prepare`] made it.
+    pub fn clip(&self, key: &str, codec: Codec) -> Option<&Clip> {
+        match self.made(codec) {
+            Some(clips) => clips.get(key),
             None => self.clips.get(key),
         }
     }
 
-    /// Whether the clips hold `codec` already.
-    pub fn is_ready(&self, codec: Codec) -> bool {
-        at_load(&codec) || self.every_codec.get().is_some()
+    /// The phrases made on demand in `codec`, once made.
+    fn made(&self, codec: Codec) -> Option<&BTreeMap<String, Clip>> {
+        self.on_demand
+            .iter()
+            .find(|(c, _)| *c == codec)
+            .and_then(|(_, clips)| clips.get())
     }
 
-    /// Encodes every phrase in the codecs not made at load, once for the
-    /// process (later calls wait for the first, then find them made). CPU
-    /// work of tens of milliseconds: call it off the async workers.
+    /// Whether the clips hold `codec` already (or it cannot be made: a
+    /// cache that was not loaded).
+    pub fn is_ready(&self, codec: Codec) -> bool {
+        at_load(&codec)
+            || self
+                .on_demand
+                .iter()
+                .find(|(c, _)| *c == codec)
+                .is_none_or(|(_, clips)| clips.get().is_some())
+    }
+
+    /// Encodes every phrase in `codec` when it is not made at load, once
+    /// for the process (a call meanwhile waits for the first, then finds it
+    /// made). CPU work of tens of milliseconds: call it off the async
+    /// workers.
     pub fn prepare(&self, codec: Codec) {
-        if self.is_ready(codec) {
+        let Some((_, slot)) = self.on_demand.iter().find(|(c, _)| *c == codec) else {
             return;
-        }
-        self.every_codec.get_or_init(|| {
-            let later: Vec<Codec> = SUPPORTED.iter().copied().filter(|c| !at_load(c)).collect();
+        };
+        slot.get_or_init(|| {
             let started = std::time::Instant::now();
             let all: BTreeMap<String, Clip> = self
                 .clips
@@ -464,7 +485,7 @@ impl PhraseCache {
                         .filter_map(|c| clip.audio(c).map(|audio| (c, audio.clone())))
                         .collect();
                     if let Some(source) = self.sources.get(key) {
-                        match source.encodings_in(&later) {
+                        match source.encodings_in(&[codec]) {
                             Ok(more) => encodings.extend(more),
                             Err(error) => {
                                 tracing::warn!(phrase = %key, %error, "phrase not encoded")
@@ -477,7 +498,7 @@ impl PhraseCache {
                 })
                 .collect();
             tracing::info!(
-                codecs = ?later,
+                %codec,
                 took_ms = started.elapsed().as_millis() as u64,
                 "phrase cache encoded for a call"
             );
@@ -495,12 +516,15 @@ impl PhraseCache {
 
     /// Total encoded audio held, in bytes (every codec made so far).
     pub fn audio_bytes(&self) -> usize {
-        self.every_codec
-            .get()
-            .unwrap_or(&self.clips)
-            .values()
-            .map(|clip| clip.len() * clip.codecs().count())
-            .sum()
+        let at_load: usize = self.clips.values().map(Clip::size).sum();
+        let on_demand: usize = self
+            .on_demand
+            .iter()
+            .filter_map(|(codec, clips)| Some((*codec, clips.get()?)))
+            .flat_map(|(codec, clips)| clips.values().filter_map(move |c| c.audio(codec)))
+            .map(|audio| audio.len())
+            .sum();
+        at_load + on_demand
     }
 }
 
@@ -644,28 +668,39 @@ mod tests {
         let (cache, problems) = PhraseCache::load(&cfg).unwrap();
         assert!(problems.is_empty());
         assert_eq!(cache.len(), 2);
-        // G.711 at load; G.722 when a call first needs it.
+        // G.711 at load; G.722 and Opus each when a call first needs it.
         assert_eq!(cache.audio_bytes(), (4000 + 2400) * 2);
-        assert!(cache.clip("greet").unwrap().audio(Codec::G722).is_none());
+        let g722 = |cache: &PhraseCache| cache.clip("greet", Codec::G722).unwrap().clone();
+        assert!(g722(&cache).audio(Codec::G722).is_none());
         assert!(cache.is_ready(Codec::Pcma) && !cache.is_ready(Codec::G722));
-        let before = cache.clip("greet").unwrap().clone();
+        let before = g722(&cache);
         cache.prepare(Codec::G722);
-        assert!(cache.is_ready(Codec::G722));
-        assert_eq!(cache.audio_bytes(), (4000 + 2400) * SUPPORTED.len());
+        assert!(cache.is_ready(Codec::G722) && !cache.is_ready(Codec::Opus));
+        assert_eq!(cache.audio_bytes(), (4000 + 2400) * 3);
+        assert!(cache
+            .clip("greet", Codec::Opus)
+            .unwrap()
+            .audio(Codec::G722)
+            .is_none());
         // The G.711 audio made at load is the same audio, not made again.
         assert!(Arc::ptr_eq(
             before.audio(Codec::Pcmu).unwrap(),
-            cache.clip("greet").unwrap().audio(Codec::Pcmu).unwrap()
+            g722(&cache).audio(Codec::Pcmu).unwrap()
         ));
-        let a = cache.clip("greet").unwrap().clone();
-        let b = cache.clip("greet").unwrap().clone();
-        for codec in SUPPORTED {
+        let (a, b) = (g722(&cache), g722(&cache));
+        for codec in [Codec::Pcma, Codec::Pcmu, Codec::G722] {
             assert!(
                 Arc::ptr_eq(a.audio(codec).unwrap(), b.audio(codec).unwrap()),
                 "{codec}: clips are shared, not copied"
             );
             assert_eq!(a.audio(codec).unwrap().len(), 4000, "{codec}: 0.5 s");
         }
+        cache.prepare(Codec::Opus);
+        assert!(cache.is_ready(Codec::Opus));
+        let opus = cache.clip("greet", Codec::Opus).unwrap().clone();
+        let packets = opus.audio(Codec::Opus).unwrap();
+        assert_eq!(Codec::Opus.count_frames(packets), Some(25), "0.5 s");
+        assert!(cache.audio_bytes() > (4000 + 2400) * 3 + packets.len());
         // G.711 from the audio at 8 kHz: the 300 Hz tone (the 5 kHz one is
         // above what 8 kHz carries).
         let line = greet.line().unwrap();
@@ -682,7 +717,7 @@ mod tests {
             .map(|lag| snr_db(&greet.samples[1600..7800], &wide[1600 + lag..7800 + lag]))
             .fold(snr, f64::max);
         assert!(best > 15.0, "wideband phrase through G.722: {best:.1} dB");
-        assert!(cache.clip("nope").is_none());
+        assert!(cache.clip("nope", Codec::Pcma).is_none());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 

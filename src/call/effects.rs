@@ -8,6 +8,7 @@ use crate::call::speech::SpeechSession;
 use crate::call::Call;
 use crate::conversation::{CallAction, CallEvent, Note};
 
+use crate::media::codec::Codec;
 use crate::media::handle::MediaHandle;
 use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, SegmentTag};
 use crate::media::recording::Recording;
@@ -31,7 +32,7 @@ impl Call {
         match action {
             CallAction::Play(key) => {
                 self.record_phrase(&key);
-                if let Some(segment) = self.segment(&key) {
+                if let Some(segment) = self.segment(&key, media.codec()) {
                     media.enqueue(segment).await;
                 }
             }
@@ -86,9 +87,10 @@ impl Call {
         false
     }
 
-    /// A cached phrase's segment (in every codec), when the cache has it.
-    pub(super) fn segment(&self, key: &str) -> Option<SegmentKind> {
-        match self.trace.cached(&self.live.cache, key) {
+    /// A cached phrase's segment for a call in `codec`, when the cache has
+    /// it.
+    pub(super) fn segment(&self, key: &str, codec: Codec) -> Option<SegmentKind> {
+        match self.trace.cached(&self.live.cache, key, codec) {
             Some(clip) => Some(SegmentKind::Clip(clip.clone())),
             None => {
                 warn!(phrase = key, "phrase not in the cache");

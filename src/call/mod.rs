@@ -263,7 +263,7 @@ impl Call {
         let mut initial = Vec::new();
         while let Some(CallAction::Play(key)) = greeting.peek() {
             self.record_phrase(key);
-            if let Some(segment) = self.segment(key) {
+            if let Some(segment) = self.segment(key, remote.codec) {
                 initial.push(segment);
             }
             greeting.next();

@@ -150,7 +150,9 @@ pub async fn place_call(
         Vec::new()
     } else {
         let mut encoded = Vec::with_capacity(voice.len());
-        Encoder::new(codec).encode_extend(&voice, &mut encoded);
+        let mut encoder = Encoder::new(codec);
+        encoder.encode_extend(&voice, &mut encoded);
+        encoder.finish(&mut encoded);
         vec![SegmentKind::Clip(Clip::new("play", codec, encoded))]
     };
     let (media, mut events) = MediaHandle::start(

@@ -96,7 +96,7 @@ pub fn conversation(live: &Live, known: Option<&KnownCaller>, can: Abilities) ->
 pub fn stream_policy(live: &Live) -> StreamPolicy {
     let hybrid = &live.config.hybrid;
     StreamPolicy {
-        preroll_bytes: (hybrid.preroll_ms as usize) * 8,
+        preroll_frames: (hybrid.preroll_ms as usize).div_ceil(20),
         starve_grace_frames: (hybrid.filler_grace_ms / 20).max(1) as u32,
     }
 }

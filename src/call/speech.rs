@@ -147,14 +147,19 @@ impl SpeechSession {
                     };
                     media.enqueue(segment).await;
                 }
-                BookOp::Feed { stream, mut audio } => {
-                    crate::media::codec::transcode(self.made_in, media.codec(), &mut audio);
+                BookOp::Feed { stream, audio } => {
+                    let codec = media.codec();
+                    let audio = if self.made_in == codec {
+                        audio
+                    } else {
+                        crate::media::codec::transcode(self.made_in, codec, &audio)
+                    };
                     media.feed(StreamId(stream), audio).await
                 }
                 BookOp::EndStream(stream) => media.end_stream(StreamId(stream)).await,
                 BookOp::RemoveStream(stream) => media.remove_stream(StreamId(stream)).await,
                 BookOp::PlayPhrase { key, before } => {
-                    if let Some(clip) = self.trace.cached(&self.cache, &key) {
+                    if let Some(clip) = self.trace.cached(&self.cache, &key, media.codec()) {
                         let clip = SegmentKind::Clip(clip.clone());
                         match before {
                             Some(stream) => media.enqueue_before(StreamId(stream), clip).await,

@@ -26,7 +26,7 @@ use tracing::{debug, warn};
 use crate::media::codec::{Codec, Decoder, FRAME_BYTES};
 use crate::media::inbound::{InboundCore, InboundEvent, InboundRemote};
 use crate::media::jitter::JitterStats;
-use crate::media::pacer::Pacer;
+use crate::media::pacer::{Pacer, RtpClock};
 use crate::media::playout::{
     FrameSource, PlayoutEvent, PlayoutScheduler, SegmentKind, StreamId, StreamPolicy,
 };
@@ -79,8 +79,59 @@ pub struct StreamStart {
     pub events: mpsc::Sender<MediaEvent>,
     /// Copy the outbound audio here (the bot's side of a recording).
     pub recording: Option<crate::media::recording::RecordingTrack>,
-    /// Counts the RTP packets sent (for RTCP's sender reports).
-    pub sent: Arc<AtomicU64>,
+    /// What the stream sent, for RTCP's sender reports.
+    pub sent: Arc<SenderState>,
+}
+
+/// What a call's outbound stream has sent and how its timestamps run, as
+/// its RTCP sender reports say it (RFC 3550 §6.4.1): the driver writes it,
+/// the receive task reads it every few seconds.
+#[derive(Debug)]
+pub struct SenderState {
+    packets: AtomicU64,
+    octets: AtomicU64,
+    /// Changes only when a re-offer changes the clock rate.
+    clock: std::sync::Mutex<RtpClock>,
+}
+
+impl SenderState {
+    pub fn new(clock: RtpClock) -> Self {
+        Self {
+            packets: AtomicU64::new(0),
+            octets: AtomicU64::new(0),
+            clock: std::sync::Mutex::new(clock),
+        }
+    }
+
+    fn count(&self, octets: usize) {
+        self.packets.fetch_add(1, Ordering::Relaxed);
+        self.octets.fetch_add(octets as u64, Ordering::Relaxed);
+    }
+
+    /// RTP packets sent so far.
+    pub fn packets(&self) -> u64 {
+        self.packets.load(Ordering::Relaxed)
+    }
+
+    /// Payload octets sent so far.
+    pub fn octets(&self) -> u64 {
+        self.octets.load(Ordering::Relaxed)
+    }
+
+    /// How the timestamps follow media time.
+    pub fn clock(&self) -> RtpClock {
+        *self
+            .clock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    fn set_clock(&self, clock: RtpClock) {
+        *self
+            .clock
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = clock;
+    }
 }
 
 #[derive(Debug)]
@@ -136,8 +187,8 @@ struct CallStream {
     /// Where this call's outbound audio is copied, when recorded, and the
     /// decoder that turns what we send back into PCM for it.
     recording: Option<(crate::media::recording::RecordingTrack, Decoder)>,
-    /// RTP packets sent, shared with the call's RTCP.
-    sent: Arc<AtomicU64>,
+    /// What was sent, shared with the call's RTCP.
+    sent: Arc<SenderState>,
 }
 
 impl MediaDriver {
@@ -282,6 +333,9 @@ fn apply(
                 recording,
                 sent,
             } = *start;
+            let mut pacer = Pacer::new(t0.into_std(), seq0, ts0);
+            pacer.set_timestamp_step(codec.timestamp_step());
+            sent.set_clock(pacer.clock());
             let mut scheduler = PlayoutScheduler::with_policy(policy);
             scheduler.set_codec(codec);
             for segment in initial {
@@ -296,7 +350,7 @@ fn apply(
                     remote,
                     payload_type,
                     ssrc,
-                    pacer: Pacer::new(t0.into_std(), seq0, ts0),
+                    pacer,
                     scheduler,
                     events,
                     sending: true,
@@ -353,6 +407,8 @@ fn apply(
             if let Some(call) = calls.get_mut(&id) {
                 call.payload_type = payload_type;
                 call.scheduler.set_codec(codec);
+                call.pacer.set_timestamp_step(codec.timestamp_step());
+                call.sent.set_clock(call.pacer.clock());
                 if let Some((_, decoder)) = call.recording.as_mut() {
                     if decoder.codec() != codec {
                         *decoder = Decoder::new(codec);
@@ -410,7 +466,7 @@ fn send_due_frames(
         }
         if let Some((recording, decoder)) = call.recording.as_mut() {
             let mut pcm = [0i16; FRAME_BYTES];
-            let n = decoder.decode(&frame.payload, &mut pcm);
+            let n = decoder.decode(frame.payload(), &mut pcm);
             recording.put_pcm(slot.index, &pcm[..n]);
         }
         let len = rtp::write_audio_packet(
@@ -420,12 +476,12 @@ fn send_due_frames(
             slot.seq,
             slot.timestamp,
             frame.marker,
-            &frame.payload,
+            frame.payload(),
         );
         match call.socket.try_send_to(&packet[..len], call.remote) {
             Ok(_) => {
                 stats.frames_sent += 1;
-                call.sent.fetch_add(1, Ordering::Relaxed);
+                call.sent.count(frame.payload().len());
             }
             // A full socket buffer or an ICMP error from the peer: the frame
             // is lost like any UDP datagram; the clock goes on.
@@ -497,13 +553,12 @@ pub struct ReceiverConfig {
 /// What a call's RTCP needs of its outbound stream.
 pub struct RtcpSetup {
     pub socket: Arc<UdpSocket>,
-    /// Our stream's SSRC, first timestamp and frame 0's time: the RTP time
-    /// of any instant (the clock never stops, RFC 3550 §6.4.1).
+    /// Our stream's SSRC and frame 0's time: with the stream's clock, the
+    /// RTP time of any instant (the clock never stops, RFC 3550 §6.4.1).
     pub ssrc: u32,
-    pub ts0: u32,
     pub t0: Instant,
-    /// RTP packets sent so far (the driver counts them).
-    pub sent: Arc<AtomicU64>,
+    /// What the stream sent so far (the driver counts).
+    pub sent: Arc<SenderState>,
     /// Our CNAME (RFC 3550 §6.5.1).
     pub cname: String,
 }
@@ -540,18 +595,19 @@ impl Control {
 
     /// Our side as a sender report says it, while we have sent.
     fn sender_info(&self, now: Instant) -> Option<SenderInfo> {
-        let packets = self.setup.sent.load(Ordering::Relaxed);
+        let sent = &self.setup.sent;
+        let packets = sent.packets();
         if packets == 0 {
             return None;
         }
-        // The RTP clock at this very instant (8 kHz), paired with the NTP
-        // time (RFC 3550 §6.4.1).
-        let ticks = now.saturating_duration_since(self.setup.t0).as_micros() * 8 / 1000;
+        // The RTP clock at this very instant, paired with the NTP time
+        // (RFC 3550 §6.4.1).
+        let elapsed = now.saturating_duration_since(self.setup.t0);
         Some(SenderInfo {
             ntp: rtcp::ntp(SystemTime::now()),
-            rtp_timestamp: self.setup.ts0.wrapping_add(ticks as u32),
+            rtp_timestamp: sent.clock().timestamp_at(elapsed),
             packets: packets as u32,
-            octets: (packets * 160) as u32,
+            octets: sent.octets() as u32,
         })
     }
 
@@ -568,26 +624,32 @@ impl Control {
         })
     }
 
-    /// Sends our report (or BYE): on the RTP socket when multiplexed.
-    async fn report(&mut self, core: &InboundCore, rtp: &UdpSocket, bye: bool) {
+    /// Our report (or BYE) for the caller, written out: its length, where
+    /// it goes, and whether on the RTP socket (multiplexed). Apart from
+    /// [`Self::send`] so no borrow of the core lives across the send.
+    fn write_report(
+        &mut self,
+        core: &InboundCore,
+        out: &mut [u8; rtcp::MAX_PACKET],
+        bye: bool,
+    ) -> (usize, SocketAddr, bool) {
         let now = Instant::now();
         let block = self
             .session
             .report(now.into_std(), core.caller_ssrc(), core.stats());
         let sender = self.sender_info(now);
-        let mut out = [0u8; rtcp::MAX_PACKET];
         let len = if bye {
-            rtcp::write_bye(&mut out, self.setup.ssrc, sender, block, &self.setup.cname)
+            rtcp::write_bye(out, self.setup.ssrc, sender, block, &self.setup.cname)
         } else {
-            rtcp::write_report(&mut out, self.setup.ssrc, sender, block, &self.setup.cname)
+            rtcp::write_report(out, self.setup.ssrc, sender, block, &self.setup.cname)
         };
-        let to = self.destination(core);
-        let socket = if core.rtcp_mux() {
-            rtp
-        } else {
-            &*self.setup.socket
-        };
-        if let Err(error) = socket.send_to(&out[..len], to).await {
+        (len, self.destination(core), core.rtcp_mux())
+    }
+
+    /// Sends a written report: on the RTP socket when multiplexed.
+    async fn send(&self, rtp: &UdpSocket, datagram: &[u8], to: SocketAddr, mux: bool) {
+        let socket = if mux { rtp } else { &*self.setup.socket };
+        if let Err(error) = socket.send_to(datagram, to).await {
             debug!(%error, "RTCP send failed");
         }
     }
@@ -680,7 +742,9 @@ async fn receive(config: ReceiverConfig) -> Received {
             },
             _ = crate::time::sleep_until_opt(report_at) => {
                 if let Some(control) = control.as_mut() {
-                    control.report(&core, &socket, false).await;
+                    let mut out = [0u8; rtcp::MAX_PACKET];
+                    let (len, to, mux) = control.write_report(&core, &mut out, false);
+                    control.send(&socket, &out[..len], to, mux).await;
                 }
                 None
             }
@@ -764,7 +828,9 @@ async fn receive(config: ReceiverConfig) -> Received {
     }
     // The end of our stream, for the caller's RTCP (RFC 3550 §6.6).
     if let Some(control) = control.as_mut() {
-        control.report(&core, &socket, true).await;
+        let mut out = [0u8; rtcp::MAX_PACKET];
+        let (len, to, mux) = control.write_report(&core, &mut out, true);
+        control.send(&socket, &out[..len], to, mux).await;
     }
     Received {
         stats: core.stats().clone(),

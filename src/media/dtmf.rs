@@ -12,8 +12,9 @@
 /// One RFC 4733 event payload is 4 bytes (§2.3).
 const EVENT_PAYLOAD_LEN: usize = 4;
 
-/// Shortest spacing between two key presses we accept: 40 ms at 8 kHz
-/// (ITU-T Q.24 needs at least 40 ms of tone and 40 ms of pause).
+/// Shortest spacing between two key presses we accept: 40 ms (ITU-T Q.24
+/// needs at least 40 ms of tone and 40 ms of pause), here at 8 kHz; the
+/// decoder scales it to the stream's clock.
 pub const MIN_EVENT_SPACING: u32 = 320;
 
 /// A decoded key press.
@@ -53,11 +54,19 @@ pub fn event_to_digit_code(digit: char) -> Option<u8> {
 pub struct DtmfDecoder {
     /// Timestamp of the last event reported.
     last_reported: Option<u32>,
+    /// RTP clock ticks per 8 kHz sample (0 until set means 1; 6 at 48 kHz).
+    ticks_per_sample: u32,
 }
 
 impl DtmfDecoder {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The events' clock runs at `rate` Hz (the audio's: 48 kHz beside
+    /// Opus).
+    pub fn set_clock_rate(&mut self, rate: u32) {
+        self.ticks_per_sample = (rate / 8000).max(1);
     }
 
     /// Feeds one telephone-event packet; returns the digit if this packet
@@ -76,7 +85,8 @@ impl DtmfDecoder {
         if let Some(last) = self.last_reported {
             // Serial-number arithmetic (RFC 1982): not newer means old.
             let age = timestamp.wrapping_sub(last) as i32;
-            if age < MIN_EVENT_SPACING as i32 {
+            let spacing = MIN_EVENT_SPACING * self.ticks_per_sample.max(1);
+            if age < spacing as i32 {
                 return Ok(None);
             }
         }

@@ -10,7 +10,6 @@
 //! is recognised as stale ([`is_stale_idle`](MediaHandle::is_stale_idle)).
 
 use std::net::SocketAddr;
-use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,10 +20,12 @@ use tracing::info;
 
 use crate::media::codec::Codec;
 use crate::media::driver::{
-    self, MediaDriver, MediaEvent, MediaId, Received, ReceiverConfig, RtcpSetup, StreamStart,
+    self, MediaDriver, MediaEvent, MediaId, Received, ReceiverConfig, RtcpSetup, SenderState,
+    StreamStart,
 };
 use crate::media::inbound::InboundRemote;
 use crate::media::jitter::JitterStats;
+use crate::media::pacer::RtpClock;
 use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
 use crate::media::recording::Recording;
 use crate::media::rtcp::PeerView;
@@ -129,7 +130,11 @@ impl MediaHandle {
         let remote = setup.remote;
         let enqueued = setup.initial.len() as u64;
         let (ssrc, ts0): (u32, u32) = (rand::random(), rand::random());
-        let sent = Arc::new(AtomicU64::new(0));
+        let sent = Arc::new(SenderState::new(RtpClock {
+            index: 0,
+            timestamp: ts0,
+            step: remote.codec.timestamp_step(),
+        }));
         driver
             .start(StreamStart {
                 id,
@@ -151,7 +156,6 @@ impl MediaHandle {
         let rtcp = setup.rtcp.map(|socket| RtcpSetup {
             socket,
             ssrc,
-            ts0,
             t0: setup.t0,
             sent,
             cname: setup.cname,

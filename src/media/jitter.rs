@@ -8,27 +8,34 @@
 //! - Out of order, a packet waits for the ones before it, at most
 //!   [`WINDOW`] of audio behind it or [`WINDOW`] of time
 //!   ([`JitterBuffer::handle_timeout`]); a packet still missing then is
-//!   counted lost and concealed: the last packet repeated, fading (G.711
-//!   has no concealment of its own; ITU-T G.711 Appendix I does the same in
-//!   spirit), then silence.
+//!   counted lost and concealed: by the codec when it can (Opus: rebuilt
+//!   from the in-band FEC of the packet after it when that one is here,
+//!   else its packet-loss concealment), else the last packet repeated,
+//!   fading (G.711 has no concealment of its own; ITU-T G.711 Appendix I
+//!   does the same in spirit), then silence.
 //! - A packet behind what already came out is late, one already held is a
 //!   duplicate: both are dropped and counted.
 //! - A jump of the sequence beyond [`RESTART`] (a new stream, a sender that
 //!   restarted) starts over from it.
 //!
-//! Storage is fixed ([`SLOTS`] packets of up to 60 ms): nothing allocates
-//! per packet.
+//! Storage is fixed ([`SLOTS`] packets of up to [`MAX_PAYLOAD`] octets):
+//! nothing allocates per packet.
 
 use std::time::{Duration, Instant};
+
+use crate::media::codec::{Concealment, Decoder};
 
 /// How long a packet waits for the ones before it: 60 ms.
 pub const WINDOW: Duration = Duration::from_millis(60);
 /// Packets held at most (a window of 20 ms packets, and room for shorter
 /// ones).
 pub const SLOTS: usize = 8;
-/// Payload octets of one packet kept at most, and samples out (60 ms: one
-/// octet per 8 kHz sample in every codec here).
+/// Samples out of one packet at most (60 ms at 8 kHz).
 pub const MAX_SAMPLES: usize = 480;
+/// Payload octets of one packet kept at most: 60 ms of G.711, an Opus
+/// packet up to 256 kbit/s. A bigger one is dropped (counted) and
+/// concealed.
+pub const MAX_PAYLOAD: usize = 640;
 /// A sequence jump this large (either way) is a new stream, not loss.
 pub const RESTART: u16 = 100;
 /// Concealed packets in a row that still repeat audio; silence after.
@@ -57,6 +64,42 @@ pub struct JitterStats {
     pub concealed: u64,
     /// Sequence jumps taken as a new stream.
     pub restarts: u64,
+    /// Lost packets rebuilt from the next one's redundancy (Opus FEC);
+    /// counted in `concealed` too.
+    pub recovered: u64,
+    /// Packets larger than [`MAX_PAYLOAD`], dropped.
+    pub oversize: u64,
+}
+
+/// What the buffer needs of a decoder: a packet's audio, and the codec's
+/// own concealment of a lost one where it has any.
+pub trait Decode {
+    /// Decodes `payload` into `out` (8 kHz samples); returns the count.
+    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> usize;
+
+    /// `out.len()` samples for a lost packet, from `next` (the packet after
+    /// it, when held) or by extrapolation; `None` when the codec has no
+    /// concealment of its own.
+    fn conceal(&mut self, next: Option<&[u8]>, out: &mut [i16]) -> Option<Concealment> {
+        let _ = (next, out);
+        None
+    }
+}
+
+impl Decode for Decoder {
+    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> usize {
+        Decoder::decode(self, payload, out)
+    }
+
+    fn conceal(&mut self, next: Option<&[u8]>, out: &mut [i16]) -> Option<Concealment> {
+        Decoder::conceal(self, next, out)
+    }
+}
+
+impl<F: FnMut(&[u8], &mut [i16]) -> usize> Decode for F {
+    fn decode(&mut self, payload: &[u8], out: &mut [i16]) -> usize {
+        self(payload, out)
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -65,7 +108,7 @@ struct Held {
     timestamp: u32,
     arrived: Instant,
     len: usize,
-    payload: [u8; MAX_SAMPLES],
+    payload: [u8; MAX_PAYLOAD],
 }
 
 /// Where a packet's audio out of the buffer came from.
@@ -75,6 +118,9 @@ pub enum Played {
     Received,
     /// Made up for a lost packet.
     Concealed,
+    /// A lost packet rebuilt from the redundancy of the one after it: the
+    /// caller's audio, coarser.
+    Recovered,
 }
 
 /// One call's inbound reordering (see the module doc).
@@ -91,6 +137,8 @@ pub struct JitterBuffer {
     next_timestamp: u32,
     /// Concealed packets in a row.
     concealing: u32,
+    /// RTP clock ticks per 8 kHz sample out (1; 6 for Opus's 48 kHz).
+    ticks_per_sample: u32,
     /// The packet just popped.
     out: [i16; MAX_SAMPLES],
     stats: JitterStats,
@@ -112,6 +160,7 @@ impl JitterBuffer {
             last_len: 0,
             next_timestamp: 0,
             concealing: 0,
+            ticks_per_sample: 1,
             out: [0; MAX_SAMPLES],
             stats: JitterStats::default(),
         }
@@ -119,6 +168,11 @@ impl JitterBuffer {
 
     pub fn stats(&self) -> JitterStats {
         self.stats
+    }
+
+    /// The stream's RTP clock runs at `rate` Hz (the codec's).
+    pub fn set_clock_rate(&mut self, rate: u32) {
+        self.ticks_per_sample = (rate / 8000).max(1);
     }
 
     /// The stream changed source (a new SSRC): nothing held belongs to it.
@@ -129,9 +183,14 @@ impl JitterBuffer {
     }
 
     /// A packet `seq` (RTP `timestamp`) arrived at `now` with its payload
-    /// (at most [`MAX_SAMPLES`] octets are kept; none for a packet that only
-    /// holds its place, an RFC 4733 key). Pop what it lets out.
+    /// (none for a packet that only holds its place, an RFC 4733 key; one
+    /// over [`MAX_PAYLOAD`] octets is dropped and left to concealment).
+    /// Pop what it lets out.
     pub fn push(&mut self, now: Instant, seq: u16, timestamp: u32, payload: &[u8]) {
+        if payload.len() > MAX_PAYLOAD {
+            self.stats.oversize += 1;
+            return;
+        }
         let next = *self.next.get_or_insert(seq);
         let ahead = seq.wrapping_sub(next);
         if ahead > u16::MAX - RESTART {
@@ -164,13 +223,13 @@ impl JitterBuffer {
             self.stats.overflow += 1;
             return;
         };
-        let len = payload.len().min(MAX_SAMPLES);
+        let len = payload.len();
         let mut held = Held {
             seq,
             timestamp,
             arrived: now,
             len,
-            payload: [0; MAX_SAMPLES],
+            payload: [0; MAX_PAYLOAD],
         };
         held.payload[..len].copy_from_slice(&payload[..len]);
         *slot = Some(held);
@@ -207,13 +266,10 @@ impl JitterBuffer {
         }
     }
 
-    /// The next packet's audio in order, decoded by `decode` (payload in,
-    /// 8 kHz samples out, count returned), when it is there, or made up for
-    /// a packet given up as lost; with where it starts on the RTP clock.
-    pub fn pop(
-        &mut self,
-        decode: impl FnOnce(&[u8], &mut [i16]) -> usize,
-    ) -> Option<(Played, u32, &[i16])> {
+    /// The next packet's audio in order, decoded by `decoder` (8 kHz
+    /// samples), when it is there, or made up for a packet given up as
+    /// lost; with where it starts on the RTP clock.
+    pub fn pop(&mut self, decoder: &mut impl Decode) -> Option<(Played, u32, &[i16])> {
         let next = self.next?;
         if let Some(position) = self
             .held
@@ -226,7 +282,9 @@ impl JitterBuffer {
                 self.conceal_until = None;
             }
             let len = if held.len > 0 {
-                decode(&held.payload[..held.len], &mut self.out).min(MAX_SAMPLES)
+                decoder
+                    .decode(&held.payload[..held.len], &mut self.out)
+                    .min(MAX_SAMPLES)
             } else {
                 0
             };
@@ -234,7 +292,9 @@ impl JitterBuffer {
                 self.concealing = 0;
                 self.last[..len].copy_from_slice(&self.out[..len]);
                 self.last_len = len;
-                self.next_timestamp = held.timestamp.wrapping_add(len as u32);
+                self.next_timestamp = held
+                    .timestamp
+                    .wrapping_add(len as u32 * self.ticks_per_sample);
             }
             return Some((Played::Received, held.timestamp, &self.out[..len]));
         }
@@ -250,14 +310,31 @@ impl JitterBuffer {
         } else {
             self.last_len
         };
-        let gain = FADE.get(self.concealing as usize).copied().unwrap_or(0.0);
-        self.concealing = self.concealing.saturating_add(1);
-        for (out, &last) in self.out[..len].iter_mut().zip(&self.last[..len]) {
-            *out = (f32::from(last) * gain) as i16;
-        }
+        let after = next.wrapping_add(1);
+        let following = self
+            .held
+            .iter()
+            .flatten()
+            .find(|h| h.seq == after && h.len > 0)
+            .map(|h| &h.payload[..h.len]);
+        let (played, len) = match decoder.conceal(following, &mut self.out[..len]) {
+            Some(Concealment::Recovered(n)) => {
+                self.stats.recovered += 1;
+                (Played::Recovered, n.min(len))
+            }
+            Some(Concealment::Concealed(n)) => (Played::Concealed, n.min(len)),
+            None => {
+                let gain = FADE.get(self.concealing as usize).copied().unwrap_or(0.0);
+                self.concealing = self.concealing.saturating_add(1);
+                for (out, &last) in self.out[..len].iter_mut().zip(&self.last[..len]) {
+                    *out = (f32::from(last) * gain) as i16;
+                }
+                (Played::Concealed, len)
+            }
+        };
         let timestamp = self.next_timestamp;
-        self.next_timestamp = timestamp.wrapping_add(len as u32);
-        Some((Played::Concealed, timestamp, &self.out[..len]))
+        self.next_timestamp = timestamp.wrapping_add(len as u32 * self.ticks_per_sample);
+        Some((played, timestamp, &self.out[..len]))
     }
 
     /// Stops waiting for the packets before the earliest one held.
@@ -300,7 +377,7 @@ mod tests {
 
     /// Everything the buffer lets out now: (how, first sample).
     fn drain(buffer: &mut JitterBuffer) -> Vec<(Played, i16)> {
-        std::iter::from_fn(|| buffer.pop(decode).map(|(how, _, pcm)| (how, pcm[0]))).collect()
+        std::iter::from_fn(|| buffer.pop(&mut decode).map(|(how, _, pcm)| (how, pcm[0]))).collect()
     }
 
     fn received(seqs: &[u16]) -> Vec<(Played, i16)> {
@@ -415,14 +492,15 @@ mod tests {
         b.push(t, 3, 3 * 160, &audio(3));
         b.push(t, 2, 320, &[]);
         let out: Vec<(Played, usize)> =
-            std::iter::from_fn(|| b.pop(decode).map(|(how, _, pcm)| (how, pcm.len()))).collect();
+            std::iter::from_fn(|| b.pop(&mut decode).map(|(how, _, pcm)| (how, pcm.len())))
+                .collect();
         assert_eq!(out, vec![(Played::Received, 0), (Played::Received, 160)]);
         assert_eq!(b.stats().concealed, 0);
         // A loss after it is concealed from the last audio, not from it.
         b.push(t, 5, 5 * 160, &audio(5));
         b.handle_timeout(t + WINDOW);
         assert_eq!(
-            b.pop(decode).map(|(how, _, pcm)| (how, pcm[0])),
+            b.pop(&mut decode).map(|(how, _, pcm)| (how, pcm[0])),
             Some((Played::Concealed, 24))
         );
     }
@@ -433,13 +511,13 @@ mod tests {
         let mut b = JitterBuffer::new();
         b.push(t, 1, 1000, &audio(1));
         assert_eq!(
-            b.pop(decode).map(|(how, ts, _)| (how, ts)),
+            b.pop(&mut decode).map(|(how, ts, _)| (how, ts)),
             Some((Played::Received, 1000))
         );
         b.push(t, 3, 1320, &audio(3));
         b.handle_timeout(t + WINDOW);
         let out: Vec<(Played, u32)> =
-            std::iter::from_fn(|| b.pop(decode).map(|(how, ts, _)| (how, ts))).collect();
+            std::iter::from_fn(|| b.pop(&mut decode).map(|(how, ts, _)| (how, ts))).collect();
         assert_eq!(
             out,
             vec![(Played::Concealed, 1160), (Played::Received, 1320)]
@@ -466,10 +544,14 @@ mod tests {
         }
         assert_eq!(b.stats().overflow, 20 - SLOTS as u64);
         assert_eq!(drain(&mut b).len(), SLOTS);
-        // Longer packets than a slot holds are cut, not overrun.
-        b.push(t, 20, 3200, &[1; 2 * MAX_SAMPLES]);
+        // A packet longer than a slot holds is refused, not cut or
+        // overrun; the largest one kept decodes to at most MAX_SAMPLES.
+        b.push(t, 20, 3200, &[1; MAX_PAYLOAD + 1]);
+        assert_eq!(b.stats().oversize, 1);
+        b.push(t, 21, 3360, &[1; MAX_PAYLOAD]);
+        b.handle_timeout(t + WINDOW);
         let last =
-            std::iter::from_fn(|| b.pop(decode).map(|(how, _, pcm)| (how, pcm.len()))).last();
+            std::iter::from_fn(|| b.pop(&mut decode).map(|(how, _, pcm)| (how, pcm.len()))).last();
         assert_eq!(last, Some((Played::Received, MAX_SAMPLES)));
     }
 }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 /// Packet time: 20 ms, the ptime we answer with.
 pub const FRAME_DURATION: Duration = Duration::from_millis(20);
-/// 8 kHz × 20 ms.
+/// The timestamp step of an 8 kHz clock (G.711, G.722): 8 kHz × 20 ms. An
+/// Opus stream steps 960 ([`Pacer::set_timestamp_step`]).
 pub const SAMPLES_PER_FRAME: u32 = 160;
 /// Default bound on catch-up after a stall: one second of audio.
 pub const DEFAULT_MAX_CATCH_UP: u64 = 50;
@@ -36,6 +37,35 @@ pub struct FrameSlot {
     pub due: Instant,
 }
 
+/// How the RTP timestamp follows media time: frame `index` carries
+/// `timestamp`, and each frame after it `step` more. A codec change to
+/// another clock rate starts a new one at the next frame, so the
+/// timestamp goes on from where it was (no jump back, no gap).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RtpClock {
+    pub index: u64,
+    pub timestamp: u32,
+    pub step: u32,
+}
+
+impl RtpClock {
+    /// The timestamp of frame `index` (at or after this clock's start).
+    pub fn timestamp_of(&self, index: u64) -> u32 {
+        let frames = index.wrapping_sub(self.index);
+        self.timestamp
+            .wrapping_add(frames.wrapping_mul(u64::from(self.step)) as u32)
+    }
+
+    /// The timestamp of any instant, `elapsed` after frame 0 was due
+    /// (between frames too: RTCP pairs it with the wallclock, RFC 3550
+    /// §6.4.1).
+    pub fn timestamp_at(&self, elapsed: Duration) -> u32 {
+        let since = elapsed.as_micros() as i128 - i128::from(self.index) * 20_000;
+        let ticks = since * i128::from(self.step) / 20_000;
+        self.timestamp.wrapping_add(ticks as u32)
+    }
+}
+
 /// Paces one outbound RTP stream.
 #[derive(Debug, Clone)]
 pub struct Pacer {
@@ -47,8 +77,9 @@ pub struct Pacer {
     sent: u64,
     /// Random initial sequence number (RFC 3550 §5.1).
     seq0: u16,
-    /// Random initial timestamp (RFC 3550 §5.1).
-    ts0: u32,
+    /// Where the timestamps come from (a random initial one, RFC 3550
+    /// §5.1, stepping by the codec's clock).
+    clock: RtpClock,
     /// Frames further behind than this are dropped rather than burst out.
     max_catch_up: u64,
     /// Frames handed out after their due time had already passed by a whole
@@ -65,7 +96,11 @@ impl Pacer {
             next_index: 0,
             sent: 0,
             seq0,
-            ts0,
+            clock: RtpClock {
+                index: 0,
+                timestamp: ts0,
+                step: SAMPLES_PER_FRAME,
+            },
             max_catch_up: DEFAULT_MAX_CATCH_UP,
             late_frames: 0,
             skipped_frames: 0,
@@ -76,6 +111,24 @@ impl Pacer {
     pub fn with_max_catch_up(mut self, frames: u64) -> Self {
         self.max_catch_up = frames.max(1);
         self
+    }
+
+    /// The timestamp moves `step` per frame from the next frame on (the
+    /// codec's clock rate × 20 ms: a re-offer may change it mid-call).
+    pub fn set_timestamp_step(&mut self, step: u32) {
+        if step == self.clock.step {
+            return;
+        }
+        self.clock = RtpClock {
+            index: self.next_index,
+            timestamp: self.clock.timestamp_of(self.next_index),
+            step,
+        };
+    }
+
+    /// How the timestamps follow media time now.
+    pub fn clock(&self) -> RtpClock {
+        self.clock
     }
 
     /// When the next frame is due: the instant to sleep until.
@@ -105,9 +158,7 @@ impl Pacer {
         let slot = FrameSlot {
             index,
             seq: self.seq0.wrapping_add(self.sent as u16),
-            timestamp: self
-                .ts0
-                .wrapping_add(index.wrapping_mul(u64::from(SAMPLES_PER_FRAME)) as u32),
+            timestamp: self.clock.timestamp_of(index),
             due,
         };
         self.next_index += 1;
@@ -301,5 +352,33 @@ mod tests {
         let t0 = Instant::now() + ms(500);
         let mut pacer = Pacer::new(t0, 0, 0);
         assert!(pacer.poll_frame(t0 - ms(1)).is_none());
+    }
+
+    #[test]
+    fn a_codec_change_to_another_clock_steps_on_from_where_the_timestamp_was() {
+        let t0 = Instant::now();
+        let mut pacer = Pacer::new(t0, 7, u32::MAX - 200);
+        let a = pacer.poll_frame(t0).unwrap();
+        let b = pacer.poll_frame(t0 + ms(20)).unwrap();
+        // A re-offer moves the call to Opus (48 kHz) before frame 2.
+        pacer.set_timestamp_step(960);
+        let c = pacer.poll_frame(t0 + ms(40)).unwrap();
+        let d = pacer.poll_frame(t0 + ms(60)).unwrap();
+        let steps = [
+            b.timestamp.wrapping_sub(a.timestamp),
+            c.timestamp.wrapping_sub(b.timestamp),
+            d.timestamp.wrapping_sub(c.timestamp),
+        ];
+        // Frame 2 starts where frame 1 ended on the old clock; from there
+        // each frame is 960 ticks (through the wrap at 2^32).
+        assert_eq!(steps, [160, 160, 960]);
+        assert_eq!((c.seq, d.seq), (9, 10), "the sequence goes on");
+        // RTCP reads the same clock between frames (RFC 3550 §6.4.1).
+        let clock = pacer.clock();
+        assert_eq!(clock.timestamp_at(ms(40)), c.timestamp);
+        assert_eq!(clock.timestamp_at(ms(50)), c.timestamp.wrapping_add(480));
+        // The same step again changes nothing.
+        pacer.set_timestamp_step(960);
+        assert_eq!(pacer.clock(), clock);
     }
 }

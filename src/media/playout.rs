@@ -17,21 +17,27 @@
 //!
 //! Nothing here allocates per frame: clips are shared slices (`Arc<[u8]>`)
 //! read through an offset, streams are ring buffers, and the frame is a
-//! fixed array.
+//! fixed array. Clips and streams hold encoded audio as
+//! [`codec`](crate::media::codec) lays it out (frames back to back, each
+//! Opus packet behind its length), so a frame is read off the front
+//! whatever the codec.
 
 use std::collections::VecDeque;
 use std::sync::Arc;
 
 use crate::media::codec::{self, Codec, Decoder, Encoder};
 
-/// Bytes of one 20 ms frame of the call's codec (the same in every codec).
+/// Octets of one 20 ms frame of G.711 and G.722.
 pub use crate::media::codec::FRAME_BYTES;
+/// The largest payload of one frame.
+pub use crate::media::codec::MAX_FRAME_PAYLOAD;
 /// Events kept for the driver to drain; older ones are dropped (and counted)
 /// if nobody drains them.
 const MAX_PENDING_EVENTS: usize = 64;
 /// Segments that may wait in the queue; enqueueing beyond is refused.
 pub const MAX_QUEUED_SEGMENTS: usize = 32;
-/// Audio a stream may buffer (60 s); more is dropped and counted.
+/// Encoded audio a stream may buffer (60 s of G.711, more of Opus); more
+/// is dropped and counted.
 pub const MAX_STREAM_BYTES: usize = 8000 * 60;
 
 /// A clip of encoded audio shared by every call that plays it: the same
@@ -41,8 +47,8 @@ pub const MAX_STREAM_BYTES: usize = 8000 * 60;
 pub struct Clip {
     /// The phrase key (`greet`, `filler_hum`, …), for events and logs.
     pub key: Arc<str>,
-    /// The audio in each codec it was made in (never empty; the same number
-    /// of bytes in each, see [`codec`](crate::media::codec)).
+    /// The audio in each codec it was made in (never empty; the same
+    /// frames in each, see [`codec`](crate::media::codec)).
     encodings: Arc<[(Codec, Arc<[u8]>)]>,
 }
 
@@ -86,13 +92,14 @@ impl Clip {
         self.encodings.iter().map(|(c, _)| *c)
     }
 
-    /// Its length in bytes (in any of its codecs).
-    pub fn len(&self) -> usize {
-        self.first().1.len()
+    /// Octets it takes in all its codecs together.
+    pub fn size(&self) -> usize {
+        self.encodings.iter().map(|(_, audio)| audio.len()).sum()
     }
 
+    /// Whether it has no audio.
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.first().1.is_empty()
     }
 }
 
@@ -105,10 +112,15 @@ struct ClipConverter {
 }
 
 impl ClipConverter {
-    fn convert(&mut self, payload: &mut [u8]) {
+    /// One frame's `payload` into `out`; returns its octets.
+    fn convert(&mut self, payload: &[u8], out: &mut [u8]) -> usize {
         let mut pcm = [0i16; FRAME_BYTES];
         let n = self.decoder.decode(payload, &mut pcm);
-        self.encoder.encode_into(&pcm[..n], payload);
+        if n < FRAME_BYTES {
+            // A short last frame (or a refused one): silence after it.
+            pcm[n..].fill(0);
+        }
+        self.encoder.encode_frame(&pcm, out)
     }
 }
 
@@ -215,16 +227,52 @@ impl FrameSource {
 /// One frame of outbound audio.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Frame {
-    pub payload: [u8; FRAME_BYTES],
+    buf: [u8; MAX_FRAME_PAYLOAD],
+    len: usize,
     /// RTP marker: first frame of the stream, first after a hold.
     pub marker: bool,
     pub source: FrameSource,
 }
 
+impl Frame {
+    /// The RTP payload.
+    pub fn payload(&self) -> &[u8] {
+        &self.buf[..self.len]
+    }
+}
+
+/// A frame's payload while it is made.
+struct Payload {
+    buf: [u8; MAX_FRAME_PAYLOAD],
+    len: usize,
+}
+
+impl Payload {
+    fn silence(codec: Codec) -> Self {
+        let mut payload = Self {
+            buf: [0; MAX_FRAME_PAYLOAD],
+            len: 0,
+        };
+        payload.set(codec.silence_frame());
+        payload
+    }
+
+    /// Fills it with `bytes`. A frame shorter than a G.711/G.722 frame
+    /// keeps the silence after it.
+    fn set(&mut self, bytes: &[u8]) {
+        let n = bytes.len().min(MAX_FRAME_PAYLOAD);
+        self.buf[..n].copy_from_slice(&bytes[..n]);
+        self.len = self.len.max(n);
+    }
+}
+
 /// A stream's jitter buffer.
 #[derive(Debug, Clone, Default)]
 struct StreamBuffer {
+    /// Encoded audio.
     data: VecDeque<u8>,
+    /// Whole frames in `data`.
+    frames: usize,
     ended: bool,
     /// Playing (pre-roll reached); false again after an underrun.
     playing: bool,
@@ -232,6 +280,64 @@ struct StreamBuffer {
     waiting_frames: u32,
     /// `Starved` already reported for this wait.
     starved_reported: bool,
+}
+
+impl StreamBuffer {
+    /// Buffers `audio` (encoded in `codec`); returns the octets dropped.
+    fn feed(&mut self, codec: Codec, audio: &[u8]) -> usize {
+        let room = MAX_STREAM_BYTES.saturating_sub(self.data.len());
+        if codec.is_packetized() {
+            // Whole packets or nothing.
+            match codec.count_frames(audio) {
+                Some(frames) if audio.len() <= room => {
+                    self.frames += frames;
+                    self.data.extend(audio);
+                    0
+                }
+                _ => audio.len(),
+            }
+        } else {
+            let take = audio.len().min(room);
+            self.data.extend(&audio[..take]);
+            // Whole frames only: a short one at the end waits for the rest.
+            self.frames = self.data.len() / FRAME_BYTES;
+            audio.len() - take
+        }
+    }
+
+    /// The next frame into `payload`, if there is one.
+    fn take_frame(&mut self, codec: Codec, payload: &mut Payload) -> bool {
+        if self.data.is_empty() {
+            return false;
+        }
+        let len = if codec.is_packetized() {
+            let (Some(&high), Some(&low)) = (self.data.front(), self.data.get(1)) else {
+                self.data.clear();
+                return false;
+            };
+            self.data.drain(..2);
+            usize::from(u16::from_be_bytes([high, low]))
+        } else {
+            FRAME_BYTES
+        };
+        let take = len.min(self.data.len());
+        let kept = take.min(MAX_FRAME_PAYLOAD);
+        for (dst, src) in payload.buf[..kept].iter_mut().zip(self.data.drain(..kept)) {
+            *dst = src;
+        }
+        self.data.drain(..take - kept);
+        if codec.is_packetized() {
+            payload.len = kept;
+        } else {
+            payload.len = payload.len.max(kept);
+        }
+        self.frames = if codec.is_packetized() {
+            self.frames.saturating_sub(1)
+        } else {
+            self.data.len() / FRAME_BYTES
+        };
+        true
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -272,8 +378,8 @@ pub struct QueueFull;
 /// Tunables of the streams' jitter buffers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StreamPolicy {
-    /// Bytes buffered before a stream starts (and restarts after running dry).
-    pub preroll_bytes: usize,
+    /// Frames buffered before a stream starts (and restarts after running dry).
+    pub preroll_frames: usize,
     /// Frames a stream may wait at the head of the queue before `Starved`.
     pub starve_grace_frames: u32,
 }
@@ -282,7 +388,7 @@ impl Default for StreamPolicy {
     fn default() -> Self {
         Self {
             // 60 ms: enough to ride out a provider's chunk jitter.
-            preroll_bytes: 3 * FRAME_BYTES,
+            preroll_frames: 3,
             // 300 ms.
             starve_grace_frames: 15,
         }
@@ -299,7 +405,8 @@ pub struct PlayoutStats {
     pub waiting_frames: u64,
     /// Times a playing stream ran dry.
     pub underruns: u64,
-    /// Stream bytes dropped (buffer full, or for a stream no longer queued).
+    /// Stream bytes dropped (buffer full, for a stream no longer queued,
+    /// or audio not cut in whole frames of the call's codec).
     pub dropped_bytes: u64,
     pub dropped_events: u64,
 }
@@ -404,17 +511,15 @@ impl PlayoutScheduler {
 
     /// Audio for a queued stream. Audio for a stream no longer queued (it was
     /// interrupted) is dropped and counted.
+    /// Audio of a packetized codec (Opus) comes in whole frames; a chunk
+    /// that is not is dropped whole.
     pub fn feed(&mut self, stream: StreamId, audio: &[u8]) {
-        match self.stream_buffer(stream) {
-            Some(buffer) => {
-                let room = MAX_STREAM_BYTES.saturating_sub(buffer.data.len());
-                let take = audio.len().min(room);
-                buffer.data.extend(&audio[..take]);
-                let dropped = (audio.len() - take) as u64;
-                self.stats.dropped_bytes += dropped;
-            }
-            None => self.stats.dropped_bytes += audio.len() as u64,
-        }
+        let codec = self.codec;
+        let dropped = match self.stream_buffer(stream) {
+            Some(buffer) => buffer.feed(codec, audio),
+            None => audio.len(),
+        };
+        self.stats.dropped_bytes += dropped as u64;
     }
 
     /// The stream will get no more audio.
@@ -488,7 +593,9 @@ impl PlayoutScheduler {
         }
         for segment in &mut self.queue {
             if let Some(buffer) = segment.buffer.as_mut() {
-                codec::transcode(from, codec, buffer.data.make_contiguous());
+                let audio = codec::transcode(from, codec, buffer.data.make_contiguous());
+                buffer.frames = codec.count_frames(&audio).unwrap_or(0);
+                buffer.data = audio.into();
             }
         }
     }
@@ -506,7 +613,7 @@ impl PlayoutScheduler {
             let Some(segment) = self.queue.front_mut() else {
                 return self.idle_frame();
             };
-            let mut payload = [self.codec.silence(); FRAME_BYTES];
+            let mut payload = Payload::silence(self.codec);
             let produced = match (&segment.kind, segment.buffer.as_mut()) {
                 (SegmentKind::Clip(clip), _) => {
                     let (made_in, audio) = match clip.audio(self.codec) {
@@ -514,28 +621,30 @@ impl PlayoutScheduler {
                         None => clip.first(),
                     };
                     let audio = &audio[segment.position.min(audio.len())..];
-                    if audio.is_empty() {
-                        None
-                    } else {
-                        let take = audio.len().min(FRAME_BYTES);
-                        payload[..take].copy_from_slice(&audio[..take]);
-                        if made_in != self.codec {
-                            let converter = self.converter.get_or_insert_with(|| ClipConverter {
-                                decoder: Decoder::new(made_in),
-                                encoder: Encoder::new(self.codec),
-                            });
-                            if converter.decoder.codec() != made_in
-                                || converter.encoder.codec() != self.codec
-                            {
-                                *converter = ClipConverter {
-                                    decoder: Decoder::new(made_in),
-                                    encoder: Encoder::new(self.codec),
-                                };
+                    match made_in.first_frame(audio) {
+                        None => None,
+                        Some((frame, taken)) => {
+                            if made_in == self.codec {
+                                payload.set(frame);
+                            } else {
+                                let converter =
+                                    self.converter.get_or_insert_with(|| ClipConverter {
+                                        decoder: Decoder::new(made_in),
+                                        encoder: Encoder::new(self.codec),
+                                    });
+                                if converter.decoder.codec() != made_in
+                                    || converter.encoder.codec() != self.codec
+                                {
+                                    *converter = ClipConverter {
+                                        decoder: Decoder::new(made_in),
+                                        encoder: Encoder::new(self.codec),
+                                    };
+                                }
+                                payload.len = converter.convert(frame, &mut payload.buf);
                             }
-                            converter.convert(&mut payload[..take]);
+                            segment.position += taken;
+                            Some(FrameSource::Clip)
                         }
-                        segment.position += take;
-                        Some(FrameSource::Clip)
                     }
                 }
                 (SegmentKind::Silence { frames }, _) => {
@@ -548,16 +657,10 @@ impl PlayoutScheduler {
                 }
                 (SegmentKind::Stream { id, .. }, Some(buffer)) => {
                     let stream = *id;
-                    if !buffer.playing
-                        && (buffer.data.len() >= policy.preroll_bytes || buffer.ended)
-                    {
+                    if !buffer.playing && (buffer.frames >= policy.preroll_frames || buffer.ended) {
                         buffer.playing = true;
                     }
-                    if buffer.playing && !buffer.data.is_empty() {
-                        let take = buffer.data.len().min(FRAME_BYTES);
-                        for (dst, src) in payload.iter_mut().zip(buffer.data.drain(..take)) {
-                            *dst = src;
-                        }
+                    if buffer.playing && buffer.take_frame(self.codec, &mut payload) {
                         buffer.waiting_frames = 0;
                         buffer.starved_reported = false;
                         Some(FrameSource::Stream)
@@ -633,10 +736,11 @@ impl PlayoutScheduler {
                 enqueued: self.next_id,
             });
         }
-        self.emit([self.codec.silence(); FRAME_BYTES], FrameSource::Idle)
+        let silence = Payload::silence(self.codec);
+        self.emit(silence, FrameSource::Idle)
     }
 
-    fn emit(&mut self, payload: [u8; FRAME_BYTES], source: FrameSource) -> Frame {
+    fn emit(&mut self, payload: Payload, source: FrameSource) -> Frame {
         let marker = std::mem::take(&mut self.marker_pending);
         match source {
             FrameSource::Clip => self.stats.clip_frames += 1,
@@ -648,7 +752,8 @@ impl PlayoutScheduler {
             self.idle_reported = false;
         }
         Frame {
-            payload,
+            buf: payload.buf,
+            len: payload.len,
             marker,
             source,
         }
@@ -711,7 +816,7 @@ mod tests {
         let mut s = PlayoutScheduler::new();
         for i in 0..3 {
             let f = s.next_frame();
-            assert_eq!(f.payload, [g711::SILENCE; FRAME_BYTES]);
+            assert_eq!(f.payload(), [g711::SILENCE; FRAME_BYTES]);
             assert_eq!(f.marker, i == 0);
             assert_eq!(f.source, FrameSource::Idle);
         }
@@ -722,13 +827,13 @@ mod tests {
     fn a_codec_change_converts_what_is_queued_and_the_silence() {
         let mut s = PlayoutScheduler::new();
         s.set_codec(Codec::Pcma);
-        assert_eq!(s.next_frame().payload, [g711::ALAW_SILENCE; FRAME_BYTES]);
+        assert_eq!(s.next_frame().payload(), [g711::ALAW_SILENCE; FRAME_BYTES]);
         // A μ-law clip (a cache without A-law) goes out as A-law.
         let loud = g711::encode(8000);
         s.enqueue(SegmentKind::Clip(clip("greet", 160, loud)))
             .unwrap();
         let frame = s.next_frame();
-        assert_eq!(frame.payload, [g711::ulaw_to_alaw(loud); FRAME_BYTES]);
+        assert_eq!(frame.payload(), [g711::ulaw_to_alaw(loud); FRAME_BYTES]);
         // A stream fed in A-law, then the call goes back to μ-law: what is
         // buffered is converted once.
         let id = StreamId(1);
@@ -742,12 +847,105 @@ mod tests {
         s.feed(id, &[alaw; 480]);
         s.set_codec(Codec::Pcmu);
         let frame = s.next_frame();
-        assert_eq!(frame.payload, [g711::alaw_to_ulaw(alaw); FRAME_BYTES]);
+        assert_eq!(frame.payload(), [g711::alaw_to_ulaw(alaw); FRAME_BYTES]);
         s.end_stream(id);
         for _ in 0..3 {
             s.next_frame();
         }
-        assert_eq!(s.next_frame().payload, [g711::SILENCE; FRAME_BYTES]);
+        assert_eq!(s.next_frame().payload(), [g711::SILENCE; FRAME_BYTES]);
+    }
+
+    /// `frames` Opus packets of a voiced sound, as encoded audio.
+    fn opus_audio(frames: usize) -> Vec<u8> {
+        let pcm: Vec<i16> = (0..frames * 320)
+            .map(|n| (6000.0 * (n as f64 * 0.11).sin()) as i16)
+            .collect();
+        let mut encoder = Encoder::new(Codec::Opus);
+        let mut audio = Vec::new();
+        encoder.encode_audio_extend(&pcm, &mut audio);
+        audio
+    }
+
+    #[test]
+    fn an_opus_stream_plays_a_packet_a_frame_and_counts_its_pre_roll_in_frames() {
+        let mut s = PlayoutScheduler::new();
+        s.set_codec(Codec::Opus);
+        // Idle: the Opus silence packet.
+        assert_eq!(s.next_frame().payload(), Codec::Opus.silence_frame());
+        let audio = opus_audio(5);
+        let packets: Vec<&[u8]> = Codec::Opus.frames(&audio).collect();
+        assert_eq!(packets.len(), 5);
+        let id = StreamId(4);
+        s.enqueue(SegmentKind::Stream {
+            id,
+            reply: 1,
+            sentence: 0,
+        })
+        .unwrap();
+        // Two packets are fewer than the three frames of pre-roll, however
+        // many octets they take.
+        let two = packets[0].len() + packets[1].len() + 4;
+        s.feed(id, &audio[..two]);
+        assert_eq!(s.next_frame().source, FrameSource::Waiting);
+        // Half a packet is not Opus audio: dropped whole, counted.
+        s.feed(id, &audio[two..two + 3]);
+        assert_eq!(s.stats().dropped_bytes, 3);
+        s.feed(id, &audio[two..]);
+        s.end_stream(id);
+        let played: Vec<Vec<u8>> = (0..5).map(|_| s.next_frame().payload().to_vec()).collect();
+        let expected: Vec<Vec<u8>> = packets.iter().map(|p| p.to_vec()).collect();
+        assert_eq!(played, expected, "packet for packet");
+        let after = s.next_frame();
+        assert_eq!(after.payload(), Codec::Opus.silence_frame());
+        assert_eq!(after.source, FrameSource::Idle);
+    }
+
+    #[test]
+    fn a_re_offer_to_opus_codes_what_is_buffered_and_converts_a_g711_clip() {
+        let mut s = PlayoutScheduler::new();
+        let loud: Vec<u8> = (0..800u32)
+            .map(|n| g711::encode((7000.0 * (n as f64 * 0.2).sin()) as i16))
+            .collect();
+        // A μ-law clip playing when the call turns to Opus: its next frames
+        // go out as Opus packets of the same audio.
+        s.enqueue(SegmentKind::Clip(Clip::new(
+            "greet",
+            Codec::Pcmu,
+            loud.clone(),
+        )))
+        .unwrap();
+        assert_eq!(s.next_frame().payload(), &loud[..160]);
+        let id = StreamId(2);
+        s.enqueue(SegmentKind::Stream {
+            id,
+            reply: 1,
+            sentence: 0,
+        })
+        .unwrap();
+        s.feed(id, &loud);
+        s.end_stream(id);
+        s.set_codec(Codec::Opus);
+        let mut decoder = Decoder::new(Codec::Opus);
+        let mut heard = Vec::new();
+        for _ in 0..9 {
+            let frame = s.next_frame();
+            assert!(frame.source.is_speech());
+            assert!(frame.payload().len() < FRAME_BYTES, "an Opus packet");
+            let mut pcm = [0i16; FRAME_BYTES];
+            let n = decoder.decode(frame.payload(), &mut pcm);
+            assert_eq!(n, FRAME_BYTES);
+            heard.extend_from_slice(&pcm);
+        }
+        assert_eq!(decoder.errors(), 0);
+        // The clip's last four frames, then the stream's five: loud audio
+        // all through (a decoder that heard silence or noise would not be).
+        let level = |pcm: &[i16]| {
+            pcm.iter().map(|s| i64::from(s.unsigned_abs())).sum::<i64>() / pcm.len() as i64
+        };
+        for (n, frame) in heard.chunks(FRAME_BYTES).enumerate().skip(1) {
+            assert!(level(frame) > 1500, "frame {n}: level {}", level(frame));
+        }
+        assert_eq!(s.next_frame().source, FrameSource::Idle);
     }
 
     #[test]
@@ -764,7 +962,7 @@ mod tests {
         for _ in 0..5 {
             let f = s.next_frame();
             markers.push(f.marker);
-            out.extend_from_slice(&f.payload);
+            out.extend_from_slice(f.payload());
         }
         // 400 bytes of greet = 2 full frames + 80 bytes padded with silence.
         assert_eq!(&out[..400], &greet.first().1[..]);
@@ -846,7 +1044,7 @@ mod tests {
         s.enqueue(SegmentKind::Clip(clip("empty", 0, 0))).unwrap();
         s.enqueue(SegmentKind::Clip(clip("b", 160, 9))).unwrap();
         let f = s.next_frame();
-        assert_eq!(f.payload, [9; FRAME_BYTES]);
+        assert_eq!(f.payload(), [9; FRAME_BYTES]);
         assert!(f.marker);
     }
 
@@ -946,7 +1144,7 @@ mod tests {
     #[test]
     fn a_late_stream_waits_for_its_preroll_and_is_reported_starved_once() {
         let policy = StreamPolicy {
-            preroll_bytes: 480,
+            preroll_frames: 3,
             starve_grace_frames: 15,
         };
         let mut s = PlayoutScheduler::with_policy(policy);
@@ -993,7 +1191,7 @@ mod tests {
             .is_some());
         s.feed(StreamId(1), &[0x55; 480]);
         s.end_stream(StreamId(1));
-        let payloads: Vec<u8> = (0..5).map(|_| s.next_frame().payload[0]).collect();
+        let payloads: Vec<u8> = (0..5).map(|_| s.next_frame().payload()[0]).collect();
         assert_eq!(payloads, vec![0x44, 0x44, 0x55, 0x55, 0x55]);
     }
 
@@ -1007,14 +1205,14 @@ mod tests {
         assert!(s
             .enqueue_before(StreamId(5), SegmentKind::Clip(clip("other", 160, 0x02)))
             .is_some());
-        let payloads: Vec<u8> = (0..6).map(|_| s.next_frame().payload[0]).collect();
+        let payloads: Vec<u8> = (0..6).map(|_| s.next_frame().payload()[0]).collect();
         assert_eq!(payloads, vec![0x01, 0x01, 0x01, 0x01, 0x02, g711::SILENCE]);
     }
 
     #[test]
     fn a_stream_that_runs_dry_counts_an_underrun_and_rebuffers() {
         let mut s = PlayoutScheduler::with_policy(StreamPolicy {
-            preroll_bytes: 320,
+            preroll_frames: 2,
             starve_grace_frames: 15,
         });
         s.enqueue(stream(2)).unwrap();
@@ -1042,7 +1240,7 @@ mod tests {
     #[test]
     fn a_stream_stalled_mid_sentence_is_reported_and_a_filler_covers_it() {
         let mut s = PlayoutScheduler::with_policy(StreamPolicy {
-            preroll_bytes: 320,
+            preroll_frames: 2,
             starve_grace_frames: 15,
         });
         s.enqueue(stream(2)).unwrap();
@@ -1072,7 +1270,7 @@ mod tests {
             .enqueue_before(StreamId(2), SegmentKind::Clip(clip("filler", 320, 0x01)))
             .is_some());
         s.feed(StreamId(2), &[0x67; 480]);
-        let payloads: Vec<u8> = (0..5).map(|_| s.next_frame().payload[0]).collect();
+        let payloads: Vec<u8> = (0..5).map(|_| s.next_frame().payload()[0]).collect();
         assert_eq!(payloads, vec![0x01, 0x01, 0x67, 0x67, 0x67]);
         // Sounding again: a late filler is not let in.
         assert!(s
@@ -1111,7 +1309,7 @@ mod tests {
             .unwrap();
         s.feed(StreamId(8), &[0x03; 480]);
         s.remove_stream(StreamId(8));
-        let payloads: Vec<u8> = (0..3).map(|_| s.next_frame().payload[0]).collect();
+        let payloads: Vec<u8> = (0..3).map(|_| s.next_frame().payload()[0]).collect();
         assert_eq!(payloads, vec![0x01, 0x02, g711::SILENCE]);
     }
 
@@ -1130,7 +1328,7 @@ mod tests {
             None
         );
         assert!(
-            (0..5).all(|_| s.next_frame().payload[0] == 0x55),
+            (0..5).all(|_| s.next_frame().payload()[0] == 0x55),
             "no filler inside the reply"
         );
         // Still waiting: the filler goes right in front of it.

@@ -117,18 +117,30 @@ impl RecordingTrack {
 #[derive(Debug, Default, Clone, Copy)]
 pub struct CallerPlacer {
     anchor: Option<(u32, u32, u64)>,
+    /// RTP clock ticks per 8 kHz sample (0 until set means 1; Opus: 6).
+    ticks_per_sample: u32,
 }
 
 /// Samples (8 kHz) a timestamp may stray from arrival before re-anchoring.
 pub const MAX_DRIFT: u64 = 2 * 8000;
 
 impl CallerPlacer {
+    /// The stream's RTP clock runs at `rate` Hz; a change anchors again.
+    pub fn set_clock_rate(&mut self, rate: u32) {
+        let ticks = (rate / 8000).max(1);
+        if ticks != self.ticks_per_sample.max(1) {
+            self.anchor = None;
+        }
+        self.ticks_per_sample = ticks;
+    }
+
     /// The sample offset of a packet with `ssrc`/`timestamp` that arrived
     /// `arrival` samples after the start of the call.
     pub fn place(&mut self, ssrc: u32, timestamp: u32, arrival: u64) -> u64 {
         if let Some((s, ts0, pos0)) = self.anchor {
             if s == ssrc {
-                let delta = u64::from(timestamp.wrapping_sub(ts0));
+                let ticks = u64::from(timestamp.wrapping_sub(ts0));
+                let delta = ticks / u64::from(self.ticks_per_sample.max(1));
                 let pos = pos0.saturating_add(delta);
                 if pos.abs_diff(arrival) <= MAX_DRIFT {
                     return pos;

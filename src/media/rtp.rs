@@ -4,12 +4,12 @@
 
 use rtp_rs::{RtpPacketBuilder, RtpReader, RtpReaderError, Seq};
 
-use crate::media::playout::FRAME_BYTES;
+use crate::media::codec::MAX_FRAME_PAYLOAD;
 
 /// Fixed RTP header (no CSRC, no extension): RFC 3550 §5.1.
 pub const HEADER_LEN: usize = 12;
-/// A PCMU packet on the wire.
-pub const PACKET_LEN: usize = HEADER_LEN + FRAME_BYTES;
+/// Room for one audio packet we send: the header and the largest frame.
+pub const PACKET_LEN: usize = HEADER_LEN + MAX_FRAME_PAYLOAD;
 /// Largest datagram we read; bigger ones are truncated by the socket and
 /// rejected by the parser.
 pub const MAX_DATAGRAM: usize = 1500;
@@ -101,7 +101,8 @@ pub fn parse_inbound<'a>(datagram: &'a [u8], pts: &PayloadTypes) -> Result<Inbou
     }
 }
 
-/// Writes one PCMU packet into `out`; returns its length.
+/// Writes one audio packet into `out`; returns its length. A payload is
+/// at most [`MAX_FRAME_PAYLOAD`] octets (more is cut).
 pub fn write_audio_packet(
     out: &mut [u8; PACKET_LEN],
     payload_type: u8,
@@ -109,8 +110,9 @@ pub fn write_audio_packet(
     seq: u16,
     timestamp: u32,
     marker: bool,
-    payload: &[u8; FRAME_BYTES],
+    payload: &[u8],
 ) -> usize {
+    let payload = &payload[..payload.len().min(MAX_FRAME_PAYLOAD)];
     let builder = RtpPacketBuilder::new()
         .payload_type(payload_type)
         .ssrc(ssrc)
@@ -118,14 +120,15 @@ pub fn write_audio_packet(
         .timestamp(timestamp)
         .marked(marker)
         .payload(payload);
-    // A 12-byte header plus 160 bytes is exactly PACKET_LEN, and the payload
-    // type comes from SDP negotiation (0..=127).
+    // A 12-byte header plus at most MAX_FRAME_PAYLOAD fits PACKET_LEN, and
+    // the payload type comes from SDP negotiation (0..=127).
     builder.build_into_unchecked(out)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::media::codec::FRAME_BYTES;
 
     const PTS: PayloadTypes = PayloadTypes {
         audio: 0,
@@ -137,10 +140,10 @@ mod tests {
         let mut buf = [0u8; PACKET_LEN];
         let payload = [0x55; FRAME_BYTES];
         let n = write_audio_packet(&mut buf, 0, 0xDEADBEEF, 65535, u32::MAX, true, &payload);
-        assert_eq!(n, PACKET_LEN);
+        assert_eq!(n, HEADER_LEN + FRAME_BYTES);
         assert_eq!(buf[0], 0x80, "V=2, no padding/extension/CSRC");
         assert_eq!(buf[1], 0x80, "marker set, PT 0");
-        match parse_inbound(&buf, &PTS).unwrap() {
+        match parse_inbound(&buf[..n], &PTS).unwrap() {
             Inbound::Audio {
                 seq,
                 timestamp,

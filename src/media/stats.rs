@@ -4,8 +4,8 @@
 
 use std::time::{Duration, Instant};
 
-/// Sampling rate of the stream's RTP clock (PCMU: 8 kHz).
-const CLOCK_RATE: f64 = 8000.0;
+/// The RTP clock rate until the stream's codec says otherwise (G.711).
+const DEFAULT_CLOCK_RATE: u32 = 8000;
 
 #[derive(Debug, Default, Clone)]
 pub struct ReceiveStats {
@@ -24,6 +24,8 @@ pub struct ReceiveStats {
     /// Transit time of the previous packet, in RTP clock units.
     last_transit: Option<f64>,
     jitter: f64,
+    /// The stream's RTP clock rate (Hz); 0 until set means 8 kHz.
+    clock_rate: u32,
     pub max_gap: Duration,
     /// When the first packet whose audio is not silence arrived.
     pub first_audio: Option<Instant>,
@@ -32,6 +34,27 @@ pub struct ReceiveStats {
 impl ReceiveStats {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// The stream's RTP clock runs at `rate` Hz (its codec's; a re-offer
+    /// may change it: the jitter is rescaled, the next transit starts
+    /// afresh).
+    pub fn set_clock_rate(&mut self, rate: u32) {
+        let old = self.clock();
+        if rate == 0 || f64::from(rate) == old {
+            return;
+        }
+        self.jitter *= f64::from(rate) / old;
+        self.clock_rate = rate;
+        self.last_transit = None;
+    }
+
+    fn clock(&self) -> f64 {
+        f64::from(if self.clock_rate == 0 {
+            DEFAULT_CLOCK_RATE
+        } else {
+            self.clock_rate
+        })
     }
 
     /// The caller's stream changed source (a new SSRC: a transfer, a
@@ -50,7 +73,7 @@ impl ReceiveStats {
         let Some((t0, _)) = self.first else {
             return;
         };
-        let arrival = now.saturating_duration_since(t0).as_secs_f64() * CLOCK_RATE;
+        let arrival = now.saturating_duration_since(t0).as_secs_f64() * self.clock();
         let transit = arrival - f64::from(timestamp);
         if let Some(last) = self.last_transit {
             let mut d = transit - last;
@@ -139,7 +162,7 @@ impl ReceiveStats {
 
     /// Interarrival jitter, in milliseconds.
     pub fn jitter_ms(&self) -> f64 {
-        self.jitter / CLOCK_RATE * 1000.0
+        self.jitter / self.clock() * 1000.0
     }
 }
 

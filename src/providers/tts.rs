@@ -110,14 +110,14 @@ fn pcm_rate(format: &str) -> Result<Option<u32>, String> {
 
 /// The `output_format` to ask for a call in `codec`, and its PCM rate
 /// (`None`: the audio comes in the codec already): the call's own G.711 law
-/// when G.711 is configured, 16 kHz PCM for a G.722 call (the provider's
-/// wideband, coded as is), else the configured PCM (`pcm_rate` is `Some`).
+/// when G.711 is configured, 16 kHz PCM for a G.722 or Opus call (the
+/// provider's wideband, coded as is), else the configured PCM (`pcm_rate` is `Some`).
 fn request_format(configured: &str, pcm_rate: Option<u32>, codec: Codec) -> (&str, Option<u32>) {
     match (pcm_rate, codec) {
         (Some(rate), _) => (configured, Some(rate)),
         (None, Codec::Pcmu) => ("ulaw_8000", None),
         (None, Codec::Pcma) => ("alaw_8000", None),
-        (None, Codec::G722) => ("pcm_16000", Some(16_000)),
+        (None, Codec::G722 | Codec::Opus) => ("pcm_16000", Some(16_000)),
     }
 }
 
@@ -205,12 +205,13 @@ impl Converter {
         let Some(path) = self.pcm.as_mut() else {
             return Ok(Vec::new());
         };
-        let Some(resampler) = path.resampler.as_mut() else {
-            return Ok(Vec::new());
-        };
-        let audio = resampler.finish().map_err(|e| e.to_string())?;
-        let mut out = Vec::with_capacity(audio.len());
-        path.encoder.encode_audio_extend(&audio, &mut out);
+        let mut out = Vec::new();
+        if let Some(resampler) = path.resampler.as_mut() {
+            let audio = resampler.finish().map_err(|e| e.to_string())?;
+            path.encoder.encode_audio_extend(&audio, &mut out);
+        }
+        // An Opus frame begun goes out padded.
+        path.encoder.finish(&mut out);
         Ok(out)
     }
 }
@@ -516,7 +517,7 @@ mod tests {
             }
             out.extend(c.finish().unwrap());
             assert_eq!(out.len(), 8000, "one second at 8 kHz");
-            assert!(out.iter().any(|&b| b != codec.silence()));
+            assert!(out.iter().any(|&b| b != codec.silence_frame()[0]));
             outputs.push(out);
         }
         // The same sound in either law, within a quantisation step.

@@ -373,11 +373,10 @@ pub fn answer(
             let _ = write!(sdp, " {te}");
         }
         let _ = write!(sdp, "\r\n");
-        write_formats(
-            &mut sdp,
-            &[(chosen.payload_type, chosen.codec)],
-            chosen.telephone_event,
-        );
+        write_formats(&mut sdp, &[(chosen.payload_type, chosen.codec)]);
+        if let Some(te) = chosen.telephone_event {
+            write_telephone_event(&mut sdp, te, chosen.codec.clock_rate());
+        }
         let _ = write!(sdp, "a=ptime:20\r\na={}\r\n", chosen.direction.attribute());
         if chosen.rtcp_mux {
             let _ = write!(sdp, "a=rtcp-mux\r\n");
@@ -386,50 +385,73 @@ pub fn answer(
     sdp
 }
 
-/// The `a=rtpmap` (and telephone-event's `a=fmtp`) lines of `formats`.
-fn write_formats(sdp: &mut String, formats: &[(u8, Codec)], telephone_event: Option<u8>) {
+/// The `a=rtpmap` (and `a=fmtp`) lines of `formats`.
+fn write_formats(sdp: &mut String, formats: &[(u8, Codec)]) {
     for (pt, codec) in formats {
-        let _ = write!(
-            sdp,
-            "a=rtpmap:{pt} {}/{}\r\n",
-            codec.name(),
-            codec.clock_rate()
-        );
-    }
-    if let Some(te) = telephone_event {
-        let rate = formats.first().map_or(8000, |(_, c)| c.clock_rate());
-        let _ = write!(
-            sdp,
-            "a=rtpmap:{te} telephone-event/{rate}\r\na=fmtp:{te} 0-15\r\n"
-        );
+        let _ = write!(sdp, "a=rtpmap:{pt} {}\r\n", codec.rtpmap());
+        if let Some(fmtp) = codec.fmtp() {
+            let _ = write!(sdp, "a=fmtp:{pt} {fmtp}\r\n");
+        }
     }
 }
 
-/// Payload type we offer telephone-event on when the INVITE had no offer.
+/// telephone-event (RFC 4733) on `pt` at `rate`, keys 0-15.
+fn write_telephone_event(sdp: &mut String, pt: u8, rate: u32) {
+    let _ = write!(
+        sdp,
+        "a=rtpmap:{pt} telephone-event/{rate}\r\na=fmtp:{pt} 0-15\r\n"
+    );
+}
+
+/// Payload type we offer telephone-event on at 8 kHz when the INVITE had
+/// no offer.
 pub const OFFERED_TELEPHONE_EVENT: u8 = 101;
+/// ... and at 48 kHz, beside Opus (RFC 4733 §2.1: the event clock is the
+/// audio's).
+pub const OFFERED_TELEPHONE_EVENT_48K: u8 = 110;
 
 /// Our offer (an INVITE we send, or one that came without an offer:
 /// delayed offer, RFC 3261 §13.2.1): the codecs of `choice` in our order,
-/// by their static payload types, and telephone-event, at `local`.
+/// by their static payload types (Opus on a dynamic one), and
+/// telephone-event at each of their clock rates, at `local`.
 pub fn offer(local: SocketAddr, origin: Origin, choice: &CodecChoice) -> String {
     let ip = local.ip();
     let addr_type = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let formats: Vec<(u8, Codec)> = choice
         .allowed
         .iter()
-        .filter_map(|&c| c.static_payload_type().map(|pt| (pt, c)))
+        .map(|&c| (c.offer_payload_type(), c))
         .collect();
+    let mut events: Vec<(u8, u32)> = Vec::new();
+    for (_, codec) in &formats {
+        let rate = codec.clock_rate();
+        let pt = if rate == 48_000 {
+            OFFERED_TELEPHONE_EVENT_48K
+        } else {
+            OFFERED_TELEPHONE_EVENT
+        };
+        if !events.contains(&(pt, rate)) {
+            events.push((pt, rate));
+        }
+    }
     let mut sdp = String::with_capacity(512);
     let _ = write!(
         sdp,
         "v=0\r\no=sav {} {} IN {addr_type} {ip}\r\ns=sav\r\nc=IN {addr_type} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP",
         origin.id, origin.version, local.port()
     );
-    for (pt, _) in &formats {
+    for pt in formats
+        .iter()
+        .map(|(pt, _)| pt)
+        .chain(events.iter().map(|(pt, _)| pt))
+    {
         let _ = write!(sdp, " {pt}");
     }
-    let _ = write!(sdp, " {OFFERED_TELEPHONE_EVENT}\r\n");
-    write_formats(&mut sdp, &formats, Some(OFFERED_TELEPHONE_EVENT));
+    let _ = write!(sdp, "\r\n");
+    write_formats(&mut sdp, &formats);
+    for (pt, rate) in events {
+        write_telephone_event(&mut sdp, pt, rate);
+    }
     let _ = write!(sdp, "a=ptime:20\r\na=sendrecv\r\n");
     sdp
 }
@@ -553,7 +575,7 @@ a=ptime:20\r\n";
         assert_eq!(
             err,
             SdpError::NoCommonCodec {
-                accepted: "PCMA, PCMU, G722".into(),
+                accepted: "PCMA, PCMU, G722, opus".into(),
                 offered: "18 G729/8000, 101 telephone-event/8000".into()
             }
         );
@@ -576,7 +598,7 @@ a=ptime:20\r\n";
 
     #[test]
     fn dynamic_pt_claiming_pcmu_is_accepted_and_pt0_remapped_is_not() {
-        let offer = "v=0\nc=IN IP4 1.2.3.4\nm=audio 4000 RTP/AVP 0 96\na=rtpmap:0 opus/48000/2\na=rtpmap:96 PCMU/8000\n";
+        let offer = "v=0\nc=IN IP4 1.2.3.4\nm=audio 4000 RTP/AVP 0 96\na=rtpmap:0 AMR/8000\na=rtpmap:96 PCMU/8000\n";
         let chosen =
             negotiate_default(&SessionDescription::parse(offer.as_bytes()).unwrap()).unwrap();
         assert_eq!((chosen.codec, chosen.payload_type), (Codec::Pcmu, 96));
@@ -638,9 +660,18 @@ a=ptime:20\r\n";
         let choice = CodecChoice::default();
         let offer_sdp = offer("127.0.0.1:20004".parse().unwrap(), Origin::new(9), &choice);
         assert!(
-            offer_sdp.contains("m=audio 20004 RTP/AVP 8 0 9 101\r\n"),
+            offer_sdp.contains("m=audio 20004 RTP/AVP 8 0 9 111 101 110\r\n"),
             "{offer_sdp}"
         );
+        // Opus on its dynamic type, with telephone-event at its 48 kHz.
+        for line in [
+            "a=rtpmap:111 opus/48000/2\r\n",
+            "a=fmtp:111 useinbandfec=1;",
+            "a=rtpmap:101 telephone-event/8000\r\n",
+            "a=rtpmap:110 telephone-event/48000\r\n",
+        ] {
+            assert!(offer_sdp.contains(line), "{line} in {offer_sdp}");
+        }
         let parsed = SessionDescription::parse(offer_sdp.as_bytes()).unwrap();
         let chosen = negotiate(&parsed, &choice).unwrap();
         assert_eq!(chosen.remote, "127.0.0.1:20004".parse().unwrap());

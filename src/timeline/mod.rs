@@ -234,15 +234,16 @@ impl CallTrace {
         }
     }
 
-    /// A phrase from the cache, its lookup timed as the phrase's "first
+    /// A phrase from the cache for a call in `codec`, its lookup timed as the phrase's "first
     /// byte" from the cache (µs: the audio is in memory).
     pub fn cached<'a>(
         &self,
         cache: &'a crate::cache::PhraseCache,
         key: &str,
+        codec: crate::media::codec::Codec,
     ) -> Option<&'a crate::media::playout::Clip> {
         let asked = now();
-        let clip = cache.clip(key)?;
+        let clip = cache.clip(key, codec)?;
         self.inner
             .metrics
             .first_byte(crate::metrics::AudioSource::cache, asked.elapsed());

@@ -234,7 +234,9 @@ impl TestCall {
         let codec = setup.codec;
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
-            let mut first: Option<(u16, u32)> = None;
+            // The last packet's timestamp, where it was in media time, and
+            // its clock rate.
+            let mut last: Option<(u32, Duration, u32)> = None;
             let mut last_seq: Option<u16> = None;
             // The phone's decoder, for the codec of the payload type last heard.
             let mut decoder: Option<Decoder> = None;
@@ -244,22 +246,33 @@ impl TestCall {
                 }
                 let seq = u16::from_be_bytes([buf[2], buf[3]]);
                 let ts = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
-                let (_, ts0) = *first.get_or_insert((seq, ts));
-                let mut heard = listen.lock().unwrap();
-                // One packet after the other (RFC 3550 §5.1), on a clock of
-                // whole frames that runs on through a hold.
-                let ticks = ts.wrapping_sub(ts0);
-                assert_eq!(ticks % 160, 0, "RTP timestamp off the frame clock");
-                let at = Duration::from_millis(u64::from(ticks) / 8);
                 // The phone decodes by the payload type (a re-offer may
                 // change the codec mid-call).
                 let pt = buf[1] & 0x7F;
-                let sent_in = Codec::from_static(pt).expect("PCMU, PCMA or G722");
+                let sent_in = Codec::from_static(pt)
+                    .or((pt == Codec::Opus.offer_payload_type()).then_some(Codec::Opus))
+                    .expect("PCMU, PCMA, G722 or opus");
+                // One packet after the other (RFC 3550 §5.1), on a clock of
+                // whole frames that runs on through a hold; a packet's
+                // timestamp steps from the last one on that one's clock
+                // (the first after a change of clock rate ends the last
+                // frame of the old one).
+                let at = match last {
+                    None => Duration::ZERO,
+                    Some((last_ts, last_at, rate)) => {
+                        let ticks = ts.wrapping_sub(last_ts);
+                        assert_eq!(ticks % (rate / 50), 0, "RTP timestamp off the frame clock");
+                        last_at
+                            + Duration::from_micros(u64::from(ticks) * 1_000_000 / u64::from(rate))
+                    }
+                };
+                last = Some((ts, at, sent_in.clock_rate()));
+                let mut heard = listen.lock().unwrap();
                 let decoder = match decoder.as_mut() {
                     Some(d) if d.codec() == sent_in => d,
                     _ => decoder.insert(Decoder::new(sent_in)),
                 };
-                let mut pcm = vec![0i16; len - 12];
+                let mut pcm = [0i16; 960];
                 let n = decoder.decode(&buf[12..len], &mut pcm);
                 let payload: Vec<u8> = pcm[..n].iter().map(|&s| g711::encode(s)).collect();
                 heard.push((at, payload));
@@ -452,10 +465,10 @@ impl TestCall {
     }
 }
 
-/// What the phone's SDP says: `codec` by its static payload type and
-/// telephone-event 101, sending (or holding us: `sending` false).
+/// What the phone's SDP says: `codec` by its static payload type (Opus on
+/// 111) and telephone-event 101, sending (or holding us: `sending` false).
 pub fn phone_media(addr: std::net::SocketAddr, codec: Codec, sending: bool) -> RemoteMedia {
-    let payload_type = codec.static_payload_type().expect("a static codec");
+    let payload_type = codec.offer_payload_type();
     RemoteMedia {
         addr,
         codec,

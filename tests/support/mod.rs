@@ -78,14 +78,12 @@ pub fn sav_toml(ports: Ports) -> String {
 }
 
 impl Ports {
-    /// sav's outgoing audio in a capture: 20 ms PCMU RTP packets sent from
-    /// its RTP range.
+    /// sav's outgoing audio in a capture: the RTP packets sent from its RTP
+    /// range (not its RTCP).
     pub fn sav_audio<'a>(&self, packets: &'a [Datagram]) -> Vec<&'a Datagram> {
         packets
             .iter()
-            .filter(|p| {
-                (self.rtp_min..=self.rtp_max).contains(&p.src_port) && p.payload.len() == 172
-            })
+            .filter(|p| (self.rtp_min..=self.rtp_max).contains(&p.src_port) && is_rtp(&p.payload))
             .collect()
     }
 
@@ -96,6 +94,12 @@ impl Ports {
             .filter(|p| (self.rtp_min..=self.rtp_max).contains(&p.dst_port) && p.payload.len() > 12)
             .collect()
     }
+}
+
+/// An RTP packet with a payload (version 2; not RTCP, whose packet types
+/// 200–204 read as a marker and payload types 72–76, RFC 5761 §4).
+pub fn is_rtp(datagram: &[u8]) -> bool {
+    datagram.len() > 12 && datagram[0] >> 6 == 2 && !(192..=223).contains(&datagram[1])
 }
 
 /// When the caller's last speech ended: the last of three audible packets
@@ -1111,7 +1115,8 @@ pub fn baresip_call(
         .status()
         .expect("espeak-ng");
     assert!(status.success());
-    // The file source must be at the codec's rate (G722/16000/1: 16 kHz).
+    // The file source must be at the codec's rate (G722/16000/1: 16 kHz;
+    // opus/48000/2: 48 kHz).
     let rate = audio_codecs
         .and_then(|c| c.split('/').nth(1))
         .unwrap_or("8000");
@@ -1124,7 +1129,7 @@ pub fn baresip_call(
         .expect("sox");
     assert!(status.success());
     let mut config = format!(
-        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aubridge,nil\naudio_source aufile,{}\naudio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels 1\nrtp_ports {rtp_base}-{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule g722.so\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {}\n",
+        "poll_method epoll\nsip_listen 127.0.0.1:{sip_port}\naudio_player aubridge,nil\naudio_source aufile,{}\naudio_alert aufile,/dev/null\naudio_srate {rate}\naudio_channels 1\nrtp_ports {rtp_base}-{}\nmodule_path /usr/lib/baresip/modules\nmodule g711.so\nmodule g722.so\nmodule opus.so\nopus_stereo no\nopus_sprop_stereo no\nmodule aufile.so\nmodule aubridge.so\nmodule sndfile.so\nmodule account.so\nmodule menu.so\nmodule_app account.so\nmodule_app menu.so\nsnd_path {}\n",
         source.display(),
         rtp_base + 20,
         conf.display()
