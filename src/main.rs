@@ -68,7 +68,7 @@ enum Command {
         /// Seconds on the line (default: the WAV's length + 2, or 10).
         #[arg(long)]
         duration: Option<f64>,
-        /// A codec to offer (PCMA, PCMU), repeated in order of preference
+        /// A codec to offer (PCMA, PCMU, G722, opus), repeated in order of preference
         /// (default: `[media] codecs`).
         #[arg(long = "codec")]
         codecs: Vec<sav::media::codec::Codec>,

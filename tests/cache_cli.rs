@@ -216,6 +216,7 @@ fn a_phrase_file_that_is_not_the_layout_is_reported_unreadable_and_refused() {
         .collect(),
         voice: "fr".into(),
         speed: 165,
+        code_at_start: false,
     };
     let problems = sav::cache::check(&config).unwrap();
     let text: Vec<String> = problems.iter().map(|(k, p)| format!("{k}: {p}")).collect();

@@ -274,3 +274,89 @@ fn each_offer_is_answered_in_its_first_known_codec_and_the_rtp_carries_it() {
     }
     write_report("codecs-report.txt", &report);
 }
+
+/// An offer with `a=rtcp-mux` (RFC 5761) is answered with it, and sav's
+/// RTCP then leaves from its RTP port to the caller's: sender reports
+/// while the call lasts, BYE at its end, told apart from RTP by their
+/// packet types (RFC 5761 §4).
+#[test]
+fn an_offer_with_rtcp_mux_gets_rtcp_on_the_rtp_ports() {
+    let dir = workdir("codecs_rtcp_mux");
+    let ports = Ports::slot(79);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let capture = Capture::start(
+        &dir,
+        &format!("udp and portrange {}-{}", ports.rtp_min, ports.rtp_max + 1),
+    );
+    let template = std::fs::read_to_string(format!("{REPO}/tests/sipp/uac_offer.xml")).unwrap();
+    let (encoding, te) = answer_of("PCMA");
+    let text = template
+        .replace("@FORMATS@", "8 101")
+        .replace("@ANSWER_PT@", "8")
+        .replace("@ANSWER_ENCODING@", encoding)
+        .replace("@ANSWER_TE@", te)
+        .replace("      a=sendrecv\n", "      a=sendrecv\n      a=rtcp-mux\n")
+        .replace(
+            r#"assign_to="rtpmap"/>"#,
+            r#"assign_to="rtpmap"/>
+      <ereg regexp="a=rtcp-mux" search_in="body" check_it="true" assign_to="mux"/>"#,
+        )
+        .replace(
+            r#"<Reference variables="m_line,rtpmap"/>"#,
+            r#"<Reference variables="m_line,rtpmap,mux"/>"#,
+        );
+    assert!(
+        text.contains("a=rtcp-mux\n") && text.contains("rtpmap,mux"),
+        "the template changed"
+    );
+    let scenario = dir.join("uac_rtcp_mux.xml");
+    std::fs::write(&scenario, text).unwrap();
+    // Long enough for the first report (within 3.75 s of the start).
+    let output = sipp(
+        &dir,
+        scenario.to_str().unwrap(),
+        ports,
+        &["-m", "1", "-d", "6000"],
+        Duration::from_secs(40),
+    );
+    assert!(
+        output.status.success(),
+        "not answered with a=rtcp-mux:\n{}\n{}",
+        sipp_report(&dir, &output),
+        sav.log_text()
+    );
+    let packets = capture.stop();
+    let audio = ports.sav_audio(&packets);
+    assert!(audio.len() >= 200, "{} RTP packets", audio.len());
+    let rtp_port = audio[0].src_port;
+    let rtcp: Vec<&Datagram> = packets
+        .iter()
+        .filter(|p| p.dst_port == ports.sipp_media && (200..=204).contains(&p.payload[1]))
+        .collect();
+    assert!(
+        rtcp.iter().all(|p| p.src_port == rtp_port),
+        "RTCP from a port other than RTP's {rtp_port}"
+    );
+    // Nothing on the port above: the multiplexed call has no RTCP socket.
+    assert!(!packets
+        .iter()
+        .any(|p| p.src_port == rtp_port + 1 || p.dst_port == ports.sipp_media + 1));
+    let types: Vec<u8> = rtcp.iter().map(|p| p.payload[1]).collect();
+    assert!(
+        types.first() == Some(&200),
+        "a sender report first: {types:?}"
+    );
+    // The BYE goes in a compound packet behind a report (RFC 3550 §6.1):
+    // find its type after the first packet's length.
+    let last = &rtcp.last().expect("RTCP from sav").payload;
+    let first_len = 4 * (usize::from(u16::from_be_bytes([last[2], last[3]])) + 1);
+    let kinds: Vec<u8> = std::iter::successors(Some(0usize), |&at| {
+        let len =
+            4 * (usize::from(u16::from_be_bytes([*last.get(at + 2)?, *last.get(at + 3)?])) + 1);
+        Some(at + len).filter(|&next| next < last.len())
+    })
+    .filter_map(|at| last.get(at + 1).copied())
+    .collect();
+    assert!(first_len <= last.len());
+    assert!(kinds.contains(&203), "the last RTCP holds a BYE: {kinds:?}");
+}

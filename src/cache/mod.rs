@@ -543,6 +543,7 @@ mod tests {
             ]
             .into_iter()
             .collect(),
+            code_at_start: false,
         }
     }
 

@@ -441,6 +441,8 @@ impl Call {
             late = media.jitter.late,
             duplicates = media.jitter.duplicates,
             concealed = media.jitter.concealed,
+            recovered = media.jitter.recovered,
+            oversize = media.jitter.oversize,
             "media of the call"
         );
         if ending == Ending::Remote {

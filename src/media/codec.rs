@@ -925,6 +925,10 @@ mod tests {
             lost_ones.len()
         );
         let (fec, plc) = (fec_db / recovered as f64, plc_db / recovered as f64);
+        eprintln!(
+            "{recovered} of {} lost packets rebuilt from FEC: {fec:.1} dB (concealed: {plc:.1} dB)",
+            lost_ones.len()
+        );
         assert!(
             fec > 3.0 && fec > plc + 3.0,
             "FEC {fec:.1} dB, PLC {plc:.1} dB"

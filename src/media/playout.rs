@@ -253,16 +253,21 @@ impl Payload {
             buf: [0; MAX_FRAME_PAYLOAD],
             len: 0,
         };
-        payload.set(codec.silence_frame());
+        payload.set(codec, codec.silence_frame());
         payload
     }
 
-    /// Fills it with `bytes`. A frame shorter than a G.711/G.722 frame
-    /// keeps the silence after it.
-    fn set(&mut self, bytes: &[u8]) {
+    /// Fills it with one frame of `codec`. A frame shorter than a G.711 or
+    /// G.722 frame keeps the silence after it; an Opus packet is the
+    /// payload, whatever its size.
+    fn set(&mut self, codec: Codec, bytes: &[u8]) {
         let n = bytes.len().min(MAX_FRAME_PAYLOAD);
         self.buf[..n].copy_from_slice(&bytes[..n]);
-        self.len = self.len.max(n);
+        self.len = if codec.is_packetized() {
+            n
+        } else {
+            self.len.max(n)
+        };
     }
 }
 
@@ -625,7 +630,7 @@ impl PlayoutScheduler {
                         None => None,
                         Some((frame, taken)) => {
                             if made_in == self.codec {
-                                payload.set(frame);
+                                payload.set(made_in, frame);
                             } else {
                                 let converter =
                                     self.converter.get_or_insert_with(|| ClipConverter {
@@ -898,6 +903,16 @@ mod tests {
         let after = s.next_frame();
         assert_eq!(after.payload(), Codec::Opus.silence_frame());
         assert_eq!(after.source, FrameSource::Idle);
+        // A packet shorter than the silence packet goes out as it is, in a
+        // clip as in a stream.
+        let mut tiny = Vec::new();
+        codec::push_frame(Codec::Opus, &[0x48, 0x01], &mut tiny);
+        codec::push_frame(Codec::Opus, &[0x48; 50], &mut tiny);
+        s.enqueue(SegmentKind::Clip(Clip::new("tiny", Codec::Opus, tiny)))
+            .unwrap();
+        assert_eq!(s.next_frame().payload(), [0x48, 0x01]);
+        assert_eq!(s.next_frame().payload(), [0x48; 50]);
+        assert_eq!(s.next_frame().payload(), Codec::Opus.silence_frame());
     }
 
     #[test]

@@ -155,6 +155,8 @@ impl TestCall {
         }
         // The caller sends no RTP here: no RTP timeout within a test.
         text = text.replace("rtp_timeout_secs = 30", "rtp_timeout_secs = 3600");
+        // Each call loads its own cache: G.722 and Opus only when needed.
+        text = text.replace("code_at_start = true", "code_at_start = false");
         let db = dir.join("sav.db");
         text = text.replace(
             "url = \"sqlite://sav.db\"",

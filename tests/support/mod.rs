@@ -75,6 +75,9 @@ pub fn sav_toml(ports: Ports) -> String {
         )
         // Tests stop sav with calls up: a short drain.
         .replace("drain_secs = 30", "drain_secs = 2")
+        // Dozens of sav processes start in a run: each codes G.722 and
+        // Opus only if a call needs them.
+        .replace("code_at_start = true", "code_at_start = false")
 }
 
 impl Ports {
