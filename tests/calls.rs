@@ -595,6 +595,85 @@ async fn a_re_offer_from_g722_to_a_law_keeps_the_phrase_and_the_clock() {
     }
 }
 
+#[tokio::test]
+async fn a_re_offer_from_mu_law_to_opus_moves_the_clock_to_48_khz_mid_phrase() {
+    let call = TestCall::start(Setup {
+        name: "calls_codec_change_opus",
+        ..Setup::default()
+    })
+    .await;
+    call.wait(SECOND).await;
+    // The phrases in Opus, made here on the test's thread: the paused
+    // clock stands still meanwhile (made by the call on a blocking thread,
+    // the clock would run on for as long as they take).
+    call.services
+        .live()
+        .cache
+        .prepare(sav::media::codec::Codec::Opus);
+    let heard_at_change = call.heard.lock().unwrap().len();
+    call.peer
+        .events
+        .send(LegEvent::MediaChanged(phone_media(
+            call.phone,
+            sav::media::codec::Codec::Opus,
+            true,
+        )))
+        .await
+        .unwrap();
+    call.wait(8 * SECOND).await;
+    let ended = call.hang_up().await;
+    let types = &ended.payload_types;
+    let switch = types
+        .iter()
+        .position(|&pt| pt == 111)
+        .expect("Opus after the re-offer");
+    assert!(types[..switch].iter().all(|&pt| pt == 0), "{types:?}");
+    assert!(types[switch..].iter().all(|&pt| pt == 111), "{types:?}");
+    assert!(
+        switch + 1 >= heard_at_change && switch <= heard_at_change + 3,
+        "Opus from frame {switch}, re-offer at frame {heard_at_change}"
+    );
+    // The phone checked every timestamp step on its packet's clock: 160
+    // before, 960 after; no frame is missing across the change.
+    assert_eq!(frames_missing(&ended.heard), 0);
+    // The greeting goes on from where it was, now through Opus: each
+    // second after the change correlates with the phrase at that place.
+    let greet = support::decode_ulaw(&support::cached_frames("greet").concat());
+    let heard: Vec<i16> = support::decode_ulaw(
+        &ended
+            .heard
+            .iter()
+            .flat_map(|(_, p)| p.clone())
+            .collect::<Vec<u8>>(),
+    );
+    let from = (switch + 5) * 160;
+    let to = greet.len().min(from + 8000);
+    assert!(to > from + 4000, "the change came mid-phrase");
+    let correlation = (0..160)
+        .map(|lag| {
+            let (a, b) = (&greet[from..to], &heard[from + lag..to + lag]);
+            let dot: f64 = a
+                .iter()
+                .zip(b)
+                .map(|(&x, &y)| f64::from(x) * f64::from(y))
+                .sum();
+            let norm = (a.iter().map(|&x| f64::from(x).powi(2)).sum::<f64>()
+                * b.iter().map(|&y| f64::from(y).powi(2)).sum::<f64>())
+            .sqrt();
+            dot / norm.max(1.0)
+        })
+        .fold(f64::MIN, f64::max);
+    assert!(
+        correlation > 0.8,
+        "the greeting after the change: correlation {correlation:.3}"
+    );
+    // Before the change, μ-law frame for frame.
+    let frames = support::cached_frames("greet");
+    for (i, frame) in frames.iter().enumerate().take(switch) {
+        assert!(same_audio(&ended.heard[i].1, frame), "greet frame {i}");
+    }
+}
+
 /// A sample's value in OpenMetrics text.
 fn sample(metrics: &str, name: &str) -> Option<f64> {
     metrics

@@ -161,7 +161,7 @@ fn each_offer_is_answered_in_its_first_known_codec_and_the_rtp_carries_it() {
         .expect("cache/greet.wav")
         .samples;
     let mut report = String::from(
-        "offer → answer: packets, max gap, lateness on the 20 ms clock, payload octets, SNR (or correlation) of the first 0.5 s\n",
+        "offer → answer: packets, max gap, inter-departure, lateness on the 20 ms clock, payload octets, SNR (or correlation) of the first 0.5 s\n",
     );
     for ((formats, pt, codec), (_, stream)) in OFFERS.iter().zip(&streams) {
         assert!(stream.len() >= 60, "{formats}: {} packets", stream.len());
@@ -176,6 +176,27 @@ fn each_offer_is_answered_in_its_first_known_codec_and_the_rtp_carries_it() {
             assert_eq!(ts(b).wrapping_sub(ts(a)), step, "{formats}: timestamp step");
             max_gap = max_gap.max(pair[1].time.saturating_sub(pair[0].time));
         }
+        // Inter-departure off the 20 ms period: p50 and p99 (ms), as the
+        // foundation's pacing capture reports them.
+        let mut off: Vec<f64> = stream
+            .windows(2)
+            .map(|w| (w[1].time.as_secs_f64() - w[0].time.as_secs_f64() - 0.020).abs() * 1000.0)
+            .collect();
+        off.sort_by(f64::total_cmp);
+        let percentile = |p: f64| off[((off.len() - 1) as f64 * p).round() as usize];
+        let (p50, p99) = (percentile(0.5), percentile(0.99));
+        // The foundation's pacing bounds, in every codec: no gap over
+        // 40 ms, 50 packets a second over the call.
+        assert!(
+            max_gap <= Duration::from_millis(40),
+            "{formats}: a gap of {max_gap:?}"
+        );
+        let span = stream.last().unwrap().time.as_secs_f64() - stream[0].time.as_secs_f64();
+        let rate = (stream.len() - 1) as f64 / span;
+        assert!(
+            (48.5..=51.5).contains(&rate),
+            "{formats}: {rate:.2} packets/s"
+        );
         assert_eq!(stream[0].payload[1] & 0x7F, *pt);
         // On the 20 ms clock: no packet more than 40 ms behind its slot (a
         // late wake-up of the machine is caught up, the clock never slips).
@@ -237,7 +258,7 @@ fn each_offer_is_answered_in_its_first_known_codec_and_the_rtp_carries_it() {
             let other = decode_ulaw(&cached_ulaw("menu"));
             assert!(best_correlation(&other[400..4000], &decoded[400..], 160) < 0.5);
             report += &format!(
-                "{formats:>16} → {codec} ({pt}): {} packets, max gap {:.1} ms, at most {:.1} ms behind the clock, {smallest}..{largest} octets, correlation {correlation:.3}\n",
+                "{formats:>16} → {codec} ({pt}): {} packets, max gap {:.1} ms, |inter-departure − 20 ms| p50 {p50:.2} / p99 {p99:.2} ms, at most {:.1} ms behind the clock, {smallest}..{largest} octets, correlation {correlation:.3}\n",
                 stream.len(),
                 max_gap.as_secs_f64() * 1000.0,
                 behind.as_secs_f64() * 1000.0
@@ -266,7 +287,7 @@ fn each_offer_is_answered_in_its_first_known_codec_and_the_rtp_carries_it() {
         };
         assert!(snr_db(&greet[400..4000], &wrong[400..4000]) < 10.0);
         report += &format!(
-            "{formats:>16} → {codec} ({pt}): {} packets, max gap {:.1} ms, at most {:.1} ms behind the clock, {smallest}..{largest} octets, SNR {snr:.1} dB\n",
+            "{formats:>16} → {codec} ({pt}): {} packets, max gap {:.1} ms, |inter-departure − 20 ms| p50 {p50:.2} / p99 {p99:.2} ms, at most {:.1} ms behind the clock, {smallest}..{largest} octets, SNR {snr:.1} dB\n",
             stream.len(),
             max_gap.as_secs_f64() * 1000.0,
             behind.as_secs_f64() * 1000.0
