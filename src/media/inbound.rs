@@ -645,6 +645,33 @@ mod tests {
         (ended.into_iter().next().unwrap(), core)
     }
 
+    /// The arrival order of `len` packets on a rough line: every 10th
+    /// swapped with the next, every 25th lost, every 40th sent twice; and
+    /// the indices of the lost ones.
+    fn rough_order(len: usize) -> (Vec<usize>, Vec<usize>) {
+        let mut order = Vec::new();
+        let mut lost = Vec::new();
+        let mut i = 0;
+        while i < len {
+            if i % 25 == 24 {
+                lost.push(i);
+                i += 1;
+                continue;
+            }
+            if i % 10 == 9 && i + 1 < len && (i + 1) % 25 != 24 {
+                order.extend([i + 1, i]);
+                i += 2;
+                continue;
+            }
+            order.push(i);
+            if i % 40 == 33 {
+                order.push(i);
+            }
+            i += 1;
+        }
+        (order, lost)
+    }
+
     /// Frames (160 samples) of `a` and `b` that differ, at the best of a
     /// shift of up to two frames either way (a turn may start or end a
     /// frame apart).
@@ -668,26 +695,7 @@ mod tests {
         let (clean, _) = utterance(&packets, &in_order);
         // Every 10th packet swapped with the next, every 25th lost, every
         // 40th sent twice.
-        let mut order = Vec::new();
-        let mut lost = Vec::new();
-        let mut i = 0;
-        while i < packets.len() {
-            if i % 25 == 24 {
-                lost.push(packets[i].0);
-                i += 1;
-                continue;
-            }
-            if i % 10 == 9 && i + 1 < packets.len() && (i + 1) % 25 != 24 {
-                order.extend([i + 1, i]);
-                i += 2;
-                continue;
-            }
-            order.push(i);
-            if i % 40 == 33 {
-                order.push(i);
-            }
-            i += 1;
-        }
+        let (order, lost) = rough_order(packets.len());
         let (rough, core) = utterance(&packets, &order);
         let stats = core.jitter_stats();
         // A copy right behind its packet comes after it went out: late.
@@ -785,26 +793,8 @@ mod tests {
         // 40th sent twice: the lost ones come back from the next packet's
         // FEC (it is there by the time the gap is given up), the rest in
         // order, so the turn sounds the same.
-        let mut order = Vec::new();
-        let mut lost = 0;
-        let mut i = 0;
-        while i < packets.len() {
-            if i % 25 == 24 {
-                lost += 1;
-                i += 1;
-                continue;
-            }
-            if i % 10 == 9 && i + 1 < packets.len() && (i + 1) % 25 != 24 {
-                order.extend([i + 1, i]);
-                i += 2;
-                continue;
-            }
-            order.push(i);
-            if i % 40 == 33 {
-                order.push(i);
-            }
-            i += 1;
-        }
+        let (order, lost) = rough_order(packets.len());
+        let lost = lost.len();
         let (rough, core) = utterance_in(Codec::Opus, &packets, &order);
         let stats = core.jitter_stats();
         assert!(stats.reordered > 5 && stats.late > 3, "{stats:?}");
