@@ -134,15 +134,17 @@ fn baresip_in_a_law_hears_the_cached_greeting() {
     assert!(log.contains("codec=PCMA"), "{log}");
 }
 
-#[test]
-fn baresip_in_g722_hears_the_cached_greeting() {
-    let dir = workdir("baresip_g722");
-    let ports = Ports::slot(77);
+/// baresip calls in `codec` (its name for it) and records at `rate`: the
+/// log says sav answered in `answered`, the recording holds the greeting.
+fn baresip_in(name: &str, slot: u16, codec: &str, answered: &str, rate: u32) {
+    let dir = workdir(name);
+    let ports = Ports::slot(slot);
     let sav = Sav::start(&dir, ports, |c| c);
     let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
-    // The first G.722 call of a process rings while the phrases are coded
-    // in G.722 (tens of milliseconds optimised, ~3 s in this test build):
-    // a longer call leaves the greeting whole after the answer.
+    // The first G.722 or Opus call of a process rings while the phrases
+    // are coded (tens of milliseconds to 1.5 s optimised, a few seconds in
+    // this test build, which does not code them at start): a longer call
+    // leaves the greeting whole after the answer.
     let recording = baresip_call(
         &dir,
         &uri,
@@ -150,34 +152,22 @@ fn baresip_in_g722_hears_the_cached_greeting() {
         ports.sipp_media,
         9,
         None,
-        Some("G722/16000/1"),
+        Some(codec),
     );
     let log = sav.log_text();
-    assert!(log.contains("codec=G722"), "{log}");
-    assert_heard_greeting_at(&recording, 16_000);
+    assert!(log.contains(&format!("codec={answered}")), "{log}");
+    assert_heard_greeting_at(&recording, rate);
+}
+
+#[test]
+fn baresip_in_g722_hears_the_cached_greeting() {
+    baresip_in("baresip_g722", 77, "G722/16000/1", "G722", 16_000);
 }
 
 #[test]
 fn baresip_in_opus_hears_the_cached_greeting() {
-    let dir = workdir("baresip_opus");
-    let ports = Ports::slot(78);
-    let sav = Sav::start(&dir, ports, |c| c);
-    let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
-    // Like G.722, the first Opus call of a process rings while the phrases
-    // are coded (~2.5 s in this test build).
-    let recording = baresip_call(
-        &dir,
-        &uri,
-        ports.sip + 7,
-        ports.sipp_media,
-        9,
-        None,
-        Some("opus/48000/1"),
-    );
-    let log = sav.log_text();
-    assert!(log.contains("codec=opus"), "{log}");
-    // baresip decodes Opus at 48 kHz (its mono Opus: `opus_stereo no`).
-    assert_heard_greeting_at(&recording, 48_000);
+    // baresip's mono Opus (`opus_stereo no`), decoded at 48 kHz.
+    baresip_in("baresip_opus", 78, "opus/48000/1", "opus", 48_000);
 }
 
 #[test]

@@ -538,41 +538,62 @@ async fn a_re_offer_in_a_law_changes_the_codec_mid_phrase_on_the_same_clock() {
     }
 }
 
-#[tokio::test]
-async fn a_re_offer_from_g722_to_a_law_keeps_the_phrase_and_the_clock() {
+/// A call in `from` that a re-offer moves to `to` after `after`, hung up
+/// 8 s later: what was heard, and the frame where `to` began (checked to
+/// be at the re-offer, give or take the frames already due, with every
+/// frame before in `from` and every one after in `to`).
+async fn re_offer(
+    name: &'static str,
+    from: sav::media::codec::Codec,
+    to: sav::media::codec::Codec,
+    after: Duration,
+) -> (Ended, usize) {
     let call = TestCall::start(Setup {
-        name: "calls_codec_change_g722",
-        codec: sav::media::codec::Codec::G722,
+        name,
+        codec: from,
         ..Setup::default()
     })
     .await;
-    call.wait(SECOND / 2).await;
-    // (Counted in frames heard: the first G.722 call of the process had its
-    // phrases coded before it started, on a blocking thread, while the
-    // paused clock ran ahead.)
+    call.wait(after).await;
+    // The phrases in `to`, made here on the test's thread: the paused
+    // clock stands still meanwhile (made by the call on a blocking thread,
+    // the clock would run on for as long as they take).
+    call.services.live().cache.prepare(to);
     let heard_at_change = call.heard.lock().unwrap().len();
     call.peer
         .events
-        .send(LegEvent::MediaChanged(phone_media(
-            call.phone,
-            sav::media::codec::Codec::Pcma,
-            true,
-        )))
+        .send(LegEvent::MediaChanged(phone_media(call.phone, to, true)))
         .await
         .unwrap();
     call.wait(8 * SECOND).await;
     let ended = call.hang_up().await;
     let types = &ended.payload_types;
+    let (before, now) = (from.offer_payload_type(), to.offer_payload_type());
     let switch = types
         .iter()
-        .position(|&pt| pt == 8)
-        .expect("PCMA after the re-offer");
-    assert!(types[..switch].iter().all(|&pt| pt == 9), "{types:?}");
-    assert!(types[switch..].iter().all(|&pt| pt == 8), "{types:?}");
+        .position(|&pt| pt == now)
+        .unwrap_or_else(|| panic!("{to} after the re-offer"));
+    assert!(types[..switch].iter().all(|&pt| pt == before), "{types:?}");
+    assert!(types[switch..].iter().all(|&pt| pt == now), "{types:?}");
     assert!(
         switch + 1 >= heard_at_change && switch <= heard_at_change + 3,
-        "PCMA from frame {switch}, re-offer at frame {heard_at_change}"
+        "{to} from frame {switch}, re-offer at frame {heard_at_change}"
     );
+    (ended, switch)
+}
+
+#[tokio::test]
+async fn a_re_offer_from_g722_to_a_law_keeps_the_phrase_and_the_clock() {
+    // (The first G.722 call of the process has its phrases coded before it
+    // starts, on a blocking thread, while the paused clock runs ahead:
+    // frames are counted, not time.)
+    let (ended, switch) = re_offer(
+        "calls_codec_change_g722",
+        sav::media::codec::Codec::G722,
+        sav::media::codec::Codec::Pcma,
+        SECOND / 2,
+    )
+    .await;
     assert_eq!(frames_missing(&ended.heard), 0);
     // The greeting started at frame 0 in G.722 and goes on in A-law from
     // where it was, frame for frame.
@@ -591,42 +612,13 @@ async fn a_re_offer_from_g722_to_a_law_keeps_the_phrase_and_the_clock() {
 
 #[tokio::test]
 async fn a_re_offer_from_mu_law_to_opus_moves_the_clock_to_48_khz_mid_phrase() {
-    let call = TestCall::start(Setup {
-        name: "calls_codec_change_opus",
-        ..Setup::default()
-    })
+    let (ended, switch) = re_offer(
+        "calls_codec_change_opus",
+        sav::media::codec::Codec::Pcmu,
+        sav::media::codec::Codec::Opus,
+        SECOND,
+    )
     .await;
-    call.wait(SECOND).await;
-    // The phrases in Opus, made here on the test's thread: the paused
-    // clock stands still meanwhile (made by the call on a blocking thread,
-    // the clock would run on for as long as they take).
-    call.services
-        .live()
-        .cache
-        .prepare(sav::media::codec::Codec::Opus);
-    let heard_at_change = call.heard.lock().unwrap().len();
-    call.peer
-        .events
-        .send(LegEvent::MediaChanged(phone_media(
-            call.phone,
-            sav::media::codec::Codec::Opus,
-            true,
-        )))
-        .await
-        .unwrap();
-    call.wait(8 * SECOND).await;
-    let ended = call.hang_up().await;
-    let types = &ended.payload_types;
-    let switch = types
-        .iter()
-        .position(|&pt| pt == 111)
-        .expect("Opus after the re-offer");
-    assert!(types[..switch].iter().all(|&pt| pt == 0), "{types:?}");
-    assert!(types[switch..].iter().all(|&pt| pt == 111), "{types:?}");
-    assert!(
-        switch + 1 >= heard_at_change && switch <= heard_at_change + 3,
-        "Opus from frame {switch}, re-offer at frame {heard_at_change}"
-    );
     // The phone checked every timestamp step on its packet's clock: 160
     // before, 960 after; no frame is missing across the change.
     assert_eq!(frames_missing(&ended.heard), 0);
