@@ -443,6 +443,9 @@ impl Call {
             concealed = media.jitter.concealed,
             recovered = media.jitter.recovered,
             oversize = media.jitter.oversize,
+            echo_delay_ms = media.echo.and_then(|e| e.delay).map(|d| d / 8),
+            echo_erle_db = media.echo.map(|e| format!("{:.1}", e.erle_db)),
+            echo_frames = media.echo.map(|e| e.active_frames),
             "media of the call"
         );
         if ending == Ending::Remote {

@@ -109,6 +109,7 @@ pub fn vad(live: &Live, can: Abilities) -> Option<VadConfig> {
         min_speech: Duration::from_millis(listen.min_speech_ms),
         hangover: Duration::from_millis(listen.hangover_ms),
         max_utterance: Duration::from_millis(listen.max_utterance_ms),
+        echo_cancelling: listen.echo_cancelling,
         ..VadConfig::default()
     })
 }

@@ -71,6 +71,14 @@ pub struct ListenConfig {
     /// Longest turn sent to speech-to-text.
     #[serde(default = "default_max_utterance")]
     pub max_utterance_ms: u64,
+    /// Take the bot's own voice, as the caller's line returns it, out of
+    /// what is listened to (a line echo canceller).
+    #[serde(default = "default_echo_cancelling")]
+    pub echo_cancelling: bool,
+}
+
+fn default_echo_cancelling() -> bool {
+    true
 }
 
 impl Default for ListenConfig {
@@ -80,6 +88,7 @@ impl Default for ListenConfig {
             min_speech_ms: default_min_speech(),
             hangover_ms: default_hangover(),
             max_utterance_ms: default_max_utterance(),
+            echo_cancelling: default_echo_cancelling(),
         }
     }
 }

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, warn};
 
 use crate::media::codec::{Codec, Decoder, FRAME_BYTES};
+use crate::media::echo::EchoStats;
 use crate::media::inbound::{InboundCore, InboundEvent, InboundRemote};
 use crate::media::jitter::JitterStats;
 use crate::media::pacer::{Pacer, RtpClock};
@@ -32,6 +33,7 @@ use crate::media::playout::{
 };
 use crate::media::rtcp::{self, PeerView, RtcpSession, SenderInfo};
 use crate::media::rtp::{self, PACKET_LEN};
+use crate::media::sent_audio::SentAudio;
 use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
 use crate::metrics::Metrics;
@@ -81,6 +83,8 @@ pub struct StreamStart {
     pub recording: Option<crate::media::recording::RecordingTrack>,
     /// What the stream sent, for RTCP's sender reports.
     pub sent: Arc<SenderState>,
+    /// Copy the outbound audio here too, as the echo canceller's reference.
+    pub sent_audio: Option<Arc<SentAudio>>,
 }
 
 /// What a call's outbound stream has sent and how its timestamps run, as
@@ -184,9 +188,12 @@ struct CallStream {
     silent_run: u32,
     /// Underruns of this call already counted in the metrics.
     underruns: u64,
-    /// Where this call's outbound audio is copied, when recorded, and the
-    /// decoder that turns what we send back into PCM for it.
-    recording: Option<(crate::media::recording::RecordingTrack, Decoder)>,
+    /// Where this call's outbound audio is copied, when recorded.
+    recording: Option<crate::media::recording::RecordingTrack>,
+    /// ... and for the echo canceller, when the call has one.
+    sent_audio: Option<Arc<SentAudio>>,
+    /// Turns what we send back into PCM for those two.
+    decoder: Option<Decoder>,
     /// What was sent, shared with the call's RTCP.
     sent: Arc<SenderState>,
 }
@@ -332,6 +339,7 @@ fn apply(
                 events,
                 recording,
                 sent,
+                sent_audio,
             } = *start;
             let mut pacer = Pacer::new(t0.into_std(), seq0, ts0);
             pacer.set_timestamp_step(codec.timestamp_step());
@@ -356,7 +364,10 @@ fn apply(
                     sending: true,
                     silent_run: 0,
                     underruns: 0,
-                    recording: recording.map(|track| (track, Decoder::new(codec))),
+                    decoder: (recording.is_some() || sent_audio.is_some())
+                        .then(|| Decoder::new(codec)),
+                    recording,
+                    sent_audio,
                     sent,
                 },
             );
@@ -409,7 +420,7 @@ fn apply(
                 call.scheduler.set_codec(codec);
                 call.pacer.set_timestamp_step(codec.timestamp_step());
                 call.sent.set_clock(call.pacer.clock());
-                if let Some((_, decoder)) = call.recording.as_mut() {
+                if let Some(decoder) = call.decoder.as_mut() {
                     if decoder.codec() != codec {
                         *decoder = Decoder::new(codec);
                     }
@@ -464,10 +475,15 @@ fn send_due_frames(
         } else {
             end_silent_run(call, metrics);
         }
-        if let Some((recording, decoder)) = call.recording.as_mut() {
+        if let Some(decoder) = call.decoder.as_mut() {
             let mut pcm = [0i16; FRAME_BYTES];
             let n = decoder.decode(frame.payload(), &mut pcm);
-            recording.put_pcm(slot.index, &pcm[..n]);
+            if let Some(recording) = call.recording.as_ref() {
+                recording.put_pcm(slot.index, &pcm[..n]);
+            }
+            if let Some(sent_audio) = call.sent_audio.as_ref() {
+                sent_audio.put(slot.index * FRAME_BYTES as u64, &pcm[..n]);
+            }
         }
         let len = rtp::write_audio_packet(
             packet,
@@ -548,6 +564,9 @@ pub struct ReceiverConfig {
     pub recording: Option<(crate::media::recording::RecordingTrack, Instant)>,
     /// RTCP on its own socket, when the call has one.
     pub rtcp: Option<RtcpSetup>,
+    /// Take the bot's echo out of the caller's audio before listening:
+    /// what the call sent, and when it was established (`t0`).
+    pub echo: Option<(Arc<SentAudio>, Instant)>,
 }
 
 /// What a call's RTCP needs of its outbound stream.
@@ -568,6 +587,8 @@ pub struct RtcpSetup {
 pub struct Received {
     pub stats: ReceiveStats,
     pub jitter: JitterStats,
+    /// How the echo canceller did, when the call had one.
+    pub echo: Option<EchoStats>,
     /// What the caller's RTCP said (round trip, its view of our stream).
     pub peer: PeerView,
 }
@@ -715,6 +736,7 @@ async fn receive(config: ReceiverConfig) -> Received {
         vad,
         recording,
         rtcp,
+        echo,
     } = config;
     let mut control = rtcp.map(|setup| Control::new(setup, Instant::now()));
     let mut core = InboundCore::new(
@@ -724,6 +746,9 @@ async fn receive(config: ReceiverConfig) -> Received {
         vad,
         recording.map(|(track, t0)| (track, t0.into_std())),
     );
+    if let Some((sent, t0)) = echo {
+        core = core.with_echo_cancelling(sent, t0.into_std());
+    }
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     'receive: while !core.is_done() {
         let deadline = Instant::from_std(core.poll_timeout());
@@ -835,6 +860,7 @@ async fn receive(config: ReceiverConfig) -> Received {
     Received {
         stats: core.stats().clone(),
         jitter: core.jitter_stats(),
+        echo: core.echo_stats(),
         peer: control.map(|c| c.session.peer()).unwrap_or_default(),
     }
 }

@@ -23,6 +23,7 @@ use crate::media::driver::{
     self, MediaDriver, MediaEvent, MediaId, Received, ReceiverConfig, RtcpSetup, SenderState,
     StreamStart,
 };
+use crate::media::echo::EchoStats;
 use crate::media::inbound::InboundRemote;
 use crate::media::jitter::JitterStats;
 use crate::media::pacer::RtpClock;
@@ -30,6 +31,7 @@ use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
 use crate::media::recording::Recording;
 use crate::media::rtcp::PeerView;
 use crate::media::rtp::PayloadTypes;
+use crate::media::sent_audio::SentAudio;
 use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
 
@@ -100,6 +102,8 @@ pub struct MediaStats {
     pub received: ReceiveStats,
     /// What putting them in order dropped and concealed.
     pub jitter: JitterStats,
+    /// How the echo canceller did, when the call had one.
+    pub echo: Option<EchoStats>,
     /// What the caller's RTCP said: round trip, its view of our stream.
     pub peer: PeerView,
 }
@@ -130,6 +134,13 @@ impl MediaHandle {
         let remote = setup.remote;
         let enqueued = setup.initial.len() as u64;
         let (ssrc, ts0): (u32, u32) = (rand::random(), rand::random());
+        // What the call sends, as the echo canceller's reference, when it
+        // listens with one.
+        let sent_audio = setup
+            .vad
+            .as_ref()
+            .is_some_and(|vad| vad.echo_cancelling)
+            .then(|| Arc::new(SentAudio::new()));
         let sent = Arc::new(SenderState::new(RtpClock {
             index: 0,
             timestamp: ts0,
@@ -151,6 +162,7 @@ impl MediaHandle {
                 events: events_tx.clone(),
                 recording: setup.recording.as_ref().map(|r| r.bot.clone()),
                 sent: sent.clone(),
+                sent_audio: sent_audio.clone(),
             })
             .await;
         let rtcp = setup.rtcp.map(|socket| RtcpSetup {
@@ -169,6 +181,7 @@ impl MediaHandle {
             driver: driver.clone(),
             events: events_tx.clone(),
             vad: setup.vad,
+            echo: sent_audio.map(|sent| (sent, setup.t0)),
             recording: setup.recording.map(|r| (r.caller, setup.t0)),
             rtcp,
         });
@@ -286,6 +299,7 @@ impl MediaHandle {
             sent,
             received: received.stats,
             jitter: received.jitter,
+            echo: received.echo,
             peer: received.peer,
         }
     }

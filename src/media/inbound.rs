@@ -11,16 +11,19 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::media::codec::{Codec, Decoder};
 use crate::media::dtmf::DtmfDecoder;
-use crate::media::jitter::{JitterBuffer, JitterStats, Played};
+use crate::media::echo::{EchoCanceller, EchoStats};
+use crate::media::jitter::{JitterBuffer, JitterStats, Played, MAX_SAMPLES};
 use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::recording::{CallerPlacer, RecordingTrack};
 use crate::media::rtp::{self, Inbound, PayloadTypes};
+use crate::media::sent_audio::SentAudio;
 use crate::media::stats::ReceiveStats;
-use crate::media::vad::{TurnDetector, TurnEvent, VadConfig};
+use crate::media::vad::{TurnDetector, TurnEvent, VadConfig, FRAME_SAMPLES};
 
 /// Silence fed to the turn detector when packets stop mid-turn (DTX, a
 /// phone that sends nothing in silence), each time this long passes.
@@ -116,6 +119,35 @@ pub struct InboundCore {
     stats: ReceiveStats,
     /// The SSRC of the caller's audio last let in.
     caller_ssrc: Option<u32>,
+    /// The bot's own voice taken out of the caller's audio before the
+    /// detector hears it, when turned on.
+    echo: Option<Box<EchoPath>>,
+}
+
+/// The echo canceller of a call, its reference and where it stands.
+struct EchoPath {
+    canceller: EchoCanceller,
+    sent: Arc<SentAudio>,
+    /// When the call was established: sample 0 of the media clock.
+    t0: Instant,
+    /// What was sent is read up to here.
+    read_to: u64,
+    scratch: [i16; FRAME_SAMPLES * 8],
+    out: [i16; MAX_SAMPLES],
+}
+
+impl EchoPath {
+    /// Brings in what was sent since the last read.
+    fn catch_up(&mut self) {
+        loop {
+            let (start, n) = self.sent.read(self.read_to, &mut self.scratch);
+            if n == 0 {
+                break;
+            }
+            self.canceller.far(start, &self.scratch[..n]);
+            self.read_to = start + n as u64;
+        }
+    }
 }
 
 impl InboundCore {
@@ -147,8 +179,30 @@ impl InboundCore {
             events: VecDeque::new(),
             stats: ReceiveStats::new(),
             caller_ssrc: None,
+            echo: None,
         }
         .with_clock_rate(remote.codec.clock_rate())
+    }
+
+    /// The caller's audio goes through an echo canceller whose reference is
+    /// what the call sent (`sent`, on the media clock that started at
+    /// `t0`) before the detector hears it; the recording keeps the line as
+    /// it was.
+    pub fn with_echo_cancelling(mut self, sent: Arc<SentAudio>, t0: Instant) -> Self {
+        self.echo = Some(Box::new(EchoPath {
+            canceller: EchoCanceller::new(),
+            sent,
+            t0,
+            read_to: 0,
+            scratch: [0; FRAME_SAMPLES * 8],
+            out: [0; MAX_SAMPLES],
+        }));
+        self
+    }
+
+    /// How the echo canceller has done, when there is one.
+    pub fn echo_stats(&self) -> Option<EchoStats> {
+        self.echo.as_ref().map(|e| e.canceller.stats())
     }
 
     /// Every part that reads RTP timestamps runs on the codec's clock.
@@ -349,26 +403,46 @@ impl InboundCore {
             stats,
             events,
             caller_ssrc,
+            echo,
             ..
         } = self;
         while let Some((played, timestamp, pcm)) = jitter.pop(decoder) {
             if pcm.is_empty() {
                 continue;
             }
-            if played == Played::Received {
-                if stats.first_audio.is_none() && is_audible(pcm) {
-                    stats.heard(now);
-                }
-                if let Some((track, t0)) = recording.as_ref() {
-                    let arrival = now.saturating_duration_since(*t0).as_micros() as u64 * 8 / 1000;
-                    let offset = placer.place(caller_ssrc.unwrap_or(0), timestamp, arrival);
+            // Where the packet goes on the call's clock: the first of a
+            // source by its arrival, the next ones by their timestamps.
+            let t0 = recording
+                .as_ref()
+                .map(|(_, t0)| *t0)
+                .or(echo.as_ref().map(|e| e.t0));
+            let position = t0.map(|t0| {
+                let arrival = now.saturating_duration_since(t0).as_micros() as u64 * 8 / 1000;
+                placer.place(caller_ssrc.unwrap_or(0), timestamp, arrival)
+            });
+            if played != Played::Concealed {
+                if let (Some((track, _)), Some(offset)) = (recording.as_ref(), position) {
                     if let Ok(offset) = usize::try_from(offset) {
                         track.put_at_pcm(offset, pcm);
                     }
                 }
             }
+            // What the detector hears: the caller, without the bot's echo.
+            let heard: &[i16] = match (echo.as_mut(), position) {
+                (Some(echo), Some(position)) => {
+                    echo.catch_up();
+                    let n = pcm.len().min(MAX_SAMPLES);
+                    echo.canceller
+                        .process(position, &pcm[..n], &mut echo.out[..n]);
+                    &echo.out[..n]
+                }
+                _ => pcm,
+            };
+            if played == Played::Received && stats.first_audio.is_none() && is_audible(heard) {
+                stats.heard(now);
+            }
             if let Some(detector) = detector.as_mut() {
-                if let Some(event) = detector.push(now, pcm) {
+                if let Some(event) = detector.push(now, heard) {
                     push_bounded(events, turn_event(event));
                 }
             }

@@ -8,6 +8,9 @@
 //! - [`latch`]: symmetric RTP, which source the caller really sends from;
 //! - [`resample`]: rate conversion to 8 kHz;
 //! - [`recording`]: both sides of a call on one clock, as a stereo WAV;
+//! - [`echo`]: the bot's own voice taken out of what the caller's line
+//!   returns (a line echo canceller), with [`sent_audio`] its reference:
+//!   what the call sent, shared by the driver and the receive task;
 //! - [`driver`]: the tokio side: one task paces every call's outbound RTP,
 //!   one receive task per call reads inbound RTP.
 
@@ -15,6 +18,7 @@ pub mod codec;
 pub mod config;
 pub mod driver;
 pub mod dtmf;
+pub mod echo;
 pub mod g711;
 pub mod g722;
 pub mod handle;
@@ -28,6 +32,7 @@ pub mod recording;
 pub mod resample;
 pub mod rtcp;
 pub mod rtp;
+pub mod sent_audio;
 pub mod stats;
 pub mod vad;
 pub mod wav;

@@ -39,6 +39,9 @@ pub struct VadConfig {
     pub preroll: Duration,
     /// A turn longer than this is cut (and sent to STT as it is).
     pub max_utterance: Duration,
+    /// The bot's echo is taken out of the caller's audio before the
+    /// detector hears it ([`crate::media::echo`]).
+    pub echo_cancelling: bool,
 }
 
 impl Default for VadConfig {
@@ -49,6 +52,7 @@ impl Default for VadConfig {
             hangover: Duration::from_millis(500),
             preroll: Duration::from_millis(200),
             max_utterance: Duration::from_secs(30),
+            echo_cancelling: true,
         }
     }
 }

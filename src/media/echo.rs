@@ -1,0 +1,752 @@
+//! The bot's own voice taken back out of what the caller's line returns
+//! (sans-IO): a line echo canceller in the manner of ITU-T G.168, at 8 kHz.
+//!
+//! On a PSTN line the hybrid (2-wire/4-wire) sends part of what sav says
+//! back towards sav, tens to hundreds of milliseconds later and 6 to 30 dB
+//! down. sav knows every sample it sent, so it holds the perfect reference:
+//! what it sent is fed in with [`EchoCanceller::far`], the caller's samples
+//! go through [`EchoCanceller::process`], placed on the same media clock
+//! (sample positions since the call began).
+//!
+//! - **Bulk delay** by cross-correlation of the caller's signal with what
+//!   was sent, on both decimated by 4 (2 kHz), over the last second, for
+//!   delays up to [`MAX_DELAY`]: the filter's window is placed there.
+//! - **Adaptive filter**: NLMS over [`TAIL`] taps (128 ms) from just before
+//!   that delay, estimating the echo path and subtracting its estimate.
+//! - **Double talk**: two filters (as in Speex's MDF and many network
+//!   cancellers): a background one adapts on every sample; the foreground
+//!   one, which makes the output, takes the background's weights only when
+//!   they cancel better over a frame. When the caller talks over the bot the
+//!   background's error grows, so the foreground keeps what it learnt and
+//!   the caller's voice goes through; a background that went astray is
+//!   reset from the foreground.
+//! - **Idle** while nothing was sent within the filter's reach: the caller's
+//!   samples pass untouched and nothing is computed.
+//!
+//! Storage is fixed at construction; nothing allocates per frame.
+
+/// Samples per second (the listening side's rate).
+pub const RATE: usize = 8000;
+/// Taps of the adaptive filter: 160 ms, of which [`LEAD`] before the bulk
+/// delay and 128 ms after it (the echo path's tail).
+pub const TAIL: usize = 1280;
+/// The largest bulk delay searched: 500 ms (a VoIP leg's round trip and the
+/// hybrid's own delay).
+pub const MAX_DELAY: usize = 4000;
+/// Taps of the window placed before the estimated delay: 32 ms, so a
+/// delay found a pitch period off (voiced speech correlates with itself
+/// there) still leaves the path inside the window.
+const LEAD: usize = 256;
+/// What was sent, kept (a power of two past MAX_DELAY + TAIL + a frame).
+const HISTORY: usize = 8192;
+/// The decimation of the delay search.
+const DECIMATE: usize = 4;
+/// The caller's signal the delay search looks at: 1 s, decimated.
+const SEARCH_WINDOW: usize = RATE / DECIMATE;
+/// The decimated history of what was sent: the window and the delays.
+const FAR_DECIMATED: usize = 4096;
+/// Samples between two delay searches while the bot speaks.
+const SEARCH_EVERY: usize = RATE;
+/// A delay is taken when the normalised correlation at it, averaged over
+/// the searches so far, is at least this.
+const MIN_CORRELATION: f32 = 0.3;
+/// Weight of the newest search in that average.
+const SEARCH_WEIGHT: f32 = 0.4;
+/// Step size of the background filter (IPNLMS) while it learns the path,
+/// and once the foreground cancels (smaller: less noise in the weights).
+const STEP: f32 = 0.5;
+const STEP_CONVERGED: f32 = 0.25;
+/// IPNLMS's balance between NLMS (−1) and proportionate updates (+1): an
+/// echo path is a few milliseconds of a 160 ms window, and the taps that
+/// matter learn fastest when each tap's step follows its weight (Benesty
+/// and Gay, 2002).
+const PROPORTION: f32 = -0.5;
+/// Regularisation of the NLMS normalisation (per tap, full scale = 1).
+const REGULARISATION: f32 = 1e-6;
+/// Far-end power (per tap, full scale = 1) under which the bot is silent
+/// within the filter's reach: about −70 dBFS.
+const IDLE_POWER: f32 = 1e-7;
+/// Samples of one frame (the output is judged per frame).
+const FRAME: usize = 160;
+/// Smoothing of the short-term powers the double-talk detector compares
+/// (a time constant of 10 ms).
+const POWER_SMOOTHING: f32 = 1.0 / 80.0;
+/// The caller's signal this much above the filter's echo estimate (6 dB)
+/// is the caller talking, once the filter has converged.
+const DOUBLE_TALK_RATIO: f32 = 4.0;
+/// Power (full scale = 1) always allowed above the estimate: the line's
+/// noise, about −54 dBFS.
+const NOISE_POWER: f32 = 4e-6;
+/// Adaptation stays frozen this long after double talk was last seen
+/// (100 ms).
+const DOUBLE_TALK_HOLD: u32 = 800;
+/// Double talk seen without a break for this long (3 s) while the bot
+/// speaks is more likely an echo path that changed: the filter learns again.
+const DOUBLE_TALK_LONGEST: u32 = 3 * RATE as u32;
+/// The foreground has converged once a frame without double talk cancels
+/// this much (10 dB).
+const CONVERGED_ERLE: f32 = 10.0;
+
+/// How the canceller has done so far.
+#[derive(Debug, Default, Clone, Copy, PartialEq)]
+pub struct EchoStats {
+    /// Bulk delay found (samples), once found.
+    pub delay: Option<usize>,
+    /// Frames processed while the bot spoke within the filter's reach.
+    pub active_frames: u64,
+    /// Times the foreground filter took the background's weights.
+    pub adopted: u64,
+    /// Times a background filter gone astray was reset.
+    pub resets: u64,
+    /// Frames the caller talked over the bot (adaptation frozen).
+    pub double_talk_frames: u64,
+    /// Echo return loss enhancement over the last active frame (dB): how
+    /// much the output is below the caller's signal.
+    pub erle_db: f32,
+}
+
+/// One call's line echo canceller (see the module doc).
+pub struct EchoCanceller {
+    /// What was sent, by position modulo HISTORY (full scale = 1).
+    far: Vec<f32>,
+    /// The position after the newest sample sent.
+    far_end: u64,
+    /// What was sent, decimated (sums of DECIMATE samples), by decimated
+    /// position modulo FAR_DECIMATED.
+    far_low: Vec<f32>,
+    /// The caller's signal, decimated: the last SEARCH_WINDOW values and
+    /// the decimated position after the newest.
+    near_low: Vec<f32>,
+    near_low_end: u64,
+    /// Partial sums being decimated (near side), and how many are in.
+    near_acc: (f32, usize),
+    /// Samples of the caller's signal until the next delay search.
+    until_search: usize,
+    /// The normalised correlation at each decimated delay, averaged over
+    /// the searches (the true delay holds from one to the next; a pitch
+    /// period's alias moves with the pitch).
+    correlation: Vec<f32>,
+    searched: bool,
+    /// The search's two signals (kept, not allocated per search).
+    search_near: Vec<f32>,
+    search_far: Vec<f32>,
+    /// The newest tap weighs the sample sent `offset` before; the oldest,
+    /// `offset + TAIL - 1` before. Weights are kept oldest first.
+    offset: usize,
+    /// What was sent within reach of a block, oldest first.
+    window: Vec<f32>,
+    foreground: Vec<f32>,
+    background: Vec<f32>,
+    /// Each background tap's share of the step (IPNLMS), from its weight;
+    /// made again every frame.
+    shares: Vec<f32>,
+    /// Frames in a row the background did much worse than the foreground.
+    astray: u32,
+    /// The frame being judged: energies of the input and of both errors.
+    frame: FrameEnergy,
+    /// Short-term powers of the caller's signal and of the echo estimate.
+    near_power: f32,
+    estimate_power: f32,
+    /// Samples adaptation stays frozen (double talk), and of double talk in
+    /// a row.
+    hold: u32,
+    talk_run: u32,
+    /// The foreground cancels (the double-talk detector trusts its
+    /// estimate).
+    converged: bool,
+    stats: EchoStats,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct FrameEnergy {
+    samples: usize,
+    near: f32,
+    foreground: f32,
+    background: f32,
+    active: bool,
+    double_talk: bool,
+}
+
+impl Default for EchoCanceller {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EchoCanceller {
+    pub fn new() -> Self {
+        Self {
+            far: vec![0.0; HISTORY],
+            far_end: 0,
+            far_low: vec![0.0; FAR_DECIMATED],
+            near_low: vec![0.0; SEARCH_WINDOW],
+            near_low_end: 0,
+            near_acc: (0.0, 0),
+            until_search: SEARCH_EVERY,
+            correlation: vec![0.0; MAX_DELAY / DECIMATE + 1],
+            searched: false,
+            search_near: Vec::with_capacity(SEARCH_WINDOW),
+            search_far: Vec::with_capacity(SEARCH_WINDOW + MAX_DELAY / DECIMATE),
+            offset: 0,
+            window: vec![0.0; TAIL - 1 + FRAME],
+            foreground: vec![0.0; TAIL],
+            background: vec![0.0; TAIL],
+            shares: vec![1.0 / TAIL as f32; TAIL],
+            astray: 0,
+            frame: FrameEnergy::default(),
+            near_power: 0.0,
+            estimate_power: 0.0,
+            hold: 0,
+            talk_run: 0,
+            converged: false,
+            stats: EchoStats::default(),
+        }
+    }
+
+    pub fn stats(&self) -> EchoStats {
+        self.stats
+    }
+
+    /// What sav sent, from sample `position` of the call on. Positions only
+    /// go forward; a gap (a frame not sent) is silence.
+    pub fn far(&mut self, position: u64, samples: &[i16]) {
+        if position + (samples.len() as u64) <= self.far_end {
+            return;
+        }
+        // Silence over a gap, then the samples.
+        while self.far_end < position {
+            self.push_far(0.0);
+        }
+        let skip = (self.far_end - position) as usize;
+        for &s in &samples[skip.min(samples.len())..] {
+            self.push_far(f32::from(s) / 32768.0);
+        }
+    }
+
+    fn push_far(&mut self, value: f32) {
+        let at = self.far_end;
+        self.far[(at as usize) % HISTORY] = value;
+        let low = (at / DECIMATE as u64) as usize % FAR_DECIMATED;
+        if at.is_multiple_of(DECIMATE as u64) {
+            self.far_low[low] = 0.0;
+        }
+        self.far_low[low] += value;
+        self.far_end = at + 1;
+    }
+
+    /// What was sent at `position`, or silence when it is out of reach.
+    fn far_at(&self, position: u64) -> f32 {
+        if position >= self.far_end || self.far_end - position > HISTORY as u64 {
+            0.0
+        } else {
+            self.far[(position as usize) % HISTORY]
+        }
+    }
+
+    /// The caller's `near` samples from `position` on, with the echo of
+    /// what was sent taken out, into `out` (the same length).
+    pub fn process(&mut self, position: u64, near: &[i16], out: &mut [i16]) {
+        let mut done = 0;
+        while done < near.len().min(out.len()) {
+            let n = (near.len() - done).min(FRAME);
+            self.process_block(
+                position + done as u64,
+                &near[done..done + n],
+                &mut out[done..done + n],
+            );
+            done += n;
+        }
+    }
+
+    /// At most FRAME samples: the window of what was sent that they may
+    /// echo is copied out once, oldest first, so each sample's filter is a
+    /// dot product of two contiguous slices.
+    fn process_block(&mut self, position: u64, near: &[i16], out: &mut [i16]) {
+        // window[m] is what was sent at `base + m`; sample i's taps are
+        // window[i..i + TAIL] (the weights are kept oldest first too).
+        let span = TAIL - 1 + near.len();
+        let base = position as i64 - self.offset as i64 - (TAIL as i64 - 1);
+        let mut any = false;
+        for m in 0..span {
+            let at = base + m as i64;
+            let x = if at < 0 { 0.0 } else { self.far_at(at as u64) };
+            self.window[m] = x;
+            any |= x != 0.0;
+        }
+        for (i, (&sample, out)) in near.iter().zip(out.iter_mut()).enumerate() {
+            let y = f32::from(sample) / 32768.0;
+            self.track_near(y);
+            let e = if any { self.cancel(i, y) } else { self.pass(y) };
+            *out = (e * 32768.0).clamp(-32768.0, 32767.0) as i16;
+        }
+    }
+
+    /// A sample with nothing sent within reach: it passes untouched.
+    fn pass(&mut self, y: f32) -> f32 {
+        self.judge(y, y, y, false);
+        y
+    }
+
+    /// Sample `i` of the block (`y`): the output, the background adapted.
+    fn cancel(&mut self, i: usize, y: f32) -> f32 {
+        let x = &self.window[i..i + TAIL];
+        let energy = dot(x, x);
+        let active = energy > IDLE_POWER * TAIL as f32;
+        if !active {
+            return self.pass(y);
+        }
+        let fore = dot(&self.foreground, x);
+        let back = dot(&self.background, x);
+        let (e_fore, e_back) = (y - fore, y - back);
+        // Double talk: the caller's signal well above the echo the
+        // converged filter expects.
+        self.near_power += POWER_SMOOTHING * (y * y - self.near_power);
+        self.estimate_power += POWER_SMOOTHING * (fore * fore - self.estimate_power);
+        let talking = self.converged
+            && self.near_power > DOUBLE_TALK_RATIO * self.estimate_power + NOISE_POWER;
+        if talking {
+            self.hold = DOUBLE_TALK_HOLD;
+            self.talk_run += 1;
+            if self.talk_run >= DOUBLE_TALK_LONGEST {
+                // Not a caller talking for 3 s over every word: the echo
+                // path changed under the filter. Learn again.
+                self.converged = false;
+                self.talk_run = 0;
+            }
+        } else {
+            self.talk_run = 0;
+        }
+        let frozen = self.hold > 0;
+        self.hold = self.hold.saturating_sub(1);
+        if !frozen {
+            let weighted = weighted_energy(&self.shares, x);
+            let step = if self.converged { STEP_CONVERGED } else { STEP };
+            let gain = step * e_back / (weighted + REGULARISATION);
+            for ((w, g), v) in self.background.iter_mut().zip(&self.shares).zip(x) {
+                *w += gain * g * v;
+            }
+        }
+        self.frame.double_talk |= frozen;
+        self.judge(y, e_fore, e_back, true);
+        e_fore
+    }
+
+    /// Frame by frame, which filter cancels better.
+    fn judge(&mut self, y: f32, e_fore: f32, e_back: f32, active: bool) {
+        let f = &mut self.frame;
+        f.samples += 1;
+        f.near += y * y;
+        f.foreground += e_fore * e_fore;
+        f.background += e_back * e_back;
+        f.active |= active;
+        if f.samples < FRAME {
+            return;
+        }
+        let f = std::mem::take(&mut self.frame);
+        self.share_steps();
+        if !f.active {
+            return;
+        }
+        self.stats.active_frames += 1;
+        let out = f.foreground.min(f.near);
+        let erle = 10.0 * (f.near.max(1e-12) / out.max(1e-12)).log10();
+        if f.double_talk {
+            // The caller's voice is in both errors: nothing to judge by.
+            self.stats.double_talk_frames += 1;
+            self.stats.erle_db = erle;
+            return;
+        }
+        if erle >= CONVERGED_ERLE && f.near > NOISE_POWER * FRAME as f32 {
+            self.converged = true;
+        }
+        // The background cancels better, and cancels something: adopt it.
+        if f.background < 0.8 * f.foreground && f.background < f.near {
+            self.foreground.copy_from_slice(&self.background);
+            self.stats.adopted += 1;
+            self.astray = 0;
+        } else if f.background > 4.0 * f.foreground && f.background > f.near {
+            // The background went astray (the caller talked over the bot):
+            // after a few such frames, start it again from the foreground.
+            self.astray += 1;
+            if self.astray >= 3 {
+                self.background.copy_from_slice(&self.foreground);
+                self.stats.resets += 1;
+                self.astray = 0;
+            }
+        } else {
+            self.astray = 0;
+        }
+        self.stats.erle_db = erle;
+    }
+
+    /// Each tap's share of the background's step (IPNLMS): a uniform part
+    /// and a part in proportion to the tap's weight; they sum to 1.
+    fn share_steps(&mut self) {
+        let total: f32 = self.background.iter().map(|w| w.abs()).sum();
+        let uniform = (1.0 - PROPORTION) / (2.0 * TAIL as f32);
+        let proportional = (1.0 + PROPORTION) / (2.0 * total + 1e-6);
+        for (g, w) in self.shares.iter_mut().zip(&self.background) {
+            *g = uniform + proportional * w.abs();
+        }
+    }
+
+    /// The caller's signal, decimated for the delay search; searches when due.
+    fn track_near(&mut self, y: f32) {
+        self.near_acc.0 += y;
+        self.near_acc.1 += 1;
+        if self.near_acc.1 == DECIMATE {
+            let at = (self.near_low_end as usize) % SEARCH_WINDOW;
+            self.near_low[at] = self.near_acc.0;
+            self.near_low_end += 1;
+            self.near_acc = (0.0, 0);
+        }
+        self.until_search = self.until_search.saturating_sub(1);
+        if self.until_search == 0 {
+            self.until_search = SEARCH_EVERY;
+            self.search_delay();
+        }
+    }
+
+    /// Cross-correlates the last second of the caller's signal with what
+    /// was sent, at 2 kHz and differenced (which flattens speech's
+    /// spectrum, so the peak is sharp), for every delay up to MAX_DELAY;
+    /// averages it into what earlier searches found; places the filter at
+    /// the best delay when it is clear enough and far enough from where the
+    /// filter is (the filter itself follows small changes).
+    fn search_delay(&mut self) {
+        let end = self.near_low_end;
+        if end < SEARCH_WINDOW as u64 + 1 {
+            return;
+        }
+        let start = end - SEARCH_WINDOW as u64;
+        let near_at = |i: u64| {
+            self.near_low[(i as usize) % SEARCH_WINDOW]
+                - self.near_low[((i - 1) as usize) % SEARCH_WINDOW]
+        };
+        let far_low_end = self.far_end / DECIMATE as u64;
+        let far_raw = |i: u64| -> f32 {
+            if i >= far_low_end || far_low_end - i > FAR_DECIMATED as u64 {
+                0.0
+            } else {
+                self.far_low[(i as usize) % FAR_DECIMATED]
+            }
+        };
+        let far_at = |i: u64| far_raw(i) - i.checked_sub(1).map_or(0.0, far_raw);
+        // Both signals copied out once, differenced: the caller's window and
+        // what was sent from MAX_DELAY before it on.
+        let lags = MAX_DELAY / DECIMATE;
+        let mut near = std::mem::take(&mut self.search_near);
+        let mut far = std::mem::take(&mut self.search_far);
+        near.clear();
+        near.extend((start + 1..end).map(near_at));
+        far.clear();
+        far.extend((0..near.len() + lags).map(|j| {
+            (start + 1 + j as u64)
+                .checked_sub(lags as u64)
+                .map_or(0.0, far_at)
+        }));
+        self.correlate(&near, &far);
+        self.search_near = near;
+        self.search_far = far;
+    }
+
+    /// The search over `near` (the caller's window) and `far` (what was
+    /// sent, from the longest delay before it on), both differenced.
+    fn correlate(&mut self, near: &[f32], far: &[f32]) {
+        let lags = MAX_DELAY / DECIMATE;
+        let near_energy = dot(near, near);
+        let far_energy_all = dot(far, far);
+        if near_energy <= 1e-9 || far_energy_all <= 1e-9 {
+            return;
+        }
+        let mut found_any = false;
+        // far[lags - lag + i] is what was sent `lag` before near[i].
+        let mut far_energy = dot(&far[lags..], &far[lags..]);
+        for lag in 0..=lags {
+            let shifted = &far[lags - lag..lags - lag + near.len()];
+            if lag > 0 {
+                // Slide the energy window one step back in time.
+                let entering = far[lags - lag];
+                let leaving = far[lags - lag + near.len()];
+                far_energy += entering * entering - leaving * leaving;
+            }
+            let now = if far_energy > 1e-9 {
+                found_any = true;
+                dot(near, shifted).abs() / (near_energy * far_energy.max(1e-12)).sqrt()
+            } else {
+                0.0
+            };
+            let average = &mut self.correlation[lag];
+            *average = if self.searched {
+                *average + SEARCH_WEIGHT * (now - *average)
+            } else {
+                now
+            };
+        }
+        if !found_any {
+            return;
+        }
+        self.searched = true;
+        let (lag, &best) = self
+            .correlation
+            .iter()
+            .enumerate()
+            .max_by(|a, b| a.1.total_cmp(b.1))
+            .unwrap_or((0, &0.0));
+        if best < MIN_CORRELATION {
+            return;
+        }
+        let delay = lag * DECIMATE;
+        let offset = delay.saturating_sub(LEAD);
+        if self.stats.delay.is_none() || offset.abs_diff(self.offset) > LEAD / 2 {
+            // A new place for the window: what was learnt is shifted with it.
+            let shift = offset as isize - self.offset as isize;
+            shift_taps(&mut self.foreground, shift);
+            shift_taps(&mut self.background, shift);
+            self.offset = offset;
+        }
+        self.stats.delay = Some(delay);
+    }
+}
+
+/// Σ aᵢbᵢ over eight lanes (the compiler vectorises independent sums; one
+/// running sum it must keep in order).
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (a8, b8) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = a8
+        .remainder()
+        .iter()
+        .zip(b8.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in a8.zip(b8) {
+        for l in 0..8 {
+            lanes[l] += x[l] * y[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Σ gᵢxᵢ², as [`dot`].
+fn weighted_energy(g: &[f32], x: &[f32]) -> f32 {
+    let mut lanes = [0.0f32; 8];
+    let (g8, x8) = (g.chunks_exact(8), x.chunks_exact(8));
+    let tail: f32 = g8
+        .remainder()
+        .iter()
+        .zip(x8.remainder())
+        .map(|(g, x)| g * x * x)
+        .sum();
+    for (g, x) in g8.zip(x8) {
+        for l in 0..8 {
+            lanes[l] += g[l] * x[l] * x[l];
+        }
+    }
+    lanes.iter().sum::<f32>() + tail
+}
+
+/// Weights (oldest first) of a window whose offset grew by `shift` taps:
+/// each weight stays with the same delay, so it moves `shift` places
+/// towards the newest end; taps that fall out are dropped, new ones start
+/// at zero.
+fn shift_taps(weights: &mut [f32], shift: isize) {
+    let n = weights.len();
+    if shift.unsigned_abs() >= n {
+        weights.fill(0.0);
+    } else if shift > 0 {
+        let s = shift as usize;
+        weights.copy_within(..n - s, s);
+        weights[..s].fill(0.0);
+    } else if shift < 0 {
+        let s = shift.unsigned_abs();
+        weights.copy_within(s.., 0);
+        weights[n - s..].fill(0.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The echo of `sent` through `path` (an impulse response starting
+    /// `delay` samples late).
+    fn echo_of(sent: &[i16], delay: usize, path: &[f32]) -> Vec<i16> {
+        (0..sent.len())
+            .map(|n| {
+                let mut v = 0.0;
+                for (k, &h) in path.iter().enumerate() {
+                    if let Some(i) = n.checked_sub(delay + k) {
+                        v += h * f32::from(sent[i]);
+                    }
+                }
+                v as i16
+            })
+            .collect()
+    }
+
+    /// The line's own noise: uniform, about −65 dBFS.
+    fn line_noise(len: usize) -> Vec<i16> {
+        let mut state = 12345u32;
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                ((state >> 16) % 64) as i16 - 32
+            })
+            .collect()
+    }
+
+    /// Sample by sample sum (saturating).
+    fn plus(a: &[i16], b: &[i16]) -> Vec<i16> {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| x.saturating_add(y))
+            .collect()
+    }
+
+    /// Sample by sample difference (saturating).
+    fn minus(a: &[i16], b: &[i16]) -> Vec<i16> {
+        a.iter()
+            .zip(b)
+            .map(|(&x, &y)| x.saturating_sub(y))
+            .collect()
+    }
+
+    /// A hybrid's echo path at `loss_db` below what was sent: a short
+    /// dispersive response (a few milliseconds), with its gain such that
+    /// its energy is `loss_db` down.
+    fn hybrid(loss_db: f32) -> Vec<f32> {
+        let shape = [
+            0.0, 0.5, 1.0, 0.6, -0.3, -0.4, 0.2, 0.15, -0.1, 0.05, 0.03, -0.02,
+        ];
+        let energy: f32 = shape.iter().map(|h| h * h).sum();
+        let gain = 10f32.powf(-loss_db / 20.0) / energy.sqrt();
+        shape.iter().map(|h| h * gain).collect()
+    }
+
+    /// Energy ratio (dB) of `a` over `b`.
+    fn ratio_db(a: &[i16], b: &[i16]) -> f32 {
+        let energy = |s: &[i16]| {
+            s.iter()
+                .map(|&v| f64::from(v).powi(2))
+                .sum::<f64>()
+                .max(1.0)
+        };
+        (10.0 * (energy(a) / energy(b)).log10()) as f32
+    }
+
+    /// Runs `sent` and what the line returned through a canceller, 20 ms at
+    /// a time, as a call would: what was sent first, then the caller's frame
+    /// at the same position.
+    fn run(canceller: &mut EchoCanceller, sent: &[i16], returned: &[i16]) -> Vec<i16> {
+        let mut out = vec![0i16; returned.len()];
+        for (n, (sent, returned)) in sent.chunks(FRAME).zip(returned.chunks(FRAME)).enumerate() {
+            let position = (n * FRAME) as u64;
+            canceller.far(position, sent);
+            canceller.process(
+                position,
+                returned,
+                &mut out[n * FRAME..n * FRAME + returned.len()],
+            );
+        }
+        out
+    }
+
+    fn speech(seconds: usize) -> Vec<i16> {
+        let phrase = crate::media::wav::cached_phrase_8k("welcome");
+        phrase
+            .iter()
+            .copied()
+            .cycle()
+            .take(seconds * RATE)
+            .collect()
+    }
+
+    #[test]
+    fn a_hybrid_echo_is_found_and_cancelled_by_20_db_or_more() {
+        for (delay_ms, loss_db) in [(60, 12.0), (120, 6.0), (250, 20.0)] {
+            let sent = speech(8);
+            let echo = echo_of(&sent, delay_ms * RATE / 1000, &hybrid(loss_db));
+            let noise = line_noise(echo.len());
+            let mut canceller = EchoCanceller::new();
+            let out = run(&mut canceller, &sent, &plus(&echo, &noise));
+            let stats = canceller.stats();
+            let delay = stats.delay.expect("the delay found");
+            assert!(
+                delay.abs_diff(delay_ms * RATE / 1000) <= 8,
+                "{delay_ms} ms: found {delay} samples"
+            );
+            // After 5 s of the bot speaking, over the last 3 s: the echo
+            // against what is left of it (the output less the line's noise,
+            // which passes through).
+            let tail = 5 * RATE..sent.len();
+            let residual = minus(&out[tail.clone()], &noise[tail.clone()]);
+            let erle = ratio_db(&echo[tail], &residual);
+            eprintln!("echo {delay_ms} ms at −{loss_db} dB: ERLE {erle:.1} dB, {stats:?}");
+            assert!(
+                erle >= 20.0,
+                "{delay_ms} ms, −{loss_db} dB: ERLE {erle:.1} dB"
+            );
+        }
+    }
+
+    #[test]
+    fn the_caller_talking_over_the_bot_goes_through_and_the_filter_holds() {
+        let sent = speech(8);
+        let echo = echo_of(&sent, 480, &hybrid(12.0));
+        // The caller speaks from 5 s to 7 s (another phrase, as loud as the
+        // bot's own), over the echo.
+        let noise = line_noise(echo.len());
+        let caller = crate::media::wav::cached_phrase_8k("menu");
+        let mut returned = plus(&echo, &noise);
+        let talk = 5 * RATE..7 * RATE;
+        for (i, r) in returned[talk.clone()].iter_mut().enumerate() {
+            *r = r.saturating_add(caller[i % caller.len()]);
+        }
+        let mut canceller = EchoCanceller::new();
+        let out = run(&mut canceller, &sent, &returned);
+        // While the caller talks, what comes out is the caller (the echo
+        // taken out of it, the voice not): close to the caller alone.
+        let alone: Vec<i16> = (talk.clone())
+            .map(|i| caller[(i - talk.start) % caller.len()])
+            .collect();
+        let residue: Vec<i16> = out[talk.clone()]
+            .iter()
+            .zip(&alone)
+            .map(|(&o, &c)| o.saturating_sub(c))
+            .collect();
+        let kept = ratio_db(&alone, &residue);
+        assert!(
+            kept >= 15.0,
+            "the caller's voice through the canceller at {kept:.1} dB"
+        );
+        // And after the caller stops, the echo is still cancelled at once.
+        let after = 7 * RATE..8 * RATE;
+        let residual = minus(&out[after.clone()], &noise[after.clone()]);
+        let erle = ratio_db(&echo[after], &residual);
+        assert!(erle >= 20.0, "after the double talk: ERLE {erle:.1} dB");
+    }
+
+    #[test]
+    fn with_the_bot_silent_the_callers_audio_passes_untouched() {
+        let caller = speech(2);
+        let silence = vec![0i16; caller.len()];
+        let mut canceller = EchoCanceller::new();
+        let out = run(&mut canceller, &silence, &caller);
+        assert_eq!(out, caller);
+        assert_eq!(canceller.stats().active_frames, 0);
+    }
+
+    #[test]
+    fn shifting_the_window_keeps_what_was_learnt_in_place() {
+        // Oldest first: a window reaching one tap further back keeps each
+        // weight on its delay, one place nearer the newest end.
+        let mut w = vec![0.0, 1.0, 2.0, 3.0];
+        shift_taps(&mut w, 1);
+        assert_eq!(w, [0.0, 0.0, 1.0, 2.0]);
+        shift_taps(&mut w, -2);
+        assert_eq!(w, [1.0, 2.0, 0.0, 0.0]);
+        shift_taps(&mut w, 9);
+        assert_eq!(w, [0.0; 4]);
+    }
+}
