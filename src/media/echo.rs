@@ -20,8 +20,9 @@
 //!   background's error grows, so the foreground keeps what it learnt and
 //!   the caller's voice goes through; a background that went astray is
 //!   reset from the foreground.
-//! - **Idle** while nothing was sent within the filter's reach: the caller's
-//!   samples pass untouched and nothing is computed.
+//! - **Idle** while nothing was sent within the filter's reach, and until a
+//!   delay is found (what the caller says is not the bot's echo unless the
+//!   two correlate): the caller's samples pass untouched.
 //!
 //! Storage is fixed at construction; nothing allocates per frame.
 
@@ -276,7 +277,14 @@ impl EchoCanceller {
         for (i, (&sample, out)) in near.iter().zip(out.iter_mut()).enumerate() {
             let y = f32::from(sample) / 32768.0;
             self.track_near(y);
-            let e = if any { self.cancel(i, y) } else { self.pass(y) };
+            // Nothing is learnt or taken out before a delay is found: the
+            // caller's voice must not be fitted by what the bot says (a
+            // periodic voice spans the harmonics a voice has too).
+            let e = if any && self.stats.delay.is_some() {
+                self.cancel(i, y)
+            } else {
+                self.pass(y)
+            };
             *out = (e * 32768.0).clamp(-32768.0, 32767.0) as i16;
         }
     }
