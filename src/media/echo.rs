@@ -23,6 +23,11 @@
 //! - **Idle** while nothing was sent within the filter's reach, and until a
 //!   delay is found (what the caller says is not the bot's echo unless the
 //!   two correlate): the caller's samples pass untouched.
+//! - **A gate** (a G.168 canceller's non-linear processor): before the
+//!   filter has converged (the first second or two of the bot speaking),
+//!   the caller's signal well below what the bot lately sent may be its
+//!   echo alone; after, what is left well below the echo the filter took
+//!   out is its residue. Either is let through 30 dB down.
 //!
 //! Storage is fixed at construction; nothing allocates per frame.
 
@@ -84,9 +89,26 @@ const DOUBLE_TALK_HOLD: u32 = 800;
 /// Double talk seen without a break for this long (3 s) while the bot
 /// speaks is more likely an echo path that changed: the filter learns again.
 const DOUBLE_TALK_LONGEST: u32 = 3 * RATE as u32;
-/// The foreground has converged once a frame without double talk cancels
-/// this much (10 dB).
-const CONVERGED_ERLE: f32 = 10.0;
+/// The foreground has converged once it cancels this much, averaged over
+/// the frames without double talk (15 dB), and no longer has when that
+/// average falls under the second figure (an echo path that changed).
+const CONVERGED_ERLE: f32 = 15.0;
+const DIVERGED_ERLE: f32 = 6.0;
+/// Weight of each frame in that average.
+const ERLE_WEIGHT: f32 = 0.1;
+/// Until it has, the caller's signal below this share of the loudest the
+/// bot was lately (−3 dB; a line returns its echo at least 6 dB down,
+/// G.168) may be nothing but echo, and is let through this much lower
+/// (−30 dB): the bot's first words are not taken for the caller.
+const GATE_RATIO: f32 = 0.5;
+const GATE_GAIN: f32 = 0.03;
+/// Once it has, what is left this far below the filter's echo estimate
+/// (−10 dB) is the echo's residue, let through 30 dB lower too (the
+/// non-linear processor of a G.168 canceller).
+const RESIDUE_RATIO: f32 = 0.1;
+/// How long the loudest of what was sent is remembered: per sample, the
+/// held power decays by this (a time constant of 500 ms, the longest echo).
+const HELD_DECAY: f32 = 1.0 - 1.0 / MAX_DELAY as f32;
 
 /// How the canceller has done so far.
 #[derive(Debug, Default, Clone, Copy, PartialEq)]
@@ -101,6 +123,9 @@ pub struct EchoStats {
     pub resets: u64,
     /// Frames the caller talked over the bot (adaptation frozen).
     pub double_talk_frames: u64,
+    /// Frames' worth of samples let through 30 dB lower as echo alone (or
+    /// its residue).
+    pub gated_frames: u64,
     /// Echo return loss enhancement over the last active frame (dB): how
     /// much the output is below the caller's signal.
     pub erle_db: f32,
@@ -155,6 +180,18 @@ pub struct EchoCanceller {
     /// The foreground cancels (the double-talk detector trusts its
     /// estimate).
     converged: bool,
+    /// Short-term power of what was sent, and the loudest of it lately
+    /// (held, decaying); short-term power of the caller's signal for the
+    /// gate.
+    far_short: f32,
+    far_held: f32,
+    near_short: f32,
+    /// Samples the gate let through lower.
+    gated: u64,
+    /// Short-term power of the output.
+    out_short: f32,
+    /// The foreground's ERLE, averaged over frames without double talk.
+    erle_average: f32,
     stats: EchoStats,
 }
 
@@ -200,6 +237,12 @@ impl EchoCanceller {
             hold: 0,
             talk_run: 0,
             converged: false,
+            far_short: 0.0,
+            far_held: 0.0,
+            near_short: 0.0,
+            gated: 0,
+            out_short: 0.0,
+            erle_average: 0.0,
             stats: EchoStats::default(),
         }
     }
@@ -225,6 +268,8 @@ impl EchoCanceller {
     }
 
     fn push_far(&mut self, value: f32) {
+        self.far_short += POWER_SMOOTHING * (value * value - self.far_short);
+        self.far_held = (self.far_held * HELD_DECAY).max(self.far_short);
         let at = self.far_end;
         self.far[(at as usize) % HISTORY] = value;
         let low = (at / DECIMATE as u64) as usize % FAR_DECIMATED;
@@ -285,7 +330,30 @@ impl EchoCanceller {
             } else {
                 self.pass(y)
             };
+            let e = self.gate(y, e);
             *out = (e * 32768.0).clamp(-32768.0, 32767.0) as i16;
+        }
+    }
+
+    /// Before the filter has converged, a caller's signal quiet enough to
+    /// be the bot's echo alone is let through 30 dB lower; after, what is
+    /// left well below the echo the filter took out.
+    fn gate(&mut self, y: f32, e: f32) -> f32 {
+        self.near_short += POWER_SMOOTHING * (y * y - self.near_short);
+        self.out_short += POWER_SMOOTHING * (e * e - self.out_short);
+        let speaking = self.far_held > IDLE_POWER;
+        let echo_alone = if self.converged {
+            // The residue of an echo the filter takes out.
+            self.out_short < RESIDUE_RATIO * self.estimate_power
+        } else {
+            self.near_short < GATE_RATIO * self.far_held
+        };
+        if speaking && echo_alone {
+            self.gated += 1;
+            self.stats.gated_frames = self.gated / FRAME as u64;
+            e * GATE_GAIN
+        } else {
+            e
         }
     }
 
@@ -364,8 +432,13 @@ impl EchoCanceller {
             self.stats.erle_db = erle;
             return;
         }
-        if erle >= CONVERGED_ERLE && f.near > NOISE_POWER * FRAME as f32 {
-            self.converged = true;
+        if f.near > NOISE_POWER * FRAME as f32 {
+            self.erle_average += ERLE_WEIGHT * (erle - self.erle_average);
+            if self.erle_average >= CONVERGED_ERLE {
+                self.converged = true;
+            } else if self.erle_average < DIVERGED_ERLE {
+                self.converged = false;
+            }
         }
         // The background cancels better, and cancels something: adopt it.
         if f.background < 0.8 * f.foreground && f.background < f.near {
@@ -573,13 +646,13 @@ fn shift_taps(weights: &mut [f32], shift: isize) {
     }
 }
 
+/// A PSTN line's echo of what sav sends, for tests here and of the
+/// inbound path.
 #[cfg(test)]
-mod tests {
-    use super::*;
-
+pub(crate) mod line {
     /// The echo of `sent` through `path` (an impulse response starting
     /// `delay` samples late).
-    fn echo_of(sent: &[i16], delay: usize, path: &[f32]) -> Vec<i16> {
+    pub(crate) fn echo_of(sent: &[i16], delay: usize, path: &[f32]) -> Vec<i16> {
         (0..sent.len())
             .map(|n| {
                 let mut v = 0.0;
@@ -594,7 +667,7 @@ mod tests {
     }
 
     /// The line's own noise: uniform, about −65 dBFS.
-    fn line_noise(len: usize) -> Vec<i16> {
+    pub(crate) fn line_noise(len: usize) -> Vec<i16> {
         let mut state = 12345u32;
         (0..len)
             .map(|_| {
@@ -605,7 +678,7 @@ mod tests {
     }
 
     /// Sample by sample sum (saturating).
-    fn plus(a: &[i16], b: &[i16]) -> Vec<i16> {
+    pub(crate) fn plus(a: &[i16], b: &[i16]) -> Vec<i16> {
         a.iter()
             .zip(b)
             .map(|(&x, &y)| x.saturating_add(y))
@@ -613,7 +686,7 @@ mod tests {
     }
 
     /// Sample by sample difference (saturating).
-    fn minus(a: &[i16], b: &[i16]) -> Vec<i16> {
+    pub(crate) fn minus(a: &[i16], b: &[i16]) -> Vec<i16> {
         a.iter()
             .zip(b)
             .map(|(&x, &y)| x.saturating_sub(y))
@@ -623,7 +696,7 @@ mod tests {
     /// A hybrid's echo path at `loss_db` below what was sent: a short
     /// dispersive response (a few milliseconds), with its gain such that
     /// its energy is `loss_db` down.
-    fn hybrid(loss_db: f32) -> Vec<f32> {
+    pub(crate) fn hybrid(loss_db: f32) -> Vec<f32> {
         let shape = [
             0.0, 0.5, 1.0, 0.6, -0.3, -0.4, 0.2, 0.15, -0.1, 0.05, 0.03, -0.02,
         ];
@@ -631,6 +704,12 @@ mod tests {
         let gain = 10f32.powf(-loss_db / 20.0) / energy.sqrt();
         shape.iter().map(|h| h * gain).collect()
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::line::*;
+    use super::*;
 
     /// Energy ratio (dB) of `a` over `b`.
     fn ratio_db(a: &[i16], b: &[i16]) -> f32 {

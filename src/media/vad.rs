@@ -174,7 +174,15 @@ impl TurnDetector {
             Ok((_, produced)) => produced,
             Err(_) => 0,
         };
-        self.pending.extend_from_slice(&self.output[0][..produced]);
+        // The resampler's filter overshoots a full-scale input a little
+        // (Gibbs); the detector refuses anything outside [-1, 1] (it
+        // panics), so a caller shouting into the microphone must not reach
+        // it unclipped.
+        self.pending.extend(
+            self.output[0][..produced]
+                .iter()
+                .map(|s| s.clamp(-1.0, 1.0)),
+        );
         let mut event = None;
         while self.pending.len() >= VAD_FRAME {
             self.vad_frame.copy_from_slice(&self.pending[..VAD_FRAME]);
