@@ -27,7 +27,8 @@
 //!   filter has converged (the first second or two of the bot speaking),
 //!   the caller's signal well below what the bot lately sent may be its
 //!   echo alone; after, what is left well below the echo the filter took
-//!   out is its residue. Either is let through 30 dB down.
+//!   out is its residue. Either is let through 30 dB down. A line on which
+//!   no echo is found within the bot's first 2 s of speech has no gate.
 //!
 //! Storage is fixed at construction; nothing allocates per frame.
 
@@ -102,6 +103,10 @@ const ERLE_WEIGHT: f32 = 0.1;
 /// (−30 dB): the bot's first words are not taken for the caller.
 const GATE_RATIO: f32 = 0.5;
 const GATE_GAIN: f32 = 0.03;
+/// Until an echo is found, the gate holds for the bot's first 2 s of
+/// speech only: after that with no delay found, the line has no echo to
+/// speak of, and a caller quieter than the bot must be heard.
+const GATE_UNPROVEN: u64 = 2 * RATE as u64;
 /// Once it has, what is left this far below the filter's echo estimate
 /// (−10 dB) is the echo's residue, let through 30 dB lower too (the
 /// non-linear processor of a G.168 canceller).
@@ -190,6 +195,8 @@ pub struct EchoCanceller {
     gated: u64,
     /// Short-term power of the output.
     out_short: f32,
+    /// Samples sent with the bot's voice in them.
+    spoken: u64,
     /// The foreground's ERLE, averaged over frames without double talk.
     erle_average: f32,
     stats: EchoStats,
@@ -242,6 +249,7 @@ impl EchoCanceller {
             near_short: 0.0,
             gated: 0,
             out_short: 0.0,
+            spoken: 0,
             erle_average: 0.0,
             stats: EchoStats::default(),
         }
@@ -270,6 +278,9 @@ impl EchoCanceller {
     fn push_far(&mut self, value: f32) {
         self.far_short += POWER_SMOOTHING * (value * value - self.far_short);
         self.far_held = (self.far_held * HELD_DECAY).max(self.far_short);
+        if self.far_short > IDLE_POWER {
+            self.spoken += 1;
+        }
         let at = self.far_end;
         self.far[(at as usize) % HISTORY] = value;
         let low = (at / DECIMATE as u64) as usize % FAR_DECIMATED;
@@ -345,8 +356,12 @@ impl EchoCanceller {
         let echo_alone = if self.converged {
             // The residue of an echo the filter takes out.
             self.out_short < RESIDUE_RATIO * self.estimate_power
-        } else {
+        } else if self.stats.delay.is_some() || self.spoken < GATE_UNPROVEN {
+            // An echo found and not yet cancelled, or not yet known.
             self.near_short < GATE_RATIO * self.far_held
+        } else {
+            // No echo on this line.
+            false
         };
         if speaking && echo_alone {
             self.gated += 1;
@@ -812,6 +827,29 @@ mod tests {
         let residual = minus(&out[after.clone()], &noise[after.clone()]);
         let erle = ratio_db(&echo[after], &residual);
         assert!(erle >= 20.0, "after the double talk: ERLE {erle:.1} dB");
+    }
+
+    #[test]
+    fn on_a_line_without_echo_a_quiet_caller_goes_through_after_the_first_words() {
+        // The bot at full level, the caller 10 dB under it, no echo.
+        let sent = speech(6);
+        let caller: Vec<i16> = crate::media::wav::cached_phrase_8k("menu")
+            .iter()
+            .cycle()
+            .take(sent.len())
+            .map(|&s| s / 3)
+            .collect();
+        let mut canceller = EchoCanceller::new();
+        let out = run(&mut canceller, &sent, &caller);
+        assert_eq!(canceller.stats().delay, None, "no echo to find");
+        // Held back while an echo could not be ruled out (the bot's first
+        // 2 s of speech), untouched after.
+        let first = ratio_db(&caller[..RATE], &out[..RATE]);
+        assert!(
+            first > 10.0,
+            "the first second let through {first:.1} dB lower"
+        );
+        assert_eq!(&out[3 * RATE..], &caller[3 * RATE..]);
     }
 
     #[test]
