@@ -370,7 +370,6 @@ fn an_offer_with_rtcp_mux_gets_rtcp_on_the_rtp_ports() {
     // The BYE goes in a compound packet behind a report (RFC 3550 §6.1):
     // find its type after the first packet's length.
     let last = &rtcp.last().expect("RTCP from sav").payload;
-    let first_len = 4 * (usize::from(u16::from_be_bytes([last[2], last[3]])) + 1);
     let kinds: Vec<u8> = std::iter::successors(Some(0usize), |&at| {
         let len =
             4 * (usize::from(u16::from_be_bytes([*last.get(at + 2)?, *last.get(at + 3)?])) + 1);
@@ -378,6 +377,5 @@ fn an_offer_with_rtcp_mux_gets_rtcp_on_the_rtp_ports() {
     })
     .filter_map(|at| last.get(at + 1).copied())
     .collect();
-    assert!(first_len <= last.len());
     assert!(kinds.contains(&203), "the last RTCP holds a BYE: {kinds:?}");
 }

@@ -256,7 +256,10 @@ impl EchoCanceller {
     }
 
     pub fn stats(&self) -> EchoStats {
-        self.stats
+        EchoStats {
+            gated_frames: self.gated / FRAME as u64,
+            ..self.stats
+        }
     }
 
     /// What sav sent, from sample `position` of the call on. Positions only
@@ -365,7 +368,6 @@ impl EchoCanceller {
         };
         if speaking && echo_alone {
             self.gated += 1;
-            self.stats.gated_frames = self.gated / FRAME as u64;
             e * GATE_GAIN
         } else {
             e
