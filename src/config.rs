@@ -412,6 +412,23 @@ impl Config {
                 ));
             }
         }
+        if let Some((field, value)) = self.call.no_input.bad_wait() {
+            return Err(invalid(
+                field,
+                value.to_string(),
+                "a number of seconds in (0, 3600]",
+            ));
+        }
+        if self.call.no_input.escalation
+            == Some(crate::conversation::config::NoInputEscalation::Transfer)
+            && self.call.transfer_to.is_none()
+        {
+            return Err(invalid(
+                "call.no_input.escalation",
+                "\"transfer\"".into(),
+                "\"callback\", or a [call] transfer_to to transfer to",
+            ));
+        }
         for (field, key) in self.call.phrase_keys() {
             if !self.cache.phrases.contains_key(key) {
                 return Err(invalid(

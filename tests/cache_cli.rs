@@ -30,11 +30,18 @@ fn config(welcome: &str) -> String {
     let base = std::fs::read_to_string(Path::new(REPO).join("sav.toml")).unwrap();
     let head = &base[..base.find("[cache.phrases]").expect("phrase table")];
     // Only the three phrases below: the keys-only greeting says those too.
-    let head = head.replacen(
-        "greeting_dtmf = [\"greet\", \"menu\"]",
-        "greeting_dtmf = [\"greet\", \"welcome\"]",
-        1,
-    );
+    let head = head
+        .replacen(
+            "greeting_dtmf = [\"greet\", \"menu\"]",
+            "greeting_dtmf = [\"greet\", \"welcome\"]",
+            1,
+        )
+        // No reprompt: its phrases are not among the three.
+        .replacen(
+            "enabled = true\nreprompt_after_s",
+            "enabled = false\nreprompt_after_s",
+            1,
+        );
     format!(
         "{head}[cache.phrases]\ngreet = \"Bonjour.\"\nwelcome = \"{welcome}\"\ngoodbye = \"Au revoir.\"\n"
     )

@@ -655,6 +655,143 @@ fn sample(metrics: &str, name: &str) -> Option<f64> {
         .and_then(|v| v.trim().parse().ok())
 }
 
+/// When (ms, the call's timeline) each mark `matches` was set.
+fn marks_at(
+    timeline: &sav::timeline::CallTimeline,
+    matches: impl Fn(&sav::timeline::Mark) -> bool,
+) -> Vec<u64> {
+    timeline
+        .events
+        .iter()
+        .filter(|e| matches(&e.mark))
+        .map(|e| e.at_ms)
+        .collect()
+}
+
+fn segment_ends(timeline: &sav::timeline::CallTimeline, key: &str) -> Vec<u64> {
+    marks_at(
+        timeline,
+        |m| matches!(m, sav::timeline::Mark::SegmentEnd { label, .. } if label == key),
+    )
+}
+
+fn no_input_after(reprompt: u32, escalate: u32) -> impl Fn(String) -> String {
+    move |c: String| {
+        let c = c.replace(
+            "reprompt_after_s = 10\n",
+            &format!("reprompt_after_s = {reprompt}\n"),
+        );
+        c.replace(
+            "escalate_after_s = 10\n",
+            &format!("escalate_after_s = {escalate}\n"),
+        )
+    }
+}
+
+#[tokio::test]
+async fn a_caller_who_says_and_presses_nothing_is_asked_again_then_called_back() {
+    let call = TestCall::start(Setup {
+        name: "calls_no_input",
+        edit: |c| no_input_after(6, 4)(c),
+        ..Setup::default()
+    })
+    .await;
+    let ended = call.ended(60 * SECOND).await;
+    let keys = ["greet", "menu", "still_there", "callback"];
+    assert_eq!(
+        phrases_heard(&ended.heard, &keys),
+        ["greet", "menu", "still_there", "menu", "callback"]
+    );
+    assert_eq!(ended.end.outcome.as_str(), "callback");
+    assert_eq!(ended.end.ending, Ending::Local);
+    // On the configured times, from the end of what the bot said: the
+    // reprompt 6 s after the menu, the escalation 4 s after the menu said
+    // again (a frame's worth of slack: the playout's end is seen on the
+    // frame after the last one).
+    use sav::timeline::Mark;
+    let timeline = &ended.timeline;
+    let menus = segment_ends(timeline, "menu");
+    let reprompts = marks_at(timeline, |m| *m == Mark::NoInput { escalated: false });
+    let escalations = marks_at(timeline, |m| *m == Mark::NoInput { escalated: true });
+    assert_eq!((menus.len(), reprompts.len(), escalations.len()), (2, 1, 1));
+    let waits = [reprompts[0] - menus[0], escalations[0] - menus[1]];
+    assert!(
+        (6000..=6040).contains(&waits[0]) && (4000..=4040).contains(&waits[1]),
+        "{waits:?}"
+    );
+    let notes: Vec<&str> = ended.record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["kind"] == "note")
+        .filter_map(|t| t["text"].as_str())
+        .collect();
+    assert_eq!(
+        notes,
+        ["no input: asked again", "no input: handed over"],
+        "in the call record"
+    );
+    // The silence the caller left is not the bot's dead air.
+    let report = sav::timeline::report::Layout::of(timeline);
+    assert!(report.dead_air.is_empty(), "{:?}", report.dead_air);
+    assert_eq!(
+        sample(&ended.metrics, "sav_no_input_reprompts_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&ended.metrics, "sav_no_input_escalations_total"),
+        Some(1.0)
+    );
+    assert_eq!(frames_missing(&ended.heard), 0);
+}
+
+#[tokio::test]
+async fn a_silent_caller_with_a_human_to_go_to_is_transferred() {
+    let mut call = TestCall::start(Setup {
+        name: "calls_no_input_transfer",
+        edit: |c| with_transfer(no_input_after(6, 4)(c)),
+        ..Setup::default()
+    })
+    .await;
+    let command = call.command(60 * SECOND).await;
+    assert_eq!(
+        command,
+        Some(LegCommand::Transfer("sip:support@pbx.example.com".into()))
+    );
+    call.transfer_ends(true).await;
+    let ended = call.ended(10 * SECOND).await;
+    assert_eq!(ended.end.outcome.as_str(), "transferred");
+    assert_eq!(
+        phrases_heard(&ended.heard, &["greet", "menu", "still_there", "transfer"]),
+        ["greet", "menu", "still_there", "menu", "transfer"]
+    );
+}
+
+#[tokio::test]
+async fn a_key_before_the_reprompt_keeps_the_call_going_without_one() {
+    let call = TestCall::start(Setup {
+        name: "calls_no_input_key",
+        edit: |c| no_input_after(6, 4)(c),
+        ..Setup::default()
+    })
+    .await;
+    // The menu, then 5 s of silence (less than the 6 s), then a key: the
+    // internet step; the caller carries it out (the long wait: no reprompt
+    // in the next 60 s) then hangs up.
+    assert!(call.until(30 * SECOND, |h| quiet_for(h, 5000)).await);
+    call.press('1').await;
+    call.wait(60 * SECOND).await;
+    let ended = call.hang_up().await;
+    assert_eq!(
+        phrases_heard(
+            &ended.heard,
+            &["greet", "menu", "still_there", "internet_restart"]
+        ),
+        ["greet", "menu", "internet_restart"]
+    );
+    assert!(!ended.metrics.contains("sav_no_input_reprompts_total 1"));
+}
+
 #[tokio::test]
 async fn a_caller_stream_with_loss_and_jitter_shows_in_the_metrics() {
     let call = TestCall::start(Setup {

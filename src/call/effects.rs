@@ -37,19 +37,9 @@ impl Call {
                 }
             }
             CallAction::StopPlayout => media.interrupt().await,
-            CallAction::Note(note) => {
-                if let Some(record) = self.record.as_mut() {
-                    match &note {
-                        Note::Problem(key) => {
-                            info!(problem = %key, "problem identified");
-                            record.problem(key);
-                        }
-                        Note::Step(key) => {
-                            info!(step = %key, "fix step given");
-                            record.step(key);
-                        }
-                    }
-                }
+            CallAction::Note(note) => self.note(&note),
+            CallAction::ArmNoInput { id, after } => {
+                self.no_input = Some((tokio::time::Instant::now() + after, id));
             }
             CallAction::Transfer(target) => {
                 self.trace.mark(Mark::Transfer {
@@ -85,6 +75,34 @@ impl Call {
             }
         }
         false
+    }
+
+    /// Something for the call record, the timeline and the metrics.
+    fn note(&mut self, note: &Note) {
+        if let Note::NoInput { escalated } = *note {
+            info!(escalated, "no input from the caller");
+            self.trace.mark(Mark::NoInput { escalated });
+            let metrics = &self.services.metrics;
+            match escalated {
+                false => metrics.no_input_reprompts.inc(),
+                true => metrics.no_input_escalations.inc(),
+            };
+        }
+        let Some(record) = self.record.as_mut() else {
+            return;
+        };
+        match note {
+            Note::Problem(key) => {
+                info!(problem = %key, "problem identified");
+                record.problem(key);
+            }
+            Note::Step(key) => {
+                info!(step = %key, "fix step given");
+                record.step(key);
+            }
+            Note::NoInput { escalated: false } => record.note("no input: asked again"),
+            Note::NoInput { escalated: true } => record.note("no input: handed over"),
+        }
     }
 
     /// A cached phrase's segment for a call in `codec`, when the cache has

@@ -125,6 +125,7 @@ pub async fn run(
         record: Some(record),
         call_id: caller.call_id,
         tap,
+        no_input: None,
     };
     call.run(leg, sockets).await
 }
@@ -148,6 +149,8 @@ pub struct Call {
     record: Option<crate::store::Recorder>,
     call_id: String,
     tap: MediaTap,
+    /// The conversation's no-input timer: when it runs out, and its id.
+    no_input: Option<(Instant, u64)>,
 }
 
 /// The established call's moving parts.
@@ -316,7 +319,12 @@ impl Call {
             let actions = if !pending.is_empty() {
                 std::mem::take(&mut pending)
             } else {
+                let no_input = self.no_input;
                 let event = tokio::select! {
+                    id = no_input_timer(no_input) => {
+                        self.no_input = None;
+                        CallEvent::NoInput(id)
+                    }
                     Some(msg) = recv_speech(&mut call.speech) => {
                         let Some((speech, _)) = call.speech.as_mut() else { continue };
                         match speech.on_message(msg, &mut call.media).await {
@@ -452,6 +460,17 @@ impl Call {
             call.conversation.caller_left();
         }
         (ending, call.conversation.outcome())
+    }
+}
+
+/// The no-input timer's id when it runs out; never when none is armed.
+async fn no_input_timer(timer: Option<(Instant, u64)>) -> u64 {
+    match timer {
+        Some((at, id)) => {
+            tokio::time::sleep_until(at).await;
+            id
+        }
+        None => std::future::pending().await,
     }
 }
 

@@ -16,7 +16,10 @@
 //! be a cough or an "mhm", the interrupted reply resumes. The hang-up key gets
 //! a cached goodbye before the BYE; the transfer key, a REFER.
 
+use std::time::Duration;
+
 pub use crate::conversation::config::CallConfig;
+use crate::conversation::config::NoInputEscalation;
 pub use greeting::{greeting, Greeting, KnownCaller};
 
 pub mod config;
@@ -87,6 +90,9 @@ pub enum CallEvent {
     /// The LLM's classification `id` of the caller's problem (`None`: it
     /// failed).
     Classified { id: u64, reply: Option<String> },
+    /// The no-input timer `id` (armed by [`CallAction::ArmNoInput`]) ran
+    /// out.
+    NoInput(u64),
 }
 
 /// What the call task should do.
@@ -128,6 +134,11 @@ pub enum CallAction {
     ResumeReply,
     /// Blind transfer (REFER) to this target.
     Transfer(String),
+    /// Deliver [`CallEvent::NoInput`] with this `id` after `after`, unless
+    /// another timer is armed first (one timer at a time: the new one
+    /// replaces it). A timer that is no longer wanted is ignored when it
+    /// fires.
+    ArmNoInput { id: u64, after: Duration },
     /// End the call with BYE.
     Hangup(HangupReason),
 }
@@ -139,6 +150,9 @@ pub enum Note {
     Problem(String),
     /// A fix step was given.
     Step(String),
+    /// The caller said and pressed nothing: the reprompt was said, or
+    /// (`escalated`) the call escalated.
+    NoInput { escalated: bool },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -259,6 +273,12 @@ pub struct Conversation {
     said_interrupted: bool,
     /// A classification that came while the caller was talking.
     class_result: Option<(u64, Option<String>)>,
+    /// No-input timers armed so far (the last one's id).
+    no_input_timers: u64,
+    /// The timer that counts now, while the line is open.
+    no_input_armed: Option<u64>,
+    /// Timers run out since the caller last said or pressed something.
+    no_inputs: u32,
 }
 
 /// Fillers in one turn before the reply is given up for the fallback
@@ -292,6 +312,9 @@ impl Conversation {
             last_said: Vec::new(),
             said_interrupted: false,
             class_result: None,
+            no_input_timers: 0,
+            no_input_armed: None,
+            no_inputs: 0,
         }
     }
 
@@ -708,6 +731,92 @@ impl Conversation {
 
     /// Feeds one event; returns the actions to carry out, in order.
     pub fn handle(&mut self, event: CallEvent) -> Vec<CallAction> {
+        if matches!(event, CallEvent::SpeechStarted | CallEvent::Dtmf(_)) {
+            // The caller is there: the count starts again.
+            self.no_inputs = 0;
+            self.no_input_armed = None;
+        }
+        let mut actions = match event {
+            CallEvent::NoInput(id) => self.no_input(id),
+            event => self.handle_event(event),
+        };
+        self.arm_no_input(&mut actions);
+        actions
+    }
+
+    /// While the line is open (the bot waits for the caller), a no-input
+    /// timer runs; out of it, none.
+    fn arm_no_input(&mut self, actions: &mut Vec<CallAction>) {
+        let config = &self.flow.no_input;
+        if !config.enabled || self.phase != Phase::Listening {
+            self.no_input_armed = None;
+            return;
+        }
+        if self.no_input_armed.is_some() {
+            return;
+        }
+        let doing_a_step = self
+            .guide
+            .as_ref()
+            .is_some_and(|g| matches!(g.stage(), guide::Stage::Step(_)));
+        let after = if self.no_inputs > 0 {
+            config.escalate_after_s
+        } else if doing_a_step {
+            config.step_reprompt_after_s
+        } else {
+            config.reprompt_after_s
+        };
+        self.no_input_timers += 1;
+        self.no_input_armed = Some(self.no_input_timers);
+        actions.push(CallAction::ArmNoInput {
+            id: self.no_input_timers,
+            after: Duration::from_secs_f64(after),
+        });
+    }
+
+    /// A no-input timer ran out: the first time, the reprompt and the last
+    /// question again; the second, the escalation.
+    fn no_input(&mut self, id: u64) -> Vec<CallAction> {
+        use CallAction::*;
+        if self.no_input_armed != Some(id) || self.phase != Phase::Listening {
+            return Vec::new();
+        }
+        self.no_input_armed = None;
+        self.no_inputs += 1;
+        let config = self.flow.no_input.clone();
+        if self.no_inputs == 1 {
+            self.phase = Phase::Replying;
+            let mut actions = vec![
+                Note(self::Note::NoInput { escalated: false }),
+                Play(config.reprompt),
+            ];
+            if self.guide.is_some() {
+                actions.extend(self.last_said.iter().cloned().map(Play));
+            }
+            return actions;
+        }
+        self.no_inputs = 0;
+        let mut actions = vec![Note(self::Note::NoInput { escalated: true })];
+        let transfer = match config.escalation {
+            Some(NoInputEscalation::Transfer) | None => self.flow.transfer_to.is_some(),
+            Some(NoInputEscalation::Callback) => false,
+        };
+        // A transfer that already failed in this call is not tried again.
+        if transfer && self.outcome != Some(Outcome::TransferFailed) {
+            if let Some(guide) = self.guide.as_mut() {
+                guide.close();
+            }
+            actions.extend(self.escalate());
+        } else {
+            self.outcome = Some(Outcome::Callback);
+            self.phase = Phase::SayingGoodbye;
+            self.goodbye_reason = HangupReason::Finished;
+            actions.push(Play(config.callback));
+        }
+        actions
+    }
+
+    fn handle_event(&mut self, event: CallEvent) -> Vec<CallAction> {
         use CallAction::*;
         if let CallEvent::Dtmf(digit) = event {
             let hangup = digit == self.flow.hangup_digit;
@@ -851,6 +960,12 @@ mod tests {
             transfer_digit: '0',
             transfer: "transfer".into(),
             transfer_failed: "transfer_failed".into(),
+            // The no-input timer has its own tests below; the others
+            // follow the flow without it.
+            no_input: config::NoInputConfig {
+                enabled: false,
+                ..Default::default()
+            },
         }
     }
 
@@ -1742,5 +1857,184 @@ mod tests {
 
     fn flow_with(g: Greeting) -> Conversation {
         flow().with_greeting(g)
+    }
+
+    // The no-input timer.
+
+    fn with_no_input(mut call: CallConfig) -> CallConfig {
+        call.no_input = config::NoInputConfig {
+            reprompt_after_s: 7.0,
+            step_reprompt_after_s: 90.0,
+            escalate_after_s: 5.0,
+            ..Default::default()
+        };
+        call
+    }
+
+    /// The timer an action list arms, if any.
+    fn armed(actions: &[CallAction]) -> Option<(u64, Duration)> {
+        actions.iter().find_map(|a| match a {
+            ArmNoInput { id, after } => Some((*id, *after)),
+            _ => None,
+        })
+    }
+
+    fn secs(s: f64) -> Duration {
+        Duration::from_secs_f64(s)
+    }
+
+    /// Keys only, the guide's menu, a transfer target or not.
+    fn keys_only(transfer_to: Option<&str>) -> Conversation {
+        let mut call = with_no_input(config());
+        call.transfer_to = transfer_to.map(String::from);
+        let greeting = greeting(&call, &knowledge().flow, None, false, false);
+        Conversation::new(call)
+            .with_greeting(greeting)
+            .with_guide(guide::Guide::new(knowledge(), false, false))
+    }
+
+    #[test]
+    fn a_silent_caller_hears_the_reprompt_and_the_menu_then_a_human_is_called() {
+        let mut c = keys_only(Some("sip:support@pbx"));
+        let actions = c.handle(CallEvent::Established);
+        assert_eq!(armed(&actions), None, "the bot speaks: no timer");
+        let (first, after) = armed(&c.handle(CallEvent::PlayoutIdle)).expect("armed");
+        assert_eq!(after, secs(7.0));
+        assert_eq!(
+            c.handle(CallEvent::NoInput(first)),
+            vec![
+                Note(super::Note::NoInput { escalated: false }),
+                Play("still_there".into()),
+                Play("menu".into()),
+            ]
+        );
+        assert_eq!(c.phase(), Phase::Replying);
+        // The reprompt said: the second wait, shorter.
+        let (second, after) = armed(&c.handle(CallEvent::PlayoutIdle)).expect("armed again");
+        assert!(second > first);
+        assert_eq!(after, secs(5.0));
+        // The first timer, fired late, is no longer the one that counts.
+        assert!(c.handle(CallEvent::NoInput(first)).is_empty());
+        assert_eq!(
+            c.handle(CallEvent::NoInput(second)),
+            vec![
+                Note(super::Note::NoInput { escalated: true }),
+                Play("transfer".into())
+            ]
+        );
+        assert_eq!(c.phase(), Phase::AnnouncingTransfer);
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Transfer("sip:support@pbx".into())]
+        );
+        // The transfer fails: back on the line, the count starts again,
+        // and the next escalation is the call-back (not a second transfer).
+        c.handle(CallEvent::TransferFailed);
+        let (third, after) = armed(&c.handle(CallEvent::PlayoutIdle)).expect("armed");
+        assert_eq!(after, secs(7.0));
+        assert_eq!(
+            c.handle(CallEvent::NoInput(third))[..2],
+            [
+                Note(super::Note::NoInput { escalated: false }),
+                Play("still_there".into())
+            ]
+        );
+        let (fourth, _) = armed(&c.handle(CallEvent::PlayoutIdle)).expect("armed");
+        assert_eq!(
+            c.handle(CallEvent::NoInput(fourth)),
+            vec![
+                Note(super::Note::NoInput { escalated: true }),
+                Play("callback".into())
+            ]
+        );
+        assert_eq!(c.outcome(), Some(Outcome::Callback));
+        assert_eq!(
+            c.handle(CallEvent::PlayoutIdle),
+            vec![Hangup(HangupReason::Finished)]
+        );
+    }
+
+    #[test]
+    fn a_key_or_a_word_starts_the_count_again() {
+        let mut c = keys_only(None);
+        c.handle(CallEvent::Established);
+        let (first, _) = armed(&c.handle(CallEvent::PlayoutIdle)).unwrap();
+        c.handle(CallEvent::NoInput(first));
+        let (second, after) = armed(&c.handle(CallEvent::PlayoutIdle)).unwrap();
+        assert_eq!(after, secs(5.0), "one reprompt said");
+        // A key the menu does not know: the line stays open, a new full wait.
+        let actions = c.handle(CallEvent::Dtmf('7'));
+        assert!(c.handle(CallEvent::NoInput(second)).is_empty(), "stale");
+        let (third, after) = match armed(&actions) {
+            Some(timer) => timer,
+            None => armed(&c.handle(CallEvent::PlayoutIdle)).expect("armed after the menu"),
+        };
+        assert_eq!(after, secs(7.0), "the count started again");
+        assert_eq!(
+            c.handle(CallEvent::NoInput(third))[1],
+            Play("still_there".into()),
+            "a reprompt again, not the escalation"
+        );
+    }
+
+    #[test]
+    fn while_a_fix_step_is_carried_out_the_wait_is_the_long_one() {
+        let mut c = keys_only(None);
+        c.handle(CallEvent::Established);
+        c.handle(CallEvent::PlayoutIdle);
+        // Internet: the first step is said.
+        let actions = c.handle(CallEvent::Dtmf('1'));
+        assert!(
+            actions.contains(&Play("internet_restart".into())),
+            "{actions:?}"
+        );
+        let (id, after) = armed(&c.handle(CallEvent::PlayoutIdle)).expect("armed");
+        assert_eq!(after, secs(90.0));
+        // The reprompt asks the step's question again.
+        assert_eq!(
+            c.handle(CallEvent::NoInput(id)),
+            vec![
+                Note(super::Note::NoInput { escalated: false }),
+                Play("still_there".into()),
+                Play("internet_restart".into()),
+            ]
+        );
+    }
+
+    #[test]
+    fn speech_over_the_reprompt_stops_it_and_no_timer_runs_while_the_caller_talks() {
+        let mut call = with_no_input(config());
+        call.transfer_to = None;
+        let mut c = Conversation::new(call).with_hybrid(hybrid().hybrid.clone().unwrap());
+        c.handle(CallEvent::Established);
+        let (id, _) = armed(&c.handle(CallEvent::PlayoutIdle)).unwrap();
+        // Free conversation: the reprompt alone.
+        assert_eq!(
+            c.handle(CallEvent::NoInput(id)),
+            vec![
+                Note(super::Note::NoInput { escalated: false }),
+                Play("still_there".into())
+            ]
+        );
+        let actions = c.handle(CallEvent::SpeechStarted);
+        assert_eq!(actions, vec![StopPlayout]);
+        assert_eq!(armed(&actions), None);
+        let actions = c.handle(CallEvent::SpeechEnded);
+        assert_eq!(armed(&actions), None, "thinking: no timer");
+        c.handle(CallEvent::Transcript("Ma box ne marche plus".into()));
+        c.handle(CallEvent::ReplyAudible);
+        c.handle(CallEvent::ReplyDone);
+        let (_, after) = armed(&c.handle(CallEvent::PlayoutIdle)).expect("armed");
+        assert_eq!(after, secs(7.0), "the caller spoke: a full wait again");
+    }
+
+    #[test]
+    fn off_it_never_arms() {
+        let mut c = keys_only(None);
+        c.flow.no_input.enabled = false;
+        c.handle(CallEvent::Established);
+        assert_eq!(armed(&c.handle(CallEvent::PlayoutIdle)), None);
+        assert!(c.handle(CallEvent::NoInput(1)).is_empty());
+        assert_eq!(c.phase(), Phase::Listening);
     }
 }

@@ -194,6 +194,8 @@ pub struct Metrics {
     pub barge_ins: Counter,
     pub dtmf: Counter,
     pub transfers: Counter,
+    pub no_input_reprompts: Counter,
+    pub no_input_escalations: Counter,
     pub ready_gauge: Gauge,
     cache_loaded: AtomicBool,
     draining: AtomicBool,
@@ -379,6 +381,18 @@ impl Metrics {
             "Blind transfers (REFER) started",
             transfers.clone(),
         );
+        let no_input_reprompts = Counter::default();
+        registry.register(
+            "no_input_reprompts",
+            "Times the caller said and pressed nothing and was asked again",
+            no_input_reprompts.clone(),
+        );
+        let no_input_escalations = Counter::default();
+        registry.register(
+            "no_input_escalations",
+            "Calls handed over (transfer or call-back) because the caller said and pressed nothing",
+            no_input_escalations.clone(),
+        );
         let ready_gauge = Gauge::default();
         registry.register(
             "ready",
@@ -413,6 +427,8 @@ impl Metrics {
             barge_ins,
             dtmf,
             transfers,
+            no_input_reprompts,
+            no_input_escalations,
             ready_gauge,
             cache_loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),

@@ -83,6 +83,11 @@ pub enum Mark {
     },
     /// The caller talked over the bot, which stopped.
     BargeIn,
+    /// The caller said and pressed nothing: the bot reprompted, or
+    /// (`escalated`) handed the call over.
+    NoInput {
+        escalated: bool,
+    },
     Transfer {
         target: String,
     },

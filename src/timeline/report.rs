@@ -119,6 +119,7 @@ impl Layout {
                 Mark::BargeIn => layout.barge_ins.push(at),
                 Mark::Transfer { target } => layout.transfers.push((at, target.clone())),
                 Mark::Answered
+                | Mark::NoInput { .. }
                 | Mark::Starved
                 | Mark::TransferResult { .. }
                 | Mark::Hangup { .. } => {}
@@ -169,7 +170,9 @@ impl Layout {
         let mut turn_starts: Vec<(u64, bool)> = timeline
             .events
             .iter()
-            .filter(|e| matches!(e.mark, Mark::Answered))
+            // The answer, and a reprompt after the caller's silence (that
+            // silence was the caller's to fill, not dead air).
+            .filter(|e| matches!(e.mark, Mark::Answered | Mark::NoInput { .. }))
             .map(|e| (e.at_ms, false))
             .collect();
         turn_starts.extend(self.caller_speech.iter().map(|s| (s.end_ms, true)));
