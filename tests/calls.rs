@@ -32,6 +32,7 @@ const PHRASES: &[&str] = &[
 ];
 
 const SECOND: Duration = Duration::from_secs(1);
+const MS: Duration = Duration::from_millis(1);
 
 /// What a caller who fixes the box at the second step with keys hears.
 const FIXED_BY_KEYS: [&str; 7] = [
@@ -790,6 +791,141 @@ async fn a_key_before_the_reprompt_keeps_the_call_going_without_one() {
         ["greet", "menu", "internet_restart"]
     );
     assert!(!ended.metrics.contains("sav_no_input_reprompts_total 1"));
+}
+
+/// The fakes with a streaming recogniser (Deepgram-style WebSocket) in
+/// front of the batch one.
+fn streaming_stt(base: &str) -> String {
+    let ws = base.replace("http://", "ws://");
+    support::fake_providers_config(
+        base,
+        "model = \"fake\"\nfirst_token_timeout_ms = 6000\n",
+        "output_format = \"ulaw_8000\"\n",
+        &format!("model = \"whisper\"\n\n[stt.streaming]\nurl = \"{ws}/v1/listen\"\n"),
+    )
+}
+
+/// ms from each caller's speech start to the first partial transcript after it.
+fn first_partials(timeline: &sav::timeline::CallTimeline) -> Vec<u64> {
+    use sav::timeline::Mark;
+    let starts = marks_at(timeline, |m| *m == Mark::CallerSpeechStart);
+    let partials = marks_at(timeline, |m| *m == Mark::Partial);
+    starts
+        .iter()
+        .filter_map(|s| partials.iter().find(|p| *p >= s).map(|p| p - s))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_streaming_recogniser_hears_the_caller_as_they_speak() {
+    let call = TestCall::start(Setup {
+        name: "calls_stt_stream",
+        providers: Some(FakeBehaviour::default()),
+        provider_config: Some(streaming_stt),
+        free_conversation: true,
+        edit: short_greeting,
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
+    call.says_streaming(1500 * MS).await;
+    let end_of_turn = call.now();
+    assert!(
+        call.until(20 * SECOND, |h| h
+            .iter()
+            .any(|(at, p)| *at > end_of_turn && is_generated(p)))
+            .await,
+        "the generated reply was never heard"
+    );
+    let counts = call.fakes.as_ref().unwrap().counts();
+    let ended = call.hang_up().await;
+    assert_eq!(
+        (counts.stt_streams, counts.stt),
+        (1, 0),
+        "streamed, no batch"
+    );
+    // 200 ms of pre-roll and 1.5 s of speech, 16-bit at 8 kHz.
+    assert_eq!(counts.stt_stream_bytes, (1600 + 15 * 800) * 2);
+    assert!(
+        counts.stt_stream_queries[0].contains("encoding=linear16&sample_rate=8000"),
+        "{:?}",
+        counts.stt_stream_queries
+    );
+    let first = first_partials(&ended.timeline);
+    // The transcript's wait: from the end of the caller's turn to the
+    // recogniser's answer.
+    use sav::timeline::{Mark, Provider};
+    let ends = marks_at(&ended.timeline, |m| *m == Mark::CallerSpeechEnd);
+    let answered = marks_at(&ended.timeline, |m| {
+        matches!(
+            m,
+            Mark::End {
+                provider: Provider::Stt,
+                ok: true,
+                ..
+            }
+        )
+    });
+    let wait = answered[0] - ends[0];
+    support::write_report(
+        "stt-stream-report.txt",
+        &format!(
+            "streaming STT (in process, fake Deepgram-style, first interim 150 ms after the first audio, final 60 ms after Finalize): first partial {} ms after the speech start, transcript {wait} ms after the end of the turn\n",
+            first.first().copied().unwrap_or(u64::MAX)
+        ),
+    );
+    assert!(wait <= 200, "the transcript came {wait} ms after the turn");
+    assert!(
+        first.len() == 1 && first[0] <= 300,
+        "first partial {first:?} ms after the speech started"
+    );
+    assert_eq!(
+        caller_turns(&ended.record),
+        [(
+            "speech".to_string(),
+            "Ma box internet ne marche plus.".to_string()
+        )]
+    );
+}
+
+#[tokio::test]
+async fn a_refused_stream_falls_back_to_the_batch_recogniser() {
+    let call = TestCall::start(Setup {
+        name: "calls_stt_stream_refused",
+        providers: Some(FakeBehaviour {
+            stt_stream_fault: Some(Fault::Status(503)),
+            ..Default::default()
+        }),
+        provider_config: Some(streaming_stt),
+        free_conversation: true,
+        edit: short_greeting,
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
+    call.says_streaming(1500 * MS).await;
+    let end_of_turn = call.now();
+    assert!(
+        call.until(20 * SECOND, |h| h
+            .iter()
+            .any(|(at, p)| *at > end_of_turn && is_generated(p)))
+            .await,
+        "the generated reply was never heard"
+    );
+    let counts = call.fakes.as_ref().unwrap().counts();
+    let ended = call.hang_up().await;
+    assert_eq!(
+        (counts.stt_streams, counts.stt),
+        (0, 1),
+        "the batch took the turn"
+    );
+    assert_eq!(
+        caller_turns(&ended.record),
+        [(
+            "speech".to_string(),
+            "Ma box internet ne marche plus.".to_string()
+        )]
+    );
 }
 
 #[tokio::test]

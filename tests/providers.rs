@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use sav::providers::llm::{ChatMessage, LlmClient, LlmConfig};
 use sav::providers::stt::{OpenAiTranscriber, SpeechToText, SttConfig};
+use sav::providers::stt_stream::{StreamingConfig, StreamingTranscriber};
 use sav::providers::tts::{ElevenLabs, TextToSpeech, TtsConfig};
 use sav::providers::ProviderError;
 use support::fake_providers::{FakeBehaviour, FakeProviders, Fault};
@@ -148,6 +149,97 @@ async fn tts_faults_are_typed_errors() {
     }
 }
 
+/// A turn of `chunks` × 100 ms said to a streaming session: its partial
+/// transcripts as they came, and its final transcript.
+async fn stream_turn(
+    stt: &StreamingTranscriber,
+    chunks: usize,
+) -> (Vec<String>, Result<String, ProviderError>) {
+    let mut session = stt.session();
+    let mut partials = session
+        .partials()
+        .expect("a streaming session has partials");
+    for _ in 0..chunks {
+        session.push(&[500i16; 800]);
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let text = session.finish().await;
+    let mut seen = Vec::new();
+    while let Ok(partial) = partials.try_recv() {
+        seen.push(partial);
+    }
+    (seen, text)
+}
+
+#[tokio::test]
+async fn streaming_stt_gives_partials_then_the_final_and_falls_back_when_the_stream_fails() {
+    let fake = FakeProviders::start(
+        0,
+        FakeBehaviour {
+            stt_stream_first_partial: Duration::from_millis(20),
+            stt_stream_word_interval: Duration::from_millis(40),
+            ..fast()
+        },
+    );
+    let batch = OpenAiTranscriber::new(SttConfig {
+        base_url: format!("{}/v1", fake.base_url()),
+        model: "whisper".into(),
+        api_key_env: None,
+        language: "fr".into(),
+        timeout_ms: 2000,
+        streaming: None,
+    })
+    .unwrap();
+    let stt = StreamingTranscriber::new(
+        StreamingConfig {
+            url: format!("ws://{}/v1/listen", fake.addr),
+            model: "nova-3".into(),
+            api_key_env: None,
+            connect_timeout_ms: 2000,
+            final_timeout_ms: 1500,
+        },
+        "fr".into(),
+        batch,
+    )
+    .unwrap();
+    assert!(stt.streaming());
+    let (partials, text) = stream_turn(&stt, 10).await;
+    assert_eq!(text.unwrap(), "Ma box internet ne marche plus.");
+    // A word more each time, from the first word to the whole text.
+    assert_eq!(
+        partials,
+        [
+            "Ma",
+            "Ma box",
+            "Ma box internet",
+            "Ma box internet ne",
+            "Ma box internet ne marche",
+            "Ma box internet ne marche plus."
+        ]
+    );
+    let counts = fake.counts();
+    assert_eq!((counts.stt_streams, counts.stt), (1, 0));
+    assert_eq!(counts.stt_stream_bytes, 10 * 800 * 2);
+    assert!(counts.stt_stream_queries[0].contains("model=nova-3&language=fr"));
+
+    // Dropped after three parts, or refused: the batch takes the turn.
+    for fault in [Fault::DisconnectAfter(3), Fault::Status(500)] {
+        fake.set(|b| b.stt_stream_fault = Some(fault.clone()));
+        let before = fake.counts().stt;
+        let (_, text) = stream_turn(&stt, 5).await;
+        assert_eq!(
+            text.unwrap(),
+            "Ma box internet ne marche plus.",
+            "{fault:?}"
+        );
+        assert_eq!(
+            fake.counts().stt,
+            before + 1,
+            "{fault:?}: the batch answered"
+        );
+    }
+}
+
 #[tokio::test]
 async fn stt_returns_the_scripted_transcripts_and_faults() {
     let mut behaviour = fast();
@@ -159,6 +251,7 @@ async fn stt_returns_the_scripted_transcripts_and_faults() {
         api_key_env: None,
         language: "fr".into(),
         timeout_ms: 2000,
+        streaming: None,
     })
     .unwrap();
     let transcript = |stt: &OpenAiTranscriber| {

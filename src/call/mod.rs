@@ -361,9 +361,18 @@ impl Call {
                                 None => continue,
                             }
                         }
+                        Some(MediaEvent::SpeechAudio(pcm)) => {
+                            if let Some((speech, _)) = call.speech.as_mut() {
+                                speech.caller_audio(&pcm);
+                            }
+                            continue;
+                        }
                         Some(MediaEvent::SpeechStarted) => {
                             debug!("caller speaks");
                             self.trace.mark(Mark::CallerSpeechStart);
+                            if let Some((speech, _)) = call.speech.as_mut() {
+                                speech.caller_started();
+                            }
                             CallEvent::SpeechStarted
                         }
                         Some(MediaEvent::SpeechEnded(utterance)) => {

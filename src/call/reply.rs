@@ -13,7 +13,7 @@ use crate::media::codec::Codec;
 use crate::metrics::{AudioSource, CallUsage};
 use crate::providers::llm::{ChatMessage, LlmClient};
 use crate::providers::sentences::SentenceSplitter;
-use crate::providers::stt::SpeechToText;
+use crate::providers::stt::{SpeechToText, SttSession};
 use crate::providers::tts::TextToSpeech;
 use crate::providers::ProviderError;
 use crate::timeline::{CallTrace, Provider, RequestSpan};
@@ -47,15 +47,31 @@ impl Providers {
             None => None,
         };
         let stt: Option<Arc<dyn crate::providers::stt::SpeechToText>> = match &config.stt {
-            Some(stt) => Some(Arc::new(crate::providers::stt::OpenAiTranscriber::new(
-                stt.clone(),
-            )?)),
+            Some(stt) => {
+                let batch = crate::providers::stt::OpenAiTranscriber::new(stt.clone())?;
+                match &stt.streaming {
+                    Some(streaming) => Some(Arc::new(
+                        crate::providers::stt_stream::StreamingTranscriber::new(
+                            streaming.clone(),
+                            stt.language.clone(),
+                            batch,
+                        )?,
+                    )),
+                    None => Some(Arc::new(batch)),
+                }
+            }
             None => None,
         };
         info!(
             llm = config.llm.as_ref().map(|l| l.model.as_str()).unwrap_or("-"),
             tts = tts.as_ref().map(|t| t.name()).unwrap_or("-"),
             stt = config.stt.as_ref().map(|s| s.model.as_str()).unwrap_or("-"),
+            stt_streaming = config
+                .stt
+                .as_ref()
+                .and_then(|s| s.streaming.as_ref())
+                .map(|s| s.model.as_str())
+                .unwrap_or("-"),
             "speech providers"
         );
         if stt.is_none() {
@@ -91,16 +107,21 @@ pub fn chat(line: Line) -> ChatMessage {
 /// Characters of a classification read at most (the answer is one word).
 const MAX_CLASSIFICATION: usize = 200;
 
-/// Starts transcribing the caller's turn `turn`.
+/// Starts transcribing the caller's turn `turn`: the session that heard
+/// it as it was spoken (streaming), or a new one given the whole turn.
 pub fn transcribe(
     stt: &dyn SpeechToText,
+    streamed: Option<Box<dyn SttSession>>,
     turn: u64,
     utterance: &[i16],
     out: mpsc::Sender<Made>,
     trace: CallTrace,
 ) {
-    let mut session = stt.session();
-    session.push(utterance);
+    let session = streamed.unwrap_or_else(|| {
+        let mut session = stt.session();
+        session.push(utterance);
+        session
+    });
     let seconds = utterance.len() as f64 / 8000.0;
     tokio::spawn(
         async move {

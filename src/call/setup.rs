@@ -22,6 +22,8 @@ const CUSTOMER_LOOKUP_TIMEOUT: Duration = Duration::from_millis(500);
 pub struct Abilities {
     /// Speech-to-text: the caller may answer by voice.
     pub listens: bool,
+    /// The recogniser takes the caller's audio as they speak.
+    pub streams: bool,
     /// Text-to-speech: the bot may say what is not cached.
     pub speaks: bool,
     /// An LLM: problems can be classified.
@@ -34,6 +36,7 @@ impl Abilities {
     pub fn of(providers: Option<&crate::call::reply::Providers>) -> Abilities {
         Abilities {
             listens: providers.is_some_and(|p| p.stt.is_some()),
+            streams: providers.is_some_and(|p| p.stt.as_ref().is_some_and(|s| s.streaming())),
             speaks: providers.is_some_and(|p| p.tts.is_some()),
             classifies: providers.is_some_and(|p| p.llm.is_some()),
             hybrid: providers.is_some(),
@@ -110,6 +113,7 @@ pub fn vad(live: &Live, can: Abilities) -> Option<VadConfig> {
         hangover: Duration::from_millis(listen.hangover_ms),
         max_utterance: Duration::from_millis(listen.max_utterance_ms),
         echo_cancelling: listen.echo_cancelling,
+        stream_audio: can.streams,
         ..VadConfig::default()
     })
 }

@@ -18,8 +18,10 @@ use crate::media::handle::MediaHandle;
 use crate::media::playout::{
     PlayoutEvent, SegmentEnd, SegmentKind, SegmentTag, StreamId, MAX_STREAM_BYTES,
 };
+use crate::providers::stt::SttSession;
 use crate::providers::ProviderError;
-use crate::timeline::CallTrace;
+use crate::timeline::{CallTrace, Mark};
+use tracing::{debug, Instrument};
 
 /// Messages queued from provider tasks to the call.
 pub const SPEECH_QUEUE: usize = 256;
@@ -40,6 +42,11 @@ pub struct SpeechSession {
     pub spoken: Vec<String>,
     /// The call's timeline, metrics and usage.
     trace: CallTrace,
+    /// A streaming recogniser's session, hearing the caller's turn in
+    /// progress.
+    listening: Option<Box<dyn SttSession>>,
+    /// The task handing that session's partial transcripts to the call.
+    partials: Option<JoinHandle<()>>,
 }
 
 impl Drop for SpeechSession {
@@ -51,6 +58,9 @@ impl Drop for SpeechSession {
             .into_iter()
             .chain(self.classification.take())
         {
+            task.abort();
+        }
+        if let Some(task) = self.partials.take() {
             task.abort();
         }
     }
@@ -79,9 +89,44 @@ impl SpeechSession {
                 classification: None,
                 spoken: Vec::new(),
                 trace,
+                listening: None,
+                partials: None,
             },
             rx,
         )
+    }
+
+    /// The caller started speaking: a streaming recogniser starts
+    /// listening (its connection opens while they speak).
+    pub fn caller_started(&mut self) {
+        let Some(stt) = self.providers.stt.as_ref().filter(|s| s.streaming()) else {
+            return;
+        };
+        let mut session = stt.session();
+        if let Some(task) = self.partials.take() {
+            task.abort();
+        }
+        if let Some(mut partials) = session.partials() {
+            let tx = self.tx.clone();
+            self.partials = Some(tokio::spawn(
+                async move {
+                    while let Some(text) = partials.recv().await {
+                        if tx.send(Made::Partial { text }).await.is_err() {
+                            break;
+                        }
+                    }
+                }
+                .in_current_span(),
+            ));
+        }
+        self.listening = Some(session);
+    }
+
+    /// The caller's words as they are spoken, to the streaming recogniser.
+    pub fn caller_audio(&mut self, pcm: &[i16]) {
+        if let Some(session) = self.listening.as_mut() {
+            session.push(pcm);
+        }
     }
 
     /// The caller's turn just ended: its audio is kept for `Transcribe`.
@@ -100,6 +145,10 @@ impl SpeechSession {
 
     /// A message from the provider tasks; some become conversation events.
     pub async fn on_message(&mut self, made: Made, media: &mut MediaHandle) -> Option<CallEvent> {
+        if let Made::Partial { text } = &made {
+            debug!(chars = text.len(), "partial transcript");
+            self.trace.mark(Mark::Partial);
+        }
         let event = self.book.handle_made(made);
         self.carry_out(media).await;
         event
@@ -170,6 +219,7 @@ impl SpeechSession {
                 BookOp::Transcribe { turn, audio } => match &self.providers.stt {
                     Some(stt) => reply::transcribe(
                         stt.as_ref(),
+                        self.listening.take(),
                         turn,
                         &audio,
                         self.tx.clone(),

@@ -116,6 +116,8 @@ pub enum Made {
         id: u64,
         result: Result<String, Failure>,
     },
+    /// A streaming recogniser's transcript so far of the caller's words.
+    Partial { text: String },
 }
 
 /// What the playout did, for the book.
@@ -357,6 +359,7 @@ impl ReplyBook {
     /// What a provider made; some of it is news for the conversation.
     pub fn handle_made(&mut self, made: Made) -> Option<CallEvent> {
         match made {
+            Made::Partial { .. } => None,
             Made::Transcript { turn, .. } if turn != self.turn => {
                 debug!(
                     turn,

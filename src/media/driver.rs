@@ -56,6 +56,8 @@ pub enum MediaEvent {
     SpeechStarted,
     /// The caller's turn ended; its audio (8 kHz PCM) for speech-to-text.
     SpeechEnded(Vec<i16>),
+    /// The turn's audio as it is spoken (for a streaming recogniser).
+    SpeechAudio(Vec<i16>),
     /// No valid RTP from the caller for the configured timeout.
     RtpTimeout,
 }
@@ -819,6 +821,7 @@ async fn receive(config: ReceiverConfig) -> Received {
                 }
                 InboundEvent::SpeechStarted => MediaEvent::SpeechStarted,
                 InboundEvent::SpeechEnded(utterance) => MediaEvent::SpeechEnded(utterance),
+                InboundEvent::SpeechAudio(pcm) => MediaEvent::SpeechAudio(pcm),
                 InboundEvent::Dtmf(digit) => {
                     debug!(media = id, %digit, "DTMF");
                     MediaEvent::Dtmf(digit)

@@ -73,6 +73,10 @@ pub enum InboundEvent {
     SpeechStarted,
     /// The caller's turn ended; its audio (8 kHz PCM).
     SpeechEnded(Vec<i16>),
+    /// The next part of the turn in progress (8 kHz PCM), with
+    /// [`VadConfig::stream_audio`]: ~100 ms at a time from its start, the
+    /// rest just before `SpeechEnded`.
+    SpeechAudio(Vec<i16>),
     /// A key (RFC 4733).
     Dtmf(char),
     /// No valid RTP from the caller for the timeout: the core is done.
@@ -122,6 +126,8 @@ pub struct InboundCore {
     /// The bot's own voice taken out of the caller's audio before the
     /// detector hears it, when turned on.
     echo: Option<Box<EchoPath>>,
+    /// With streaming: samples of the turn in progress already reported.
+    streamed: Option<usize>,
 }
 
 /// The echo canceller of a call, its reference and where it stands.
@@ -169,6 +175,7 @@ impl InboundCore {
             rtp_timeout,
             last_valid: now,
             last_activity: now,
+            streamed: vad.as_ref().filter(|v| v.stream_audio).map(|_| 0),
             detector: vad.map(TurnDetector::new),
             jitter: JitterBuffer::new(),
             dtmf: DtmfDecoder::new(),
@@ -368,12 +375,14 @@ impl InboundCore {
             if self.in_speech() && now >= self.last_activity + SILENCE_POLL {
                 let silence = [0i16; crate::media::vad::FRAME_SAMPLES];
                 for _ in 0..(SILENCE_POLL.as_millis() / 20) {
-                    let event = self
-                        .detector
-                        .as_mut()
-                        .and_then(|detector| detector.push(now, &silence));
-                    if let Some(event) = event {
-                        self.push_turn(event);
+                    if let Some(detector) = self.detector.as_mut() {
+                        hear(
+                            detector,
+                            &mut self.streamed,
+                            &mut self.events,
+                            now,
+                            &silence,
+                        );
                     }
                 }
                 self.last_activity = now;
@@ -404,6 +413,7 @@ impl InboundCore {
             events,
             caller_ssrc,
             echo,
+            streamed,
             ..
         } = self;
         while let Some((played, timestamp, pcm)) = jitter.pop(decoder) {
@@ -442,19 +452,13 @@ impl InboundCore {
                 stats.heard(now);
             }
             if let Some(detector) = detector.as_mut() {
-                if let Some(event) = detector.push(now, heard) {
-                    push_bounded(events, turn_event(event));
-                }
+                hear(detector, streamed, events, now, heard);
             }
         }
     }
 
     fn in_speech(&self) -> bool {
         self.detector.as_ref().is_some_and(TurnDetector::in_speech)
-    }
-
-    fn push_turn(&mut self, event: TurnEvent) {
-        self.push(turn_event(event));
     }
 
     fn drop_packet(&mut self, source: SocketAddr, reason: Dropped) {
@@ -474,10 +478,49 @@ impl InboundCore {
     }
 }
 
-fn turn_event(event: TurnEvent) -> InboundEvent {
-    match event {
-        TurnEvent::SpeechStarted { .. } => InboundEvent::SpeechStarted,
-        TurnEvent::SpeechEnded { utterance, .. } => InboundEvent::SpeechEnded(utterance),
+/// Samples of turn audio streamed at a time (100 ms).
+const STREAM_CHUNK: usize = 800;
+
+/// The detector hears `pcm`; its turn events, and with streaming (`streamed`:
+/// samples of the turn already sent) the turn's audio as it grows.
+fn hear(
+    detector: &mut TurnDetector,
+    streamed: &mut Option<usize>,
+    events: &mut VecDeque<InboundEvent>,
+    now: Instant,
+    pcm: &[i16],
+) {
+    match detector.push(now, pcm) {
+        Some(TurnEvent::SpeechStarted { .. }) => {
+            if let Some(sent) = streamed.as_mut() {
+                *sent = 0;
+            }
+            push_bounded(events, InboundEvent::SpeechStarted);
+        }
+        Some(TurnEvent::SpeechEnded { utterance, .. }) => {
+            if let Some(sent) = streamed.as_mut() {
+                if *sent < utterance.len() {
+                    push_bounded(
+                        events,
+                        InboundEvent::SpeechAudio(utterance[*sent..].to_vec()),
+                    );
+                }
+                *sent = 0;
+            }
+            push_bounded(events, InboundEvent::SpeechEnded(utterance));
+            return;
+        }
+        None => {}
+    }
+    if let Some(sent) = streamed.as_mut() {
+        if detector.in_speech() {
+            let turn = detector.utterance();
+            while turn.len() >= *sent + STREAM_CHUNK {
+                let chunk = turn[*sent..*sent + STREAM_CHUNK].to_vec();
+                push_bounded(events, InboundEvent::SpeechAudio(chunk));
+                *sent += STREAM_CHUNK;
+            }
+        }
     }
 }
 
@@ -760,6 +803,63 @@ mod tests {
             })
             .min()
             .unwrap_or(usize::MAX)
+    }
+
+    #[test]
+    fn with_streaming_the_turn_comes_in_parts_while_spoken_that_make_the_whole() {
+        let packets = spoken_packets();
+        let t0 = Instant::now();
+        let vad = crate::media::vad::VadConfig {
+            stream_audio: true,
+            ..Default::default()
+        };
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), Some(vad), None);
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let mut seen = Vec::new();
+        for (n, packet) in packets.iter().enumerate() {
+            let now = t0 + Duration::from_millis(20 * n as u64);
+            core.handle_packet(now, caller, &packet.1);
+            if core.poll_timeout() <= now {
+                core.handle_timeout(now);
+            }
+            seen.extend(events(&mut core).into_iter().map(|e| (n, e)));
+        }
+        let at = |want: fn(&InboundEvent) -> bool| seen.iter().position(|(_, e)| want(e));
+        let started = at(|e| *e == InboundEvent::SpeechStarted).expect("a turn");
+        let ended = at(|e| matches!(e, InboundEvent::SpeechEnded(_))).expect("its end");
+        let parts: Vec<&Vec<i16>> = seen
+            .iter()
+            .filter_map(|(_, e)| match e {
+                InboundEvent::SpeechAudio(pcm) => Some(pcm),
+                _ => None,
+            })
+            .collect();
+        // Parts come between the start and the end, 100 ms each but the
+        // last, and several while the caller still speaks.
+        assert!(parts.len() >= 3, "{} parts", parts.len());
+        assert!(
+            seen[started..ended]
+                .iter()
+                .filter(|(_, e)| matches!(e, InboundEvent::SpeechAudio(_)))
+                .count()
+                == parts.len()
+        );
+        assert!(parts[..parts.len() - 1]
+            .iter()
+            .all(|p| p.len() == STREAM_CHUNK));
+        let first_part_packet = seen
+            .iter()
+            .find(|(_, e)| matches!(e, InboundEvent::SpeechAudio(_)))
+            .map(|(n, _)| *n)
+            .unwrap();
+        let end_packet = seen[ended].0;
+        assert!(first_part_packet + 10 < end_packet, "streamed while spoken");
+        let InboundEvent::SpeechEnded(utterance) = &seen[ended].1 else {
+            unreachable!()
+        };
+        let joined: Vec<i16> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        assert_eq!(joined.len(), utterance.len());
+        assert!(joined == *utterance, "the parts are the turn");
     }
 
     #[test]

@@ -42,6 +42,9 @@ pub struct VadConfig {
     /// The bot's echo is taken out of the caller's audio before the
     /// detector hears it ([`crate::media::echo`]).
     pub echo_cancelling: bool,
+    /// The turn's audio goes to the call while it is spoken (a streaming
+    /// recogniser), not only at its end.
+    pub stream_audio: bool,
 }
 
 impl Default for VadConfig {
@@ -53,6 +56,7 @@ impl Default for VadConfig {
             preroll: Duration::from_millis(200),
             max_utterance: Duration::from_secs(30),
             echo_cancelling: true,
+            stream_audio: false,
         }
     }
 }
@@ -126,6 +130,15 @@ impl TurnDetector {
             preroll: VecDeque::with_capacity(preroll_samples + FRAME_SAMPLES),
             utterance: Vec::with_capacity(max_samples + FRAME_SAMPLES),
             config,
+        }
+    }
+
+    /// The turn's audio so far (from its pre-roll), while one is in
+    /// progress.
+    pub fn utterance(&self) -> &[i16] {
+        match self.state {
+            State::Silence => &[],
+            _ => &self.utterance,
         }
     }
 

@@ -8,6 +8,7 @@ pub mod llm;
 pub mod sentences;
 pub mod sse;
 pub mod stt;
+pub mod stt_stream;
 pub mod tts;
 
 use std::time::Duration;

@@ -13,18 +13,28 @@ use crate::providers::{api_key, http_client, status_error, ProviderError};
 
 const PROVIDER: &str = "stt";
 /// Longest utterance sent (the VAD already cuts turns at 30 s).
-const MAX_SAMPLES: usize = 8000 * 60;
+pub(crate) const MAX_SAMPLES: usize = 8000 * 60;
 
 /// One utterance being recognised.
 pub trait SttSession: Send {
     /// Caller audio, 8 kHz PCM, as it arrives.
     fn push(&mut self, pcm: &[i16]);
+    /// The transcript so far, each time it changes (streaming recognisers;
+    /// taken once).
+    fn partials(&mut self) -> Option<tokio::sync::mpsc::Receiver<String>> {
+        None
+    }
     /// The utterance is over: its transcript.
     fn finish(self: Box<Self>) -> BoxFuture<'static, Result<String, ProviderError>>;
 }
 
 pub trait SpeechToText: Send + Sync {
     fn session(&self) -> Box<dyn SttSession>;
+    /// Sessions take the audio as it is spoken: open one when the caller
+    /// starts.
+    fn streaming(&self) -> bool {
+        false
+    }
 }
 
 /// `[stt]` in `sav.toml`.
@@ -41,6 +51,10 @@ pub struct SttConfig {
     pub language: String,
     #[serde(default = "default_timeout")]
     pub timeout_ms: u64,
+    /// A streaming recogniser (`[stt.streaming]`); the batch one above
+    /// stays the fallback.
+    #[serde(default)]
+    pub streaming: Option<crate::providers::stt_stream::StreamingConfig>,
 }
 
 fn default_base_url() -> String {
@@ -77,7 +91,7 @@ impl OpenAiTranscriber {
         })
     }
 
-    async fn transcribe(self, pcm: Vec<i16>) -> Result<String, ProviderError> {
+    pub(crate) async fn transcribe(self, pcm: Vec<i16>) -> Result<String, ProviderError> {
         let url = format!(
             "{}/audio/transcriptions",
             self.config.base_url.trim_end_matches('/')

@@ -83,6 +83,8 @@ pub enum Mark {
     },
     /// The caller talked over the bot, which stopped.
     BargeIn,
+    /// A streaming recogniser's transcript so far changed.
+    Partial,
     /// The caller said and pressed nothing: the bot reprompted, or
     /// (`escalated`) handed the call over.
     NoInput {

@@ -120,6 +120,7 @@ impl Layout {
                 Mark::Transfer { target } => layout.transfers.push((at, target.clone())),
                 Mark::Answered
                 | Mark::NoInput { .. }
+                | Mark::Partial
                 | Mark::Starved
                 | Mark::TransferResult { .. }
                 | Mark::Hangup { .. } => {}

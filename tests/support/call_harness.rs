@@ -353,6 +353,31 @@ impl TestCall {
             .unwrap();
     }
 
+    /// The caller speaks for `spoken` and stops, their audio going to the
+    /// call as it is spoken (the VAD's 100 ms chunks for a streaming
+    /// recogniser: the onset's 200 ms of pre-roll first, then one each 100 ms).
+    pub async fn says_streaming(&self, spoken: Duration) {
+        let chunk = |n: usize| -> Vec<i16> {
+            (0..n)
+                .map(|i| if (i / 20) % 2 == 0 { 3000 } else { -3000 })
+                .collect()
+        };
+        self.starts_talking().await;
+        self.media
+            .send(MediaEvent::SpeechAudio(chunk(1600)))
+            .await
+            .unwrap();
+        let chunks = spoken.as_millis() / 100;
+        for _ in 0..chunks {
+            self.wait(Duration::from_millis(100)).await;
+            self.media
+                .send(MediaEvent::SpeechAudio(chunk(800)))
+                .await
+                .unwrap();
+        }
+        self.stops_talking(spoken).await;
+    }
+
     /// The caller speaks for `spoken` and stops.
     pub async fn says(&self, spoken: Duration) {
         self.starts_talking().await;

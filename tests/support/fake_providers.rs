@@ -4,6 +4,10 @@
 //! - `POST /v1/text-to-speech/{voice}/stream`: ElevenLabs-style chunked audio
 //!   (`ulaw_8000` bytes, or `pcm_16000` little-endian) at a real-time rate;
 //! - `POST /v1/audio/transcriptions`: OpenAI-style `{"text": …}`, scripted.
+//! - `GET /v1/listen` (WebSocket): Deepgram-style live transcription: binary
+//!   audio in; interim `Results` a word at a time once audio comes, the
+//!   final one (`from_finalize`) after `{"type": "Finalize"}`; `Metadata`
+//!   and the close after `{"type": "CloseStream"}`.
 //!
 //! Used by the tests (`support::fake_providers`) and by
 //! `examples/fake_providers.rs` for demos.
@@ -58,6 +62,15 @@ pub struct FakeBehaviour {
     /// Transcripts returned in order; the last one repeats.
     pub stt_transcripts: VecDeque<String>,
     pub stt_fault: Option<Fault>,
+    /// Streaming: from the first audio to the first interim result, then
+    /// between two (each one word more).
+    pub stt_stream_first_partial: Duration,
+    pub stt_stream_word_interval: Duration,
+    /// Streaming: from `Finalize` to the final result.
+    pub stt_stream_final_latency: Duration,
+    /// Streaming: `Status` refuses the upgrade; `DisconnectAfter(n)` drops
+    /// the connection after n audio messages.
+    pub stt_stream_fault: Option<Fault>,
 }
 
 impl Default for FakeBehaviour {
@@ -82,6 +95,10 @@ impl Default for FakeBehaviour {
             stt_latency: Duration::from_millis(200),
             stt_transcripts: VecDeque::from(["Ma box internet ne marche plus.".to_string()]),
             stt_fault: None,
+            stt_stream_first_partial: Duration::from_millis(150),
+            stt_stream_word_interval: Duration::from_millis(120),
+            stt_stream_final_latency: Duration::from_millis(60),
+            stt_stream_fault: None,
         }
     }
 }
@@ -96,6 +113,11 @@ pub struct FakeCounts {
     pub tts_texts: Vec<String>,
     /// The `output_format` of each TTS request, in order.
     pub tts_formats: Vec<String>,
+    /// Streaming sessions opened (upgrades accepted).
+    pub stt_streams: u32,
+    /// Audio octets the streams received, and their query strings.
+    pub stt_stream_bytes: usize,
+    pub stt_stream_queries: Vec<String>,
     /// Last chat request body.
     pub last_chat: Option<serde_json::Value>,
 }
@@ -209,6 +231,7 @@ fn router(shared: Shared) -> Router {
         .route("/v1/chat/completions", post(chat))
         .route("/v1/text-to-speech/{voice}/stream", post(tts))
         .route("/v1/audio/transcriptions", post(stt))
+        .route("/v1/listen", axum::routing::get(stt_stream))
         .with_state(shared)
 }
 
@@ -428,6 +451,105 @@ async fn stt(State(shared): State<Shared>, _body: Bytes) -> Response {
             serde_json::json!({ "text": text }).to_string(),
         )
             .into_response(),
+    }
+}
+
+async fn stt_stream(
+    State(shared): State<Shared>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+    upgrade: axum::extract::ws::WebSocketUpgrade,
+) -> Response {
+    let (behaviour, text) = {
+        let mut b = shared.behaviour.lock().unwrap();
+        let text = if b.stt_transcripts.len() > 1 {
+            b.stt_transcripts.pop_front().unwrap_or_default()
+        } else {
+            b.stt_transcripts.front().cloned().unwrap_or_default()
+        };
+        (b.clone(), text)
+    };
+    if let Some(Fault::Status(status)) = behaviour.stt_stream_fault {
+        return error_response(status);
+    }
+    {
+        let mut counts = shared.counts.lock().unwrap();
+        counts.stt_streams += 1;
+        counts.stt_stream_queries.push(query.unwrap_or_default());
+    }
+    upgrade.on_upgrade(move |socket| listen(socket, shared, behaviour, text))
+}
+
+/// One Deepgram-style live session.
+async fn listen(
+    mut socket: axum::extract::ws::WebSocket,
+    shared: Shared,
+    behaviour: FakeBehaviour,
+    text: String,
+) {
+    use axum::extract::ws::Message;
+    let words: Vec<&str> = text.split_whitespace().collect();
+    let result = |transcript: &str, is_final: bool, from_finalize: bool| {
+        Message::Text(
+            serde_json::json!({
+                "type": "Results",
+                "is_final": is_final,
+                "speech_final": is_final,
+                "from_finalize": from_finalize,
+                "channel": { "alternatives": [{ "transcript": transcript, "confidence": 0.9 }] },
+            })
+            .to_string()
+            .into(),
+        )
+    };
+    let mut audio_messages = 0usize;
+    let mut said = 0usize;
+    let mut next_partial: Option<tokio::time::Instant> = None;
+    // Bounded: a session lasts at most a minute of the runtime's clock.
+    let end = tokio::time::Instant::now() + Duration::from_secs(60);
+    loop {
+        let partial_at = next_partial.unwrap_or(end);
+        tokio::select! {
+            message = socket.recv() => match message {
+                Some(Ok(Message::Binary(audio))) => {
+                    audio_messages += 1;
+                    shared.counts.lock().unwrap().stt_stream_bytes += audio.len();
+                    if next_partial.is_none() && said == 0 {
+                        next_partial = Some(tokio::time::Instant::now() + behaviour.stt_stream_first_partial);
+                    }
+                    if behaviour.stt_stream_fault == Some(Fault::DisconnectAfter(audio_messages)) {
+                        return;
+                    }
+                }
+                Some(Ok(Message::Text(command))) if command.contains("\"Finalize\"") => {
+                    tokio::time::sleep(behaviour.stt_stream_final_latency).await;
+                    if socket.send(result(&text, true, true)).await.is_err() {
+                        return;
+                    }
+                    next_partial = None;
+                }
+                Some(Ok(Message::Text(command))) if command.contains("\"CloseStream\"") => {
+                    let metadata = serde_json::json!({ "type": "Metadata", "duration": 1.0 });
+                    let _ = socket.send(Message::Text(metadata.to_string().into())).await;
+                    let _ = socket.send(Message::Close(None)).await;
+                    return;
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => return,
+            },
+            _ = tokio::time::sleep_until(partial_at) => {
+                if tokio::time::Instant::now() >= end {
+                    return;
+                }
+                if said < words.len() {
+                    said += 1;
+                    if socket.send(result(&words[..said].join(" "), false, false)).await.is_err() {
+                        return;
+                    }
+                }
+                next_partial = (said < words.len())
+                    .then(|| tokio::time::Instant::now() + behaviour.stt_stream_word_interval);
+            }
+        }
     }
 }
 
