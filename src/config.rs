@@ -164,6 +164,15 @@ pub struct HybridSection {
     /// Conversation turns kept for the LLM.
     #[serde(default = "default_history")]
     pub history_turns: usize,
+    /// With a streaming recogniser, in a free conversation: the reply is
+    /// asked for on the partial transcript when it was stable at the end
+    /// of the turn, and asked again if the final one differs.
+    #[serde(default = "default_true")]
+    pub speculative_reply: bool,
+}
+
+fn default_true() -> bool {
+    true
 }
 
 impl Default for HybridSection {
@@ -177,6 +186,7 @@ impl Default for HybridSection {
             filler_grace_ms: default_grace(),
             system_prompt: default_system_prompt(),
             history_turns: default_history(),
+            speculative_reply: true,
         }
     }
 }

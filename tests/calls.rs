@@ -867,14 +867,40 @@ async fn a_streaming_recogniser_hears_the_caller_as_they_speak() {
         )
     });
     let wait = answered[0] - ends[0];
+    assert!(wait <= 200, "the transcript came {wait} ms after the turn");
+    // The partial was stable when the turn ended: the reply was asked for
+    // on it, before the final transcript, once.
+    let asked = marks_at(&ended.timeline, |m| {
+        matches!(
+            m,
+            Mark::Request {
+                provider: Provider::Llm,
+                ..
+            }
+        )
+    });
+    assert_eq!(asked.len(), 1, "{asked:?}");
+    assert!(
+        asked[0] < answered[0],
+        "LLM at {asked:?}, transcript at {answered:?}"
+    );
+    assert_eq!(
+        sample(&ended.metrics, "sav_speculative_replies_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&ended.metrics, "sav_speculative_restarts_total"),
+        Some(0.0)
+    );
     support::write_report(
         "stt-stream-report.txt",
         &format!(
-            "streaming STT (in process, fake Deepgram-style, first interim 150 ms after the first audio, final 60 ms after Finalize): first partial {} ms after the speech start, transcript {wait} ms after the end of the turn\n",
-            first.first().copied().unwrap_or(u64::MAX)
+            "streaming STT (in process, fake Deepgram-style, first interim 150 ms after the first audio, final 60 ms after Finalize): first partial {} ms after the speech start, transcript {wait} ms after the end of the turn; speculative reply: LLM asked {} ms after the end of the turn, {} ms before the final transcript\n",
+            first.first().copied().unwrap_or(u64::MAX),
+            asked[0] - ends[0],
+            answered[0] - asked[0]
         ),
     );
-    assert!(wait <= 200, "the transcript came {wait} ms after the turn");
     assert!(
         first.len() == 1 && first[0] <= 300,
         "first partial {first:?} ms after the speech started"
@@ -886,6 +912,64 @@ async fn a_streaming_recogniser_hears_the_caller_as_they_speak() {
             "Ma box internet ne marche plus.".to_string()
         )]
     );
+}
+
+#[tokio::test]
+async fn a_final_transcript_that_differs_asks_the_reply_again() {
+    let corrected = "Ma box internet ne marche toujours pas.";
+    let call = TestCall::start(Setup {
+        name: "calls_stt_stream_corrected",
+        providers: Some(FakeBehaviour {
+            stt_stream_final_text: Some(corrected.into()),
+            stt_stream_final_latency: Duration::from_millis(150),
+            ..Default::default()
+        }),
+        provider_config: Some(streaming_stt),
+        free_conversation: true,
+        edit: short_greeting,
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
+    call.says_streaming(1500 * MS).await;
+    let end_of_turn = call.now();
+    assert!(
+        call.until(20 * SECOND, |h| h
+            .iter()
+            .any(|(at, p)| *at > end_of_turn && is_generated(p)))
+            .await,
+        "the generated reply was never heard"
+    );
+    let counts = call.fakes.as_ref().unwrap().counts();
+    let ended = call.hang_up().await;
+    assert_eq!(counts.llm, 2, "asked on the partial, then on the final");
+    // The second request carries what the caller said, not the guess.
+    let chat = counts.last_chat.unwrap().to_string();
+    assert!(chat.contains(corrected), "{chat}");
+    assert!(!chat.contains("marche plus"), "{chat}");
+    assert_eq!(
+        sample(&ended.metrics, "sav_speculative_replies_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&ended.metrics, "sav_speculative_restarts_total"),
+        Some(1.0)
+    );
+    assert_eq!(
+        caller_turns(&ended.record),
+        [("speech".to_string(), corrected.to_string())]
+    );
+    use sav::timeline::{Mark, Provider};
+    let cancelled = marks_at(&ended.timeline, |m| {
+        matches!(
+            m,
+            Mark::Cancelled {
+                provider: Provider::Llm,
+                ..
+            }
+        )
+    });
+    assert_eq!(cancelled.len(), 1, "the first reply was dropped");
 }
 
 #[tokio::test]
@@ -915,9 +999,9 @@ async fn a_refused_stream_falls_back_to_the_batch_recogniser() {
     let counts = call.fakes.as_ref().unwrap().counts();
     let ended = call.hang_up().await;
     assert_eq!(
-        (counts.stt_streams, counts.stt),
-        (0, 1),
-        "the batch took the turn"
+        (counts.stt_stream_attempts, counts.stt_streams, counts.stt),
+        (1, 0, 1),
+        "a stream was asked for, refused, and the batch took the turn"
     );
     assert_eq!(
         caller_turns(&ended.record),

@@ -222,6 +222,13 @@ async fn streaming_stt_gives_partials_then_the_final_and_falls_back_when_the_str
     assert_eq!(counts.stt_stream_bytes, 10 * 800 * 2);
     assert!(counts.stt_stream_queries[0].contains("model=nova-3&language=fr"));
 
+    // A recogniser that had finalised everything already: no answer to
+    // Finalize, the close brings the final result; not the batch.
+    fake.set(|b| b.stt_stream_finalize_reply = false);
+    let (_, text) = stream_turn(&stt, 5).await;
+    assert_eq!(text.unwrap(), "Ma box internet ne marche plus.");
+    assert_eq!((fake.counts().stt_streams, fake.counts().stt), (2, 0));
+
     // Dropped after three parts, or refused: the batch takes the turn.
     for fault in [Fault::DisconnectAfter(3), Fault::Status(500)] {
         fake.set(|b| b.stt_stream_fault = Some(fault.clone()));
@@ -238,6 +245,7 @@ async fn streaming_stt_gives_partials_then_the_final_and_falls_back_when_the_str
             "{fault:?}: the batch answered"
         );
     }
+    assert_eq!(fake.counts().stt_stream_attempts, 4);
 }
 
 #[tokio::test]

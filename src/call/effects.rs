@@ -157,7 +157,13 @@ impl Call {
             return;
         };
         match event {
-            CallEvent::Transcript(text) => record.turn(Speaker::Caller, TurnKind::Speech, text),
+            // A speculative transcript is recorded when the final one
+            // confirms or corrects it.
+            CallEvent::Transcript(text)
+            | CallEvent::TranscriptConfirmed(text)
+            | CallEvent::TranscriptCorrected(text) => {
+                record.turn(Speaker::Caller, TurnKind::Speech, text)
+            }
             CallEvent::Dtmf(digit) => {
                 record.turn(Speaker::Caller, TurnKind::Dtmf, &digit.to_string())
             }

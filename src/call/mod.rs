@@ -293,6 +293,10 @@ impl Call {
         }
         let speech = self.services.providers.clone().map(|mut providers| {
             providers.system_prompt = live.config.hybrid.system_prompt.clone();
+            // Free conversation only: the guide's decisions are not taken
+            // back.
+            providers.speculate =
+                live.config.hybrid.speculative_reply && live.config.problems.is_empty();
             SpeechSession::new(providers, live.cache.clone(), self.trace.clone())
         });
         if let Some(record) = &self.record {
@@ -400,7 +404,13 @@ impl Call {
                 };
                 self.observe_event(&event);
                 let caller_spoke = matches!(event, CallEvent::SpeechStarted);
+                let turn_ended = matches!(event, CallEvent::SpeechEnded);
                 let actions = call.conversation.handle(event);
+                if turn_ended && !actions.contains(&CallAction::Transcribe) {
+                    if let Some((speech, _)) = call.speech.as_mut() {
+                        speech.turn_not_heard();
+                    }
+                }
                 if caller_spoke
                     && actions
                         .iter()

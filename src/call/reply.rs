@@ -27,6 +27,8 @@ pub struct Providers {
     pub stt: Option<Arc<dyn SpeechToText>>,
     pub system_prompt: String,
     pub history_turns: usize,
+    /// Replies are asked for on a stable partial transcript (set per call).
+    pub speculate: bool,
 }
 
 impl Providers {
@@ -83,6 +85,7 @@ impl Providers {
             stt,
             system_prompt: config.hybrid.system_prompt.clone(),
             history_turns: config.hybrid.history_turns,
+            speculate: false,
         }))
     }
 }

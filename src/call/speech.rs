@@ -47,7 +47,15 @@ pub struct SpeechSession {
     listening: Option<Box<dyn SttSession>>,
     /// The task handing that session's partial transcripts to the call.
     partials: Option<JoinHandle<()>>,
+    /// Samples of the caller's turn the session heard.
+    streamed: usize,
+    /// The session's latest partial transcript, and when it came.
+    partial: Option<(String, Instant)>,
 }
+
+/// A partial transcript unchanged this long at the end of the turn is
+/// taken as the turn's transcript (the reply is asked for on it).
+const STABLE_PARTIAL: std::time::Duration = std::time::Duration::from_millis(200);
 
 impl Drop for SpeechSession {
     fn drop(&mut self) {
@@ -91,6 +99,8 @@ impl SpeechSession {
                 trace,
                 listening: None,
                 partials: None,
+                streamed: 0,
+                partial: None,
             },
             rx,
         )
@@ -120,12 +130,25 @@ impl SpeechSession {
             ));
         }
         self.listening = Some(session);
+        self.streamed = 0;
+        self.partial = None;
+    }
+
+    /// The caller's turn ended and is not transcribed (the conversation
+    /// did not take it up): its stream is closed.
+    pub fn turn_not_heard(&mut self) {
+        self.listening = None;
+        self.partial = None;
+        if let Some(task) = self.partials.take() {
+            task.abort();
+        }
     }
 
     /// The caller's words as they are spoken, to the streaming recogniser.
     pub fn caller_audio(&mut self, pcm: &[i16]) {
         if let Some(session) = self.listening.as_mut() {
             session.push(pcm);
+            self.streamed += pcm.len();
         }
     }
 
@@ -148,8 +171,14 @@ impl SpeechSession {
         if let Made::Partial { text } = &made {
             debug!(chars = text.len(), "partial transcript");
             self.trace.mark(Mark::Partial);
+            if self.listening.is_some() {
+                self.partial = Some((text.clone(), Instant::now()));
+            }
         }
         let event = self.book.handle_made(made);
+        if let Some(CallEvent::TranscriptCorrected(_)) = &event {
+            self.trace.metrics().speculative_restarts.inc();
+        }
         self.carry_out(media).await;
         event
     }
@@ -217,14 +246,33 @@ impl SpeechSession {
                     }
                 }
                 BookOp::Transcribe { turn, audio } => match &self.providers.stt {
-                    Some(stt) => reply::transcribe(
-                        stt.as_ref(),
-                        self.listening.take(),
-                        turn,
-                        &audio,
-                        self.tx.clone(),
-                        self.trace.clone(),
-                    ),
+                    Some(stt) => {
+                        // The stream heard this turn only when it is one
+                        // utterance (a caller who paused and went on: the
+                        // whole turn goes to a new session).
+                        let streamed = self
+                            .listening
+                            .take()
+                            .filter(|_| audio.len() <= self.streamed);
+                        let stable = self.partial.take().filter(|(text, at)| {
+                            !text.trim().is_empty()
+                                && Instant::now().saturating_duration_since(*at) >= STABLE_PARTIAL
+                        });
+                        if let (true, true, Some((text, _))) =
+                            (self.providers.speculate, streamed.is_some(), stable)
+                        {
+                            self.trace.metrics().speculative_replies.inc();
+                            self.missing(Made::Speculative { turn, text });
+                        }
+                        reply::transcribe(
+                            stt.as_ref(),
+                            streamed,
+                            turn,
+                            &audio,
+                            self.tx.clone(),
+                            self.trace.clone(),
+                        )
+                    }
                     None => self.missing(Made::Transcript {
                         turn,
                         result: Err(failure(ProviderError::NotConfigured("stt"))),

@@ -77,6 +77,14 @@ pub enum CallEvent {
     SpeechEnded,
     /// What the caller said.
     Transcript(String),
+    /// What the caller said as the streaming recogniser had it at the end
+    /// of the turn (its partial transcript, stable): answered at once, the
+    /// final transcript confirms or corrects it.
+    SpeculativeTranscript(String),
+    /// The final transcript says what the speculative one said.
+    TranscriptConfirmed(String),
+    /// The final transcript says something else: the reply is asked again.
+    TranscriptCorrected(String),
     /// Speech-to-text failed.
     TranscriptFailed,
     /// The reply's next audio is late: the line went silent waiting for it.
@@ -279,6 +287,8 @@ pub struct Conversation {
     no_input_armed: Option<u64>,
     /// Timers run out since the caller last said or pressed something.
     no_inputs: u32,
+    /// Between the VAD's start and end of the caller's speech.
+    caller_speaking: bool,
 }
 
 /// Fillers in one turn before the reply is given up for the fallback
@@ -315,6 +325,7 @@ impl Conversation {
             no_input_timers: 0,
             no_input_armed: None,
             no_inputs: 0,
+            caller_speaking: false,
         }
     }
 
@@ -736,11 +747,42 @@ impl Conversation {
             self.no_inputs = 0;
             self.no_input_armed = None;
         }
+        match event {
+            CallEvent::SpeechStarted => self.caller_speaking = true,
+            CallEvent::SpeechEnded => self.caller_speaking = false,
+            _ => {}
+        }
         let mut actions = match event {
             CallEvent::NoInput(id) => self.no_input(id),
+            CallEvent::SpeculativeTranscript(text) => {
+                self.handle_event(CallEvent::Transcript(text))
+            }
+            CallEvent::TranscriptConfirmed(_) => Vec::new(),
+            CallEvent::TranscriptCorrected(text) => self.corrected(text),
             event => self.handle_event(event),
         };
         self.arm_no_input(&mut actions);
+        actions
+    }
+
+    /// The final transcript differs from the one the reply was asked on:
+    /// while that reply is still the one being made or said, it is
+    /// dropped and asked again (free conversation; the guide's decisions
+    /// are not speculated on).
+    fn corrected(&mut self, text: String) -> Vec<CallAction> {
+        let mut actions = Vec::new();
+        if self.guide.is_some()
+            || !matches!(self.phase, Phase::Thinking | Phase::Replying)
+            || !self.reply_open
+        {
+            return actions;
+        }
+        self.cancel_reply(&mut actions);
+        self.reply_open = true;
+        self.reply_has_content = false;
+        self.phase = Phase::Thinking;
+        actions.push(CallAction::OpenReply);
+        actions.extend(self.respond_words(&text));
         actions
     }
 
@@ -748,7 +790,9 @@ impl Conversation {
     /// timer runs; out of it, none.
     fn arm_no_input(&mut self, actions: &mut Vec<CallAction>) {
         let config = &self.flow.no_input;
-        if !config.enabled || self.phase != Phase::Listening {
+        // No timer while the caller talks (a turn the phase did not take
+        // up: speech over a transfer announcement, keys pressed meanwhile).
+        if !config.enabled || self.phase != Phase::Listening || self.caller_speaking {
             self.no_input_armed = None;
             return;
         }
@@ -854,8 +898,18 @@ impl Conversation {
             (Phase::Answering, CallEvent::Established) => {
                 self.phase = Phase::Greeting;
                 let greeting = self.greeting.clone();
-                // Cut short by a cough: its last phrase (the question) again.
-                self.last_said = greeting.phrases.last().cloned().into_iter().collect();
+                // Cut short by a cough, or a silent caller: its question
+                // again (the menu after a spoken greeting, the phrase the
+                // spoken part stands for, else its last phrase).
+                let question = greeting
+                    .then
+                    .last()
+                    .or(greeting
+                        .speak
+                        .as_ref()
+                        .and_then(|(_, stand_in)| stand_in.as_ref()))
+                    .or(greeting.phrases.last());
+                self.last_said = question.cloned().into_iter().collect();
                 let mut actions: Vec<CallAction> = greeting.phrases.into_iter().map(Play).collect();
                 if let Some((text, fallback)) = greeting.speak {
                     self.reply_fallback = fallback;
@@ -2026,6 +2080,32 @@ mod tests {
         c.handle(CallEvent::ReplyDone);
         let (_, after) = armed(&c.handle(CallEvent::PlayoutIdle)).expect("armed");
         assert_eq!(after, secs(7.0), "the caller spoke: a full wait again");
+    }
+
+    #[test]
+    fn a_corrected_transcript_drops_the_reply_asked_on_the_guess_and_asks_again() {
+        let mut c = listening();
+        c.handle(CallEvent::SpeechStarted);
+        c.handle(CallEvent::SpeechEnded);
+        assert_eq!(
+            c.handle(CallEvent::SpeculativeTranscript("ma box".into())),
+            vec![Generate("ma box".into())]
+        );
+        assert!(c
+            .handle(CallEvent::TranscriptConfirmed("ma box".into()))
+            .is_empty());
+        assert_eq!(
+            c.handle(CallEvent::TranscriptCorrected("ma télé".into())),
+            vec![CancelReply, OpenReply, Generate("ma télé".into())]
+        );
+        assert_eq!(c.phase(), Phase::Thinking);
+        // Once the reply is said and done, a late correction is let go.
+        c.handle(CallEvent::ReplyAudible);
+        c.handle(CallEvent::ReplyDone);
+        c.handle(CallEvent::PlayoutIdle);
+        assert!(c
+            .handle(CallEvent::TranscriptCorrected("autre chose".into()))
+            .is_empty());
     }
 
     #[test]

@@ -118,6 +118,9 @@ pub enum Made {
     },
     /// A streaming recogniser's transcript so far of the caller's words.
     Partial { text: String },
+    /// The transcript of turn `turn` taken from its stable partial, before
+    /// the final one.
+    Speculative { turn: u64, text: String },
 }
 
 /// What the playout did, for the book.
@@ -222,6 +225,18 @@ struct TurnTiming {
     first_generated: Option<Instant>,
 }
 
+/// The same words, whatever their case and punctuation: a final
+/// transcript that says this says what the speculative one said.
+fn same_words(a: &str, b: &str) -> bool {
+    let words = |s: &str| -> Vec<String> {
+        s.split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect()
+    };
+    words(a) == words(b)
+}
+
 /// The replies of one call (see the module doc).
 #[derive(Debug)]
 pub struct ReplyBook {
@@ -241,6 +256,8 @@ pub struct ReplyBook {
     timing: TurnTiming,
     /// The classification being made.
     classification: Option<u64>,
+    /// The turn answered on its speculative transcript, and that text.
+    speculated: Option<(u64, String)>,
     ops: VecDeque<BookOp>,
 }
 
@@ -257,6 +274,7 @@ impl ReplyBook {
             starved: None,
             timing: TurnTiming::default(),
             classification: None,
+            speculated: None,
             ops: VecDeque::new(),
         }
     }
@@ -286,6 +304,7 @@ impl ReplyBook {
                 // The whole turn so far: an earlier transcription (of its
                 // first part) is superseded.
                 self.turn += 1;
+                self.speculated = None;
                 self.ops.push_back(BookOp::Transcribe {
                     turn: self.turn,
                     audio: self.turn_audio.clone(),
@@ -360,6 +379,12 @@ impl ReplyBook {
     pub fn handle_made(&mut self, made: Made) -> Option<CallEvent> {
         match made {
             Made::Partial { .. } => None,
+            Made::Speculative { turn, text } if turn == self.turn => {
+                info!(chars = text.chars().count(), "speculative transcript");
+                self.speculated = Some((turn, text.clone()));
+                Some(CallEvent::SpeculativeTranscript(text))
+            }
+            Made::Speculative { .. } => None,
             Made::Transcript { turn, .. } if turn != self.turn => {
                 debug!(
                     turn,
@@ -367,6 +392,36 @@ impl ReplyBook {
                     "transcript of an earlier part of the turn dropped"
                 );
                 None
+            }
+            Made::Transcript { turn, result }
+                if self.speculated.as_ref().is_some_and(|(t, _)| *t == turn) =>
+            {
+                let (_, guessed) = self.speculated.take().unwrap_or_default();
+                match result {
+                    Ok(text) if same_words(&guessed, &text) => {
+                        Some(CallEvent::TranscriptConfirmed(text))
+                    }
+                    Ok(text) => {
+                        info!(
+                            chars = text.chars().count(),
+                            "the final transcript corrects the speculative one"
+                        );
+                        // The caller's line the reply was asked on is not
+                        // what they said.
+                        if self
+                            .history
+                            .last()
+                            .is_some_and(|l| l.role == Role::User && l.text == guessed)
+                        {
+                            self.history.pop();
+                        }
+                        Some(CallEvent::TranscriptCorrected(text))
+                    }
+                    Err(error) => {
+                        warn!(%error, kind = error.kind, "speech-to-text failed after the speculative transcript: it stands");
+                        Some(CallEvent::TranscriptConfirmed(guessed))
+                    }
+                }
             }
             Made::Transcript {
                 result: Ok(text), ..
@@ -1022,6 +1077,67 @@ mod tests {
             turn: 3,
             audio: vec![]
         }));
+    }
+
+    #[test]
+    fn a_speculative_transcript_is_confirmed_or_corrected_by_the_final_one() {
+        let mut b = book();
+        b.handle_action(&CallAction::Transcribe);
+        let guess = |text: &str| Made::Speculative {
+            turn: 1,
+            text: text.into(),
+        };
+        let last = |result: Result<String, Failure>| Made::Transcript { turn: 1, result };
+        assert_eq!(
+            b.handle_made(guess("Ma box ne marche plus")),
+            Some(CallEvent::SpeculativeTranscript(
+                "Ma box ne marche plus".into()
+            ))
+        );
+        b.handle_action(&CallAction::Generate("Ma box ne marche plus".into()));
+        // The same words, punctuated: confirmed.
+        assert_eq!(
+            b.handle_made(last(Ok("Ma box ne marche plus.".into()))),
+            Some(CallEvent::TranscriptConfirmed(
+                "Ma box ne marche plus.".into()
+            ))
+        );
+        assert_eq!(b.history.len(), 1);
+
+        // Other words: corrected, and the guessed line leaves the history.
+        b.handle_action(&CallAction::Transcribe);
+        let guess2 = Made::Speculative {
+            turn: 2,
+            text: "la télé".into(),
+        };
+        b.handle_made(guess2);
+        b.handle_action(&CallAction::Generate("la télé".into()));
+        assert_eq!(b.history.len(), 2);
+        let corrected = Made::Transcript {
+            turn: 2,
+            result: Ok("la télé aussi".into()),
+        };
+        assert_eq!(
+            b.handle_made(corrected),
+            Some(CallEvent::TranscriptCorrected("la télé aussi".into()))
+        );
+        assert_eq!(b.history.len(), 1);
+
+        // The final failed: the guess stands. A guess for an older turn
+        // is dropped.
+        b.handle_action(&CallAction::Transcribe);
+        assert_eq!(b.handle_made(guess("old")), None);
+        b.handle_made(Made::Speculative {
+            turn: 3,
+            text: "oui".into(),
+        });
+        assert_eq!(
+            b.handle_made(Made::Transcript {
+                turn: 3,
+                result: Err(failure())
+            }),
+            Some(CallEvent::TranscriptConfirmed("oui".into()))
+        );
     }
 
     #[test]

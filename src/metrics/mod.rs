@@ -195,6 +195,8 @@ pub struct Metrics {
     pub dtmf: Counter,
     pub transfers: Counter,
     pub no_input_reprompts: Counter,
+    pub speculative_replies: Counter,
+    pub speculative_restarts: Counter,
     pub no_input_escalations: Counter,
     pub ready_gauge: Gauge,
     cache_loaded: AtomicBool,
@@ -381,6 +383,18 @@ impl Metrics {
             "Blind transfers (REFER) started",
             transfers.clone(),
         );
+        let speculative_replies = Counter::default();
+        registry.register(
+            "speculative_replies",
+            "Replies asked for on a stable partial transcript, before the final one",
+            speculative_replies.clone(),
+        );
+        let speculative_restarts = Counter::default();
+        registry.register(
+            "speculative_restarts",
+            "Speculative replies dropped and asked again: the final transcript differed",
+            speculative_restarts.clone(),
+        );
         let no_input_reprompts = Counter::default();
         registry.register(
             "no_input_reprompts",
@@ -429,6 +443,8 @@ impl Metrics {
             transfers,
             no_input_reprompts,
             no_input_escalations,
+            speculative_replies,
+            speculative_restarts,
             ready_gauge,
             cache_loaded: AtomicBool::new(false),
             draining: AtomicBool::new(false),

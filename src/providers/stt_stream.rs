@@ -140,16 +140,13 @@ impl SpeechToText for StreamingTranscriber {
             connect_timeout: Duration::from_millis(self.config.connect_timeout_ms),
             final_timeout: Duration::from_millis(self.config.final_timeout_ms),
         };
+        let final_timeout = stream.final_timeout;
         let task = tokio::spawn(
             async move {
-                let result = tokio::time::timeout(MAX_SESSION, stream.run(audio_rx, partial_tx))
-                    .await
-                    .unwrap_or(Err(ProviderError::Timeout {
-                        provider: PROVIDER,
-                        stage: "stream",
-                        after: MAX_SESSION,
-                    }));
-                let _ = done_tx.send(result);
+                // Past this, `done` is dropped and the turn goes to the batch.
+                let _ =
+                    tokio::time::timeout(MAX_SESSION, stream.run(audio_rx, partial_tx, done_tx))
+                        .await;
             }
             .in_current_span(),
         );
@@ -159,6 +156,7 @@ impl SpeechToText for StreamingTranscriber {
             done: Some(done_rx),
             audio: Vec::new(),
             behind: false,
+            final_timeout,
             batch: self.batch.clone(),
             task: Some(task),
         })
@@ -179,6 +177,8 @@ struct StreamSession {
     audio: Vec<i16>,
     /// A chunk could not be queued: the stream misses audio.
     behind: bool,
+    /// From the end of the turn to the final transcript, at most.
+    final_timeout: Duration,
     batch: OpenAiTranscriber,
     /// The socket's task: aborted with a session dropped before its end
     /// (the caller's words were not wanted), left to finish by `finish`.
@@ -219,6 +219,7 @@ impl SttSession for StreamSession {
         // The end of the turn: the socket's task finalises.
         self.audio_tx = None;
         let behind = self.behind;
+        let final_timeout = self.final_timeout;
         let audio = std::mem::take(&mut self.audio);
         let batch = self.batch.clone();
         let done = self.done.take();
@@ -237,7 +238,14 @@ impl SttSession for StreamSession {
                     reason: "the stream's task ended".into(),
                 };
                 match done {
-                    Some(done) => done.await.unwrap_or_else(|_| Err(ended())),
+                    Some(done) => match tokio::time::timeout(final_timeout, done).await {
+                        Ok(result) => result.unwrap_or_else(|_| Err(ended())),
+                        Err(_) => Err(ProviderError::Timeout {
+                            provider: PROVIDER,
+                            stage: "final transcript",
+                            after: final_timeout,
+                        }),
+                    },
                     None => Err(ended()),
                 }
             };
@@ -270,61 +278,82 @@ struct Event {
     is_final: bool,
     #[serde(default)]
     from_finalize: bool,
+    /// `Results`: `{"alternatives": [{"transcript": …}]}`; other
+    /// messages carry other things here (`SpeechStarted`: `[0]`).
     #[serde(default)]
-    channel: Option<Channel>,
-}
-
-#[derive(Deserialize)]
-struct Channel {
-    #[serde(default)]
-    alternatives: Vec<Alternative>,
-}
-
-#[derive(Deserialize)]
-struct Alternative {
-    #[serde(default)]
-    transcript: String,
+    channel: serde_json::Value,
 }
 
 trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
 
 impl Stream {
+    /// Connects, streams the turn, and answers `done` with its transcript
+    /// as soon as it is known (the socket is closed after).
     async fn run(
         self,
-        mut audio: mpsc::Receiver<Vec<i16>>,
+        audio: mpsc::Receiver<Vec<i16>>,
         partials: mpsc::Sender<String>,
-    ) -> Result<String, ProviderError> {
-        let mut ws = tokio::time::timeout(self.connect_timeout, self.connect())
+        done: oneshot::Sender<Result<String, ProviderError>>,
+    ) {
+        let connected = tokio::time::timeout(self.connect_timeout, self.connect())
             .await
-            .map_err(|_| ProviderError::Timeout {
+            .unwrap_or(Err(ProviderError::Timeout {
                 provider: PROVIDER,
                 stage: "connect",
                 after: self.connect_timeout,
-            })??;
+            }));
+        let mut ws = match connected {
+            Ok(ws) => ws,
+            Err(error) => {
+                let _ = done.send(Err(error));
+                return;
+            }
+        };
+        let result = self.listen(&mut ws, audio, partials).await;
+        let _ = done.send(result);
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    }
+
+    /// The turn's audio out, its results in, until the final one.
+    async fn listen(
+        &self,
+        ws: &mut tokio_tungstenite::WebSocketStream<Box<dyn Io>>,
+        mut audio: mpsc::Receiver<Vec<i16>>,
+        partials: mpsc::Sender<String>,
+    ) -> Result<String, ProviderError> {
         let mut finals: Vec<String> = Vec::new();
         let mut interim = String::new();
         let mut last_partial = String::new();
-        let mut finalising: Option<tokio::time::Instant> = None;
+        let mut finalising = false;
         let mut bytes = Vec::with_capacity(1600);
         loop {
-            let deadline = finalising;
             tokio::select! {
-                chunk = audio.recv(), if finalising.is_none() => match chunk {
+                chunk = audio.recv(), if !finalising => match chunk {
                     Some(pcm) => {
                         bytes.clear();
                         bytes.extend(pcm.iter().flat_map(|s| s.to_le_bytes()));
                         ws.send(Message::binary(bytes.clone())).await.map_err(lost)?;
                     }
                     None => {
+                        // The turn is over: flush what the recogniser holds
+                        // (a `from_finalize` result when it held something),
+                        // then close (remaining finals, Metadata, close).
                         ws.send(Message::text(r#"{"type":"Finalize"}"#)).await.map_err(lost)?;
-                        finalising = Some(tokio::time::Instant::now() + self.final_timeout);
+                        ws.send(Message::text(r#"{"type":"CloseStream"}"#)).await.map_err(lost)?;
+                        finalising = true;
                     }
                 },
                 message = ws.next() => {
                     let text = match message {
                         Some(Ok(Message::Text(text))) => text,
-                        Some(Ok(Message::Close(_))) | None if finalising.is_some() => break,
+                        Some(Ok(Message::Close(Some(frame))))
+                            if finalising
+                                && frame.code
+                                    == tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode::Normal =>
+                        {
+                            break
+                        }
                         Some(Ok(Message::Close(frame))) => {
                             return Err(ProviderError::Disconnected {
                                 provider: PROVIDER,
@@ -340,14 +369,10 @@ impl Stream {
                         Some(Ok(_)) => continue,
                         Some(Err(e)) => return Err(lost(e)),
                     };
-                    let event: Event = match serde_json::from_str(text.as_str()) {
-                        Ok(event) => event,
-                        Err(e) => {
-                            return Err(ProviderError::Malformed {
-                                provider: PROVIDER,
-                                reason: e.to_string(),
-                            })
-                        }
+                    // A message sav does not know is skipped, not fatal.
+                    let Ok(event) = serde_json::from_str::<Event>(text.as_str()) else {
+                        debug!("a message of the recogniser skipped");
+                        continue;
                     };
                     match event.kind.as_str() {
                         "Results" => {}
@@ -357,23 +382,22 @@ impl Stream {
                                 reason: crate::text::cut(text.as_str(), 300).to_string(),
                             })
                         }
-                        // Metadata (sent as the stream closes) ends a
-                        // finalised stream; SpeechStarted, UtteranceEnd…
-                        "Metadata" if finalising.is_some() => break,
+                        // Sent as a closing stream ends: every result is in.
+                        "Metadata" if finalising => break,
                         _ => continue,
                     }
-                    let transcript = event
-                        .channel
-                        .and_then(|c| c.alternatives.into_iter().next())
-                        .map(|a| a.transcript.trim().to_string())
-                        .unwrap_or_default();
+                    let transcript = event.channel["alternatives"][0]["transcript"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .trim();
+                    let transcript = crate::text::cut(transcript, 4000);
                     if event.is_final {
                         if !transcript.is_empty() && finals.len() < 256 {
-                            finals.push(transcript);
+                            finals.push(transcript.to_string());
                         }
                         interim.clear();
                     } else {
-                        interim = crate::text::cut(&transcript, 4000).to_string();
+                        interim = transcript.to_string();
                     }
                     if event.from_finalize {
                         break;
@@ -385,22 +409,9 @@ impl Stream {
                         last_partial = partial;
                     }
                 }
-                _ = sleep_until(deadline) => {
-                    if finals.is_empty() && interim.is_empty() {
-                        return Err(ProviderError::Timeout {
-                            provider: PROVIDER,
-                            stage: "final transcript",
-                            after: self.final_timeout,
-                        });
-                    }
-                    // What it had said by then will do.
-                    break;
-                }
             }
         }
-        let _ = ws.send(Message::text(r#"{"type":"CloseStream"}"#)).await;
-        let _ = ws.close(None).await;
-        Ok(join(&finals, &interim))
+        Ok(join(&finals, ""))
     }
 
     async fn connect(
@@ -477,13 +488,6 @@ fn lost(e: tokio_tungstenite::tungstenite::Error) -> ProviderError {
     ProviderError::Disconnected {
         provider: PROVIDER,
         reason: e.to_string(),
-    }
-}
-
-async fn sleep_until(deadline: Option<tokio::time::Instant>) {
-    match deadline {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
     }
 }
 

@@ -68,6 +68,12 @@ pub struct FakeBehaviour {
     pub stt_stream_word_interval: Duration,
     /// Streaming: from `Finalize` to the final result.
     pub stt_stream_final_latency: Duration,
+    /// Streaming: the final result says this instead of what the interim
+    /// ones were spelling out (a recogniser that changes its mind).
+    pub stt_stream_final_text: Option<String>,
+    /// Streaming: `Finalize` is answered with a `from_finalize` result (off:
+    /// only the close brings the final result, then `Metadata`).
+    pub stt_stream_finalize_reply: bool,
     /// Streaming: `Status` refuses the upgrade; `DisconnectAfter(n)` drops
     /// the connection after n audio messages.
     pub stt_stream_fault: Option<Fault>,
@@ -98,6 +104,8 @@ impl Default for FakeBehaviour {
             stt_stream_first_partial: Duration::from_millis(150),
             stt_stream_word_interval: Duration::from_millis(120),
             stt_stream_final_latency: Duration::from_millis(60),
+            stt_stream_final_text: None,
+            stt_stream_finalize_reply: true,
             stt_stream_fault: None,
         }
     }
@@ -113,7 +121,9 @@ pub struct FakeCounts {
     pub tts_texts: Vec<String>,
     /// The `output_format` of each TTS request, in order.
     pub tts_formats: Vec<String>,
-    /// Streaming sessions opened (upgrades accepted).
+    /// Streaming sessions asked for (upgrade requests, refused or not), and
+    /// opened (upgrades accepted).
+    pub stt_stream_attempts: u32,
     pub stt_streams: u32,
     /// Audio octets the streams received, and their query strings.
     pub stt_stream_bytes: usize,
@@ -468,6 +478,7 @@ async fn stt_stream(
         };
         (b.clone(), text)
     };
+    shared.counts.lock().unwrap().stt_stream_attempts += 1;
     if let Some(Fault::Status(status)) = behaviour.stt_stream_fault {
         return error_response(status);
     }
@@ -502,6 +513,7 @@ async fn listen(
         )
     };
     let mut audio_messages = 0usize;
+    let mut finalised = false;
     let mut said = 0usize;
     let mut next_partial: Option<tokio::time::Instant> = None;
     // Bounded: a session lasts at most a minute of the runtime's clock.
@@ -521,16 +533,31 @@ async fn listen(
                     }
                 }
                 Some(Ok(Message::Text(command))) if command.contains("\"Finalize\"") => {
-                    tokio::time::sleep(behaviour.stt_stream_final_latency).await;
-                    if socket.send(result(&text, true, true)).await.is_err() {
-                        return;
+                    // Like the real one, a flush answers only when it held
+                    // something (`stt_stream_finalize_reply` off: it had
+                    // finalised already, the close carries the result).
+                    if behaviour.stt_stream_finalize_reply {
+                        tokio::time::sleep(behaviour.stt_stream_final_latency).await;
+                        let last = behaviour.stt_stream_final_text.as_deref().unwrap_or(&text);
+                        if socket.send(result(last, true, true)).await.is_err() {
+                            return;
+                        }
+                        finalised = true;
                     }
                     next_partial = None;
                 }
                 Some(Ok(Message::Text(command))) if command.contains("\"CloseStream\"") => {
+                    tokio::time::sleep(behaviour.stt_stream_final_latency).await;
+                    if !finalised {
+                        let last = behaviour.stt_stream_final_text.as_deref().unwrap_or(&text);
+                        let _ = socket.send(result(last, true, false)).await;
+                    }
                     let metadata = serde_json::json!({ "type": "Metadata", "duration": 1.0 });
                     let _ = socket.send(Message::Text(metadata.to_string().into())).await;
-                    let _ = socket.send(Message::Close(None)).await;
+                    let _ = socket.send(Message::Close(Some(axum::extract::ws::CloseFrame {
+                        code: 1000,
+                        reason: "".into(),
+                    }))).await;
                     return;
                 }
                 Some(Ok(_)) => {}
