@@ -422,6 +422,20 @@ impl Config {
                 ));
             }
         }
+        let listen = &self.listen;
+        if listen.finished_hangover_ms == 0
+            || listen.finished_hangover_ms > listen.unfinished_hangover_ms
+            || listen.unfinished_hangover_ms > 5000
+        {
+            return Err(invalid(
+                "listen.finished_hangover_ms",
+                format!(
+                    "{} (unfinished {})",
+                    listen.finished_hangover_ms, listen.unfinished_hangover_ms
+                ),
+                "0 < finished_hangover_ms <= unfinished_hangover_ms <= 5000",
+            ));
+        }
         if let Some((field, value)) = self.call.no_input.bad_wait() {
             return Err(invalid(
                 field,

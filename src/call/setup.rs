@@ -111,6 +111,12 @@ pub fn vad(live: &Live, can: Abilities) -> Option<VadConfig> {
         threshold: listen.vad_threshold,
         min_speech: Duration::from_millis(listen.min_speech_ms),
         hangover: Duration::from_millis(listen.hangover_ms),
+        end_of_turn: listen.end_of_turn_from_voice.then(|| {
+            (
+                Duration::from_millis(listen.finished_hangover_ms),
+                Duration::from_millis(listen.unfinished_hangover_ms),
+            )
+        }),
         max_utterance: Duration::from_millis(listen.max_utterance_ms),
         echo_cancelling: listen.echo_cancelling,
         stream_audio: can.streams,

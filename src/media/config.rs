@@ -65,9 +65,18 @@ pub struct ListenConfig {
     /// Voice that counts as speech (shorter: clicks, coughs, line echo).
     #[serde(default = "default_min_speech")]
     pub min_speech_ms: u64,
-    /// Silence that ends the caller's turn.
+    /// Silence that ends the caller's turn (without `end_of_turn_from_voice`).
     #[serde(default = "default_hangover")]
     pub hangover_ms: u64,
+    /// The silence that ends the turn follows how the caller's voice
+    /// closed: `finished_hangover_ms` after a final fall, else
+    /// `unfinished_hangover_ms` (a rise, a flat close, too little voice).
+    #[serde(default = "default_true")]
+    pub end_of_turn_from_voice: bool,
+    #[serde(default = "default_finished_hangover")]
+    pub finished_hangover_ms: u64,
+    #[serde(default = "default_unfinished_hangover")]
+    pub unfinished_hangover_ms: u64,
     /// Longest turn sent to speech-to-text.
     #[serde(default = "default_max_utterance")]
     pub max_utterance_ms: u64,
@@ -81,12 +90,27 @@ fn default_echo_cancelling() -> bool {
     true
 }
 
+fn default_true() -> bool {
+    true
+}
+
+fn default_finished_hangover() -> u64 {
+    200
+}
+
+fn default_unfinished_hangover() -> u64 {
+    1000
+}
+
 impl Default for ListenConfig {
     fn default() -> Self {
         Self {
             vad_threshold: default_vad_threshold(),
             min_speech_ms: default_min_speech(),
             hangover_ms: default_hangover(),
+            end_of_turn_from_voice: true,
+            finished_hangover_ms: default_finished_hangover(),
+            unfinished_hangover_ms: default_unfinished_hangover(),
             max_utterance_ms: default_max_utterance(),
             echo_cancelling: default_echo_cancelling(),
         }

@@ -28,6 +28,7 @@ pub mod latch;
 pub mod pacer;
 pub mod playout;
 pub mod ports;
+pub mod prosody;
 pub mod recording;
 pub mod resample;
 pub mod rtcp;

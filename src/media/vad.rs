@@ -12,6 +12,7 @@
 //! Nothing here allocates per frame once the detector is built (the
 //! utterance buffer is reserved for the longest utterance up front).
 
+use crate::media::prosody::{Close, Prosody};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
@@ -33,8 +34,13 @@ pub struct VadConfig {
     pub threshold: f32,
     /// Voice needed before a turn starts (clicks and echo are shorter).
     pub min_speech: Duration,
-    /// Silence that ends the turn.
+    /// Silence that ends the turn (when the voice does not tell, or
+    /// `end_of_turn` is off).
     pub hangover: Duration,
+    /// The silence that ends a turn by how the caller's voice closed
+    /// ([`crate::media::prosody`]): (finished, unfinished); `None`: always
+    /// `hangover`.
+    pub end_of_turn: Option<(Duration, Duration)>,
     /// Audio kept from before the onset.
     pub preroll: Duration,
     /// A turn longer than this is cut (and sent to STT as it is).
@@ -53,6 +59,7 @@ impl Default for VadConfig {
             threshold: 0.5,
             min_speech: Duration::from_millis(120),
             hangover: Duration::from_millis(500),
+            end_of_turn: None,
             preroll: Duration::from_millis(200),
             max_utterance: Duration::from_secs(30),
             echo_cancelling: true,
@@ -106,6 +113,11 @@ pub struct TurnDetector {
     /// The last `preroll` of 8 kHz audio, for the start of an utterance.
     preroll: VecDeque<i16>,
     utterance: Vec<i16>,
+    /// The pitch of the utterance, for how it closes.
+    prosody: Option<Box<Prosody>>,
+    /// The silence that ends the turn in progress, decided when its voice
+    /// last stopped.
+    hangover: Option<Duration>,
 }
 
 impl TurnDetector {
@@ -129,6 +141,8 @@ impl TurnDetector {
             state: State::Silence,
             preroll: VecDeque::with_capacity(preroll_samples + FRAME_SAMPLES),
             utterance: Vec::with_capacity(max_samples + FRAME_SAMPLES),
+            prosody: config.end_of_turn.map(|_| Box::new(Prosody::new())),
+            hangover: None,
             config,
         }
     }
@@ -176,6 +190,12 @@ impl TurnDetector {
 
     fn push_block(&mut self, now: Instant, frame: &[i16; FRAME_SAMPLES]) -> Option<TurnEvent> {
         self.keep_audio(frame);
+        if let Some(prosody) = self.prosody.as_mut() {
+            match self.state {
+                State::Silence => prosody.reset(),
+                _ => prosody.push(frame),
+            }
+        }
         // Upsample to 16 kHz.
         for (dst, &src) in self.input[0].iter_mut().zip(frame) {
             *dst = f32::from(src) / 32768.0;
@@ -263,10 +283,19 @@ impl TurnDetector {
                 self.state = State::Speech {
                     last_voice: frame_end,
                 };
+                self.hangover = None;
                 None
             }
             (State::Speech { last_voice }, false) => {
-                if now.saturating_duration_since(last_voice) >= self.config.hangover {
+                let hangover = match self.hangover {
+                    Some(hangover) => hangover,
+                    None => {
+                        let hangover = self.hangover_for_close();
+                        self.hangover = Some(hangover);
+                        hangover
+                    }
+                };
+                if now.saturating_duration_since(last_voice) >= hangover {
                     Some(self.end(last_voice))
                 } else {
                     None
@@ -276,8 +305,21 @@ impl TurnDetector {
         }
     }
 
+    /// The silence that ends the turn, by how the voice closed.
+    fn hangover_for_close(&mut self) -> Duration {
+        match (self.config.end_of_turn, self.prosody.as_mut()) {
+            (Some((finished, unfinished)), Some(prosody)) => match prosody.close() {
+                Close::Final => finished,
+                // Too little voice to tell ("En fait,"): wait.
+                Close::Continuing | Close::Unknown => unfinished,
+            },
+            _ => self.config.hangover,
+        }
+    }
+
     fn end(&mut self, last_voice: Instant) -> TurnEvent {
         self.state = State::Silence;
+        self.hangover = None;
         let capacity = self.utterance.capacity();
         let utterance = std::mem::replace(&mut self.utterance, Vec::with_capacity(capacity));
         TurnEvent::SpeechEnded {

@@ -8,6 +8,7 @@
 
 pub mod call_harness;
 pub mod fake_providers;
+pub mod turn_corpus;
 pub mod webhook;
 
 use std::collections::BTreeMap;
