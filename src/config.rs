@@ -423,9 +423,10 @@ impl Config {
             }
         }
         let listen = &self.listen;
-        if listen.finished_hangover_ms == 0
-            || listen.finished_hangover_ms > listen.unfinished_hangover_ms
-            || listen.unfinished_hangover_ms > 5000
+        if listen.end_of_turn_from_voice
+            && (listen.finished_hangover_ms == 0
+                || listen.finished_hangover_ms > listen.unfinished_hangover_ms
+                || listen.unfinished_hangover_ms > 5000)
         {
             return Err(invalid(
                 "listen.finished_hangover_ms",

@@ -816,11 +816,16 @@ fn first_partials(timeline: &sav::timeline::CallTimeline) -> Vec<u64> {
         .collect()
 }
 
-#[tokio::test]
-async fn a_streaming_recogniser_hears_the_caller_as_they_speak() {
+/// A free-conversation call with a streaming recogniser: the caller says
+/// one 1.5 s turn (streamed) and hears the generated reply; what the fakes
+/// counted, and the ended call.
+async fn one_streamed_turn(
+    name: &'static str,
+    behaviour: FakeBehaviour,
+) -> (support::fake_providers::FakeCounts, Ended) {
     let call = TestCall::start(Setup {
-        name: "calls_stt_stream",
-        providers: Some(FakeBehaviour::default()),
+        name,
+        providers: Some(behaviour),
         provider_config: Some(streaming_stt),
         free_conversation: true,
         edit: short_greeting,
@@ -838,7 +843,12 @@ async fn a_streaming_recogniser_hears_the_caller_as_they_speak() {
         "the generated reply was never heard"
     );
     let counts = call.fakes.as_ref().unwrap().counts();
-    let ended = call.hang_up().await;
+    (counts, call.hang_up().await)
+}
+
+#[tokio::test]
+async fn a_streaming_recogniser_hears_the_caller_as_they_speak() {
+    let (counts, ended) = one_streamed_turn("calls_stt_stream", FakeBehaviour::default()).await;
     assert_eq!(
         (counts.stt_streams, counts.stt),
         (1, 0),
@@ -917,31 +927,15 @@ async fn a_streaming_recogniser_hears_the_caller_as_they_speak() {
 #[tokio::test]
 async fn a_final_transcript_that_differs_asks_the_reply_again() {
     let corrected = "Ma box internet ne marche toujours pas.";
-    let call = TestCall::start(Setup {
-        name: "calls_stt_stream_corrected",
-        providers: Some(FakeBehaviour {
+    let (counts, ended) = one_streamed_turn(
+        "calls_stt_stream_corrected",
+        FakeBehaviour {
             stt_stream_final_text: Some(corrected.into()),
             stt_stream_final_latency: Duration::from_millis(150),
             ..Default::default()
-        }),
-        provider_config: Some(streaming_stt),
-        free_conversation: true,
-        edit: short_greeting,
-        ..Setup::default()
-    })
+        },
+    )
     .await;
-    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
-    call.says_streaming(1500 * MS).await;
-    let end_of_turn = call.now();
-    assert!(
-        call.until(20 * SECOND, |h| h
-            .iter()
-            .any(|(at, p)| *at > end_of_turn && is_generated(p)))
-            .await,
-        "the generated reply was never heard"
-    );
-    let counts = call.fakes.as_ref().unwrap().counts();
-    let ended = call.hang_up().await;
     assert_eq!(counts.llm, 2, "asked on the partial, then on the final");
     // The second request carries what the caller said, not the guess.
     let chat = counts.last_chat.unwrap().to_string();
@@ -974,30 +968,14 @@ async fn a_final_transcript_that_differs_asks_the_reply_again() {
 
 #[tokio::test]
 async fn a_refused_stream_falls_back_to_the_batch_recogniser() {
-    let call = TestCall::start(Setup {
-        name: "calls_stt_stream_refused",
-        providers: Some(FakeBehaviour {
+    let (counts, ended) = one_streamed_turn(
+        "calls_stt_stream_refused",
+        FakeBehaviour {
             stt_stream_fault: Some(Fault::Status(503)),
             ..Default::default()
-        }),
-        provider_config: Some(streaming_stt),
-        free_conversation: true,
-        edit: short_greeting,
-        ..Setup::default()
-    })
+        },
+    )
     .await;
-    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
-    call.says_streaming(1500 * MS).await;
-    let end_of_turn = call.now();
-    assert!(
-        call.until(20 * SECOND, |h| h
-            .iter()
-            .any(|(at, p)| *at > end_of_turn && is_generated(p)))
-            .await,
-        "the generated reply was never heard"
-    );
-    let counts = call.fakes.as_ref().unwrap().counts();
-    let ended = call.hang_up().await;
     assert_eq!(
         (counts.stt_stream_attempts, counts.stt_streams, counts.stt),
         (1, 0, 1),

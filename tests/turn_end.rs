@@ -70,4 +70,9 @@ fn a_finished_turn_ends_in_250_ms_and_an_unfinished_one_is_waited_for() {
     assert!(fixed.median() >= 450, "{report}");
     assert!(adaptive.median() <= 250, "{report}");
     assert!(adaptive.cut_in_rate() <= 0.02, "{report}");
+    // No finished statement ended before its last word, or twice.
+    assert_eq!(adaptive.finished_missed, 0, "{report}");
+    // Most finished turns are heard as finished (the rest wait 1 s).
+    let quick = adaptive.latencies.iter().filter(|&&l| l < 400).count();
+    assert!(quick * 3 >= adaptive.finished * 2, "{report}");
 }

@@ -80,6 +80,7 @@ impl Prosody {
     pub fn reset(&mut self) {
         self.len = 0;
         self.next = 0;
+        self.window = [0.0; WINDOW];
     }
 
     /// One 20 ms block of the utterance (8 kHz).
@@ -127,6 +128,11 @@ impl Prosody {
                 while lag < MAX_LAG && d[lag + 1] < d[lag] {
                     lag += 1;
                 }
+                // Only an interior minimum is a period (not the edge of
+                // the range a descent ran into).
+                if lag == MIN_LAG || lag == MAX_LAG {
+                    return None;
+                }
                 let (a, b, c) = (d[lag - 1], d[lag], d[lag + 1]);
                 let curve = a + c - 2.0 * b;
                 let shift = if curve > 0.0 {
@@ -159,11 +165,25 @@ impl Prosody {
         if self.len < MIN_VOICED {
             return Close::Unknown;
         }
+        // Each value the median of itself and its neighbours: one octave
+        // error (a halved or doubled estimate) moves nothing.
+        let smooth = |i: usize| {
+            let here = self.back(i);
+            let before = if i + 1 < self.len {
+                self.back(i + 1)
+            } else {
+                here
+            };
+            let after = if i > 0 { self.back(i - 1) } else { here };
+            here.max(before).min(after).max(here.min(before))
+        };
         let last = LAST.min(self.len);
-        let high = (0..last).map(|i| self.back(i)).fold(f32::MIN, f32::max);
-        let end = (self.back(0) + self.back(1)) / 2.0;
-        let low = (0..RISING).map(|i| self.back(i)).fold(f32::MAX, f32::min);
+        let high = (0..last).map(smooth).fold(f32::MIN, f32::max);
+        let end = (smooth(0) + smooth(1)) / 2.0;
         let fall = high - end;
+        // The rise on the raw values: an error there can only make the
+        // turn wait (the safe side).
+        let low = (0..RISING).map(|i| self.back(i)).fold(f32::MAX, f32::min);
         let rise = self.back(0) - low;
         if fall >= FALL && rise < RISE {
             Close::Final
@@ -191,6 +211,37 @@ mod tests {
             }
             prosody.push(&block);
         }
+    }
+
+    /// The pitch YIN finds in a buzz of `hz`.
+    fn pitch_of(hz: f32) -> Option<f32> {
+        let mut p = Prosody::new();
+        voice(&mut p, hz, hz, 2);
+        p.pitch()
+    }
+
+    #[test]
+    fn the_pitch_of_a_voice_is_found_within_two_percent() {
+        for hz in [80.0, 100.0, 150.0, 250.0, 350.0] {
+            let found = pitch_of(hz).expect("a pitch");
+            assert!((found / hz - 1.0).abs() < 0.02, "{hz} Hz: {found}");
+        }
+        // Out of the voice's range, or silence: none.
+        assert_eq!(pitch_of(40.0), None);
+        let mut p = Prosody::new();
+        p.push(&[0; FRAME_SAMPLES]);
+        assert_eq!(p.pitch(), None);
+    }
+
+    #[test]
+    fn one_octave_error_at_the_close_does_not_make_a_rise_final() {
+        let mut p = Prosody::new();
+        voice(&mut p, 130.0, 140.0, 30);
+        voice(&mut p, 140.0, 185.0, 10);
+        // The last estimate but one halved (a creaky syllable).
+        let at = (p.next + TRACK - 2) % TRACK;
+        p.track[at] -= 12.0;
+        assert_eq!(p.close(), Close::Continuing);
     }
 
     #[test]

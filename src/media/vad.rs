@@ -191,9 +191,8 @@ impl TurnDetector {
     fn push_block(&mut self, now: Instant, frame: &[i16; FRAME_SAMPLES]) -> Option<TurnEvent> {
         self.keep_audio(frame);
         if let Some(prosody) = self.prosody.as_mut() {
-            match self.state {
-                State::Silence => prosody.reset(),
-                _ => prosody.push(frame),
+            if !matches!(self.state, State::Silence) {
+                prosody.push(frame);
             }
         }
         // Upsample to 16 kHz.
@@ -260,6 +259,20 @@ impl TurnDetector {
                 };
                 self.utterance.clear();
                 self.utterance.extend(self.preroll.iter());
+                // The pitch from the utterance's start: its pre-roll, which
+                // ends with the block being heard.
+                if let Some(prosody) = self.prosody.as_mut() {
+                    prosody.reset();
+                    let mut block = [0i16; FRAME_SAMPLES];
+                    let whole = self.preroll.len() / FRAME_SAMPLES * FRAME_SAMPLES;
+                    let skip = self.preroll.len() - whole;
+                    for (i, &s) in self.preroll.iter().skip(skip).enumerate() {
+                        block[i % FRAME_SAMPLES] = s;
+                        if i % FRAME_SAMPLES == FRAME_SAMPLES - 1 {
+                            prosody.push(&block);
+                        }
+                    }
+                }
                 None
             }
             (State::Onset { onset, voiced }, true) => {
@@ -310,8 +323,9 @@ impl TurnDetector {
         match (self.config.end_of_turn, self.prosody.as_mut()) {
             (Some((finished, unfinished)), Some(prosody)) => match prosody.close() {
                 Close::Final => finished,
-                // Too little voice to tell ("En fait,"): wait.
-                Close::Continuing | Close::Unknown => unfinished,
+                Close::Continuing => unfinished,
+                // Too little voice to tell ("Oui."): the plain hang-over.
+                Close::Unknown => self.config.hangover,
             },
             _ => self.config.hangover,
         }

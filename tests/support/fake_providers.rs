@@ -435,14 +435,19 @@ async fn tts(
         .unwrap()
 }
 
+/// The scripted transcripts in turn; the last one repeats.
+fn next_transcript(b: &mut FakeBehaviour) -> String {
+    if b.stt_transcripts.len() > 1 {
+        b.stt_transcripts.pop_front().unwrap_or_default()
+    } else {
+        b.stt_transcripts.front().cloned().unwrap_or_default()
+    }
+}
+
 async fn stt(State(shared): State<Shared>, _body: Bytes) -> Response {
     let (behaviour, text) = {
         let mut b = shared.behaviour.lock().unwrap();
-        let text = if b.stt_transcripts.len() > 1 {
-            b.stt_transcripts.pop_front().unwrap_or_default()
-        } else {
-            b.stt_transcripts.front().cloned().unwrap_or_default()
-        };
+        let text = next_transcript(&mut b);
         (b.clone(), text)
     };
     shared.counts.lock().unwrap().stt += 1;
@@ -471,11 +476,7 @@ async fn stt_stream(
 ) -> Response {
     let (behaviour, text) = {
         let mut b = shared.behaviour.lock().unwrap();
-        let text = if b.stt_transcripts.len() > 1 {
-            b.stt_transcripts.pop_front().unwrap_or_default()
-        } else {
-            b.stt_transcripts.front().cloned().unwrap_or_default()
-        };
+        let text = next_transcript(&mut b);
         (b.clone(), text)
     };
     shared.counts.lock().unwrap().stt_stream_attempts += 1;
