@@ -171,6 +171,19 @@ async fn stream_turn(
     (seen, text)
 }
 
+/// The batch recogniser on the fake.
+fn batch_stt(fake: &FakeProviders) -> OpenAiTranscriber {
+    OpenAiTranscriber::new(SttConfig {
+        base_url: format!("{}/v1", fake.base_url()),
+        model: "whisper".into(),
+        api_key_env: None,
+        language: "fr".into(),
+        timeout_ms: 2000,
+        streaming: None,
+    })
+    .unwrap()
+}
+
 #[tokio::test]
 async fn streaming_stt_gives_partials_then_the_final_and_falls_back_when_the_stream_fails() {
     let fake = FakeProviders::start(
@@ -181,15 +194,7 @@ async fn streaming_stt_gives_partials_then_the_final_and_falls_back_when_the_str
             ..fast()
         },
     );
-    let batch = OpenAiTranscriber::new(SttConfig {
-        base_url: format!("{}/v1", fake.base_url()),
-        model: "whisper".into(),
-        api_key_env: None,
-        language: "fr".into(),
-        timeout_ms: 2000,
-        streaming: None,
-    })
-    .unwrap();
+    let batch = batch_stt(&fake);
     let stt = StreamingTranscriber::new(
         StreamingConfig {
             url: format!("ws://{}/v1/listen", fake.addr),
@@ -253,15 +258,7 @@ async fn stt_returns_the_scripted_transcripts_and_faults() {
     let mut behaviour = fast();
     behaviour.stt_transcripts = ["premier".to_string(), "second".to_string()].into();
     let fake = FakeProviders::start(0, behaviour);
-    let stt = OpenAiTranscriber::new(SttConfig {
-        base_url: format!("{}/v1", fake.base_url()),
-        model: "whisper".into(),
-        api_key_env: None,
-        language: "fr".into(),
-        timeout_ms: 2000,
-        streaming: None,
-    })
-    .unwrap();
+    let stt = batch_stt(&fake);
     let transcript = |stt: &OpenAiTranscriber| {
         let mut session = stt.session();
         session.push(&vec![100i16; 8000]);

@@ -7,7 +7,7 @@
 //! after a finished turn, a longer one after an unfinished one.
 //!
 //! Sans-IO and cheap: one YIN pitch estimate (de Cheveigné & Kawahara
-//! 2002) per voiced 20 ms block over a 40 ms window at 8 kHz (~37k
+//! 2002) per voiced 20 ms block over a 40 ms window at 8 kHz (~25k
 //! multiply-adds), the track kept in a fixed ring; nothing while the line
 //! is silent. Ours: the `pitch-detection` crate keeps its buffers in
 //! `Rc<RefCell<…>>`, which a receive task (`Send`) cannot hold.
@@ -150,11 +150,6 @@ impl Prosody {
     /// The `i`-th voiced block counting back from the last (0: the last).
     fn back(&self, i: usize) -> f32 {
         self.track[(self.next + TRACK - 1 - i) % TRACK]
-    }
-
-    /// The semitone track, oldest first (for inspection).
-    pub fn track(&self) -> Vec<f32> {
-        (0..self.len).rev().map(|i| self.back(i)).collect()
     }
 
     /// How the voice so far closes: a fall of `FALL` semitones from the
