@@ -1433,3 +1433,210 @@ async fn with_the_llm_down_the_congratulation_is_the_cached_one() {
     );
     assert_eq!(ended.end.outcome.as_str(), "resolved");
 }
+
+// ---- An echoing line: the caller's line returns the bot's own voice (a
+// PSTN hybrid), with comfort noise, through the real receive path (jitter
+// buffer, echo canceller, VAD). The bot speaks with a voice (espeak-ng), not
+// a tone, so its echo sounds like speech to the VAD.
+
+/// The generated replies' voice: the fake LLM's reply said by espeak-ng,
+/// in μ-law (the fake TTS repeats it to each text's length).
+fn bot_voice() -> std::sync::Arc<Vec<u8>> {
+    let reply = FakeBehaviour::default().llm_reply;
+    let pcm = support::turn_corpus::say(&reply, "fr");
+    std::sync::Arc::new(pcm.iter().map(|&s| sav::media::g711::encode(s)).collect())
+}
+
+/// What a call on an echoing line came to.
+struct EchoFigures {
+    /// The bot's turns heard (the greeting, then one reply per caller turn).
+    bot_turns: usize,
+    /// Barge-ins counted while the caller was silent.
+    false_barge_ins: u64,
+    /// From the caller's voice over the last turn to the bot falling silent.
+    stopped_after: Option<Duration>,
+    /// Replies asked of the LLM, and the caller's turns spoken.
+    llm: u32,
+    spoken: usize,
+    /// When (ms of the timeline) the bot was stopped, and when the caller's
+    /// utterances began (ms of the media clock).
+    barge_ins_at: Vec<u64>,
+    utterances_at: Vec<u128>,
+}
+
+/// The caller answers each of the bot's turns once it is over (0.7 s of
+/// quiet), `turns - 1` times; with `talk_over`, the caller then talks over
+/// the last turn 1.5 s into it.
+async fn echoing_line(
+    name: &'static str,
+    line: EchoLine,
+    cancelling: bool,
+    turns: usize,
+    talk_over: bool,
+) -> EchoFigures {
+    let call = TestCall::start(Setup {
+        name,
+        providers: Some(FakeBehaviour {
+            tts_audio: bot_voice(),
+            ..Default::default()
+        }),
+        free_conversation: true,
+        line: Some(line),
+        edit: if cancelling {
+            |c| c
+        } else {
+            |c| c.replace("echo_cancelling = true", "echo_cancelling = false")
+        },
+        ..Setup::default()
+    })
+    .await;
+    let said: Vec<Vec<i16>> = support::turn_corpus::FINISHED
+        .iter()
+        .take(turns)
+        .map(|text| support::turn_corpus::say(text, "fr+f3"))
+        .collect();
+    let audible = |p: &Vec<u8>| level(p) > 100;
+    // The bot's turns: heard from `from` on, and over (`quiet` of silence).
+    let over = |h: &[(Duration, Vec<u8>)], from: Duration, quiet: usize| {
+        h.iter().any(|(at, p)| *at >= from && audible(p))
+            && h.len() > quiet / 20
+            && h[h.len() - quiet / 20..].iter().all(|(_, p)| !audible(p))
+    };
+    let mut bot_turns = 0;
+    let mut from = Duration::ZERO;
+    let mut spoken = 0;
+    let mut onset = None;
+    for (i, utterance) in said.iter().enumerate() {
+        let last = i + 1 == turns;
+        if last && talk_over {
+            // 1.5 s into the bot's turn, and the bot speaking.
+            let speaking = call
+                .until(30 * SECOND, |h| {
+                    h.iter().filter(|(at, p)| *at >= from && audible(p)).count() >= 75
+                        && h.last().is_some_and(|(_, p)| audible(p))
+                })
+                .await;
+            if !speaking {
+                break;
+            }
+            bot_turns += 1;
+            let voice = utterance
+                .chunks(160)
+                .position(|f| f.iter().map(|s| i32::from(*s).abs()).sum::<i32>() / 160 > 100)
+                .expect("a voice");
+            call.says_audio(utterance.clone());
+            call.wait(Duration::from_millis(40)).await;
+            let began = *call.utterances_began().last().expect("the caller began");
+            onset = Some(began + Duration::from_millis(voice as u64 * 20));
+        } else {
+            if !call.until(30 * SECOND, |h| over(h, from, 700)).await {
+                break;
+            }
+            bot_turns += 1;
+            if last {
+                break;
+            }
+            call.says_audio(utterance.clone());
+        }
+        spoken += 1;
+        while call.caller_talking() {
+            call.wait(Duration::from_millis(20)).await;
+        }
+        from = call.now();
+    }
+    if !talk_over {
+        // The last turn heard out.
+        call.until(30 * SECOND, |h| over(h, from, 700)).await;
+    } else {
+        call.wait(3 * SECOND).await;
+    }
+    let llm = call.fakes.as_ref().unwrap().counts().llm;
+    let utterances_at = call
+        .utterances_began()
+        .iter()
+        .map(Duration::as_millis)
+        .collect();
+    let ended = call.hang_up().await;
+    let barge_ins_at = marks_at(&ended.timeline, |m| {
+        matches!(m, sav::timeline::Mark::BargeIn)
+    });
+    let barge_ins = sample(&ended.metrics, "sav_barge_ins_total").unwrap_or(0.0) as u64;
+    let stopped_after = onset.and_then(|onset| {
+        // Where the bot's silence that follows the caller's onset begins
+        // (a run of at least 1 s: not a pause between two words).
+        let frames: Vec<&(Duration, Vec<u8>)> =
+            ended.heard.iter().filter(|(at, _)| *at >= onset).collect();
+        let start = frames
+            .windows(50)
+            .position(|w| w.iter().all(|(_, p)| !audible(p)))?;
+        Some(frames[start].0 - onset)
+    });
+    EchoFigures {
+        bot_turns,
+        false_barge_ins: barge_ins - u64::from(onset.is_some() && stopped_after.is_some()),
+        stopped_after,
+        llm,
+        spoken,
+        barge_ins_at,
+        utterances_at,
+    }
+}
+
+#[tokio::test]
+async fn an_echoing_line_never_interrupts_the_bot_and_the_caller_still_does() {
+    // Without the canceller the test can tell: the bot's echo cuts it.
+    let line = EchoLine {
+        delay: Duration::from_millis(60),
+        loss_db: 12.0,
+        noise_dbfs: -60.0,
+    };
+    let control = echoing_line("calls_echo_control", line, false, 2, false).await;
+    assert!(
+        control.false_barge_ins > 0,
+        "without the canceller the echo never cut the bot: the test cannot fail"
+    );
+    let mut report = format!(
+        "echo line (whole call: the caller answers 9 bot turns and talks over the 10th)\n\
+         without the canceller, 60 ms −12 dB, noise −60 dBFS: {} false barge-ins in {} bot turns\n",
+        control.false_barge_ins, control.bot_turns
+    );
+    // The two lines of the acceptance (a typical hybrid; the worst G.168
+    // asks for) over comfort noise, and the first on a noisy line.
+    for (name, delay, loss_db, noise_dbfs) in [
+        ("calls_echo_60", 60, 12.0, -60.0),
+        ("calls_echo_120", 120, 6.0, -60.0),
+        ("calls_echo_noisy", 60, 12.0, -45.0),
+    ] {
+        let line = EchoLine {
+            delay: Duration::from_millis(delay),
+            loss_db,
+            noise_dbfs,
+        };
+        let f = echoing_line(name, line, true, 10, true).await;
+        report += &format!(
+            "{delay} ms −{loss_db} dB, noise {noise_dbfs} dBFS: {} false barge-ins in {} bot turns \
+             ({} replies for {} caller turns; barge-ins at {:?} ms, the caller began at {:?} ms); \
+             the caller talking over the bot stopped it after {} ms\n",
+            f.false_barge_ins,
+            f.bot_turns,
+            f.llm,
+            f.spoken,
+            f.barge_ins_at,
+            f.utterances_at,
+            f.stopped_after
+                .map_or("(never)".to_string(), |d| d.as_millis().to_string()),
+        );
+        assert_eq!(f.bot_turns, 10, "{name}: {report}");
+        assert_eq!(f.false_barge_ins, 0, "{name}: {report}");
+        assert_eq!(
+            f.llm as usize, f.spoken,
+            "{name}: one reply per turn: {report}"
+        );
+        assert!(
+            f.stopped_after
+                .is_some_and(|d| d <= Duration::from_millis(300)),
+            "{name}: the caller over the bot: {report}"
+        );
+    }
+    support::write_report("echo-line-report.txt", &report);
+}

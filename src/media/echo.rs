@@ -27,8 +27,15 @@
 //!   filter has converged (the first second or two of the bot speaking),
 //!   the caller's signal well below what the bot lately sent may be its
 //!   echo alone; after, what is left well below the echo the filter took
-//!   out is its residue. Either is let through 30 dB down. A line on which
-//!   no echo is found within the bot's first 2 s of speech has no gate.
+//!   out is its residue (never while double talk holds). Either is taken
+//!   30 dB down and comfort noise at the line's noise floor added, so what
+//!   follows hears the same noise whether the bot speaks or not. A line on
+//!   which no echo is found within the bot's first 2 s of speech has no
+//!   gate.
+//! - **The line's noise floor** (the quietest frames once the echo is out,
+//!   followed up at 3 dB a second): double talk must stand above it, the
+//!   filter learns little where the echo would be under it, and the ERLE
+//!   that says the filter has converged is measured on the echo above it.
 //!
 //! Storage is fixed at construction; nothing allocates per frame.
 
@@ -68,8 +75,13 @@ const STEP_CONVERGED: f32 = 0.25;
 /// matter learn fastest when each tap's step follows its weight (Benesty
 /// and Gay, 2002).
 const PROPORTION: f32 = -0.5;
-/// Regularisation of the NLMS normalisation (per tap, full scale = 1).
+/// Regularisation of the NLMS normalisation (per tap, full scale = 1),
+/// and its share that follows the line's noise: where what was sent is so
+/// quiet that its echo would be under the caller's noise, the filter learns
+/// next to nothing (it would learn the noise: a noisy line's weights
+/// scattered, and an estimate of echo where none comes back).
 const REGULARISATION: f32 = 1e-6;
+const NOISE_REGULARISATION: f32 = 16.0;
 /// Far-end power (per tap, full scale = 1) under which the bot is silent
 /// within the filter's reach: about −70 dBFS.
 const IDLE_POWER: f32 = 1e-7;
@@ -82,8 +94,24 @@ const POWER_SMOOTHING: f32 = 1.0 / 80.0;
 /// is the caller talking, once the filter has converged.
 const DOUBLE_TALK_RATIO: f32 = 4.0;
 /// Power (full scale = 1) always allowed above the estimate: the line's
-/// noise, about −54 dBFS.
+/// noise, about −54 dBFS, or [`NOISE_MARGIN`] times the noise floor of a
+/// noisier line.
 const NOISE_POWER: f32 = 4e-6;
+/// The line's noise floor (the quietest frames of the caller's signal once
+/// the echo is taken out) is
+/// followed down at once and up by this much a frame (+3 dB a second): a
+/// minimum that the bot's echo or the caller's voice can hardly lift.
+const NOISE_RISE: f32 = 1.014;
+/// What stands this far above the noise floor (6 dB) is more than noise.
+const NOISE_MARGIN: f32 = 4.0;
+/// The line's mean noise power over its floor (the floor follows the
+/// quietest 20 ms frames, some 8 % under the mean for white noise).
+const NOISE_MEAN: f32 = 1.15;
+/// Frames judged for the ERLE stand this far above the noise (12 dB).
+const ERLE_ABOVE_NOISE: f32 = 16.0;
+/// The noise floor before the first frame: unknown (the first frame sets
+/// it; it would take long to rise from below).
+const NOISE_UNKNOWN: f32 = f32::INFINITY;
 /// Adaptation stays frozen this long after double talk was last seen
 /// (100 ms).
 const DOUBLE_TALK_HOLD: u32 = 800;
@@ -199,6 +227,14 @@ pub struct EchoCanceller {
     spoken: u64,
     /// The foreground's ERLE, averaged over frames without double talk.
     erle_average: f32,
+    /// The line's noise floor: power per sample of its quietest frames.
+    noise: f32,
+    /// The comfort noise generator's state.
+    comfort: u32,
+    /// Tests measure the adaptive filter alone (ERLE as G.168 defines it,
+    /// before the gate and its comfort noise).
+    #[cfg(test)]
+    linear_only: bool,
     stats: EchoStats,
 }
 
@@ -251,6 +287,10 @@ impl EchoCanceller {
             out_short: 0.0,
             spoken: 0,
             erle_average: 0.0,
+            noise: NOISE_UNKNOWN,
+            comfort: 0x2545_F491,
+            #[cfg(test)]
+            linear_only: false,
             stats: EchoStats::default(),
         }
     }
@@ -304,8 +344,11 @@ impl EchoCanceller {
     }
 
     /// The caller's `near` samples from `position` on, with the echo of
-    /// what was sent taken out, into `out` (the same length).
-    pub fn process(&mut self, position: u64, near: &[i16], out: &mut [i16]) {
+    /// what was sent taken out, into `out` (the same length). True when
+    /// most of them were the bot's echo alone (the gate held them back:
+    /// what comes out is comfort noise, no voice of the caller's).
+    pub fn process(&mut self, position: u64, near: &[i16], out: &mut [i16]) -> bool {
+        let gated = self.gated;
         let mut done = 0;
         while done < near.len().min(out.len()) {
             let n = (near.len() - done).min(FRAME);
@@ -316,6 +359,7 @@ impl EchoCanceller {
             );
             done += n;
         }
+        (self.gated - gated) * 2 >= done.max(1) as u64
     }
 
     /// At most FRAME samples: the window of what was sent that they may
@@ -355,10 +399,19 @@ impl EchoCanceller {
     fn gate(&mut self, y: f32, e: f32) -> f32 {
         self.near_short += POWER_SMOOTHING * (y * y - self.near_short);
         self.out_short += POWER_SMOOTHING * (e * e - self.out_short);
+        #[cfg(test)]
+        if self.linear_only {
+            return e;
+        }
         let speaking = self.far_held > IDLE_POWER;
         let echo_alone = if self.converged {
-            // The residue of an echo the filter takes out.
-            self.out_short < RESIDUE_RATIO * self.estimate_power
+            // The residue of an echo the filter takes out, over the line's
+            // noise; not while the caller talks over the bot (the
+            // double-talk detector's hold: their quieter syllables between
+            // the loud ones are theirs, not the echo's).
+            self.hold == 0
+                && self.out_short
+                    < RESIDUE_RATIO * self.estimate_power + self.noise_allowance() / 2.0
         } else if self.stats.delay.is_some() || self.spoken < GATE_UNPROVEN {
             // An echo found and not yet cancelled, or not yet known.
             self.near_short < GATE_RATIO * self.far_held
@@ -368,7 +421,11 @@ impl EchoCanceller {
         };
         if speaking && echo_alone {
             self.gated += 1;
-            e * GATE_GAIN
+            // With comfort noise at the line's noise floor (as a G.168
+            // canceller's): what follows hears the same noise whether the
+            // bot speaks or not, so the gate opening and closing is not
+            // taken for a voice.
+            e * GATE_GAIN + self.comfort_noise()
         } else {
             e
         }
@@ -376,6 +433,9 @@ impl EchoCanceller {
 
     /// A sample with nothing sent within reach: it passes untouched.
     fn pass(&mut self, y: f32) -> f32 {
+        // No echo expected: the estimate's power falls away with it.
+        self.near_power += POWER_SMOOTHING * (y * y - self.near_power);
+        self.estimate_power -= POWER_SMOOTHING * self.estimate_power;
         self.judge(y, y, y, false);
         y
     }
@@ -396,7 +456,7 @@ impl EchoCanceller {
         self.near_power += POWER_SMOOTHING * (y * y - self.near_power);
         self.estimate_power += POWER_SMOOTHING * (fore * fore - self.estimate_power);
         let talking = self.converged
-            && self.near_power > DOUBLE_TALK_RATIO * self.estimate_power + NOISE_POWER;
+            && self.near_power > DOUBLE_TALK_RATIO * self.estimate_power + self.noise_allowance();
         if talking {
             self.hold = DOUBLE_TALK_HOLD;
             self.talk_run += 1;
@@ -414,7 +474,8 @@ impl EchoCanceller {
         if !frozen {
             let weighted = weighted_energy(&self.shares, x);
             let step = if self.converged { STEP_CONVERGED } else { STEP };
-            let gain = step * e_back / (weighted + REGULARISATION);
+            let regularisation = REGULARISATION + NOISE_REGULARISATION * self.noise_floor();
+            let gain = step * e_back / (weighted + regularisation);
             for ((w, g), v) in self.background.iter_mut().zip(&self.shares).zip(x) {
                 *w += gain * g * v;
             }
@@ -437,6 +498,14 @@ impl EchoCanceller {
         }
         let f = std::mem::take(&mut self.frame);
         self.share_steps();
+        // The noise floor from what is left after the echo is taken out
+        // (before the gate), so the bot's echo does not lift it.
+        let power = f.foreground.min(f.near) / FRAME as f32;
+        self.noise = if power < self.noise {
+            power.max(1e-12)
+        } else {
+            self.noise * NOISE_RISE
+        };
         if !f.active {
             return;
         }
@@ -449,7 +518,16 @@ impl EchoCanceller {
             self.stats.erle_db = erle;
             return;
         }
-        if f.near > NOISE_POWER * FRAME as f32 {
+        // Whether the filter cancels is judged on the echo, not on the
+        // line's noise that no filter takes out: on frames whose echo
+        // stands well above the noise, with the noise taken from both sides
+        // (its mean: the floor is its quietest frames; at most 40 dB is
+        // counted).
+        let floor = self.noise_floor() * FRAME as f32;
+        if f.near > NOISE_POWER * FRAME as f32 && f.near > ERLE_ABOVE_NOISE * floor {
+            let echo_in = f.near - NOISE_MEAN * floor;
+            let echo_out = (out - NOISE_MEAN * floor).max(echo_in * 1e-4);
+            let erle = 10.0 * (echo_in / echo_out).log10();
             self.erle_average += ERLE_WEIGHT * (erle - self.erle_average);
             if self.erle_average >= CONVERGED_ERLE {
                 self.converged = true;
@@ -475,6 +553,31 @@ impl EchoCanceller {
             self.astray = 0;
         }
         self.stats.erle_db = erle;
+    }
+
+    /// The line's noise floor (power per sample), 0 before the first frame.
+    fn noise_floor(&self) -> f32 {
+        if self.noise.is_finite() {
+            self.noise
+        } else {
+            0.0
+        }
+    }
+
+    /// One sample of white noise at the line's noise floor.
+    fn comfort_noise(&mut self) -> f32 {
+        self.comfort = self
+            .comfort
+            .wrapping_mul(1_664_525)
+            .wrapping_add(1_013_904_223);
+        // Uniform on [-1, 1): power 1/3.
+        let uniform = (self.comfort >> 8) as f32 / (1u32 << 23) as f32 - 1.0;
+        uniform * (3.0 * self.noise_floor()).sqrt()
+    }
+
+    /// Power above the echo estimate that may still be the line's noise.
+    fn noise_allowance(&self) -> f32 {
+        (NOISE_MARGIN * self.noise_floor()).max(NOISE_POWER)
     }
 
     /// Each tap's share of the background's step (IPNLMS): a uniform part
@@ -773,6 +876,7 @@ mod tests {
             let echo = echo_of(&sent, delay_ms * RATE / 1000, &hybrid(loss_db));
             let noise = line_noise(echo.len());
             let mut canceller = EchoCanceller::new();
+            canceller.linear_only = true;
             let out = run(&mut canceller, &sent, &plus(&echo, &noise));
             let stats = canceller.stats();
             let delay = stats.delay.expect("the delay found");
@@ -781,8 +885,9 @@ mod tests {
                 "{delay_ms} ms: found {delay} samples"
             );
             // After 5 s of the bot speaking, over the last 3 s: the echo
-            // against what is left of it (the output less the line's noise,
-            // which passes through).
+            // against what the filter leaves of it (its output less the
+            // line's noise, which passes through; the gate after it would
+            // take the residue down further).
             let tail = 5 * RATE..sent.len();
             let residual = minus(&out[tail.clone()], &noise[tail.clone()]);
             let erle = ratio_db(&echo[tail], &residual);
@@ -792,6 +897,55 @@ mod tests {
                 "{delay_ms} ms, −{loss_db} dB: ERLE {erle:.1} dB"
             );
         }
+    }
+
+    /// Uniform noise at `dbfs` (RMS).
+    fn noise_at(dbfs: f32, len: usize) -> Vec<i16> {
+        let peak = 32768.0 * 10f32.powf(dbfs / 20.0) * 3f32.sqrt();
+        let mut state = 777u32;
+        (0..len)
+            .map(|_| {
+                state = state.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+                let uniform = f32::from((state >> 16) as u16) / 32768.0 - 1.0;
+                (uniform * peak) as i16
+            })
+            .collect()
+    }
+
+    /// RMS level (dBFS).
+    fn level_db(s: &[i16]) -> f32 {
+        let power = s.iter().map(|&v| f64::from(v).powi(2)).sum::<f64>() / s.len().max(1) as f64;
+        (10.0 * (power.max(1e-3) / (32768.0f64 * 32768.0)).log10()) as f32
+    }
+
+    #[test]
+    fn on_a_noisy_line_the_echo_goes_down_to_the_noise_and_not_below() {
+        // A street behind the caller: −45 dBFS of noise, the echo 12 dB
+        // under the bot (about 15 dB over the noise).
+        let sent = speech(8);
+        let echo = echo_of(&sent, 480, &hybrid(12.0));
+        let noise = noise_at(-45.0, echo.len());
+        let mut canceller = EchoCanceller::new();
+        let out = run(&mut canceller, &sent, &plus(&echo, &noise));
+        // The filter is judged on the echo, not on noise no filter takes
+        // out: it knows it cancels.
+        assert!(canceller.converged, "{:?}", canceller.stats());
+        // Frame by frame over the last 3 s, the bot speaking: what comes
+        // out is the line's noise: the echo taken down to it, and where the
+        // gate holds what is left, comfort noise at its level, not a hole
+        // (a VAD hearing the noise come and go would take it for a voice).
+        let noise_db = level_db(&noise[5 * RATE..]);
+        let echo_db = level_db(&echo[5 * RATE..]);
+        let levels: Vec<f32> = out[5 * RATE..].chunks(FRAME).map(level_db).collect();
+        let off: Vec<&f32> = levels
+            .iter()
+            .filter(|&&l| (l - noise_db).abs() > 4.0)
+            .collect();
+        assert!(
+            off.len() * 20 <= levels.len(),
+            "noise {noise_db:.1} dBFS, echo {echo_db:.1} dBFS, frames off the noise: {off:?} of {}",
+            levels.len()
+        );
     }
 
     #[test]

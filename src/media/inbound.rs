@@ -438,20 +438,24 @@ impl InboundCore {
                 }
             }
             // What the detector hears: the caller, without the bot's echo.
-            let heard: &[i16] = match (echo.as_mut(), position) {
+            let (heard, echo_alone): (&[i16], bool) = match (echo.as_mut(), position) {
                 (Some(echo), Some(position)) => {
                     echo.catch_up();
                     let n = pcm.len().min(MAX_SAMPLES);
-                    echo.canceller
+                    let alone = echo
+                        .canceller
                         .process(position, &pcm[..n], &mut echo.out[..n]);
-                    &echo.out[..n]
+                    (&echo.out[..n], alone)
                 }
-                _ => pcm,
+                _ => (pcm, false),
             };
             if played == Played::Received && stats.first_audio.is_none() && is_audible(heard) {
                 stats.heard(now);
             }
             if let Some(detector) = detector.as_mut() {
+                // The barge-in decision trusts the canceller's: what it
+                // judged to be the bot's echo alone is not the caller.
+                detector.set_echo_alone(echo_alone);
                 hear(detector, streamed, events, now, heard);
             }
         }

@@ -26,6 +26,11 @@ const VAD_FRAME_DURATION: Duration = Duration::from_millis(16);
 /// Mean absolute level (full scale 1.0) below which a frame is silence:
 /// about −54 dBFS, under any speech and above digital or line silence.
 const ENERGY_FLOOR: f32 = 0.002;
+/// Unvoiced frames an onset bridges (a stop consonant's closure: "Ça
+/// fonctionne", "Attendez"): the voice needed to start a turn is counted
+/// across them, so a short first syllable is not thrown away. A click or a
+/// cough is one burst: it still never adds up to a turn.
+const ONSET_GAP: Duration = Duration::from_millis(48);
 
 /// Tunables, from `[listen]`.
 #[derive(Debug, Clone)]
@@ -85,10 +90,12 @@ pub enum TurnEvent {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     Silence,
-    /// Voiced frames since `onset`, not yet `min_speech` of them.
+    /// Voiced frames since `onset`, not yet `min_speech` of them, and the
+    /// unvoiced ones since the last voiced one.
     Onset {
         onset: Instant,
         voiced: Duration,
+        gap: Duration,
     },
     Speech {
         last_voice: Instant,
@@ -118,6 +125,9 @@ pub struct TurnDetector {
     /// The silence that ends the turn in progress, decided when its voice
     /// last stopped.
     hangover: Option<Duration>,
+    /// The audio being heard is the bot's echo alone, as the echo
+    /// canceller judged it (its gate held it back): no voice in it.
+    echo_alone: bool,
 }
 
 impl TurnDetector {
@@ -143,6 +153,7 @@ impl TurnDetector {
             utterance: Vec::with_capacity(max_samples + FRAME_SAMPLES),
             prosody: config.end_of_turn.map(|_| Box::new(Prosody::new())),
             hangover: None,
+            echo_alone: false,
             config,
         }
     }
@@ -159,6 +170,14 @@ impl TurnDetector {
     /// True while a turn is in progress (after its onset was confirmed).
     pub fn in_speech(&self) -> bool {
         matches!(self.state, State::Speech { .. })
+    }
+
+    /// What comes next is the bot's echo alone (the echo canceller's gate
+    /// holds it back, with comfort noise in its place), or not: while it
+    /// is, nothing heard is taken for the caller's voice, however the
+    /// network scores the comfort noise.
+    pub fn set_echo_alone(&mut self, echo_alone: bool) {
+        self.echo_alone = echo_alone;
     }
 
     /// Feeds one 20 ms frame of the caller's audio, received at `now`.
@@ -224,7 +243,8 @@ impl TurnDetector {
             // stops; a frame with next to no energy is not voice, whatever
             // the score, so the turn ends one hang-over after the voice.
             let energy = self.vad_frame.iter().map(|s| s.abs()).sum::<f32>() / VAD_FRAME as f32;
-            let voiced = score >= self.config.threshold && energy >= ENERGY_FLOOR;
+            let voiced =
+                score >= self.config.threshold && energy >= ENERGY_FLOOR && !self.echo_alone;
             // When this frame's audio ended: before `now` by the samples
             // still waiting and the upsampler's delay.
             let later = (self.pending.len() + self.upsampler_delay) as u64;
@@ -256,6 +276,7 @@ impl TurnDetector {
                         .checked_sub(VAD_FRAME_DURATION)
                         .unwrap_or(frame_end),
                     voiced: VAD_FRAME_DURATION,
+                    gap: Duration::ZERO,
                 };
                 self.utterance.clear();
                 self.utterance.extend(self.preroll.iter());
@@ -275,7 +296,7 @@ impl TurnDetector {
                 }
                 None
             }
-            (State::Onset { onset, voiced }, true) => {
+            (State::Onset { onset, voiced, .. }, true) => {
                 let voiced = voiced + VAD_FRAME_DURATION;
                 if voiced >= self.config.min_speech {
                     self.state = State::Speech {
@@ -283,13 +304,22 @@ impl TurnDetector {
                     };
                     Some(TurnEvent::SpeechStarted { onset })
                 } else {
-                    self.state = State::Onset { onset, voiced };
+                    self.state = State::Onset {
+                        onset,
+                        voiced,
+                        gap: Duration::ZERO,
+                    };
                     None
                 }
             }
-            (State::Onset { .. }, false) => {
-                // A click, not speech.
-                self.state = State::Silence;
+            (State::Onset { onset, voiced, gap }, false) => {
+                let gap = gap + VAD_FRAME_DURATION;
+                self.state = if gap <= ONSET_GAP {
+                    State::Onset { onset, voiced, gap }
+                } else {
+                    // A click, not speech.
+                    State::Silence
+                };
                 None
             }
             (State::Speech { .. }, true) => {
@@ -499,6 +529,33 @@ mod tests {
         audio.extend_from_slice(&speech[4000..4000 + 800]); // 100 ms of voice
         audio.extend(vec![0i16; 8000]);
         assert!(feed(&mut d, t, 0, &audio).is_empty());
+    }
+
+    /// The onset's decision, by voiced (true) and unvoiced VAD frames.
+    fn onset_of(t: Instant, frames: &[bool]) -> Option<TurnEvent> {
+        let mut d = TurnDetector::new(VadConfig::default());
+        frames.iter().enumerate().find_map(|(i, &voiced)| {
+            let at = t + VAD_FRAME_DURATION * (i as u32 + 1);
+            d.step(at, at, voiced)
+        })
+    }
+
+    #[test]
+    fn an_onset_bridges_a_stop_consonant_but_not_a_pause() {
+        let (v, u) = (true, false);
+        // 64 ms of voice, a 32 ms closure ("Ça | fonctionne"), 64 ms more:
+        // 128 ms of voice, a turn.
+        let t = Instant::now();
+        let started = onset_of(t, &[v, v, v, v, u, u, v, v, v, v]);
+        assert_eq!(
+            started,
+            Some(TurnEvent::SpeechStarted { onset: t }),
+            "the onset is the first syllable's"
+        );
+        // The same voice apart by 64 ms: two clicks, nothing.
+        assert_eq!(onset_of(t, &[v, v, v, v, u, u, u, u, v, v, v, v]), None);
+        // One burst shorter than min_speech: nothing.
+        assert_eq!(onset_of(t, &[v, v, v, v, v, v, u, u, u, u]), None);
     }
 
     #[test]

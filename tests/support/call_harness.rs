@@ -60,6 +60,44 @@ pub struct Setup {
     /// The codec the call was negotiated with (what the phone hears is
     /// kept as μ-law whatever it is, so every matcher works alike).
     pub codec: Codec,
+    /// The caller's line returns sav's own audio (a PSTN hybrid): the phone
+    /// then sends RTP (PCMU), one frame for each frame it hears, carrying
+    /// that echo, the line's noise and what the caller says
+    /// ([`TestCall::says_audio`]), and the call listens to it for real.
+    pub line: Option<EchoLine>,
+}
+
+/// A caller's line that returns what sav sent: `delay` later, `loss_db`
+/// down, through a hybrid's short dispersive path, over comfort noise at
+/// `noise_dbfs`.
+#[derive(Debug, Clone, Copy)]
+pub struct EchoLine {
+    pub delay: Duration,
+    pub loss_db: f32,
+    pub noise_dbfs: f32,
+}
+
+/// A hybrid's echo path (its impulse response, 8 kHz, a few milliseconds
+/// long), scaled to `loss_db` of echo return loss.
+fn hybrid_path(loss_db: f32) -> Vec<f32> {
+    let shape = [0.05f32, 0.35, 1.0, 0.55, -0.3, -0.25, 0.1, 0.05, -0.02];
+    let energy: f32 = shape.iter().map(|h| h * h).sum();
+    let gain = 10f32.powf(-loss_db / 20.0) / energy.sqrt();
+    shape.iter().map(|h| h * gain).collect()
+}
+
+/// What the phone of an echoing line keeps: what it heard (8 kHz, by
+/// sample position on the media clock) and what the caller is to say.
+#[derive(Default)]
+struct LineState {
+    sent: Vec<i16>,
+    /// Utterances queued, the one being spoken and how far.
+    queued: std::collections::VecDeque<Vec<i16>>,
+    speaking: Option<(Vec<i16>, usize)>,
+    /// Where (media time) each utterance began to be sent.
+    began: Vec<Duration>,
+    noise: u32,
+    seq: u16,
 }
 
 impl Default for Setup {
@@ -73,6 +111,7 @@ impl Default for Setup {
             customers: None,
             from: "anonymous",
             codec: Codec::Pcmu,
+            line: None,
         }
     }
 }
@@ -96,6 +135,8 @@ pub struct TestCall {
     /// The phone's socket, to send RTP from, and where sav receives it.
     phone_out: Arc<UdpSocket>,
     sav_rtp: std::net::SocketAddr,
+    /// An echoing line's phone, when the call has one.
+    line: Option<Arc<Mutex<LineState>>>,
     /// When the call was established (virtual time).
     pub t0: Instant,
     pub fakes: Option<FakeProviders>,
@@ -234,6 +275,14 @@ impl TestCall {
         let payload_types: Arc<Mutex<Vec<u8>>> = Arc::default();
         let types = payload_types.clone();
         let codec = setup.codec;
+        let line_state: Option<Arc<Mutex<LineState>>> = setup.line.map(|_| {
+            Arc::new(Mutex::new(LineState {
+                noise: 0x5EED,
+                ..LineState::default()
+            }))
+        });
+        let line = setup.line.map(|l| (l, line_state.clone().unwrap()));
+        let line_out = phone.clone();
         tokio::spawn(async move {
             let mut buf = [0u8; 1500];
             // The last packet's timestamp, where it was in media time, and
@@ -277,6 +326,10 @@ impl TestCall {
                 let mut pcm = [0i16; 960];
                 let n = decoder.decode(&buf[12..len], &mut pcm);
                 let payload: Vec<u8> = pcm[..n].iter().map(|&s| g711::encode(s)).collect();
+                if let Some((line, state)) = &line {
+                    let frame = line_frame(line, state, at, &payload);
+                    let _ = line_out.try_send_to(&frame, sav_rtp);
+                }
                 heard.push((at, payload));
                 types.lock().unwrap().push(pt);
                 drop(heard);
@@ -312,6 +365,7 @@ impl TestCall {
             phone: phone_addr,
             phone_out,
             sav_rtp,
+            line: line_state,
             t0,
             fakes,
             store,
@@ -383,6 +437,26 @@ impl TestCall {
         self.starts_talking().await;
         self.wait(spoken).await;
         self.stops_talking(spoken).await;
+    }
+
+    /// On an echoing line: the caller says `pcm` (8 kHz), mixed into what
+    /// the line returns from the next frame on (after what is queued).
+    pub fn says_audio(&self, pcm: Vec<i16>) {
+        let line = self.line.as_ref().expect("a call with an echoing line");
+        line.lock().unwrap().queued.push_back(pcm);
+    }
+
+    /// On an echoing line: whether the caller is still saying something.
+    pub fn caller_talking(&self) -> bool {
+        let line = self.line.as_ref().expect("a call with an echoing line");
+        let line = line.lock().unwrap();
+        line.speaking.is_some() || !line.queued.is_empty()
+    }
+
+    /// On an echoing line: where (media time) each utterance began.
+    pub fn utterances_began(&self) -> Vec<Duration> {
+        let line = self.line.as_ref().expect("a call with an echoing line");
+        line.lock().unwrap().began.clone()
     }
 
     /// Waits (virtual time, at most `limit`) until what was heard satisfies
@@ -492,6 +566,70 @@ impl TestCall {
     }
 }
 
+/// The frame an echoing line returns for the one the phone just heard (at
+/// `at` on the media clock, `heard` in μ-law): the echo of what sav sent,
+/// the caller's voice, the line's noise; an RTP packet of PCMU.
+fn line_frame(line: &EchoLine, state: &Mutex<LineState>, at: Duration, heard: &[u8]) -> Vec<u8> {
+    let mut state = state.lock().unwrap();
+    let state = &mut *state;
+    let start = (at.as_micros() / 125) as usize;
+    if state.sent.len() < start + heard.len() {
+        state.sent.resize(start + heard.len(), 0);
+    }
+    for (i, &code) in heard.iter().enumerate() {
+        state.sent[start + i] = g711::decode(code);
+    }
+    let path = hybrid_path(line.loss_db);
+    let delay = (line.delay.as_micros() / 125) as usize;
+    // Uniform noise of this RMS (√3 × RMS is its peak).
+    let noise_peak = 32768.0 * 10f32.powf(line.noise_dbfs / 20.0) * 3f32.sqrt();
+    if state.speaking.is_none() {
+        if let Some(next) = state.queued.pop_front() {
+            state.speaking = Some((next, 0));
+            state.began.push(at);
+        }
+    }
+    let mut payload = [0u8; 160];
+    for (i, out) in payload.iter_mut().enumerate() {
+        let n = start + i;
+        let mut v = 0.0f32;
+        for (k, &h) in path.iter().enumerate() {
+            if let Some(j) = n.checked_sub(delay + k) {
+                v += h * f32::from(state.sent.get(j).copied().unwrap_or(0));
+            }
+        }
+        state.noise = state.noise.wrapping_mul(1_103_515_245).wrapping_add(12_345);
+        let uniform = f32::from((state.noise >> 16) as u16) / 32768.0 - 1.0;
+        v += uniform * noise_peak;
+        if let Some((voice, pos)) = state.speaking.as_mut() {
+            if let Some(&s) = voice.get(*pos) {
+                v += f32::from(s);
+                *pos += 1;
+            }
+        }
+        *out = g711::encode(v.clamp(-32768.0, 32767.0) as i16);
+    }
+    if state
+        .speaking
+        .as_ref()
+        .is_some_and(|(voice, pos)| *pos >= voice.len())
+    {
+        state.speaking = None;
+    }
+    state.seq = state.seq.wrapping_add(1);
+    let mut packet = [0u8; sav::media::rtp::PACKET_LEN];
+    let len = sav::media::rtp::write_audio_packet(
+        &mut packet,
+        0,
+        0x0EC0_0EC0,
+        state.seq,
+        start as u32,
+        false,
+        &payload,
+    );
+    packet[..len].to_vec()
+}
+
 /// What the phone's SDP says: `codec` by its static payload type (Opus on
 /// 111) and telephone-event 101, sending (or holding us: `sending` false).
 pub fn phone_media(addr: std::net::SocketAddr, codec: Codec, sending: bool) -> RemoteMedia {
@@ -512,19 +650,46 @@ pub fn phone_media(addr: std::net::SocketAddr, codec: Codec, sending: bool) -> R
 
 /// One step of the test's clock: 1 ms, then the runtime runs what that
 /// woke and polls its sockets before the next step. Every 20 steps the
-/// thread also gives the machine 100 µs of real time, so that the kernel's
-/// loopback delivery (which a busy machine defers to a thread of its own)
-/// keeps pace with the virtual clock.
+/// thread also makes sure the machine had real time to keep pace: at least
+/// 20 ms / the clock ratio ([`clock_ratio`]) since the last such check (the kernel's loopback
+/// delivery, which a busy or virtualised machine defers to a thread of its
+/// own, and the fakes' HTTP exchanges need it; without it a provider would
+/// time out in virtual time without ever being late).
 pub async fn step() {
     tokio::time::advance(Duration::from_millis(1)).await;
     tokio::task::yield_now().await;
     let steps = STEPS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     if steps.is_multiple_of(20) {
-        std::thread::sleep(Duration::from_micros(100));
+        keep_pace();
         tokio::task::yield_now().await;
     }
 }
 
+/// Sleeps what is left of 20 ms / the clock ratio ([`clock_ratio`]) since the last call.
+fn keep_pace() {
+    let least = Duration::from_micros(20_000 / clock_ratio());
+    let mut last = LAST_CHECK.lock().unwrap();
+    let spent = last.map_or(Duration::ZERO, |at| at.elapsed());
+    if spent < least {
+        std::thread::sleep(least - spent);
+    }
+    *last = Some(std::time::Instant::now());
+}
+
+/// How many times faster than real time the test clock may run at most
+/// (`SAV_TEST_CLOCK_RATIO`, default 10).
+fn clock_ratio() -> u64 {
+    static RATIO: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *RATIO.get_or_init(|| {
+        std::env::var("SAV_TEST_CLOCK_RATIO")
+            .ok()
+            .and_then(|r| r.parse().ok())
+            .filter(|&r| r > 0)
+            .unwrap_or(10)
+    })
+}
+
+static LAST_CHECK: Mutex<Option<std::time::Instant>> = Mutex::new(None);
 static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Mean absolute deviation of a μ-law payload's samples from their mean.

@@ -133,6 +133,14 @@ pub fn build() -> Vec<Turn> {
     turns
 }
 
+/// `text` said in `voice` at 8 kHz through μ-law (`|` a 700 ms pause),
+/// rendered once into the corpus directory.
+pub fn say(text: &str, voice: &str) -> Vec<i16> {
+    let dir = corpus_dir();
+    std::fs::create_dir_all(&dir).expect("corpus directory");
+    spoken(&dir, text, voice)
+}
+
 /// `text` in `voice` at 8 kHz through μ-law, from the cache or espeak-ng.
 fn spoken(dir: &Path, text: &str, voice: &str) -> Vec<i16> {
     let key = text.bytes().fold(0xcbf2_9ce4_8422_2325u64, |h, b| {
