@@ -1640,3 +1640,71 @@ async fn an_echoing_line_never_interrupts_the_bot_and_the_caller_still_does() {
     }
     support::write_report("echo-line-report.txt", &report);
 }
+
+// ---- The words so far: a streaming recogniser's partial transcript that
+// leaves the turn open ("…la box euh") holds the turn for the unfinished
+// hang-over, whatever the voice did.
+
+/// The caller says one sentence on a quiet line (real VAD) while the
+/// streaming recogniser's partial transcripts spell `words`; the turn's
+/// length in the timeline (speech start to end, ms) and the end marks.
+async fn turn_with_words(name: &'static str, words: &str) -> (u64, usize) {
+    let call = TestCall::start(Setup {
+        name,
+        providers: Some(FakeBehaviour {
+            tts_audio: bot_voice(),
+            stt_transcripts: [words.to_string()].into(),
+            ..Default::default()
+        }),
+        provider_config: Some(streaming_stt),
+        free_conversation: true,
+        line: Some(EchoLine {
+            delay: Duration::from_millis(60),
+            loss_db: 80.0,
+            noise_dbfs: -60.0,
+        }),
+        ..Setup::default()
+    })
+    .await;
+    assert!(call.until(30 * SECOND, |h| quiet_for(h, 700)).await);
+    call.says_audio(support::turn_corpus::say(
+        "Le voyant de la box clignote en rouge.",
+        "fr+f3",
+    ));
+    while call.caller_talking() {
+        call.wait(Duration::from_millis(20)).await;
+    }
+    call.wait(3 * SECOND).await;
+    let ended = call.hang_up().await;
+    use sav::timeline::Mark;
+    let starts = marks_at(&ended.timeline, |m| *m == Mark::CallerSpeechStart);
+    let ends = marks_at(&ended.timeline, |m| *m == Mark::CallerSpeechEnd);
+    assert!(!starts.is_empty() && !ends.is_empty(), "{name}: no turn");
+    (ends[0] - starts[0], ends.len())
+}
+
+#[tokio::test]
+async fn words_that_leave_the_turn_open_hold_it_longer() {
+    let (closed, closed_turns) = turn_with_words(
+        "calls_words_closed",
+        "Le voyant de la box clignote en rouge",
+    )
+    .await;
+    let (open, open_turns) = turn_with_words("calls_words_open", "Le voyant de la box euh").await;
+    support::write_report(
+        "turn-words-report.txt",
+        &format!(
+            "end of turn from the words so far (in process, real VAD, the same spoken sentence): \
+             {closed} ms from speech start to end with the partials spelling it whole, \
+             {open} ms with them ending on \"euh\" (+{} ms)\n",
+            open.saturating_sub(closed)
+        ),
+    );
+    assert_eq!((closed_turns, open_turns), (1, 1), "one turn each");
+    // The same audio: only the words differ. Open words wait the
+    // unfinished hang-over (1 s) instead of the voice's (0.2-0.5 s).
+    assert!(
+        open >= closed + 450,
+        "turn with open words {open} ms, with closed ones {closed} ms"
+    );
+}

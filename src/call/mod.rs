@@ -374,6 +374,7 @@ impl Call {
                         Some(MediaEvent::SpeechStarted) => {
                             debug!("caller speaks");
                             self.trace.mark(Mark::CallerSpeechStart);
+                            call.media.set_words_open(false);
                             if let Some((speech, _)) = call.speech.as_mut() {
                                 speech.caller_started();
                             }
@@ -382,6 +383,7 @@ impl Call {
                         Some(MediaEvent::SpeechEnded(utterance)) => {
                             debug!(samples = utterance.len(), "caller stopped");
                             self.trace.mark(Mark::CallerSpeechEnd);
+                            call.media.set_words_open(false);
                             match call.speech.as_mut() {
                                 Some((speech, _)) => {
                                     speech.caller_stopped(&utterance);

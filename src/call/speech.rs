@@ -12,7 +12,7 @@ use tokio::time::Instant;
 use crate::cache::PhraseCache;
 use crate::call::reply::{self, chat, failure, Providers};
 use crate::conversation::reply_book::{BookConfig, BookOp, Heard, Made, ReplyBook};
-use crate::conversation::{CallAction, CallEvent};
+use crate::conversation::{turn_text, CallAction, CallEvent};
 use crate::media::codec::Codec;
 use crate::media::handle::MediaHandle;
 use crate::media::playout::{
@@ -173,6 +173,11 @@ impl SpeechSession {
             self.trace.mark(Mark::Partial);
             if self.listening.is_some() {
                 self.partial = Some((text.clone(), Instant::now()));
+                let open = turn_text::sounds_unfinished(text);
+                if open {
+                    debug!("the caller's words so far leave the turn open");
+                }
+                media.set_words_open(open);
             }
         }
         let event = self.book.handle_made(made);

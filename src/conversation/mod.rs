@@ -27,6 +27,7 @@ pub mod greeting;
 pub mod guide;
 pub mod reply_book;
 pub mod speakable;
+pub mod turn_text;
 
 /// The turn-taking settings, present when STT, LLM and TTS are configured.
 #[derive(Debug, Clone, PartialEq, Eq)]

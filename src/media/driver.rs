@@ -569,6 +569,9 @@ pub struct ReceiverConfig {
     /// Take the bot's echo out of the caller's audio before listening:
     /// what the call sent, and when it was established (`t0`).
     pub echo: Option<(Arc<SentAudio>, Instant)>,
+    /// Whether the caller's words so far leave the turn open (set by the
+    /// call, read by the receive task's turn detector).
+    pub words_open: Option<Arc<std::sync::atomic::AtomicBool>>,
 }
 
 /// What a call's RTCP needs of its outbound stream.
@@ -739,6 +742,7 @@ async fn receive(config: ReceiverConfig) -> Received {
         recording,
         rtcp,
         echo,
+        words_open,
     } = config;
     let mut control = rtcp.map(|setup| Control::new(setup, Instant::now()));
     let mut core = InboundCore::new(
@@ -750,6 +754,9 @@ async fn receive(config: ReceiverConfig) -> Received {
     );
     if let Some((sent, t0)) = echo {
         core = core.with_echo_cancelling(sent, t0.into_std());
+    }
+    if let Some(open) = words_open {
+        core = core.with_words_open(open);
     }
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
     'receive: while !core.is_done() {

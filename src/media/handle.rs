@@ -10,6 +10,7 @@
 //! is recognised as stale ([`is_stale_idle`](MediaHandle::is_stale_idle)).
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,6 +122,9 @@ pub struct MediaHandle {
     enqueued: u64,
     /// The sender of the call's media events (kept for `injector`).
     events: mpsc::Sender<MediaEvent>,
+    /// Whether the caller's words so far leave the turn open (read by the
+    /// receive task's turn detector), when the call listens.
+    words_open: Option<Arc<AtomicBool>>,
 }
 
 impl MediaHandle {
@@ -172,6 +176,7 @@ impl MediaHandle {
             sent,
             cname: setup.cname,
         });
+        let words_open = setup.vad.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
         let (inbound, inbound_rx) = watch::channel(remote.inbound());
         let receiver = driver::spawn_receiver(ReceiverConfig {
             id,
@@ -182,6 +187,7 @@ impl MediaHandle {
             events: events_tx.clone(),
             vad: setup.vad,
             echo: sent_audio.map(|sent| (sent, setup.t0)),
+            words_open: words_open.clone(),
             recording: setup.recording.map(|r| (r.caller, setup.t0)),
             rtcp,
         });
@@ -196,8 +202,18 @@ impl MediaHandle {
             applied: remote,
             enqueued,
             events: events_tx,
+            words_open,
         };
         (handle, events)
+    }
+
+    /// Whether the caller's words so far leave their turn open (a partial
+    /// transcript ending on "euh", "et", a comma…): the turn detector then
+    /// waits the unfinished hang-over before it ends the turn.
+    pub fn set_words_open(&self, open: bool) {
+        if let Some(words) = &self.words_open {
+            words.store(open, Ordering::Relaxed);
+        }
     }
 
     /// Queues a segment behind what is playing.

@@ -11,6 +11,7 @@
 
 use std::collections::VecDeque;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -126,6 +127,9 @@ pub struct InboundCore {
     /// The bot's own voice taken out of the caller's audio before the
     /// detector hears it, when turned on.
     echo: Option<Box<EchoPath>>,
+    /// Whether the caller's words so far leave the turn open, as the call
+    /// last said (read once a packet).
+    words_open: Option<Arc<AtomicBool>>,
     /// With streaming: samples of the turn in progress already reported.
     streamed: Option<usize>,
 }
@@ -187,6 +191,7 @@ impl InboundCore {
             stats: ReceiveStats::new(),
             caller_ssrc: None,
             echo: None,
+            words_open: None,
         }
         .with_clock_rate(remote.codec.clock_rate())
     }
@@ -204,6 +209,14 @@ impl InboundCore {
             scratch: [0; FRAME_SAMPLES * 8],
             out: [0; MAX_SAMPLES],
         }));
+        self
+    }
+
+    /// The call says, through `open`, whether the caller's words so far
+    /// leave the turn open (the detector then waits the unfinished
+    /// hang-over).
+    pub fn with_words_open(mut self, open: Arc<AtomicBool>) -> Self {
+        self.words_open = Some(open);
         self
     }
 
@@ -414,6 +427,7 @@ impl InboundCore {
             caller_ssrc,
             echo,
             streamed,
+            words_open,
             ..
         } = self;
         while let Some((played, timestamp, pcm)) = jitter.pop(decoder) {
@@ -456,6 +470,9 @@ impl InboundCore {
                 // The barge-in decision trusts the canceller's: what it
                 // judged to be the bot's echo alone is not the caller.
                 detector.set_echo_alone(echo_alone);
+                if let Some(open) = words_open.as_ref() {
+                    detector.set_words_open(open.load(Ordering::Relaxed));
+                }
                 hear(detector, streamed, events, now, heard);
             }
         }

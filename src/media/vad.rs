@@ -128,6 +128,9 @@ pub struct TurnDetector {
     /// The audio being heard is the bot's echo alone, as the echo
     /// canceller judged it (its gate held it back): no voice in it.
     echo_alone: bool,
+    /// The caller's words so far leave the turn open (a streaming
+    /// recogniser's partial transcript, `conversation::turn_text`).
+    words_open: bool,
 }
 
 impl TurnDetector {
@@ -154,6 +157,7 @@ impl TurnDetector {
             prosody: config.end_of_turn.map(|_| Box::new(Prosody::new())),
             hangover: None,
             echo_alone: false,
+            words_open: false,
             config,
         }
     }
@@ -178,6 +182,13 @@ impl TurnDetector {
     /// network scores the comfort noise.
     pub fn set_echo_alone(&mut self, echo_alone: bool) {
         self.echo_alone = echo_alone;
+    }
+
+    /// Whether the caller's words so far leave the turn open ("Je
+    /// voudrais, euh"): while they do, a silence ends the turn only after
+    /// the unfinished hang-over, however the voice closed.
+    pub fn set_words_open(&mut self, open: bool) {
+        self.words_open = open;
     }
 
     /// Feeds one 20 ms frame of the caller's audio, received at `now`.
@@ -337,6 +348,10 @@ impl TurnDetector {
                         self.hangover = Some(hangover);
                         hangover
                     }
+                };
+                let hangover = match self.config.end_of_turn {
+                    Some((_, unfinished)) if self.words_open => hangover.max(unfinished),
+                    _ => hangover,
                 };
                 if now.saturating_duration_since(last_voice) >= hangover {
                     Some(self.end(last_voice))
@@ -556,6 +571,32 @@ mod tests {
         assert_eq!(onset_of(t, &[v, v, v, v, u, u, u, u, v, v, v, v]), None);
         // One burst shorter than min_speech: nothing.
         assert_eq!(onset_of(t, &[v, v, v, v, v, v, u, u, u, u]), None);
+    }
+
+    #[test]
+    fn words_that_leave_the_turn_open_hold_it_for_the_unfinished_hangover() {
+        let config = VadConfig {
+            end_of_turn: Some((Duration::from_millis(200), Duration::from_millis(1000))),
+            ..Default::default()
+        };
+        // 320 ms of voice, then silence: how long after the voice the turn
+        // ends.
+        let end_after = |open: bool| {
+            let mut d = TurnDetector::new(config.clone());
+            d.set_words_open(open);
+            let t = Instant::now();
+            for i in 0..200u32 {
+                let at = t + VAD_FRAME_DURATION * (i + 1);
+                if let Some(TurnEvent::SpeechEnded { last_voice, .. }) = d.step(at, at, i < 20) {
+                    return at - last_voice;
+                }
+            }
+            panic!("the turn never ended");
+        };
+        let closed = end_after(false);
+        let open = end_after(true);
+        assert!(closed <= Duration::from_millis(520), "{closed:?}");
+        assert!(open >= Duration::from_millis(1000), "{open:?}");
     }
 
     #[test]
