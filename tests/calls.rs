@@ -1451,7 +1451,9 @@ fn bot_voice() -> std::sync::Arc<Vec<u8>> {
 struct EchoFigures {
     /// The bot's turns heard (the greeting, then one reply per caller turn).
     bot_turns: usize,
-    /// Barge-ins counted while the caller was silent.
+    /// Barge-ins counted, and those while the caller was silent (all but
+    /// the caller's own when they talk over the bot).
+    barge_ins: u64,
     false_barge_ins: u64,
     /// From the caller's voice over the last turn to the bot falling silent.
     stopped_after: Option<Duration>,
@@ -1573,7 +1575,8 @@ async fn echoing_line(
     });
     EchoFigures {
         bot_turns,
-        false_barge_ins: barge_ins - u64::from(onset.is_some() && stopped_after.is_some()),
+        barge_ins,
+        false_barge_ins: barge_ins.saturating_sub(u64::from(talk_over)),
         stopped_after,
         llm,
         spoken,
@@ -1628,6 +1631,10 @@ async fn an_echoing_line_never_interrupts_the_bot_and_the_caller_still_does() {
         );
         assert_eq!(f.bot_turns, 10, "{name}: {report}");
         assert_eq!(f.false_barge_ins, 0, "{name}: {report}");
+        assert_eq!(
+            f.barge_ins, 1,
+            "{name}: the caller's own barge-in: {report}"
+        );
         assert_eq!(
             f.llm as usize, f.spoken,
             "{name}: one reply per turn: {report}"

@@ -51,6 +51,9 @@ pub struct SpeechSession {
     streamed: usize,
     /// The session's latest partial transcript, and when it came.
     partial: Option<(String, Instant)>,
+    /// The caller is speaking (between the VAD's start and end): only then
+    /// do partial transcripts say whether the turn is left open.
+    speaking: bool,
 }
 
 /// A partial transcript unchanged this long at the end of the turn is
@@ -101,6 +104,7 @@ impl SpeechSession {
                 partials: None,
                 streamed: 0,
                 partial: None,
+                speaking: false,
             },
             rx,
         )
@@ -132,6 +136,7 @@ impl SpeechSession {
         self.listening = Some(session);
         self.streamed = 0;
         self.partial = None;
+        self.speaking = true;
     }
 
     /// The caller's turn ended and is not transcribed (the conversation
@@ -139,6 +144,7 @@ impl SpeechSession {
     pub fn turn_not_heard(&mut self) {
         self.listening = None;
         self.partial = None;
+        self.speaking = false;
         if let Some(task) = self.partials.take() {
             task.abort();
         }
@@ -154,6 +160,7 @@ impl SpeechSession {
 
     /// The caller's turn just ended: its audio is kept for `Transcribe`.
     pub fn caller_stopped(&mut self, utterance: &[i16]) {
+        self.speaking = false;
         self.book
             .caller_stopped(Instant::now().into_std(), utterance);
     }
@@ -173,11 +180,13 @@ impl SpeechSession {
             self.trace.mark(Mark::Partial);
             if self.listening.is_some() {
                 self.partial = Some((text.clone(), Instant::now()));
-                let open = turn_text::sounds_unfinished(text);
-                if open {
-                    debug!("the caller's words so far leave the turn open");
+                if self.speaking {
+                    let open = turn_text::sounds_unfinished(text);
+                    if open {
+                        debug!("the caller's words so far leave the turn open");
+                    }
+                    media.set_words_open(open);
                 }
-                media.set_words_open(open);
             }
         }
         let event = self.book.handle_made(made);

@@ -6,24 +6,27 @@
 //! A turn is open when its words so far end on a comma or an ellipsis, an
 //! elision ("qu'", "l'"), a hesitation ("euh"), a word that needs what
 //! follows (a conjunction, a preposition, an article or determiner, a
-//! subject pronoun, "c'est"…), or a number being dictated (two number words
+//! subject pronoun, "je voudrais"…), or a number being dictated (two number words
 //! or digit groups in a row: "zéro six douze"). A sentence's full stop, a
 //! question mark and anything else leave it to the voice.
 
-/// Words after which a French sentence goes on.
+/// Words after which a French sentence goes on. Left out: words that end
+/// finished sentences as often ("avant", "après", "où", "quoi", "qui",
+/// "quand", "alors", "donc", "si", "vous", "nous", "elle", "c'est", "un",
+/// "suis", "dois": "Ça marchait avant", "C'est quoi", "Merci à vous", "Je
+/// sais pas ce que c'est", "J'en ai un", "Combien je vous dois").
 const OPEN_WORDS: &[&str] = &[
     // Hesitations.
-    "euh", "heu", "euhh", "hum", "hmm", "bah", "ben", // Conjunctions.
-    "et", "mais", "ou", "donc", "car", "ni", "puis", "ensuite", "alors", "que", "qui", "quand",
-    "si", "comme", "parce", "lorsque", "puisque", "dont", "où", "quoi", // Prepositions.
-    "de", "du", "des", "à", "au", "aux", "en", "pour", "par", "avec", "sur", "sous", "dans",
-    "sans", "chez", "vers", "depuis", "pendant", "entre", "après", "avant", "contre", "selon",
+    "euh", "heu", "euhh", "hum", "hmm", // Conjunctions.
+    "et", "mais", "ou", "car", "ni", "puis", "ensuite", "que", "parce", "lorsque", "puisque",
+    "dont", // Prepositions.
+    "de", "du", "des", "à", "au", "aux", "en", "pour", "par", "avec", "sur", "sous", "dans", "sans",
+    "chez", "vers", "depuis", "pendant", "entre", "contre", "selon",
     // Articles and determiners.
-    "le", "la", "les", "un", "une", "mon", "ma", "mes", "ton", "ta", "tes", "son", "sa", "ses",
-    "notre", "nos", "votre", "vos", "leur", "leurs", "ce", "cet", "cette", "ces", "quel", "quelle",
-    "quels", "quelles", // Subject pronouns and verbs that need what follows.
-    "je", "tu", "il", "elle", "on", "nous", "vous", "ils", "elles", "y", "ne", "est", "sont",
-    "suis", "ai", "avez", "était", "c'est", "c’est", "voudrais", "veux", "dois", "peux",
+    "le", "la", "les", "une", "mon", "ma", "mes", "ton", "ta", "tes", "son", "sa", "ses", "notre",
+    "nos", "votre", "vos", "leur", "leurs", "ce", "cet", "cette", "ces", "quel", "quelle", "quels",
+    "quelles", // Subject pronouns and verbs that need what follows.
+    "je", "tu", "il", "on", "ils", "ne", "est", "sont", "ai", "était", "voudrais", "veux", "peux",
 ];
 
 /// Number words of a dictated number (with the compounds made of them).
@@ -83,8 +86,14 @@ pub fn sounds_unfinished(text: &str) -> bool {
     if OPEN_WORDS.contains(&last.as_str()) {
         return true;
     }
-    let dictated = words.iter().rev().take_while(|w| is_number(w)).count();
-    dictated >= 2
+    // Two number words or digit groups in a row, as a number is dictated
+    // ("zéro six douze"); a quantity or a year ("deux mille vingt") is not.
+    let dictated: Vec<&String> = words.iter().rev().take_while(|w| is_number(w)).collect();
+    dictated.len() >= 2
+        && !dictated.iter().any(|w| {
+            w.split('-')
+                .any(|part| matches!(part, "cent" | "cents" | "mille"))
+        })
 }
 
 /// A number word, a compound of them ("trente-quatre", "vingt-et-un"), or
@@ -139,6 +148,18 @@ mod tests {
             "Le code c'est 4",
             "Il est vingt heures",
             "C'est bon",
+            "Ça marchait avant",
+            "Je rappelle après",
+            "J'en ai un",
+            "Merci à vous",
+            "Elle est où",
+            "C'est quoi",
+            "Je sais pas ce que c'est",
+            "Je fais comment alors",
+            "Si",
+            "Combien je vous dois",
+            "Vous l'avez",
+            "Je l'ai depuis deux mille vingt",
         ] {
             assert!(!sounds_unfinished(closed), "{closed:?} sounds unfinished");
         }

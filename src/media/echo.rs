@@ -105,10 +105,13 @@ const NOISE_RISE: f32 = 1.014;
 /// What stands this far above the noise floor (6 dB) is more than noise.
 const NOISE_MARGIN: f32 = 4.0;
 /// The line's mean noise power over its floor (the floor follows the
-/// quietest 20 ms frames, some 8 % under the mean for white noise).
+/// quietest 20 ms frames, some 13 % under the mean for white noise).
 const NOISE_MEAN: f32 = 1.15;
 /// Frames judged for the ERLE stand this far above the noise (12 dB).
 const ERLE_ABOVE_NOISE: f32 = 16.0;
+/// Power (per sample) under which a frame is digital silence, not noise:
+/// −90 dBFS.
+const DIGITAL_SILENCE: f32 = 1e-9;
 /// The noise floor before the first frame: unknown (the first frame sets
 /// it; it would take long to rise from below).
 const NOISE_UNKNOWN: f32 = f32::INFINITY;
@@ -436,6 +439,9 @@ impl EchoCanceller {
         // No echo expected: the estimate's power falls away with it.
         self.near_power += POWER_SMOOTHING * (y * y - self.near_power);
         self.estimate_power -= POWER_SMOOTHING * self.estimate_power;
+        // Double talk's hold runs out here too (the caller talking on as
+        // the bot stops must not leave the next turn's echo unlearnt).
+        self.hold = self.hold.saturating_sub(1);
         self.judge(y, y, y, false);
         y
     }
@@ -498,14 +504,20 @@ impl EchoCanceller {
         }
         let f = std::mem::take(&mut self.frame);
         self.share_steps();
+        // The floor the frame is judged by is the one before it.
+        let floor = self.noise_floor() * FRAME as f32;
         // The noise floor from what is left after the echo is taken out
-        // (before the gate), so the bot's echo does not lift it.
+        // (before the gate), so the bot's echo does not lift it; digital
+        // silence (no packet, a concealed gap, a muted phone) is not the
+        // line's noise.
         let power = f.foreground.min(f.near) / FRAME as f32;
-        self.noise = if power < self.noise {
-            power.max(1e-12)
-        } else {
-            self.noise * NOISE_RISE
-        };
+        if power >= DIGITAL_SILENCE {
+            self.noise = if power < self.noise {
+                power
+            } else {
+                self.noise * NOISE_RISE
+            };
+        }
         if !f.active {
             return;
         }
@@ -523,7 +535,6 @@ impl EchoCanceller {
         // stands well above the noise, with the noise taken from both sides
         // (its mean: the floor is its quietest frames; at most 40 dB is
         // counted).
-        let floor = self.noise_floor() * FRAME as f32;
         if f.near > NOISE_POWER * FRAME as f32 && f.near > ERLE_ABOVE_NOISE * floor {
             let echo_in = f.near - NOISE_MEAN * floor;
             let echo_out = (out - NOISE_MEAN * floor).max(echo_in * 1e-4);

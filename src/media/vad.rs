@@ -26,10 +26,12 @@ const VAD_FRAME_DURATION: Duration = Duration::from_millis(16);
 /// Mean absolute level (full scale 1.0) below which a frame is silence:
 /// about −54 dBFS, under any speech and above digital or line silence.
 const ENERGY_FLOOR: f32 = 0.002;
-/// Unvoiced frames an onset bridges (a stop consonant's closure: "Ça
-/// fonctionne", "Attendez"): the voice needed to start a turn is counted
-/// across them, so a short first syllable is not thrown away. A click or a
-/// cough is one burst: it still never adds up to a turn.
+/// Unvoiced frames an onset bridges, in all (a stop consonant's closure:
+/// "Ça fonctionne", "Attendez"): the voice needed to start a turn is
+/// counted across them, so a short first syllable is not thrown away. A
+/// click or a cough is one burst, and bursts further apart than that are
+/// not a voice: neither adds up to a turn; nor does a frame the echo
+/// canceller judged to be the bot's echo alone bridge anything.
 const ONSET_GAP: Duration = Duration::from_millis(48);
 
 /// Tunables, from `[listen]`.
@@ -91,7 +93,7 @@ pub enum TurnEvent {
 enum State {
     Silence,
     /// Voiced frames since `onset`, not yet `min_speech` of them, and the
-    /// unvoiced ones since the last voiced one.
+    /// unvoiced ones among them.
     Onset {
         onset: Instant,
         voiced: Duration,
@@ -186,7 +188,8 @@ impl TurnDetector {
 
     /// Whether the caller's words so far leave the turn open ("Je
     /// voudrais, euh"): while they do, a silence ends the turn only after
-    /// the unfinished hang-over, however the voice closed.
+    /// the unfinished hang-over, however the voice closed (with
+    /// `end_of_turn` on; without it, nothing changes).
     pub fn set_words_open(&mut self, open: bool) {
         self.words_open = open;
     }
@@ -307,7 +310,7 @@ impl TurnDetector {
                 }
                 None
             }
-            (State::Onset { onset, voiced, .. }, true) => {
+            (State::Onset { onset, voiced, gap }, true) => {
                 let voiced = voiced + VAD_FRAME_DURATION;
                 if voiced >= self.config.min_speech {
                     self.state = State::Speech {
@@ -315,17 +318,14 @@ impl TurnDetector {
                     };
                     Some(TurnEvent::SpeechStarted { onset })
                 } else {
-                    self.state = State::Onset {
-                        onset,
-                        voiced,
-                        gap: Duration::ZERO,
-                    };
+                    self.state = State::Onset { onset, voiced, gap };
                     None
                 }
             }
             (State::Onset { onset, voiced, gap }, false) => {
                 let gap = gap + VAD_FRAME_DURATION;
-                self.state = if gap <= ONSET_GAP {
+                // The bot's echo alone is no closure inside a word.
+                self.state = if gap <= ONSET_GAP && !self.echo_alone {
                     State::Onset { onset, voiced, gap }
                 } else {
                     // A click, not speech.
@@ -571,6 +571,11 @@ mod tests {
         assert_eq!(onset_of(t, &[v, v, v, v, u, u, u, u, v, v, v, v]), None);
         // One burst shorter than min_speech: nothing.
         assert_eq!(onset_of(t, &[v, v, v, v, v, v, u, u, u, u]), None);
+        // Bursts 32 ms apart, over and over (a rattle): the gaps add up.
+        assert_eq!(
+            onset_of(t, &[v, v, u, u, v, v, u, u, v, v, u, u, v, v, u, u, v, v]),
+            None
+        );
     }
 
     #[test]

@@ -665,15 +665,15 @@ pub async fn step() {
     }
 }
 
-/// Sleeps what is left of 20 ms / the clock ratio ([`clock_ratio`]) since the last call.
+/// Sleeps what is left of 20 ms / the clock ratio ([`clock_ratio`]) since
+/// this thread's last call.
 fn keep_pace() {
     let least = Duration::from_micros(20_000 / clock_ratio());
-    let mut last = LAST_CHECK.lock().unwrap();
-    let spent = last.map_or(Duration::ZERO, |at| at.elapsed());
+    let spent = LAST_CHECK.with(|last| last.get().map_or(Duration::ZERO, |at| at.elapsed()));
     if spent < least {
         std::thread::sleep(least - spent);
     }
-    *last = Some(std::time::Instant::now());
+    LAST_CHECK.with(|last| last.set(Some(std::time::Instant::now())));
 }
 
 /// How many times faster than real time the test clock may run at most
@@ -689,7 +689,10 @@ fn clock_ratio() -> u64 {
     })
 }
 
-static LAST_CHECK: Mutex<Option<std::time::Instant>> = Mutex::new(None);
+thread_local! {
+    static LAST_CHECK: std::cell::Cell<Option<std::time::Instant>> =
+        const { std::cell::Cell::new(None) };
+}
 static STEPS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 /// Mean absolute deviation of a μ-law payload's samples from their mean.
