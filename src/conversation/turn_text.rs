@@ -15,17 +15,30 @@
 /// "quand", "alors", "donc", "si", "vous", "nous", "elle", "c'est", "un",
 /// "suis", "dois": "Ça marchait avant", "C'est quoi", "Merci à vous", "Je
 /// sais pas ce que c'est", "J'en ai un", "Combien je vous dois").
-const OPEN_WORDS: &[&str] = &[
-    // Hesitations.
-    "euh", "heu", "euhh", "hum", "hmm", // Conjunctions.
+const OPEN_WORDS: &[&[&str]] = &[
+    HESITATIONS,
+    CONJUNCTIONS,
+    PREPOSITIONS,
+    DETERMINERS,
+    NEED_MORE,
+];
+const HESITATIONS: &[&str] = &["euh", "heu", "euhh", "hum", "hmm"];
+const CONJUNCTIONS: &[&str] = &[
     "et", "mais", "ou", "car", "ni", "puis", "ensuite", "que", "parce", "lorsque", "puisque",
-    "dont", // Prepositions.
-    "de", "du", "des", "à", "au", "aux", "en", "pour", "par", "avec", "sur", "sous", "dans", "sans",
-    "chez", "vers", "depuis", "pendant", "entre", "contre", "selon",
-    // Articles and determiners.
+    "dont",
+];
+const PREPOSITIONS: &[&str] = &[
+    "de", "du", "des", "à", "au", "aux", "en", "pour", "par", "avec", "sur", "sous", "dans",
+    "sans", "chez", "vers", "depuis", "pendant", "entre", "contre", "selon",
+];
+/// Articles and determiners.
+const DETERMINERS: &[&str] = &[
     "le", "la", "les", "une", "mon", "ma", "mes", "ton", "ta", "tes", "son", "sa", "ses", "notre",
     "nos", "votre", "vos", "leur", "leurs", "ce", "cet", "cette", "ces", "quel", "quelle", "quels",
-    "quelles", // Subject pronouns and verbs that need what follows.
+    "quelles",
+];
+/// Subject pronouns and verbs that need what follows.
+const NEED_MORE: &[&str] = &[
     "je", "tu", "il", "on", "ils", "ne", "est", "sont", "ai", "était", "voudrais", "veux", "peux",
 ];
 
@@ -83,7 +96,10 @@ pub fn sounds_unfinished(text: &str) -> bool {
     let Some(last) = words.last() else {
         return false;
     };
-    if OPEN_WORDS.contains(&last.as_str()) {
+    if OPEN_WORDS
+        .iter()
+        .any(|words| words.contains(&last.as_str()))
+    {
         return true;
     }
     // Two number words or digit groups in a row, as a number is dictated
