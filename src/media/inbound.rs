@@ -170,7 +170,7 @@ impl InboundCore {
         recording: Option<(RecordingTrack, Instant)>,
     ) -> Self {
         Self {
-            latch: RtpLatch::new(remote.expected),
+            latch: RtpLatch::new(remote.expected, now),
             expected: remote.expected,
             types: remote.types,
             decoder: Decoder::new(remote.codec),
@@ -244,7 +244,7 @@ impl InboundCore {
     pub fn set_remote(&mut self, now: Instant, remote: InboundRemote) {
         if remote.expected != self.expected {
             self.expected = remote.expected;
-            self.latch.expect(remote.expected);
+            self.latch.expect(remote.expected, now);
         }
         if self.quiet_allowed && !remote.quiet_allowed {
             self.last_valid = now;
@@ -645,6 +645,47 @@ mod tests {
         core.handle_packet(t0, caller, &[1, 2, 3]);
         assert_eq!(core.dropped(), 1001);
         assert!(events(&mut core).is_empty());
+    }
+
+    #[test]
+    fn a_caller_who_never_sent_or_went_quiet_keeps_the_call_and_its_keys() {
+        let stranger: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        // A well-formed stream from elsewhere (consecutive, one SSRC), with
+        // a '#' in it, `from` after the answer.
+        let hijack = |core: &mut InboundCore, from: Instant| {
+            for seq in 0..50u16 {
+                let at = from + Duration::from_millis(20 * u64::from(seq));
+                core.handle_packet(at, stranger, &audio(seq));
+            }
+            let at = from + Duration::from_secs(1);
+            for seq in 50..53u16 {
+                core.handle_packet(at, stranger, &key(seq, 8000, 11));
+            }
+            events(core)
+        };
+        // The caller has sent nothing yet, 3 s after the answer.
+        let t0 = Instant::now();
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), None, None);
+        let seen = hijack(&mut core, t0 + Duration::from_secs(3));
+        assert!(
+            seen.iter()
+                .all(|e| matches!(e, InboundEvent::Dropped { .. })),
+            "{seen:?}"
+        );
+        assert_eq!(core.dropped(), 53);
+        assert_eq!(core.caller_addr(), caller, "still sending to the caller");
+        // The caller sent, then went quiet for 10 s.
+        let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), None, None);
+        core.handle_packet(t0, caller, &audio(1));
+        events(&mut core);
+        let seen = hijack(&mut core, t0 + Duration::from_secs(10));
+        assert!(
+            seen.iter()
+                .all(|e| matches!(e, InboundEvent::Dropped { .. })),
+            "{seen:?}"
+        );
+        assert_eq!(core.caller_addr(), caller);
     }
 
     #[test]

@@ -1,20 +1,23 @@
 //! Symmetric RTP (RFC 4961 behaviour, for callers behind NAT): send to where
 //! the caller's RTP really comes from, not only where its SDP said (sans-IO).
 //!
-//! Packets from the address the SDP named latch at once. Any other source is
-//! on probation first: it must send [`PROBATION`] packets in a row with
-//! consecutive sequence numbers and one SSRC before it is believed (as
-//! Asterisk's strictrtp learning does), and its packets are dropped until
-//! then. Once latched, another source may take over only after the latched one
-//! has been silent for [`RELATCH_AFTER`] (the caller's NAT binding changed),
-//! only with the SSRC of the latched stream (a rebinding keeps it), and only
-//! after the same probation. A single forged packet never latches.
+//! Packets from the address the SDP named latch at once. Any other source
+//! may latch only while nothing is latched and only within
+//! [`LEARN_WINDOW`] of the answer (or of a re-INVITE that moved the media):
+//! a caller behind NAT sends at once. It is on probation first: it must
+//! send [`PROBATION`] packets in a row with consecutive sequence numbers
+//! and one SSRC before it is believed (as Asterisk's strictrtp learning
+//! does), and its packets are dropped until then. Once a source is latched,
+//! no other takes over however long the caller is silent (a hijacker would
+//! only have to wait): only the signalling moves the media
+//! ([`RtpLatch::expect`]). A single forged packet never latches.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-/// Silence after which another source may take over the stream.
-pub const RELATCH_AFTER: Duration = Duration::from_secs(2);
+/// How long after the answer (or a re-INVITE) a source other than the
+/// signalled one may still be learnt.
+pub const LEARN_WINDOW: Duration = Duration::from_secs(2);
 /// Consecutive packets a new source must send before it is believed.
 pub const PROBATION: u32 = 3;
 
@@ -45,14 +48,18 @@ pub struct RtpLatch {
     /// The source we send to, its SSRC, and when it last sent a valid packet.
     latched: Option<(SocketAddr, u32, Instant)>,
     candidate: Option<Candidate>,
+    /// Until when another source than the signalled one may be learnt.
+    learn_until: Instant,
 }
 
 impl RtpLatch {
-    pub fn new(expected: SocketAddr) -> Self {
+    /// The media was answered at `now`.
+    pub fn new(expected: SocketAddr, now: Instant) -> Self {
         Self {
             expected,
             latched: None,
             candidate: None,
+            learn_until: now + LEARN_WINDOW,
         }
     }
 
@@ -60,11 +67,13 @@ impl RtpLatch {
         self.latched.map(|(addr, _, _)| addr)
     }
 
-    /// The caller's SDP moved its media (re-INVITE): expect it there.
-    pub fn expect(&mut self, expected: SocketAddr) {
+    /// The caller's SDP moved its media (re-INVITE) at `now`: expect it
+    /// there (a source behind NAT may be learnt again for a while).
+    pub fn expect(&mut self, expected: SocketAddr, now: Instant) {
         self.expected = expected;
         self.latched = None;
         self.candidate = None;
+        self.learn_until = now + LEARN_WINDOW;
     }
 
     /// Feeds a valid RTP packet's source, SSRC and sequence number, at `now`.
@@ -93,12 +102,11 @@ impl RtpLatch {
                 self.candidate = None;
                 return LatchDecision::Latch(source);
             }
-            Some((_, latched_ssrc, last_seen)) => {
-                let alive = now.saturating_duration_since(last_seen) < RELATCH_AFTER;
-                if alive || ssrc != latched_ssrc {
-                    return LatchDecision::Reject;
-                }
-            }
+            // Another source while one is latched: never, however quiet
+            // the caller is.
+            Some(_) => return LatchDecision::Reject,
+            // Nothing latched: another source only while it may be learnt.
+            None if now > self.learn_until => return LatchDecision::Reject,
             None => {}
         }
         // Probation of a new source.
@@ -145,7 +153,7 @@ mod tests {
     #[test]
     fn the_sdp_address_latches_at_once() {
         let t = Instant::now();
-        let mut latch = RtpLatch::new(addr(4000));
+        let mut latch = RtpLatch::new(addr(4000), t);
         assert_eq!(
             latch.on_packet(addr(4000), 7, 1, t),
             LatchDecision::Latch(addr(4000))
@@ -159,7 +167,7 @@ mod tests {
     #[test]
     fn another_address_latches_after_probation_only() {
         let t = Instant::now();
-        let mut latch = RtpLatch::new(addr(4000));
+        let mut latch = RtpLatch::new(addr(4000), t);
         // A NAT rewrote the port: three consecutive packets are believed.
         assert_eq!(latch.on_packet(addr(5000), 7, 10, t), LatchDecision::Reject);
         assert_eq!(
@@ -171,7 +179,7 @@ mod tests {
             LatchDecision::Latch(addr(5000))
         );
         // A gap in the sequence restarts the probation of another source.
-        let mut other = RtpLatch::new(addr(4000));
+        let mut other = RtpLatch::new(addr(4000), t);
         other.on_packet(addr(5000), 7, 10, t);
         other.on_packet(addr(5000), 7, 12, t);
         assert_eq!(other.on_packet(addr(5000), 7, 13, t), LatchDecision::Reject);
@@ -184,7 +192,7 @@ mod tests {
     #[test]
     fn a_stray_sender_cannot_take_a_live_or_quiet_stream() {
         let t = Instant::now();
-        let mut latch = RtpLatch::new(addr(4000));
+        let mut latch = RtpLatch::new(addr(4000), t);
         latch.on_packet(addr(4000), 7, 1, t);
         // While the caller is alive: nothing from elsewhere.
         for seq in 0..10 {
@@ -193,11 +201,16 @@ mod tests {
                 LatchDecision::Reject
             );
         }
-        // The caller went quiet (DTX, mute): still not with another SSRC.
-        let later = t + RELATCH_AFTER + ms(500);
+        // The caller went quiet for 10 s (DTX, mute): still nothing, not
+        // even with the caller's own SSRC (a hijacker may have seen it).
+        let later = t + ms(10_000);
         for seq in 0..10 {
             assert_eq!(
                 latch.on_packet(addr(6000), 9, seq, later),
+                LatchDecision::Reject
+            );
+            assert_eq!(
+                latch.on_packet(addr(6001), 7, 100 + seq, later),
                 LatchDecision::Reject
             );
         }
@@ -205,37 +218,30 @@ mod tests {
     }
 
     #[test]
-    fn a_rebinding_with_the_same_ssrc_takes_over_after_silence_and_probation() {
+    fn a_caller_who_never_sent_cannot_be_taken_over_after_the_learning_window() {
         let t = Instant::now();
-        let mut latch = RtpLatch::new(addr(4000));
-        latch.on_packet(addr(4000), 7, 1, t);
-        let later = t + RELATCH_AFTER + ms(1);
+        let mut latch = RtpLatch::new(addr(4000), t);
+        let later = t + LEARN_WINDOW + ms(1);
+        for seq in 0..10 {
+            assert_eq!(
+                latch.on_packet(addr(6000), 9, seq, later + ms(20 * u64::from(seq))),
+                LatchDecision::Reject
+            );
+        }
+        assert_eq!(latch.latched(), None);
+        // The caller's own address, when it starts, is taken at once.
         assert_eq!(
-            latch.on_packet(addr(4100), 7, 90, later),
-            LatchDecision::Reject
-        );
-        assert_eq!(
-            latch.on_packet(addr(4100), 7, 91, later),
-            LatchDecision::Reject
-        );
-        assert_eq!(
-            latch.on_packet(addr(4100), 7, 92, later),
-            LatchDecision::Latch(addr(4100))
-        );
-        // A third address is refused while the new binding is alive; the
-        // SDP address itself would always be taken back.
-        assert_eq!(
-            latch.on_packet(addr(4300), 7, 93, later + ms(20)),
-            LatchDecision::Reject
+            latch.on_packet(addr(4000), 7, 1, later + ms(500)),
+            LatchDecision::Latch(addr(4000))
         );
     }
 
     #[test]
     fn leftovers_from_the_old_address_cannot_lock_out_the_new_one() {
         let t = Instant::now();
-        let mut latch = RtpLatch::new(addr(4000));
+        let mut latch = RtpLatch::new(addr(4000), t);
         latch.on_packet(addr(4000), 7, 1, t);
-        latch.expect(addr(4200));
+        latch.expect(addr(4200), t);
         // The old stream goes on for a while after the re-INVITE...
         for seq in 2..6 {
             latch.on_packet(addr(4000), 7, seq, t + ms(20 * u64::from(seq)));
@@ -254,9 +260,9 @@ mod tests {
     #[test]
     fn a_new_sdp_address_resets_the_latch() {
         let t = Instant::now();
-        let mut latch = RtpLatch::new(addr(4000));
+        let mut latch = RtpLatch::new(addr(4000), t);
         latch.on_packet(addr(4000), 7, 1, t);
-        latch.expect(addr(4200));
+        latch.expect(addr(4200), t);
         assert_eq!(
             latch.on_packet(addr(4200), 8, 1, t + ms(20)),
             LatchDecision::Latch(addr(4200))
