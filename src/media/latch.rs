@@ -45,8 +45,9 @@ struct Candidate {
 pub struct RtpLatch {
     /// Where the SDP said the caller's media is.
     expected: SocketAddr,
-    /// The source we send to, its SSRC, and when it last sent a valid packet.
-    latched: Option<(SocketAddr, u32, Instant)>,
+    /// The source we send to (whatever SSRC it sends with: a new stream
+    /// from the latched source is the caller's).
+    latched: Option<SocketAddr>,
     candidate: Option<Candidate>,
     /// Until when another source than the signalled one may be learnt.
     learn_until: Instant,
@@ -64,7 +65,7 @@ impl RtpLatch {
     }
 
     pub fn latched(&self) -> Option<SocketAddr> {
-        self.latched.map(|(addr, _, _)| addr)
+        self.latched
     }
 
     /// The caller's SDP moved its media (re-INVITE) at `now`: expect it
@@ -86,22 +87,14 @@ impl RtpLatch {
     ) -> LatchDecision {
         // The address the signalling named always wins (a re-INVITE moved
         // the media there): leftovers from an old address cannot keep it out.
-        if source == self.expected && self.latched.map(|(a, _, _)| a) != Some(source) {
-            self.latched = Some((source, ssrc, now));
+        if source == self.expected && self.latched != Some(source) {
+            self.latched = Some(source);
             self.candidate = None;
             return LatchDecision::Latch(source);
         }
         match self.latched {
-            Some((addr, _, _)) if addr == source => {
-                // The latched source may start a new stream (new SSRC).
-                self.latched = Some((addr, ssrc, now));
-                return LatchDecision::Accept;
-            }
-            None if source == self.expected => {
-                self.latched = Some((source, ssrc, now));
-                self.candidate = None;
-                return LatchDecision::Latch(source);
-            }
+            // The latched source may start a new stream (new SSRC).
+            Some(addr) if addr == source => return LatchDecision::Accept,
             // Another source while one is latched: never, however quiet
             // the caller is.
             Some(_) => return LatchDecision::Reject,
@@ -129,7 +122,7 @@ impl RtpLatch {
         };
         if candidate.packets >= PROBATION {
             self.candidate = None;
-            self.latched = Some((source, ssrc, now));
+            self.latched = Some(source);
             LatchDecision::Latch(source)
         } else {
             self.candidate = Some(candidate);
