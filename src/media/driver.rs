@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use crate::media::codec::{Codec, Decoder, FRAME_BYTES};
 use crate::media::echo::EchoStats;
-use crate::media::inbound::{InboundCore, InboundEvent, InboundRemote};
+use crate::media::inbound::{Dropped, InboundCore, InboundEvent, InboundRemote};
 use crate::media::jitter::JitterStats;
 use crate::media::pacer::{Pacer, RtpClock};
 use crate::media::playout::{
@@ -157,11 +157,13 @@ enum Command {
 }
 
 /// Handle to the driver task; cheap to clone.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct MediaDriver {
     commands: mpsc::Sender<Command>,
     /// The next call's media id.
     next_id: Arc<std::sync::atomic::AtomicU64>,
+    /// The process's metrics (the receive tasks count their drops there).
+    metrics: Arc<Metrics>,
 }
 
 /// Counters the driver keeps for the whole process.
@@ -200,14 +202,21 @@ struct CallStream {
     sent: Arc<SenderState>,
 }
 
+impl std::fmt::Debug for MediaDriver {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MediaDriver").finish_non_exhaustive()
+    }
+}
+
 impl MediaDriver {
     /// Spawns the driver task on the current runtime.
     pub fn spawn(metrics: Arc<Metrics>) -> Self {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(run(rx, metrics));
+        tokio::spawn(run(rx, metrics.clone()));
         Self {
             commands,
             next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
+            metrics,
         }
     }
 
@@ -759,6 +768,15 @@ async fn receive(config: ReceiverConfig) -> Received {
         core = core.with_words_open(open);
     }
     let mut buf = [0u8; rtp::MAX_DATAGRAM];
+    // Every dropped packet is counted, by reason (the log has only a few).
+    let drop_counters = Dropped::LABELS.map(|reason| {
+        driver
+            .metrics
+            .rtp_dropped
+            .get_or_create(&crate::metrics::ReasonLabel { reason })
+            .clone()
+    });
+    let mut counted = [0u64; 3];
     'receive: while !core.is_done() {
         let deadline = Instant::from_std(core.poll_timeout());
         let report_at = control
@@ -810,6 +828,13 @@ async fn receive(config: ReceiverConfig) -> Received {
                 tokio::time::sleep(Duration::from_millis(5)).await;
             }
             Some(Err(_elapsed)) => core.handle_timeout(now),
+        }
+        let dropped = core.dropped_by_reason();
+        if dropped != counted {
+            for ((counter, now), before) in drop_counters.iter().zip(dropped).zip(counted) {
+                counter.inc_by(now - before);
+            }
+            counted = dropped;
         }
         while let Some(event) = core.poll_event() {
             let event = match event {

@@ -2,7 +2,6 @@
 //! the odd port above it for RTCP (RFC 3550 §11).
 
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 
 use tokio::net::UdpSocket;
@@ -56,21 +55,17 @@ pub struct RtpPortPool {
     ip: IpAddr,
     min: u16,
     max: u16,
-    cursor: AtomicU32,
 }
 
 impl RtpPortPool {
     pub fn new(ip: IpAddr, min: u16, max: u16) -> Self {
-        Self {
-            ip,
-            min,
-            max,
-            cursor: AtomicU32::new(0),
-        }
+        Self { ip, min, max }
     }
 
-    /// Binds the next free pair: an even port for RTP and the odd one
-    /// above it for RTCP (RFC 3550 §11); a pair half taken is skipped.
+    /// Binds a free pair drawn at random from the range (a stranger who saw
+    /// one call's port cannot guess the next): an even port for RTP and the
+    /// odd one above it for RTCP (RFC 3550 §11); a pair half taken is
+    /// skipped, and the pairs after the drawn one are tried in turn.
     pub fn bind_pair(&self) -> std::io::Result<MediaSockets> {
         let first_even = u32::from(self.min) + u32::from(self.min) % 2;
         let max = u32::from(self.max);
@@ -82,8 +77,9 @@ impl RtpPortPool {
         if count == 0 {
             return Err(std::io::Error::other("RTP port range holds no even port"));
         }
-        for _ in 0..count {
-            let slot = self.cursor.fetch_add(1, Ordering::Relaxed) % count;
+        let start = rand::random::<u32>() % count;
+        for tried in 0..count {
+            let slot = (start + tried) % count;
             // first_even + 2 × slot ≤ max ≤ u16::MAX.
             let port = (first_even + slot * 2) as u16;
             let rtp = match std::net::UdpSocket::bind((self.ip, port)) {
@@ -148,6 +144,32 @@ mod tests {
         });
     }
 
+    #[test]
+    fn the_next_call_s_port_cannot_be_told_from_the_last() {
+        let ip: IpAddr = "127.0.0.1".parse().unwrap();
+        // 100 pairs; a port is released before the next call takes one.
+        let pool = RtpPortPool::new(ip, 29_100, 29_299);
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        let ports: Vec<u16> = rt.block_on(async {
+            (0..40)
+                .map(|_| pool.bind_pair().unwrap().rtp.local_addr().unwrap().port())
+                .collect()
+        });
+        // A pool that handed out the pairs in turn would make every next
+        // port the last + 2 (or the first again); drawn at random, about
+        // one in a hundred is.
+        let in_turn = ports
+            .windows(2)
+            .filter(|w| w[1] == w[0] + 2 || w[1] == w[0])
+            .count();
+        assert!(in_turn < 10, "{in_turn} of 39 in turn: {ports:?}");
+        let distinct: std::collections::HashSet<_> = ports.iter().collect();
+        assert!(distinct.len() > 20, "{ports:?}");
+    }
+
     #[tokio::test]
     async fn an_ephemeral_pair_is_an_even_port_and_the_one_above() {
         let ip: IpAddr = "127.0.0.1".parse().unwrap();
@@ -171,13 +193,10 @@ mod tests {
             let squatter = std::net::UdpSocket::bind((ip, 29_013)).unwrap();
             let a = pool.bind_pair().unwrap();
             let port = |s: &Arc<UdpSocket>| s.local_addr().unwrap().port();
-            assert_eq!(port(&a.rtp), 29_014);
-            assert_eq!(a.rtcp.as_ref().map(port), Some(29_015));
             let b = pool.bind_pair().unwrap();
-            assert_eq!(
-                (port(&b.rtp), b.rtcp.as_ref().map(port)),
-                (29_016, Some(29_017))
-            );
+            let mut pairs = [&a, &b].map(|p| (port(&p.rtp), p.rtcp.as_ref().map(port)));
+            pairs.sort();
+            assert_eq!(pairs, [(29_014, Some(29_015)), (29_016, Some(29_017))]);
             assert!(pool.bind_pair().is_err(), "29 012 alone is no pair");
             drop(squatter);
             assert_eq!(pool.bind_pair().map(|p| port(&p.rtp)).ok(), Some(29_012));

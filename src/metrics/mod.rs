@@ -185,6 +185,9 @@ pub struct Metrics {
     pub active_calls: Gauge,
     pub calls: Family<OutcomeLabel, Counter>,
     pub calls_refused: Family<ReasonLabel, Counter>,
+    /// Inbound RTP packets dropped, by reason (another source, malformed,
+    /// a bad telephone-event).
+    pub rtp_dropped: Family<ReasonLabel, Counter>,
     registration_gauge: Family<StateLabel, Gauge>,
     pub rtp_frames_sent: Counter,
     pub rtp_send_errors: Counter,
@@ -332,6 +335,12 @@ impl Metrics {
             "INVITEs refused before answering, by reason",
             calls_refused.clone(),
         );
+        let rtp_dropped = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "rtp_dropped",
+            "Inbound RTP packets dropped, by reason",
+            rtp_dropped.clone(),
+        );
         let registration_gauge = Family::<StateLabel, Gauge>::default();
         registry.register(
             "registration_state",
@@ -432,6 +441,7 @@ impl Metrics {
             active_calls,
             calls,
             calls_refused,
+            rtp_dropped,
             registration_gauge,
             rtp_frames_sent,
             rtp_send_errors,

@@ -182,7 +182,13 @@ impl RegistrarClient {
             &self.password,
             &self.registrar.to_string(),
             Instant::now().into_std(),
-            rand::random(),
+            // From the operating system's generator: cnonces must not be
+            // predictable.
+            {
+                let mut seed = [0u8; 32];
+                rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut seed);
+                seed
+            },
         );
         loop {
             let due = core.poll_timeout().map(Instant::from_std);

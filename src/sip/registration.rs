@@ -113,8 +113,9 @@ pub struct Registration {
     failures: u32,
     registered: bool,
     events: std::collections::VecDeque<RegistrationEvent>,
-    /// xorshift state for jitter and cnonces (seeded by the shell).
-    rng: u64,
+    /// Jitter and cnonces: a CSPRNG (ChaCha) seeded by the shell from the
+    /// operating system, so one cnonce says nothing of the next.
+    rng: rand::rngs::StdRng,
 }
 
 impl Registration {
@@ -124,7 +125,7 @@ impl Registration {
         password: &str,
         request_uri: &str,
         now: Instant,
-        seed: u64,
+        seed: [u8; 32],
     ) -> Self {
         let expires = policy.expires;
         Self {
@@ -143,7 +144,7 @@ impl Registration {
             failures: 0,
             registered: false,
             events: Default::default(),
-            rng: seed | 1,
+            rng: rand::SeedableRng::from_seed(seed),
         }
     }
 
@@ -349,12 +350,7 @@ impl Registration {
     }
 
     fn next_random(&mut self) -> u64 {
-        let mut x = self.rng;
-        x ^= x << 13;
-        x ^= x >> 7;
-        x ^= x << 17;
-        self.rng = x;
-        x
+        rand::RngCore::next_u64(&mut self.rng)
     }
 }
 
@@ -371,7 +367,7 @@ mod tests {
     }
 
     fn reg(now: Instant) -> Registration {
-        Registration::new(policy(), "1001", "secret", "sip:pbx.example", now, 42)
+        Registration::new(policy(), "1001", "secret", "sip:pbx.example", now, [42; 32])
     }
 
     fn ok(granted: u32) -> RegisterResponse {
