@@ -8,6 +8,7 @@
 
 pub mod call_harness;
 pub mod fake_providers;
+pub mod raw_uac;
 pub mod turn_corpus;
 pub mod webhook;
 
