@@ -121,3 +121,129 @@ fn a_stranger_s_rtp_and_keys_are_dropped_and_counted_however_quiet_the_caller() 
     let dropped = counter(&metrics, "sav_rtp_dropped_total", "reason=\"other_source\"");
     assert_eq!(dropped, sent, "every stranger's packet counted:\n{metrics}");
 }
+
+/// Resident memory of `pid` in KiB.
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// The datagrams `socket` receives within `window`, as text.
+fn drain(socket: &UdpSocket, window: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + window;
+    let mut buf = [0u8; 65_535];
+    let mut got = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => got.push(String::from_utf8_lossy(&buf[..n]).to_string()),
+            Err(_) => break,
+        }
+    }
+    got
+}
+
+/// 200 INVITEs from one source that never ACKs (127.0.0.2): it gets only
+/// its share of calls, each 200 is sent at most 5 times and dropped after
+/// 8 s, the rest are met with silence and counted; a caller from another
+/// untrusted address is answered meanwhile; memory comes back.
+#[test]
+fn two_hundred_unacked_invites_from_one_source_leave_the_door_open() {
+    let dir = workdir("public_port_unacked");
+    let ports = Ports::slot(38);
+    let sav = Sav::start(&dir, ports, |c| c);
+    std::thread::sleep(Duration::from_millis(500));
+    let before = rss_kib(sav.pid());
+
+    let attacker = UdpSocket::bind("127.0.0.2:0").unwrap();
+    let attacker_port = attacker.local_addr().unwrap().port();
+    for n in 0..200 {
+        let invite = support::raw_uac::invite_text(
+            "127.0.0.2",
+            attacker_port,
+            ports.sip,
+            &format!("noack{n}@attacker"),
+            40_000,
+            None,
+        );
+        attacker
+            .send_to(invite.as_bytes(), ("127.0.0.1", ports.sip))
+            .unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    // A caller from another untrusted address, during the attack.
+    let media = UdpSocket::bind("127.0.0.3:0").unwrap();
+    let media_port = media.local_addr().unwrap().port();
+    let call = RawCall::call_from("127.0.0.3", ports.sip, media_port, "legit")
+        .expect("a legitimate caller is answered during the attack");
+    assert!(count_rtp(&media, Duration::from_millis(500)) >= 15);
+    let answer = call.hang_up().expect("an answer to our BYE");
+    assert!(answer.starts_with("SIP/2.0 200"), "{answer}");
+
+    // Everything the attacker gets until every unACKed call is dropped.
+    let got = drain(&attacker, Duration::from_secs(10));
+    let mut oks: std::collections::BTreeMap<String, usize> = Default::default();
+    for message in got.iter().filter(|m| m.starts_with("SIP/2.0 200")) {
+        let call_id = support::raw_uac::header(message, "Call-ID")
+            .unwrap_or("")
+            .to_string();
+        *oks.entry(call_id).or_default() += 1;
+    }
+    let others = got
+        .iter()
+        .filter(|m| !m.starts_with("SIP/2.0 200") && !m.starts_with("SIP/2.0 1"))
+        .count();
+    let peak = rss_kib(sav.pid());
+    std::thread::sleep(Duration::from_secs(2));
+    let after = rss_kib(sav.pid());
+    let (_, metrics) = http_get(ports.metrics, "/metrics").expect("/metrics");
+    let refused: u64 = ["rate_limited", "invite_rate", "calls_per_source", "banned"]
+        .iter()
+        .map(|r| {
+            counter(
+                &metrics,
+                "sav_sip_refused_total",
+                &format!("reason=\"{r}\""),
+            )
+        })
+        .sum();
+    let active = metrics
+        .lines()
+        .find(|l| l.starts_with("sav_active_calls "))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok());
+    let most_sends = oks.values().copied().max().unwrap_or(0);
+    let report = format!(
+        "unacked INVITEs: 200 sent from one source; {} answered 200 (most sends of one 200: {most_sends}), {others} other final answers, {refused} refused and counted; RSS {before} KiB before, {after} KiB 2 s after the last call was dropped (peak seen {peak} KiB)\n",
+        oks.len()
+    );
+    print!("{report}");
+    let _ = std::fs::write(
+        std::path::Path::new(REPO).join("target/unacked-invites-report.txt"),
+        &report,
+    );
+    assert!(
+        (1..=10).contains(&oks.len()),
+        "calls answered to one source: {}",
+        oks.len()
+    );
+    assert!(
+        (3..=5).contains(&most_sends),
+        "one 200 sent {most_sends} times without an ACK"
+    );
+    assert_eq!(others, 0, "refusals are silent by default");
+    assert!(refused >= 150, "{refused} refusals counted");
+    assert_eq!(active, Some(0.0), "unACKed calls still up:\n{metrics}");
+    assert!(
+        after < before + 8 * 1024,
+        "RSS {before} KiB before, {after} KiB after"
+    );
+}

@@ -14,18 +14,21 @@ use rsipstack::sip::StatusCode;
 use rsipstack::transaction::transaction::Transaction;
 use tracing::{info, info_span, warn, Instrument};
 
+use crate::app::door::CallHold;
 use crate::app::Server;
 use crate::call::{self, Caller};
 use crate::sip::incoming::Incoming;
 use crate::timeline::CallTrace;
 
-/// Entry point of a new INVITE (no To-tag).
-pub async fn handle_invite(server: Arc<Server>, tx: Transaction) {
+/// Entry point of a new INVITE (no To-tag). `hold` is the call its
+/// untrusted source holds until the call is over.
+pub async fn handle_invite(server: Arc<Server>, tx: Transaction, hold: Option<CallHold>) {
     // Checked when the configuration loaded: never the default here.
     let codecs = server.config.media.codec_choice().unwrap_or_default();
     let incoming = Incoming::new(tx, codecs);
     let span = info_span!("call", call_id = %incoming.call_id);
     answer(server, incoming).instrument(span).await;
+    drop(hold);
 }
 
 async fn answer(server: Arc<Server>, mut incoming: Incoming) {

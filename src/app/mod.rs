@@ -3,6 +3,7 @@
 //! reload, and the drain on SIGTERM.
 
 pub mod answer;
+pub mod door;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -63,6 +64,8 @@ pub struct Server {
     pub ports: RtpPortPool,
     /// One permit per call in progress (`max_calls`).
     pub calls: Arc<Semaphore>,
+    /// Who may knock, and how often.
+    pub admission: Arc<door::Door>,
     /// Our SIP address as the registrar sees it (rport/received), when it
     /// differs from the configured one: Contact in dialogs follows it.
     pub learned: LearnedAddress,
@@ -137,12 +140,13 @@ pub async fn run(
 
     let listen = config.sip.listen;
     let advertised = SocketAddr::new(config.sip.advertised_ip(), listen.port());
+    let admission = Arc::new(door::Door::new(&config.sip, metrics.clone()));
     let SipEndpoint {
         endpoint,
         mut incoming,
         cancel,
         task: endpoint_task,
-    } = SipEndpoint::listen(&config.sip).await?;
+    } = SipEndpoint::listen(&config.sip, Some(admission.gate())).await?;
 
     let providers = crate::call::reply::Providers::from_config(&config)?;
     let store =
@@ -207,6 +211,7 @@ pub async fn run(
             config.media.rtp_port_max,
         ),
         calls: Arc::new(Semaphore::new(config.sip.max_calls)),
+        admission,
         learned,
         forbidden: AtomicU64::new(0),
         services,
@@ -484,6 +489,37 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
         }
         return;
     }
+    let user_agent = tx.original.header_value("User-Agent");
+    let source = request_source(&tx);
+    if method != Method::Ack {
+        let verdict = match (method, source) {
+            (Method::Invite, Some(ip)) if source_allowed(server, &tx) => {
+                let user = tx
+                    .original
+                    .uri
+                    .auth
+                    .as_ref()
+                    .map(|auth| auth.user.as_str())
+                    .unwrap_or("");
+                server.admission.invite(ip, user_agent.as_deref(), user)
+            }
+            (Method::Invite, _) => Ok(None),
+            (_, Some(ip)) => server
+                .admission
+                .request(ip, method, user_agent.as_deref())
+                .map(|()| None),
+            (_, None) => Ok(None),
+        };
+        match verdict {
+            Err(answer) => return server.admission.refuse(tx, answer),
+            Ok(Some(hold)) if method == Method::Invite => {
+                let server = server.clone();
+                tokio::spawn(answer::handle_invite(server, tx, Some(hold)));
+                return;
+            }
+            Ok(_) => {}
+        }
+    }
     match method {
         Method::Invite if !source_allowed(server, &tx) => {
             let count = server.forbidden.fetch_add(1, Ordering::Relaxed) + 1;
@@ -497,7 +533,7 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
         }
         Method::Invite => {
             let server = server.clone();
-            tokio::spawn(answer::handle_invite(server, tx));
+            tokio::spawn(answer::handle_invite(server, tx, None));
         }
         // Draining: a load balancer probing with OPTIONS takes us out.
         Method::Options if server.services.draining() => spawn_reply(
@@ -525,20 +561,23 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
     }
 }
 
+/// The address a request came from (not what its headers say).
+fn request_source(tx: &Transaction) -> Option<std::net::IpAddr> {
+    tx.connection
+        .as_ref()
+        .and_then(|c| c.get_remote_addr())
+        .and_then(|a| a.get_socketaddr().ok())
+        .map(|addr| addr.ip())
+}
+
 /// Whether `[sip] allow` lets this request's source in (always, when unset).
-/// The source is the address the request came from, not what its headers say.
 fn source_allowed(server: &Server, tx: &Transaction) -> bool {
     let allow = &server.config.sip.allow;
     if allow.is_empty() {
         return true;
     }
-    let source = tx
-        .connection
-        .as_ref()
-        .and_then(|c| c.get_remote_addr())
-        .and_then(|a| a.get_socketaddr().ok());
-    match source {
-        Some(addr) => allow.iter().any(|net| net.contains(addr.ip())),
+    match request_source(tx) {
+        Some(ip) => allow.iter().any(|net| net.contains(ip)),
         None => false,
     }
 }

@@ -188,6 +188,11 @@ pub struct Metrics {
     /// Inbound RTP packets dropped, by reason (another source, malformed,
     /// a bad telephone-event).
     pub rtp_dropped: Family<ReasonLabel, Counter>,
+    /// SIP requests (datagrams, connections) refused at the door, by
+    /// reason (rate limited, banned, scanner...).
+    pub sip_refused: Family<ReasonLabel, Counter>,
+    /// Sources banned.
+    pub sip_bans: Counter,
     registration_gauge: Family<StateLabel, Gauge>,
     pub rtp_frames_sent: Counter,
     pub rtp_send_errors: Counter,
@@ -341,6 +346,18 @@ impl Metrics {
             "Inbound RTP packets dropped, by reason",
             rtp_dropped.clone(),
         );
+        let sip_refused = Family::<ReasonLabel, Counter>::default();
+        registry.register(
+            "sip_refused",
+            "SIP requests and connections refused before the stack saw them, by reason",
+            sip_refused.clone(),
+        );
+        let sip_bans = Counter::default();
+        registry.register(
+            "sip_bans",
+            "Sources banned for a while (over their limits, or scanners)",
+            sip_bans.clone(),
+        );
         let registration_gauge = Family::<StateLabel, Gauge>::default();
         registry.register(
             "registration_state",
@@ -442,6 +459,8 @@ impl Metrics {
             calls,
             calls_refused,
             rtp_dropped,
+            sip_refused,
+            sip_bans,
             registration_gauge,
             rtp_frames_sent,
             rtp_send_errors,

@@ -37,6 +37,160 @@ pub struct SipConfig {
     pub tls: TlsConfig,
     /// Register as an extension on a PBX; absent for trunk mode.
     pub register: Option<RegisterConfig>,
+    /// Who may knock, and how often.
+    #[serde(default)]
+    pub admission: AdmissionConfig,
+    /// The users (Request-URI user parts) sav answers INVITEs for; empty:
+    /// any (a trunk's numbers). The registered extension is always one.
+    #[serde(default)]
+    pub users: Vec<String>,
+    /// Idle TCP/TLS connections are closed after this long without a byte.
+    #[serde(default = "default_tcp_idle_secs")]
+    pub tcp_idle_secs: u64,
+}
+
+/// What a refused request gets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefusalAnswer {
+    /// Nothing: the request is dropped (a scanner learns nothing, and is
+    /// not sent a retransmitted response).
+    Silence,
+    /// 403 Forbidden.
+    Forbidden,
+    /// 404 Not Found.
+    NotFound,
+}
+
+/// Who is answered OPTIONS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OptionsPolicy {
+    /// Anyone whose packets are admitted (a load balancer's probe).
+    Everyone,
+    /// Only trusted sources; others get silence.
+    Trusted,
+}
+
+/// `[sip.admission]`: the limits in front of the SIP stack. Trusted sources
+/// (these and `[sip] allow`'s) pass without them.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AdmissionConfig {
+    /// Sources exempt from every limit: the PBX, the trunk's proxies.
+    #[serde(default)]
+    pub trusted: Vec<AllowedSource>,
+    /// Datagrams and new connections a second from one source, and the
+    /// burst allowed above that rate.
+    #[serde(default = "default_source_rate")]
+    pub source_rate: f64,
+    #[serde(default = "default_source_burst")]
+    pub source_burst: u32,
+    /// New INVITEs a second from one source, and their burst.
+    #[serde(default = "default_invite_rate")]
+    pub invite_rate: f64,
+    #[serde(default = "default_invite_burst")]
+    pub invite_burst: u32,
+    /// Calls one untrusted source may hold at once (ringing, waiting for
+    /// its ACK or up).
+    #[serde(default = "default_calls_per_source")]
+    pub calls_per_source: u32,
+    /// Datagrams and connections a second from every untrusted source
+    /// together, and their burst.
+    #[serde(default = "default_global_rate")]
+    pub global_rate: f64,
+    #[serde(default = "default_global_burst")]
+    pub global_burst: u32,
+    /// Refusals (within a minute of each other) after which a source is
+    /// banned; 0: never.
+    #[serde(default = "default_ban_after")]
+    pub ban_after: u32,
+    /// How long a ban lasts; 0: no bans.
+    #[serde(default = "default_ban_secs")]
+    pub ban_secs: u64,
+    /// User agents of known scanners (case-insensitive substrings): banned
+    /// at their first request.
+    #[serde(default = "default_scanner_agents")]
+    pub scanner_agents: Vec<String>,
+    /// What a scanner, a source over its limits and an INVITE for a user
+    /// that is not ours get.
+    #[serde(default = "default_refusal_answer")]
+    pub refusal_answer: RefusalAnswer,
+    /// Who is answered OPTIONS.
+    #[serde(default = "default_options_policy")]
+    pub options: OptionsPolicy,
+}
+
+impl Default for AdmissionConfig {
+    fn default() -> Self {
+        Self {
+            trusted: Vec::new(),
+            source_rate: default_source_rate(),
+            source_burst: default_source_burst(),
+            invite_rate: default_invite_rate(),
+            invite_burst: default_invite_burst(),
+            calls_per_source: default_calls_per_source(),
+            global_rate: default_global_rate(),
+            global_burst: default_global_burst(),
+            ban_after: default_ban_after(),
+            ban_secs: default_ban_secs(),
+            scanner_agents: default_scanner_agents(),
+            refusal_answer: default_refusal_answer(),
+            options: default_options_policy(),
+        }
+    }
+}
+
+fn default_source_rate() -> f64 {
+    20.0
+}
+fn default_source_burst() -> u32 {
+    60
+}
+fn default_invite_rate() -> f64 {
+    2.0
+}
+fn default_invite_burst() -> u32 {
+    10
+}
+fn default_calls_per_source() -> u32 {
+    10
+}
+fn default_global_rate() -> f64 {
+    2_000.0
+}
+fn default_global_burst() -> u32 {
+    4_000
+}
+fn default_ban_after() -> u32 {
+    200
+}
+fn default_ban_secs() -> u64 {
+    600
+}
+fn default_scanner_agents() -> Vec<String> {
+    [
+        "friendly-scanner",
+        "sipvicious",
+        "sipcli/",
+        "sip-scan",
+        "sipscan",
+        "iWar",
+        "sundayddr",
+        "VaxSIPUserAgent",
+        "pplsip",
+    ]
+    .map(String::from)
+    .to_vec()
+}
+fn default_refusal_answer() -> RefusalAnswer {
+    RefusalAnswer::Silence
+}
+fn default_options_policy() -> OptionsPolicy {
+    OptionsPolicy::Everyone
+}
+fn default_tcp_idle_secs() -> u64 {
+    60
 }
 
 /// `[sip.tls]`: where SIP over TLS listens and with which certificate.

@@ -29,6 +29,11 @@ pub enum EndpointError {
     Tls(#[from] crate::sip::tls::TlsError),
 }
 
+/// Judges each datagram and each new connection by its source address
+/// before the stack parses it: `false` drops it (see
+/// [`crate::sip::admission`]).
+pub type PacketGate = std::sync::Arc<dyn Fn(IpAddr) -> bool + Send + Sync>;
+
 /// A running endpoint.
 pub struct SipEndpoint {
     pub endpoint: Endpoint,
@@ -43,10 +48,22 @@ pub struct SipEndpoint {
 
 impl SipEndpoint {
     /// Listens on every transport of `[sip]`; a port that cannot be bound
-    /// is an error here (not a log line later).
-    pub async fn listen(sip: &SipConfig) -> Result<SipEndpoint, EndpointError> {
+    /// is an error here (not a log line later). `gate` judges every
+    /// datagram and connection first; idle TCP/TLS connections are closed
+    /// after `[sip] tcp_idle_secs`.
+    pub async fn listen(
+        sip: &SipConfig,
+        gate: Option<PacketGate>,
+    ) -> Result<SipEndpoint, EndpointError> {
         let cancel = CancellationToken::new();
         let layer = TransportLayer::new(cancel.child_token());
+        layer.set_stream_idle_timeout(std::time::Duration::from_secs(sip.tcp_idle_secs.max(1)));
+        if let Some(gate) = gate {
+            layer.set_whitelist(move |ip: IpAddr| {
+                let admitted = gate(ip);
+                async move { admitted }
+            });
+        }
         let advertised = sip.advertised_ip();
         // UDP first: dialogs take their default Contact from the first listener.
         let mut transports = sip.transports.clone();

@@ -34,6 +34,12 @@ use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescrip
 
 /// Time for an in-dialog response queued to rsipstack to leave before our BYE.
 const NOTIFY_ANSWER_GRACE: Duration = Duration::from_millis(50);
+/// How long our 200 waits for its ACK before the call is dropped (RFC 3261
+/// §13.3.1.4 says 64 × T1 = 32 s). Within this, the 200 is sent 5 times
+/// (0, 0.5, 1.5, 3.5 and 7.5 s): a caller whose ACKs are lost that often has
+/// no call to speak of, and an INVITE from a forged address neither holds a
+/// call slot for 32 s nor makes us send 11 answers to its victim.
+pub const ACK_WAIT: Duration = Duration::from_secs(8);
 /// Events queued from the leg to its call.
 pub(crate) const EVENT_QUEUE: usize = 16;
 
@@ -236,13 +242,21 @@ impl Session {
         answer_after: Duration,
     ) -> Result<(), Ending> {
         let mut answer_at: Option<Instant> = None;
+        let mut ack_by: Option<Instant> = None;
         loop {
             let state = tokio::select! {
                 state = self.states.recv() => state,
                 _ = crate::time::sleep_until_opt(answer_at) => {
                     answer_at = None;
                     self.accept();
+                    ack_by = Some(Instant::now() + ACK_WAIT);
                     continue;
+                }
+                _ = crate::time::sleep_until_opt(ack_by) => {
+                    // No BYE: the caller never confirmed the call, and a
+                    // forged source would only get more of our messages.
+                    warn!(wait_s = ACK_WAIT.as_secs(), "no ACK for our 200: call dropped");
+                    return Err(Ending::Remote);
                 }
                 command = commands.recv() => match command {
                     Some(LegCommand::Transfer(_) | LegCommand::Answer) => continue,
@@ -268,6 +282,7 @@ impl Session {
                     }
                     if answer_after.is_zero() {
                         self.accept();
+                        ack_by = Some(Instant::now() + ACK_WAIT);
                     } else {
                         answer_at = Some(Instant::now() + answer_after);
                     }

@@ -12,6 +12,7 @@
 //!   [`digest`], [`midcall`] (session timers, INFO, sipfrag), [`contact`],
 //!   [`respond`], [`tls`].
 
+pub mod admission;
 pub mod config;
 pub mod contact;
 pub mod digest;

@@ -99,18 +99,18 @@ impl RawCall {
     /// INVITE (the SDP says the caller's media is at `media_port`), 200, ACK.
     /// `None` when sav does not answer 200 within 5 s.
     pub fn call(sav_sip: u16, media_port: u16, name: &str) -> Option<RawCall> {
-        let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
+        Self::call_from("127.0.0.1", sav_sip, media_port, name)
+    }
+
+    /// The same from another loopback address (`127.0.0.3`: a source sav
+    /// does not trust).
+    pub fn call_from(ip: &str, sav_sip: u16, media_port: u16, name: &str) -> Option<RawCall> {
+        let sip = UdpSocket::bind((ip, 0)).unwrap();
         let sip_port = sip.local_addr().unwrap().port();
-        let sdp = format!(
-            "v=0\r\no=t 1 1 IN IP4 127.0.0.1\r\ns=-\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio {media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
-        );
         let call_id = format!("{name}-{}-{sip_port}@test", std::process::id());
+        let invite = invite_text(ip, sip_port, sav_sip, &call_id, media_port, None);
         let common = format!(
-            "From: <sip:+33100000000@127.0.0.1>;tag=caller1\r\nCall-ID: {call_id}\r\nContact: <sip:t@127.0.0.1:{sip_port}>\r\nMax-Forwards: 70\r\n"
-        );
-        let invite = format!(
-            "INVITE sip:sav@127.0.0.1:{sav_sip} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{sip_port};branch=z9hG4bKinv{sip_port}\r\nTo: <sip:sav@127.0.0.1:{sav_sip}>\r\n{common}CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
-            sdp.len(),
+            "From: <sip:+33100000000@{ip}>;tag=caller1\r\nCall-ID: {call_id}\r\nContact: <sip:t@{ip}:{sip_port}>\r\nMax-Forwards: 70\r\n"
         );
         sip.send_to(invite.as_bytes(), ("127.0.0.1", sav_sip))
             .unwrap();
@@ -138,8 +138,9 @@ impl RawCall {
 
     fn send_in_dialog(&self, method: &str, cseq: u32, branch: &str) {
         let request = format!(
-            "{method} sip:sav@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP 127.0.0.1:{sip_port};branch={branch}\r\nTo: {to}\r\n{common}CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            "{method} sip:sav@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{sip_port};branch={branch}\r\nTo: {to}\r\n{common}CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
             p = self.sav_sip,
+            ip = self.sip.local_addr().unwrap().ip(),
             sip_port = self.sip_port,
             to = self.to,
             common = self.common,
@@ -164,4 +165,42 @@ impl RawCall {
             m.starts_with("SIP/2.0 ") && header(m, "CSeq").is_some_and(|c| c.ends_with("BYE"))
         })
     }
+}
+
+/// An INVITE from `ip`:`sip_port` with an offer of PCMU at `media_port`.
+pub fn invite_text(
+    ip: &str,
+    sip_port: u16,
+    sav_sip: u16,
+    call_id: &str,
+    media_port: u16,
+    user_agent: Option<&str>,
+) -> String {
+    let sdp = format!(
+        "v=0\r\no=t 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    );
+    let agent = user_agent
+        .map(|a| format!("User-Agent: {a}\r\n"))
+        .unwrap_or_default();
+    let branch = call_id.replace('@', ".");
+    format!(
+        "INVITE sip:sav@127.0.0.1:{sav_sip} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{sip_port};branch=z9hG4bK{branch}\r\nTo: <sip:sav@127.0.0.1:{sav_sip}>\r\nFrom: <sip:+33100000000@{ip}>;tag=caller1\r\nCall-ID: {call_id}\r\nContact: <sip:t@{ip}:{sip_port}>\r\nMax-Forwards: 70\r\n{agent}CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        sdp.len(),
+    )
+}
+
+/// An OPTIONS from `ip`:`sip_port`, number `n`.
+pub fn options_text(
+    ip: &str,
+    sip_port: u16,
+    sav_sip: u16,
+    n: u32,
+    user_agent: Option<&str>,
+) -> String {
+    let agent = user_agent
+        .map(|a| format!("User-Agent: {a}\r\n"))
+        .unwrap_or_default();
+    format!(
+        "OPTIONS sip:sav@127.0.0.1:{sav_sip} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{sip_port};branch=z9hG4bKopt{n}\r\nTo: <sip:sav@127.0.0.1:{sav_sip}>\r\nFrom: <sip:probe@{ip}>;tag=p{n}\r\nCall-ID: opt{n}-{sip_port}@test\r\n{agent}CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
+    )
 }

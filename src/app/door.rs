@@ -1,0 +1,184 @@
+//! The shell of [`Admission`]: the gate every SIP datagram and connection
+//! passes, the checks of a parsed request, what a refused one is answered,
+//! and the metrics and log of refusals and bans.
+
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Instant;
+
+use prometheus_client::metrics::counter::Counter;
+use rsipstack::sip::{Method, StatusCode};
+use rsipstack::transaction::transaction::Transaction;
+use tracing::warn;
+
+use crate::metrics::{Metrics, ReasonLabel};
+use crate::redact::Pii;
+use crate::sip::admission::{Admission, Refusal, Verdict};
+use crate::sip::config::{AllowedSource, OptionsPolicy, RefusalAnswer, SipConfig};
+use crate::sip::endpoint::PacketGate;
+use crate::sip::respond::spawn_reply;
+
+/// The door of the SIP port.
+pub struct Door {
+    admission: Mutex<Admission>,
+    metrics: Arc<Metrics>,
+    /// One counter per [`Refusal::ALL`], made at start (all exported at 0).
+    refused: Vec<Counter>,
+    answer: RefusalAnswer,
+    options: OptionsPolicy,
+}
+
+/// A call an untrusted source holds: given back when dropped.
+pub struct CallHold {
+    door: Arc<Door>,
+    ip: IpAddr,
+}
+
+impl Drop for CallHold {
+    fn drop(&mut self) {
+        self.door.lock().call_ended(self.ip);
+    }
+}
+
+impl Door {
+    /// The policy of `[sip.admission]`; `[sip] allow`'s sources and a
+    /// registrar or outbound proxy given by address are trusted; INVITEs
+    /// are for `[sip] users` and the registered extension.
+    pub fn new(sip: &SipConfig, metrics: Arc<Metrics>) -> Door {
+        let mut trusted = sip.allow.clone();
+        let mut users = sip.users.clone();
+        if let Some(register) = &sip.register {
+            users.push(register.username.clone());
+            for uri in std::iter::once(&register.registrar).chain(register.outbound_proxy.as_ref())
+            {
+                if let Some(ip) = uri_ip(uri) {
+                    trusted.push(AllowedSource(ipnet::IpNet::from(ip)));
+                }
+            }
+        }
+        let refused = Refusal::ALL
+            .iter()
+            .map(|r| {
+                metrics
+                    .sip_refused
+                    .get_or_create(&ReasonLabel { reason: r.label() })
+                    .clone()
+            })
+            .collect();
+        Door {
+            admission: Mutex::new(Admission::new(
+                sip.admission.clone(),
+                &trusted,
+                users,
+                Instant::now(),
+            )),
+            metrics,
+            refused,
+            answer: sip.admission.refusal_answer,
+            options: sip.admission.options,
+        }
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Admission> {
+        self.admission.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// The gate of the transport layer.
+    pub fn gate(self: &Arc<Self>) -> PacketGate {
+        let door = self.clone();
+        Arc::new(move |ip| door.packet(ip))
+    }
+
+    fn packet(&self, ip: IpAddr) -> bool {
+        let mut admission = self.lock();
+        let verdict = admission.handle_packet(Instant::now(), ip);
+        self.report(&mut admission, verdict)
+    }
+
+    /// A new INVITE: `Ok(Some(hold))` for an untrusted source (the call it
+    /// holds until the hold is dropped), `Ok(None)` for a trusted one, or
+    /// what to answer.
+    pub fn invite(
+        self: &Arc<Self>,
+        ip: IpAddr,
+        user_agent: Option<&str>,
+        user: &str,
+    ) -> Result<Option<CallHold>, RefusalAnswer> {
+        let mut admission = self.lock();
+        if admission.is_trusted(ip) {
+            return Ok(None);
+        }
+        let verdict = admission.handle_invite(Instant::now(), ip, user_agent, user);
+        if self.report(&mut admission, verdict) {
+            Ok(Some(CallHold {
+                door: self.clone(),
+                ip,
+            }))
+        } else {
+            Err(self.answer)
+        }
+    }
+
+    /// Any other request outside a dialog.
+    pub fn request(
+        &self,
+        ip: IpAddr,
+        method: Method,
+        user_agent: Option<&str>,
+    ) -> Result<(), RefusalAnswer> {
+        let mut admission = self.lock();
+        let verdict = admission.handle_request(Instant::now(), ip, user_agent);
+        if !self.report(&mut admission, verdict) {
+            return Err(self.answer);
+        }
+        if method == Method::Options
+            && self.options == OptionsPolicy::Trusted
+            && !admission.is_trusted(ip)
+        {
+            return Err(RefusalAnswer::Silence);
+        }
+        Ok(())
+    }
+
+    /// Answers a refused request as the policy says (or not at all).
+    pub fn refuse(&self, tx: Transaction, answer: RefusalAnswer) {
+        match answer {
+            // Dropping the transaction forgets it: nothing is sent, and a
+            // retransmission is judged again.
+            RefusalAnswer::Silence => drop(tx),
+            RefusalAnswer::Forbidden => spawn_reply(tx, StatusCode::Forbidden, Vec::new()),
+            RefusalAnswer::NotFound => spawn_reply(tx, StatusCode::NotFound, Vec::new()),
+        }
+    }
+
+    /// Counts a refusal and logs new bans; whether the request is admitted.
+    fn report(&self, admission: &mut Admission, verdict: Verdict) -> bool {
+        let bans = admission.bans();
+        let counted = self.metrics.sip_bans.get();
+        if bans > counted {
+            self.metrics.sip_bans.inc_by(bans - counted);
+        }
+        while let Some(banned) = admission.poll_banned() {
+            warn!(source = %Pii(&banned.to_string()), "source banned for a while: over its limits, or a scanner");
+        }
+        match verdict {
+            Verdict::Admit => true,
+            Verdict::Refuse(refusal) => {
+                let index = Refusal::ALL.iter().position(|r| *r == refusal).unwrap_or(0);
+                if let Some(counter) = self.refused.get(index) {
+                    counter.inc();
+                }
+                false
+            }
+        }
+    }
+}
+
+/// The address of a `sip:` URI given by address (`sip:192.0.2.1:5060`).
+fn uri_ip(uri: &str) -> Option<IpAddr> {
+    let uri: rsipstack::sip::Uri = uri.parse().ok()?;
+    match uri.host_with_port.host {
+        rsipstack::sip::Host::IpAddr(ip) => Some(ip),
+        _ => None,
+    }
+}
