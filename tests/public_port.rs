@@ -7,18 +7,8 @@ mod support;
 use std::net::UdpSocket;
 use std::time::Duration;
 
-use support::raw_uac::{count_rtp, key_press, rtp_packet, RawCall};
+use support::raw_uac::{count_rtp, drain, key_press, rtp_packet, RawCall};
 use support::*;
-
-/// A counter of `/metrics` with one label (0 when absent).
-fn counter(metrics: &str, name: &str, label: &str) -> u64 {
-    metrics
-        .lines()
-        .find(|l| l.starts_with(name) && l.contains(label))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map_or(0, |v| v as u64)
-}
 
 /// What a stranger sends to a call's RTP port: audio, then `#` (the key that
 /// hangs up), with `ssrc`; returns the packets sent.
@@ -134,23 +124,6 @@ fn rss_kib(pid: u32) -> u64 {
         .unwrap_or(0)
 }
 
-/// The datagrams `socket` receives within `window`, as text.
-fn drain(socket: &UdpSocket, window: Duration) -> Vec<String> {
-    let deadline = std::time::Instant::now() + window;
-    let mut buf = [0u8; 65_535];
-    let mut got = Vec::new();
-    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
-        socket
-            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-            .unwrap();
-        match socket.recv_from(&mut buf) {
-            Ok((n, _)) => got.push(String::from_utf8_lossy(&buf[..n]).to_string()),
-            Err(_) => break,
-        }
-    }
-    got
-}
-
 /// 200 INVITEs from one source that never ACKs (127.0.0.2): it gets only
 /// its share of calls, each 200 is sent at most 5 times and dropped after
 /// 8 s, the rest are met with silence and counted; a caller from another
@@ -247,3 +220,4 @@ fn two_hundred_unacked_invites_from_one_source_leave_the_door_open() {
         "RSS {before} KiB before, {after} KiB after"
     );
 }
+

@@ -1297,3 +1297,13 @@ pub fn sav_import(config: &Path, csv: &Path) -> Output {
         .output()
         .expect("run sav customers import")
 }
+
+/// A counter of `/metrics` with one label (0 when absent).
+pub fn counter(metrics: &str, name: &str, label: &str) -> u64 {
+    metrics
+        .lines()
+        .find(|l| l.starts_with(name) && l.contains(label))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}

@@ -204,3 +204,20 @@ pub fn options_text(
         "OPTIONS sip:sav@127.0.0.1:{sav_sip} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{sip_port};branch=z9hG4bKopt{n}\r\nTo: <sip:sav@127.0.0.1:{sav_sip}>\r\nFrom: <sip:probe@{ip}>;tag=p{n}\r\nCall-ID: opt{n}-{sip_port}@test\r\n{agent}CSeq: 1 OPTIONS\r\nMax-Forwards: 70\r\nContent-Length: 0\r\n\r\n"
     )
 }
+
+/// The datagrams `socket` receives within `window`, as text.
+pub fn drain(socket: &UdpSocket, window: Duration) -> Vec<String> {
+    let deadline = std::time::Instant::now() + window;
+    let mut buf = [0u8; 65_535];
+    let mut got = Vec::new();
+    while let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) {
+        socket
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .unwrap();
+        match socket.recv_from(&mut buf) {
+            Ok((n, _)) => got.push(String::from_utf8_lossy(&buf[..n]).to_string()),
+            Err(_) => break,
+        }
+    }
+    got
+}
