@@ -20,6 +20,7 @@ command -v tshark >/dev/null 2>&1 || packages+=(tshark)
 command -v kamailio >/dev/null 2>&1 || packages+=(kamailio)
 command -v baresip >/dev/null 2>&1 || packages+=(baresip)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
+command -v svmap >/dev/null 2>&1 || packages+=(sipvicious)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
 if [ ${#packages[@]} -gt 0 ]; then
@@ -44,7 +45,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 echo "sav: whole suite in $(( $(date +%s) - start )) s"
-for report in target/pacing-report.txt target/hybrid-report.txt target/hybrid-slow-report.txt target/barge-in-report.txt target/flow-voice-report.txt target/metrics-report.txt target/sigterm-report.txt target/dispatcher-report.txt target/codecs-report.txt target/stt-stream-report.txt target/turn-end-report.txt target/echo-line-report.txt target/turn-words-report.txt target/echo-erle-report.txt; do
+for report in target/pacing-report.txt target/hybrid-report.txt target/hybrid-slow-report.txt target/barge-in-report.txt target/flow-voice-report.txt target/metrics-report.txt target/sigterm-report.txt target/dispatcher-report.txt target/codecs-report.txt target/stt-stream-report.txt target/turn-end-report.txt target/echo-line-report.txt target/turn-words-report.txt target/echo-erle-report.txt target/sip-flood-report.txt target/unacked-invites-report.txt; do
   if [ -f "$report" ]; then
     cat "$report"
   fi

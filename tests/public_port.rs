@@ -220,4 +220,3 @@ fn two_hundred_unacked_invites_from_one_source_leave_the_door_open() {
         "RSS {before} KiB before, {after} KiB after"
     );
 }
-

@@ -64,13 +64,8 @@ fn a_flood_from_one_source_leaves_a_live_call_s_clock_alone() {
     // 10,000 OPTIONS at ~5,000 a second, then 2,000 INVITEs at ~1,000.
     for batch in 0..100u32 {
         for n in 0..100 {
-            let options = support::raw_uac::options_text(
-                "127.0.0.2",
-                port,
-                ports.sip,
-                batch * 100 + n,
-                None,
-            );
+            let options =
+                support::raw_uac::options_text("127.0.0.2", port, ports.sip, batch * 100 + n, None);
             attacker
                 .send_to(options.as_bytes(), ("127.0.0.1", ports.sip))
                 .unwrap();
@@ -123,7 +118,13 @@ fn a_flood_from_one_source_leaves_a_live_call_s_clock_alone() {
     let (_, metrics) = http_get(ports.metrics, "/metrics").expect("/metrics");
     let refused: u64 = ["rate_limited", "banned"]
         .iter()
-        .map(|r| counter(&metrics, "sav_sip_refused_total", &format!("reason=\"{r}\"")))
+        .map(|r| {
+            counter(
+                &metrics,
+                "sav_sip_refused_total",
+                &format!("reason=\"{r}\""),
+            )
+        })
         .sum();
     let bans = counter(&metrics, "sav_sip_bans_total", "");
     let report = format!(
