@@ -118,17 +118,27 @@ fn init_logging(log: &sav::config::LogConfig) {
     sav::redact::show_in_full(log.show_caller_numbers);
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match log.format {
-        sav::config::LogFormat::Text => builder.init(),
-        sav::config::LogFormat::Json => builder
+    // The SIP stack logs whole messages (numbers, digest credentials) at
+    // info, debug and trace: only its warnings and errors pass, whatever
+    // RUST_LOG says. Raw SIP is logged redacted, at trace (`sip::wire`).
+    let stack_quiet = tracing_subscriber::filter::filter_fn(|meta| {
+        !meta.target().starts_with("rsipstack") || *meta.level() <= tracing::Level::WARN
+    });
+    use tracing_subscriber::layer::SubscriberExt;
+    use tracing_subscriber::util::SubscriberInitExt;
+    use tracing_subscriber::Layer;
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+    let layer = match log.format {
+        sav::config::LogFormat::Text => layer.boxed(),
+        sav::config::LogFormat::Json => layer
             .json()
             .with_current_span(true)
             .with_span_list(true)
-            .init(),
-    }
+            .boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(layer.with_filter(stack_quiet).with_filter(filter))
+        .init();
 }
 
 fn run(cli: Cli, config: Config) -> Result<ExitCode> {

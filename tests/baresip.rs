@@ -4,6 +4,7 @@
 mod support;
 
 use std::path::Path;
+use std::time::Duration;
 
 use support::*;
 
@@ -53,7 +54,8 @@ fn baresip_over_udp_hears_the_cached_greeting() {
     let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
     let recording = baresip_call(&dir, &uri, ports.sip + 7, ports.sipp_media, 5, None, None);
     assert_heard_greeting(&recording);
-    let log = sav.log_text();
+    // The BYE may still be on its way through sav when baresip is done.
+    let log = sav.wait_for_log("caller hung up", Duration::from_secs(5));
     assert!(
         log.contains("call established") && log.contains("caller hung up"),
         "{log}"
@@ -73,7 +75,14 @@ fn baresip_and_sav_exchange_rtcp_reports_on_the_ports_above_rtp() {
     baresip_call(&dir, &uri, ports.sip + 7, ports.sipp_media, 9, None, None);
     let (_, pcap) = capture.stop_keeping_file();
     // tshark decodes sav's side: its RTCP port is the odd one above its RTP.
-    let sav_rtp = ports.rtp_min + ports.rtp_min % 2;
+    // sav's RTP port is drawn at random from its range: its log says which.
+    let log = sav.wait_for_log("call established", Duration::from_secs(5));
+    let sav_rtp: u16 = log
+        .split("local_rtp=127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split(|c: char| !c.is_ascii_digit()).next())
+        .and_then(|port| port.parse().ok())
+        .expect("sav's RTP port in its log");
     let decoded = std::process::Command::new("tshark")
         .arg("-r")
         .arg(&pcap)
@@ -202,7 +211,7 @@ fn baresip_over_tls_hears_the_cached_greeting() {
         None,
     );
     assert_heard_greeting(&recording);
-    let log = sav.log_text();
+    let log = sav.wait_for_log("caller hung up", Duration::from_secs(5));
     assert!(log.contains("transport=TLS"), "{log}");
     assert!(log.contains("caller hung up"), "{log}");
 }

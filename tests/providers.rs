@@ -12,8 +12,8 @@ use sav::providers::tts::{ElevenLabs, TextToSpeech, TtsConfig};
 use sav::providers::ProviderError;
 use support::fake_providers::{FakeBehaviour, FakeProviders, Fault};
 
-fn llm(fake: &FakeProviders) -> LlmClient {
-    LlmClient::new(LlmConfig {
+fn llm_config(fake: &FakeProviders) -> LlmConfig {
+    LlmConfig {
         base_url: format!("{}/v1", fake.base_url()),
         model: "fake".into(),
         api_key_env: None,
@@ -22,8 +22,11 @@ fn llm(fake: &FakeProviders) -> LlmClient {
         connect_timeout_ms: 1000,
         first_token_timeout_ms: 2000,
         stall_timeout_ms: 500,
-    })
-    .unwrap()
+    }
+}
+
+fn llm(fake: &FakeProviders) -> LlmClient {
+    LlmClient::new(llm_config(fake)).unwrap()
 }
 
 fn tts(fake: &FakeProviders, format: &str) -> ElevenLabs {
@@ -109,6 +112,26 @@ async fn llm_faults_are_typed_errors() {
             assert_eq!(retry_after, Some(Duration::from_secs(1)));
         }
     }
+}
+
+/// A provider that echoes the key it was sent in its error body: the key
+/// is in neither the error nor its log line (both print the error).
+#[tokio::test]
+async fn a_key_a_provider_echoes_never_reaches_the_error_or_the_log() {
+    const KEY: &str = "sk-proj-Zx81Qw72Er63Ty54Ui45";
+    let fake = FakeProviders::start(0, fast());
+    std::env::set_var("SAV_TEST_ECHOED_KEY", KEY);
+    let config = LlmConfig {
+        api_key_env: Some("SAV_TEST_ECHOED_KEY".into()),
+        ..llm_config(&fake)
+    };
+    let client = LlmClient::new(config).unwrap();
+    fake.set(|b| b.llm_fault = Some(Fault::Status(401)));
+    let error = reply(&client).await.expect_err("a 401");
+    let shown = format!("{error} {error:?}");
+    assert_eq!(error.kind(), "status", "{shown}");
+    assert!(!shown.contains("Zx81Qw72"), "{shown}");
+    assert!(shown.contains("Incorrect API key provided"), "{shown}");
 }
 
 #[tokio::test]

@@ -257,3 +257,68 @@ fn registering_over_tcp_says_tcp_in_via_and_contact_and_learns_nothing() {
         sav.log_text()
     );
 }
+
+/// Even at trace level, the log holds no password, no digest credentials
+/// and no caller number in full; nor do `/metrics` and `check-config`. The
+/// raw SIP is there, redacted (a REGISTER through its 401, then a call).
+#[test]
+fn nothing_secret_or_personal_reaches_the_log_even_at_trace() {
+    let dir = workdir("register_redacted_log");
+    let ports = Ports::slot(41);
+    let registrar = sipp_uas(
+        &dir,
+        "uas_registrar.xml",
+        ports.sipp,
+        &["-m", "1"],
+        Duration::from_secs(60),
+    );
+    std::thread::sleep(Duration::from_millis(300));
+    let mut sav = Sav::start_with_env(
+        &dir,
+        ports,
+        register_config(ports.sipp, ""),
+        &[PASSWORD, ("RUST_LOG", "trace")],
+    );
+    sav.wait_for_log("registered expires=10", Duration::from_secs(10));
+    let media = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = media.local_addr().unwrap().port();
+    let call = support::raw_uac::RawCall::call(ports.sip, port, "redacted").expect("answered");
+    std::thread::sleep(Duration::from_millis(500));
+    let _ = call.hang_up();
+    let (_, metrics) = http_get(ports.metrics, "/metrics").expect("/metrics");
+    let check = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+        .arg("--config")
+        .arg(dir.join("sav.toml"))
+        .arg("check-config")
+        .env(PASSWORD.0, PASSWORD.1)
+        .output()
+        .expect("run check-config");
+    let check = format!(
+        "{}{}",
+        String::from_utf8_lossy(&check.stdout),
+        String::from_utf8_lossy(&check.stderr)
+    );
+    sav.terminate();
+    let _ = sipp_wait(registrar);
+    let log = sav.log_text();
+    // The raw SIP is logged, redacted.
+    assert!(
+        log.contains("SIP out") && log.contains("REGISTER sip:127.0.0.1"),
+        "no raw SIP at trace"
+    );
+    assert!(log.contains("Authorization: <redacted>"), "{log}");
+    for (place, text) in [
+        ("log", &log),
+        ("/metrics", &metrics),
+        ("check-config", &check),
+    ] {
+        for secret in [PASSWORD.1, "response=", "cnonce=", "33100000000"] {
+            let at = text.find(secret);
+            assert!(
+                at.is_none(),
+                "{secret:?} in the {place}: …{}…",
+                &text[at.unwrap_or(0).saturating_sub(300)..(at.unwrap_or(0) + 100).min(text.len())]
+            );
+        }
+    }
+}

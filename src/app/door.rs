@@ -89,6 +89,16 @@ impl Door {
         Arc::new(move |ip| door.packet(ip))
     }
 
+    /// Told of each datagram too large for the stack (dropped by the
+    /// socket): counted.
+    pub fn oversize(self: &Arc<Self>) -> crate::sip::wire::OversizeHook {
+        let door = self.clone();
+        Arc::new(move |_, _| {
+            let mut admission = door.lock();
+            door.report(&mut admission, Verdict::Refuse(Refusal::TooLarge));
+        })
+    }
+
     fn packet(&self, ip: IpAddr) -> bool {
         let mut admission = self.lock();
         let verdict = admission.handle_packet(Instant::now(), ip);

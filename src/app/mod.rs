@@ -146,7 +146,12 @@ pub async fn run(
         mut incoming,
         cancel,
         task: endpoint_task,
-    } = SipEndpoint::listen(&config.sip, Some(admission.gate())).await?;
+    } = SipEndpoint::listen(
+        &config.sip,
+        Some(admission.gate()),
+        Some(admission.oversize()),
+    )
+    .await?;
 
     let providers = crate::call::reply::Providers::from_config(&config)?;
     let store =

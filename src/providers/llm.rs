@@ -156,8 +156,12 @@ impl ChatStreamDecoder {
                 self.done = true;
                 continue;
             }
-            let chunk: ChatChunk = serde_json::from_str(&data)
-                .map_err(|e| malformed(format!("{e} in {:?}", truncate(&data))))?;
+            let chunk: ChatChunk = serde_json::from_str(&data).map_err(|e| {
+                malformed(format!(
+                    "{e} in {:?}",
+                    crate::redact::secrets(&truncate(&data))
+                ))
+            })?;
             if let Some(usage) = chunk.usage {
                 self.usage = Some(usage);
             }

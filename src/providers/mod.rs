@@ -117,7 +117,8 @@ pub(crate) async fn status_error(
 }
 
 /// The start of an error response's body, for a log line: at most 4 KB read,
-/// for at most a second; 300 characters kept.
+/// for at most a second; anything like a secret taken out; 300 characters
+/// kept.
 pub(crate) async fn read_error_body(mut response: reqwest::Response) -> String {
     let mut body = Vec::new();
     let _ = tokio::time::timeout(Duration::from_secs(1), async {
@@ -129,7 +130,12 @@ pub(crate) async fn read_error_body(mut response: reqwest::Response) -> String {
         }
     })
     .await;
-    String::from_utf8_lossy(&body).chars().take(300).collect()
+    // A provider may echo what it was sent (the key): taken out before the
+    // body reaches any log or error message.
+    crate::redact::secrets(&String::from_utf8_lossy(&body))
+        .chars()
+        .take(300)
+        .collect()
 }
 
 /// The API key named by `api_key_env`, if one is configured.

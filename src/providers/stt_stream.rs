@@ -379,7 +379,7 @@ impl Stream {
                         "Error" => {
                             return Err(ProviderError::Malformed {
                                 provider: PROVIDER,
-                                reason: crate::text::cut(text.as_str(), 300).to_string(),
+                                reason: crate::text::cut(&crate::redact::secrets(text.as_str()), 300).to_string(),
                             })
                         }
                         // Sent as a closing stream ends: every result is in.

@@ -48,11 +48,13 @@ pub enum Refusal {
     UnknownUser,
     /// Too many sources tracked at once (never with the default limits).
     TooManySources,
+    /// A datagram larger than the stack reads.
+    TooLarge,
 }
 
 impl Refusal {
     /// Every reason, in a fixed order (metrics are made for each).
-    pub const ALL: [Refusal; 8] = [
+    pub const ALL: [Refusal; 9] = [
         Refusal::RateLimited,
         Refusal::GlobalBudget,
         Refusal::Banned,
@@ -61,6 +63,7 @@ impl Refusal {
         Refusal::Scanner,
         Refusal::UnknownUser,
         Refusal::TooManySources,
+        Refusal::TooLarge,
     ];
 
     pub fn label(self) -> &'static str {
@@ -73,6 +76,7 @@ impl Refusal {
             Refusal::Scanner => "scanner",
             Refusal::UnknownUser => "unknown_user",
             Refusal::TooManySources => "too_many_sources",
+            Refusal::TooLarge => "too_large",
         }
     }
 }

@@ -49,11 +49,13 @@ pub struct SipEndpoint {
 impl SipEndpoint {
     /// Listens on every transport of `[sip]`; a port that cannot be bound
     /// is an error here (not a log line later). `gate` judges every
-    /// datagram and connection first; idle TCP/TLS connections are closed
-    /// after `[sip] tcp_idle_secs`.
+    /// datagram and connection first; `oversize` is told of each datagram
+    /// too large for the stack; idle TCP/TLS connections are closed after
+    /// `[sip] tcp_idle_secs`.
     pub async fn listen(
         sip: &SipConfig,
         gate: Option<PacketGate>,
+        oversize: Option<crate::sip::wire::OversizeHook>,
     ) -> Result<SipEndpoint, EndpointError> {
         let cancel = CancellationToken::new();
         let layer = TransportLayer::new(cancel.child_token());
@@ -82,9 +84,15 @@ impl SipEndpoint {
             };
             let connection: Result<SipConnection, rsipstack::Error> = match transport {
                 Transport::Udp => {
-                    UdpConnection::create_connection(listen, external, Some(cancel.child_token()))
-                        .await
-                        .map(Into::into)
+                    let socket = bind_udp(listen).map_err(|e| failed(e.into()))?;
+                    let socket = crate::sip::wire::SipUdpSocket::new(socket, oversize.clone());
+                    UdpConnection::from_socket(
+                        std::sync::Arc::new(socket),
+                        external,
+                        Some(cancel.child_token()),
+                    )
+                    .await
+                    .map(Into::into)
                 }
                 Transport::Tcp => {
                     // rsipstack binds TCP only inside serve() and merely logs a
@@ -141,6 +149,14 @@ impl SipEndpoint {
         let (endpoint, _task) = start(user_agent, layer, cancel.clone());
         Ok((endpoint, cancel, port))
     }
+}
+
+/// A UDP socket bound to `addr` (no address or port reuse: a port in use
+/// is an error), for tokio.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let socket = std::net::UdpSocket::bind(addr)?;
+    socket.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(socket)
 }
 
 /// Builds the endpoint on `layer` and spawns its serving task.

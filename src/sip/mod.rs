@@ -26,6 +26,7 @@ pub mod registration;
 pub mod respond;
 pub mod sdp;
 pub mod tls;
+pub mod wire;
 
 /// Methods we answer (RFC 3261 §20.5 Allow).
 pub const ALLOW: &str = "INVITE, ACK, BYE, CANCEL, OPTIONS, INFO, UPDATE, NOTIFY";

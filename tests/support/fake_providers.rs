@@ -302,7 +302,11 @@ fn tokio_stream_from(
     futures_util::stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
-async fn chat(State(shared): State<Shared>, body: Bytes) -> Response {
+async fn chat(
+    State(shared): State<Shared>,
+    headers: axum::http::HeaderMap,
+    body: Bytes,
+) -> Response {
     let behaviour = {
         let mut b = shared.behaviour.lock().unwrap();
         if let Some(reply) = b.llm_replies.pop_front() {
@@ -317,6 +321,23 @@ async fn chat(State(shared): State<Shared>, body: Bytes) -> Response {
     }
     if let Some(Fault::Status(status)) = behaviour.llm_fault {
         tokio::time::sleep(behaviour.llm_ttfb.min(Duration::from_millis(100))).await;
+        if status == 401 {
+            // As OpenAI-compatible servers do: the key sent, in the body.
+            let key = headers
+                .get(header::AUTHORIZATION)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.strip_prefix("Bearer "))
+                .unwrap_or("");
+            let body = format!(
+                "{{\"error\":{{\"message\":\"Incorrect API key provided: {key}. You can find your API key at https://platform.example/account/api-keys.\",\"type\":\"invalid_request_error\",\"code\":\"invalid_api_key\"}}}}"
+            );
+            return (
+                StatusCode::UNAUTHORIZED,
+                [(header::CONTENT_TYPE, "application/json")],
+                body,
+            )
+                .into_response();
+        }
         return error_response(status);
     }
     let mut chunks: Vec<Bytes> = Vec::new();
