@@ -41,20 +41,20 @@ impl Drop for CallHold {
 }
 
 impl Door {
-    /// The policy of `[sip.admission]`; `[sip] allow`'s sources and a
-    /// registrar or outbound proxy given by address are trusted; INVITEs
-    /// are for `[sip] users` and the registered extension.
-    pub fn new(sip: &SipConfig, metrics: Arc<Metrics>) -> Door {
+    /// The policy of `[sip.admission]`; `[sip] allow`'s sources and
+    /// `registrar` (the addresses of the registrar and outbound proxy, see
+    /// [`registrar_addresses`]) are trusted; INVITEs are for `[sip] users`
+    /// and the registered extension.
+    pub fn new(sip: &SipConfig, registrar: &[IpAddr], metrics: Arc<Metrics>) -> Door {
         let mut trusted = sip.allow.clone();
+        trusted.extend(
+            registrar
+                .iter()
+                .map(|ip| AllowedSource(ipnet::IpNet::from(*ip))),
+        );
         let mut users = sip.users.clone();
         if let Some(register) = &sip.register {
             users.push(register.username.clone());
-            for uri in std::iter::once(&register.registrar).chain(register.outbound_proxy.as_ref())
-            {
-                if let Some(ip) = uri_ip(uri) {
-                    trusted.push(AllowedSource(ipnet::IpNet::from(ip)));
-                }
-            }
         }
         let refused = Refusal::ALL
             .iter()
@@ -89,13 +89,17 @@ impl Door {
         Arc::new(move |ip| door.packet(ip))
     }
 
-    /// Told of each datagram too large for the stack (dropped by the
-    /// socket): counted.
-    pub fn oversize(self: &Arc<Self>) -> crate::sip::wire::OversizeHook {
+    /// Told of each datagram the socket kept from the stack (too large,
+    /// malformed): counted.
+    pub fn wire_refusals(self: &Arc<Self>) -> crate::sip::wire::RefusalHook {
         let door = self.clone();
-        Arc::new(move |_, _| {
+        Arc::new(move |_, why| {
+            let refusal = match why {
+                crate::sip::wire::WireRefusal::TooLarge => Refusal::TooLarge,
+                crate::sip::wire::WireRefusal::Malformed => Refusal::Malformed,
+            };
             let mut admission = door.lock();
-            door.report(&mut admission, Verdict::Refuse(Refusal::TooLarge));
+            door.report(&mut admission, Verdict::Refuse(refusal));
         })
     }
 
@@ -184,11 +188,39 @@ impl Door {
     }
 }
 
-/// The address of a `sip:` URI given by address (`sip:192.0.2.1:5060`).
-fn uri_ip(uri: &str) -> Option<IpAddr> {
-    let uri: rsipstack::sip::Uri = uri.parse().ok()?;
-    match uri.host_with_port.host {
-        rsipstack::sip::Host::IpAddr(ip) => Some(ip),
-        _ => None,
+/// The addresses of the registrar and the outbound proxy of
+/// `[sip.register]` (the PBX that sends us its calls): given by address, or
+/// looked up once at start (a name that does not resolve is logged, and
+/// the PBX is then held to the limits of any source unless listed in
+/// `trusted`).
+pub async fn registrar_addresses(sip: &SipConfig) -> Vec<IpAddr> {
+    let Some(register) = &sip.register else {
+        return Vec::new();
+    };
+    let mut addresses = Vec::new();
+    for uri in std::iter::once(&register.registrar).chain(register.outbound_proxy.as_ref()) {
+        let Ok(parsed) = uri.parse::<rsipstack::sip::Uri>() else {
+            continue;
+        };
+        let port = parsed
+            .host_with_port
+            .port
+            .map(|p| p.value())
+            .unwrap_or(5060);
+        match parsed.host_with_port.host {
+            rsipstack::sip::Host::IpAddr(ip) => addresses.push(ip),
+            rsipstack::sip::Host::Domain(name) => {
+                let name = name.to_string();
+                let lookup = tokio::net::lookup_host(format!("{name}:{port}"));
+                let found = tokio::time::timeout(std::time::Duration::from_secs(5), lookup).await;
+                match found {
+                    Ok(Ok(found)) => addresses.extend(found.map(|addr| addr.ip())),
+                    _ => {
+                        warn!(%name, "the registrar's name does not resolve: [sip.admission] does not trust it")
+                    }
+                }
+            }
+        }
     }
+    addresses
 }

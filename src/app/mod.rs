@@ -140,7 +140,8 @@ pub async fn run(
 
     let listen = config.sip.listen;
     let advertised = SocketAddr::new(config.sip.advertised_ip(), listen.port());
-    let admission = Arc::new(door::Door::new(&config.sip, metrics.clone()));
+    let registrar = door::registrar_addresses(&config.sip).await;
+    let admission = Arc::new(door::Door::new(&config.sip, &registrar, metrics.clone()));
     let SipEndpoint {
         endpoint,
         mut incoming,
@@ -149,7 +150,7 @@ pub async fn run(
     } = SipEndpoint::listen(
         &config.sip,
         Some(admission.gate()),
-        Some(admission.oversize()),
+        Some(admission.wire_refusals()),
     )
     .await?;
 
@@ -523,6 +524,22 @@ fn dispatch(server: &Arc<Server>, mut tx: Transaction) {
                 return;
             }
             Ok(_) => {}
+        }
+    }
+    // RFC 3261 §8.2.2.3: a request that requires an extension we do not
+    // support is 420 (an INVITE's is checked with its offer).
+    if !matches!(method, Method::Invite | Method::Ack | Method::Cancel) {
+        let unsupported = crate::sip::midcall::header_tokens(&tx.original, &["Require"])
+            .into_iter()
+            .filter(|tag| !tag.eq_ignore_ascii_case("timer"))
+            .collect::<Vec<_>>()
+            .join(", ");
+        if !unsupported.is_empty() {
+            return spawn_reply(
+                tx,
+                StatusCode::BadExtension,
+                vec![Header::Unsupported(unsupported.into())],
+            );
         }
     }
     match method {

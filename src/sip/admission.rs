@@ -50,11 +50,13 @@ pub enum Refusal {
     TooManySources,
     /// A datagram larger than the stack reads.
     TooLarge,
+    /// Not a valid SIP message.
+    Malformed,
 }
 
 impl Refusal {
     /// Every reason, in a fixed order (metrics are made for each).
-    pub const ALL: [Refusal; 9] = [
+    pub const ALL: [Refusal; 10] = [
         Refusal::RateLimited,
         Refusal::GlobalBudget,
         Refusal::Banned,
@@ -64,6 +66,7 @@ impl Refusal {
         Refusal::UnknownUser,
         Refusal::TooManySources,
         Refusal::TooLarge,
+        Refusal::Malformed,
     ];
 
     pub fn label(self) -> &'static str {
@@ -77,6 +80,7 @@ impl Refusal {
             Refusal::UnknownUser => "unknown_user",
             Refusal::TooManySources => "too_many_sources",
             Refusal::TooLarge => "too_large",
+            Refusal::Malformed => "malformed",
         }
     }
 }

@@ -116,6 +116,22 @@ impl Incoming {
             reply_and_linger(&mut self.tx, StatusCode::BadExtension, headers).await;
             return Err(Refused);
         }
+        // RFC 3261 §8.2.3: our answer carries SDP; a caller that does not
+        // accept it gets 406 (RFC 4475 `sdp01`).
+        let accept = midcall::header_tokens(&self.tx.original, &["Accept"]);
+        if !accept.is_empty()
+            && !accept.iter().any(|media| {
+                let media = media.split(';').next().unwrap_or("").trim();
+                ["application/sdp", "application/*", "*/*"]
+                    .iter()
+                    .any(|ok| media.eq_ignore_ascii_case(ok))
+            })
+        {
+            warn!(accept = %accept.join(", "), "INVITE does not accept SDP: 406");
+            let headers = vec![Header::Accept("application/sdp".into())];
+            reply_and_linger(&mut self.tx, StatusCode::NotAcceptable, headers).await;
+            return Err(Refused);
+        }
         match read_offer(&self.tx, &self.codecs) {
             Ok(offer) => self.offer = offer,
             Err(OfferError::ContentType(content_type)) => {

@@ -210,9 +210,13 @@ impl SessionDescription {
                     match (direction, media.last_mut()) {
                         (Some(d), Some(m)) => m.direction = d,
                         (Some(d), None) => session_direction = d,
+                        // An rtpmap we cannot read (no clock rate: `a=rtpmap:31
+                        // LPC`, RFC 4475 §3.1.1.3) says nothing we could use: its
+                        // format keeps its static meaning, or none.
                         (None, Some(m)) if name == "rtpmap" => {
-                            let rtpmap = parse_rtpmap(arg).ok_or(malformed("bad a=rtpmap"))?;
-                            m.rtpmaps.push(rtpmap);
+                            if let Some(rtpmap) = parse_rtpmap(arg) {
+                                m.rtpmaps.push(rtpmap);
+                            }
                         }
                         (None, Some(m)) if name == "rtcp-mux" => m.rtcp_mux = true,
                         _ => {}
