@@ -45,7 +45,7 @@ cargo fmt --all -- --check
 cargo clippy --all-targets -- -D warnings
 cargo test --all-targets
 echo "sav: whole suite in $(( $(date +%s) - start )) s"
-for report in target/pacing-report.txt target/hybrid-report.txt target/hybrid-slow-report.txt target/barge-in-report.txt target/flow-voice-report.txt target/metrics-report.txt target/sigterm-report.txt target/dispatcher-report.txt target/codecs-report.txt target/stt-stream-report.txt target/turn-end-report.txt target/echo-line-report.txt target/turn-words-report.txt target/echo-erle-report.txt target/sip-flood-report.txt target/unacked-invites-report.txt target/rfc4475-report.txt; do
+for report in target/pacing-report.txt target/hybrid-report.txt target/hybrid-slow-report.txt target/barge-in-report.txt target/flow-voice-report.txt target/metrics-report.txt target/sigterm-report.txt target/dispatcher-report.txt target/codecs-report.txt target/stt-stream-report.txt target/turn-end-report.txt target/echo-line-report.txt target/turn-words-report.txt target/echo-erle-report.txt target/sip-flood-report.txt target/unacked-invites-report.txt target/rfc4475-report.txt target/idle-tcp-report.txt; do
   if [ -f "$report" ]; then
     cat "$report"
   fi

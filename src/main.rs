@@ -301,6 +301,11 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             }
             let (cache, stale) = PhraseCache::load(&config.cache)?;
             println!("config ok");
+            if let Some(path) = &cli.config {
+                for warning in secrets_exposed(path, &config) {
+                    println!("  warning      {warning}");
+                }
+            }
             println!(
                 "  sip listen   {} ({:?})",
                 config.sip.listen, config.sip.transports
@@ -385,6 +390,45 @@ fn to_png(svg: &std::path::Path) -> Option<PathBuf> {
         }
     }
     None
+}
+
+/// Secrets the configuration file holds while every user may read it.
+fn secrets_exposed(path: &std::path::Path, config: &Config) -> Vec<String> {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let Ok(meta) = std::fs::metadata(path) else {
+            return Vec::new();
+        };
+        if meta.permissions().mode() & 0o004 == 0 {
+            return Vec::new();
+        }
+        let mut held = Vec::new();
+        if redact_password(&config.store.url) != config.store.url {
+            held.push("the [store] url's password");
+        }
+        if config
+            .crm
+            .webhook_url
+            .as_deref()
+            .is_some_and(|url| url.contains('?') || redact_password(url) != url)
+        {
+            held.push("a token in [crm] webhook_url");
+        }
+        held.into_iter()
+            .map(|secret| {
+                format!(
+                    "{} holds {secret} and every user may read it: chmod o-r it, or move the secret out of it",
+                    path.display()
+                )
+            })
+            .collect()
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = (path, config);
+        Vec::new()
+    }
 }
 
 /// A store URL with its password (if any) hidden, for printing.

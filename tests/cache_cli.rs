@@ -236,3 +236,36 @@ fn a_phrase_file_that_is_not_the_layout_is_reported_unreadable_and_refused() {
     let err = sav::cache::PhraseCache::load(&config).unwrap_err();
     assert!(err.to_string().contains("goodbye: unreadable"), "{err}");
 }
+
+/// A configuration file that holds a password and that every user may read
+/// is pointed out by `check-config` (without printing the password); once
+/// only its owner and group may read it, nothing is said.
+#[test]
+#[cfg(unix)]
+fn check_config_warns_of_a_secret_in_a_world_readable_file() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = workdir("config_secret");
+    let path = dir.join("sav.toml");
+    let toml = sav_toml(Ports::slot(44)).replace(
+        "url = \"sqlite://sav.db\"",
+        "url = \"postgres://sav:hunter2-secret@127.0.0.1:5432/sav\"",
+    );
+    assert!(
+        toml.contains("hunter2-secret"),
+        "the store url line changed"
+    );
+    std::fs::write(&path, toml).unwrap();
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let out = text(&sav(&path, &["check-config"]));
+    assert!(
+        out.contains("warning") && out.contains("[store] url's password"),
+        "{out}"
+    );
+    assert!(!out.contains("hunter2"), "{out}");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o640)).unwrap();
+    let out = text(&sav(&path, &["check-config"]));
+    assert!(
+        out.contains("config ok") && !out.contains("warning"),
+        "{out}"
+    );
+}

@@ -220,3 +220,95 @@ fn two_hundred_unacked_invites_from_one_source_leave_the_door_open() {
         "RSS {before} KiB before, {after} KiB after"
     );
 }
+
+/// Open file descriptors of `pid`.
+fn fds(pid: u32) -> usize {
+    std::fs::read_dir(format!("/proc/{pid}/fd"))
+        .map(|d| d.count())
+        .unwrap_or(0)
+}
+
+/// Room for `wanted` descriptors in this process (the soft limit raised
+/// toward the hard one).
+fn raise_fd_limit(wanted: u64) {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit only read and write `limit`.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < wanted {
+            limit.rlim_cur = wanted.min(limit.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}
+
+/// 2,000 TCP connections from one untrusted source that never send a byte:
+/// its bucket lets a few in, the rest are closed at once and counted; UDP
+/// SIP is answered all along; the ones let in are closed at the idle bound
+/// and sav's descriptors come back to what they were.
+#[test]
+fn two_thousand_idle_tcp_connections_neither_stop_udp_nor_stay() {
+    raise_fd_limit(8192);
+    let dir = workdir("public_port_tcp");
+    let ports = Ports::slot(43);
+    let sav = Sav::start(&dir, ports, |c| {
+        c.replace("tcp_idle_secs = 300", "tcp_idle_secs = 3")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let before = fds(sav.pid());
+    let target: std::net::SocketAddr = format!("127.0.0.1:{}", ports.sip).parse().unwrap();
+    let from: std::net::SocketAddr = "127.0.0.2:0".parse().unwrap();
+    let mut held = Vec::new();
+    let mut failed = 0;
+    for _ in 0..2_000 {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("a socket");
+        socket.bind(&from.into()).expect("bind 127.0.0.2");
+        match socket.connect_timeout(&target.into(), Duration::from_secs(2)) {
+            Ok(()) => held.push(std::net::TcpStream::from(socket)),
+            Err(_) => failed += 1,
+        }
+    }
+    let during = fds(sav.pid());
+    // UDP SIP meanwhile.
+    let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let port = udp.local_addr().unwrap().port();
+    let options = support::raw_uac::options_text("127.0.0.1", port, ports.sip, 1, None);
+    udp.send_to(options.as_bytes(), ("127.0.0.1", ports.sip))
+        .unwrap();
+    let answered = support::raw_uac::recv_until(&udp, Duration::from_secs(2), |m| {
+        m.starts_with("SIP/2.0 200")
+    });
+    // Past the idle bound, every connection is closed by sav.
+    std::thread::sleep(Duration::from_secs(5));
+    let after = fds(sav.pid());
+    let mut open = 0;
+    for stream in &mut held {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(1)))
+            .unwrap();
+        let mut byte = [0u8; 1];
+        match std::io::Read::read(stream, &mut byte) {
+            Ok(0) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            _ => open += 1,
+        }
+    }
+    let (_, metrics) = http_get(ports.metrics, "/metrics").expect("/metrics");
+    let refused = counter(&metrics, "sav_sip_refused_total", "reason=\"rate_limited\"")
+        + counter(&metrics, "sav_sip_refused_total", "reason=\"banned\"");
+    let report = format!(
+        "idle TCP: 2,000 connections from one source ({failed} not made), {refused} refused and counted; sav's descriptors {before} before, {during} with them open, {after} after the idle bound; {open} still open on our side\n"
+    );
+    print!("{report}");
+    let _ = std::fs::write(
+        std::path::Path::new(REPO).join("target/idle-tcp-report.txt"),
+        &report,
+    );
+    assert!(answered.is_some(), "UDP SIP not answered: {report}");
+    assert!(refused >= 1_500, "{report}");
+    assert_eq!(open, 0, "{report}");
+    assert!(after <= before + 2, "{report}");
+}

@@ -1067,10 +1067,13 @@ fn every_torture_message_gets_the_treatment_rfc_4475_expects() {
     let mut report = String::new();
     let mut wrong = Vec::new();
     let mut earlier: Vec<String> = Vec::new();
+    // The messages as sent, also seeds for the SIP fuzz target.
+    let seeds = std::path::Path::new(REPO).join("target/rfc4475");
+    let _ = std::fs::create_dir_all(&seeds);
     for (n, case) in CASES.iter().enumerate() {
-        socket
-            .send_to(&wire_message(case, &via), ("127.0.0.1", ports.sip))
-            .unwrap();
+        let message = wire_message(case, &via);
+        let _ = std::fs::write(seeds.join(format!("{}.sip", case.name)), &message);
+        socket.send_to(&message, ("127.0.0.1", ports.sip)).unwrap();
         // Answers to this message only: a call an earlier message opened
         // may still be sending its 200 (never ACKed here).
         let wait = match case.expect {

@@ -25,7 +25,10 @@ use crate::timeline::CallTrace;
 pub async fn handle_invite(server: Arc<Server>, tx: Transaction, hold: Option<CallHold>) {
     // Checked when the configuration loaded: never the default here.
     let codecs = server.config.media.codec_choice().unwrap_or_default();
-    let incoming = Incoming::new(tx, codecs);
+    let mut incoming = Incoming::new(tx, codecs);
+    // A source the admission holds to its limits is not sent a BYE for a
+    // 200 it never ACKed.
+    incoming.bye_if_unacked = hold.is_none();
     let span = info_span!("call", call_id = %incoming.call_id);
     answer(server, incoming).instrument(span).await;
     drop(hold);

@@ -21,6 +21,10 @@ use crate::sip::respond::spawn_reply;
 /// The door of the SIP port.
 pub struct Door {
     admission: Mutex<Admission>,
+    /// The source of the datagram the UDP socket has just let in: the
+    /// transport's gate, which judges it again, lets it through once
+    /// without taking a second token.
+    passed: Mutex<Option<IpAddr>>,
     metrics: Arc<Metrics>,
     /// One counter per [`Refusal::ALL`], made at start (all exported at 0).
     refused: Vec<Counter>,
@@ -72,6 +76,7 @@ impl Door {
                 users,
                 Instant::now(),
             )),
+            passed: Mutex::new(None),
             metrics,
             refused,
             answer: sip.admission.refusal_answer,
@@ -83,23 +88,50 @@ impl Door {
         self.admission.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// The gate of the transport layer.
+    /// The gate of the transport layer: each new TCP/TLS connection, and
+    /// each datagram (which the UDP socket's gate judged already).
     pub fn gate(self: &Arc<Self>) -> PacketGate {
         let door = self.clone();
-        Arc::new(move |ip| door.packet(ip))
+        Arc::new(move |ip| {
+            let mut passed = door.passed.lock().unwrap_or_else(|e| e.into_inner());
+            if *passed == Some(ip) {
+                *passed = None;
+                return true;
+            }
+            drop(passed);
+            door.packet(ip)
+        })
+    }
+
+    /// The UDP socket's gate: every datagram, before the socket answers a
+    /// malformed one itself (a banned or flooding source gets nothing).
+    pub fn udp_gate(self: &Arc<Self>) -> PacketGate {
+        let door = self.clone();
+        Arc::new(move |ip| {
+            let admitted = door.packet(ip);
+            if admitted {
+                *door.passed.lock().unwrap_or_else(|e| e.into_inner()) = Some(ip);
+            }
+            admitted
+        })
     }
 
     /// Told of each datagram the socket kept from the stack (too large,
     /// malformed): counted.
     pub fn wire_refusals(self: &Arc<Self>) -> crate::sip::wire::RefusalHook {
         let door = self.clone();
-        Arc::new(move |_, why| {
-            let refusal = match why {
-                crate::sip::wire::WireRefusal::TooLarge => Refusal::TooLarge,
-                crate::sip::wire::WireRefusal::Malformed => Refusal::Malformed,
-            };
+        Arc::new(move |source, why| {
             let mut admission = door.lock();
-            door.report(&mut admission, Verdict::Refuse(refusal));
+            let verdict = match why {
+                crate::sip::wire::WireRefusal::TooLarge => Verdict::Refuse(Refusal::TooLarge),
+                // Counted toward the source's ban, as going over its limits.
+                crate::sip::wire::WireRefusal::Malformed => {
+                    admission.handle_malformed(Instant::now(), source.ip())
+                }
+            };
+            // The datagram never reaches the stack: no pass left for it.
+            *door.passed.lock().unwrap_or_else(|e| e.into_inner()) = None;
+            door.report(&mut admission, verdict);
         })
     }
 

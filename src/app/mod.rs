@@ -150,6 +150,7 @@ pub async fn run(
     } = SipEndpoint::listen(
         &config.sip,
         Some(admission.gate()),
+        Some(admission.udp_gate()),
         Some(admission.wire_refusals()),
     )
     .await?;

@@ -29,6 +29,24 @@ pub const MAX_SOURCES: usize = 16_384;
 /// going over its limits for this long.
 const REFUSALS_FORGOTTEN_AFTER: Duration = Duration::from_secs(60);
 
+/// How often, at most, a full table is swept for sources to forget.
+const SWEEP_EVERY: Duration = Duration::from_secs(1);
+
+/// The key a source is judged by: its IPv4 address, or its IPv6 /64 (a
+/// host holds a whole /64 and could change address within it at will).
+pub fn source_key(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V4(_) => ip,
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => IpAddr::V4(v4),
+            None => {
+                let s = v6.segments();
+                IpAddr::V6(std::net::Ipv6Addr::new(s[0], s[1], s[2], s[3], 0, 0, 0, 0))
+            }
+        },
+    }
+}
+
 /// Why a request was not let in (a metric label each).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Refusal {
@@ -171,6 +189,8 @@ pub struct Admission {
     /// Sources banned since the shell last looked (at most
     /// [`MAX_BAN_NEWS`]; the rest are only counted).
     banned: Vec<IpAddr>,
+    /// When the full table was last swept.
+    swept: Option<Instant>,
 }
 
 /// New bans kept for the shell to report.
@@ -213,6 +233,7 @@ impl Admission {
             global,
             bans: 0,
             banned: Vec::new(),
+            swept: None,
         }
     }
 
@@ -239,7 +260,7 @@ impl Admission {
     /// Whether `ip` is banned at `now`.
     pub fn is_banned(&self, ip: IpAddr, now: Instant) -> bool {
         self.sources
-            .get(&ip)
+            .get(&source_key(ip))
             .and_then(|s| s.banned_until)
             .is_some_and(|until| now < until)
     }
@@ -249,6 +270,7 @@ impl Admission {
         if self.is_trusted(ip) {
             return Verdict::Admit;
         }
+        let ip = source_key(ip);
         let config = self.config;
         if let Some(source) = self.sources.get_mut(&ip) {
             if let Some(until) = source.banned_until {
@@ -280,11 +302,8 @@ impl Admission {
         {
             return Verdict::Refuse(Refusal::GlobalBudget);
         }
-        if self.sources.len() >= MAX_SOURCES {
-            self.forget_idle(now);
-            if self.sources.len() >= MAX_SOURCES {
-                return Verdict::Refuse(Refusal::TooManySources);
-            }
+        if self.sources.len() >= MAX_SOURCES && !self.make_room(now) {
+            return Verdict::Refuse(Refusal::TooManySources);
         }
         let mut requests = Bucket::full(config.source_burst, now);
         requests.tokens -= 1.0;
@@ -315,6 +334,12 @@ impl Admission {
         if self.is_trusted(ip) {
             return Verdict::Admit;
         }
+        let ip = source_key(ip);
+        // Banned since its packet or connection was let in (a TCP
+        // connection is judged once).
+        if self.is_banned(ip, now) {
+            return Verdict::Refuse(Refusal::Banned);
+        }
         if user_agent.is_some_and(|agent| self.is_scanner(agent)) {
             self.ban(ip, now);
             return Verdict::Refuse(Refusal::Scanner);
@@ -331,8 +356,10 @@ impl Admission {
                 refused => refused,
             };
         };
+        // Busy, not abuse: not counted toward a ban (a UA retransmits its
+        // INVITE, and an office behind one address may be at its share).
         if source.calls >= config.calls_per_source {
-            return self.refused(ip, now, Refusal::CallsPerSource);
+            return Verdict::Refuse(Refusal::CallsPerSource);
         }
         if !source
             .invites
@@ -355,6 +382,10 @@ impl Admission {
         if self.is_trusted(ip) {
             return Verdict::Admit;
         }
+        let ip = source_key(ip);
+        if self.is_banned(ip, now) {
+            return Verdict::Refuse(Refusal::Banned);
+        }
         if user_agent.is_some_and(|agent| self.is_scanner(agent)) {
             self.ban(ip, now);
             return Verdict::Refuse(Refusal::Scanner);
@@ -362,10 +393,18 @@ impl Admission {
         Verdict::Admit
     }
 
+    /// A datagram from `ip` that is no SIP message: counted toward a ban.
+    pub fn handle_malformed(&mut self, now: Instant, ip: IpAddr) -> Verdict {
+        if self.is_trusted(ip) {
+            return Verdict::Refuse(Refusal::Malformed);
+        }
+        self.refused(source_key(ip), now, Refusal::Malformed)
+    }
+
     /// A call admitted by [`Self::handle_invite`] ended (or was never
     /// answered).
     pub fn call_ended(&mut self, ip: IpAddr) {
-        if let Some(source) = self.sources.get_mut(&ip) {
+        if let Some(source) = self.sources.get_mut(&source_key(ip)) {
             source.calls = source.calls.saturating_sub(1);
         }
     }
@@ -419,6 +458,36 @@ impl Admission {
         }
         source.banned_until = Some(until);
         source.refusals = 0;
+    }
+
+    /// Room for one more source in a full table: the sources that hold
+    /// nothing are forgotten (at most once a second), else the ban that
+    /// ends first makes way (a flood of forged scanners cannot keep every
+    /// new caller out); whether there is room now.
+    fn make_room(&mut self, now: Instant) -> bool {
+        if self
+            .swept
+            .is_none_or(|at| now.saturating_duration_since(at) >= SWEEP_EVERY)
+        {
+            self.swept = Some(now);
+            self.forget_idle(now);
+        }
+        if self.sources.len() < MAX_SOURCES {
+            return true;
+        }
+        let soonest = self
+            .sources
+            .iter()
+            .filter(|(_, s)| s.calls == 0)
+            .min_by_key(|(_, s)| s.banned_until)
+            .map(|(ip, _)| *ip);
+        match soonest {
+            Some(ip) => {
+                self.sources.remove(&ip);
+                true
+            }
+            None => false,
+        }
     }
 
     /// Forgets the sources that hold nothing: not banned, no call, both
@@ -591,6 +660,38 @@ mod tests {
             admission.handle_invite(t0, caller, Some("Linphone/5"), "1001"),
             Verdict::Admit
         );
+    }
+
+    #[test]
+    fn forged_scanners_filling_the_table_do_not_keep_a_caller_out() {
+        let t0 = Instant::now();
+        let mut config = config();
+        config.global_rate = 1e9;
+        config.global_burst = u32::MAX;
+        let mut admission = Admission::new(config, &[], Vec::new(), t0);
+        for n in 0..(MAX_SOURCES as u32 + 10) {
+            let forged = IpAddr::from(std::net::Ipv4Addr::from(0x0A00_0000 + n));
+            admission.handle_packet(t0, forged);
+            admission.handle_request(t0, forged, Some("friendly-scanner"));
+        }
+        assert!(admission.tracked() <= MAX_SOURCES);
+        assert_eq!(admission.handle_packet(t0, ip("192.0.2.9")), Verdict::Admit);
+    }
+
+    #[test]
+    fn an_ipv6_host_is_one_source_whatever_address_of_its_64_it_takes() {
+        let t0 = Instant::now();
+        let mut admission = Admission::new(config(), &[], Vec::new(), t0);
+        let admitted = (0..100u16)
+            .filter(|n| {
+                let hopping =
+                    IpAddr::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 2, *n, 7, 7, *n));
+                admission.handle_packet(t0, hopping) == Verdict::Admit
+            })
+            .count();
+        assert_eq!(admitted, 20);
+        let neighbour = IpAddr::from(std::net::Ipv6Addr::new(0x2001, 0xdb8, 1, 3, 0, 0, 0, 1));
+        assert_eq!(admission.handle_packet(t0, neighbour), Verdict::Admit);
     }
 
     #[test]

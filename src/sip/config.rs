@@ -189,8 +189,10 @@ fn default_refusal_answer() -> RefusalAnswer {
 fn default_options_policy() -> OptionsPolicy {
     OptionsPolicy::Everyone
 }
+/// Above the refresh of a registration over TCP/TLS at the default expiry
+/// (85 % of 300 s): our own flow to the registrar stays open.
 fn default_tcp_idle_secs() -> u64 {
-    60
+    300
 }
 
 /// `[sip.tls]`: where SIP over TLS listens and with which certificate.

@@ -49,12 +49,13 @@ pub struct SipEndpoint {
 impl SipEndpoint {
     /// Listens on every transport of `[sip]`; a port that cannot be bound
     /// is an error here (not a log line later). `gate` judges every
-    /// datagram and connection first; `refused` is told of each datagram
+    /// connection and, after `udp_gate`, every datagram first; `refused` is told of each datagram
     /// the socket keeps from the stack (too large, malformed); idle TCP/TLS connections are closed after
     /// `[sip] tcp_idle_secs`.
     pub async fn listen(
         sip: &SipConfig,
         gate: Option<PacketGate>,
+        udp_gate: Option<PacketGate>,
         refused: Option<crate::sip::wire::RefusalHook>,
     ) -> Result<SipEndpoint, EndpointError> {
         let cancel = CancellationToken::new();
@@ -85,7 +86,11 @@ impl SipEndpoint {
             let connection: Result<SipConnection, rsipstack::Error> = match transport {
                 Transport::Udp => {
                     let socket = bind_udp(listen).map_err(|e| failed(e.into()))?;
-                    let socket = crate::sip::wire::SipUdpSocket::new(socket, refused.clone());
+                    let socket = crate::sip::wire::SipUdpSocket::new(
+                        socket,
+                        udp_gate.clone(),
+                        refused.clone(),
+                    );
                     UdpConnection::from_socket(
                         std::sync::Arc::new(socket),
                         external,

@@ -38,6 +38,10 @@ pub struct Incoming {
     peer_allows_update: bool,
     /// The codecs the call may use.
     codecs: CodecChoice,
+    /// A 200 never ACKed ends with our BYE (RFC 3261 §13.3.1.4), not in
+    /// silence: for sources we trust (a forged one would only get more of
+    /// our messages).
+    pub bye_if_unacked: bool,
 }
 
 /// The INVITE was answered with a failure; nothing more to do.
@@ -73,6 +77,7 @@ impl Incoming {
             timer,
             peer_allows_update,
             codecs,
+            bye_if_unacked: false,
         }
     }
 
@@ -272,6 +277,7 @@ impl Incoming {
             answer_in_ack: false,
             transferred: false,
             codecs: self.codecs,
+            bye_if_unacked: self.bye_if_unacked,
         };
         let task = tokio::spawn(
             session

@@ -180,6 +180,9 @@ pub(crate) struct Session {
     pub(crate) transferred: bool,
     /// The codecs this call may use (re-offers are answered by it too).
     pub(crate) codecs: CodecChoice,
+    /// A 200 never ACKed ends with our BYE (a trusted source), or in
+    /// silence.
+    pub(crate) bye_if_unacked: bool,
 }
 
 impl Session {
@@ -253,10 +256,11 @@ impl Session {
                     continue;
                 }
                 _ = crate::time::sleep_until_opt(ack_by) => {
-                    // No BYE: the caller never confirmed the call, and a
-                    // forged source would only get more of our messages.
-                    warn!(wait_s = ACK_WAIT.as_secs(), "no ACK for our 200: call dropped");
-                    return Err(Ending::Remote);
+                    warn!(wait_s = ACK_WAIT.as_secs(), bye = self.bye_if_unacked, "no ACK for our 200: call dropped");
+                    // RFC 3261 §13.3.1.4 ends it with a BYE; to an untrusted
+                    // source, silence: a forged one would only get more of
+                    // our messages.
+                    return Err(if self.bye_if_unacked { Ending::Local } else { Ending::Remote });
                 }
                 command = commands.recv() => match command {
                     Some(LegCommand::Transfer(_) | LegCommand::Answer) => continue,

@@ -38,15 +38,23 @@ pub struct SipUdpSocket {
     /// Our own buffer: the stack's is 8 KB, and the kernel would cut a
     /// larger datagram to it silently.
     buf: tokio::sync::Mutex<Box<[u8]>>,
+    /// Judges each datagram's source before anything else (a banned or
+    /// flooding source is answered nothing, not even a 400).
+    gate: Option<crate::sip::endpoint::PacketGate>,
     refused: Option<RefusalHook>,
     oversized: AtomicU64,
     malformed: AtomicU64,
 }
 
 impl SipUdpSocket {
-    pub fn new(socket: tokio::net::UdpSocket, refused: Option<RefusalHook>) -> Self {
+    pub fn new(
+        socket: tokio::net::UdpSocket,
+        gate: Option<crate::sip::endpoint::PacketGate>,
+        refused: Option<RefusalHook>,
+    ) -> Self {
         Self {
             socket,
+            gate,
             buf: tokio::sync::Mutex::new(vec![0u8; MAX_DATAGRAM].into_boxed_slice()),
             refused,
             oversized: AtomicU64::new(0),
@@ -77,6 +85,9 @@ impl StackSocket for SipUdpSocket {
         let mut buf = self.buf.lock().await;
         loop {
             let (len, source) = self.socket.recv_from(&mut buf[..]).await?;
+            if self.gate.as_ref().is_some_and(|gate| !gate(source.ip())) {
+                continue;
+            }
             if len > out.len() {
                 let count = self.oversized.fetch_add(1, Ordering::Relaxed) + 1;
                 if count <= 3 || count.is_multiple_of(100) {
@@ -271,17 +282,29 @@ pub fn precheck(datagram: &[u8]) -> Precheck {
     }
     let fields: Vec<&str> = start.split(' ').collect();
     if fields.len() != 3 || fields.iter().any(|f| f.is_empty()) {
-        return Precheck::Reply(400, "Malformed Request-Line");
+        return if start.starts_with("ACK ") {
+            Precheck::Drop("malformed ACK")
+        } else {
+            Precheck::Reply(400, "Malformed Request-Line")
+        };
     }
     let (method, uri, version) = (fields[0], fields[1], fields[2]);
+    // An ACK is never answered (RFC 3261 §17.2.1): a bad one is dropped.
+    let refuse = |status: u16, why: &'static str| {
+        if method == "ACK" {
+            Precheck::Drop(why)
+        } else {
+            Precheck::Reply(status, why)
+        }
+    };
     if !version.eq_ignore_ascii_case("SIP/2.0") {
-        return Precheck::Reply(505, "Version Not Supported");
+        return refuse(505, "Version Not Supported");
     }
     // Headers in the Request-URI (after its host: `?` is allowed in the
     // user part) have no meaning there (RFC 3261 §19.1.5).
     let host_part = uri.rsplit_once('@').map_or(uri, |(_, host)| host);
     if host_part.contains('?') {
-        return Precheck::Reply(400, "Headers In Request-URI");
+        return refuse(400, "Headers In Request-URI");
     }
     match uri.split_once(':') {
         Some((scheme, _))
@@ -294,15 +317,15 @@ pub fn precheck(datagram: &[u8]) -> Precheck {
                     .chars()
                     .all(|c| c.is_ascii_alphanumeric() || "+-.".contains(c)) =>
         {
-            return Precheck::Reply(416, "Unsupported URI Scheme");
+            return refuse(416, "Unsupported URI Scheme");
         }
-        _ => return Precheck::Reply(400, "Malformed Request-URI"),
+        _ => return refuse(400, "Malformed Request-URI"),
     }
     for name in ["from", "to", "call-id", "cseq"] {
         match count(name) {
-            0 => return Precheck::Reply(400, "Missing Mandatory Header"),
+            0 => return refuse(400, "Missing Mandatory Header"),
             1 => {}
-            _ => return Precheck::Reply(400, "Header Repeated"),
+            _ => return refuse(400, "Header Repeated"),
         }
     }
     let lengths: Vec<&str> = named
@@ -311,13 +334,13 @@ pub fn precheck(datagram: &[u8]) -> Precheck {
         .map(|(_, v)| *v)
         .collect();
     if lengths.len() > 1 {
-        return Precheck::Reply(400, "Multiple Content-Length");
+        return refuse(400, "Multiple Content-Length");
     }
     if let Some(length) = lengths.first() {
         match length.parse::<usize>() {
             Ok(length) if length <= body.len() => {}
-            Ok(_) => return Precheck::Reply(400, "Content-Length Past The Message"),
-            Err(_) => return Precheck::Reply(400, "Bad Content-Length"),
+            Ok(_) => return refuse(400, "Content-Length Past The Message"),
+            Err(_) => return refuse(400, "Bad Content-Length"),
         }
     }
     let cseq = value("cseq").unwrap_or("");
@@ -327,42 +350,44 @@ pub fn precheck(datagram: &[u8]) -> Precheck {
         cseq_parts.next(),
         cseq_parts.next(),
     ) {
-        (Some(Ok(number)), Some(cseq_method), None) if number < 1 << 31 => {
+        // Any 32-bit number: only a dialog's first request starts under
+        // 2^31, and its CSeq grows from there.
+        (Some(Ok(_)), Some(cseq_method), None) => {
             if cseq_method != method {
-                return Precheck::Reply(400, "CSeq Method Mismatch");
+                return refuse(400, "CSeq Method Mismatch");
             }
         }
-        _ => return Precheck::Reply(400, "Bad CSeq"),
+        _ => return refuse(400, "Bad CSeq"),
     }
     if let Some(hops) = value("max-forwards") {
         if !matches!(hops.parse::<u32>(), Ok(0..=255)) {
-            return Precheck::Reply(400, "Bad Max-Forwards");
+            return refuse(400, "Bad Max-Forwards");
         }
     }
     if let Some(expires) = value("expires") {
         if expires.parse::<u32>().is_err() {
-            return Precheck::Reply(400, "Bad Expires");
+            return refuse(400, "Bad Expires");
         }
     }
     if named
         .iter()
         .any(|(name, value)| NAME_ADDRS.contains(&name.as_str()) && quote_left_open(value))
     {
-        return Precheck::Reply(400, "Unterminated Quoted String");
+        return refuse(400, "Unterminated Quoted String");
     }
     for (name, value) in &named {
         match name.as_str() {
             "from" | "to" | "contact" if !name_addr_ok(value) => {
-                return Precheck::Reply(400, "Malformed Name-Addr");
+                return refuse(400, "Malformed Name-Addr");
             }
             "via" if value.contains(";;") || value.contains(",,") => {
-                return Precheck::Reply(400, "Empty Via Parameter");
+                return refuse(400, "Empty Via Parameter");
             }
             _ => {}
         }
     }
     if !KNOWN_METHODS.contains(&method) {
-        return Precheck::Reply(501, "Not Implemented");
+        return refuse(501, "Not Implemented");
     }
     Precheck::Pass
 }
@@ -528,7 +553,7 @@ pub fn stateless_response(request: &[u8], status: u16, reason: &str, to_tag: &st
                 "via" | "from" | "call-id" | "cseq" => {
                     out.push_str(&format!("{}: {value}\r\n", canonical(&name)));
                 }
-                "to" if value.contains(";tag=") || value.contains("; tag") => {
+                "to" if tighten(value, false).to_ascii_lowercase().contains(";tag=") => {
                     out.push_str(&format!("To: {value}\r\n"));
                 }
                 "to" => out.push_str(&format!("To: {value};tag={to_tag}\r\n")),
@@ -756,6 +781,12 @@ mod tests {
                 other => panic!("{other:?} for {message}, expected {expected:?}"),
             }
         }
+        // An ACK is never answered, however wrong; a CSeq past 2^31 is a
+        // dialog's later request, fine.
+        let ack = base("ACK sip:b@x SIP/2.0", "").replace("1 OPTIONS", "1 INVITE");
+        assert!(matches!(precheck(ack.as_bytes()), Precheck::Drop(_)));
+        let late = ok.replace("CSeq: 1 OPTIONS", "CSeq: 4000000000 OPTIONS");
+        assert_eq!(precheck(late.as_bytes()), Precheck::Pass);
         let negative = ok.replace("Content-Length: 0", "Content-Length: -999");
         assert!(matches!(
             precheck(negative.as_bytes()),
