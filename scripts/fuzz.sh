@@ -37,7 +37,7 @@ for target in "${targets[@]}"; do
     outcome="CRASH (see target/fuzz-$target.log and fuzz/artifacts/$target/)"
     failed=1
   fi
-  runs=$(grep -oE '#[0-9]+' "target/fuzz-$target.log" | tail -1 | tr -d '#')
+  runs=$(grep -oE 'Done [0-9]+ runs' "target/fuzz-$target.log" | grep -oE '[0-9]+' | tail -1 || true)
   echo "$target: $(( $(date +%s) - start )) s, ${runs:-0} runs, corpus $(ls "$corpus" | wc -l) inputs, $outcome" | tee -a "$report"
 done
 exit $failed
