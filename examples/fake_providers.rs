@@ -6,13 +6,17 @@
 //! Then point `[llm] base_url` and `[stt] base_url` at
 //! `http://127.0.0.1:<port>/v1` and `[tts] base_url` at
 //! `http://127.0.0.1:<port>`.
+//!
+//! Faults are switched on and off by lines on stdin (`scripts/chaos.py`):
+//! `llm 500`, `llm stall`, `llm ok`, `tts 500`, `tts stall`, `tts ok`,
+//! `stt 500`, `stt ok`.
 
 #[path = "../tests/support/fake_providers.rs"]
 mod fake_providers;
 
 use std::time::Duration;
 
-use fake_providers::{FakeBehaviour, FakeProviders};
+use fake_providers::{FakeBehaviour, FakeProviders, Fault};
 
 fn main() {
     let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>().ok());
@@ -31,7 +35,28 @@ fn main() {
         "fake providers on {} (LLM TTFB {llm_ttfb} ms, TTS TTFB {tts_ttfb} ms); Ctrl-C to stop",
         fake.base_url()
     );
+    let mut line = String::new();
     loop {
-        std::thread::sleep(Duration::from_secs(3600));
+        line.clear();
+        match std::io::stdin().read_line(&mut line) {
+            // No stdin (or it closed): serve on as set.
+            Ok(0) | Err(_) => std::thread::sleep(Duration::from_secs(3600)),
+            Ok(_) => {
+                let words: Vec<&str> = line.split_whitespace().collect();
+                let fault = match words.get(1).copied() {
+                    Some("ok") => None,
+                    Some("stall") => Some(Fault::StallAfter(2)),
+                    Some(code) => code.parse().ok().map(Fault::Status),
+                    None => continue,
+                };
+                match words.first().copied() {
+                    Some("llm") => fake.set(|b| b.llm_fault = fault),
+                    Some("tts") => fake.set(|b| b.tts_fault = fault),
+                    Some("stt") => fake.set(|b| b.stt_fault = fault),
+                    _ => eprintln!("unknown command: {}", line.trim()),
+                }
+                eprintln!("fault now: {}", line.trim());
+            }
+        }
     }
 }
