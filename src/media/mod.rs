@@ -34,6 +34,7 @@ pub mod resample;
 pub mod rtcp;
 pub mod rtp;
 pub mod sent_audio;
+pub mod srtp;
 pub mod stats;
 pub mod vad;
 pub mod wav;

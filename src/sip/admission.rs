@@ -334,16 +334,11 @@ impl Admission {
         if self.is_trusted(ip) {
             return Verdict::Admit;
         }
+        // A ban and a scanner's user agent first, as for any request.
+        if let refused @ Verdict::Refuse(_) = self.handle_request(now, ip, user_agent) {
+            return refused;
+        }
         let ip = source_key(ip);
-        // Banned since its packet or connection was let in (a TCP
-        // connection is judged once).
-        if self.is_banned(ip, now) {
-            return Verdict::Refuse(Refusal::Banned);
-        }
-        if user_agent.is_some_and(|agent| self.is_scanner(agent)) {
-            self.ban(ip, now);
-            return Verdict::Refuse(Refusal::Scanner);
-        }
         if !self.users.is_empty() && !self.users.iter().any(|u| u.eq_ignore_ascii_case(user)) {
             return self.refused(ip, now, Refusal::UnknownUser);
         }
@@ -371,8 +366,9 @@ impl Admission {
         Verdict::Admit
     }
 
-    /// Any other request from `ip` once parsed (OPTIONS, REGISTER...): only
-    /// its user agent is judged here.
+    /// Any request from `ip` once parsed: a ban since its packet or
+    /// connection was let in (a TCP connection is judged once), and its
+    /// user agent.
     pub fn handle_request(
         &mut self,
         now: Instant,

@@ -87,6 +87,107 @@ pub struct MediaDescription {
     pub direction: Direction,
     /// `a=rtcp-mux`: RTCP on the RTP port (RFC 5761).
     pub rtcp_mux: bool,
+    /// `a=crypto` (SDES, RFC 4568) lines we could read, in the offer's
+    /// order of preference.
+    pub crypto: Vec<Crypto>,
+}
+
+/// One `a=crypto` line (RFC 4568 §9.1) with a suite we know and one inline
+/// key (no MKI, no lifetime shorter than a call).
+#[derive(Clone, PartialEq, Eq)]
+pub struct Crypto {
+    pub tag: u32,
+    pub suite: crate::media::srtp::Suite,
+    pub key: [u8; crate::media::srtp::MASTER_KEY_LEN],
+    pub salt: [u8; crate::media::srtp::MASTER_SALT_LEN],
+}
+
+impl std::fmt::Debug for Crypto {
+    // The key never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Crypto")
+            .field("tag", &self.tag)
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Crypto {
+    /// A new key of ours for `suite`, from the operating system's generator.
+    pub fn ours(tag: u32, suite: crate::media::srtp::Suite) -> Crypto {
+        let mut material = [0u8; 30];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut material);
+        let mut key = [0u8; 16];
+        let mut salt = [0u8; 14];
+        key.copy_from_slice(&material[..16]);
+        salt.copy_from_slice(&material[16..]);
+        Crypto {
+            tag,
+            suite,
+            key,
+            salt,
+        }
+    }
+
+    /// The attribute's value: `1 AES_CM_128_HMAC_SHA1_80 inline:<base64>`.
+    pub fn attribute(&self) -> String {
+        use base64::Engine;
+        let mut material = [0u8; 30];
+        material[..16].copy_from_slice(&self.key);
+        material[16..].copy_from_slice(&self.salt);
+        format!(
+            "{} {} inline:{}",
+            self.tag,
+            self.suite.name(),
+            base64::engine::general_purpose::STANDARD.encode(material)
+        )
+    }
+
+    /// An `a=crypto` value; `None` for a suite we do not know, a key that is
+    /// not 30 octets, several keys or an MKI (which we do not do), or a
+    /// lifetime under 2^31 packets (a call never reaches it; a shorter one
+    /// would ask for re-keying we do not do).
+    pub fn parse(value: &str) -> Option<Crypto> {
+        use base64::Engine;
+        let mut fields = value.split_ascii_whitespace();
+        let tag: u32 = fields.next()?.parse().ok()?;
+        let suite = crate::media::srtp::Suite::from_name(fields.next()?)?;
+        let key_params = fields.next()?;
+        if key_params.contains(';') {
+            return None;
+        }
+        let inline = key_params.strip_prefix("inline:")?;
+        let mut parts = inline.split('|');
+        let material = base64::engine::general_purpose::STANDARD
+            .decode(parts.next()?)
+            .ok()?;
+        if material.len() != 30 {
+            return None;
+        }
+        for part in parts {
+            if part.contains(':') {
+                // An MKI.
+                return None;
+            }
+            let lifetime = match part.strip_prefix("2^") {
+                Some(power) => 1u64.checked_shl(power.parse().ok()?)?,
+                None => part.parse().ok()?,
+            };
+            if lifetime < 1 << 31 {
+                return None;
+            }
+        }
+        let mut key = [0u8; 16];
+        let mut salt = [0u8; 14];
+        key.copy_from_slice(&material[..16]);
+        salt.copy_from_slice(&material[16..]);
+        Some(Crypto {
+            tag,
+            suite,
+            key,
+            salt,
+        })
+    }
 }
 
 impl MediaDescription {
@@ -196,6 +297,7 @@ impl SessionDescription {
                         connection: None,
                         direction: session_direction,
                         rtcp_mux: false,
+                        crypto: Vec::new(),
                     });
                 }
                 "a" => {
@@ -219,6 +321,13 @@ impl SessionDescription {
                             }
                         }
                         (None, Some(m)) if name == "rtcp-mux" => m.rtcp_mux = true,
+                        // One we cannot use is skipped: another line may
+                        // offer what we know (RFC 4568 §7.1.1).
+                        (None, Some(m)) if name == "crypto" => {
+                            if let Some(crypto) = Crypto::parse(arg) {
+                                m.crypto.push(crypto);
+                            }
+                        }
                         _ => {}
                     }
                 }
@@ -463,6 +572,45 @@ pub fn offer(local: SocketAddr, origin: Origin, choice: &CodecChoice) -> String 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sdes_crypto_lines_are_read_and_written_back() {
+        let ours = Crypto::ours(1, crate::media::srtp::Suite::AesCm128HmacSha1_80);
+        let attribute = ours.attribute();
+        assert!(
+            attribute.starts_with("1 AES_CM_128_HMAC_SHA1_80 inline:"),
+            "{attribute}"
+        );
+        assert_eq!(Crypto::parse(&attribute), Some(ours.clone()));
+        assert!(!format!("{ours:?}").contains("inline"), "no key in Debug");
+        let key = attribute.rsplit(':').next().unwrap().to_string();
+        for (value, readable) in [
+            (format!("2 AES_CM_128_HMAC_SHA1_32 inline:{key}"), true),
+            (format!("3 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31"), true),
+            (
+                format!("4 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^20"),
+                false,
+            ),
+            (
+                format!("5 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31|1:4"),
+                false,
+            ),
+            (format!("6 AES_256_CM_HMAC_SHA1_80 inline:{key}"), false),
+            (
+                "7 AES_CM_128_HMAC_SHA1_80 inline:c2hvcnQ=".to_string(),
+                false,
+            ),
+            ("x AES_CM_128_HMAC_SHA1_80".to_string(), false),
+        ] {
+            assert_eq!(Crypto::parse(&value).is_some(), readable, "{value}");
+        }
+        let offer = format!(
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_256_CM_HMAC_SHA1_80 inline:{key}\r\na=crypto:2 AES_CM_128_HMAC_SHA1_80 inline:{key}\r\n"
+        );
+        let parsed = SessionDescription::parse(offer.as_bytes()).unwrap();
+        assert_eq!(parsed.media[0].crypto.len(), 1);
+        assert_eq!(parsed.media[0].crypto[0].tag, 2);
+    }
 
     const OFFER: &str = "v=0\r\n\
 o=user1 53655765 2353687637 IN IP4 127.0.0.1\r\n\
