@@ -101,6 +101,12 @@ def proc_stats(pid):
     return rss, fds
 
 
+def tell(fakes, commands):
+    """Switches the fake providers' faults (lines on their stdin)."""
+    fakes.stdin.write(commands)
+    fakes.stdin.flush()
+
+
 def fd_kinds(pid):
     """What a process's descriptors are: sockets, the store's files, others."""
     kinds = {}
@@ -258,20 +264,16 @@ def main():
         registrar.start()
         fault("registrar restarted")
         at(25)
-        fakes.stdin.write("llm 500\n")
-        fakes.stdin.flush()
+        tell(fakes, "llm 500\n")
         fault("LLM answers 500")
         at(32)
-        fakes.stdin.write("llm stall\n")
-        fakes.stdin.flush()
+        tell(fakes, "llm stall\n")
         fault("LLM stalls mid-stream")
         at(40)
-        fakes.stdin.write("tts 500\nllm ok\n")
-        fakes.stdin.flush()
+        tell(fakes, "tts 500\nllm ok\n")
         fault("LLM back, TTS answers 500")
         at(47)
-        fakes.stdin.write("tts ok\n")
-        fakes.stdin.flush()
+        tell(fakes, "tts ok\n")
         fault("TTS back")
         at(50)
         sav.send_signal(signal.SIGHUP)

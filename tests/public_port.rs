@@ -199,10 +199,7 @@ fn two_hundred_unacked_invites_from_one_source_leave_the_door_open() {
         oks.len()
     );
     print!("{report}");
-    let _ = std::fs::write(
-        std::path::Path::new(REPO).join("target/unacked-invites-report.txt"),
-        &report,
-    );
+    write_report("unacked-invites-report.txt", &report);
     assert!(
         (1..=10).contains(&oks.len()),
         "calls answered to one source: {}",
@@ -303,10 +300,7 @@ fn two_thousand_idle_tcp_connections_neither_stop_udp_nor_stay() {
         "idle TCP: 2,000 connections from one source ({failed} not made), {refused} refused and counted; sav's descriptors {before} before, {during} with them open, {after} after the idle bound; {open} still open on our side\n"
     );
     print!("{report}");
-    let _ = std::fs::write(
-        std::path::Path::new(REPO).join("target/idle-tcp-report.txt"),
-        &report,
-    );
+    write_report("idle-tcp-report.txt", &report);
     assert!(answered.is_some(), "UDP SIP not answered: {report}");
     assert!(refused >= 1_500, "{report}");
     assert_eq!(open, 0, "{report}");

@@ -1120,9 +1120,6 @@ fn every_torture_message_gets_the_treatment_rfc_4475_expects() {
         );
     }
     print!("{report}");
-    let _ = std::fs::write(
-        std::path::Path::new(REPO).join("target/rfc4475-report.txt"),
-        &report,
-    );
+    write_report("rfc4475-report.txt", &report);
     assert!(wrong.is_empty(), "wrong treatment of {wrong:?}:\n{report}");
 }

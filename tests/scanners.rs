@@ -69,10 +69,7 @@ fn scanners_learn_what_the_policy_allows() {
     let report = format!(
         "svmap:\n{svmap}\nsvwar -m INVITE:\n{svwar_invite}\nsvwar (REGISTER):\n{svwar_register}\n"
     );
-    let _ = std::fs::write(
-        std::path::Path::new(REPO).join("target/scanners-report.txt"),
-        &report,
-    );
+    write_report("scanners-report.txt", &report);
     assert!(svmap.contains("found nothing"), "{report}");
     assert!(
         !svmap.contains(&target) && !svmap.contains("sav"),

@@ -143,10 +143,7 @@ fn a_flood_from_one_source_leaves_a_live_call_s_clock_alone() {
         quiet_after.1,
     );
     print!("{report}");
-    let _ = std::fs::write(
-        std::path::Path::new(REPO).join("target/sip-flood-report.txt"),
-        &report,
-    );
+    write_report("sip-flood-report.txt", &report);
     assert!(quiet.0.len() > 100 && flood.0.len() > 100, "{report}");
     assert!(
         p99(&flood.0) < baseline + 0.5,

@@ -130,7 +130,6 @@ pub struct InboundCore {
     /// `t0`.
     recording: Option<(RecordingTrack, Instant)>,
     placer: CallerPlacer,
-    dropped: u64,
     /// Drops by reason (the order of [`Dropped::LABELS`]).
     dropped_by_reason: [u64; 3],
     timed_out: bool,
@@ -200,7 +199,6 @@ impl InboundCore {
             dtmf: DtmfDecoder::new(),
             recording,
             placer: CallerPlacer::default(),
-            dropped: 0,
             dropped_by_reason: [0; 3],
             timed_out: false,
             events: VecDeque::new(),
@@ -303,7 +301,7 @@ impl InboundCore {
 
     /// Packets dropped so far.
     pub fn dropped(&self) -> u64 {
-        self.dropped
+        self.dropped_by_reason.iter().sum()
     }
 
     /// Packets dropped so far by reason, in the order of [`Dropped::LABELS`].
@@ -504,9 +502,8 @@ impl InboundCore {
     }
 
     fn drop_packet(&mut self, source: SocketAddr, reason: Dropped) {
-        self.dropped += 1;
         self.dropped_by_reason[reason.index()] += 1;
-        let count = self.dropped;
+        let count = self.dropped();
         if count <= 3 || count.is_multiple_of(REPORT_DROPS_EVERY) {
             self.push(InboundEvent::Dropped {
                 source,
