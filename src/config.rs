@@ -302,6 +302,20 @@ impl Config {
                 "a non-empty list of distinct codecs among \"PCMA\", \"PCMU\"",
             ));
         }
+        if media.srtp == crate::media::srtp::SrtpMode::Mandatory
+            && !media.srtp_without_tls
+            && !self
+                .sip
+                .transports
+                .contains(&crate::sip::config::Transport::Tls)
+        {
+            return Err(invalid(
+                "media.srtp",
+                "\"mandatory\" without a TLS transport".into(),
+                "sip.transports with \"tls\" (SDES keys travel only in encrypted SIP), \
+                 or media.srtp_without_tls = true: no call could be answered",
+            ));
+        }
         if self.sip.max_calls == 0 {
             return Err(invalid("sip.max_calls", "0".into(), "at least 1"));
         }

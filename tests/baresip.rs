@@ -3,7 +3,7 @@
 
 mod support;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use support::*;
@@ -214,4 +214,153 @@ fn baresip_over_tls_hears_the_cached_greeting() {
     let log = sav.wait_for_log("caller hung up", Duration::from_secs(5));
     assert!(log.contains("transport=TLS"), "{log}");
     assert!(log.contains("caller hung up"), "{log}");
+}
+
+/// sav on TLS with `[media] srtp = mode` and recordings on.
+fn sav_with_srtp(dir: &Path, ports: Ports, tls_port: u16, mode: &str) -> (Sav, PathBuf) {
+    let (ca, cert, key) = make_certs(dir);
+    let sav = Sav::start(dir, ports, |c| {
+        c.replace(
+            "transports = [\"udp\", \"tcp\"]",
+            "transports = [\"udp\", \"tcp\", \"tls\"]",
+        )
+        .replace("srtp = \"off\"", &format!("srtp = \"{mode}\""))
+        .replace(
+            "# recordings_dir = \"recordings\"",
+            "recordings_dir = \"recordings\"",
+        )
+        .replacen(
+            "\n[media]",
+            &format!(
+                "\n[sip.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[media]",
+                cert.display(),
+                key.display()
+            ),
+            1,
+        )
+    });
+    (sav, ca)
+}
+
+/// The caller's side (left) of sav's one recording: 8 kHz samples.
+fn callers_side_of_the_recording(dir: &Path) -> Vec<i16> {
+    let recordings: Vec<PathBuf> = std::fs::read_dir(dir.join("recordings"))
+        .expect("the recordings directory")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "wav"))
+        .collect();
+    assert_eq!(recordings.len(), 1, "{recordings:?}");
+    let mut reader = hound::WavReader::open(&recordings[0]).expect("read sav's recording");
+    assert_eq!(reader.spec().channels, 2);
+    reader
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .step_by(2)
+        .collect()
+}
+
+/// baresip calls over TLS with `mediaenc`; sav with `[media] srtp = mode`
+/// answers in SRTP: baresip hears the greeting, sav hears baresip's
+/// words (its recording's caller side holds them), nothing fails to
+/// authenticate.
+fn srtp_call(name: &str, slot: u16, mode: &str, mediaenc: &str) {
+    let dir = workdir(name);
+    let ports = Ports::slot(slot);
+    let tls_port = ports.sip + 4;
+    let (sav, ca) = sav_with_srtp(&dir, ports, tls_port, mode);
+    let uri = format!("sip:sav@127.0.0.1:{tls_port};transport=tls");
+    let recording = baresip_call_with(
+        &dir,
+        &uri,
+        ports.sip + 7,
+        ports.sipp_media,
+        6,
+        Some(&ca),
+        Some("PCMU/8000/1"),
+        Some(mediaenc),
+    );
+    // What baresip sent and was answered, as its log has it.
+    let baresip_log = std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default();
+    assert_heard_greeting(&recording);
+    let log = sav.wait_for_log("media of the call", Duration::from_secs(10));
+    assert!(
+        log.contains("srtp=\"AES_CM_128_HMAC_SHA1_80\"")
+            || log.contains("srtp=AES_CM_128_HMAC_SHA1_80")
+            || log.contains("srtp=\"AES_CM_128_HMAC_SHA1_32\"")
+            || log.contains("srtp=AES_CM_128_HMAC_SHA1_32"),
+        "the call was not SRTP:\n{log}\n{baresip_log}"
+    );
+    let (_, metrics) = http_get(ports.metrics, "/metrics").expect("/metrics");
+    for reason in ["srtp_auth", "srtp_replay"] {
+        assert_eq!(
+            counter(
+                &metrics,
+                "sav_rtp_dropped_total",
+                &format!("reason=\"{reason}\"")
+            ),
+            0,
+            "{reason}:\n{metrics}"
+        );
+    }
+    // baresip's words reached sav in clear: the caller's side of the
+    // recording follows the utterance baresip sent.
+    drop(sav);
+    let heard = callers_side_of_the_recording(&dir);
+    let said = hound::WavReader::open(dir.join("baresip").join("source.wav"))
+        .expect("baresip's source")
+        .samples::<i16>()
+        .map(|s| s.unwrap())
+        .collect::<Vec<_>>();
+    // The utterance, without the (dithered) silence it was padded with.
+    let end = said.iter().rposition(|s| s.abs() > 100).unwrap_or(0) + 1;
+    let said = &said[..end];
+    assert!(heard.len() > said.len(), "{} samples recorded", heard.len());
+    let (correlation, lag) = best_correlation(&envelope(&heard), &envelope(said));
+    assert!(
+        correlation > 0.8,
+        "sav's recording does not hold what baresip said (best correlation {correlation:.3} at {} ms)",
+        lag * 20
+    );
+}
+
+#[test]
+fn baresip_in_srtp_over_tls_hears_the_greeting_and_is_heard() {
+    // RTP/SAVP offered (baresip's "srtp-mand"), sav requires SRTP.
+    srtp_call("baresip_srtp_mand", 45, "mandatory", "srtp-mand");
+}
+
+#[test]
+fn baresip_in_best_effort_srtp_is_answered_in_srtp_when_optional() {
+    // RTP/AVP with crypto lines (baresip's "srtp"), sav takes SRTP when
+    // offered.
+    srtp_call("baresip_srtp_best_effort", 46, "optional", "srtp");
+}
+
+#[test]
+fn srtp_keys_over_udp_signalling_are_refused() {
+    // The same RTP/SAVP offer over plain UDP: its keys travelled in clear,
+    // so sav answers 488 and says why.
+    let dir = workdir("baresip_srtp_udp");
+    let ports = Ports::slot(47);
+    let (sav, _ca) = sav_with_srtp(&dir, ports, ports.sip + 4, "optional");
+    let uri = format!("sip:sav@127.0.0.1:{}", ports.sip);
+    let conf = std::panic::catch_unwind(|| {
+        baresip_call_with(
+            &dir,
+            &uri,
+            ports.sip + 7,
+            ports.sipp_media,
+            3,
+            None,
+            Some("PCMU/8000/1"),
+            Some("srtp-mand"),
+        )
+    });
+    assert!(conf.is_err(), "baresip recorded a call sav should refuse");
+    let baresip_log = std::fs::read_to_string(dir.join("baresip.log")).unwrap_or_default();
+    assert!(baresip_log.contains("488"), "{baresip_log}");
+    let log = sav.wait_for_log("offer refused", Duration::from_secs(5));
+    assert!(log.contains("unencrypted signalling"), "{log}");
+    assert!(!log.contains("call established"), "{log}");
 }

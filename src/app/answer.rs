@@ -25,7 +25,8 @@ use crate::timeline::CallTrace;
 pub async fn handle_invite(server: Arc<Server>, tx: Transaction, hold: Option<CallHold>) {
     // Checked when the configuration loaded: never the default here.
     let codecs = server.config.media.codec_choice().unwrap_or_default();
-    let mut incoming = Incoming::new(tx, codecs);
+    let media = &server.config.media;
+    let mut incoming = Incoming::new(tx, codecs, media.srtp, media.srtp_without_tls);
     // A source the admission holds to its limits is not sent a BYE for a
     // 200 it never ACKed.
     incoming.bye_if_unacked = hold.is_none();

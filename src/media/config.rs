@@ -4,6 +4,7 @@
 use serde::Deserialize;
 
 use crate::media::codec::{Codec, CodecChoice, CodecOrder, SUPPORTED};
+use crate::media::srtp::SrtpMode;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -18,6 +19,13 @@ pub struct MediaConfig {
     /// Whose order picks among them: the caller's offer, or ours.
     #[serde(default)]
     pub codec_order: CodecOrder,
+    /// Whether calls encrypt their media (SDES SRTP, RFC 4568).
+    #[serde(default)]
+    pub srtp: SrtpMode,
+    /// SDES keys may travel in SIP that is not encrypted (UDP, TCP): off,
+    /// anyone who sees the signalling can decrypt the media.
+    #[serde(default)]
+    pub srtp_without_tls: bool,
 }
 
 fn default_codecs() -> Vec<Codec> {

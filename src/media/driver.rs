@@ -25,7 +25,7 @@ use tracing::{debug, warn};
 
 use crate::media::codec::{Codec, Decoder, FRAME_BYTES};
 use crate::media::echo::EchoStats;
-use crate::media::inbound::{Dropped, InboundCore, InboundEvent, InboundRemote};
+use crate::media::inbound::{Dropped, InboundCore, InboundEvent, InboundRemote, DROP_REASONS};
 use crate::media::jitter::JitterStats;
 use crate::media::pacer::{Pacer, RtpClock};
 use crate::media::playout::{
@@ -34,6 +34,7 @@ use crate::media::playout::{
 use crate::media::rtcp::{self, PeerView, RtcpSession, SenderInfo};
 use crate::media::rtp::{self, PACKET_LEN};
 use crate::media::sent_audio::SentAudio;
+use crate::media::srtp::{self, MasterKey, SrtpContext, SrtpKeys};
 use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
 use crate::metrics::Metrics;
@@ -43,6 +44,10 @@ use crate::redact::Pii;
 const COMMAND_QUEUE: usize = 1024;
 /// Events queued per call to its conversation.
 pub const EVENT_QUEUE: usize = 64;
+/// An RTP packet with room for its SRTP tag.
+const SRTP_PACKET_LEN: usize = PACKET_LEN + srtp::MAX_RTP_OVERHEAD;
+/// An RTCP report with room for SRTCP's index and tag.
+const REPORT_LEN: usize = rtcp::MAX_PACKET + srtp::RTCP_OVERHEAD;
 
 /// Identifies a call's media inside the driver.
 pub type MediaId = u64;
@@ -87,6 +92,8 @@ pub struct StreamStart {
     pub sent: Arc<SenderState>,
     /// Copy the outbound audio here too, as the echo canceller's reference.
     pub sent_audio: Option<Arc<SentAudio>>,
+    /// Our SRTP key, when the call is encrypted.
+    pub srtp: Option<MasterKey>,
 }
 
 /// What a call's outbound stream has sent and how its timestamps run, as
@@ -152,6 +159,7 @@ enum Command {
     Latch(MediaId, SocketAddr),
     SetSending(MediaId, bool),
     SetCodec(MediaId, u8, Codec),
+    SetSrtp(MediaId, Option<MasterKey>),
     /// Ends the stream; its frames sent so far are answered.
     Stop(MediaId, tokio::sync::oneshot::Sender<u64>),
 }
@@ -200,6 +208,8 @@ struct CallStream {
     decoder: Option<Decoder>,
     /// What was sent, shared with the call's RTCP.
     sent: Arc<SenderState>,
+    /// Our SRTP key and its context, when the call is encrypted.
+    srtp: Option<(MasterKey, SrtpContext)>,
 }
 
 impl std::fmt::Debug for MediaDriver {
@@ -269,6 +279,11 @@ impl MediaDriver {
         self.send(Command::SetCodec(id, payload_type, codec)).await;
     }
 
+    /// Protect what we send with `key` (SRTP), or send in clear (`None`).
+    pub async fn set_srtp(&self, id: MediaId, key: Option<MasterKey>) {
+        self.send(Command::SetSrtp(id, key)).await;
+    }
+
     /// Hold (false) or resume (true) the outbound stream; the clock runs on.
     pub async fn set_sending(&self, id: MediaId, sending: bool) {
         self.send(Command::SetSending(id, sending)).await;
@@ -294,7 +309,7 @@ async fn run(mut commands: mpsc::Receiver<Command>, metrics: Arc<Metrics>) {
     // (due, id): one entry per live call.
     let mut timers: BinaryHeap<Reverse<(Instant, MediaId)>> = BinaryHeap::new();
     let mut stats = DriverStats::default();
-    let mut packet = [0u8; PACKET_LEN];
+    let mut packet = [0u8; SRTP_PACKET_LEN];
     loop {
         let next_due = timers.peek().map(|Reverse((due, _))| *due);
         tokio::select! {
@@ -351,6 +366,7 @@ fn apply(
                 recording,
                 sent,
                 sent_audio,
+                srtp,
             } = *start;
             let mut pacer = Pacer::new(t0.into_std(), seq0, ts0);
             pacer.set_timestamp_step(codec.timestamp_step());
@@ -380,6 +396,7 @@ fn apply(
                     recording,
                     sent_audio,
                     sent,
+                    srtp: srtp.map(|key| (key, key.context())),
                 },
             );
             timers.push(Reverse((t0, id)));
@@ -438,6 +455,14 @@ fn apply(
                 }
             }
         }
+        Command::SetSrtp(id, key) => {
+            if let Some(call) = calls.get_mut(&id) {
+                // The same key keeps its context (its rollover counter).
+                if key != call.srtp.as_ref().map(|(ours, _)| *ours) {
+                    call.srtp = key.map(|key| (key, key.context()));
+                }
+            }
+        }
         Command::SetSending(id, sending) => {
             if let Some(call) = calls.get_mut(&id) {
                 if sending && !call.sending {
@@ -467,7 +492,7 @@ fn apply(
 fn send_due_frames(
     call: &mut CallStream,
     now: Instant,
-    packet: &mut [u8; PACKET_LEN],
+    packet: &mut [u8; SRTP_PACKET_LEN],
     stats: &mut DriverStats,
     metrics: &Metrics,
 ) {
@@ -496,8 +521,11 @@ fn send_due_frames(
                 sent_audio.put(slot.index * FRAME_BYTES as u64, &pcm[..n]);
             }
         }
-        let len = rtp::write_audio_packet(
-            packet,
+        let Some(rtp_packet) = packet.first_chunk_mut::<PACKET_LEN>() else {
+            continue;
+        };
+        let mut len = rtp::write_audio_packet(
+            rtp_packet,
             call.payload_type,
             call.ssrc,
             slot.seq,
@@ -505,6 +533,16 @@ fn send_due_frames(
             frame.marker,
             frame.payload(),
         );
+        if let Some((_, context)) = call.srtp.as_mut() {
+            match context.protect_rtp(packet, len) {
+                Ok(protected) => len = protected,
+                Err(_) => {
+                    // Cannot happen: the buffer has room for the tag.
+                    stats.send_errors += 1;
+                    continue;
+                }
+            }
+        }
         match call.socket.try_send_to(&packet[..len], call.remote) {
             Ok(_) => {
                 stats.frames_sent += 1;
@@ -615,16 +653,45 @@ struct Control {
     /// Where the caller's RTCP comes from (RTP port + 1 until it sends).
     peer: Option<SocketAddr>,
     buf: [u8; rtp::MAX_DATAGRAM],
+    /// SRTCP, when the call is encrypted: the keys, our reports'
+    /// context and the caller's.
+    srtcp: Option<(SrtpKeys, SrtpContext, SrtpContext)>,
 }
 
 impl Control {
-    fn new(setup: RtcpSetup, now: Instant) -> Self {
+    fn new(setup: RtcpSetup, now: Instant, keys: Option<SrtpKeys>) -> Self {
         let session = RtcpSession::new(now.into_std(), setup.ssrc, rand::random());
-        Self {
+        let mut control = Self {
             setup,
             session,
             peer: None,
             buf: [0; rtp::MAX_DATAGRAM],
+            srtcp: None,
+        };
+        control.set_keys(keys);
+        control
+    }
+
+    /// The call's SRTP keys (a re-offer may change them; the same keys
+    /// keep their contexts and indexes).
+    fn set_keys(&mut self, keys: Option<SrtpKeys>) {
+        if keys != self.srtcp.as_ref().map(|(keys, _, _)| *keys) {
+            self.srtcp = keys.map(|keys| (keys, keys.ours.context(), keys.theirs.context()));
+        }
+    }
+
+    /// The caller's report in `datagram`, in clear: its length, or `None`
+    /// for SRTCP that does not authenticate.
+    fn unprotect(&mut self, datagram: &mut [u8]) -> Option<usize> {
+        match self.srtcp.as_mut() {
+            None => Some(datagram.len()),
+            Some((_, _, theirs)) => match theirs.unprotect_rtcp(datagram) {
+                Ok(len) => Some(len),
+                Err(error) => {
+                    debug!(%error, "SRTCP dropped");
+                    None
+                }
+            },
         }
     }
 
@@ -665,20 +732,24 @@ impl Control {
     fn write_report(
         &mut self,
         core: &InboundCore,
-        out: &mut [u8; rtcp::MAX_PACKET],
+        out: &mut [u8; REPORT_LEN],
         bye: bool,
-    ) -> (usize, SocketAddr, bool) {
+    ) -> Option<(usize, SocketAddr, bool)> {
         let now = Instant::now();
         let block = self
             .session
             .report(now.into_std(), core.caller_ssrc(), core.stats());
         let sender = self.sender_info(now);
-        let len = if bye {
-            rtcp::write_bye(out, self.setup.ssrc, sender, block, &self.setup.cname)
+        let report = out.first_chunk_mut::<{ rtcp::MAX_PACKET }>()?;
+        let mut len = if bye {
+            rtcp::write_bye(report, self.setup.ssrc, sender, block, &self.setup.cname)
         } else {
-            rtcp::write_report(out, self.setup.ssrc, sender, block, &self.setup.cname)
+            rtcp::write_report(report, self.setup.ssrc, sender, block, &self.setup.cname)
         };
-        (len, self.destination(core), core.rtcp_mux())
+        if let Some((_, ours, _)) = self.srtcp.as_mut() {
+            len = ours.protect_rtcp(out, len).ok()?;
+        }
+        Some((len, self.destination(core), core.rtcp_mux()))
     }
 
     /// Sends a written report: on the RTP socket when multiplexed.
@@ -691,13 +762,30 @@ impl Control {
 
     /// A datagram of the RTCP socket (in `buf`): the caller's reports.
     fn handle_own(&mut self, core: &InboundCore, len: usize, source: SocketAddr) {
-        let datagram = &self.buf[..len.min(self.buf.len())];
-        take_report(&mut self.session, &mut self.peer, core, datagram, source);
+        let len = len.min(self.buf.len());
+        let mut datagram = self.buf;
+        if let Some(len) = self.unprotect(&mut datagram[..len]) {
+            take_report(
+                &mut self.session,
+                &mut self.peer,
+                core,
+                &datagram[..len],
+                source,
+            );
+        }
     }
 
     /// A datagram multiplexed on the RTP port: the caller's reports.
-    fn handle(&mut self, core: &InboundCore, datagram: &[u8], source: SocketAddr) {
-        take_report(&mut self.session, &mut self.peer, core, datagram, source);
+    fn handle(&mut self, core: &InboundCore, datagram: &mut [u8], source: SocketAddr) {
+        if let Some(len) = self.unprotect(datagram) {
+            take_report(
+                &mut self.session,
+                &mut self.peer,
+                core,
+                &datagram[..len],
+                source,
+            );
+        }
     }
 }
 
@@ -753,7 +841,8 @@ async fn receive(config: ReceiverConfig) -> Received {
         echo,
         words_open,
     } = config;
-    let mut control = rtcp.map(|setup| Control::new(setup, Instant::now()));
+    let keys = remote.borrow().srtp;
+    let mut control = rtcp.map(|setup| Control::new(setup, Instant::now(), keys));
     let mut core = InboundCore::new(
         Instant::now().into_std(),
         *remote.borrow_and_update(),
@@ -776,7 +865,7 @@ async fn receive(config: ReceiverConfig) -> Received {
             .get_or_create(&crate::metrics::ReasonLabel { reason })
             .clone()
     });
-    let mut counted = [0u64; 3];
+    let mut counted = [0u64; DROP_REASONS];
     'receive: while !core.is_done() {
         let deadline = Instant::from_std(core.poll_timeout());
         let report_at = control
@@ -786,7 +875,11 @@ async fn receive(config: ReceiverConfig) -> Received {
             biased;
             changed = remote.changed() => match changed {
                 Ok(()) => {
-                    core.set_remote(Instant::now().into_std(), *remote.borrow_and_update());
+                    let next = *remote.borrow_and_update();
+                    core.set_remote(Instant::now().into_std(), next);
+                    if let Some(control) = control.as_mut() {
+                        control.set_keys(next.srtp);
+                    }
                     None
                 }
                 // The call stopped its media.
@@ -794,9 +887,10 @@ async fn receive(config: ReceiverConfig) -> Received {
             },
             _ = crate::time::sleep_until_opt(report_at) => {
                 if let Some(control) = control.as_mut() {
-                    let mut out = [0u8; rtcp::MAX_PACKET];
-                    let (len, to, mux) = control.write_report(&core, &mut out, false);
-                    control.send(&socket, &out[..len], to, mux).await;
+                    let mut out = [0u8; REPORT_LEN];
+                    if let Some((len, to, mux)) = control.write_report(&core, &mut out, false) {
+                        control.send(&socket, &out[..len], to, mux).await;
+                    }
                 }
                 None
             }
@@ -817,10 +911,10 @@ async fn receive(config: ReceiverConfig) -> Received {
             // RTCP multiplexed on the RTP port (RFC 5761) goes to RTCP.
             Some(Ok(Ok((len, source)))) if core.rtcp_mux() && rtcp::is_rtcp(&buf[..len]) => {
                 if let Some(control) = control.as_mut() {
-                    control.handle(&core, &buf[..len], source);
+                    control.handle(&core, &mut buf[..len], source);
                 }
             }
-            Some(Ok(Ok((len, source)))) => core.handle_packet(now, source, &buf[..len]),
+            Some(Ok(Ok((len, source)))) => core.handle_datagram(now, source, &mut buf[..len]),
             Some(Ok(Err(e))) => {
                 // ICMP port unreachable and the like surface here on Linux:
                 // the socket itself is fine.
@@ -879,7 +973,13 @@ async fn receive(config: ReceiverConfig) -> Received {
                         break;
                     }
                     changed = remote.changed() => match changed {
-                        Ok(()) => core.set_remote(Instant::now().into_std(), *remote.borrow_and_update()),
+                        Ok(()) => {
+                            let next = *remote.borrow_and_update();
+                            core.set_remote(Instant::now().into_std(), next);
+                            if let Some(control) = control.as_mut() {
+                                control.set_keys(next.srtp);
+                            }
+                        }
                         Err(_) => break 'receive,
                     },
                 }
@@ -888,9 +988,10 @@ async fn receive(config: ReceiverConfig) -> Received {
     }
     // The end of our stream, for the caller's RTCP (RFC 3550 §6.6).
     if let Some(control) = control.as_mut() {
-        let mut out = [0u8; rtcp::MAX_PACKET];
-        let (len, to, mux) = control.write_report(&core, &mut out, true);
-        control.send(&socket, &out[..len], to, mux).await;
+        let mut out = [0u8; REPORT_LEN];
+        if let Some((len, to, mux)) = control.write_report(&core, &mut out, true) {
+            control.send(&socket, &out[..len], to, mux).await;
+        }
     }
     Received {
         stats: core.stats().clone(),

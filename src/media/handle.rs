@@ -33,6 +33,7 @@ use crate::media::recording::Recording;
 use crate::media::rtcp::PeerView;
 use crate::media::rtp::PayloadTypes;
 use crate::media::sent_audio::SentAudio;
+use crate::media::srtp::SrtpKeys;
 use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
 
@@ -55,6 +56,8 @@ pub struct RemoteMedia {
     pub quiet_allowed: bool,
     /// RTCP shares the RTP port (RFC 5761).
     pub rtcp_mux: bool,
+    /// The media is SRTP/SRTCP with these keys.
+    pub srtp: Option<SrtpKeys>,
 }
 
 impl RemoteMedia {
@@ -66,6 +69,7 @@ impl RemoteMedia {
             codec: self.codec,
             quiet_allowed: self.quiet_allowed,
             rtcp_mux: self.rtcp_mux,
+            srtp: self.srtp,
         }
     }
 }
@@ -167,6 +171,7 @@ impl MediaHandle {
                 recording: setup.recording.as_ref().map(|r| r.bot.clone()),
                 sent: sent.clone(),
                 sent_audio: sent_audio.clone(),
+                srtp: remote.srtp.map(|keys| keys.ours),
             })
             .await;
         let rtcp = setup.rtcp.map(|socket| RtcpSetup {
@@ -278,6 +283,10 @@ impl MediaHandle {
                 .set_codec(self.id, remote.payload_type, remote.codec)
                 .await;
         }
+        let ours = remote.srtp.map(|keys| keys.ours);
+        if previous.srtp.map(|keys| keys.ours) != ours {
+            self.driver.set_srtp(self.id, ours).await;
+        }
         if previous.sending != remote.sending {
             self.driver.set_sending(self.id, remote.sending).await;
         }
@@ -359,6 +368,7 @@ mod tests {
                     sending: true,
                     quiet_allowed: false,
                     rtcp_mux: false,
+                    srtp: None,
                 },
                 t0: Instant::now(),
                 initial: Vec::new(),

@@ -23,6 +23,7 @@ use crate::media::latch::{LatchDecision, RtpLatch};
 use crate::media::recording::{CallerPlacer, RecordingTrack};
 use crate::media::rtp::{self, Inbound, PayloadTypes};
 use crate::media::sent_audio::SentAudio;
+use crate::media::srtp::{MasterKey, SrtpContext, SrtpError, SrtpKeys};
 use crate::media::stats::ReceiveStats;
 use crate::media::vad::{TurnDetector, TurnEvent, VadConfig, FRAME_SAMPLES};
 
@@ -49,6 +50,8 @@ pub struct InboundRemote {
     pub quiet_allowed: bool,
     /// RTCP comes on the RTP port (RFC 5761): the shell takes it out first.
     pub rtcp_mux: bool,
+    /// The media is SRTP/SRTCP with these keys.
+    pub srtp: Option<SrtpKeys>,
 }
 
 /// Why a packet was dropped.
@@ -63,17 +66,32 @@ pub enum Dropped {
     /// A telephone-event that is not one.
     #[error("bad telephone-event")]
     BadTelephoneEvent,
+    /// An SRTP packet that does not authenticate with the caller's key, or
+    /// one already received.
+    #[error("SRTP: {0}")]
+    Srtp(SrtpError),
 }
+
+/// How many reasons a packet is dropped for.
+pub const DROP_REASONS: usize = 5;
 
 impl Dropped {
     /// Every reason's label, in the order of [`InboundCore::dropped_by_reason`].
-    pub const LABELS: [&'static str; 3] = ["malformed", "other_source", "bad_telephone_event"];
+    pub const LABELS: [&'static str; DROP_REASONS] = [
+        "malformed",
+        "other_source",
+        "bad_telephone_event",
+        "srtp_auth",
+        "srtp_replay",
+    ];
 
     fn index(&self) -> usize {
         match self {
             Dropped::Malformed(_) => 0,
             Dropped::UnconfirmedSource => 1,
             Dropped::BadTelephoneEvent => 2,
+            Dropped::Srtp(SrtpError::Replay) => 4,
+            Dropped::Srtp(_) => 3,
         }
     }
 }
@@ -131,7 +149,9 @@ pub struct InboundCore {
     recording: Option<(RecordingTrack, Instant)>,
     placer: CallerPlacer,
     /// Drops by reason (the order of [`Dropped::LABELS`]).
-    dropped_by_reason: [u64; 3],
+    dropped_by_reason: [u64; DROP_REASONS],
+    /// The caller's SRTP key and its context, when the media is SRTP.
+    srtp: Option<(MasterKey, SrtpContext)>,
     timed_out: bool,
     events: VecDeque<InboundEvent>,
     /// Reception of the caller's packets (RFC 3550 A.3, A.8).
@@ -199,7 +219,8 @@ impl InboundCore {
             dtmf: DtmfDecoder::new(),
             recording,
             placer: CallerPlacer::default(),
-            dropped_by_reason: [0; 3],
+            dropped_by_reason: [0; DROP_REASONS],
+            srtp: remote.srtp.map(|keys| (keys.theirs, keys.theirs.context())),
             timed_out: false,
             events: VecDeque::new(),
             stats: ReceiveStats::new(),
@@ -271,6 +292,11 @@ impl InboundCore {
         }
         self.quiet_allowed = remote.quiet_allowed;
         self.rtcp_mux = remote.rtcp_mux;
+        // The same key keeps its context (rollover counter, replay window).
+        let theirs = remote.srtp.map(|keys| keys.theirs);
+        if theirs != self.srtp.as_ref().map(|(key, _)| *key) {
+            self.srtp = theirs.map(|key| (key, key.context()));
+        }
     }
 
     /// Reception of the caller's packets so far (those the latch let in).
@@ -305,7 +331,7 @@ impl InboundCore {
     }
 
     /// Packets dropped so far by reason, in the order of [`Dropped::LABELS`].
-    pub fn dropped_by_reason(&self) -> [u64; 3] {
+    pub fn dropped_by_reason(&self) -> [u64; DROP_REASONS] {
         self.dropped_by_reason
     }
 
@@ -333,7 +359,24 @@ impl InboundCore {
         self.events.pop_front()
     }
 
-    /// One datagram from `source`.
+    /// One datagram from `source` as it came: SRTP is authenticated and
+    /// decrypted in place first (before the latch sees it: a packet
+    /// without the caller's key proves no source).
+    pub fn handle_datagram(&mut self, now: Instant, source: SocketAddr, datagram: &mut [u8]) {
+        if self.timed_out {
+            return;
+        }
+        let len = match self.srtp.as_mut() {
+            None => datagram.len(),
+            Some((_, context)) => match context.unprotect_rtp(datagram) {
+                Ok(len) => len,
+                Err(error) => return self.drop_packet(source, Dropped::Srtp(error)),
+            },
+        };
+        self.handle_packet(now, source, &datagram[..len]);
+    }
+
+    /// One RTP datagram from `source`, in clear.
     pub fn handle_packet(&mut self, now: Instant, source: SocketAddr, datagram: &[u8]) {
         if self.timed_out {
             return;
@@ -595,6 +638,7 @@ mod tests {
             codec: Codec::Pcmu,
             quiet_allowed: false,
             rtcp_mux: false,
+            srtp: None,
         }
     }
 
@@ -665,7 +709,7 @@ mod tests {
         assert_eq!(core.dropped(), 1001);
         assert!(events(&mut core).is_empty());
         // Every drop counted by its reason (the metrics read these).
-        assert_eq!(core.dropped_by_reason(), [1, 1000, 0]);
+        assert_eq!(core.dropped_by_reason(), [1, 1000, 0, 0, 0]);
     }
 
     #[test]

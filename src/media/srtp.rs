@@ -25,6 +25,10 @@ pub const MASTER_SALT_LEN: usize = 14;
 const SRTCP_TAG_LEN: usize = 10;
 /// The SRTCP index and its E flag.
 const SRTCP_INDEX_LEN: usize = 4;
+/// What SRTP adds to an RTP packet at most (the _80 suite's tag).
+pub const MAX_RTP_OVERHEAD: usize = 10;
+/// What SRTCP adds to an RTCP packet.
+pub const RTCP_OVERHEAD: usize = SRTCP_INDEX_LEN + SRTCP_TAG_LEN;
 /// Packets remembered for replay protection.
 const REPLAY_WINDOW: u64 = 64;
 /// SSRCs tracked by one receiving context (a caller sends one, two across a
@@ -62,6 +66,72 @@ impl Suite {
             Suite::AesCm128HmacSha1_32 => 4,
         }
     }
+}
+
+/// Whether calls encrypt their media (`[media] srtp`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SrtpMode {
+    /// Plain RTP only: an offer of RTP/SAVP alone gets 488, crypto lines
+    /// are ignored.
+    #[default]
+    Off,
+    /// SRTP when the caller offers it (RTP/SAVP, or RTP/AVP with crypto
+    /// lines), plain RTP otherwise.
+    Optional,
+    /// SRTP or nothing: an offer without usable crypto gets 488, and our
+    /// own offers are RTP/SAVP.
+    Mandatory,
+}
+
+/// One side's SDES master key and salt and the suite they are used with.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub struct MasterKey {
+    pub suite: Suite,
+    pub key: [u8; MASTER_KEY_LEN],
+    pub salt: [u8; MASTER_SALT_LEN],
+}
+
+impl std::fmt::Debug for MasterKey {
+    // The key never reaches a log.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MasterKey")
+            .field("suite", &self.suite)
+            .finish_non_exhaustive()
+    }
+}
+
+impl MasterKey {
+    /// A new key and salt for `suite` from the operating system's
+    /// generator.
+    pub fn generate(suite: Suite) -> MasterKey {
+        let mut material = [0u8; MASTER_KEY_LEN + MASTER_SALT_LEN];
+        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut material);
+        let mut key = [0u8; MASTER_KEY_LEN];
+        let mut salt = [0u8; MASTER_SALT_LEN];
+        key.copy_from_slice(&material[..MASTER_KEY_LEN]);
+        salt.copy_from_slice(&material[MASTER_KEY_LEN..]);
+        MasterKey { suite, key, salt }
+    }
+
+    /// The same key and salt with another suite.
+    pub fn with_suite(self, suite: Suite) -> MasterKey {
+        MasterKey { suite, ..self }
+    }
+
+    /// A context protecting or unprotecting with this key.
+    pub fn context(&self) -> SrtpContext {
+        SrtpContext::new(self.suite, &self.key, &self.salt)
+    }
+}
+
+/// The keys of an encrypted call: ours protect what we send, the
+/// caller's unprotect what it sends (RFC 4568 §6.1: each side sends with
+/// the key of its own description).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrtpKeys {
+    pub ours: MasterKey,
+    pub theirs: MasterKey,
 }
 
 /// Why a packet was refused.
@@ -322,7 +392,15 @@ impl SrtpContext {
         let header = rtp_header_len(&buf[..len]).ok_or(SrtpError::TooShort)?;
         let seq = u16::from_be_bytes([buf[2], buf[3]]);
         let ssrc = u32::from_be_bytes([buf[8], buf[9], buf[10], buf[11]]);
-        let state = *self.stream(ssrc);
+        // A stream is remembered only once a packet of it authenticates:
+        // forged packets under made-up SSRCs cannot push the caller's
+        // stream (its rollover counter and replay window) out.
+        let state = self
+            .streams
+            .iter()
+            .find(|s| s.ssrc == ssrc)
+            .copied()
+            .unwrap_or_else(|| StreamState::new(ssrc));
         let roc = state.guess_roc(seq);
         let index = (u64::from(roc) << 16) | u64::from(seq);
         if state.is_replay(index) {

@@ -15,11 +15,12 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn, Instrument};
 
 use crate::media::codec::CodecChoice;
+use crate::media::srtp::SrtpMode;
 use crate::redact::Pii;
 use crate::sip::leg::{Leg, Session, EVENT_QUEUE};
 use crate::sip::midcall::{self, SessionTimer};
 use crate::sip::respond::{reply_and_linger, spawn_reply};
-use crate::sip::sdp::{self, NegotiatedAudio, SdpError, SessionDescription};
+use crate::sip::sdp::{self, NegotiatedAudio, SdpError, SessionDescription, SrtpPolicy};
 
 /// Seconds a caller is asked to wait before retrying when we are full.
 const RETRY_AFTER_SECS: u32 = 5;
@@ -38,6 +39,8 @@ pub struct Incoming {
     peer_allows_update: bool,
     /// The codecs the call may use.
     codecs: CodecChoice,
+    /// Whether its media may, must or must not be SRTP, and our key.
+    srtp: SrtpPolicy,
     /// A 200 never ACKed ends with our BYE (RFC 3261 §13.3.1.4), not in
     /// silence: for sources we trust (a forged one would only get more of
     /// our messages).
@@ -49,8 +52,15 @@ pub struct Incoming {
 pub struct Refused;
 
 impl Incoming {
-    /// A new INVITE, to be answered with one of `codecs`.
-    pub fn new(tx: Transaction, codecs: CodecChoice) -> Incoming {
+    /// A new INVITE, to be answered with one of `codecs`, in SRTP as
+    /// `srtp` says (SDES keys only in a TLS dialog, unless
+    /// `srtp_without_tls`).
+    pub fn new(
+        tx: Transaction,
+        codecs: CodecChoice,
+        srtp: SrtpMode,
+        srtp_without_tls: bool,
+    ) -> Incoming {
         let call_id = tx
             .original
             .call_id_header()
@@ -68,6 +78,13 @@ impl Incoming {
         let peer_allows_update = midcall::header_tokens(&tx.original, &["Allow"])
             .iter()
             .any(|m| m.eq_ignore_ascii_case("UPDATE"));
+        let encrypted = tx.connection.as_ref().is_some_and(|c| {
+            matches!(
+                c.transport(),
+                rsipstack::sip::Transport::Tls | rsipstack::sip::Transport::Wss
+            )
+        });
+        let srtp = SrtpPolicy::new(srtp, encrypted || srtp_without_tls);
         Incoming {
             tx,
             call_id,
@@ -77,6 +94,7 @@ impl Incoming {
             timer,
             peer_allows_update,
             codecs,
+            srtp,
             bye_if_unacked: false,
         }
     }
@@ -137,7 +155,7 @@ impl Incoming {
             reply_and_linger(&mut self.tx, StatusCode::NotAcceptable, headers).await;
             return Err(Refused);
         }
-        match read_offer(&self.tx, &self.codecs) {
+        match read_offer(&self.tx, &self.codecs, &self.srtp) {
             Ok(offer) => self.offer = offer,
             Err(OfferError::ContentType(content_type)) => {
                 warn!(%content_type, "INVITE body is not SDP");
@@ -173,13 +191,20 @@ impl Incoming {
         Ok(())
     }
 
-    /// The transport the INVITE came in on (our Contact follows it).
     /// The codec the answer will take, when the INVITE carried an offer
     /// (known once [`Self::check`] passed; `None` for a delayed offer).
     pub fn codec(&self) -> Option<crate::media::codec::Codec> {
         self.offer.as_ref().map(|(_, audio)| audio.codec)
     }
 
+    /// Whether the answer will be SRTP (known once [`Self::check`] passed).
+    pub fn srtp(&self) -> bool {
+        self.offer
+            .as_ref()
+            .is_some_and(|(_, audio)| audio.srtp.is_some())
+    }
+
+    /// The transport the INVITE came in on (our Contact follows it).
     pub fn transport(&self) -> rsipstack::sip::Transport {
         self.tx
             .connection
@@ -216,7 +241,7 @@ impl Incoming {
         let origin = sdp::Origin::new(u64::from(rand::random::<u32>()));
         let local_sdp = match &self.offer {
             Some((offer, chosen)) => sdp::answer(offer, chosen, local_rtp, origin),
-            None => sdp::offer(local_rtp, origin, &self.codecs),
+            None => sdp::offer(local_rtp, origin, &self.codecs, &self.srtp),
         };
         let (state_tx, states) = dialogs.new_dialog_state_channel();
         let dialog = match dialogs.get_or_create_server_invite(&self.tx, state_tx, None, contact) {
@@ -277,6 +302,7 @@ impl Incoming {
             answer_in_ack: false,
             transferred: false,
             codecs: self.codecs,
+            srtp: self.srtp,
             bye_if_unacked: self.bye_if_unacked,
         };
         let task = tokio::spawn(
@@ -301,6 +327,7 @@ enum OfferError {
 fn read_offer(
     tx: &Transaction,
     codecs: &CodecChoice,
+    srtp: &SrtpPolicy,
 ) -> Result<Option<(SessionDescription, NegotiatedAudio)>, OfferError> {
     let body = &tx.original.body;
     if body.iter().all(u8::is_ascii_whitespace) {
@@ -313,7 +340,7 @@ fn read_offer(
         }
     }
     let offer = SessionDescription::parse(body).map_err(OfferError::Sdp)?;
-    let chosen = sdp::negotiate(&offer, codecs).map_err(OfferError::Sdp)?;
+    let chosen = sdp::negotiate(&offer, codecs, srtp).map_err(OfferError::Sdp)?;
     Ok(Some((offer, chosen)))
 }
 

@@ -30,7 +30,7 @@ use crate::media::codec::CodecChoice;
 use crate::media::handle::RemoteMedia;
 use crate::media::rtp::PayloadTypes;
 use crate::sip::midcall::{self, SessionTimer};
-use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription};
+use crate::sip::sdp::{self, Direction, NegotiatedAudio, SdpError, SessionDescription, SrtpPolicy};
 
 /// Time for an in-dialog response queued to rsipstack to leave before our BYE.
 const NOTIFY_ANSWER_GRACE: Duration = Duration::from_millis(50);
@@ -180,6 +180,8 @@ pub(crate) struct Session {
     pub(crate) transferred: bool,
     /// The codecs this call may use (re-offers are answered by it too).
     pub(crate) codecs: CodecChoice,
+    /// Its SRTP policy and our key (kept for the whole call).
+    pub(crate) srtp: SrtpPolicy,
     /// A 200 never ACKed ends with our BYE (a trusted source), or in
     /// silence.
     pub(crate) bye_if_unacked: bool,
@@ -294,7 +296,8 @@ impl Session {
                 DialogState::Confirmed(..) => {
                     // The ACK: media flows from now.
                     let remote = self.media_at_ack()?;
-                    info!(remote_rtp = %remote.addr, local_rtp = %self.local_rtp, codec = %remote.codec, "call established");
+                    let srtp = remote.srtp.map_or("off", |keys| keys.theirs.suite.name());
+                    info!(remote_rtp = %remote.addr, local_rtp = %self.local_rtp, codec = %remote.codec, srtp, "call established");
                     let _ = self.events.send(LegEvent::Established(remote)).await;
                     return Ok(());
                 }
@@ -374,7 +377,8 @@ impl Session {
             .map(|ack| ack.body)
             .unwrap_or_default();
         let answer = SessionDescription::parse(&body)?;
-        let mut chosen = sdp::negotiate(&answer, &self.codecs)?;
+        let srtp = self.srtp.for_answer_to(&self.local_sdp);
+        let mut chosen = sdp::negotiate(&answer, &self.codecs, &srtp)?;
         // We never offer rtcp-mux: an answer cannot turn it on (RFC 5761
         // §5.1.1).
         chosen.rtcp_mux = false;
@@ -588,7 +592,7 @@ impl Session {
                 let mut headers = self.session_timer_headers();
                 let body = if has_offer {
                     match SessionDescription::parse(&request.body).and_then(|offer| {
-                        let chosen = sdp::negotiate(&offer, &self.codecs)?;
+                        let chosen = sdp::negotiate(&offer, &self.codecs, &self.srtp)?;
                         Ok((offer, chosen))
                     }) {
                         Ok((offer, chosen)) => {
@@ -722,6 +726,7 @@ pub fn remote_media(negotiated: &NegotiatedAudio, receive: PayloadTypes) -> Remo
         sending: matches!(ours, Direction::SendRecv | Direction::SendOnly),
         quiet_allowed: ours != Direction::SendRecv,
         rtcp_mux: negotiated.rtcp_mux,
+        srtp: negotiated.srtp.map(|agreed| agreed.keys),
     }
 }
 

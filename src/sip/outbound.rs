@@ -129,10 +129,13 @@ pub async fn dial(
         .incoming_transactions()
         .map_err(|e| DialError::Sip(Box::new(e)))?;
     tokio::spawn(route_in_dialog(incoming, dialogs.clone()));
+    // `sav call` is a test caller: plain RTP, whatever [media] srtp says.
+    let srtp = sdp::SrtpPolicy::off();
     let offer = sdp::offer(
         SocketAddr::new(ip, rtp_port),
         sdp::Origin::new(u64::from(rand::random::<u32>())),
         codecs,
+        &srtp,
     );
 
     let register = config.register.as_ref();
@@ -197,7 +200,7 @@ pub async fn dial(
     let answered = Instant::now();
     // We never offer rtcp-mux: an answer cannot turn it on (RFC 5761 §5.1.1).
     let negotiated = SessionDescription::parse(&answer.body)
-        .and_then(|a| sdp::negotiate(&a, codecs))
+        .and_then(|a| sdp::negotiate(&a, codecs, &srtp))
         .map(|mut chosen| {
             chosen.rtcp_mux = false;
             chosen

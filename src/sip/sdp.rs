@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::media::codec::{Codec, CodecChoice};
+use crate::media::srtp::{MasterKey, SrtpKeys, SrtpMode, Suite};
 /// The longest offer we look at; anything bigger is not a phone call.
 pub const MAX_SDP_LEN: usize = 16 * 1024;
 
@@ -29,6 +30,8 @@ pub enum SdpError {
     NoCommonCodec { accepted: String, offered: String },
     #[error("SDP audio stream has no connection address")]
     NoConnection,
+    #[error("the offer's media security is not acceptable: {0}")]
+    Security(&'static str),
 }
 
 impl SdpError {
@@ -38,7 +41,10 @@ impl SdpError {
             // The body could not be understood at all.
             SdpError::NotUtf8 | SdpError::TooLarge(_) | SdpError::Malformed { .. } => 400,
             // Understood, but nothing we can accept: 488 Not Acceptable Here.
-            SdpError::NoAudio | SdpError::NoCommonCodec { .. } | SdpError::NoConnection => 488,
+            SdpError::NoAudio
+            | SdpError::NoCommonCodec { .. }
+            | SdpError::NoConnection
+            | SdpError::Security(_) => 488,
         }
     }
 }
@@ -93,39 +99,19 @@ pub struct MediaDescription {
 }
 
 /// One `a=crypto` line (RFC 4568 §9.1) with a suite we know and one inline
-/// key (no MKI, no lifetime shorter than a call).
-#[derive(Clone, PartialEq, Eq)]
+/// key (no MKI, no lifetime shorter than a call). Its Debug shows no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Crypto {
     pub tag: u32,
-    pub suite: crate::media::srtp::Suite,
-    pub key: [u8; crate::media::srtp::MASTER_KEY_LEN],
-    pub salt: [u8; crate::media::srtp::MASTER_SALT_LEN],
-}
-
-impl std::fmt::Debug for Crypto {
-    // The key never reaches a log.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Crypto")
-            .field("tag", &self.tag)
-            .field("suite", &self.suite)
-            .finish_non_exhaustive()
-    }
+    pub key: MasterKey,
 }
 
 impl Crypto {
     /// A new key of ours for `suite`, from the operating system's generator.
-    pub fn ours(tag: u32, suite: crate::media::srtp::Suite) -> Crypto {
-        let mut material = [0u8; 30];
-        rand::RngCore::fill_bytes(&mut rand::rngs::OsRng, &mut material);
-        let mut key = [0u8; 16];
-        let mut salt = [0u8; 14];
-        key.copy_from_slice(&material[..16]);
-        salt.copy_from_slice(&material[16..]);
+    pub fn ours(tag: u32, suite: Suite) -> Crypto {
         Crypto {
             tag,
-            suite,
-            key,
-            salt,
+            key: MasterKey::generate(suite),
         }
     }
 
@@ -133,12 +119,12 @@ impl Crypto {
     pub fn attribute(&self) -> String {
         use base64::Engine;
         let mut material = [0u8; 30];
-        material[..16].copy_from_slice(&self.key);
-        material[16..].copy_from_slice(&self.salt);
+        material[..16].copy_from_slice(&self.key.key);
+        material[16..].copy_from_slice(&self.key.salt);
         format!(
             "{} {} inline:{}",
             self.tag,
-            self.suite.name(),
+            self.key.suite.name(),
             base64::engine::general_purpose::STANDARD.encode(material)
         )
     }
@@ -151,7 +137,7 @@ impl Crypto {
         use base64::Engine;
         let mut fields = value.split_ascii_whitespace();
         let tag: u32 = fields.next()?.parse().ok()?;
-        let suite = crate::media::srtp::Suite::from_name(fields.next()?)?;
+        let suite = Suite::from_name(fields.next()?)?;
         let key_params = fields.next()?;
         if key_params.contains(';') {
             return None;
@@ -183,9 +169,7 @@ impl Crypto {
         salt.copy_from_slice(&material[16..]);
         Some(Crypto {
             tag,
-            suite,
-            key,
-            salt,
+            key: MasterKey { suite, key, salt },
         })
     }
 }
@@ -368,6 +352,89 @@ fn parse_rtpmap(arg: &str) -> Option<(u8, String, u32)> {
     Some((pt, name, rate))
 }
 
+/// What a call's descriptions may say of SRTP (SDES, RFC 4568).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SrtpPolicy {
+    pub mode: SrtpMode,
+    /// The keys may be written in our SDP: the signalling is encrypted
+    /// (SIP over TLS), or the configuration allows it in clear
+    /// (RFC 4568 §8.3: SDES keys are only as secret as the signalling).
+    pub keys_may_travel: bool,
+    /// Our master key for the call (its suite is the one agreed).
+    pub ours: MasterKey,
+}
+
+impl SrtpPolicy {
+    /// The policy of a call whose signalling came encrypted or not.
+    pub fn new(mode: SrtpMode, keys_may_travel: bool) -> SrtpPolicy {
+        SrtpPolicy {
+            mode,
+            keys_may_travel,
+            ours: MasterKey::generate(Suite::AesCm128HmacSha1_80),
+        }
+    }
+
+    /// Plain RTP only.
+    pub fn off() -> SrtpPolicy {
+        SrtpPolicy::new(SrtpMode::Off, false)
+    }
+
+    /// Whether our own offers are RTP/SAVP with our key.
+    pub fn offers_crypto(&self) -> bool {
+        self.mode == SrtpMode::Mandatory && self.keys_may_travel
+    }
+
+    /// The policy that reads the answer to a description of ours: SRTP if
+    /// it carried our key, plain RTP otherwise.
+    pub fn for_answer_to(&self, ours: &str) -> SrtpPolicy {
+        SrtpPolicy {
+            mode: if ours.contains("a=crypto:") {
+                SrtpMode::Mandatory
+            } else {
+                SrtpMode::Off
+            },
+            ..*self
+        }
+    }
+}
+
+/// SRTP as agreed: the tag of the caller's crypto line we took, and both
+/// sides' keys.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AgreedSrtp {
+    pub tag: u32,
+    pub keys: SrtpKeys,
+}
+
+/// Whether an audio line's security is acceptable: the caller's crypto
+/// line we take (`None`: plain RTP), or why not.
+fn security(m: &MediaDescription, srtp: &SrtpPolicy) -> Result<Option<Crypto>, &'static str> {
+    let savp = m.proto.eq_ignore_ascii_case("RTP/SAVP");
+    let usable = match srtp.mode {
+        SrtpMode::Off => None,
+        SrtpMode::Optional | SrtpMode::Mandatory if srtp.keys_may_travel => {
+            m.crypto.first().copied()
+        }
+        SrtpMode::Optional | SrtpMode::Mandatory => None,
+    };
+    match (savp, usable) {
+        (_, Some(crypto)) => Ok(Some(crypto)),
+        (true, None) if srtp.mode == SrtpMode::Off => {
+            Err("RTP/SAVP offered and [media] srtp is off")
+        }
+        (true, None) | (false, None)
+            if !srtp.keys_may_travel && srtp.mode != SrtpMode::Off && !m.crypto.is_empty() =>
+        {
+            Err("SRTP keys offered over unencrypted signalling (use SIP over TLS, or [media] srtp_without_tls)")
+        }
+        (true, None) => Err("no crypto suite we support (AES_CM_128_HMAC_SHA1_80 or _32)"),
+        (false, None) if srtp.mode == SrtpMode::Mandatory => {
+            Err("plain RTP offered and [media] srtp is mandatory")
+        }
+        (false, None) => Ok(None),
+    }
+}
+
 /// What the answer agreed to for the audio stream.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NegotiatedAudio {
@@ -384,19 +451,33 @@ pub struct NegotiatedAudio {
     pub direction: Direction,
     /// RTCP shares the RTP port (offered, so accepted: RFC 5761 §5.1.1).
     pub rtcp_mux: bool,
+    /// The media is SRTP with these keys.
+    pub srtp: Option<AgreedSrtp>,
 }
 
-/// Picks the stream we accept from an offer, and its codec by `choice`.
+/// Picks the stream we accept from an offer, its codec by `choice` and
+/// its security by `srtp`.
 pub fn negotiate(
     offer: &SessionDescription,
     choice: &CodecChoice,
+    srtp: &SrtpPolicy,
 ) -> Result<NegotiatedAudio, SdpError> {
     let mut offered = Vec::new();
     let mut audio_seen = false;
+    let mut insecure = None;
     for (index, m) in offer.media.iter().enumerate() {
-        if m.media != "audio" || m.port == 0 || !m.proto.eq_ignore_ascii_case("RTP/AVP") {
+        let profile_known =
+            m.proto.eq_ignore_ascii_case("RTP/AVP") || m.proto.eq_ignore_ascii_case("RTP/SAVP");
+        if m.media != "audio" || m.port == 0 || !profile_known {
             continue;
         }
+        let crypto = match security(m, srtp) {
+            Ok(crypto) => crypto,
+            Err(why) => {
+                insecure.get_or_insert(why);
+                continue;
+            }
+        };
         audio_seen = true;
         let Some((payload_type, codec)) = choice.pick(&m.codecs()) else {
             offered.extend(m.formats.iter().map(|&pt| match m.rtpmap(pt) {
@@ -414,9 +495,18 @@ pub fn negotiate(
             telephone_event: m.telephone_event(codec.clock_rate()),
             direction: m.direction.answer(),
             rtcp_mux: m.rtcp_mux,
+            srtp: crypto.map(|theirs| AgreedSrtp {
+                tag: theirs.tag,
+                keys: SrtpKeys {
+                    ours: srtp.ours.with_suite(theirs.key.suite),
+                    theirs: theirs.key,
+                },
+            }),
         });
     }
-    if audio_seen {
+    if let (false, Some(why)) = (audio_seen, insecure) {
+        Err(SdpError::Security(why))
+    } else if audio_seen {
         Err(SdpError::NoCommonCodec {
             accepted: choice.names(),
             offered: offered.join(", "),
@@ -476,10 +566,12 @@ pub fn answer(
             let _ = write!(sdp, "m={} 0 {} {}\r\n", m.media, m.proto, formats);
             continue;
         }
+        // The caller's profile (RTP/SAVP, or RTP/AVP with crypto lines).
         let _ = write!(
             sdp,
-            "m=audio {} RTP/AVP {}",
+            "m=audio {} {} {}",
             local.port(),
+            m.proto,
             chosen.payload_type
         );
         if let Some(te) = chosen.telephone_event {
@@ -493,6 +585,13 @@ pub fn answer(
         let _ = write!(sdp, "a=ptime:20\r\na={}\r\n", chosen.direction.attribute());
         if chosen.rtcp_mux {
             let _ = write!(sdp, "a=rtcp-mux\r\n");
+        }
+        if let Some(srtp) = &chosen.srtp {
+            let ours = Crypto {
+                tag: srtp.tag,
+                key: srtp.keys.ours,
+            };
+            let _ = write!(sdp, "a=crypto:{}\r\n", ours.attribute());
         }
     }
     sdp
@@ -527,7 +626,7 @@ pub const OFFERED_TELEPHONE_EVENT_48K: u8 = 110;
 /// delayed offer, RFC 3261 §13.2.1): the codecs of `choice` in our order,
 /// by their static payload types (Opus on a dynamic one), and
 /// telephone-event at each of their clock rates, at `local`.
-pub fn offer(local: SocketAddr, origin: Origin, choice: &CodecChoice) -> String {
+pub fn offer(local: SocketAddr, origin: Origin, choice: &CodecChoice, srtp: &SrtpPolicy) -> String {
     let ip = local.ip();
     let addr_type = if ip.is_ipv4() { "IP4" } else { "IP6" };
     let formats: Vec<(u8, Codec)> = choice
@@ -550,8 +649,9 @@ pub fn offer(local: SocketAddr, origin: Origin, choice: &CodecChoice) -> String 
     let mut sdp = String::with_capacity(512);
     let _ = write!(
         sdp,
-        "v=0\r\no=sav {} {} IN {addr_type} {ip}\r\ns=sav\r\nc=IN {addr_type} {ip}\r\nt=0 0\r\nm=audio {} RTP/AVP",
-        origin.id, origin.version, local.port()
+        "v=0\r\no=sav {} {} IN {addr_type} {ip}\r\ns=sav\r\nc=IN {addr_type} {ip}\r\nt=0 0\r\nm=audio {} {}",
+        origin.id, origin.version, local.port(),
+        if srtp.offers_crypto() { "RTP/SAVP" } else { "RTP/AVP" }
     );
     for pt in formats
         .iter()
@@ -566,6 +666,13 @@ pub fn offer(local: SocketAddr, origin: Origin, choice: &CodecChoice) -> String 
         write_telephone_event(&mut sdp, pt, rate);
     }
     let _ = write!(sdp, "a=ptime:20\r\na=sendrecv\r\n");
+    if srtp.offers_crypto() {
+        let ours = Crypto {
+            tag: 1,
+            key: srtp.ours,
+        };
+        let _ = write!(sdp, "a=crypto:{}\r\n", ours.attribute());
+    }
     sdp
 }
 
@@ -575,13 +682,13 @@ mod tests {
 
     #[test]
     fn sdes_crypto_lines_are_read_and_written_back() {
-        let ours = Crypto::ours(1, crate::media::srtp::Suite::AesCm128HmacSha1_80);
+        let ours = Crypto::ours(1, Suite::AesCm128HmacSha1_80);
         let attribute = ours.attribute();
         assert!(
             attribute.starts_with("1 AES_CM_128_HMAC_SHA1_80 inline:"),
             "{attribute}"
         );
-        assert_eq!(Crypto::parse(&attribute), Some(ours.clone()));
+        assert_eq!(Crypto::parse(&attribute), Some(ours));
         assert!(!format!("{ours:?}").contains("inline"), "no key in Debug");
         let key = attribute.rsplit(':').next().unwrap().to_string();
         for (value, readable) in [
@@ -634,7 +741,7 @@ a=ptime:20\r\n";
     }
 
     fn negotiate_default(offer: &SessionDescription) -> Result<NegotiatedAudio, SdpError> {
-        negotiate(offer, &CodecChoice::default())
+        negotiate(offer, &CodecChoice::default(), &SrtpPolicy::off())
     }
 
     #[test]
@@ -662,7 +769,7 @@ a=ptime:20\r\n";
         let reparsed = SessionDescription::parse(sdp.as_bytes()).unwrap();
         assert_eq!(reparsed.media[0].formats, vec![8, 101]);
         // PCMU only: the second of the offer.
-        let chosen = negotiate(&offer, &pcmu_only()).unwrap();
+        let chosen = negotiate(&offer, &pcmu_only(), &SrtpPolicy::off()).unwrap();
         assert_eq!((chosen.codec, chosen.payload_type), (Codec::Pcmu, 0));
     }
 
@@ -702,7 +809,13 @@ a=ptime:20\r\n";
         for (formats, caller, ours) in cases {
             let o = offer(formats);
             assert_eq!(negotiate_default(&o).unwrap().codec, caller, "{formats}");
-            assert_eq!(negotiate(&o, &ours_first).unwrap().codec, ours, "{formats}");
+            assert_eq!(
+                negotiate(&o, &ours_first, &SrtpPolicy::off())
+                    .unwrap()
+                    .codec,
+                ours,
+                "{formats}"
+            );
         }
     }
 
@@ -740,7 +853,7 @@ a=ptime:20\r\n";
             .replace("8 0 101", "8 101")
             .replace("a=rtpmap:0 PCMU/8000\r\n", "");
         let parsed = SessionDescription::parse(offer.as_bytes()).unwrap();
-        let err = negotiate(&parsed, &pcmu_only()).unwrap_err();
+        let err = negotiate(&parsed, &pcmu_only(), &SrtpPolicy::off()).unwrap_err();
         assert!(
             matches!(&err, SdpError::NoCommonCodec { accepted, .. } if accepted == "PCMU"),
             "{err}"
@@ -810,7 +923,12 @@ a=ptime:20\r\n";
     #[test]
     fn our_offer_is_accepted_by_our_own_negotiation() {
         let choice = CodecChoice::default();
-        let offer_sdp = offer("127.0.0.1:20004".parse().unwrap(), Origin::new(9), &choice);
+        let offer_sdp = offer(
+            "127.0.0.1:20004".parse().unwrap(),
+            Origin::new(9),
+            &choice,
+            &SrtpPolicy::off(),
+        );
         assert!(
             offer_sdp.contains("m=audio 20004 RTP/AVP 8 0 9 111 101 110\r\n"),
             "{offer_sdp}"
@@ -825,7 +943,7 @@ a=ptime:20\r\n";
             assert!(offer_sdp.contains(line), "{line} in {offer_sdp}");
         }
         let parsed = SessionDescription::parse(offer_sdp.as_bytes()).unwrap();
-        let chosen = negotiate(&parsed, &choice).unwrap();
+        let chosen = negotiate(&parsed, &choice, &SrtpPolicy::off()).unwrap();
         assert_eq!(chosen.remote, "127.0.0.1:20004".parse().unwrap());
         assert_eq!(chosen.codec, Codec::Pcma);
         assert_eq!(chosen.telephone_event, Some(OFFERED_TELEPHONE_EVENT));
@@ -833,6 +951,7 @@ a=ptime:20\r\n";
             "127.0.0.1:20004".parse().unwrap(),
             Origin::new(9),
             &pcmu_only(),
+            &SrtpPolicy::off(),
         );
         assert!(
             pcmu.contains("RTP/AVP 0 101\r\n") && !pcmu.contains("PCMA"),

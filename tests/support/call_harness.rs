@@ -645,6 +645,7 @@ pub fn phone_media(addr: std::net::SocketAddr, codec: Codec, sending: bool) -> R
         sending,
         quiet_allowed: !sending,
         rtcp_mux: false,
+        srtp: None,
     }
 }
 

@@ -1110,6 +1110,31 @@ pub fn baresip_call(
     ca: Option<&Path>,
     audio_codecs: Option<&str>,
 ) -> PathBuf {
+    baresip_call_with(
+        dir,
+        uri,
+        sip_port,
+        rtp_base,
+        seconds,
+        ca,
+        audio_codecs,
+        None,
+    )
+}
+
+/// [`baresip_call`] with baresip's media encryption `mediaenc` ("srtp":
+/// RTP/AVP with crypto lines, "srtp-mand": RTP/SAVP).
+#[allow(clippy::too_many_arguments)]
+pub fn baresip_call_with(
+    dir: &Path,
+    uri: &str,
+    sip_port: u16,
+    rtp_base: u16,
+    seconds: u32,
+    ca: Option<&Path>,
+    audio_codecs: Option<&str>,
+    mediaenc: Option<&str>,
+) -> PathBuf {
     require_tool("baresip");
     require_tool("sox");
     let conf = dir.join("baresip");
@@ -1146,10 +1171,17 @@ pub fn baresip_call(
     if let Some(ca) = ca {
         config.push_str(&format!("sip_cafile {}\n", ca.display()));
     }
+    if mediaenc.is_some() {
+        // Loaded before the accounts are read (`module_app account.so`).
+        config = config.replace("module g711.so\n", "module srtp.so\nmodule g711.so\n");
+    }
     std::fs::write(conf.join("config"), config).unwrap();
-    let codecs = audio_codecs
+    let mut codecs = audio_codecs
         .map(|c| format!(";audio_codecs={c}"))
         .unwrap_or_default();
+    if let Some(mediaenc) = mediaenc {
+        codecs.push_str(&format!(";mediaenc={mediaenc}"));
+    }
     std::fs::write(
         conf.join("accounts"),
         format!("<sip:caller@127.0.0.1>;regint=0{codecs}\n"),
