@@ -15,7 +15,7 @@ rustup toolchain list | grep -q nightly || rustup toolchain install nightly --pr
 
 targets=("$@")
 if [ ${#targets[@]} -eq 0 ]; then
-  targets=(sip_message sdp rtp_inbound rtcp provider_streams config admission)
+  targets=(sip_message sdp rtp_inbound rtcp srtp_unprotect provider_streams config admission)
 fi
 
 report=target/fuzz-report.txt

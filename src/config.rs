@@ -795,6 +795,24 @@ mod tests {
     }
 
     #[test]
+    fn mandatory_srtp_needs_tls_or_keys_allowed_in_clear() {
+        let err = with("srtp = \"off\"", "srtp = \"mandatory\"").unwrap_err();
+        assert!(
+            err.to_string().contains("media.srtp") && err.to_string().contains("tls"),
+            "{err}"
+        );
+        let allowed = with(
+            "srtp = \"off\"\nsrtp_without_tls = false",
+            "srtp = \"mandatory\"\nsrtp_without_tls = true",
+        );
+        assert!(allowed.is_ok(), "{:?}", allowed.err());
+        let optional = with("srtp = \"off\"", "srtp = \"optional\"");
+        assert!(optional.is_ok(), "{:?}", optional.err());
+        let err = with("srtp = \"off\"", "srtp = \"sometimes\"").unwrap_err();
+        assert!(err.to_string().contains("sometimes"), "{err}");
+    }
+
+    #[test]
     fn keys_are_upper_case_once_loaded_and_a_lower_case_key_answers_the_wire() {
         let config = with("hangup_digit = \"#\"", "hangup_digit = \"d\"").unwrap();
         assert_eq!(config.call.hangup_digit, 'D');

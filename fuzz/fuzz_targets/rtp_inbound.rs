@@ -26,6 +26,7 @@ fuzz_target!(|data: &[u8]| {
         codec: Codec::Pcmu,
         quiet_allowed: false,
         rtcp_mux: false,
+        srtp: None,
     };
     let mut core = InboundCore::new(
         t0,

@@ -675,8 +675,24 @@ impl Control {
     /// The call's SRTP keys (a re-offer may change them; the same keys
     /// keep their contexts and indexes).
     fn set_keys(&mut self, keys: Option<SrtpKeys>) {
-        if keys != self.srtcp.as_ref().map(|(keys, _, _)| *keys) {
-            self.srtcp = keys.map(|keys| (keys, keys.ours.context(), keys.theirs.context()));
+        let Some(keys) = keys else {
+            self.srtcp = None;
+            return;
+        };
+        // Each side's context is made again only when its own key changed:
+        // ours restarting its index under the same key would encrypt
+        // reports with a keystream already used.
+        match self.srtcp.as_mut() {
+            Some((current, ours, theirs)) => {
+                if current.ours != keys.ours {
+                    *ours = keys.ours.context();
+                }
+                if current.theirs != keys.theirs {
+                    *theirs = keys.theirs.context();
+                }
+                *current = keys;
+            }
+            None => self.srtcp = Some((keys, keys.ours.context(), keys.theirs.context())),
         }
     }
 

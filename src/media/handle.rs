@@ -428,4 +428,154 @@ mod tests {
         assert!(bye, "no RTCP BYE");
         drop(events);
     }
+
+    /// The next datagram on `socket` within 2 s.
+    async fn next(socket: &UdpSocket) -> Vec<u8> {
+        let mut buf = [0u8; 1500];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(2), socket.recv_from(&mut buf))
+            .await
+            .expect("a datagram within 2 s")
+            .unwrap();
+        buf[..len].to_vec()
+    }
+
+    #[tokio::test]
+    async fn an_srtp_call_sends_and_reads_only_with_its_keys_rtcp_included() {
+        use crate::media::srtp::{MasterKey, Suite};
+        let ip = "127.0.0.1".parse().unwrap();
+        let ours = MediaSockets::ephemeral_pair(ip).unwrap();
+        let phone = MediaSockets::ephemeral_pair(ip).unwrap();
+        let phone_rtcp = phone.rtcp.expect("the phone's RTCP socket");
+        let our_rtp = ours.rtp.local_addr().unwrap();
+        let keys = SrtpKeys {
+            ours: MasterKey::generate(Suite::AesCm128HmacSha1_80),
+            theirs: MasterKey::generate(Suite::AesCm128HmacSha1_32),
+        };
+        let remote = RemoteMedia {
+            addr: phone.rtp.local_addr().unwrap(),
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            receive: PayloadTypes {
+                audio: 0,
+                telephone_event: Some(101),
+            },
+            sending: true,
+            quiet_allowed: false,
+            rtcp_mux: false,
+            srtp: Some(keys),
+        };
+        let metrics = Arc::new(crate::metrics::Metrics::new());
+        let driver = MediaDriver::spawn(metrics.clone());
+        let (mut media, mut events) = MediaHandle::start(
+            &driver,
+            MediaSetup {
+                socket: ours.rtp,
+                rtcp: ours.rtcp,
+                cname: "sav@test".into(),
+                remote,
+                t0: Instant::now(),
+                initial: Vec::new(),
+                policy: StreamPolicy::default(),
+                rtp_timeout: Duration::from_secs(30),
+                vad: None,
+                recording: None,
+            },
+        )
+        .await;
+        // What we send is SRTP under our key: the tag of its suite, and
+        // the phone reads 160 bytes of PCMU out of it, in sequence.
+        let mut reader = keys.ours.context();
+        let mut last_seq = None;
+        for _ in 0..5 {
+            let mut packet = next(&phone.rtp).await;
+            assert_eq!(packet.len(), 12 + 160 + 10);
+            let len = reader.unprotect_rtp(&mut packet).expect("our key reads it");
+            assert_eq!((len, packet[1] & 0x7F), (12 + 160, 0));
+            let seq = u16::from_be_bytes([packet[2], packet[3]]);
+            if let Some(last) = last_seq {
+                assert_eq!(seq, u16::wrapping_add(last, 1));
+            }
+            last_seq = Some(seq);
+        }
+        // A key press under the phone's key is obeyed; the same in clear,
+        // or a replay of it, is not.
+        let mut writer = keys.theirs.context();
+        let mut protected = Vec::new();
+        for (n, end) in [(0u16, false), (1, false), (2, true)] {
+            let mut buf = key(n, 800, end);
+            let len = buf.len();
+            buf.resize(len + 4, 0);
+            let len = writer.protect_rtp(&mut buf, len).unwrap();
+            buf.truncate(len);
+            phone.rtp.send_to(&buf, our_rtp).await.unwrap();
+            protected.push(buf);
+        }
+        let event = tokio::time::timeout(Duration::from_secs(2), events.recv())
+            .await
+            .expect("the key within 2 s");
+        assert!(matches!(event, Some(MediaEvent::Dtmf('5'))), "{event:?}");
+        for (n, end) in [(3u16, false), (4, true)] {
+            phone
+                .rtp
+                .send_to(&key(n, 1600, end), our_rtp)
+                .await
+                .unwrap();
+        }
+        for replay in &protected {
+            phone.rtp.send_to(replay, our_rtp).await.unwrap();
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        assert!(events.try_recv().is_err(), "nothing but the one key");
+        let dropped = |reason: &'static str| {
+            metrics
+                .rtp_dropped
+                .get_or_create(&crate::metrics::ReasonLabel { reason })
+                .get()
+        };
+        assert_eq!((dropped("srtp_auth"), dropped("srtp_replay")), (2, 3));
+        // A re-offer in clear: the stream goes on, unprotected, numbering
+        // unbroken.
+        media
+            .apply_remote(RemoteMedia {
+                srtp: None,
+                ..remote
+            })
+            .await;
+        // (Behind the frames queued on the phone's socket meanwhile.)
+        let mut plain = false;
+        let mut last = last_seq.expect("packets read");
+        for _ in 0..200 {
+            let packet = next(&phone.rtp).await;
+            let seq = u16::from_be_bytes([packet[2], packet[3]]);
+            assert_eq!(seq, last.wrapping_add(1), "numbering unbroken");
+            last = seq;
+            if packet.len() == 12 + 160 {
+                plain = true;
+                break;
+            }
+        }
+        assert!(plain, "plain RTP after the re-offer");
+        // Back to SRTP with the same keys, then the end: the RTCP BYE is
+        // SRTCP under our key (after any report).
+        media.apply_remote(remote).await;
+        media.stop().await;
+        let mut rtcp_reader = keys.ours.context();
+        let mut bye = false;
+        for _ in 0..5 {
+            let mut datagram = next(&phone_rtcp).await;
+            let len = rtcp_reader
+                .unprotect_rtcp(&mut datagram)
+                .expect("SRTCP under our key");
+            let mut at = 0;
+            while at + 4 <= len {
+                let words = u16::from_be_bytes([datagram[at + 2], datagram[at + 3]]) as usize;
+                bye |= datagram[at + 1] == 203;
+                at += 4 * (words + 1);
+            }
+            if bye {
+                break;
+            }
+        }
+        assert!(bye, "no SRTCP BYE");
+    }
 }

@@ -754,6 +754,89 @@ mod tests {
     }
 
     #[test]
+    fn srtp_is_read_with_the_callers_key_and_nothing_else_gets_in() {
+        use crate::media::srtp::Suite;
+        let theirs = MasterKey::generate(Suite::AesCm128HmacSha1_80);
+        let keys = SrtpKeys {
+            ours: MasterKey::generate(Suite::AesCm128HmacSha1_80),
+            theirs,
+        };
+        let mut caller_side = theirs.context();
+        let protect = |context: &mut SrtpContext, plain: Vec<u8>| {
+            let mut buf = plain.clone();
+            buf.resize(plain.len() + 10, 0);
+            let len = context.protect_rtp(&mut buf, plain.len()).unwrap();
+            buf.truncate(len);
+            buf
+        };
+        let t0 = Instant::now();
+        let remote = InboundRemote {
+            srtp: Some(keys),
+            ..remote()
+        };
+        let mut core = InboundCore::new(t0, remote, Duration::from_secs(30), None, None);
+        let caller: SocketAddr = CALLER.parse().unwrap();
+        let stranger: SocketAddr = "198.51.100.7:5000".parse().unwrap();
+        // Plain RTP, or SRTP under another key, from a stranger during the
+        // latch's window: refused before the latch sees it.
+        let mut impostor = MasterKey::generate(Suite::AesCm128HmacSha1_80).context();
+        for seq in 0..20u16 {
+            core.handle_datagram(t0, stranger, &mut audio(seq));
+            core.handle_datagram(t0, stranger, &mut protect(&mut impostor, audio(100 + seq)));
+        }
+        assert_eq!(core.dropped_by_reason(), [0, 0, 0, 40, 0]);
+        assert_eq!(core.caller_addr(), caller, "no stranger latched");
+        // The caller's packets are read, its keys obeyed.
+        let first = protect(&mut caller_side, audio(1));
+        core.handle_datagram(t0, caller, &mut first.clone());
+        for seq in 2..5 {
+            core.handle_datagram(
+                t0,
+                caller,
+                &mut protect(&mut caller_side, key(seq, 8000, 5)),
+            );
+        }
+        let seen = events(&mut core);
+        assert!(seen.contains(&InboundEvent::Latch(caller)), "{seen:?}");
+        assert!(seen.contains(&InboundEvent::Dtmf('5')), "{seen:?}");
+        assert_eq!(core.stats().packets, 4);
+        // A captured packet sent again, and one with a bit flipped.
+        core.handle_datagram(t0, caller, &mut first.clone());
+        let mut flipped = protect(&mut caller_side, audio(5));
+        flipped[15] ^= 0x40;
+        core.handle_datagram(t0, caller, &mut flipped);
+        assert_eq!(core.dropped_by_reason(), [0, 0, 0, 41, 1]);
+        assert_eq!(core.stats().packets, 4);
+        // A re-offer with the same keys keeps the replay window; new keys
+        // from the caller are read from then on.
+        core.set_remote(
+            t0,
+            InboundRemote {
+                srtp: Some(keys),
+                ..remote
+            },
+        );
+        core.handle_datagram(t0, caller, &mut first.clone());
+        assert_eq!(core.dropped_by_reason()[4], 2);
+        let renewed = MasterKey::generate(Suite::AesCm128HmacSha1_32);
+        core.set_remote(
+            t0,
+            InboundRemote {
+                srtp: Some(SrtpKeys {
+                    theirs: renewed,
+                    ..keys
+                }),
+                ..remote
+            },
+        );
+        let mut renewed_side = renewed.context();
+        core.handle_datagram(t0, caller, &mut protect(&mut renewed_side, audio(6)));
+        assert_eq!(core.stats().packets, 5);
+        core.handle_datagram(t0, caller, &mut protect(&mut caller_side, audio(7)));
+        assert_eq!(core.dropped_by_reason()[3], 42);
+    }
+
+    #[test]
     fn reception_counts_the_callers_packets_and_when_it_is_first_heard() {
         let t0 = Instant::now();
         let mut core = InboundCore::new(t0, remote(), Duration::from_secs(30), None, None);

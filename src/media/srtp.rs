@@ -603,6 +603,31 @@ mod tests {
     }
 
     #[test]
+    fn forged_packets_under_other_ssrcs_do_not_push_the_callers_stream_out() {
+        let (mut tx, mut rx) = pair(Suite::AesCm128HmacSha1_80);
+        let mut buf = [0u8; 200];
+        let plain = packet(10, 0xCA11);
+        buf[..plain.len()].copy_from_slice(&plain);
+        let len = tx.protect_rtp(&mut buf, plain.len()).unwrap();
+        let captured = buf[..len].to_vec();
+        assert!(rx.unprotect_rtp(&mut captured.clone()).is_ok());
+        // Many more forged SSRCs than a context tracks, none with the key.
+        for ssrc in 0..(4 * MAX_SSRCS as u32) {
+            let mut forged = captured.clone();
+            forged[8..12].copy_from_slice(&ssrc.to_be_bytes());
+            assert_eq!(
+                rx.unprotect_rtp(&mut forged),
+                Err(SrtpError::Authentication)
+            );
+        }
+        // The caller's stream is still remembered: its packet is a replay.
+        assert_eq!(
+            rx.unprotect_rtp(&mut captured.clone()),
+            Err(SrtpError::Replay)
+        );
+    }
+
+    #[test]
     fn late_packets_inside_the_window_are_read_once() {
         let (mut tx, mut rx) = pair(Suite::AesCm128HmacSha1_80);
         let mut sent = Vec::new();

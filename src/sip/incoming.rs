@@ -155,7 +155,18 @@ impl Incoming {
             reply_and_linger(&mut self.tx, StatusCode::NotAcceptable, headers).await;
             return Err(Refused);
         }
-        match read_offer(&self.tx, &self.codecs, &self.srtp) {
+        let offer = read_offer(&self.tx, &self.codecs, &self.srtp).and_then(|offer| {
+            // Our offer would have to carry our key, which may not travel
+            // in this dialog.
+            if offer.is_none() && self.srtp.mode == SrtpMode::Mandatory && !self.srtp.keys_may_travel
+            {
+                return Err(OfferError::Sdp(SdpError::Security(
+                    "no offer, and SRTP keys may not travel in unencrypted signalling ([media] srtp is mandatory)",
+                )));
+            }
+            Ok(offer)
+        });
+        match offer {
             Ok(offer) => self.offer = offer,
             Err(OfferError::ContentType(content_type)) => {
                 warn!(%content_type, "INVITE body is not SDP");
@@ -195,13 +206,6 @@ impl Incoming {
     /// (known once [`Self::check`] passed; `None` for a delayed offer).
     pub fn codec(&self) -> Option<crate::media::codec::Codec> {
         self.offer.as_ref().map(|(_, audio)| audio.codec)
-    }
-
-    /// Whether the answer will be SRTP (known once [`Self::check`] passed).
-    pub fn srtp(&self) -> bool {
-        self.offer
-            .as_ref()
-            .is_some_and(|(_, audio)| audio.srtp.is_some())
     }
 
     /// The transport the INVITE came in on (our Contact follows it).
@@ -303,6 +307,7 @@ impl Incoming {
             transferred: false,
             codecs: self.codecs,
             srtp: self.srtp,
+            key_used: false,
             bye_if_unacked: self.bye_if_unacked,
         };
         let task = tokio::spawn(

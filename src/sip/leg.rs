@@ -180,8 +180,11 @@ pub(crate) struct Session {
     pub(crate) transferred: bool,
     /// The codecs this call may use (re-offers are answered by it too).
     pub(crate) codecs: CodecChoice,
-    /// Its SRTP policy and our key (kept for the whole call).
+    /// Its SRTP policy and our key.
     pub(crate) srtp: SrtpPolicy,
+    /// Our key has protected a stream: one that starts again (a new suite,
+    /// SRTP back after plain RTP) takes a new key.
+    pub(crate) key_used: bool,
     /// A 200 never ACKed ends with our BYE (a trusted source), or in
     /// silence.
     pub(crate) bye_if_unacked: bool,
@@ -341,6 +344,7 @@ impl Session {
                 }
             },
         };
+        self.key_used = negotiated.srtp.is_some();
         self.offer = Some(negotiated.clone());
         Ok(remote_media(&negotiated, receive))
     }
@@ -377,12 +381,7 @@ impl Session {
             .map(|ack| ack.body)
             .unwrap_or_default();
         let answer = SessionDescription::parse(&body)?;
-        let srtp = self.srtp.for_answer_to(&self.local_sdp);
-        let mut chosen = sdp::negotiate(&answer, &self.codecs, &srtp)?;
-        // We never offer rtcp-mux: an answer cannot turn it on (RFC 5761
-        // §5.1.1).
-        chosen.rtcp_mux = false;
-        Ok(chosen)
+        sdp::negotiate_answer(&answer, &self.codecs, &self.local_sdp)
     }
 
     /// When the session timer next needs us: the refresh we send (we are the
@@ -398,7 +397,7 @@ impl Session {
 
     /// Sends our session refresh (RFC 4028 §7.4): UPDATE when the caller
     /// allows it, else a re-INVITE with our current description.
-    fn spawn_refresh(&self, done: mpsc::Sender<bool>) {
+    fn spawn_refresh(&self, done: mpsc::Sender<Option<Vec<u8>>>) {
         let Some(timer) = self.session_timer else {
             return;
         };
@@ -421,14 +420,37 @@ impl Session {
                     headers.push(Header::ContentType("application/sdp".into()));
                     dialog.reinvite(Some(headers), Some(sdp.into_bytes())).await
                 };
-                let ok = matches!(&result, Ok(Some(r)) if r.status_code.code() < 300);
-                if !ok {
+                // Accepted: the answer's body (empty for UPDATE).
+                let accepted = match &result {
+                    Ok(Some(r)) if r.status_code.code() < 300 => Some(r.body.clone()),
+                    _ => None,
+                };
+                if accepted.is_none() {
                     warn!(result = ?result.as_ref().map(|r| r.as_ref().map(|r| r.status_code.code())), "session refresh not accepted");
                 }
-                let _ = done.send(ok).await;
+                let _ = done.send(accepted).await;
             }
             .in_current_span(),
         );
+    }
+
+    /// The answer to our refresh re-INVITE (our description as the offer):
+    /// the caller may answer with a new key, codec or address.
+    async fn take_refresh_answer(&mut self, body: &[u8]) {
+        if body.iter().all(u8::is_ascii_whitespace) {
+            return;
+        }
+        let negotiated = SessionDescription::parse(body)
+            .and_then(|answer| sdp::negotiate_answer(&answer, &self.codecs, &self.local_sdp));
+        match negotiated {
+            Ok(chosen) => {
+                if self.offer.as_ref() != Some(&chosen) {
+                    self.apply_remote(chosen).await;
+                }
+            }
+            // The session goes on as it was.
+            Err(error) => warn!(%error, "the answer to our session refresh is not usable"),
+        }
     }
 
     /// Sends the REFER from a task of its own (its response must not hold up
@@ -460,7 +482,7 @@ impl Session {
     async fn established(&mut self, commands: &mut mpsc::Receiver<LegCommand>) -> Ending {
         let mut refresh_deadline = self.session_deadline();
         // Outcome of our own session refresh (when we are the refresher).
-        let (refresh_tx, mut refresh_rx) = mpsc::channel::<bool>(1);
+        let (refresh_tx, mut refresh_rx) = mpsc::channel::<Option<Vec<u8>>>(1);
         let mut refreshing = false;
         let (refer_tx, mut refer_rx) = mpsc::channel::<bool>(2);
         let mut transfer_deadline: Option<Instant> = None;
@@ -476,13 +498,14 @@ impl Session {
                     }
                     Some(LegCommand::Hangup) | None => return Ending::Local,
                 },
-                Some(ok) = refresh_rx.recv() => {
+                Some(accepted) = refresh_rx.recv() => {
                     refreshing = false;
-                    if !ok {
+                    let Some(body) = accepted else {
                         warn!("our session refresh failed (RFC 4028): hanging up");
                         return Ending::Local;
-                    }
+                    };
                     refresh_deadline = self.session_deadline();
+                    self.take_refresh_answer(&body).await;
                     continue;
                 }
                 Some(ok) = refer_rx.recv() => LegEvent::Transfer { ok },
@@ -534,6 +557,29 @@ impl Session {
     /// Applies what the caller's latest description says (c=0.0.0.0 is a
     /// hold that keeps the address) and tells the call when its media
     /// changed. Returns the negotiated stream as applied.
+    /// Our key protects one stream from its start to its end (RFC 3711
+    /// §9.1: a key never encrypts the same packet index twice): an
+    /// agreement that would start our stream again under a key already
+    /// used (another suite, SRTP back after plain RTP) gets a new key; one
+    /// that goes on with the current key keeps it.
+    fn keep_keystreams_unique(&mut self, chosen: &mut NegotiatedAudio) {
+        let Some(agreed) = chosen.srtp.as_mut() else {
+            return;
+        };
+        let current = self
+            .offer
+            .as_ref()
+            .and_then(|o| o.srtp)
+            .map(|a| a.keys.ours);
+        if current == Some(agreed.keys.ours) {
+            return;
+        }
+        if self.key_used {
+            agreed.keys.ours = self.srtp.renew_key(agreed.keys.ours.suite);
+        }
+        self.key_used = true;
+    }
+
     async fn apply_remote(&mut self, chosen: NegotiatedAudio) -> NegotiatedAudio {
         let mut chosen = chosen;
         // c=0.0.0.0 is the RFC 2543 way to hold (RFC 3264 §8.4): send
@@ -592,7 +638,8 @@ impl Session {
                 let mut headers = self.session_timer_headers();
                 let body = if has_offer {
                     match SessionDescription::parse(&request.body).and_then(|offer| {
-                        let chosen = sdp::negotiate(&offer, &self.codecs, &self.srtp)?;
+                        let mut chosen = sdp::negotiate(&offer, &self.codecs, &self.srtp)?;
+                        self.keep_keystreams_unique(&mut chosen);
                         Ok((offer, chosen))
                     }) {
                         Ok((offer, chosen)) => {

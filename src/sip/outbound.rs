@@ -130,12 +130,11 @@ pub async fn dial(
         .map_err(|e| DialError::Sip(Box::new(e)))?;
     tokio::spawn(route_in_dialog(incoming, dialogs.clone()));
     // `sav call` is a test caller: plain RTP, whatever [media] srtp says.
-    let srtp = sdp::SrtpPolicy::off();
     let offer = sdp::offer(
         SocketAddr::new(ip, rtp_port),
         sdp::Origin::new(u64::from(rand::random::<u32>())),
         codecs,
-        &srtp,
+        &sdp::SrtpPolicy::off(),
     );
 
     let register = config.register.as_ref();
@@ -163,7 +162,7 @@ pub async fn dial(
         callee: target_uri,
         destination,
         content_type: Some("application/sdp".into()),
-        offer: Some(offer.into_bytes()),
+        offer: Some(offer.clone().into_bytes()),
         contact,
         credential,
         headers: None,
@@ -198,13 +197,8 @@ pub async fn dial(
         }
     };
     let answered = Instant::now();
-    // We never offer rtcp-mux: an answer cannot turn it on (RFC 5761 §5.1.1).
     let negotiated = SessionDescription::parse(&answer.body)
-        .and_then(|a| sdp::negotiate(&a, codecs, &srtp))
-        .map(|mut chosen| {
-            chosen.rtcp_mux = false;
-            chosen
-        });
+        .and_then(|a| sdp::negotiate_answer(&a, codecs, &offer));
     let remote = match negotiated {
         // The callee sends with the payload types of our offer (RFC 3264
         // §5.1): the static ones, which its answer repeats.

@@ -142,6 +142,14 @@ impl Crypto {
         if key_params.contains(';') {
             return None;
         }
+        // Session parameters (RFC 4568 §6.3) change how packets are
+        // protected: only those that change nothing we do are taken.
+        for parameter in fields {
+            let harmless = parameter == "KDR=0" || parameter.starts_with("WSH=");
+            if !harmless {
+                return None;
+            }
+        }
         let inline = key_params.strip_prefix("inline:")?;
         let mut parts = inline.split('|');
         let material = base64::engine::general_purpose::STANDARD
@@ -384,18 +392,55 @@ impl SrtpPolicy {
         self.mode == SrtpMode::Mandatory && self.keys_may_travel
     }
 
-    /// The policy that reads the answer to a description of ours: SRTP if
-    /// it carried our key, plain RTP otherwise.
-    pub fn for_answer_to(&self, ours: &str) -> SrtpPolicy {
-        SrtpPolicy {
-            mode: if ours.contains("a=crypto:") {
-                SrtpMode::Mandatory
-            } else {
-                SrtpMode::Off
-            },
-            ..*self
-        }
+    /// A new key of ours, for a stream that starts again (RFC 3711 §9.1:
+    /// a key never encrypts the same packet index twice).
+    pub fn renew_key(&mut self, suite: Suite) -> MasterKey {
+        self.ours = MasterKey::generate(suite);
+        self.ours
     }
+}
+
+/// Reads the answer to a description of ours (`offered`: an offer of ours,
+/// or our current description sent again as the offer): its stream and
+/// codec by `choice`; SRTP only as our description offered it (RTP/SAVP:
+/// required; crypto lines in RTP/AVP: accepted), with the key we gave under
+/// the tag and suite the answer took (RFC 4568 §7.1.3).
+pub fn negotiate_answer(
+    answer: &SessionDescription,
+    choice: &CodecChoice,
+    offered: &str,
+) -> Result<NegotiatedAudio, SdpError> {
+    let ours = SessionDescription::parse(offered.as_bytes())?;
+    let line = ours
+        .media
+        .iter()
+        .find(|m| m.media == "audio" && m.port != 0);
+    let offered_crypto = line.map(|m| m.crypto.clone()).unwrap_or_default();
+    let mode = match line {
+        Some(m) if m.proto.eq_ignore_ascii_case("RTP/SAVP") => SrtpMode::Mandatory,
+        Some(_) if !offered_crypto.is_empty() => SrtpMode::Optional,
+        _ => SrtpMode::Off,
+    };
+    let policy = SrtpPolicy {
+        mode,
+        // Ours were sent already; the answer's come back the same way.
+        keys_may_travel: true,
+        // Replaced below by the key of the line the answer took.
+        ours: MasterKey::generate(Suite::AesCm128HmacSha1_80),
+    };
+    let mut chosen = negotiate(answer, choice, &policy)?;
+    // An answer cannot turn on rtcp-mux we did not offer (RFC 5761 §5.1.1).
+    chosen.rtcp_mux &= line.is_some_and(|m| m.rtcp_mux);
+    if let Some(agreed) = chosen.srtp.as_mut() {
+        let offered = offered_crypto
+            .iter()
+            .find(|c| c.tag == agreed.tag && c.key.suite == agreed.keys.theirs.suite)
+            .ok_or(SdpError::Security(
+                "the answer's crypto line is none of our offer's (tag and suite)",
+            ))?;
+        agreed.keys.ours = offered.key;
+    }
+    Ok(chosen)
 }
 
 /// SRTP as agreed: the tag of the caller's crypto line we took, and both
@@ -422,8 +467,12 @@ fn security(m: &MediaDescription, srtp: &SrtpPolicy) -> Result<Option<Crypto>, &
         (true, None) if srtp.mode == SrtpMode::Off => {
             Err("RTP/SAVP offered and [media] srtp is off")
         }
+        // Best-effort SRTP (crypto lines in RTP/AVP) whose keys may not be
+        // taken is answered in plain RTP when that is allowed.
         (true, None) | (false, None)
-            if !srtp.keys_may_travel && srtp.mode != SrtpMode::Off && !m.crypto.is_empty() =>
+            if !srtp.keys_may_travel
+                && !m.crypto.is_empty()
+                && (savp || srtp.mode == SrtpMode::Mandatory) =>
         {
             Err("SRTP keys offered over unencrypted signalling (use SIP over TLS, or [media] srtp_without_tls)")
         }
@@ -717,6 +766,198 @@ mod tests {
         let parsed = SessionDescription::parse(offer.as_bytes()).unwrap();
         assert_eq!(parsed.media[0].crypto.len(), 1);
         assert_eq!(parsed.media[0].crypto[0].tag, 2);
+    }
+
+    /// An offer of PCMU in `proto` with `crypto` lines.
+    fn secure_offer(proto: &str, crypto: &[&Crypto]) -> SessionDescription {
+        let mut sdp = format!(
+            "v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 {proto} 0 101\r\na=rtpmap:101 telephone-event/8000\r\n"
+        );
+        for line in crypto {
+            sdp.push_str(&format!("a=crypto:{}\r\n", line.attribute()));
+        }
+        SessionDescription::parse(sdp.as_bytes()).unwrap()
+    }
+
+    fn security_error(result: Result<NegotiatedAudio, SdpError>) -> String {
+        match result {
+            Err(SdpError::Security(why)) => why.to_string(),
+            other => panic!("expected a security refusal, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn srtp_is_answered_with_the_callers_tag_and_suite_and_a_key_of_ours() {
+        let theirs_32 = Crypto::ours(3, Suite::AesCm128HmacSha1_32);
+        let theirs_80 = Crypto::ours(5, Suite::AesCm128HmacSha1_80);
+        let policy = SrtpPolicy::new(SrtpMode::Optional, true);
+        for proto in ["RTP/SAVP", "RTP/AVP"] {
+            let offer = secure_offer(proto, &[&theirs_32, &theirs_80]);
+            let chosen = negotiate(&offer, &CodecChoice::default(), &policy).unwrap();
+            // The caller's first line we can use, its key to read it by,
+            // ours (not theirs) to send with, in its suite.
+            let agreed = chosen.srtp.expect("SRTP agreed");
+            assert_eq!(agreed.tag, 3);
+            assert_eq!(agreed.keys.theirs, theirs_32.key);
+            assert_eq!(agreed.keys.ours.suite, Suite::AesCm128HmacSha1_32);
+            assert_eq!(agreed.keys.ours.key, policy.ours.key);
+            assert_ne!(agreed.keys.ours.key, theirs_32.key.key);
+            let answer = answer(
+                &offer,
+                &chosen,
+                "127.0.0.1:20000".parse().unwrap(),
+                Origin::new(1),
+            );
+            assert!(
+                answer.contains(&format!("m=audio 20000 {proto} 0 101\r\n")),
+                "{answer}"
+            );
+            let lines: Vec<&str> = answer
+                .lines()
+                .filter(|l| l.starts_with("a=crypto:"))
+                .collect();
+            assert_eq!(lines.len(), 1, "{answer}");
+            let ours = Crypto::parse(&lines[0]["a=crypto:".len()..]).unwrap();
+            assert_eq!((ours.tag, ours.key), (3, agreed.keys.ours));
+        }
+        // A plain offer in optional mode: plain.
+        let plain = secure_offer("RTP/AVP", &[]);
+        let chosen = negotiate(&plain, &CodecChoice::default(), &policy).unwrap();
+        assert_eq!(chosen.srtp, None);
+        let answer = answer(
+            &plain,
+            &chosen,
+            "127.0.0.1:20000".parse().unwrap(),
+            Origin::new(1),
+        );
+        assert!(
+            !answer.contains("crypto") && answer.contains("RTP/AVP"),
+            "{answer}"
+        );
+    }
+
+    #[test]
+    fn srtp_refusals_say_why() {
+        let theirs = Crypto::ours(1, Suite::AesCm128HmacSha1_80);
+        let savp = secure_offer("RTP/SAVP", &[&theirs]);
+        let choice = CodecChoice::default();
+        // Off: RTP/SAVP is not for us, and crypto lines in RTP/AVP are
+        // ignored (answered plain).
+        let why = security_error(negotiate(&savp, &choice, &SrtpPolicy::off()));
+        assert!(why.contains("srtp is off"), "{why}");
+        let best_effort = secure_offer("RTP/AVP", &[&theirs]);
+        let chosen = negotiate(&best_effort, &choice, &SrtpPolicy::off()).unwrap();
+        assert_eq!(chosen.srtp, None);
+        // Keys in SIP that is not encrypted: refused unless allowed, in
+        // either profile; allowed, SRTP.
+        for mode in [SrtpMode::Optional, SrtpMode::Mandatory] {
+            let in_clear = SrtpPolicy::new(mode, false);
+            let why = security_error(negotiate(&savp, &choice, &in_clear));
+            assert!(why.contains("unencrypted signalling"), "{why}");
+            let allowed = SrtpPolicy::new(mode, true);
+            assert!(negotiate(&savp, &choice, &allowed).unwrap().srtp.is_some());
+        }
+        let why = security_error(negotiate(
+            &best_effort,
+            &choice,
+            &SrtpPolicy::new(SrtpMode::Mandatory, false),
+        ));
+        assert!(why.contains("unencrypted signalling"), "{why}");
+        // ... but when optional, best-effort SRTP whose keys came in clear
+        // is answered in plain RTP, as with SRTP off.
+        let chosen = negotiate(
+            &best_effort,
+            &choice,
+            &SrtpPolicy::new(SrtpMode::Optional, false),
+        )
+        .unwrap();
+        assert_eq!(chosen.srtp, None);
+        // Session parameters that change the protection make a line
+        // unusable (RFC 4568 §6.3); harmless ones do not.
+        let key = theirs.attribute();
+        let key = key.split_whitespace().nth(2).unwrap();
+        for (params, usable) in [
+            ("KDR=0", true),
+            ("WSH=64", true),
+            ("KDR=10", false),
+            ("UNENCRYPTED_SRTP", false),
+            ("UNAUTHENTICATED_SRTP", false),
+            ("UNENCRYPTED_SRTCP", false),
+        ] {
+            let value = format!("1 AES_CM_128_HMAC_SHA1_80 {key} {params}");
+            assert_eq!(Crypto::parse(&value).is_some(), usable, "{value}");
+        }
+        // Mandatory: plain RTP is refused.
+        let plain = secure_offer("RTP/AVP", &[]);
+        let why = security_error(negotiate(
+            &plain,
+            &choice,
+            &SrtpPolicy::new(SrtpMode::Mandatory, true),
+        ));
+        assert!(why.contains("mandatory"), "{why}");
+        // RTP/SAVP with only suites we do not know.
+        let unknown = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AEAD_AES_256_GCM inline:AAAA\r\n",
+        )
+        .unwrap();
+        let why = security_error(negotiate(
+            &unknown,
+            &choice,
+            &SrtpPolicy::new(SrtpMode::Optional, true),
+        ));
+        assert!(why.contains("no crypto suite"), "{why}");
+        // A refusal is 488.
+        assert_eq!(SdpError::Security("x").status_code(), 488);
+        // A secure line we cannot take does not hide a plain one we can.
+        let mut two = secure_offer("RTP/SAVP", &[&theirs]);
+        two.media.push(secure_offer("RTP/AVP", &[]).media.remove(0));
+        let chosen = negotiate(&two, &choice, &SrtpPolicy::new(SrtpMode::Optional, false)).unwrap();
+        assert_eq!((chosen.index, chosen.srtp), (1, None));
+    }
+
+    #[test]
+    fn our_offer_is_savp_with_our_key_only_when_srtp_is_mandatory_and_keys_may_travel() {
+        let local = "127.0.0.1:20000".parse().unwrap();
+        let choice = CodecChoice::default();
+        for (mode, travel, secure) in [
+            (SrtpMode::Off, true, false),
+            (SrtpMode::Optional, true, false),
+            (SrtpMode::Mandatory, false, false),
+            (SrtpMode::Mandatory, true, true),
+        ] {
+            let policy = SrtpPolicy::new(mode, travel);
+            let ours = offer(local, Origin::new(1), &choice, &policy);
+            assert_eq!(ours.contains("RTP/SAVP"), secure, "{ours}");
+            assert_eq!(
+                ours.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:"),
+                secure,
+                "{ours}"
+            );
+            // The answer to it is read as our offer asked: SRTP with the
+            // key we gave when it carried one, plain otherwise.
+            let theirs = Crypto::ours(1, Suite::AesCm128HmacSha1_80);
+            let secure_answer =
+                secure_offer(if secure { "RTP/SAVP" } else { "RTP/AVP" }, &[&theirs]);
+            let chosen = negotiate_answer(&secure_answer, &choice, &ours).unwrap();
+            assert_eq!(chosen.srtp.is_some(), secure);
+            if let Some(agreed) = chosen.srtp {
+                assert_eq!(agreed.keys.ours, policy.ours);
+                assert_eq!(agreed.keys.theirs, theirs.key);
+            }
+            if secure {
+                let plain_answer = secure_offer("RTP/AVP", &[]);
+                assert!(negotiate_answer(&plain_answer, &choice, &ours).is_err());
+                // An answer under a tag or a suite we did not offer.
+                for wrong in [
+                    Crypto::ours(2, Suite::AesCm128HmacSha1_80),
+                    Crypto::ours(1, Suite::AesCm128HmacSha1_32),
+                ] {
+                    let answer = secure_offer("RTP/SAVP", &[&wrong]);
+                    let why = security_error(negotiate_answer(&answer, &choice, &ours));
+                    assert!(why.contains("none of our offer"), "{why}");
+                }
+            }
+        }
     }
 
     const OFFER: &str = "v=0\r\n\

@@ -619,6 +619,15 @@ pub fn redacted(message: &str) -> String {
             Some(name) if n > 0 && IDENTITIES.contains(&name) => {
                 out.push_str(&uris_redacted(&names_redacted(line)))
             }
+            // An SDES key (RFC 4568) in the body.
+            _ if line.starts_with("a=crypto:") => {
+                let kept = line.split("inline:").next().unwrap_or(line);
+                out.push_str(kept);
+                out.push_str("inline:<redacted>");
+                if line.ends_with('\n') {
+                    out.push_str("\r\n");
+                }
+            }
             _ => out.push_str(&uris_redacted(line)),
         }
     }
@@ -709,6 +718,17 @@ mod tests {
         assert!(logged.contains("Authorization: <redacted>\r\n"));
         assert!(logged.contains("P-Asserted-Identity: <tel:…678>\r\n"));
         assert!(logged.contains("CSeq: 2 REGISTER\r\n"));
+        // An SRTP key in an offer.
+        let key = "WVNfX19zZW1jdGwgKCkgewkyMjA7fQp9CnVubGVz";
+        let offer = format!(
+            "INVITE sip:sav@pbx.example SIP/2.0\r\nContent-Type: application/sdp\r\n\r\nv=0\r\nm=audio 4000 RTP/SAVP 0\r\na=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:{key}|2^31\r\n"
+        );
+        let logged = redacted(&offer);
+        assert!(!logged.contains(key), "{logged}");
+        assert!(
+            logged.contains("a=crypto:1 AES_CM_128_HMAC_SHA1_80 inline:<redacted>\r\n"),
+            "{logged}"
+        );
     }
 
     #[test]
