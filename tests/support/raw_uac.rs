@@ -105,10 +105,21 @@ impl RawCall {
     /// The same from another loopback address (`127.0.0.3`: a source sav
     /// does not trust).
     pub fn call_from(ip: &str, sav_sip: u16, media_port: u16, name: &str) -> Option<RawCall> {
+        let sdp = offer_sdp(ip, media_port);
+        Self::call_offering(ip, sav_sip, &sdp, name).map(|(call, _)| call)
+    }
+
+    /// The same with `sdp` as the offer; the call and sav's 200.
+    pub fn call_offering(
+        ip: &str,
+        sav_sip: u16,
+        sdp: &str,
+        name: &str,
+    ) -> Option<(RawCall, String)> {
         let sip = UdpSocket::bind((ip, 0)).unwrap();
         let sip_port = sip.local_addr().unwrap().port();
         let call_id = format!("{name}-{}-{sip_port}@test", std::process::id());
-        let invite = invite_text(ip, sip_port, sav_sip, &call_id, media_port, None);
+        let invite = invite_text_with(ip, sip_port, sav_sip, &call_id, sdp, None);
         let common = format!(
             "From: <sip:+33100000000@{ip}>;tag=caller1\r\nCall-ID: {call_id}\r\nContact: <sip:t@{ip}:{sip_port}>\r\nMax-Forwards: 70\r\n"
         );
@@ -133,12 +144,44 @@ impl RawCall {
             cseq: 1,
         };
         call.send_in_dialog("ACK", 1, &format!("z9hG4bKack{sip_port}"));
-        Some(call)
+        Some((call, ok))
+    }
+
+    /// A re-INVITE offering `sdp`; sav's final answer (ACKed when 2xx).
+    pub fn reinvite(&mut self, sdp: &str) -> Option<String> {
+        self.cseq += 1;
+        let branch = format!("z9hG4bKre{}x{}", self.sip_port, self.cseq);
+        self.send_in_dialog_with("INVITE", self.cseq, &branch, Some(sdp));
+        let cseq = self.cseq;
+        let answer = recv_until(&self.sip, Duration::from_secs(5), |m| {
+            m.starts_with("SIP/2.0 ")
+                && !m.starts_with("SIP/2.0 1")
+                && header(m, "CSeq").is_some_and(|c| c == format!("{cseq} INVITE"))
+        })?;
+        if answer.starts_with("SIP/2.0 2") {
+            self.send_in_dialog(
+                "ACK",
+                cseq,
+                &format!("z9hG4bKreack{}x{cseq}", self.sip_port),
+            );
+        }
+        Some(answer)
     }
 
     fn send_in_dialog(&self, method: &str, cseq: u32, branch: &str) {
+        self.send_in_dialog_with(method, cseq, branch, None);
+    }
+
+    fn send_in_dialog_with(&self, method: &str, cseq: u32, branch: &str, sdp: Option<&str>) {
+        let body = match sdp {
+            Some(sdp) => format!(
+                "Content-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+                sdp.len()
+            ),
+            None => "Content-Length: 0\r\n\r\n".to_string(),
+        };
         let request = format!(
-            "{method} sip:sav@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{sip_port};branch={branch}\r\nTo: {to}\r\n{common}CSeq: {cseq} {method}\r\nContent-Length: 0\r\n\r\n",
+            "{method} sip:sav@127.0.0.1:{p} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{sip_port};branch={branch}\r\nTo: {to}\r\n{common}CSeq: {cseq} {method}\r\n{body}",
             p = self.sav_sip,
             ip = self.sip.local_addr().unwrap().ip(),
             sip_port = self.sip_port,
@@ -167,6 +210,13 @@ impl RawCall {
     }
 }
 
+/// An offer of PCMU and telephone-event at `ip`:`media_port`.
+pub fn offer_sdp(ip: &str, media_port: u16) -> String {
+    format!(
+        "v=0\r\no=t 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
+    )
+}
+
 /// An INVITE from `ip`:`sip_port` with an offer of PCMU at `media_port`.
 pub fn invite_text(
     ip: &str,
@@ -176,15 +226,30 @@ pub fn invite_text(
     media_port: u16,
     user_agent: Option<&str>,
 ) -> String {
-    let sdp = format!(
-        "v=0\r\no=t 1 1 IN IP4 {ip}\r\ns=-\r\nc=IN IP4 {ip}\r\nt=0 0\r\nm=audio {media_port} RTP/AVP 0 101\r\na=rtpmap:0 PCMU/8000\r\na=rtpmap:101 telephone-event/8000\r\n"
-    );
+    let sdp = offer_sdp(ip, media_port);
+    invite_text_with(ip, sip_port, sav_sip, call_id, &sdp, user_agent)
+}
+
+/// An INVITE from `ip`:`sip_port` offering `sdp` (none when empty).
+pub fn invite_text_with(
+    ip: &str,
+    sip_port: u16,
+    sav_sip: u16,
+    call_id: &str,
+    sdp: &str,
+    user_agent: Option<&str>,
+) -> String {
     let agent = user_agent
         .map(|a| format!("User-Agent: {a}\r\n"))
         .unwrap_or_default();
     let branch = call_id.replace('@', ".");
     format!(
-        "INVITE sip:sav@127.0.0.1:{sav_sip} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{sip_port};branch=z9hG4bK{branch}\r\nTo: <sip:sav@127.0.0.1:{sav_sip}>\r\nFrom: <sip:+33100000000@{ip}>;tag=caller1\r\nCall-ID: {call_id}\r\nContact: <sip:t@{ip}:{sip_port}>\r\nMax-Forwards: 70\r\n{agent}CSeq: 1 INVITE\r\nContent-Type: application/sdp\r\nContent-Length: {}\r\n\r\n{sdp}",
+        "INVITE sip:sav@127.0.0.1:{sav_sip} SIP/2.0\r\nVia: SIP/2.0/UDP {ip}:{sip_port};branch=z9hG4bK{branch}\r\nTo: <sip:sav@127.0.0.1:{sav_sip}>\r\nFrom: <sip:+33100000000@{ip}>;tag=caller1\r\nCall-ID: {call_id}\r\nContact: <sip:t@{ip}:{sip_port}>\r\nMax-Forwards: 70\r\n{agent}CSeq: 1 INVITE\r\n{}Content-Length: {}\r\n\r\n{sdp}",
+        if sdp.is_empty() {
+            ""
+        } else {
+            "Content-Type: application/sdp\r\n"
+        },
         sdp.len(),
     )
 }
