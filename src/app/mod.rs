@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod door;
+pub mod memory;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -166,6 +167,7 @@ pub async fn run(
         config.crm.clone(),
         outbox_stop.clone(),
     ));
+    memory::spawn_release_when_idle(metrics.clone());
     let learned: LearnedAddress = Default::default();
     let registration = match &config.sip.register {
         Some(register) => {

@@ -294,8 +294,9 @@ pub struct SrtpContext {
     streams: Vec<StreamState>,
     /// The next SRTCP index we send.
     rtcp_index: u32,
-    /// SRTCP replay: the highest index received and the window behind it.
-    rtcp_received: Option<(u32, u64)>,
+    /// SRTCP replay per sender SSRC (each numbers its own reports): the
+    /// highest index received and the window behind it.
+    rtcp_received: Vec<(u32, u32, u64)>,
 }
 
 impl std::fmt::Debug for SrtpContext {
@@ -333,7 +334,7 @@ impl SrtpContext {
             rtcp: SessionKeys::derive(master_key, master_salt, 3),
             streams: Vec::with_capacity(MAX_SSRCS),
             rtcp_index: 0,
-            rtcp_received: None,
+            rtcp_received: Vec::with_capacity(MAX_SSRCS),
         }
     }
 
@@ -454,7 +455,10 @@ impl SrtpContext {
         }
         let e_index = u32::from_be_bytes([buf[len], buf[len + 1], buf[len + 2], buf[len + 3]]);
         let index = e_index & 0x7FFF_FFFF;
-        if let Some((highest, window)) = self.rtcp_received {
+        let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
+        let known = self.rtcp_received.iter().position(|(s, _, _)| *s == ssrc);
+        if let Some(at) = known {
+            let (_, highest, window) = self.rtcp_received[at];
             if index <= highest {
                 let behind = u64::from(highest - index);
                 if behind >= REPLAY_WINDOW || window & (1 << behind) != 0 {
@@ -463,22 +467,30 @@ impl SrtpContext {
             }
         }
         if e_index & 0x8000_0000 != 0 {
-            let ssrc = u32::from_be_bytes([buf[4], buf[5], buf[6], buf[7]]);
             self.rtcp.crypt(ssrc, u64::from(index), &mut buf[8..len]);
         }
-        self.rtcp_received = Some(match self.rtcp_received {
-            None => (index, 1),
-            Some((highest, window)) if index > highest => {
+        let next = match known.map(|at| self.rtcp_received[at]) {
+            None => (ssrc, index, 1),
+            Some((_, highest, window)) if index > highest => {
                 let ahead = u64::from(index - highest);
                 let window = if ahead >= REPLAY_WINDOW {
                     0
                 } else {
                     window << ahead
                 };
-                (index, window | 1)
+                (ssrc, index, window | 1)
             }
-            Some((highest, window)) => (highest, window | 1 << u64::from(highest - index)),
-        });
+            Some((_, highest, window)) => (ssrc, highest, window | 1 << u64::from(highest - index)),
+        };
+        match known {
+            Some(at) => self.rtcp_received[at] = next,
+            None => {
+                if self.rtcp_received.len() == MAX_SSRCS {
+                    self.rtcp_received.remove(0);
+                }
+                self.rtcp_received.push(next);
+            }
+        }
         Ok(len)
     }
 }
@@ -671,5 +683,15 @@ mod tests {
         let got = rx.unprotect_rtcp(&mut ok).unwrap();
         assert_eq!(&ok[..got], &report[..]);
         assert_eq!(rx.unprotect_rtcp(&mut sent.clone()), Err(SrtpError::Replay));
+        // Another sender under the same key (a new SSRC after a transfer)
+        // numbers its reports from 0: they are not replays of the first's.
+        let (mut other, _) = pair(Suite::AesCm128HmacSha1_32);
+        for _ in 0..3 {
+            let mut buf = [0u8; 128];
+            buf[..report.len()].copy_from_slice(&report);
+            buf[7] = 43;
+            let len = other.protect_rtcp(&mut buf, report.len()).unwrap();
+            assert!(rx.unprotect_rtcp(&mut buf[..len]).is_ok());
+        }
     }
 }
