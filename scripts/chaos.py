@@ -367,7 +367,7 @@ def main():
         if m:
             runs_total = int(m.group(1))
     # The worst run: the smallest bucket that holds them all.
-    worst = next((le for le, count in sorted(buckets) if count == runs_total), None)
+    worst = next((le for le, count in sorted(buckets) if count == runs_total), None) if runs_total else "no run at all:" 
     # What the damage did to the calls, as sav's jitter buffers saw it.
     seen = {"reordered": 0, "duplicates": 0, "late": 0, "concealed": 0}
     with open(os.path.join(work, "sav.log")) as f:

@@ -218,6 +218,46 @@ fn two_hundred_unacked_invites_from_one_source_leave_the_door_open() {
     );
 }
 
+/// A trusted source (the PBX) that never ACKs our 200 is sent our BYE once
+/// the 200's retransmissions are over (RFC 3261 §13.3.1.4), not silence.
+#[test]
+fn a_200_never_acked_by_a_trusted_source_ends_with_our_bye() {
+    let dir = workdir("public_port_trusted_noack");
+    let ports = Ports::slot(50);
+    let sav = Sav::start(&dir, ports, |c| c);
+    let pbx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    let pbx_port = pbx.local_addr().unwrap().port();
+    let call_id = format!("noack-{pbx_port}@pbx");
+    let invite =
+        support::raw_uac::invite_text("127.0.0.1", pbx_port, ports.sip, &call_id, 40_100, None);
+    pbx.send_to(invite.as_bytes(), ("127.0.0.1", ports.sip))
+        .unwrap();
+    // The 200 and its retransmissions, then the BYE (within 20 s).
+    let deadline = std::time::Instant::now() + Duration::from_secs(20);
+    let (mut oks, mut bye) = (0, None);
+    while bye.is_none() {
+        let Some(left) = deadline.checked_duration_since(std::time::Instant::now()) else {
+            break;
+        };
+        let Some(message) = support::raw_uac::recv_until(&pbx, left, |_| true) else {
+            break;
+        };
+        if message.starts_with("SIP/2.0 200") {
+            oks += 1;
+        } else if message.starts_with("BYE ") {
+            bye = Some(message);
+        }
+    }
+    let bye = bye.expect("sav's BYE for the call never ACKed");
+    assert_eq!(
+        support::raw_uac::header(&bye, "Call-ID"),
+        Some(call_id.as_str())
+    );
+    assert!((3..=5).contains(&oks), "the 200 sent {oks} times");
+    let log = sav.wait_for_log("no ACK for our 200", Duration::from_secs(2));
+    assert!(log.contains("bye=true"), "{log}");
+}
+
 /// Open file descriptors of `pid`.
 fn fds(pid: u32) -> usize {
     std::fs::read_dir(format!("/proc/{pid}/fd"))

@@ -256,3 +256,61 @@ pub async fn registrar_addresses(sip: &SipConfig) -> Vec<IpAddr> {
     }
     addresses
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A door whose untrusted sources may send `burst` datagrams and then
+    /// (practically) nothing more.
+    fn door(burst: u32) -> Arc<Door> {
+        let mut sip = crate::config::Config::load(None)
+            .expect("the embedded configuration")
+            .sip;
+        sip.admission.source_rate = 0.001;
+        sip.admission.source_burst = burst;
+        Arc::new(Door::new(&sip, &[], Arc::new(Metrics::new())))
+    }
+
+    #[test]
+    fn a_datagram_the_udp_socket_let_in_takes_one_token_not_two() {
+        let door = door(3);
+        let (socket, stack) = (door.udp_gate(), door.gate());
+        let ip: IpAddr = "198.51.100.9".parse().unwrap();
+        // Each datagram is judged by the socket, then by the stack's
+        // transport: three pass both, as the burst allows three.
+        for n in 0..3 {
+            assert!(socket(ip), "datagram {n} at the socket");
+            assert!(stack(ip), "datagram {n} at the transport");
+        }
+        assert!(!socket(ip), "the fourth is over the burst");
+        // The pass is for that source only, and only once.
+        let other: IpAddr = "198.51.100.10".parse().unwrap();
+        assert!(socket(other));
+        assert!(!stack(ip), "no pass for another source's datagram");
+    }
+
+    #[test]
+    fn a_datagram_kept_from_the_stack_leaves_no_pass_behind() {
+        let door = door(2);
+        let (socket, stack, refusals) = (door.udp_gate(), door.gate(), door.wire_refusals());
+        let ip: IpAddr = "198.51.100.11".parse().unwrap();
+        let source = std::net::SocketAddr::new(ip, 5060);
+        // Let in by the socket (one token), then found malformed: the
+        // stack never sees it, so the next datagram the transport judges
+        // (a TCP connection, say) takes the last token, and the one after
+        // finds none.
+        assert!(socket(ip));
+        refusals(source, crate::sip::wire::WireRefusal::Malformed);
+        assert!(stack(ip));
+        assert!(!stack(ip), "a pass was left for a datagram that never came");
+        let malformed = door
+            .metrics
+            .sip_refused
+            .get_or_create(&ReasonLabel {
+                reason: Refusal::Malformed.label(),
+            })
+            .get();
+        assert_eq!(malformed, 1, "the malformed datagram is counted");
+    }
+}
