@@ -13,8 +13,8 @@ the fake providers (release), then, during the load:
   - makes the fake providers fail (LLM 500, TTS 500), stall and recover,
   - sends SIGHUP to sav (reload),
   - floods OPTIONS from another address (127.0.0.2),
-  - drops, duplicates, reorders and delays the calls' RTP and RTCP, both
-    ways, for 15 s: sipp calls through scripts/rtp_relay.py (ours: this
+  - drops, duplicates, reorders and delays the calls' RTP, both ways, for
+    15 s: sipp calls through scripts/rtp_relay.py (ours: this
     kernel may have no netem), which carries every call's media,
 
 and afterwards reports: faults injected, calls admitted and completed
@@ -297,11 +297,11 @@ def main():
         tell(relay, "stats\n")
         relay_before = json.loads(relay.stdout.readline())
         tell(relay, "impair 0.02 0.01 0.05 5 2\n")
-        fault("RTP/RTCP damaged both ways: 2 % lost, 1 % duplicated, 5 % reordered, 5 ± 2 ms")
+        fault("RTP damaged both ways: 2 % lost, 1 % duplicated, 5 % reordered, 5 ± 2 ms")
         at(75)
         tell(relay, "clean\nstats\n")
         relay_after = json.loads(relay.stdout.readline())
-        fault("RTP/RTCP clean again")
+        fault("RTP clean again")
 
         try:
             sipp.wait(timeout=600)
@@ -367,7 +367,8 @@ def main():
         if m:
             runs_total = int(m.group(1))
     # The worst run: the smallest bucket that holds them all.
-    worst = next((le for le, count in sorted(buckets) if count == runs_total), None) if runs_total else "no run at all:" 
+    worst = next((le for le, count in sorted(buckets) if count == runs_total), None)
+    worst_text = f"the worst at most {worst} s" if runs_total else "none at all" 
     # What the damage did to the calls, as sav's jitter buffers saw it.
     seen = {"reordered": 0, "duplicates": 0, "late": 0, "concealed": 0}
     with open(os.path.join(work, "sav.log")) as f:
@@ -377,7 +378,7 @@ def main():
                     m = re.search(rf"\b{name}=(\d+)", line)
                     if m:
                         seen[name] += int(m.group(1))
-    damage = {k: relay_after[k] - relay_before.get(k, 0) for k in ("dropped", "duplicated", "reordered", "delayed")}
+    damage = {k: relay_after[k] - relay_before.get(k, 0) for k in relay_after if k != "pairs"}
     refused = sum(
         int(float(v))
         for v in re.findall(r'sav_sip_refused_total\{reason="[^"]+"\} ([0-9.e+]+)', metrics)
@@ -389,9 +390,11 @@ def main():
         f"calls: {admitted} created by sipp, {completed} completed, {failed} failed",
         f"records: {records} in the store, {complete} complete (ended, with an outcome)",
         f"bot-turn silences awaiting speech: {runs_total}, over 700 ms: {runs_total - runs_under}, "
-        f"the worst at most {worst} s (sav_bot_silent_run_seconds buckets)",
+        f"{worst_text} (sav_bot_silent_run_seconds buckets)",
         f"media damaged by the relay in its window: {damage['dropped']} dropped, {damage['duplicated']} duplicated, "
-        f"{damage['reordered']} reordered, {damage['delayed']} delayed ({relay_after['pairs']} calls' media relayed)",
+        f"{damage['reordered']} reordered, {damage['delayed']} delayed ({relay_after['pairs']} calls' media relayed); "
+        f"toward sav: {damage['to_sav_dropped']} dropped, {damage['to_sav_duplicated']} duplicated, "
+        f"{damage['to_sav_reordered']} reordered",
         f"  sav's jitter buffers over all calls: {seen['reordered']} reordered, {seen['duplicates']} duplicates, "
         f"{seen['late']} late, {seen['concealed']} concealed",
         f"SIP refused at the door: {refused}",

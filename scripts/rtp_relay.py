@@ -5,19 +5,21 @@ runs it in its network namespace).
 
     python3 scripts/rtp_relay.py --listen 27070 --sav 27060 --media 40000
 
-SIP: a request from the caller to --listen goes to sav with our Via on top
-(so its responses come back here); a response from sav loses that Via and,
-when it carries SDP, has its audio port replaced by a pair of ours. ACK and
-BYE go straight to the Contacts, as they carry no SDP. RTP and RTCP: what
+SIP: a request from the caller to --listen (all of them, as sipp sends
+everything to its -s address) goes to sav with our Via on top, so its
+responses come back here; a response from sav loses that Via and, when it
+carries SDP, has its audio port replaced by a pair of ours. Requests sav
+sends (its BYE) go straight to the caller's Contact. RTP and RTCP: what
 reaches one of our pairs from the caller goes to sav's port from that same
 pair (sav latches to it), what comes from sav goes back to the caller's
-last source. So both directions of every call pass here.
+last source. So both directions of every call's RTP pass here (and its
+RTCP, where the caller sends some: sipp does not).
 
 Faults, as lines on stdin: `impair LOSS DUP REORDER DELAY_MS JITTER_MS`
 (probabilities 0..1 per packet, both directions; a reordered packet is
-held until the next one of its flow has left), `clean`, and `stats`
-(one line of JSON on stdout: packets relayed, dropped, duplicated,
-reordered, delayed). Bounded: at most 2,000 media pairs, idle ones (30 s)
+held until the next one of its flow, same direction, has left), `clean`,
+and `stats` (one line of JSON on stdout: packets relayed, and dropped,
+duplicated, reordered, delayed in all and toward sav). Bounded: at most 2,000 media pairs, idle ones (30 s)
 closed; packets held for reordering or delay are at most 4,096.
 """
 
@@ -60,7 +62,8 @@ class Relay:
         self.holding = {}  # our port -> a packet waiting for the next one
         self.n = 0
         self.control_buf = b""
-        self.stats = dict(relayed=0, dropped=0, duplicated=0, reordered=0, delayed=0, pairs=0)
+        self.stats = dict(relayed=0, dropped=0, duplicated=0, reordered=0, delayed=0, pairs=0,
+                          to_sav_dropped=0, to_sav_duplicated=0, to_sav_reordered=0)
 
     # SIP ----------------------------------------------------------------
 
@@ -76,7 +79,7 @@ class Relay:
         m = re.search(r"(?im)^via:.*branch=([^;\s,]+)", head)
         if not m:
             return
-        branch = "z9hG4bKrelay" + m.group(1)[-24:]
+        branch = "z9hG4bKrelay" + m.group(1)
         self.callers[branch] = source
         if len(self.callers) > 20000:
             self.callers.pop(next(iter(self.callers)))
@@ -98,10 +101,9 @@ class Relay:
         del lines[at]
         call_id = next((l.split(":", 1)[1].strip() for l in lines if re.match(r"(?i)(call-id|i)\s*:", l)), "")
         audio = re.search(r"(?m)^m=audio (\d+) ", body)
-        if audio:
-            port = self.pair_for(call_id, int(audio.group(1)))
-            if port is None:
-                return
+        # (No pair left: the answer goes on unchanged, its media direct.)
+        port = self.pair_for(call_id, int(audio.group(1))) if audio else None
+        if port is not None:
             body = body[: audio.start(1)] + str(port) + body[audio.end(1):]
             lines = [
                 f"Content-Length: {len(body.encode())}" if re.match(r"(?i)(content-length|l)\s*:", l) else l
@@ -156,25 +158,30 @@ class Relay:
         else:
             flow["caller"] = source
             to = flow["sav"]
-        self.forward(port, flow["sock"], data, to)
+        self.forward(port, flow["sock"], data, to, to == flow["sav"])
 
-    def forward(self, port, sock, data, to):
+    def count(self, what, to_sav):
+        self.stats[what] += 1
+        if to_sav:
+            self.stats["to_sav_" + what] += 1
+
+    def forward(self, port, sock, data, to, to_sav):
         if random.random() < self.loss:
-            self.stats["dropped"] += 1
+            self.count("dropped", to_sav)
             return
-        copies = 2 if random.random() < self.dup else 1
-        if copies == 2:
-            self.stats["duplicated"] += 1
-        for _ in range(copies):
-            waiting = self.holding.pop(port, None)
-            if waiting is None and random.random() < self.reorder and len(self.held) < MAX_HELD:
-                # Held back: it leaves right after the next one.
-                self.holding[port] = (data, to)
-                self.stats["reordered"] += 1
-                continue
+        flow = (port, to)
+        waiting = self.holding.pop(flow, None)
+        if waiting is None and random.random() < self.reorder and len(self.holding) < MAX_HELD:
+            # Held back: it leaves right after the next packet of its flow.
+            self.holding[flow] = (data, to)
+            self.count("reordered", to_sav)
+            return
+        self.send(sock, data, to)
+        if random.random() < self.dup:
+            self.count("duplicated", to_sav)
             self.send(sock, data, to)
-            if waiting is not None:
-                self.send(sock, *waiting)
+        if waiting is not None:
+            self.send(sock, *waiting)
 
     def send(self, sock, data, to):
         wait = self.delay + random.uniform(-self.jitter, self.jitter) if self.delay else 0.0
@@ -208,7 +215,8 @@ class Relay:
                     if f:
                         self.sel.unregister(f["sock"])
                         f["sock"].close()
-                    self.holding.pop(p, None)
+                    for flow_key in [k for k in self.holding if k[0] == p]:
+                        del self.holding[flow_key]
                 self.pairs.pop(flow["key"], None)
 
     # Control ------------------------------------------------------------

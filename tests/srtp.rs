@@ -138,8 +138,30 @@ fn an_srtp_call_reads_and_obeys_only_its_keys_and_renews_ours_for_a_new_suite() 
     let (len, _) = first_readable(&media, &mut reader_32, 200).expect("SRTP under the new key");
     assert_eq!(len, 12 + 160 + 4);
 
+    // Plain RTP, then SRTP again in the same suite: a key sav has not
+    // used before (its stream starts again).
+    let plain = call
+        .reinvite(&support::raw_uac::offer_sdp("127.0.0.1", media_port))
+        .expect("an answer to the re-INVITE");
+    assert!(
+        plain.starts_with("SIP/2.0 200") && !plain.contains("a=crypto"),
+        "{plain}"
+    );
+    let ours_again = Crypto::ours(9, Suite::AesCm128HmacSha1_32);
+    let again = call
+        .reinvite(&offer(media_port, "RTP/SAVP", &ours_again))
+        .expect("an answer to the re-INVITE");
+    let (savs_again, _) = answered(&again);
+    assert_eq!(savs_again.tag, 9);
+    assert!(
+        savs_again.key.key != savs_32.key.key && savs_again.key.key != savs.key.key,
+        "SRTP back after plain RTP under a key already used"
+    );
+    let mut reader_again = savs_again.key.context();
+    first_readable(&media, &mut reader_again, 200).expect("SRTP under the newest key");
+
     // '#' under the caller's current key: sav says goodbye and hangs up.
-    let mut writer = ours_32.key.context();
+    let mut writer = ours_again.key.context();
     press(&media, call.sav_rtp, Some(&mut writer), 20, '#');
     assert!(
         call.bye_from_sav(Duration::from_secs(10)),

@@ -3,11 +3,12 @@
 //! The C allocator keeps what a burst of calls freed in its arenas (one
 //! per worker thread), so after a busy hour the process stays at its peak
 //! although nothing uses it: a monitor sees a leak, and a host running
-//! other services loses that memory. When no call has been in progress
-//! for a while, the free memory is handed back (`malloc_trim`), a few
-//! times over the two minutes after the last call (the calls' last
-//! transactions and the providers' idle connections end within that).
-//! Never while a call runs: the trim holds the allocator's locks.
+//! other services loses that memory. Once a look (every 15 s) finds no
+//! call in progress and no RTP sent since the last look, the free memory
+//! is handed back (`malloc_trim`), at each look for the two minutes after
+//! the last call (the calls' last transactions and the providers' idle
+//! connections end within that). Not while calls are up: a call that
+//! starts just as a trim runs waits for the allocator's lock that once.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,12 +29,17 @@ pub fn spawn_release_when_idle(metrics: Arc<Metrics>) {
     tokio::spawn(async move {
         // Nothing to give back before the first call.
         let mut last_busy: Option<Instant> = None;
+        // Frames sent: a call that began and ended between two looks sent
+        // some.
+        let mut frames = metrics.rtp_frames_sent.get();
         let mut ticks = tokio::time::interval(TICK);
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             ticks.tick().await;
             let now = Instant::now();
-            if metrics.active_calls.get() > 0 {
+            let sent = metrics.rtp_frames_sent.get();
+            if metrics.active_calls.get() > 0 || sent != frames {
+                frames = sent;
                 last_busy = Some(now);
                 continue;
             }

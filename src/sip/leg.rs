@@ -190,6 +190,13 @@ pub(crate) struct Session {
     pub(crate) bye_if_unacked: bool,
 }
 
+/// What our session refresh got back: the description it offered (none for
+/// an UPDATE) and the 2xx's body.
+pub(crate) struct RefreshAnswer {
+    offered: Option<String>,
+    body: Vec<u8>,
+}
+
 impl Session {
     pub(crate) async fn run(
         mut self,
@@ -327,13 +334,11 @@ impl Session {
             }
             None => match self.answer_from_ack() {
                 Ok(negotiated) => {
-                    // Our offer's payload types are the static ones.
-                    let types = PayloadTypes {
+                    // The caller sends with our offer's numbers.
+                    let types = negotiated.receive.unwrap_or(PayloadTypes {
                         audio: negotiated.payload_type,
-                        telephone_event: negotiated
-                            .telephone_event
-                            .map(|_| sdp::OFFERED_TELEPHONE_EVENT),
-                    };
+                        telephone_event: negotiated.telephone_event,
+                    });
                     (negotiated, types)
                 }
                 Err(error) => {
@@ -374,14 +379,52 @@ impl Session {
             .unwrap_or_default()
     }
 
-    fn answer_from_ack(&self) -> Result<NegotiatedAudio, SdpError> {
+    fn answer_from_ack(&mut self) -> Result<NegotiatedAudio, SdpError> {
         let body = self
             .dialog
             .last_remote_ack()
             .map(|ack| ack.body)
             .unwrap_or_default();
         let answer = SessionDescription::parse(&body)?;
-        sdp::negotiate_answer(&answer, &self.codecs, &self.local_sdp)
+        let chosen = sdp::negotiate_answer(&answer, &self.codecs, &self.local_sdp)?;
+        self.answer_keeps_keystreams_unique(&chosen)?;
+        Ok(chosen)
+    }
+
+    /// An answer to a description of ours carries the key we gave: it may
+    /// go on with the current one, or start the first SRTP stream of the
+    /// call, never start one again under a key used before (our
+    /// description no longer offers it, see below: this is the backstop).
+    /// An answer that leaves SRTP takes our key out of our description, so
+    /// our later offers (refreshes) do not offer it again.
+    fn answer_keeps_keystreams_unique(&mut self, chosen: &NegotiatedAudio) -> Result<(), SdpError> {
+        let current = self
+            .offer
+            .as_ref()
+            .and_then(|o| o.srtp)
+            .map(|a| a.keys.ours);
+        match chosen.srtp {
+            Some(agreed) if current == Some(agreed.keys.ours) => Ok(()),
+            Some(_) if self.key_used => Err(SdpError::Security(
+                "the answer restarts our SRTP stream under a key already used",
+            )),
+            Some(_) => {
+                self.key_used = true;
+                Ok(())
+            }
+            None => {
+                if self.local_sdp.contains("a=crypto:") {
+                    self.local_sdp = self
+                        .local_sdp
+                        .split_inclusive('\n')
+                        .filter(|line| !line.starts_with("a=crypto:"))
+                        .collect();
+                    self.origin = self.origin.next();
+                    self.local_sdp = sdp::with_origin(&self.local_sdp, self.origin);
+                }
+                Ok(())
+            }
+        }
     }
 
     /// When the session timer next needs us: the refresh we send (we are the
@@ -397,7 +440,7 @@ impl Session {
 
     /// Sends our session refresh (RFC 4028 §7.4): UPDATE when the caller
     /// allows it, else a re-INVITE with our current description.
-    fn spawn_refresh(&self, done: mpsc::Sender<Option<Vec<u8>>>) {
+    fn spawn_refresh(&self, done: mpsc::Sender<Option<RefreshAnswer>>) {
         let Some(timer) = self.session_timer else {
             return;
         };
@@ -418,11 +461,15 @@ impl Session {
                 } else {
                     let mut headers = headers;
                     headers.push(Header::ContentType("application/sdp".into()));
-                    dialog.reinvite(Some(headers), Some(sdp.into_bytes())).await
+                    dialog.reinvite(Some(headers), Some(sdp.clone().into_bytes())).await
                 };
-                // Accepted: the answer's body (empty for UPDATE).
+                // Accepted: the answer to the description we sent (none
+                // for an UPDATE, which offered nothing).
                 let accepted = match &result {
-                    Ok(Some(r)) if r.status_code.code() < 300 => Some(r.body.clone()),
+                    Ok(Some(r)) if r.status_code.code() < 300 => Some(RefreshAnswer {
+                        offered: (!use_update).then(|| sdp.clone()),
+                        body: r.body.clone(),
+                    }),
                     _ => None,
                 };
                 if accepted.is_none() {
@@ -435,15 +482,25 @@ impl Session {
     }
 
     /// The answer to our refresh re-INVITE (our description as the offer):
-    /// the caller may answer with a new key, codec or address.
-    async fn take_refresh_answer(&mut self, body: &[u8]) {
-        if body.iter().all(u8::is_ascii_whitespace) {
+    /// the caller may answer with a new key, codec or address. One that
+    /// answers a description we have changed since (the caller's own
+    /// re-INVITE crossed ours) is stale and left alone.
+    async fn take_refresh_answer(&mut self, answer: RefreshAnswer) {
+        let Some(offered) = answer.offered else {
+            return;
+        };
+        if offered != self.local_sdp || answer.body.iter().all(u8::is_ascii_whitespace) {
             return;
         }
-        let negotiated = SessionDescription::parse(body)
-            .and_then(|answer| sdp::negotiate_answer(&answer, &self.codecs, &self.local_sdp));
+        let negotiated = SessionDescription::parse(&answer.body)
+            .and_then(|a| sdp::negotiate_answer(&a, &self.codecs, &self.local_sdp))
+            .and_then(|chosen| {
+                self.answer_keeps_keystreams_unique(&chosen)?;
+                Ok(chosen)
+            });
         match negotiated {
             Ok(chosen) => {
+                let chosen = self.held_in_place(chosen);
                 if self.offer.as_ref() != Some(&chosen) {
                     self.apply_remote(chosen).await;
                 }
@@ -482,7 +539,7 @@ impl Session {
     async fn established(&mut self, commands: &mut mpsc::Receiver<LegCommand>) -> Ending {
         let mut refresh_deadline = self.session_deadline();
         // Outcome of our own session refresh (when we are the refresher).
-        let (refresh_tx, mut refresh_rx) = mpsc::channel::<Option<Vec<u8>>>(1);
+        let (refresh_tx, mut refresh_rx) = mpsc::channel::<Option<RefreshAnswer>>(1);
         let mut refreshing = false;
         let (refer_tx, mut refer_rx) = mpsc::channel::<bool>(2);
         let mut transfer_deadline: Option<Instant> = None;
@@ -500,12 +557,12 @@ impl Session {
                 },
                 Some(accepted) = refresh_rx.recv() => {
                     refreshing = false;
-                    let Some(body) = accepted else {
+                    let Some(answer) = accepted else {
                         warn!("our session refresh failed (RFC 4028): hanging up");
                         return Ending::Local;
                     };
                     refresh_deadline = self.session_deadline();
-                    self.take_refresh_answer(&body).await;
+                    self.take_refresh_answer(answer).await;
                     continue;
                 }
                 Some(ok) = refer_rx.recv() => LegEvent::Transfer { ok },
@@ -554,9 +611,6 @@ impl Session {
         }
     }
 
-    /// Applies what the caller's latest description says (c=0.0.0.0 is a
-    /// hold that keeps the address) and tells the call when its media
-    /// changed. Returns the negotiated stream as applied.
     /// Our key protects one stream from its start to its end (RFC 3711
     /// §9.1: a key never encrypts the same packet index twice): an
     /// agreement that would start our stream again under a key already
@@ -580,26 +634,33 @@ impl Session {
         self.key_used = true;
     }
 
-    async fn apply_remote(&mut self, chosen: NegotiatedAudio) -> NegotiatedAudio {
-        let mut chosen = chosen;
-        // c=0.0.0.0 is the RFC 2543 way to hold (RFC 3264 §8.4): send
-        // nothing, keep the address we had.
+    /// c=0.0.0.0 is the RFC 2543 way to hold (RFC 3264 §8.4): send
+    /// nothing, keep the address we had.
+    fn held_in_place(&self, mut chosen: NegotiatedAudio) -> NegotiatedAudio {
         if chosen.remote.ip().is_unspecified() {
             chosen.direction = Direction::Inactive;
             if let Some(previous) = &self.offer {
                 chosen.remote = previous.remote;
             }
         }
+        chosen
+    }
+
+    /// Applies what the caller's latest description says (c=0.0.0.0 is a
+    /// hold that keeps the address) and tells the call when its media
+    /// changed. Returns the negotiated stream as applied.
+    async fn apply_remote(&mut self, chosen: NegotiatedAudio) -> NegotiatedAudio {
+        let chosen = self.held_in_place(chosen);
         if self.offer.as_ref().map(|o| o.direction) != Some(chosen.direction) {
             info!(direction = ?chosen.direction, "media direction changed (hold/resume)");
         }
         if self.offer.as_ref().map(|o| o.codec) != Some(chosen.codec) {
             info!(codec = %chosen.codec, "codec changed");
         }
-        let receive = PayloadTypes {
+        let receive = chosen.receive.unwrap_or(PayloadTypes {
             audio: chosen.payload_type,
             telephone_event: chosen.telephone_event,
-        };
+        });
         let _ = self
             .events
             .send(LegEvent::MediaChanged(remote_media(&chosen, receive)))

@@ -11,6 +11,7 @@ use std::fmt::Write as _;
 use std::net::{IpAddr, SocketAddr};
 
 use crate::media::codec::{Codec, CodecChoice};
+use crate::media::rtp::PayloadTypes;
 use crate::media::srtp::{MasterKey, SrtpKeys, SrtpMode, Suite};
 /// The longest offer we look at; anything bigger is not a phone call.
 pub const MAX_SDP_LEN: usize = 16 * 1024;
@@ -67,6 +68,27 @@ impl Direction {
             Direction::RecvOnly => "recvonly",
             Direction::Inactive => "inactive",
         }
+    }
+
+    /// What both directions allow (an answer to ours may not widen what we
+    /// offered: RFC 3264 §6.1).
+    pub fn within(self, offered: Direction) -> Direction {
+        let sends = self.sends() && offered.sends();
+        let receives = self.receives() && offered.receives();
+        match (sends, receives) {
+            (true, true) => Direction::SendRecv,
+            (true, false) => Direction::SendOnly,
+            (false, true) => Direction::RecvOnly,
+            (false, false) => Direction::Inactive,
+        }
+    }
+
+    fn sends(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::SendOnly)
+    }
+
+    fn receives(self) -> bool {
+        matches!(self, Direction::SendRecv | Direction::RecvOnly)
     }
 
     /// The direction an answer takes to this offered direction (RFC 3264 §6.1).
@@ -411,15 +433,19 @@ pub fn negotiate_answer(
     offered: &str,
 ) -> Result<NegotiatedAudio, SdpError> {
     let ours = SessionDescription::parse(offered.as_bytes())?;
-    let line = ours
+    let (our_index, line) = ours
         .media
         .iter()
-        .find(|m| m.media == "audio" && m.port != 0);
-    let offered_crypto = line.map(|m| m.crypto.clone()).unwrap_or_default();
-    let mode = match line {
-        Some(m) if m.proto.eq_ignore_ascii_case("RTP/SAVP") => SrtpMode::Mandatory,
-        Some(_) if !offered_crypto.is_empty() => SrtpMode::Optional,
-        _ => SrtpMode::Off,
+        .enumerate()
+        .find(|(_, m)| m.media == "audio" && m.port != 0)
+        .ok_or(SdpError::NoAudio)?;
+    let offered_crypto = &line.crypto;
+    let mode = if line.proto.eq_ignore_ascii_case("RTP/SAVP") {
+        SrtpMode::Mandatory
+    } else if !offered_crypto.is_empty() {
+        SrtpMode::Optional
+    } else {
+        SrtpMode::Off
     };
     let policy = SrtpPolicy {
         mode,
@@ -429,8 +455,33 @@ pub fn negotiate_answer(
         ours: MasterKey::generate(Suite::AesCm128HmacSha1_80),
     };
     let mut chosen = negotiate(answer, choice, &policy)?;
-    // An answer cannot turn on rtcp-mux we did not offer (RFC 5761 §5.1.1).
-    chosen.rtcp_mux &= line.is_some_and(|m| m.rtcp_mux);
+    // The answer's audio is on our audio's line (RFC 3264 §6), in a codec
+    // we offered, which the caller sends with our numbers (§5.1).
+    if chosen.index != our_index {
+        return Err(SdpError::Malformed {
+            line: 0,
+            reason: "the answer's audio is not on our offer's audio line",
+        });
+    }
+    let Some(audio) = line
+        .codecs()
+        .into_iter()
+        .find(|(_, codec)| *codec == chosen.codec)
+        .map(|(pt, _)| pt)
+    else {
+        return Err(SdpError::NoCommonCodec {
+            accepted: chosen.codec.name().to_string(),
+            offered: "our offer, without it".to_string(),
+        });
+    };
+    chosen.receive = Some(PayloadTypes {
+        audio,
+        telephone_event: line.telephone_event(chosen.codec.clock_rate()),
+    });
+    // It cannot widen the direction we offered, nor turn on rtcp-mux we
+    // did not offer (RFC 5761 §5.1.1).
+    chosen.direction = chosen.direction.within(line.direction);
+    chosen.rtcp_mux &= line.rtcp_mux;
     if let Some(agreed) = chosen.srtp.as_mut() {
         let offered = offered_crypto
             .iter()
@@ -502,6 +553,10 @@ pub struct NegotiatedAudio {
     pub rtcp_mux: bool,
     /// The media is SRTP with these keys.
     pub srtp: Option<AgreedSrtp>,
+    /// The payload types the caller sends with, when they are not those of
+    /// its own description: in an answer to ours, it sends with our numbers
+    /// (RFC 3264 §5.1).
+    pub receive: Option<PayloadTypes>,
 }
 
 /// Picks the stream we accept from an offer, its codec by `choice` and
@@ -551,6 +606,7 @@ pub fn negotiate(
                     theirs: theirs.key,
                 },
             }),
+            receive: None,
         });
     }
     if let (false, Some(why)) = (audio_seen, insecure) {
@@ -585,6 +641,20 @@ impl Origin {
             ..self
         }
     }
+}
+
+/// `sdp`, a description of ours, with its o= line at `origin` (a new
+/// version of it).
+pub fn with_origin(sdp: &str, origin: Origin) -> String {
+    sdp.split_inclusive('\n')
+        .map(|line| match line.strip_prefix("o=sav ") {
+            Some(rest) => {
+                let tail = rest.splitn(3, ' ').nth(2).unwrap_or("");
+                format!("o=sav {} {} {tail}", origin.id, origin.version)
+            }
+            None => line.to_string(),
+        })
+        .collect()
 }
 
 /// Builds our answer: the accepted audio stream at `local`, every other offered
@@ -958,6 +1028,49 @@ mod tests {
                 }
             }
         }
+    }
+
+    #[test]
+    fn an_answer_to_our_description_is_read_with_our_numbers_our_line_and_our_direction() {
+        let choice = CodecChoice::default();
+        // Our description: PCMA on 8 and telephone-event on 101, recvonly
+        // (the caller holds us), as a refresh offers it again.
+        let ours = "v=0\r\no=sav 5 6 IN IP4 127.0.0.1\r\ns=sav\r\nc=IN IP4 127.0.0.1\r\nt=0 0\r\nm=audio 20000 RTP/AVP 8 101\r\na=rtpmap:8 PCMA/8000\r\na=rtpmap:101 telephone-event/8000\r\na=recvonly\r\n";
+        // A sloppy answer: sendrecv, its own numbers (96 for PCMA cannot
+        // be, so a dynamic telephone-event 100).
+        let answer = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 8 100\r\na=rtpmap:100 telephone-event/8000\r\na=sendrecv\r\n",
+        )
+        .unwrap();
+        let chosen = negotiate_answer(&answer, &choice, ours).unwrap();
+        assert_eq!(chosen.codec, Codec::Pcma);
+        // We send with its numbers, it sends with ours.
+        assert_eq!(chosen.telephone_event, Some(100));
+        assert_eq!(
+            chosen.receive,
+            Some(PayloadTypes {
+                audio: 8,
+                telephone_event: Some(101)
+            })
+        );
+        // It may not make us send while held.
+        assert_eq!(chosen.direction, Direction::RecvOnly);
+        // Its audio on another line than ours is no answer to it.
+        let shifted = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=video 0 RTP/AVP 31\r\nm=audio 4000 RTP/AVP 8\r\n",
+        )
+        .unwrap();
+        assert!(negotiate_answer(&shifted, &choice, ours).is_err());
+        // A codec we did not offer.
+        let pcmu = SessionDescription::parse(
+            b"v=0\r\no=- 1 1 IN IP4 192.0.2.1\r\ns=-\r\nc=IN IP4 192.0.2.1\r\nt=0 0\r\nm=audio 4000 RTP/AVP 0\r\n",
+        )
+        .unwrap();
+        assert!(negotiate_answer(&pcmu, &choice, ours).is_err());
+        // A new version of our o= line.
+        let next = with_origin(ours, Origin { id: 5, version: 7 });
+        assert!(next.contains("o=sav 5 7 IN IP4 127.0.0.1\r\n"), "{next}");
+        assert_eq!(next.replace("5 7 IN", "5 6 IN"), ours);
     }
 
     const OFFER: &str = "v=0\r\n\
