@@ -200,6 +200,11 @@ impl Store {
                 Backend::Postgres => 8,
             })
             .acquire_timeout(Duration::from_secs(10))
+            // Connections a busy hour opened are closed once idle for a
+            // minute (their files, or their server sessions, and their
+            // caches); one stays.
+            .min_connections(1)
+            .idle_timeout(Duration::from_secs(60))
             .after_connect(move |conn, _meta| {
                 Box::pin(async move {
                     if backend != Backend::Sqlite {
