@@ -185,21 +185,7 @@ fn baresip_over_tls_hears_the_cached_greeting() {
     let ports = Ports::slot(29);
     let (ca, cert, key) = make_certs(&dir);
     let tls_port = ports.sip + 4;
-    let sav = Sav::start(&dir, ports, |c| {
-        c.replace(
-            "transports = [\"udp\", \"tcp\"]",
-            "transports = [\"udp\", \"tcp\", \"tls\"]",
-        )
-        .replacen(
-            "\n[media]",
-            &format!(
-                "\n[sip.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[media]",
-                cert.display(),
-                key.display()
-            ),
-            1,
-        )
-    });
+    let sav = Sav::start(&dir, ports, |c| with_tls(c, tls_port, &cert, &key));
     let uri = format!("sip:sav@127.0.0.1:{tls_port};transport=tls");
     let recording = baresip_call(
         &dir,
@@ -220,24 +206,12 @@ fn baresip_over_tls_hears_the_cached_greeting() {
 fn sav_with_srtp(dir: &Path, ports: Ports, tls_port: u16, mode: &str) -> (Sav, PathBuf) {
     let (ca, cert, key) = make_certs(dir);
     let sav = Sav::start(dir, ports, |c| {
-        c.replace(
-            "transports = [\"udp\", \"tcp\"]",
-            "transports = [\"udp\", \"tcp\", \"tls\"]",
-        )
-        .replace("srtp = \"off\"", &format!("srtp = \"{mode}\""))
-        .replace(
-            "# recordings_dir = \"recordings\"",
-            "recordings_dir = \"recordings\"",
-        )
-        .replacen(
-            "\n[media]",
-            &format!(
-                "\n[sip.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[media]",
-                cert.display(),
-                key.display()
-            ),
-            1,
-        )
+        with_tls(c, tls_port, &cert, &key)
+            .replace("srtp = \"off\"", &format!("srtp = \"{mode}\""))
+            .replace(
+                "# recordings_dir = \"recordings\"",
+                "recordings_dir = \"recordings\"",
+            )
     });
     (sav, ca)
 }

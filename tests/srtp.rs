@@ -182,21 +182,7 @@ fn keys_that_would_travel_in_clear_sip_are_refused_with_488() {
     let ports = Ports::slot(49);
     let (_ca, cert, key) = make_certs(&dir);
     let _sav = Sav::start(&dir, ports, |c| {
-        c.replace(
-            "transports = [\"udp\", \"tcp\"]",
-            "transports = [\"udp\", \"tcp\", \"tls\"]",
-        )
-        .replace("srtp = \"off\"", "srtp = \"mandatory\"")
-        .replacen(
-            "\n[media]",
-            &format!(
-                "\n[sip.tls]\nlisten = \"127.0.0.1:{}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[media]",
-                ports.sip + 4,
-                cert.display(),
-                key.display()
-            ),
-            1,
-        )
+        with_tls(c, ports.sip + 4, &cert, &key).replace("srtp = \"off\"", "srtp = \"mandatory\"")
     });
     let sip = UdpSocket::bind("127.0.0.1:0").unwrap();
     let sip_port = sip.local_addr().unwrap().port();

@@ -780,15 +780,7 @@ impl Control {
     fn handle_own(&mut self, core: &InboundCore, len: usize, source: SocketAddr) {
         let len = len.min(self.buf.len());
         let mut datagram = self.buf;
-        if let Some(len) = self.unprotect(&mut datagram[..len]) {
-            take_report(
-                &mut self.session,
-                &mut self.peer,
-                core,
-                &datagram[..len],
-                source,
-            );
-        }
+        self.handle(core, &mut datagram[..len], source);
     }
 
     /// A datagram multiplexed on the RTP port: the caller's reports.

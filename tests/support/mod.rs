@@ -1330,6 +1330,25 @@ pub fn sav_import(config: &Path, csv: &Path) -> Output {
         .expect("run sav customers import")
 }
 
+/// `config` (a test's sav.toml) with SIP over TLS on `tls_port` too,
+/// with `cert` and `key`.
+pub fn with_tls(config: String, tls_port: u16, cert: &Path, key: &Path) -> String {
+    config
+        .replace(
+            "transports = [\"udp\", \"tcp\"]",
+            "transports = [\"udp\", \"tcp\", \"tls\"]",
+        )
+        .replacen(
+            "\n[media]",
+            &format!(
+                "\n[sip.tls]\nlisten = \"127.0.0.1:{tls_port}\"\ncert = \"{}\"\nkey = \"{}\"\n\n[media]",
+                cert.display(),
+                key.display()
+            ),
+            1,
+        )
+}
+
 /// A counter of `/metrics` with one label (0 when absent).
 pub fn counter(metrics: &str, name: &str, label: &str) -> u64 {
     metrics

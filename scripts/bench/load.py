@@ -1,0 +1,513 @@
+#!/usr/bin/env python3
+"""Load harness: sav's capacity and the timing of its outbound RTP, measured
+on the wire, step by step.
+
+    sudo python3 scripts/bench/load.py [--steps 100,500,1000] [--mode vad|keys|both]
+                                       [--seconds 35] [--setup-rate]
+
+Not part of the test suite (root: everything runs in a network namespace
+of its own, `savbench`; minutes per step). It builds sav and the fake
+providers (release). Each step starts a fresh sav on a load copy of
+sav.toml (warnings-only logs, room for the calls), then sipp callers at the
+step's concurrency, each streaming an utterance (speech, then silence) for
+--seconds; in "vad" mode the fake providers (LLM 800 ms, TTS 300 ms) make
+every call listened to and answered, in "keys" mode there are none
+(cached phrases and keys only). Per step it records:
+
+  - failed calls (sipp's counts, and its error log's causes);
+  - sav's CPU per call (from /proc/<pid>/stat over the window where every
+    call is up) and RSS per call above idle (in the middle of it);
+  - sav's outbound RTP on the wire (dumpcap on the namespace's loopback,
+    headers only), per stream: inter-departure |Δ − 20 ms| p50/p99/max,
+    schedule deviation |t_n − t_0 − n·20 ms| p99, max gap, sequence and
+    timestamp breaks, first packet after the ACK; the worst stream of each
+    figure is reported, and the median stream's;
+  - the same figures for the callers' own streams (sipp's rtp_stream) in
+    the same capture: a public tool's timing on the same box at the same
+    moment;
+  - packets the capture dropped, and the harness's own CPU (sipp, dumpcap).
+
+A table is printed and target/bench/load-<mode>.csv and .json written.
+--setup-rate also measures the call set-up rate: short calls at rising
+rates until the first failure.
+"""
+
+import argparse
+import json
+import os
+import re
+import shutil
+import signal
+import statistics
+import struct
+import subprocess
+import sys
+import time
+
+REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+NS = "savbench"
+SIP = 28060
+METRICS = 28069
+PROVIDERS = 28080
+SIPP = 28061
+SIPP_MEDIA = 30000
+RTP_MIN, RTP_MAX = 40000, 49999
+TICK = os.sysconf("SC_CLK_TCK")
+
+
+def sh(*args, check=True, **kw):
+    return subprocess.run(list(args), check=check, **kw)
+
+
+def ns(*args):
+    return ["ip", "netns", "exec", NS, *args]
+
+
+def proc_cpu(pid):
+    """User + system CPU seconds of a process."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / TICK
+
+
+def children_cpu(pid):
+    """CPU seconds of a process and its reaped children."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return sum(int(x) for x in fields[11:15]) / TICK
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
+def fds(pid):
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+def pcap_packets(path):
+    """(time, ip payload) of each packet of a pcap file (Ethernet or raw)."""
+    with open(path, "rb") as f:
+        data = f.read()
+    if len(data) < 24:
+        return
+    magic = struct.unpack("<I", data[:4])[0]
+    endian = "<" if magic in (0xA1B2C3D4, 0xA1B23C4D) else ">"
+    nano = magic in (0xA1B23C4D, 0x4D3CB2A1)
+    linktype = struct.unpack(endian + "I", data[20:24])[0]
+    offset = 24
+    scale = 1e-9 if nano else 1e-6
+    while offset + 16 <= len(data):
+        sec, frac, caplen, _ = struct.unpack(endian + "IIII", data[offset:offset + 16])
+        offset += 16
+        frame = data[offset:offset + caplen]
+        offset += caplen
+        if linktype == 1:
+            if len(frame) < 14 or frame[12:14] != b"\x08\x00":
+                continue
+            frame = frame[14:]
+        elif linktype == 113:  # Linux cooked
+            frame = frame[16:]
+        yield sec + frac * scale, frame
+
+
+def udp_of(frame):
+    """(src port, dst port, payload) of an IPv4 UDP packet."""
+    if len(frame) < 28 or frame[0] >> 4 != 4 or frame[9] != 17:
+        return None
+    ihl = (frame[0] & 0x0F) * 4
+    sport, dport = struct.unpack(">HH", frame[ihl:ihl + 4])
+    return sport, dport, frame[ihl + 8:]
+
+
+def percentile(values, q):
+    if not values:
+        return 0.0
+    values = sorted(values)
+    return values[min(len(values) - 1, int(q * (len(values) - 1) + 0.5))]
+
+
+def stream_figures(packets):
+    """The timing of one RTP stream: [(time, seq, timestamp)] in arrival order."""
+    deltas, deviations = [], []
+    seq_breaks = ts_breaks = 0
+    t0, s0 = packets[0][0], packets[0][1]
+    unwrapped = 0
+    prev = packets[0]
+    for t, seq, ts in packets[1:]:
+        step = (seq - prev[1]) & 0xFFFF
+        if step != 1:
+            seq_breaks += 1
+        elif (ts - prev[2]) & 0xFFFFFFFF != 160:
+            ts_breaks += 1
+        unwrapped += step
+        deltas.append(abs((t - prev[0]) * 1000 - 20 * step))
+        deviations.append(abs((t - t0) * 1000 - 20 * unwrapped))
+        prev = (t, seq, ts)
+    gaps = [(b[0] - a[0]) * 1000 for a, b in zip(packets, packets[1:])]
+    return {
+        "packets": len(packets),
+        "p50": percentile(deltas, 0.5),
+        "p99": percentile(deltas, 0.99),
+        "max": max(deltas) if deltas else 0.0,
+        "schedule_p99": percentile(deviations, 0.99),
+        "max_gap": max(gaps) if gaps else 0.0,
+        "seq_breaks": seq_breaks,
+        "ts_breaks": ts_breaks,
+        "first": packets[0][0],
+    }
+
+
+def analyse(rtp_pcap, sip_pcap):
+    """Figures of sav's streams and of the callers', and sav's first packet
+    after each ACK."""
+    streams = {}
+    for t, frame in pcap_packets(rtp_pcap):
+        udp = udp_of(frame)
+        if udp is None:
+            continue
+        sport, dport, payload = udp
+        if len(payload) < 12 or payload[0] >> 6 != 2 or 72 <= (payload[1] & 0x7F) <= 76:
+            continue  # not RTP (RTCP's packet types 200-204)
+        if payload[1] & 0x7F != 0:
+            continue  # telephone-event and the like: not the audio clock
+        seq, ts = struct.unpack(">HI", payload[2:8])
+        streams.setdefault((sport, dport), []).append((t, seq, ts))
+    # sav's port per call (its 200's SDP), and the ACK's time.
+    port_of_call, ack_at = {}, {}
+    for t, frame in pcap_packets(sip_pcap):
+        udp = udp_of(frame)
+        if udp is None:
+            continue
+        text = udp[2].decode("utf-8", "replace")
+        call = re.search(r"(?im)^(?:call-id|i)\s*:\s*(\S+)", text)
+        if not call:
+            continue
+        call = call.group(1)
+        if text.startswith("SIP/2.0 200") and "INVITE" in (re.search(r"(?im)^cseq:.*$", text) or [""])[0]:
+            m = re.search(r"(?m)^m=audio (\d+) ", text)
+            if m:
+                port_of_call[call] = int(m.group(1))
+        elif text.startswith("ACK ") and call not in ack_at:
+            ack_at[call] = t
+    sav, callers = [], []
+    first_by_port = {}
+    for (sport, dport), packets in streams.items():
+        if len(packets) < 50:
+            continue
+        figures = stream_figures(packets)
+        if RTP_MIN <= sport <= RTP_MAX:
+            sav.append(figures)
+            first_by_port[sport] = min(first_by_port.get(sport, 1e18), figures["first"])
+        else:
+            callers.append(figures)
+    first_after_ack = [
+        (first_by_port[port] - ack_at[call]) * 1000
+        for call, port in port_of_call.items()
+        if call in ack_at and port in first_by_port
+    ]
+    return sav, callers, first_after_ack
+
+
+def summary(streams):
+    """The worst stream's figures, and the median stream's."""
+    if not streams:
+        return {}
+    out = {"streams": len(streams)}
+    for key in ("p50", "p99", "max", "schedule_p99", "max_gap"):
+        values = [s[key] for s in streams]
+        out[f"worst_{key}"] = max(values)
+        out[f"median_{key}"] = statistics.median(values)
+    out["seq_breaks"] = sum(s["seq_breaks"] for s in streams)
+    out["ts_breaks"] = sum(s["ts_breaks"] for s in streams)
+    return out
+
+
+def write_config(work, mode, max_calls):
+    with open(os.path.join(REPO, "sav.toml")) as f:
+        config = f.read()
+    config = (
+        config.replace('listen = "127.0.0.1:5060"', f'listen = "127.0.0.1:{SIP}"')
+        .replace("rtp_port_min = 20000", f"rtp_port_min = {RTP_MIN}")
+        .replace("rtp_port_max = 20999", f"rtp_port_max = {RTP_MAX}")
+        .replace('dir = "cache"', f'dir = "{REPO}/cache"')
+        .replace('listen = "127.0.0.1:9464"', f'listen = "127.0.0.1:{METRICS}"')
+        .replace("max_calls = 50", f"max_calls = {max_calls}")
+        .replace("drain_secs = 30", "drain_secs = 2")
+        .replace('url = "sqlite://sav.db"', f'url = "sqlite://{work}/sav.db"')
+        .replace("code_at_start = true", "code_at_start = false")
+        # The load generator is the trunk: trusted, no admission limits.
+        .replace("trusted = []", 'trusted = ["127.0.0.1"]')
+    )
+    if mode == "vad":
+        base = f"http://127.0.0.1:{PROVIDERS}"
+        at = config.find("\n[[problems]]")
+        if at >= 0:
+            config = config[: at + 1]
+        config += (
+            f'\n[llm]\nbase_url = "{base}/v1"\n\n[tts]\nbase_url = "{base}"\nvoice_id = "voice"\n'
+            f'\n[stt]\nbase_url = "{base}/v1"\n'
+        )
+    path = os.path.join(work, f"sav-{mode}.toml")
+    with open(path, "w") as f:
+        f.write(config)
+    return path
+
+
+def sipp_counts(csv):
+    if not os.path.exists(csv):
+        return 0, 0, 0
+    with open(csv) as f:
+        rows = [line.rstrip("\n").split(";") for line in f if line.strip()]
+    if len(rows) < 2:
+        return 0, 0, 0
+    col = {name: i for i, name in enumerate(rows[0])}
+
+    def value(name):
+        v = rows[-1][col[name]] if name in col else "0"
+        return int(v) if v.isdigit() else 0
+
+    return value("TotalCallCreated"), value("SuccessfulCall(C)"), value("FailedCall(C)")
+
+
+def failure_causes(path):
+    causes = {}
+    if os.path.exists(path):
+        with open(path, errors="replace") as f:
+            for line in f:
+                m = re.search(r"(Aborting call[^,.]*|Call-Id[^:]*: .*?unexpected[^.]*|[Uu]nexpected \w+)", line)
+                if m:
+                    key = re.sub(r"\d+", "N", m.group(1))[:80]
+                    causes[key] = causes.get(key, 0) + 1
+    return causes
+
+
+def start_sav(bin_path, config, work, step):
+    env = dict(os.environ, RUST_LOG="warn", NO_COLOR="1")
+    sav = subprocess.Popen(
+        ns(bin_path, "serve", "--config", config),
+        env=env,
+        stderr=open(os.path.join(work, f"sav-{step}.log"), "w"),
+    )
+    time.sleep(3)
+    if sav.poll() is not None:
+        sys.exit(f"sav did not start: see {work}/sav-{step}.log")
+    return sav
+
+
+def run_step(args, work, mode, calls, bins):
+    sav_bin, fakes_bin = bins
+    config = write_config(work, mode, calls + 50)
+    fakes = None
+    if mode == "vad":
+        fakes = subprocess.Popen(
+            ns(fakes_bin, str(PROVIDERS), "800", "300"),
+            stdin=subprocess.PIPE,
+            stderr=open(os.path.join(work, "fakes.log"), "w"),
+        )
+    tag = f"{mode}-{calls}"
+    sav = start_sav(sav_bin, config, work, tag)
+    idle_rss = rss_kib(sav.pid)
+    idle_fds = fds(sav.pid)
+    rtp_pcap = os.path.join(work, f"rtp-{tag}.pcap")
+    sip_pcap = os.path.join(work, f"sip-{tag}.pcap")
+    captures = [
+        subprocess.Popen(
+            ns("dumpcap", "-q", "-P", "-i", "lo", "-s", "64", "-B", "256", "-w", rtp_pcap,
+               "-f", f"udp and not port {SIP}"),
+            stderr=subprocess.PIPE, text=True,
+        ),
+        subprocess.Popen(
+            ns("dumpcap", "-q", "-P", "-i", "lo", "-B", "64", "-w", sip_pcap, "-f", f"udp port {SIP}"),
+            stderr=subprocess.PIPE, text=True,
+        ),
+    ]
+    time.sleep(2)
+    rate = max(10, min(100, calls // 10))
+    csv = os.path.join(work, f"sipp-{tag}.csv")
+    errors = os.path.join(work, f"sipp-{tag}-errors.log")
+    start = time.monotonic()
+    sipp = subprocess.Popen(
+        ns(
+            "sipp", "-sf", os.path.join(REPO, "tests", "sipp", "uac_stream.xml"),
+            "-s", "sav", f"127.0.0.1:{SIP}", "-i", "127.0.0.1", "-p", str(SIPP),
+            "-mp", str(SIPP_MEDIA), "-l", str(calls), "-r", str(rate),
+            "-m", str(calls), "-d", str(args.seconds * 1000), "-max_socket", "20000",
+            "-nostdin", "-trace_stat", "-stf", csv, "-fd", "1",
+            "-trace_err", "-error_file", errors,
+        ),
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(work, f"sipp-{tag}.log"), "w"),
+    )
+    # Every call is up from the end of the ramp until the first one ends.
+    ramp = calls / rate + 1.5
+    window_start = start + ramp
+    window_end = start + args.seconds - 1
+    while time.monotonic() < window_start:
+        time.sleep(0.05)
+    cpu0, t0 = proc_cpu(sav.pid), time.monotonic()
+    harness0 = sum(children_cpu(p.pid) for p in [sipp, *captures])
+    time.sleep(max(1.0, (window_end - time.monotonic()) / 2))
+    busy_rss = rss_kib(sav.pid)
+    while time.monotonic() < window_end:
+        time.sleep(0.05)
+    cpu1, t1 = proc_cpu(sav.pid), time.monotonic()
+    harness1 = sum(children_cpu(p.pid) for p in [sipp, *captures])
+    try:
+        sipp.wait(timeout=args.seconds + 120)
+    except subprocess.TimeoutExpired:
+        sipp.kill()
+    time.sleep(1)
+    drops = 0
+    for capture in captures:
+        capture.send_signal(signal.SIGINT)
+        try:
+            _, err = capture.communicate(timeout=30)
+        except subprocess.TimeoutExpired:
+            capture.kill()
+            err = ""
+        # "Packets received/dropped on interface 'lo': 123/4 (pcap:4/...)"
+        m = re.search(r"received/dropped on interface[^:]*:\s*\d+/(\d+)", err or "")
+        if m:
+            drops += int(m.group(1))
+    sav.send_signal(signal.SIGTERM)
+    try:
+        sav.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        sav.kill()
+    if fakes:
+        fakes.kill()
+    created, completed, failed = sipp_counts(csv)
+    sav_streams, caller_streams, first_after_ack = analyse(rtp_pcap, sip_pcap)
+    window = t1 - t0
+    row = {
+        "mode": mode,
+        "calls": calls,
+        "created": created,
+        "completed": completed,
+        "failed": failed,
+        "failure_causes": failure_causes(errors),
+        "cpu_per_call_pct": 100 * (cpu1 - cpu0) / window / calls if window > 0 else 0,
+        "sav_cpu_pct": 100 * (cpu1 - cpu0) / window if window > 0 else 0,
+        "rss_per_call_kib": (busy_rss - idle_rss) / calls,
+        "idle_rss_kib": idle_rss,
+        "idle_fds": idle_fds,
+        "harness_cpu_pct": 100 * (harness1 - harness0) / window if window > 0 else 0,
+        "capture_drops": drops,
+        "window_s": window,
+        "sav": summary(sav_streams),
+        "callers": summary(caller_streams),
+        "first_after_ack_worst_ms": max(first_after_ack) if first_after_ack else None,
+        "first_after_ack_median_ms": statistics.median(first_after_ack) if first_after_ack else None,
+    }
+    if not args.keep_captures:
+        for path in (rtp_pcap, sip_pcap):
+            os.remove(path)
+    return row
+
+
+def setup_rate(args, work, bins):
+    """Short calls at rising rates: the highest with no failure."""
+    sav_bin, _ = bins
+    config = write_config(work, "keys", 2000)
+    results = []
+    for rate in (25, 50, 100, 200, 400):
+        sav = start_sav(sav_bin, config, work, f"setup-{rate}")
+        csv = os.path.join(work, f"sipp-setup-{rate}.csv")
+        sh(*ns(
+            "sipp", "-sf", os.path.join(REPO, "tests", "sipp", "uac_stream.xml"),
+            "-s", "sav", f"127.0.0.1:{SIP}", "-i", "127.0.0.1", "-p", str(SIPP),
+            "-mp", str(SIPP_MEDIA), "-r", str(rate), "-m", str(rate * 5), "-d", "2000",
+            "-max_socket", "20000", "-nostdin", "-trace_stat", "-stf", csv, "-fd", "1",
+            "-timeout", "60s",
+        ), cwd=work, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=False)
+        sav.send_signal(signal.SIGTERM)
+        sav.wait(timeout=30)
+        created, completed, failed = sipp_counts(csv)
+        results.append({"rate": rate, "created": created, "completed": completed, "failed": failed})
+        print(f"setup rate {rate}/s: {created} created, {completed} completed, {failed} failed", flush=True)
+        if failed or completed < created:
+            break
+    return results
+
+
+def fmt(value, digits=2):
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def main():
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--steps", default="100,500,1000")
+    parser.add_argument("--mode", default="both", choices=["vad", "keys", "both"])
+    parser.add_argument("--seconds", type=int, default=35, help="each call's length")
+    parser.add_argument("--setup-rate", action="store_true")
+    parser.add_argument("--keep-captures", action="store_true")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("load.py needs root (a network namespace)")
+    for tool in ["sipp", "espeak-ng", "sox", "dumpcap", "ip"]:
+        if shutil.which(tool) is None:
+            sys.exit(f"load.py needs {tool}")
+    work = os.path.join(REPO, "target", "bench")
+    os.makedirs(work, exist_ok=True)
+    sh("cargo", "build", "--release", "--bin", "sav", "--example", "fake_providers", cwd=REPO)
+    bins = (
+        os.path.join(REPO, "target", "release", "sav"),
+        os.path.join(REPO, "target", "release", "examples", "fake_providers"),
+    )
+    # The caller's voice: 3 s of speech, then silence.
+    raw = os.path.join(work, "raw.wav")
+    sh("espeak-ng", "-v", "fr", "-w", raw, "Bonjour, ma box internet ne marche plus depuis ce matin.")
+    sh("sox", raw, "-r", "8000", "-c", "1", "-e", "mu-law", os.path.join(work, "utterance.wav"),
+       "pad", "0.5", str(args.seconds))
+    sh("ip", "netns", "del", NS, check=False, stderr=subprocess.DEVNULL)
+    sh("ip", "netns", "add", NS)
+    rows = []
+    modes = ["vad", "keys"] if args.mode == "both" else [args.mode]
+    try:
+        sh(*ns("ip", "link", "set", "lo", "up"))
+        for mode in modes:
+            for calls in (int(s) for s in args.steps.split(",")):
+                print(f"== {mode}, {calls} calls", flush=True)
+                row = run_step(args, work, mode, calls, bins)
+                rows.append(row)
+                print(json.dumps(row), flush=True)
+        setup = setup_rate(args, work, bins) if args.setup_rate else None
+    finally:
+        sh("ip", "netns", "del", NS, check=False)
+
+    header = ("mode calls failed cpu%/call rss/call(KiB) sav_p99 sav_max sav_sched_p99 sav_gap "
+              "breaks first_ack(ms) sipp_p99 sipp_gap drops harness%")
+    lines = [header]
+    for r in rows:
+        s, c = r["sav"], r["callers"]
+        lines.append(" ".join([
+            r["mode"], str(r["calls"]), str(r["failed"]), fmt(r["cpu_per_call_pct"], 3),
+            fmt(r["rss_per_call_kib"], 0), fmt(s.get("worst_p99")), fmt(s.get("worst_max")),
+            fmt(s.get("worst_schedule_p99")), fmt(s.get("worst_max_gap"), 1),
+            str(s.get("seq_breaks", 0) + s.get("ts_breaks", 0)), fmt(r["first_after_ack_worst_ms"]),
+            fmt(c.get("worst_p99")), fmt(c.get("worst_max_gap"), 1), str(r["capture_drops"]),
+            fmt(r["harness_cpu_pct"], 0),
+        ]))
+    text = "\n".join(lines) + "\n"
+    print(text)
+    for mode in modes:
+        mine = [r for r in rows if r["mode"] == mode]
+        with open(os.path.join(work, f"load-{mode}.json"), "w") as f:
+            json.dump({"rows": mine, "setup_rate": setup}, f, indent=2)
+        with open(os.path.join(work, f"load-{mode}.csv"), "w") as f:
+            f.write(header.replace(" ", ",") + "\n")
+            for line in lines[1:]:
+                if line.startswith(mode + " "):
+                    f.write(line.replace(" ", ",") + "\n")
+    with open(os.path.join(work, "load-table.txt"), "w") as f:
+        f.write(text)
+
+
+if __name__ == "__main__":
+    main()
