@@ -416,7 +416,7 @@ def setup_rate(args, work, bins):
     sav_bin, _ = bins
     config = write_config(work, "keys", 2000)
     results = []
-    for rate in (25, 50, 100, 200, 400):
+    for rate in (25, 50, 100, 200, 400, 800, 1600):
         sav = start_sav(sav_bin, config, work, f"setup-{rate}")
         csv = os.path.join(work, f"sipp-setup-{rate}.csv")
         sh(*ns(
