@@ -206,7 +206,7 @@ pub async fn run(
     let services = Arc::new(Services {
         live: std::sync::RwLock::new(Arc::new(live)),
         metrics: metrics.clone(),
-        driver: MediaDriver::spawn(metrics.clone()),
+        driver: MediaDriver::spawn_dedicated(metrics.clone()),
         shutdown: CancellationToken::new(),
         providers,
         store,
