@@ -278,7 +278,9 @@ fn srtp_call(name: &str, slot: u16, mode: &str, mediaenc: &str) {
         );
     }
     // baresip's words reached sav in clear: the caller's side of the
-    // recording follows the utterance baresip sent.
+    // recording follows the utterance baresip sent (read once sav has
+    // written it out).
+    sav.wait_for_log("call recorded", Duration::from_secs(10));
     drop(sav);
     let heard = callers_side_of_the_recording(&dir);
     let said = hound::WavReader::open(dir.join("baresip").join("source.wav"))
