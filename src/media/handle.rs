@@ -335,6 +335,39 @@ mod tests {
     use super::*;
     use crate::media::ports::MediaSockets;
 
+    /// A phone in PCMU (telephone-event 101) at `addr`, sending.
+    fn pcmu_at(addr: SocketAddr, srtp: Option<SrtpKeys>) -> RemoteMedia {
+        RemoteMedia {
+            addr,
+            codec: Codec::Pcmu,
+            payload_type: 0,
+            receive: PayloadTypes {
+                audio: 0,
+                telephone_event: Some(101),
+            },
+            sending: true,
+            quiet_allowed: false,
+            rtcp_mux: false,
+            srtp,
+        }
+    }
+
+    /// A call's media on `ours`, to `remote`, from now, not listening.
+    fn setup(ours: MediaSockets, remote: RemoteMedia) -> MediaSetup {
+        MediaSetup {
+            socket: ours.rtp,
+            rtcp: ours.rtcp,
+            cname: "sav@test".into(),
+            remote,
+            t0: Instant::now(),
+            initial: Vec::new(),
+            policy: StreamPolicy::default(),
+            rtp_timeout: Duration::from_secs(30),
+            vad: None,
+            recording: None,
+        }
+    }
+
     /// One RFC 4733 packet of key `event` starting at `timestamp`.
     fn key(seq: u16, timestamp: u32, end: bool) -> Vec<u8> {
         let mut packet = vec![0x80, 101, 0, 0, 0, 0, 0, 0, 0, 0, 0x12, 0x34];
@@ -353,30 +386,7 @@ mod tests {
         let driver = MediaDriver::spawn(Arc::new(crate::metrics::Metrics::new()));
         let (media, events) = MediaHandle::start(
             &driver,
-            MediaSetup {
-                socket: ours.rtp,
-                rtcp: ours.rtcp,
-                cname: "sav@test".into(),
-                remote: RemoteMedia {
-                    addr: phone.rtp.local_addr().unwrap(),
-                    codec: Codec::Pcmu,
-                    payload_type: 0,
-                    receive: PayloadTypes {
-                        audio: 0,
-                        telephone_event: Some(101),
-                    },
-                    sending: true,
-                    quiet_allowed: false,
-                    rtcp_mux: false,
-                    srtp: None,
-                },
-                t0: Instant::now(),
-                initial: Vec::new(),
-                policy: StreamPolicy::default(),
-                rtp_timeout: Duration::from_secs(30),
-                vad: None,
-                recording: None,
-            },
+            setup(ours, pcmu_at(phone.rtp.local_addr().unwrap(), None)),
         )
         .await;
         // Far more key presses than the call's event queue holds, and
@@ -459,37 +469,10 @@ mod tests {
             ours: MasterKey::generate(Suite::AesCm128HmacSha1_80),
             theirs: MasterKey::generate(Suite::AesCm128HmacSha1_32),
         };
-        let remote = RemoteMedia {
-            addr: phone.rtp.local_addr().unwrap(),
-            codec: Codec::Pcmu,
-            payload_type: 0,
-            receive: PayloadTypes {
-                audio: 0,
-                telephone_event: Some(101),
-            },
-            sending: true,
-            quiet_allowed: false,
-            rtcp_mux: false,
-            srtp: Some(keys),
-        };
+        let remote = pcmu_at(phone.rtp.local_addr().unwrap(), Some(keys));
         let metrics = Arc::new(crate::metrics::Metrics::new());
         let driver = MediaDriver::spawn(metrics.clone());
-        let (mut media, mut events) = MediaHandle::start(
-            &driver,
-            MediaSetup {
-                socket: ours.rtp,
-                rtcp: ours.rtcp,
-                cname: "sav@test".into(),
-                remote,
-                t0: Instant::now(),
-                initial: Vec::new(),
-                policy: StreamPolicy::default(),
-                rtp_timeout: Duration::from_secs(30),
-                vad: None,
-                recording: None,
-            },
-        )
-        .await;
+        let (mut media, mut events) = MediaHandle::start(&driver, setup(ours, remote)).await;
         // What we send is SRTP under our key: the tag of its suite, and
         // the phone reads 160 bytes of PCMU out of it, in sequence.
         let mut reader = keys.ours.context();
