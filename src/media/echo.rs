@@ -173,6 +173,8 @@ pub struct EchoCanceller {
     far: Vec<f32>,
     /// The position after the newest sample sent.
     far_end: u64,
+    /// The newest sample sent that was not silence.
+    far_last_sound: Option<u64>,
     /// What was sent, decimated (sums of DECIMATE samples), by decimated
     /// position modulo FAR_DECIMATED.
     far_low: Vec<f32>,
@@ -238,6 +240,10 @@ pub struct EchoCanceller {
     /// before the gate and its comfort noise).
     #[cfg(test)]
     linear_only: bool,
+    /// Tests compare the quiet blocks' closed form with the sample by
+    /// sample path.
+    #[cfg(test)]
+    sample_by_sample: bool,
     stats: EchoStats,
 }
 
@@ -262,6 +268,7 @@ impl EchoCanceller {
         Self {
             far: vec![0.0; HISTORY],
             far_end: 0,
+            far_last_sound: None,
             far_low: vec![0.0; FAR_DECIMATED],
             near_low: vec![0.0; SEARCH_WINDOW],
             near_low_end: 0,
@@ -294,6 +301,8 @@ impl EchoCanceller {
             comfort: 0x2545_F491,
             #[cfg(test)]
             linear_only: false,
+            #[cfg(test)]
+            sample_by_sample: false,
             stats: EchoStats::default(),
         }
     }
@@ -312,13 +321,63 @@ impl EchoCanceller {
             return;
         }
         // Silence over a gap, then the samples.
-        while self.far_end < position {
-            self.push_far(0.0);
+        if self.far_end < position {
+            self.push_far_silence((position - self.far_end) as usize);
         }
         let skip = (self.far_end - position) as usize;
-        for &s in &samples[skip.min(samples.len())..] {
-            self.push_far(f32::from(s) / 32768.0);
+        let samples = &samples[skip.min(samples.len())..];
+        if samples.iter().all(|&s| s == 0) {
+            // The bot silent (most of a call): the same as sample by
+            // sample, in a few operations.
+            self.push_far_silence(samples.len());
+        } else {
+            for &s in samples {
+                self.push_far(f32::from(s) / 32768.0);
+            }
         }
+    }
+
+    /// `n` samples of silence sent: as `n` calls of `push_far(0.0)`, but
+    /// once the short-term power is under the idle level (where no sample
+    /// counts as spoken any more) in closed form: the power and the held
+    /// loudest decay geometrically (the held value, never under the power,
+    /// decays the slower), the history and its decimated sums are zeros.
+    fn push_far_silence(&mut self, mut n: usize) {
+        while n > 0 && self.far_short > IDLE_POWER {
+            self.push_far(0.0);
+            n -= 1;
+        }
+        if n == 0 {
+            return;
+        }
+        let steps = i32::try_from(n).unwrap_or(i32::MAX);
+        self.far_short *= (1.0 - POWER_SMOOTHING).powi(steps);
+        self.far_held *= HELD_DECAY.powi(steps);
+        let start = self.far_end;
+        let end = start + n as u64;
+        if n >= HISTORY {
+            self.far.fill(0.0);
+        } else {
+            let (from, to) = ((start as usize) % HISTORY, (end as usize) % HISTORY);
+            if from < to {
+                self.far[from..to].fill(0.0);
+            } else {
+                self.far[from..].fill(0.0);
+                self.far[..to].fill(0.0);
+            }
+        }
+        // Decimated sums: a sum that starts in the run is zero; one that
+        // started before it keeps its value (zeros added).
+        let first = start.div_ceil(DECIMATE as u64);
+        let last = end.div_ceil(DECIMATE as u64);
+        if last - first >= FAR_DECIMATED as u64 {
+            self.far_low.fill(0.0);
+        } else {
+            for low in first..last {
+                self.far_low[(low as usize) % FAR_DECIMATED] = 0.0;
+            }
+        }
+        self.far_end = end;
     }
 
     fn push_far(&mut self, value: f32) {
@@ -328,6 +387,9 @@ impl EchoCanceller {
             self.spoken += 1;
         }
         let at = self.far_end;
+        if value != 0.0 {
+            self.far_last_sound = Some(at);
+        }
         self.far[(at as usize) % HISTORY] = value;
         let low = (at / DECIMATE as u64) as usize % FAR_DECIMATED;
         if at.is_multiple_of(DECIMATE as u64) {
@@ -337,13 +399,25 @@ impl EchoCanceller {
         self.far_end = at + 1;
     }
 
-    /// What was sent at `position`, or silence when it is out of reach.
-    fn far_at(&self, position: u64) -> f32 {
-        if position >= self.far_end || self.far_end - position > HISTORY as u64 {
-            0.0
-        } else {
-            self.far[(position as usize) % HISTORY]
+    /// `window[m]` ← what was sent at `base + m` for m < `span` (silence
+    /// where nothing was or it is out of reach); whether any of it is
+    /// sound.
+    fn fill_window(&mut self, base: i64, span: usize) -> bool {
+        let end = base + span as i64;
+        let kept_from = self.far_end.saturating_sub(HISTORY as u64) as i64;
+        let lo = base.max(kept_from).max(0).min(end);
+        let hi = end.min(self.far_end as i64).max(lo);
+        let (lo_m, hi_m) = ((lo - base) as usize, (hi - base) as usize);
+        self.window[..lo_m].fill(0.0);
+        self.window[hi_m..span].fill(0.0);
+        let mut m = lo_m;
+        while m < hi_m {
+            let at = ((base + m as i64) as usize) % HISTORY;
+            let n = (hi_m - m).min(HISTORY - at);
+            self.window[m..m + n].copy_from_slice(&self.far[at..at + n]);
+            m += n;
         }
+        self.window[lo_m..hi_m].iter().any(|&x| x != 0.0)
     }
 
     /// The caller's `near` samples from `position` on, with the echo of
@@ -373,12 +447,17 @@ impl EchoCanceller {
         // window[i..i + TAIL] (the weights are kept oldest first too).
         let span = TAIL - 1 + near.len();
         let base = position as i64 - self.offset as i64 - (TAIL as i64 - 1);
-        let mut any = false;
-        for m in 0..span {
-            let at = base + m as i64;
-            let x = if at < 0 { 0.0 } else { self.far_at(at as u64) };
-            self.window[m] = x;
-            any |= x != 0.0;
+        #[cfg(test)]
+        let quiet_path = !self.sample_by_sample;
+        #[cfg(not(test))]
+        let quiet_path = true;
+        let silent_window = self.far_last_sound.is_none_or(|at| (at as i64) < base);
+        if quiet_path && silent_window && self.far_held <= IDLE_POWER {
+            return self.process_quiet(near, out);
+        }
+        let any = self.fill_window(base, span);
+        if quiet_path && !any && self.far_held <= IDLE_POWER {
+            return self.process_quiet(near, out);
         }
         for (i, (&sample, out)) in near.iter().zip(out.iter_mut()).enumerate() {
             let y = f32::from(sample) / 32768.0;
@@ -393,6 +472,47 @@ impl EchoCanceller {
             };
             let e = self.gate(y, e);
             *out = (e * 32768.0).clamp(-32768.0, 32767.0) as i16;
+        }
+    }
+
+    /// A block with nothing sent within the filter's reach and the bot
+    /// silent lately (no gate): every sample passes untouched, and the
+    /// powers and the frame's figures move as [`Self::pass`] and
+    /// [`Self::gate`] would move them sample by sample, in closed form.
+    fn process_quiet(&mut self, near: &[i16], out: &mut [i16]) {
+        for (&sample, out) in near.iter().zip(out.iter_mut()) {
+            self.track_near(f32::from(sample) / 32768.0);
+            *out = sample;
+        }
+        let decay = quiet_decay();
+        let mut rest = near;
+        while !rest.is_empty() {
+            let n = rest.len().min(FRAME - self.frame.samples);
+            let (segment, after) = rest.split_at(n);
+            rest = after;
+            // p ← (1 − k)ⁿ·p + k·Σ (1 − k)ⁿ⁻¹⁻ⁱ·yᵢ² for each smoothed power
+            // of the caller's signal (the output is the same signal).
+            let mut energy = 0.0f32;
+            let mut weighted = 0.0f32;
+            for (i, &sample) in segment.iter().enumerate() {
+                let y = f32::from(sample) / 32768.0;
+                energy += y * y;
+                weighted += decay[n - 1 - i] * y * y;
+            }
+            let fall = decay[n - 1] * (1.0 - POWER_SMOOTHING);
+            self.near_power = fall * self.near_power + POWER_SMOOTHING * weighted;
+            self.near_short = fall * self.near_short + POWER_SMOOTHING * weighted;
+            self.out_short = fall * self.out_short + POWER_SMOOTHING * weighted;
+            self.estimate_power *= fall;
+            self.hold = self.hold.saturating_sub(n as u32);
+            let f = &mut self.frame;
+            f.samples += n;
+            f.near += energy;
+            f.foreground += energy;
+            f.background += energy;
+            if f.samples >= FRAME {
+                self.end_frame();
+            }
         }
     }
 
@@ -499,9 +619,14 @@ impl EchoCanceller {
         f.foreground += e_fore * e_fore;
         f.background += e_back * e_back;
         f.active |= active;
-        if f.samples < FRAME {
-            return;
+        if f.samples >= FRAME {
+            self.end_frame();
         }
+    }
+
+    /// A frame's figures are in: the noise floor, the ERLE, and which
+    /// filter cancels better.
+    fn end_frame(&mut self) {
         let f = std::mem::take(&mut self.frame);
         self.share_steps();
         // The floor the frame is judged by is the one before it.
@@ -721,6 +846,19 @@ impl EchoCanceller {
     }
 }
 
+/// (1 − k)ʲ for j < FRAME, k the power smoothing: how much of a sample's
+/// power a smoothed power still holds j samples later.
+fn quiet_decay() -> &'static [f32; FRAME] {
+    static DECAY: std::sync::OnceLock<[f32; FRAME]> = std::sync::OnceLock::new();
+    DECAY.get_or_init(|| {
+        let mut decay = [1.0f32; FRAME];
+        for j in 1..FRAME {
+            decay[j] = decay[j - 1] * (1.0 - POWER_SMOOTHING);
+        }
+        decay
+    })
+}
+
 /// Σ aᵢbᵢ over eight lanes (the compiler vectorises independent sums; one
 /// running sum it must keep in order).
 fn dot(a: &[f32], b: &[f32]) -> f32 {
@@ -878,6 +1016,132 @@ mod tests {
             .cycle()
             .take(seconds * RATE)
             .collect()
+    }
+
+    #[test]
+    fn silence_sent_is_taken_in_as_sample_by_sample_only_cheaper() {
+        // Speech, silence long and short, a gap, speech again, a silence
+        // longer than the history: the fast path and the sample-by-sample
+        // reference hold the same history and the same powers.
+        let talk = speech(1);
+        let mut fast = EchoCanceller::new();
+        let mut reference = EchoCanceller::new();
+        let mut position = 0u64;
+        let runs: [(usize, bool); 7] = [
+            (4000, true),
+            (3, false),
+            (1597, false),
+            (2400, true),
+            (10_000, false),
+            (800, true),
+            (9000, false),
+        ];
+        for (i, &(len, voiced)) in runs.iter().enumerate() {
+            let block: Vec<i16> = if voiced {
+                talk.iter().copied().cycle().take(len).collect()
+            } else {
+                vec![0; len]
+            };
+            // A gap of 37 samples before the fifth run (frames not sent).
+            if i == 4 {
+                position += 37;
+            }
+            for chunk in block.chunks(160) {
+                fast.far(position, chunk);
+                while reference.far_end < position {
+                    reference.push_far(0.0);
+                }
+                for &s in chunk {
+                    reference.push_far(f32::from(s) / 32768.0);
+                }
+                position += chunk.len() as u64;
+            }
+            assert_eq!(fast.far_end, reference.far_end, "run {i}");
+            assert_eq!(fast.spoken, reference.spoken, "run {i}");
+            assert_eq!(fast.far, reference.far, "run {i}");
+            assert_eq!(fast.far_low, reference.far_low, "run {i}");
+            let close = |a: f32, b: f32| (a - b).abs() <= 1e-4 * b.abs() + 1e-12;
+            assert!(close(fast.far_short, reference.far_short), "run {i}");
+            assert!(close(fast.far_held, reference.far_held), "run {i}");
+        }
+        assert!(reference.spoken > 0 && reference.far_held > IDLE_POWER);
+    }
+
+    #[test]
+    fn a_quiet_line_is_processed_as_sample_by_sample_only_cheaper() {
+        // The bot speaks 3 s over an echoing line, is silent 12 s while
+        // the caller talks (noise, then a voice), then speaks again; the
+        // blocks taken in closed form (nothing sent within reach, the bot
+        // silent lately) pass the caller as the reference does and leave
+        // the same powers, frames and noise floor behind.
+        let talk = speech(3);
+        let caller = crate::media::wav::cached_phrase_8k("menu");
+        let mut sent = talk.clone();
+        sent.extend(vec![0i16; 12 * RATE]);
+        sent.extend(&talk);
+        let mut returned = plus(
+            &echo_of(&sent, 480, &hybrid(12.0)),
+            &noise_at(-60.0, sent.len()),
+        );
+        let from = 9 * RATE;
+        for (r, &c) in returned[from..].iter_mut().zip(&caller) {
+            *r = r.saturating_add(c);
+        }
+        let quiet_end = 15 * RATE;
+        let mut fast = EchoCanceller::new();
+        let mut reference = EchoCanceller::new();
+        reference.sample_by_sample = true;
+        let fast_out = run(&mut fast, &sent[..quiet_end], &returned[..quiet_end]);
+        let reference_out = run(&mut reference, &sent[..quiet_end], &returned[..quiet_end]);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-3 * b.abs() + 1e-12;
+        assert_eq!(fast_out, reference_out);
+        for (what, a, b) in [
+            ("near power", fast.near_power, reference.near_power),
+            ("near short", fast.near_short, reference.near_short),
+            ("out short", fast.out_short, reference.out_short),
+            ("estimate", fast.estimate_power, reference.estimate_power),
+            ("noise", fast.noise, reference.noise),
+            ("erle", fast.erle_average, reference.erle_average),
+        ] {
+            assert!(close(a, b), "{what}: {a} against {b}");
+        }
+        assert_eq!(fast.hold, reference.hold);
+        assert_eq!(fast.stats.delay, reference.stats.delay);
+        assert_eq!(fast.stats.active_frames, reference.stats.active_frames);
+        assert_eq!(fast.until_search, reference.until_search);
+        assert_eq!(fast.near_low, reference.near_low);
+        assert!(fast.stats.delay.is_some(), "the echo was found");
+        // The bot again: both cancel its echo alike.
+        let fast_out = run_from(&mut fast, quiet_end, &sent, &returned);
+        let reference_out = run_from(&mut reference, quiet_end, &sent, &returned);
+        let tail = 2 * RATE..fast_out.len();
+        let a = level_db(&fast_out[tail.clone()]);
+        let b = level_db(&reference_out[tail]);
+        assert!((a - b).abs() < 1.0, "{a} dBFS against {b} dBFS");
+    }
+
+    /// [`run`] from sample `from` on (a multiple of FRAME).
+    fn run_from(
+        canceller: &mut EchoCanceller,
+        from: usize,
+        sent: &[i16],
+        returned: &[i16],
+    ) -> Vec<i16> {
+        let mut out = vec![0i16; returned.len() - from];
+        for (n, (sent, returned)) in sent[from..]
+            .chunks(FRAME)
+            .zip(returned[from..].chunks(FRAME))
+            .enumerate()
+        {
+            let position = (from + n * FRAME) as u64;
+            canceller.far(position, sent);
+            canceller.process(
+                position,
+                returned,
+                &mut out[n * FRAME..n * FRAME + returned.len()],
+            );
+        }
+        out
     }
 
     #[test]
