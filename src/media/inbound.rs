@@ -1148,14 +1148,21 @@ mod tests {
         let (rough, core) = utterance_in(Codec::G722, &packets, &order);
         let stats = core.jitter_stats();
         assert!(stats.reordered > 5 && stats.concealed == 0, "{stats:?}");
-        // The turn may start or end a frame apart (a swapped packet comes
-        // out with the one after it); frame for frame, the audio is the same.
+        // The turn may end a few frames apart (a swapped packet comes out
+        // with the one after it, so the frames around the voice's end are
+        // heard up to a frame late, and the hang-over is counted from
+        // them); frame for frame, the audio is the same.
         assert_eq!(
             frames_differing(&clean, &rough),
             0,
             "reordering changed what was decoded"
         );
-        assert!(clean.len().abs_diff(rough.len()) <= 2 * 160);
+        assert!(
+            clean.len().abs_diff(rough.len()) <= 3 * 160,
+            "{} against {}",
+            clean.len(),
+            rough.len()
+        );
     }
 
     #[test]
@@ -1186,7 +1193,12 @@ mod tests {
             stats.concealed >= 2 && stats.recovered >= 1 && stats.recovered <= stats.concealed,
             "{lost} lost: {stats:?}"
         );
-        assert!(clean.len().abs_diff(rough.len()) <= 2 * 160);
+        assert!(
+            clean.len().abs_diff(rough.len()) <= 3 * 160,
+            "{} against {}",
+            clean.len(),
+            rough.len()
+        );
         let same = best_correlation(&clean, &rough, 320);
         assert!(
             same > 0.95,

@@ -1,8 +1,14 @@
 //! Listening: voice activity (earshot) and end of turn, sans-IO.
 //!
 //! Inbound audio arrives as 8 kHz PCM frames of 20 ms. earshot wants 16 kHz
-//! frames of 256 samples, so each frame is upsampled with rubato and fed to
-//! the detector as soon as 256 samples are there. A run of voiced frames
+//! frames of 256 samples, so each frame is upsampled (a half-band
+//! interpolator: a telephone line carries nothing above 4 kHz to keep) and
+//! fed to the detector as soon as 256 samples are there. A frame with next
+//! to no energy is silence whatever the network would say, so it is not
+//! scored at all (most of a call: the caller listening); the detector
+//! hears the last two such frames again before the next sound, so its
+//! window and context hold what the line really carried, and after a long
+//! quiet starts as fresh. A run of voiced frames
 //! lasting [`VadConfig::min_speech`] starts a turn (shorter bursts are clicks,
 //! coughs or line echo); [`VadConfig::hangover`] without voice ends it. The
 //! caller's audio from a short pre-roll before the onset to the end is kept
@@ -16,12 +22,17 @@ use crate::media::prosody::{Close, Prosody};
 use std::collections::VecDeque;
 use std::time::{Duration, Instant};
 
-use rubato::{FftFixedInOut, Resampler};
-
 /// Samples of one inbound frame (20 ms at 8 kHz).
 pub const FRAME_SAMPLES: usize = 160;
 /// earshot's frame: 256 samples at 16 kHz (16 ms).
 const VAD_FRAME: usize = 256;
+/// Quiet frames (under [`ENERGY_FLOOR`]) still scored in a row: the
+/// pauses within a phrase keep the network's state moving as it learnt;
+/// past them (160 ms) the line is silent and the state settled.
+const QUIET_SCORED: u32 = 10;
+/// Taps of the interpolator's odd phase (the even phase is the input
+/// itself): 63 taps in all, passband to about 3.3 kHz, 2 ms of delay.
+const HALF_BAND_TAPS: usize = 32;
 const VAD_FRAME_DURATION: Duration = Duration::from_millis(16);
 /// Mean absolute level (full scale 1.0) below which a frame is silence:
 /// about −54 dBFS, under any speech and above digital or line silence.
@@ -107,13 +118,13 @@ enum State {
 pub struct TurnDetector {
     config: VadConfig,
     detector: Box<earshot::Detector>,
-    upsampler: FftFixedInOut<f32>,
-    input: Vec<Vec<f32>>,
-    output: Vec<Vec<f32>>,
-    /// The upsampler's delay, in 16 kHz samples.
-    upsampler_delay: usize,
+    upsampler: Upsampler,
     /// 16 kHz samples waiting for a whole VAD frame.
     pending: Vec<f32>,
+    /// Frames in a row under the energy floor, and the last two of them
+    /// not scored (the newest at `quiet_run % 2`).
+    quiet_run: u32,
+    quiet_tail: Box<[[f32; VAD_FRAME]; 2]>,
     /// 8 kHz samples waiting for a whole 20 ms block.
     block: [i16; FRAME_SAMPLES],
     block_len: usize,
@@ -133,23 +144,24 @@ pub struct TurnDetector {
     /// The caller's words so far leave the turn open (a streaming
     /// recogniser's partial transcript, `conversation::turn_text`).
     words_open: bool,
+    /// Frames the network scored; whether it scores every frame (the
+    /// reference the quiet frames' skipping is checked against).
+    #[cfg(test)]
+    scored: u64,
+    #[cfg(test)]
+    score_every_frame: bool,
 }
 
 impl TurnDetector {
     pub fn new(config: VadConfig) -> Self {
-        let upsampler = FftFixedInOut::<f32>::new(8000, 16_000, FRAME_SAMPLES, 1)
-            .expect("8 kHz → 16 kHz with 160-sample chunks is a valid fixed ratio");
-        let input = upsampler.input_buffer_allocate(true);
-        let output = upsampler.output_buffer_allocate(true);
         let preroll_samples = (config.preroll.as_millis() as usize) * 8;
         let max_samples = (config.max_utterance.as_millis() as usize) * 8;
         Self {
             detector: earshot::Detector::default_boxed(),
-            upsampler_delay: upsampler.output_delay(),
-            upsampler,
-            input,
-            output,
+            upsampler: Upsampler::default(),
             pending: Vec::with_capacity(VAD_FRAME * 3),
+            quiet_run: 0,
+            quiet_tail: Box::new([[0.0; VAD_FRAME]; 2]),
             block: [0; FRAME_SAMPLES],
             block_len: 0,
             vad_frame: [0.0; VAD_FRAME],
@@ -160,6 +172,10 @@ impl TurnDetector {
             hangover: None,
             echo_alone: false,
             words_open: false,
+            #[cfg(test)]
+            scored: 0,
+            #[cfg(test)]
+            score_every_frame: false,
             config,
         }
     }
@@ -228,40 +244,29 @@ impl TurnDetector {
                 prosody.push(frame);
             }
         }
-        // Upsample to 16 kHz.
-        for (dst, &src) in self.input[0].iter_mut().zip(frame) {
-            *dst = f32::from(src) / 32768.0;
-        }
-        let produced = match self
-            .upsampler
-            .process_into_buffer(&self.input, &mut self.output, None)
-        {
-            Ok((_, produced)) => produced,
-            Err(_) => 0,
-        };
-        // The resampler's filter overshoots a full-scale input a little
-        // (Gibbs); the detector refuses anything outside [-1, 1] (it
-        // panics), so a caller shouting into the microphone must not reach
-        // it unclipped.
-        self.pending.extend(
-            self.output[0][..produced]
-                .iter()
-                .map(|s| s.clamp(-1.0, 1.0)),
-        );
+        // Upsample to 16 kHz. The interpolator's filter overshoots a
+        // full-scale input a little (Gibbs); the detector refuses anything
+        // outside [-1, 1] (it panics), so a caller shouting into the
+        // microphone must not reach it unclipped.
+        self.upsampler.push(frame, &mut self.pending);
         let mut event = None;
         while self.pending.len() >= VAD_FRAME {
             self.vad_frame.copy_from_slice(&self.pending[..VAD_FRAME]);
             self.pending.drain(..VAD_FRAME);
-            let score = self.detector.predict_f32(&self.vad_frame);
             // The network's score decays over a few frames after the voice
             // stops; a frame with next to no energy is not voice, whatever
             // the score, so the turn ends one hang-over after the voice.
             let energy = self.vad_frame.iter().map(|s| s.abs()).sum::<f32>() / VAD_FRAME as f32;
-            let voiced =
-                score >= self.config.threshold && energy >= ENERGY_FLOOR && !self.echo_alone;
+            let voiced = if energy >= ENERGY_FLOOR {
+                self.score() >= self.config.threshold
+            } else {
+                self.hear_quiet();
+                false
+            };
+            let voiced = voiced && !self.echo_alone;
             // When this frame's audio ended: before `now` by the samples
             // still waiting and the upsampler's delay.
-            let later = (self.pending.len() + self.upsampler_delay) as u64;
+            let later = (self.pending.len() + UPSAMPLER_DELAY) as u64;
             let frame_end = now
                 .checked_sub(Duration::from_micros(later * 1_000_000 / 16_000))
                 .unwrap_or(now);
@@ -278,6 +283,44 @@ impl TurnDetector {
             }
         }
         event
+    }
+
+    /// The network's score of `vad_frame`, which has sound in it. After a
+    /// quiet run it did not score to its end, it first hears the run's
+    /// last two frames again (its window spans three).
+    fn score(&mut self) -> f32 {
+        let skipped = self.quiet_run.saturating_sub(QUIET_SCORED);
+        for k in (0..skipped.min(2)).rev() {
+            let slot = ((self.quiet_run - k) % 2) as usize;
+            self.detector.predict_f32(&self.quiet_tail[slot]);
+        }
+        self.quiet_run = 0;
+        #[cfg(test)]
+        {
+            self.scored += 1;
+        }
+        self.detector.predict_f32(&self.vad_frame)
+    }
+
+    /// A frame under the energy floor: never voice; scored while the
+    /// quiet run is a pause within a phrase, past that only kept for the
+    /// detector to hear again before the next sound.
+    fn hear_quiet(&mut self) {
+        self.quiet_run = self.quiet_run.saturating_add(1);
+        #[cfg(test)]
+        let scored_anyway = self.score_every_frame;
+        #[cfg(not(test))]
+        let scored_anyway = false;
+        if self.quiet_run <= QUIET_SCORED || scored_anyway {
+            #[cfg(test)]
+            {
+                self.scored += 1;
+            }
+            self.detector.predict_f32(&self.vad_frame);
+        } else {
+            let slot = (self.quiet_run % 2) as usize;
+            self.quiet_tail[slot] = self.vad_frame;
+        }
     }
 
     /// One VAD frame: `now` is when it was processed, `frame_end` when its
@@ -403,6 +446,69 @@ impl TurnDetector {
     }
 }
 
+/// The interpolator's delay, in 16 kHz samples.
+const UPSAMPLER_DELAY: usize = HALF_BAND_TAPS;
+
+/// 8 kHz → 16 kHz by a half-band interpolator: each input sample, then the
+/// point halfway to the next one, filtered (windowed sinc, Blackman).
+struct Upsampler {
+    /// The last `HALF_BAND_TAPS - 1` input samples, then the block's.
+    history: [f32; HALF_BAND_TAPS - 1 + FRAME_SAMPLES],
+}
+
+impl Default for Upsampler {
+    fn default() -> Self {
+        Self {
+            history: [0.0; HALF_BAND_TAPS - 1 + FRAME_SAMPLES],
+        }
+    }
+}
+
+impl Upsampler {
+    /// The 16 kHz samples of `frame` (delayed by [`UPSAMPLER_DELAY`]),
+    /// clipped to [-1, 1], onto `out`.
+    fn push(&mut self, frame: &[i16; FRAME_SAMPLES], out: &mut Vec<f32>) {
+        const KEEP: usize = HALF_BAND_TAPS - 1;
+        self.history.copy_within(FRAME_SAMPLES.., 0);
+        for (dst, &src) in self.history[KEEP..].iter_mut().zip(frame) {
+            *dst = f32::from(src) / 32768.0;
+        }
+        let taps = half_band();
+        for n in 0..FRAME_SAMPLES {
+            let window = &self.history[n..n + HALF_BAND_TAPS];
+            let mut lanes = [0.0f32; 8];
+            for (w, c) in window.chunks_exact(8).zip(taps.chunks_exact(8)) {
+                for l in 0..8 {
+                    lanes[l] += w[l] * c[l];
+                }
+            }
+            let between: f32 = lanes.iter().sum();
+            out.push(window[HALF_BAND_TAPS / 2 - 1].clamp(-1.0, 1.0));
+            out.push(between.clamp(-1.0, 1.0));
+        }
+    }
+}
+
+/// The odd phase of the half-band filter: tap j weighs the input sample
+/// (2j − 31)/2 samples from the point it interpolates; they sum to 1.
+fn half_band() -> &'static [f32; HALF_BAND_TAPS] {
+    static TAPS: std::sync::OnceLock<[f32; HALF_BAND_TAPS]> = std::sync::OnceLock::new();
+    TAPS.get_or_init(|| {
+        use std::f64::consts::PI;
+        let span = HALF_BAND_TAPS as f64;
+        let mut taps = [0.0f64; HALF_BAND_TAPS];
+        for (j, tap) in taps.iter_mut().enumerate() {
+            let m = 2.0 * j as f64 - (span - 1.0);
+            let t = m / 2.0;
+            let sinc = (PI * t).sin() / (PI * t);
+            let window = 0.42 + 0.5 * (PI * m / span).cos() + 0.08 * (2.0 * PI * m / span).cos();
+            *tap = sinc * window;
+        }
+        let sum: f64 = taps.iter().sum();
+        taps.map(|tap| (tap / sum) as f32)
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -427,6 +533,91 @@ mod tests {
             }
         }
         events
+    }
+
+    #[test]
+    fn the_upsampler_keeps_the_telephone_band_and_adds_nothing_above_it() {
+        // A tone at 8 kHz, upsampled, against the same tone at 16 kHz
+        // (delayed by the interpolator's delay): within −40 dB up to
+        // 3.2 kHz; the input samples come out unchanged in between.
+        for hz in [300.0f64, 1000.0, 2500.0, 3200.0] {
+            let tone = |rate: f64, n: usize| {
+                (0..n)
+                    .map(|i| 0.5 * (2.0 * std::f64::consts::PI * hz * i as f64 / rate).sin())
+                    .collect::<Vec<f64>>()
+            };
+            let input: Vec<i16> = tone(8000.0, 1600)
+                .iter()
+                .map(|v| (v * 32768.0).round() as i16)
+                .collect();
+            let mut upsampler = Upsampler::default();
+            let mut out = Vec::new();
+            for block in input.chunks_exact(FRAME_SAMPLES) {
+                upsampler.push(block.try_into().unwrap(), &mut out);
+            }
+            assert_eq!(out.len(), 3200);
+            let expected = tone(16_000.0, 3200);
+            let (mut error, mut power) = (0.0, 0.0);
+            for i in 400..3200 {
+                let want = expected[i - UPSAMPLER_DELAY];
+                error += (f64::from(out[i]) - want).powi(2);
+                power += want * want;
+            }
+            let db = 10.0 * (error / power).log10();
+            assert!(db < -40.0, "{hz} Hz: error {db:.1} dB");
+            for (n, &sample) in input.iter().enumerate().skip(UPSAMPLER_DELAY) {
+                let even = out[2 * n];
+                let back = input[n - UPSAMPLER_DELAY / 2];
+                assert_eq!(even, f32::from(back) / 32768.0, "sample {n} {sample}");
+            }
+        }
+    }
+
+    #[test]
+    fn quiet_frames_are_not_scored_and_the_turns_are_the_same() {
+        // Speech, 1 s of quiet, speech: the quiet frames cost no score,
+        // and the detector hears both turns at the frames one that scored
+        // every frame does (a quiet frame is never voice; the one that
+        // skips them hears the last two again before the next sound).
+        let phrase = speech();
+        let mut audio = vec![0i16; 8000];
+        audio.extend(&phrase);
+        audio.extend(vec![3i16; 8000]);
+        audio.extend(&phrase);
+        audio.extend(vec![0i16; 8000]);
+        let t0 = Instant::now();
+        let mut d = TurnDetector::new(VadConfig::default());
+        let events = feed(&mut d, t0, 0, &audio);
+        let mut reference = TurnDetector::new(VadConfig::default());
+        reference.score_every_frame = true;
+        let expected = feed(&mut reference, t0, 0, &audio);
+        // Within two frames: the network's state after a long silence
+        // (which it no longer hears through) is not quite the one after
+        // hearing all of it.
+        let at = |events: &[(u64, TurnEvent)]| events.iter().map(|(n, _)| *n).collect::<Vec<_>>();
+        let (got, want) = (at(&events), at(&expected));
+        assert_eq!(got.len(), want.len(), "{got:?} against {want:?}");
+        for (g, w) in got.iter().zip(&want) {
+            assert!(g.abs_diff(*w) <= 2, "{got:?} against {want:?}");
+        }
+        let starts = events
+            .iter()
+            .filter(|(_, e)| matches!(e, TurnEvent::SpeechStarted { .. }))
+            .count();
+        let ends = events
+            .iter()
+            .filter(|(_, e)| matches!(e, TurnEvent::SpeechEnded { .. }))
+            .count();
+        assert!(starts >= 2 && starts == ends, "{events:?}");
+        // Three seconds of quiet (187 frames of 16 ms) in three runs, of
+        // which the first ten of each and the replays are scored.
+        let frames = (audio.len() / 128) as u64;
+        assert!(reference.scored + 1 >= frames, "the reference scores all");
+        assert!(
+            d.scored + 140 <= reference.scored,
+            "{} of {frames} frames scored",
+            d.scored
+        );
     }
 
     #[test]
