@@ -169,8 +169,8 @@ pub struct EchoStats {
 
 /// One call's line echo canceller (see the module doc).
 pub struct EchoCanceller {
-    /// What was sent, by position modulo HISTORY (full scale = 1).
-    far: Vec<f32>,
+    /// What was sent, by position modulo HISTORY.
+    far: Vec<i16>,
     /// The position after the newest sample sent.
     far_end: u64,
     /// The newest sample sent that was not silence.
@@ -191,9 +191,6 @@ pub struct EchoCanceller {
     /// period's alias moves with the pitch).
     correlation: Vec<f32>,
     searched: bool,
-    /// The search's two signals (kept, not allocated per search).
-    search_near: Vec<f32>,
-    search_far: Vec<f32>,
     /// The newest tap weighs the sample sent `offset` before; the oldest,
     /// `offset + TAIL - 1` before. Weights are kept oldest first.
     offset: usize,
@@ -266,7 +263,7 @@ impl Default for EchoCanceller {
 impl EchoCanceller {
     pub fn new() -> Self {
         Self {
-            far: vec![0.0; HISTORY],
+            far: vec![0; HISTORY],
             far_end: 0,
             far_last_sound: None,
             far_low: vec![0.0; FAR_DECIMATED],
@@ -276,8 +273,6 @@ impl EchoCanceller {
             until_search: SEARCH_EVERY,
             correlation: vec![0.0; MAX_DELAY / DECIMATE + 1],
             searched: false,
-            search_near: Vec::with_capacity(SEARCH_WINDOW),
-            search_far: Vec::with_capacity(SEARCH_WINDOW + MAX_DELAY / DECIMATE),
             offset: 0,
             window: vec![0.0; TAIL - 1 + FRAME],
             foreground: vec![0.0; TAIL],
@@ -332,7 +327,7 @@ impl EchoCanceller {
             self.push_far_silence(samples.len());
         } else {
             for &s in samples {
-                self.push_far(f32::from(s) / 32768.0);
+                self.push_far(s);
             }
         }
     }
@@ -344,7 +339,7 @@ impl EchoCanceller {
     /// decays the slower), the history and its decimated sums are zeros.
     fn push_far_silence(&mut self, mut n: usize) {
         while n > 0 && self.far_short > IDLE_POWER {
-            self.push_far(0.0);
+            self.push_far(0);
             n -= 1;
         }
         if n == 0 {
@@ -356,14 +351,14 @@ impl EchoCanceller {
         let start = self.far_end;
         let end = start + n as u64;
         if n >= HISTORY {
-            self.far.fill(0.0);
+            self.far.fill(0);
         } else {
             let (from, to) = ((start as usize) % HISTORY, (end as usize) % HISTORY);
             if from < to {
-                self.far[from..to].fill(0.0);
+                self.far[from..to].fill(0);
             } else {
-                self.far[from..].fill(0.0);
-                self.far[..to].fill(0.0);
+                self.far[from..].fill(0);
+                self.far[..to].fill(0);
             }
         }
         // Decimated sums: a sum that starts in the run is zero; one that
@@ -380,17 +375,18 @@ impl EchoCanceller {
         self.far_end = end;
     }
 
-    fn push_far(&mut self, value: f32) {
+    fn push_far(&mut self, sample: i16) {
+        let value = f32::from(sample) / 32768.0;
         self.far_short += POWER_SMOOTHING * (value * value - self.far_short);
         self.far_held = (self.far_held * HELD_DECAY).max(self.far_short);
         if self.far_short > IDLE_POWER {
             self.spoken += 1;
         }
         let at = self.far_end;
-        if value != 0.0 {
+        if sample != 0 {
             self.far_last_sound = Some(at);
         }
-        self.far[(at as usize) % HISTORY] = value;
+        self.far[(at as usize) % HISTORY] = sample;
         let low = (at / DECIMATE as u64) as usize % FAR_DECIMATED;
         if at.is_multiple_of(DECIMATE as u64) {
             self.far_low[low] = 0.0;
@@ -414,7 +410,9 @@ impl EchoCanceller {
         while m < hi_m {
             let at = ((base + m as i64) as usize) % HISTORY;
             let n = (hi_m - m).min(HISTORY - at);
-            self.window[m..m + n].copy_from_slice(&self.far[at..at + n]);
+            for (x, &sample) in self.window[m..m + n].iter_mut().zip(&self.far[at..at + n]) {
+                *x = f32::from(sample) / 32768.0;
+            }
             m += n;
         }
         self.window[lo_m..hi_m].iter().any(|&x| x != 0.0)
@@ -756,6 +754,16 @@ impl EchoCanceller {
             return;
         }
         let start = end - SEARCH_WINDOW as u64;
+        SEARCH_SCRATCH.with_borrow_mut(|(near, far)| {
+            self.search_signals(start, end, near, far);
+            self.correlate(near, far);
+        });
+    }
+
+    /// The search's two signals, differenced: the caller's decimated
+    /// signal from `start` to `end`, and what was sent from MAX_DELAY
+    /// before it on.
+    fn search_signals(&self, start: u64, end: u64, near: &mut Vec<f32>, far: &mut Vec<f32>) {
         let near_at = |i: u64| {
             self.near_low[(i as usize) % SEARCH_WINDOW]
                 - self.near_low[((i - 1) as usize) % SEARCH_WINDOW]
@@ -769,11 +777,7 @@ impl EchoCanceller {
             }
         };
         let far_at = |i: u64| far_raw(i) - i.checked_sub(1).map_or(0.0, far_raw);
-        // Both signals copied out once, differenced: the caller's window and
-        // what was sent from MAX_DELAY before it on.
         let lags = MAX_DELAY / DECIMATE;
-        let mut near = std::mem::take(&mut self.search_near);
-        let mut far = std::mem::take(&mut self.search_far);
         near.clear();
         near.extend((start + 1..end).map(near_at));
         far.clear();
@@ -782,9 +786,6 @@ impl EchoCanceller {
                 .checked_sub(lags as u64)
                 .map_or(0.0, far_at)
         }));
-        self.correlate(&near, &far);
-        self.search_near = near;
-        self.search_far = far;
     }
 
     /// The search over `near` (the caller's window) and `far` (what was
@@ -844,6 +845,16 @@ impl EchoCanceller {
         }
         self.stats.delay = Some(delay);
     }
+}
+
+thread_local! {
+    /// The delay search's two signals, shared by the calls a thread serves
+    /// (a search runs to its end on one thread; allocated once per thread,
+    /// not per call or per search).
+    static SEARCH_SCRATCH: std::cell::RefCell<(Vec<f32>, Vec<f32>)> = std::cell::RefCell::new((
+        Vec::with_capacity(SEARCH_WINDOW),
+        Vec::with_capacity(SEARCH_WINDOW + MAX_DELAY / DECIMATE),
+    ));
 }
 
 /// (1 − k)ʲ for j < FRAME, k the power smoothing: how much of a sample's
@@ -1049,10 +1060,10 @@ mod tests {
             for chunk in block.chunks(160) {
                 fast.far(position, chunk);
                 while reference.far_end < position {
-                    reference.push_far(0.0);
+                    reference.push_far(0);
                 }
                 for &s in chunk {
-                    reference.push_far(f32::from(s) / 32768.0);
+                    reference.push_far(s);
                 }
                 position += chunk.len() as u64;
             }

@@ -15,8 +15,10 @@
 //! as the utterance for speech-to-text, bounded by
 //! [`VadConfig::max_utterance`].
 //!
-//! Nothing here allocates per frame once the detector is built (the
-//! utterance buffer is reserved for the longest utterance up front).
+//! Nothing here allocates per frame once the detector is built, but for
+//! the utterance, which grows with the caller's speech (doubling, up to
+//! [`VadConfig::max_utterance`]): a call holds what was said, not room for
+//! the longest turn.
 
 use crate::media::prosody::{Close, Prosody};
 use std::collections::VecDeque;
@@ -133,6 +135,9 @@ pub struct TurnDetector {
     /// The last `preroll` of 8 kHz audio, for the start of an utterance.
     preroll: VecDeque<i16>,
     utterance: Vec<i16>,
+    /// The most the utterance holds, in samples (the longest utterance
+    /// and a block).
+    limit: usize,
     /// The pitch of the utterance, for how it closes.
     prosody: Option<Box<Prosody>>,
     /// The silence that ends the turn in progress, decided when its voice
@@ -167,7 +172,8 @@ impl TurnDetector {
             vad_frame: [0.0; VAD_FRAME],
             state: State::Silence,
             preroll: VecDeque::with_capacity(preroll_samples + FRAME_SAMPLES),
-            utterance: Vec::with_capacity(max_samples + FRAME_SAMPLES),
+            utterance: Vec::new(),
+            limit: max_samples + FRAME_SAMPLES,
             prosody: config.end_of_turn.map(|_| Box::new(Prosody::new())),
             hangover: None,
             echo_alone: false,
@@ -276,7 +282,7 @@ impl TurnDetector {
         }
         if event.is_none() {
             if let State::Speech { last_voice } = self.state {
-                if self.utterance.len() >= self.utterance.capacity() - FRAME_SAMPLES {
+                if self.utterance.len() >= self.limit - FRAME_SAMPLES {
                     // Too long: end the turn here.
                     event = Some(self.end(last_voice));
                 }
@@ -422,8 +428,7 @@ impl TurnDetector {
     fn end(&mut self, last_voice: Instant) -> TurnEvent {
         self.state = State::Silence;
         self.hangover = None;
-        let capacity = self.utterance.capacity();
-        let utterance = std::mem::replace(&mut self.utterance, Vec::with_capacity(capacity));
+        let utterance = std::mem::take(&mut self.utterance);
         TurnEvent::SpeechEnded {
             last_voice,
             utterance,
@@ -438,8 +443,7 @@ impl TurnDetector {
             }
             self.preroll.push_back(s);
         }
-        if !matches!(self.state, State::Silence)
-            && self.utterance.len() + frame.len() <= self.utterance.capacity()
+        if !matches!(self.state, State::Silence) && self.utterance.len() + frame.len() <= self.limit
         {
             self.utterance.extend_from_slice(frame);
         }
