@@ -172,6 +172,9 @@ pub struct MediaDriver {
     next_id: Arc<std::sync::atomic::AtomicU64>,
     /// The process's metrics (the receive tasks count their drops there).
     metrics: Arc<Metrics>,
+    /// The driver's own thread, woken when a command is queued (none: the
+    /// driver is a task on the runtime).
+    thread: Option<std::thread::Thread>,
 }
 
 /// Counters the driver keeps for the whole process.
@@ -223,38 +226,42 @@ impl MediaDriver {
     /// ticks; the in-process tests pause it).
     pub fn spawn(metrics: Arc<Metrics>) -> Self {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-        tokio::spawn(run(rx, metrics.clone(), Waking::Tick));
+        tokio::spawn(run(rx, metrics.clone()));
         Self {
             commands,
             next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             metrics,
+            thread: None,
         }
     }
 
-    /// Spawns the driver on a thread and a runtime of its own: the calls'
-    /// clock waits for no SIP, HTTP or listening work on the process's
-    /// workers, and each frame leaves at its instant within a fraction of
-    /// a millisecond (not on the next 1 ms tick). Falls back to
-    /// [`Self::spawn`] when the thread cannot be made.
+    /// Spawns the driver on a thread of its own: the calls' clock waits
+    /// for no SIP, HTTP or listening work on the process's workers. The
+    /// thread sleeps until the next frame's instant (a deadline wait, not
+    /// a 1 ms tick) or until a command is queued, and sends on each
+    /// wake-up every frame due within [`BATCH`]: one wake-up for frames
+    /// due together. Falls back to [`Self::spawn`] when the thread cannot
+    /// be made.
     pub fn spawn_dedicated(metrics: Arc<Metrics>) -> Self {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
-        let started = tokio::runtime::Builder::new_current_thread()
-            .enable_time()
-            .build()
-            .and_then(|runtime| {
-                let metrics = metrics.clone();
-                std::thread::Builder::new()
-                    .name("sav-media".into())
-                    .spawn(move || runtime.block_on(run(rx, metrics, Waking::Precise)))
-            });
-        if let Err(error) = started {
-            warn!(%error, "no thread for the media clock: it shares the workers");
-            return Self::spawn(metrics);
-        }
+        let started = {
+            let metrics = metrics.clone();
+            std::thread::Builder::new()
+                .name("sav-media".into())
+                .spawn(move || run_on_thread(rx, &metrics))
+        };
+        let thread = match started {
+            Ok(handle) => handle.thread().clone(),
+            Err(error) => {
+                warn!(%error, "no thread for the media clock: it shares the workers");
+                return Self::spawn(metrics);
+            }
+        };
         Self {
             commands,
             next_id: Arc::new(std::sync::atomic::AtomicU64::new(1)),
             metrics,
+            thread: Some(thread),
         }
     }
 
@@ -329,69 +336,120 @@ impl MediaDriver {
         if self.commands.send(command).await.is_err() {
             warn!("media driver is gone; command dropped");
         }
+        if let Some(thread) = self.thread.as_ref() {
+            thread.unpark();
+        }
     }
 }
 
-/// How the driver waits for the next frame.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Waking {
-    /// On the runtime's timer: up to a tick (1 ms) late.
-    Tick,
-    /// On the runtime's timer until less than a tick is left, then the rest
-    /// in a blocking sleep (its thread is the driver's alone).
-    Precise,
+/// Frames due within this of a wake-up leave on it (a little early rather
+/// than a wake-up each).
+pub const BATCH: Duration = Duration::from_micros(200);
+/// How long the driver's thread sleeps with no call at all (it then looks
+/// whether the process is still there).
+const IDLE_WAIT: Duration = Duration::from_millis(500);
+/// The driver's thread asks the kernel for wake-ups this close to their
+/// deadline (the default slack of a thread is 50 µs).
+#[cfg(target_os = "linux")]
+const TIMER_SLACK_NS: libc::c_ulong = 5_000;
+
+/// Everything the driver holds.
+struct Driver {
+    calls: HashMap<MediaId, CallStream>,
+    /// (due, id): one entry per live call.
+    timers: BinaryHeap<Reverse<(Instant, MediaId)>>,
+    stats: DriverStats,
+    packet: [u8; SRTP_PACKET_LEN],
 }
 
-/// What is left of a wait shorter than the runtime's tick.
-const TICK: Duration = Duration::from_millis(1);
+impl Driver {
+    fn new() -> Self {
+        Self {
+            calls: HashMap::new(),
+            timers: BinaryHeap::new(),
+            stats: DriverStats::default(),
+            packet: [0u8; SRTP_PACKET_LEN],
+        }
+    }
 
-async fn run(mut commands: mpsc::Receiver<Command>, metrics: Arc<Metrics>, waking: Waking) {
-    let mut calls: HashMap<MediaId, CallStream> = HashMap::new();
-    // (due, id): one entry per live call.
-    let mut timers: BinaryHeap<Reverse<(Instant, MediaId)>> = BinaryHeap::new();
-    let mut stats = DriverStats::default();
-    let mut packet = [0u8; SRTP_PACKET_LEN];
+    fn next_due(&self) -> Option<Instant> {
+        self.timers.peek().map(|Reverse((due, _))| *due)
+    }
+
+    /// Sends every frame due by `until` (trust the clock, not the wake-up).
+    fn send_due(&mut self, until: Instant, metrics: &Metrics) {
+        while let Some(&Reverse((due, id))) = self.timers.peek() {
+            if due > until {
+                break;
+            }
+            self.timers.pop();
+            let Some(call) = self.calls.get_mut(&id) else {
+                continue;
+            };
+            send_due_frames(call, until, &mut self.packet, &mut self.stats, metrics);
+            self.timers
+                .push(Reverse((call.pacer.poll_timeout().into(), id)));
+        }
+    }
+}
+
+/// The driver as a task on the runtime's timer (up to its 1 ms tick late;
+/// the in-process tests pause that clock).
+async fn run(mut commands: mpsc::Receiver<Command>, metrics: Arc<Metrics>) {
+    let mut driver = Driver::new();
     loop {
-        let next_due = timers.peek().map(|Reverse((due, _))| *due);
-        let wake_at = match waking {
-            Waking::Tick => next_due,
-            Waking::Precise => next_due.map(|due| due.checked_sub(TICK).unwrap_or(due)),
-        };
         tokio::select! {
             biased;
             command = commands.recv() => {
                 let Some(command) = command else { break };
-                apply(command, &mut calls, &mut timers, &metrics);
+                apply(command, &mut driver.calls, &mut driver.timers, &metrics);
                 // Take every command already waiting before sending frames,
                 // so a call's first segments are queued before its frame 0.
                 while let Ok(command) = commands.try_recv() {
-                    apply(command, &mut calls, &mut timers, &metrics);
+                    apply(command, &mut driver.calls, &mut driver.timers, &metrics);
                 }
             }
-            _ = crate::time::sleep_until_opt(wake_at) => {
-                if let (Waking::Precise, Some(due)) = (waking, next_due) {
-                    let left = due.saturating_duration_since(Instant::now());
-                    if !left.is_zero() {
-                        std::thread::sleep(left);
-                    }
+            _ = crate::time::sleep_until_opt(driver.next_due()) => {}
+        }
+        driver.send_due(Instant::now(), &metrics);
+    }
+    debug!(stats = ?driver.stats, "media driver stopped");
+}
+
+/// The driver on its own thread: it sleeps until the next frame is due or
+/// a command is queued (the handle unparks it), whichever comes first.
+fn run_on_thread(mut commands: mpsc::Receiver<Command>, metrics: &Metrics) {
+    #[cfg(target_os = "linux")]
+    // SAFETY: PR_SET_TIMERSLACK takes one integer argument and changes
+    // only this thread's timer slack.
+    unsafe {
+        libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS);
+    }
+    let mut driver = Driver::new();
+    loop {
+        loop {
+            match commands.try_recv() {
+                Ok(command) => apply(command, &mut driver.calls, &mut driver.timers, metrics),
+                Err(mpsc::error::TryRecvError::Empty) => break,
+                Err(mpsc::error::TryRecvError::Disconnected) => {
+                    debug!(stats = ?driver.stats, "media driver stopped");
+                    return;
                 }
             }
         }
-        // Trust the clock, not the wake-up.
-        let now = Instant::now();
-        while let Some(&Reverse((due, id))) = timers.peek() {
-            if due > now {
-                break;
+        driver.send_due(Instant::now() + BATCH, metrics);
+        // A command queued since try_recv has unparked us already: the
+        // park returns at once.
+        match driver.next_due() {
+            Some(due) => {
+                let left = due.saturating_duration_since(Instant::now());
+                if !left.is_zero() {
+                    std::thread::park_timeout(left);
+                }
             }
-            timers.pop();
-            let Some(call) = calls.get_mut(&id) else {
-                continue;
-            };
-            send_due_frames(call, now, &mut packet, &mut stats, &metrics);
-            timers.push(Reverse((call.pacer.poll_timeout().into(), id)));
+            None => std::thread::park_timeout(IDLE_WAIT),
         }
     }
-    debug!(?stats, "media driver stopped");
 }
 
 fn apply(
