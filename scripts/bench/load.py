@@ -3,7 +3,8 @@
 on the wire, step by step.
 
     sudo python3 scripts/bench/load.py [--steps 100,500,1000] [--mode vad|keys|both]
-                                       [--seconds 35] [--setup-rate]
+                                       [--seconds 35] [--setup-rate] [--realtime-clock]
+    sudo python3 scripts/bench/load.py --soak 600 [--soak-calls 300]
 
 Not part of the test suite (root: everything runs in a network namespace
 of its own, `savbench`; minutes per step). It builds sav and the fake
@@ -29,7 +30,10 @@ every call listened to and answered, in "keys" mode there are none
 
 A table is printed and target/bench/load-<mode>.csv and .json written.
 --setup-rate also measures the call set-up rate: short calls at rising
-rates until the first failure.
+rates until the first failure. --soak runs instead a soak: --soak-calls
+calls at once with the VAD on, each replaced as it ends, for --soak
+seconds; sav's RSS, descriptors and threads every 10 s, after the warm-up
+against the end, idle before against idle after (target/bench/soak.json).
 """
 
 import argparse
@@ -53,6 +57,8 @@ SIPP = 28061
 SIPP_MEDIA = 30000
 RTP_MIN, RTP_MAX = 40000, 49999
 TICK = os.sysconf("SC_CLK_TCK")
+# [media] realtime_clock in sav's load config (--realtime-clock).
+REALTIME = False
 
 
 def sh(*args, check=True, **kw):
@@ -242,6 +248,7 @@ def write_config(work, mode, max_calls):
         .replace("code_at_start = true", "code_at_start = false")
         # The load generator is the trunk: trusted, no admission limits.
         .replace("trusted = []", 'trusted = ["127.0.0.1"]')
+        .replace("realtime_clock = false", f"realtime_clock = {'true' if REALTIME else 'false'}")
     )
     if mode == "vad":
         base = f"http://127.0.0.1:{PROVIDERS}"
@@ -436,6 +443,94 @@ def setup_rate(args, work, bins):
     return results
 
 
+def threads(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("Threads:"):
+                return int(line.split()[1])
+    return 0
+
+
+def soak(args, work, bins):
+    """--soak-calls calls at once (VAD on), each replaced as it ends, for
+    --soak seconds: sav's RSS, descriptors and threads sampled every 10 s;
+    the figures after the warm-up (the first calls replaced) against those
+    at the end, and idle before against idle after."""
+    sav_bin, fakes_bin = bins
+    calls = args.soak_calls
+    config = write_config(work, "vad", calls + 50)
+    fakes = subprocess.Popen(
+        ns(fakes_bin, str(PROVIDERS), "800", "300"),
+        stdin=subprocess.PIPE,
+        stderr=open(os.path.join(work, "fakes-soak.log"), "w"),
+    )
+    sav = start_sav(sav_bin, config, work, "soak")
+    idle = {"rss_kib": rss_kib(sav.pid), "fds": fds(sav.pid), "threads": threads(sav.pid)}
+    rate = max(10, min(100, calls // 10))
+    total = calls * max(1, int(args.soak / (args.seconds + 1)))
+    csv = os.path.join(work, "sipp-soak.csv")
+    errors = os.path.join(work, "sipp-soak-errors.log")
+    start = time.monotonic()
+    sipp = subprocess.Popen(
+        ns(
+            "sipp", "-sf", os.path.join(REPO, "tests", "sipp", "uac_stream.xml"),
+            "-s", "sav", f"127.0.0.1:{SIP}", "-i", "127.0.0.1", "-p", str(SIPP),
+            "-mp", str(SIPP_MEDIA), "-l", str(calls), "-r", str(rate),
+            "-m", str(total), "-d", str(args.seconds * 1000), "-max_socket", "20000",
+            "-nostdin", "-trace_stat", "-stf", csv, "-fd", "5",
+            "-trace_err", "-error_file", errors,
+        ),
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(work, "sipp-soak.log"), "w"),
+    )
+    samples = []
+    while sipp.poll() is None and time.monotonic() - start < args.soak + 600:
+        time.sleep(10)
+        samples.append({
+            "t": round(time.monotonic() - start),
+            "rss_kib": rss_kib(sav.pid),
+            "fds": fds(sav.pid),
+            "threads": threads(sav.pid),
+            "cpu_s": proc_cpu(sav.pid),
+        })
+        print(f"soak {samples[-1]}", flush=True)
+    if sipp.poll() is None:
+        sipp.kill()
+    # Every call over, the providers' idle connections closed (90 s).
+    time.sleep(100)
+    after = {"rss_kib": rss_kib(sav.pid), "fds": fds(sav.pid), "threads": threads(sav.pid)}
+    sav.send_signal(signal.SIGTERM)
+    try:
+        sav.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        sav.kill()
+    fakes.kill()
+    created, completed, failed = sipp_counts(csv)
+    # Warm-up: until the first calls have been replaced (two call lengths).
+    warm = [s for s in samples if s["t"] >= 2 * args.seconds]
+    loaded = [s for s in warm if s["t"] <= args.soak]
+    result = {
+        "calls_at_once": calls,
+        "seconds": args.soak,
+        "created": created,
+        "completed": completed,
+        "failed": failed,
+        "failure_causes": failure_causes(errors),
+        "idle_before": idle,
+        "idle_after": after,
+        "loaded_first": loaded[0] if loaded else None,
+        "loaded_last": loaded[-1] if loaded else None,
+        "loaded_rss_min_kib": min(s["rss_kib"] for s in loaded) if loaded else None,
+        "loaded_rss_max_kib": max(s["rss_kib"] for s in loaded) if loaded else None,
+        "samples": samples,
+    }
+    with open(os.path.join(work, "soak.json"), "w") as f:
+        json.dump(result, f, indent=2)
+    print(json.dumps({k: v for k, v in result.items() if k != "samples"}), flush=True)
+    return result
+
+
 def fmt(value, digits=2):
     return "-" if value is None else f"{value:.{digits}f}"
 
@@ -447,7 +542,14 @@ def main():
     parser.add_argument("--seconds", type=int, default=35, help="each call's length")
     parser.add_argument("--setup-rate", action="store_true")
     parser.add_argument("--keep-captures", action="store_true")
+    parser.add_argument("--soak", type=int, default=0,
+                        help="seconds of soak (calls replaced as they end) instead of steps")
+    parser.add_argument("--soak-calls", type=int, default=300)
+    parser.add_argument("--realtime-clock", action="store_true",
+                        help="[media] realtime_clock = true (SCHED_FIFO media thread)")
     args = parser.parse_args()
+    global REALTIME
+    REALTIME = args.realtime_clock
     if os.geteuid() != 0:
         sys.exit("load.py needs root (a network namespace)")
     for tool in ["sipp", "espeak-ng", "sox", "dumpcap", "ip"]:
@@ -471,6 +573,9 @@ def main():
     modes = ["vad", "keys"] if args.mode == "both" else [args.mode]
     try:
         sh(*ns("ip", "link", "set", "lo", "up"))
+        if args.soak:
+            soak(args, work, bins)
+            return
         for mode in modes:
             for calls in (int(s) for s in args.steps.split(",")):
                 print(f"== {mode}, {calls} calls", flush=True)

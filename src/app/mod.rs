@@ -206,7 +206,7 @@ pub async fn run(
     let services = Arc::new(Services {
         live: std::sync::RwLock::new(Arc::new(live)),
         metrics: metrics.clone(),
-        driver: MediaDriver::spawn_dedicated(metrics.clone()),
+        driver: MediaDriver::spawn_dedicated(metrics.clone(), config.media.realtime_clock),
         shutdown: CancellationToken::new(),
         providers,
         store,

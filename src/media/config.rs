@@ -26,6 +26,12 @@ pub struct MediaConfig {
     /// anyone who sees the signalling can decrypt the media.
     #[serde(default)]
     pub srtp_without_tls: bool,
+    /// The media clock's thread asks for real-time scheduling (SCHED_FIFO),
+    /// so busy workers, other processes and the kernel's time slices do
+    /// not delay a frame; needs CAP_SYS_NICE or an RLIMIT_RTPRIO (systemd
+    /// `LimitRTPRIO=`), else it runs at normal priority and says so.
+    #[serde(default)]
+    pub realtime_clock: bool,
 }
 
 fn default_codecs() -> Vec<Codec> {

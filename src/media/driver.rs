@@ -21,7 +21,7 @@ use std::time::{Duration, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
-use tracing::{debug, warn};
+use tracing::{debug, info, warn};
 
 use crate::media::codec::{Codec, Decoder, FRAME_BYTES};
 use crate::media::echo::EchoStats;
@@ -242,13 +242,31 @@ impl MediaDriver {
     /// wake-up every frame due within [`BATCH`]: one wake-up for frames
     /// due together. Falls back to [`Self::spawn`] when the thread cannot
     /// be made.
-    pub fn spawn_dedicated(metrics: Arc<Metrics>) -> Self {
+    ///
+    /// With `realtime`, the thread asks for real-time scheduling
+    /// (SCHED_FIFO at [`REALTIME_PRIORITY`]) and says whether it got it.
+    pub fn spawn_dedicated(metrics: Arc<Metrics>, realtime: bool) -> Self {
         let (commands, rx) = mpsc::channel(COMMAND_QUEUE);
         let started = {
             let metrics = metrics.clone();
             std::thread::Builder::new()
                 .name("sav-media".into())
-                .spawn(move || run_on_thread(rx, &metrics))
+                .spawn(move || {
+                    if realtime {
+                        match raise_to_realtime() {
+                            Ok(()) => info!(
+                                priority = REALTIME_PRIORITY,
+                                "media clock on real-time scheduling"
+                            ),
+                            Err(error) => warn!(
+                                %error,
+                                "media clock at normal priority: real-time scheduling refused \
+                                 (needs CAP_SYS_NICE or LimitRTPRIO)"
+                            ),
+                        }
+                    }
+                    run_on_thread(rx, &metrics)
+                })
         };
         let thread = match started {
             Ok(handle) => handle.thread().clone(),
@@ -352,6 +370,33 @@ const IDLE_WAIT: Duration = Duration::from_millis(500);
 /// deadline (the default slack of a thread is 50 µs).
 #[cfg(target_os = "linux")]
 const TIMER_SLACK_NS: libc::c_ulong = 5_000;
+
+/// The media clock's real-time priority (SCHED_FIFO, 1–99): above the
+/// default of none, below what the kernel's own threads use.
+pub const REALTIME_PRIORITY: i32 = 10;
+
+/// Puts the calling thread on SCHED_FIFO at [`REALTIME_PRIORITY`].
+fn raise_to_realtime() -> std::io::Result<()> {
+    #[cfg(target_os = "linux")]
+    {
+        let param = libc::sched_param {
+            sched_priority: REALTIME_PRIORITY,
+        };
+        // SAFETY: `param` is a valid sched_param for the duration of the
+        // call; pthread_self() is this thread.
+        let rc =
+            unsafe { libc::pthread_setschedparam(libc::pthread_self(), libc::SCHED_FIFO, &param) };
+        if rc == 0 {
+            Ok(())
+        } else {
+            Err(std::io::Error::from_raw_os_error(rc))
+        }
+    }
+    #[cfg(not(target_os = "linux"))]
+    {
+        Err(std::io::Error::from(std::io::ErrorKind::Unsupported))
+    }
+}
 
 /// Everything the driver holds.
 struct Driver {

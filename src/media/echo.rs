@@ -44,6 +44,10 @@ pub const RATE: usize = 8000;
 /// Taps of the adaptive filter: 160 ms, of which [`LEAD`] before the bulk
 /// delay and 128 ms after it (the echo path's tail).
 pub const TAIL: usize = 1280;
+const _: () = assert!(
+    TAIL.is_multiple_of(8),
+    "the filter's sums run over eight lanes"
+);
 /// The largest bulk delay searched: 500 ms (a VoIP leg's round trip and the
 /// hybrid's own delay).
 pub const MAX_DELAY: usize = 4000;
@@ -194,8 +198,11 @@ pub struct EchoCanceller {
     /// The newest tap weighs the sample sent `offset` before; the oldest,
     /// `offset + TAIL - 1` before. Weights are kept oldest first.
     offset: usize,
-    /// What was sent within reach of a block, oldest first.
+    /// What was sent within reach of a block, oldest first, and the
+    /// energy of the taps of the sample being filtered.
     window: Vec<f32>,
+    window_energy: f32,
+    window_energy_at: Option<usize>,
     foreground: Vec<f32>,
     background: Vec<f32>,
     /// Each background tap's share of the step (IPNLMS), from its weight;
@@ -275,6 +282,8 @@ impl EchoCanceller {
             searched: false,
             offset: 0,
             window: vec![0.0; TAIL - 1 + FRAME],
+            window_energy: 0.0,
+            window_energy_at: None,
             foreground: vec![0.0; TAIL],
             background: vec![0.0; TAIL],
             shares: vec![1.0 / TAIL as f32; TAIL],
@@ -454,6 +463,7 @@ impl EchoCanceller {
             return self.process_quiet(near, out);
         }
         let any = self.fill_window(base, span);
+        self.window_energy_at = None;
         if quiet_path && !any && self.far_held <= IDLE_POWER {
             return self.process_quiet(near, out);
         }
@@ -567,13 +577,22 @@ impl EchoCanceller {
     /// Sample `i` of the block (`y`): the output, the background adapted.
     fn cancel(&mut self, i: usize, y: f32) -> f32 {
         let x = &self.window[i..i + TAIL];
-        let energy = dot(x, x);
-        let active = energy > IDLE_POWER * TAIL as f32;
+        // The window's energy, slid along the block (taken whole at the
+        // block's first sample filtered, so no error builds up).
+        self.window_energy = match self.window_energy_at {
+            Some(at) if at + 1 == i => {
+                let (entering, leaving) = (x[TAIL - 1], self.window[i - 1]);
+                (self.window_energy + entering * entering - leaving * leaving).max(0.0)
+            }
+            _ => dot(x, x),
+        };
+        self.window_energy_at = Some(i);
+        let active = self.window_energy > IDLE_POWER * TAIL as f32;
         if !active {
             return self.pass(y);
         }
-        let fore = dot(&self.foreground, x);
-        let back = dot(&self.background, x);
+        let (fore, back, weighted) =
+            filter_sums(&self.foreground, &self.background, &self.shares, x);
         let (e_fore, e_back) = (y - fore, y - back);
         // Double talk: the caller's signal well above the echo the
         // converged filter expects.
@@ -596,7 +615,6 @@ impl EchoCanceller {
         let frozen = self.hold > 0;
         self.hold = self.hold.saturating_sub(1);
         if !frozen {
-            let weighted = weighted_energy(&self.shares, x);
             let step = if self.converged { STEP_CONVERGED } else { STEP };
             let regularisation = REGULARISATION + NOISE_REGULARISATION * self.noise_floor();
             let gain = step * e_back / (weighted + regularisation);
@@ -889,22 +907,26 @@ fn dot(a: &[f32], b: &[f32]) -> f32 {
     lanes.iter().sum::<f32>() + tail
 }
 
-/// Σ gᵢxᵢ², as [`dot`].
-fn weighted_energy(g: &[f32], x: &[f32]) -> f32 {
-    let mut lanes = [0.0f32; 8];
-    let (g8, x8) = (g.chunks_exact(8), x.chunks_exact(8));
-    let tail: f32 = g8
-        .remainder()
-        .iter()
-        .zip(x8.remainder())
-        .map(|(g, x)| g * x * x)
-        .sum();
-    for (g, x) in g8.zip(x8) {
+/// Σ fᵢxᵢ, Σ bᵢxᵢ and Σ gᵢxᵢ² in one pass over the window (each over
+/// eight lanes, as [`dot`]): the foreground's and the background's echo
+/// estimates and the IPNLMS normalisation. The lengths are TAIL.
+fn filter_sums(f: &[f32], b: &[f32], g: &[f32], x: &[f32]) -> (f32, f32, f32) {
+    let mut fore = [0.0f32; 8];
+    let mut back = [0.0f32; 8];
+    let mut weighted = [0.0f32; 8];
+    for (((f, b), g), x) in f
+        .chunks_exact(8)
+        .zip(b.chunks_exact(8))
+        .zip(g.chunks_exact(8))
+        .zip(x.chunks_exact(8))
+    {
         for l in 0..8 {
-            lanes[l] += g[l] * x[l] * x[l];
+            fore[l] += f[l] * x[l];
+            back[l] += b[l] * x[l];
+            weighted[l] += g[l] * x[l] * x[l];
         }
     }
-    lanes.iter().sum::<f32>() + tail
+    (fore.iter().sum(), back.iter().sum(), weighted.iter().sum())
 }
 
 /// Weights (oldest first) of a window whose offset grew by `shift` taps:
