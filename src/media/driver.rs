@@ -461,6 +461,30 @@ async fn run(mut commands: mpsc::Receiver<Command>, metrics: Arc<Metrics>) {
     debug!(stats = ?driver.stats, "media driver stopped");
 }
 
+/// The whole milliseconds since the driver's start: every call's frames
+/// fall due on them, so frames due together leave on one wake-up and the
+/// thread wakes at most a thousand times a second, however many calls.
+const GRID: Duration = Duration::from_millis(1);
+
+/// A stream's clock started on the grid: its `t0` taken back to the last
+/// whole millisecond since `epoch` (less than a millisecond early; the
+/// call's own `t0`, which places the caller's audio for the echo canceller
+/// and the recording, stays within that of it).
+fn on_grid(mut command: Command, epoch: Instant) -> Command {
+    if let Command::Start(start) = &mut command {
+        start.t0 = grid_floor(start.t0, epoch);
+    }
+    command
+}
+
+/// The last grid instant at or before `t` (`epoch` when `t` is before it).
+fn grid_floor(t: Instant, epoch: Instant) -> Instant {
+    let since = t.saturating_duration_since(epoch);
+    let steps = u64::try_from(since.as_nanos() / GRID.as_nanos()).unwrap_or(u64::MAX);
+    let grid_nanos = u64::try_from(GRID.as_nanos()).unwrap_or(u64::MAX);
+    epoch + Duration::from_nanos(steps.saturating_mul(grid_nanos))
+}
+
 /// The driver on its own thread: it sleeps until the next frame is due or
 /// a command is queued (the handle unparks it), whichever comes first.
 fn run_on_thread(mut commands: mpsc::Receiver<Command>, metrics: &Metrics) {
@@ -471,10 +495,16 @@ fn run_on_thread(mut commands: mpsc::Receiver<Command>, metrics: &Metrics) {
         libc::prctl(libc::PR_SET_TIMERSLACK, TIMER_SLACK_NS);
     }
     let mut driver = Driver::new();
+    let epoch = Instant::now();
     loop {
         loop {
             match commands.try_recv() {
-                Ok(command) => apply(command, &mut driver.calls, &mut driver.timers, metrics),
+                Ok(command) => apply(
+                    on_grid(command, epoch),
+                    &mut driver.calls,
+                    &mut driver.timers,
+                    metrics,
+                ),
                 Err(mpsc::error::TryRecvError::Empty) => break,
                 Err(mpsc::error::TryRecvError::Disconnected) => {
                     debug!(stats = ?driver.stats, "media driver stopped");
@@ -1161,5 +1191,31 @@ async fn receive(config: ReceiverConfig) -> Received {
         jitter: core.jitter_stats(),
         echo: core.echo_stats(),
         peer: control.map(|c| c.session.peer()).unwrap_or_default(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn streams_start_on_the_millisecond_grid_never_later() {
+        let epoch = Instant::now();
+        for (offset_us, expected_ms) in [
+            (0u64, 0u64),
+            (999, 0),
+            (1_000, 1),
+            (1_500, 1),
+            (86_400_000_123, 86_400_000),
+        ] {
+            let t0 = epoch + Duration::from_micros(offset_us);
+            assert_eq!(
+                grid_floor(t0, epoch),
+                epoch + Duration::from_millis(expected_ms),
+                "{offset_us} µs"
+            );
+        }
+        let later = epoch + Duration::from_secs(1);
+        assert_eq!(grid_floor(epoch, later), later);
     }
 }
