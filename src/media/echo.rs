@@ -206,8 +206,9 @@ pub struct EchoCanceller {
     foreground: Vec<f32>,
     background: Vec<f32>,
     /// Each background tap's share of the step (IPNLMS), from its weight;
-    /// made again every frame.
+    /// made again at the end of a frame in which the weights changed.
     shares: Vec<f32>,
+    shares_stale: bool,
     /// Frames in a row the background did much worse than the foreground.
     astray: u32,
     /// The frame being judged: energies of the input and of both errors.
@@ -287,6 +288,8 @@ impl EchoCanceller {
             foreground: vec![0.0; TAIL],
             background: vec![0.0; TAIL],
             shares: vec![1.0 / TAIL as f32; TAIL],
+            // Made from the (zero) weights at the first frame's end.
+            shares_stale: true,
             astray: 0,
             frame: FrameEnergy::default(),
             near_power: 0.0,
@@ -462,6 +465,16 @@ impl EchoCanceller {
         if quiet_path && silent_window && self.far_held <= IDLE_POWER {
             return self.process_quiet(near, out);
         }
+        // A line on which the bot has spoken its first 2 s and no echo was
+        // found: nothing is taken out and the gate never acts, until a
+        // search finds one (none falls in this block).
+        let no_echo_line = self.stats.delay.is_none()
+            && !self.converged
+            && self.spoken >= GATE_UNPROVEN
+            && self.until_search > near.len();
+        if quiet_path && no_echo_line {
+            return self.process_quiet(near, out);
+        }
         let any = self.fill_window(base, span);
         self.window_energy_at = None;
         if quiet_path && !any && self.far_held <= IDLE_POWER {
@@ -484,9 +497,10 @@ impl EchoCanceller {
     }
 
     /// A block with nothing sent within the filter's reach and the bot
-    /// silent lately (no gate): every sample passes untouched, and the
-    /// powers and the frame's figures move as [`Self::pass`] and
-    /// [`Self::gate`] would move them sample by sample, in closed form.
+    /// silent lately, or on a line found without echo (no filter, no
+    /// gate): every sample passes untouched, and the powers and the
+    /// frame's figures move as [`Self::pass`] and [`Self::gate`] would move
+    /// them sample by sample, in closed form.
     fn process_quiet(&mut self, near: &[i16], out: &mut [i16]) {
         for (&sample, out) in near.iter().zip(out.iter_mut()) {
             self.track_near(f32::from(sample) / 32768.0);
@@ -620,6 +634,7 @@ impl EchoCanceller {
             let regularisation = REGULARISATION + NOISE_REGULARISATION * self.noise_floor();
             let gain = step * e_back / (weighted + regularisation);
             adapt(&mut self.background, &self.shares, x, gain);
+            self.shares_stale = true;
         }
         self.frame.double_talk |= frozen;
         self.judge(y, e_fore, e_back, true);
@@ -643,7 +658,10 @@ impl EchoCanceller {
     /// filter cancels better.
     fn end_frame(&mut self) {
         let f = std::mem::take(&mut self.frame);
-        self.share_steps();
+        if self.shares_stale {
+            self.share_steps();
+            self.shares_stale = false;
+        }
         // The floor the frame is judged by is the one before it.
         let floor = self.noise_floor() * FRAME as f32;
         // The noise floor from what is left after the echo is taken out
@@ -697,6 +715,7 @@ impl EchoCanceller {
             self.astray += 1;
             if self.astray >= 3 {
                 self.background.copy_from_slice(&self.foreground);
+                self.shares_stale = true;
                 self.stats.resets += 1;
                 self.astray = 0;
             }
@@ -858,6 +877,7 @@ impl EchoCanceller {
             let shift = offset as isize - self.offset as isize;
             shift_taps(&mut self.foreground, shift);
             shift_taps(&mut self.background, shift);
+            self.shares_stale = true;
             self.offset = offset;
         }
         self.stats.delay = Some(delay);
@@ -1208,6 +1228,39 @@ mod tests {
         let a = level_db(&fast_out[tail.clone()]);
         let b = level_db(&reference_out[tail]);
         assert!((a - b).abs() < 1.0, "{a} dBFS against {b} dBFS");
+    }
+
+    #[test]
+    fn a_line_without_echo_is_processed_as_sample_by_sample_only_cheaper() {
+        // The bot speaks 6 s on a line that returns no echo (noise, then
+        // the caller's voice over the bot): past the bot's first 2 s, the
+        // blocks are taken in closed form; the caller passes as with the
+        // reference, and the powers and the noise floor end alike.
+        let sent = speech(6);
+        let mut returned = noise_at(-60.0, sent.len());
+        let caller = crate::media::wav::cached_phrase_8k("menu");
+        for (r, &c) in returned[3 * RATE..].iter_mut().zip(&caller) {
+            *r = r.saturating_add(c);
+        }
+        let mut fast = EchoCanceller::new();
+        let mut reference = EchoCanceller::new();
+        reference.sample_by_sample = true;
+        let fast_out = run(&mut fast, &sent, &returned);
+        let reference_out = run(&mut reference, &sent, &returned);
+        assert_eq!(reference.stats.delay, None, "no echo on this line");
+        assert_eq!(fast.stats.delay, None);
+        assert_eq!(fast_out, reference_out);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-3 * b.abs() + 1e-12;
+        for (what, a, b) in [
+            ("near power", fast.near_power, reference.near_power),
+            ("near short", fast.near_short, reference.near_short),
+            ("out short", fast.out_short, reference.out_short),
+            ("noise", fast.noise, reference.noise),
+        ] {
+            assert!(close(a, b), "{what}: {a} against {b}");
+        }
+        assert_eq!(fast.stats.gated_frames, reference.stats.gated_frames);
+        assert_eq!(fast.gated, reference.gated);
     }
 
     /// [`run`] from sample `from` on (a multiple of FRAME).
