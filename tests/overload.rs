@@ -20,29 +20,6 @@ const INVITE_RATE: u32 = 500;
 const STRAY_PACKETS: u32 = 60_000;
 const STRAY_RATE: u32 = 15_000;
 
-/// |Δ − 20 ms| of consecutive packets sent within `[from, to)` (capture
-/// time), in ms, sorted; and the largest gap.
-fn pacing(rtp: &[&Datagram], from: Duration, to: Duration) -> (Vec<f64>, f64) {
-    let mut deviations = Vec::new();
-    let mut max_gap: f64 = 0.0;
-    for pair in rtp.windows(2) {
-        if pair[0].time < from || pair[1].time >= to {
-            continue;
-        }
-        let gap = (pair[1].time.as_secs_f64() - pair[0].time.as_secs_f64()) * 1000.0;
-        max_gap = max_gap.max(gap);
-        deviations.push((gap - 20.0).abs());
-    }
-    deviations.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (deviations, max_gap)
-}
-
-fn since_epoch() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-}
-
 /// sav's resident memory (KiB).
 fn rss_kib(pid: u32) -> u64 {
     std::fs::read_to_string(format!("/proc/{pid}/status"))

@@ -11,29 +11,6 @@ use std::time::Duration;
 use support::raw_uac::{count_rtp, drain, RawCall};
 use support::*;
 
-/// |Δ − 20 ms| of consecutive packets sent within `[from, to)` (capture
-/// time), in ms, sorted; and the largest gap.
-fn pacing(rtp: &[&Datagram], from: Duration, to: Duration) -> (Vec<f64>, f64) {
-    let mut deviations = Vec::new();
-    let mut max_gap: f64 = 0.0;
-    for pair in rtp.windows(2) {
-        if pair[0].time < from || pair[1].time >= to {
-            continue;
-        }
-        let gap = (pair[1].time.as_secs_f64() - pair[0].time.as_secs_f64()) * 1000.0;
-        max_gap = max_gap.max(gap);
-        deviations.push((gap - 20.0).abs());
-    }
-    deviations.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    (deviations, max_gap)
-}
-
-fn since_epoch() -> Duration {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-}
-
 /// During a live call, one source (127.0.0.2) sends 10,000 OPTIONS and then
 /// 2,000 INVITEs: it is rate-limited, banned and counted, gets next to no
 /// answer, and the live call's RTP (captured on the wire) keeps its pace:

@@ -306,6 +306,24 @@ def start_sav(bin_path, config, work, step):
     return sav
 
 
+def start_callers(work, tag, at_once, rate, total, seconds, csv, errors, stat_every):
+    """sipp callers streaming the utterance: `at_once` calls up at a time,
+    `total` in all, placed at `rate` a second, each `seconds` long."""
+    return subprocess.Popen(
+        ns(
+            "sipp", "-sf", os.path.join(REPO, "tests", "sipp", "uac_stream.xml"),
+            "-s", "sav", f"127.0.0.1:{SIP}", "-i", "127.0.0.1", "-p", str(SIPP),
+            "-mp", str(SIPP_MEDIA), "-l", str(at_once), "-r", str(rate),
+            "-m", str(total), "-d", str(seconds * 1000), "-max_socket", "20000",
+            "-nostdin", "-trace_stat", "-stf", csv, "-fd", str(stat_every),
+            "-trace_err", "-error_file", errors,
+        ),
+        cwd=work,
+        stdout=subprocess.DEVNULL,
+        stderr=open(os.path.join(work, f"sipp-{tag}.log"), "w"),
+    )
+
+
 def run_step(args, work, mode, calls, bins):
     sav_bin, fakes_bin = bins
     config = write_config(work, mode, calls + 50)
@@ -338,19 +356,7 @@ def run_step(args, work, mode, calls, bins):
     csv = os.path.join(work, f"sipp-{tag}.csv")
     errors = os.path.join(work, f"sipp-{tag}-errors.log")
     start = time.monotonic()
-    sipp = subprocess.Popen(
-        ns(
-            "sipp", "-sf", os.path.join(REPO, "tests", "sipp", "uac_stream.xml"),
-            "-s", "sav", f"127.0.0.1:{SIP}", "-i", "127.0.0.1", "-p", str(SIPP),
-            "-mp", str(SIPP_MEDIA), "-l", str(calls), "-r", str(rate),
-            "-m", str(calls), "-d", str(args.seconds * 1000), "-max_socket", "20000",
-            "-nostdin", "-trace_stat", "-stf", csv, "-fd", "1",
-            "-trace_err", "-error_file", errors,
-        ),
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(work, f"sipp-{tag}.log"), "w"),
-    )
+    sipp = start_callers(work, tag, calls, rate, calls, args.seconds, csv, errors, 1)
     # Every call is up from the end of the ramp until the first one ends.
     ramp = calls / rate + 1.5
     window_start = start + ramp
@@ -471,19 +477,7 @@ def soak(args, work, bins):
     csv = os.path.join(work, "sipp-soak.csv")
     errors = os.path.join(work, "sipp-soak-errors.log")
     start = time.monotonic()
-    sipp = subprocess.Popen(
-        ns(
-            "sipp", "-sf", os.path.join(REPO, "tests", "sipp", "uac_stream.xml"),
-            "-s", "sav", f"127.0.0.1:{SIP}", "-i", "127.0.0.1", "-p", str(SIPP),
-            "-mp", str(SIPP_MEDIA), "-l", str(calls), "-r", str(rate),
-            "-m", str(total), "-d", str(args.seconds * 1000), "-max_socket", "20000",
-            "-nostdin", "-trace_stat", "-stf", csv, "-fd", "5",
-            "-trace_err", "-error_file", errors,
-        ),
-        cwd=work,
-        stdout=subprocess.DEVNULL,
-        stderr=open(os.path.join(work, "sipp-soak.log"), "w"),
-    )
+    sipp = start_callers(work, "soak", calls, rate, total, args.seconds, csv, errors, 5)
     samples = []
     while sipp.poll() is None and time.monotonic() - start < args.soak + 600:
         time.sleep(10)

@@ -1105,17 +1105,7 @@ mod tests {
     /// a time, as a call would: what was sent first, then the caller's frame
     /// at the same position.
     fn run(canceller: &mut EchoCanceller, sent: &[i16], returned: &[i16]) -> Vec<i16> {
-        let mut out = vec![0i16; returned.len()];
-        for (n, (sent, returned)) in sent.chunks(FRAME).zip(returned.chunks(FRAME)).enumerate() {
-            let position = (n * FRAME) as u64;
-            canceller.far(position, sent);
-            canceller.process(
-                position,
-                returned,
-                &mut out[n * FRAME..n * FRAME + returned.len()],
-            );
-        }
-        out
+        run_from(canceller, 0, sent, returned)
     }
 
     fn speech(seconds: usize) -> Vec<i16> {

@@ -800,6 +800,30 @@ pub fn write_report(name: &str, text: &str) {
     }
 }
 
+/// |Δ − 20 ms| of consecutive packets sent within `[from, to)` (capture
+/// time), in ms, sorted; and the largest gap.
+pub fn pacing(rtp: &[&Datagram], from: Duration, to: Duration) -> (Vec<f64>, f64) {
+    let mut deviations = Vec::new();
+    let mut max_gap: f64 = 0.0;
+    for pair in rtp.windows(2) {
+        if pair[0].time < from || pair[1].time >= to {
+            continue;
+        }
+        let gap = (pair[1].time.as_secs_f64() - pair[0].time.as_secs_f64()) * 1000.0;
+        max_gap = max_gap.max(gap);
+        deviations.push((gap - 20.0).abs());
+    }
+    deviations.sort_by(|a, b| a.partial_cmp(b).unwrap());
+    (deviations, max_gap)
+}
+
+/// The wall clock as capture times are stamped (since the Unix epoch).
+pub fn since_epoch() -> Duration {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+}
+
 /// Nearest-rank percentile of sorted values.
 pub fn percentile(sorted: &[f64], p: f64) -> f64 {
     assert!(!sorted.is_empty());
