@@ -55,6 +55,14 @@ pub const MAX_DELAY: usize = 4000;
 /// delay found a pitch period off (voiced speech correlates with itself
 /// there) still leaves the path inside the window.
 const LEAD: usize = 256;
+/// A sample sent this quiet or quieter (G.711 A-law's silence decodes to
+/// ±8) cannot make the filter active: a whole window of them (TAIL + a
+/// frame) holds less than IDLE_POWER per tap.
+const QUIET_SAMPLE: u16 = 9;
+const _: () = assert!(
+    (QUIET_SAMPLE as f64) * (QUIET_SAMPLE as f64) * ((TAIL + FRAME) as f64)
+        < (IDLE_POWER as f64) * (TAIL as f64) * 32768.0 * 32768.0
+);
 /// What was sent, kept (a power of two past MAX_DELAY + TAIL + a frame).
 const HISTORY: usize = 8192;
 /// The decimation of the delay search.
@@ -177,7 +185,7 @@ pub struct EchoCanceller {
     far: Vec<i16>,
     /// The position after the newest sample sent.
     far_end: u64,
-    /// The newest sample sent that was not silence.
+    /// The newest sample sent louder than [`QUIET_SAMPLE`].
     far_last_sound: Option<u64>,
     /// What was sent, decimated (sums of DECIMATE samples), by decimated
     /// position modulo FAR_DECIMATED.
@@ -201,7 +209,7 @@ pub struct EchoCanceller {
     /// What was sent within reach of a block, oldest first, and the
     /// energy of the taps of the sample being filtered.
     window: Vec<f32>,
-    window_energy: f32,
+    window_energy: f64,
     window_energy_at: Option<usize>,
     foreground: Vec<f32>,
     background: Vec<f32>,
@@ -249,6 +257,9 @@ pub struct EchoCanceller {
     /// sample path.
     #[cfg(test)]
     sample_by_sample: bool,
+    /// Blocks taken in closed form.
+    #[cfg(test)]
+    quiet_blocks: u64,
     stats: EchoStats,
 }
 
@@ -310,6 +321,8 @@ impl EchoCanceller {
             linear_only: false,
             #[cfg(test)]
             sample_by_sample: false,
+            #[cfg(test)]
+            quiet_blocks: 0,
             stats: EchoStats::default(),
         }
     }
@@ -395,7 +408,7 @@ impl EchoCanceller {
             self.spoken += 1;
         }
         let at = self.far_end;
-        if sample != 0 {
+        if sample.unsigned_abs() > QUIET_SAMPLE {
             self.far_last_sound = Some(at);
         }
         self.far[(at as usize) % HISTORY] = sample;
@@ -408,8 +421,9 @@ impl EchoCanceller {
     }
 
     /// `window[m]` ← what was sent at `base + m` for m < `span` (silence
-    /// where nothing was or it is out of reach); whether any of it is
-    /// sound.
+    /// where nothing was or it is out of reach); whether it holds enough
+    /// energy for any sample's taps to be active (else every sample of the
+    /// block passes as it would one by one).
     fn fill_window(&mut self, base: i64, span: usize) -> bool {
         let end = base + span as i64;
         let kept_from = self.far_end.saturating_sub(HISTORY as u64) as i64;
@@ -427,7 +441,9 @@ impl EchoCanceller {
             }
             m += n;
         }
-        self.window[lo_m..hi_m].iter().any(|&x| x != 0.0)
+        // Loud enough that some sample's taps could be active (the span's
+        // energy bounds every window's within it).
+        energy_exact(&self.window[lo_m..hi_m]) > f64::from(IDLE_POWER * TAIL as f32)
     }
 
     /// The caller's `near` samples from `position` on, with the echo of
@@ -475,9 +491,9 @@ impl EchoCanceller {
         if quiet_path && no_echo_line {
             return self.process_quiet(near, out);
         }
-        let any = self.fill_window(base, span);
+        let loud = self.fill_window(base, span);
         self.window_energy_at = None;
-        if quiet_path && !any && self.far_held <= IDLE_POWER {
+        if quiet_path && !loud && self.far_held <= IDLE_POWER {
             return self.process_quiet(near, out);
         }
         for (i, (&sample, out)) in near.iter().zip(out.iter_mut()).enumerate() {
@@ -486,7 +502,7 @@ impl EchoCanceller {
             // Nothing is learnt or taken out before a delay is found: the
             // caller's voice must not be fitted by what the bot says (a
             // periodic voice spans the harmonics a voice has too).
-            let e = if any && self.stats.delay.is_some() {
+            let e = if loud && self.stats.delay.is_some() {
                 self.cancel(i, y)
             } else {
                 self.pass(y)
@@ -502,6 +518,10 @@ impl EchoCanceller {
     /// frame's figures move as [`Self::pass`] and [`Self::gate`] would move
     /// them sample by sample, in closed form.
     fn process_quiet(&mut self, near: &[i16], out: &mut [i16]) {
+        #[cfg(test)]
+        {
+            self.quiet_blocks += 1;
+        }
         for (&sample, out) in near.iter().zip(out.iter_mut()) {
             self.track_near(f32::from(sample) / 32768.0);
             *out = sample;
@@ -591,17 +611,18 @@ impl EchoCanceller {
     /// Sample `i` of the block (`y`): the output, the background adapted.
     fn cancel(&mut self, i: usize, y: f32) -> f32 {
         let x = &self.window[i..i + TAIL];
-        // The window's energy, slid along the block (taken whole at the
-        // block's first sample filtered, so no error builds up).
+        // The window's energy, slid along the block: in f64, where the
+        // squares of 16-bit samples (multiples of 2⁻³⁰) add up exactly, so
+        // the slide is the sum itself.
         self.window_energy = match self.window_energy_at {
             Some(at) if at + 1 == i => {
-                let (entering, leaving) = (x[TAIL - 1], self.window[i - 1]);
-                (self.window_energy + entering * entering - leaving * leaving).max(0.0)
+                let (entering, leaving) = (f64::from(x[TAIL - 1]), f64::from(self.window[i - 1]));
+                self.window_energy + entering * entering - leaving * leaving
             }
-            _ => dot(x, x),
+            _ => energy_exact(x),
         };
         self.window_energy_at = Some(i);
-        let active = self.window_energy > IDLE_POWER * TAIL as f32;
+        let active = self.window_energy > f64::from(IDLE_POWER * TAIL as f32);
         if !active {
             return self.pass(y);
         }
@@ -905,6 +926,11 @@ fn quiet_decay() -> &'static [f32; FRAME] {
         }
         decay
     })
+}
+
+/// Σ xᵢ² in f64: exact for samples of 16 bits scaled to full scale 1.
+fn energy_exact(x: &[f32]) -> f64 {
+    x.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
 }
 
 /// The filter's inner loops, compiled twice: for the baseline x86-64
@@ -1251,6 +1277,40 @@ mod tests {
         }
         assert_eq!(fast.stats.gated_frames, reference.stats.gated_frames);
         assert_eq!(fast.gated, reference.gated);
+    }
+
+    #[test]
+    fn a_law_silence_sent_is_quiet_too() {
+        // G.711 A-law's silence decodes to ±8, not 0: the bot speaks 1 s,
+        // then is silent in A-law 9 s while the caller talks; the quiet
+        // blocks are still taken in closed form, with the reference's
+        // output and figures.
+        let mut sent = speech(1);
+        sent.extend((0..9 * RATE).map(|i| if i % 3 == 0 { -8 } else { 8 }));
+        let mut returned = plus(
+            &echo_of(&sent, 480, &hybrid(12.0)),
+            &noise_at(-60.0, sent.len()),
+        );
+        let caller = crate::media::wav::cached_phrase_8k("menu");
+        for (r, &c) in returned[7 * RATE..].iter_mut().zip(&caller) {
+            *r = r.saturating_add(c);
+        }
+        let mut fast = EchoCanceller::new();
+        let mut reference = EchoCanceller::new();
+        reference.sample_by_sample = true;
+        let fast_out = run(&mut fast, &sent, &returned);
+        let reference_out = run(&mut reference, &sent, &returned);
+        assert_eq!(fast_out, reference_out);
+        assert!(
+            fast.quiet_blocks > 100,
+            "{} quiet blocks",
+            fast.quiet_blocks
+        );
+        assert_eq!(reference.quiet_blocks, 0);
+        let close = |a: f32, b: f32| (a - b).abs() <= 1e-3 * b.abs() + 1e-12;
+        assert!(close(fast.near_power, reference.near_power));
+        assert!(close(fast.noise, reference.noise));
+        assert_eq!(fast.stats.delay, reference.stats.delay);
     }
 
     /// [`run`] from sample `from` on (a multiple of FRAME).
