@@ -110,7 +110,13 @@ fn echo_cancelling() {
         .map(|i| i.checked_sub(480).map_or(0, |j| sent[j] / 4))
         .collect();
     let silence = vec![0i16; n];
-    for (what, far) in [("bot speaking", &sent), ("bot silent", &silence)] {
+    // G.711 A-law's silence decodes to 8.
+    let alaw_silence = vec![8i16; n];
+    for (what, far) in [
+        ("bot speaking", &sent),
+        ("bot silent", &silence),
+        ("bot silent in A-law", &alaw_silence),
+    ] {
         let mut canceller = EchoCanceller::new();
         let mut out = [0i16; 160];
         let mut checksum = 0i64;
