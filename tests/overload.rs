@@ -20,19 +20,6 @@ const INVITE_RATE: u32 = 500;
 const STRAY_PACKETS: u32 = 60_000;
 const STRAY_RATE: u32 = 15_000;
 
-/// sav's resident memory (KiB).
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// One flood (`round` names its directory): the stranger's RTP at the
 /// live call's port (`sav_rtp`) and, meanwhile, the PBX's INVITEs; what
 /// the stranger sent, and sipp's run.
@@ -140,15 +127,13 @@ fn a_pbx_beyond_capacity_and_a_stray_rtp_flood_leave_the_live_call_alone() {
     let _ = later.hang_up();
 
     let rtp = ports.sav_audio(&packets);
-    let quiet = pacing(&rtp, flood_from - Duration::from_secs(3), flood_from);
-    let flood = pacing(&rtp, flood_from, flood_to);
-    let quiet_after = pacing(
-        &rtp,
-        flood_to + Duration::from_millis(300),
-        flood_to + Duration::from_millis(2_800),
-    );
+    let FloodPacing {
+        quiet,
+        flood,
+        quiet_after,
+        baseline_p99: baseline,
+    } = flood_pacing(&rtp, flood_from, flood_to, Duration::from_millis(300));
     let p99 = |d: &[f64]| percentile(d, 99.0);
-    let baseline = p99(&quiet.0).max(p99(&quiet_after.0));
     let (_, metrics) = http_get(ports.metrics, "/metrics").expect("/metrics");
     let refused = counter(&metrics, "sav_calls_refused_total", "reason=\"max_calls\"");
     let stray_dropped = counter(&metrics, "sav_rtp_dropped_total", "reason=\"other_source\"");

@@ -112,18 +112,6 @@ fn a_stranger_s_rtp_and_keys_are_dropped_and_counted_however_quiet_the_caller() 
     assert_eq!(dropped, sent, "every stranger's packet counted:\n{metrics}");
 }
 
-/// Resident memory of `pid` in KiB.
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
-
 /// 200 INVITEs from one source that never ACKs (127.0.0.2): it gets only
 /// its share of calls, each 200 is sent at most 5 times and dropped after
 /// 8 s, the rest are met with silence and counted; a caller from another

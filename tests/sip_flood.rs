@@ -83,17 +83,13 @@ fn a_flood_from_one_source_leaves_a_live_call_s_clock_alone() {
     let _ = later.hang_up();
 
     let rtp = ports.sav_audio(&packets);
-    let quiet = pacing(&rtp, flood_from - Duration::from_secs(3), flood_from);
-    let flood = pacing(&rtp, flood_from, flood_to);
-    let quiet_after = pacing(
-        &rtp,
-        flood_to + Duration::from_millis(500),
-        flood_to + Duration::from_millis(2_800),
-    );
+    let FloodPacing {
+        quiet,
+        flood,
+        quiet_after,
+        baseline_p99: baseline,
+    } = flood_pacing(&rtp, flood_from, flood_to, Duration::from_millis(500));
     let p99 = |d: &[f64]| percentile(d, 99.0);
-    // This machine's own noise moves the figure too: the baseline is the
-    // worse of the quiet seconds before and after the flood.
-    let baseline = p99(&quiet.0).max(p99(&quiet_after.0));
     let (_, metrics) = http_get(ports.metrics, "/metrics").expect("/metrics");
     let refused: u64 = ["rate_limited", "banned"]
         .iter()

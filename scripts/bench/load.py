@@ -83,12 +83,17 @@ def children_cpu(pid):
     return sum(int(x) for x in fields[11:15]) / TICK
 
 
-def rss_kib(pid):
+def status_field(pid, key):
+    """A number of /proc/<pid>/status (VmRSS in KiB, Threads...)."""
     with open(f"/proc/{pid}/status") as f:
         for line in f:
-            if line.startswith("VmRSS:"):
+            if line.startswith(key + ":"):
                 return int(line.split()[1])
     return 0
+
+
+def rss_kib(pid):
+    return status_field(pid, "VmRSS")
 
 
 def fds(pid):
@@ -450,11 +455,7 @@ def setup_rate(args, work, bins):
 
 
 def threads(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("Threads:"):
-                return int(line.split()[1])
-    return 0
+    return status_field(pid, "Threads")
 
 
 def soak(args, work, bins):

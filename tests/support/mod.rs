@@ -817,6 +817,47 @@ pub fn pacing(rtp: &[&Datagram], from: Duration, to: Duration) -> (Vec<f64>, f64
     (deviations, max_gap)
 }
 
+/// The RTP pacing around a flood from `from` to `to` (capture times): the
+/// 3 s before it, during it, and from `settle` after it to 2.8 s after;
+/// and the baseline a flood is judged against, the worse p99 of the quiet
+/// seconds before and after (this machine's own noise moves it too).
+pub struct FloodPacing {
+    pub quiet: (Vec<f64>, f64),
+    pub flood: (Vec<f64>, f64),
+    pub quiet_after: (Vec<f64>, f64),
+    pub baseline_p99: f64,
+}
+
+pub fn flood_pacing(
+    rtp: &[&Datagram],
+    from: Duration,
+    to: Duration,
+    settle: Duration,
+) -> FloodPacing {
+    let quiet = pacing(rtp, from - Duration::from_secs(3), from);
+    let flood = pacing(rtp, from, to);
+    let quiet_after = pacing(rtp, to + settle, to + Duration::from_millis(2_800));
+    let baseline_p99 = percentile(&quiet.0, 99.0).max(percentile(&quiet_after.0, 99.0));
+    FloodPacing {
+        quiet,
+        flood,
+        quiet_after,
+        baseline_p99,
+    }
+}
+
+/// Resident memory of `pid` in KiB.
+pub fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
 /// The wall clock as capture times are stamped (since the Unix epoch).
 pub fn since_epoch() -> Duration {
     std::time::SystemTime::now()
