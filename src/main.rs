@@ -91,7 +91,16 @@ enum CacheAction {
     Check,
 }
 
+/// With the `heap-profile` feature every allocation goes through dhat, which
+/// writes `dhat-heap.json` (what was live at the peak, by call stack) in the
+/// working directory when `main` returns.
+#[cfg(feature = "heap-profile")]
+#[global_allocator]
+static ALLOCATOR: dhat::Alloc = dhat::Alloc;
+
 fn main() -> ExitCode {
+    #[cfg(feature = "heap-profile")]
+    let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
     // The configuration says how to log; until it is read, errors go to
     // stderr as text.

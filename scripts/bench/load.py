@@ -34,6 +34,11 @@ rates until the first failure. --soak runs instead a soak: --soak-calls
 calls at once with the VAD on, each replaced as it ends, for --soak
 seconds; sav's RSS, descriptors and threads every 10 s, after the warm-up
 against the end, idle before against idle after (target/bench/soak.json).
+--heap-profile builds sav with dhat as its allocator (feature heap-profile:
+every allocation slower, the timing figures of such a run mean nothing) and
+after each step prints what was live at the heap's peak, by the sav
+function that allocated it, per call (target/bench/heap-<mode>-<calls>.json
+is dhat's own file, for its viewer).
 """
 
 import argparse
@@ -59,6 +64,8 @@ RTP_MIN, RTP_MAX = 40000, 49999
 TICK = os.sysconf("SC_CLK_TCK")
 # [media] realtime_clock in sav's load config (--realtime-clock).
 REALTIME = False
+# sav built with the heap-profile feature (--heap-profile).
+HEAP_PROFILE = False
 
 
 def sh(*args, check=True, **kw):
@@ -395,11 +402,13 @@ def run_step(args, work, mode, calls, bins):
             drops += int(m.group(1))
     sav.send_signal(signal.SIGTERM)
     try:
-        sav.wait(timeout=30)
+        sav.wait(timeout=300 if HEAP_PROFILE else 30)
     except subprocess.TimeoutExpired:
         sav.kill()
     if fakes:
         fakes.kill()
+    if HEAP_PROFILE:
+        heap_report(work, tag, calls)
     created, completed, failed = sipp_counts(csv)
     sav_streams, caller_streams, first_after_ack = analyse(rtp_pcap, sip_pcap)
     window = t1 - t0
@@ -452,6 +461,40 @@ def setup_rate(args, work, bins):
         if failed or completed < created:
             break
     return results
+
+
+def heap_report(work, tag, calls):
+    """What was live at the heap's peak (dhat's t-gmax), grouped by the
+    innermost sav function on each allocation's stack, per call."""
+    src = "dhat-heap.json"  # in sav's working directory, this one
+    if not os.path.exists(src):
+        print("no dhat-heap.json (did sav exit cleanly?)", flush=True)
+        return
+    dst = os.path.join(work, f"heap-{tag}.json")
+    os.replace(src, dst)
+    with open(dst) as f:
+        profile = json.load(f)
+    frames = profile["ftbl"]
+    by_site = {}
+    total = 0
+    for pp in profile["pps"]:
+        live = pp.get("gb", 0)
+        if not live:
+            continue
+        total += live
+        names = [frames[i] for i in pp["fs"]]
+        ours = [n for n in names if " sav::" in n or "sav::" in n.split(": ", 1)[-1][:6]]
+        site = ours[0] if ours else (names[0] if names else "?")
+        # "0x1234: sav::media::vad::Vad::new (src/media/vad.rs:123:9)" -> the function and place
+        site = site.split(": ", 1)[-1]
+        outer = next((n.split(": ", 1)[-1] for n in names
+                      if "sav::call::" in n or "sav::app::" in n), "")
+        key = (site, outer.split(" (")[0])
+        by_site[key] = by_site.get(key, 0) + live
+    print(f"heap at its peak: {total / 1024:.0f} KiB, {total / 1024 / calls:.1f} KiB per call "
+          f"({calls} calls)", flush=True)
+    for (site, outer), live in sorted(by_site.items(), key=lambda kv: -kv[1])[:30]:
+        print(f"{live / 1024 / calls:8.1f} KiB/call  {site}   <- {outer}", flush=True)
 
 
 def threads(pid):
@@ -542,9 +585,12 @@ def main():
     parser.add_argument("--soak-calls", type=int, default=300)
     parser.add_argument("--realtime-clock", action="store_true",
                         help="[media] realtime_clock = true (SCHED_FIFO media thread)")
+    parser.add_argument("--heap-profile", action="store_true",
+                        help="sav with dhat as its allocator: what is live at the peak, per call")
     args = parser.parse_args()
-    global REALTIME
+    global REALTIME, HEAP_PROFILE
     REALTIME = args.realtime_clock
+    HEAP_PROFILE = args.heap_profile
     if os.geteuid() != 0:
         sys.exit("load.py needs root (a network namespace)")
     for tool in ["sipp", "espeak-ng", "sox", "dumpcap", "ip"]:
@@ -552,7 +598,9 @@ def main():
             sys.exit(f"load.py needs {tool}")
     work = os.path.join(REPO, "target", "bench")
     os.makedirs(work, exist_ok=True)
-    sh("cargo", "build", "--release", "--bin", "sav", "--example", "fake_providers", cwd=REPO)
+    features = ["--features", "heap-profile"] if HEAP_PROFILE else []
+    sh("cargo", "build", "--release", "--bin", "sav", "--example", "fake_providers", *features,
+       cwd=REPO)
     bins = (
         os.path.join(REPO, "target", "release", "sav"),
         os.path.join(REPO, "target", "release", "examples", "fake_providers"),

@@ -203,6 +203,19 @@ struct Reply {
 }
 
 impl Reply {
+    /// Lets go of the audio of the sentences heard to their end: a resumed
+    /// reply starts at the sentence a barge-in cut, or after the last one
+    /// heard, never before (a reply's audio is otherwise held for the rest
+    /// of the call, until the next reply replaces it).
+    fn release_heard(&mut self) {
+        let replayable = self
+            .interrupted_at
+            .map_or(self.completed, |cut| cut.min(self.completed));
+        for sentence in self.sentences.iter_mut().take(replayable) {
+            sentence.audio = Vec::new();
+        }
+    }
+
     /// The reply's streams, in the playout now.
     fn live_streams(&self) -> impl Iterator<Item = u64> + '_ {
         self.slot
@@ -279,6 +292,12 @@ impl ReplyBook {
         }
     }
 
+    /// The turn's audio is transcribed or no longer needed: its memory goes
+    /// too (a turn's capacity kept between turns is held for the whole call).
+    fn forget_turn_audio(&mut self) {
+        self.turn_audio = Vec::new();
+    }
+
     /// The next operation for the shell.
     pub fn poll_op(&mut self) -> Option<BookOp> {
         self.ops.pop_front()
@@ -329,7 +348,7 @@ impl ReplyBook {
                 let mut prompt = vec![Line::new(Role::System, &self.config.system_prompt)];
                 prompt.extend_from_slice(&self.history);
                 self.start_reply(Making::Generate(prompt));
-                self.turn_audio.clear();
+                self.forget_turn_audio();
             }
             CallAction::Compose(instruction) => {
                 let prompt = vec![
@@ -352,15 +371,15 @@ impl ReplyBook {
                     ],
                 });
                 self.classification = Some(*id);
-                self.turn_audio.clear();
+                self.forget_turn_audio();
             }
             CallAction::CancelReply => {
                 self.cancel();
-                self.turn_audio.clear();
+                self.forget_turn_audio();
             }
             CallAction::PauseReply => self.pause(),
             CallAction::ResumeReply => {
-                self.turn_audio.clear();
+                self.forget_turn_audio();
                 self.resume();
             }
             CallAction::PlayFront(key) => {
@@ -489,6 +508,8 @@ impl ReplyBook {
                     .and_then(|r| r.sentences.get_mut(index))
                     .and_then(|s| {
                         s.done = true;
+                        // Kept as it is from now on: no room to grow into.
+                        s.audio.shrink_to_fit();
                         s.stream
                     });
                 if let Some(stream) = stream {
@@ -560,6 +581,7 @@ impl ReplyBook {
                         // A slot that ended empty is done as well.
                         r.completed = r.completed.max(sentence + 1);
                     }
+                    r.release_heard();
                 }
                 None
             }
@@ -961,6 +983,56 @@ mod tests {
                 open(6, 1, 3),
             ]
         );
+    }
+
+    /// Bytes of audio the book holds (allocated, not only used).
+    fn held(b: &ReplyBook) -> usize {
+        let sentences: usize = b
+            .reply
+            .as_ref()
+            .map_or(0, |r| r.sentences.iter().map(|s| s.audio.capacity()).sum());
+        sentences + b.turn_audio.capacity() * 2
+    }
+
+    #[test]
+    fn audio_heard_to_its_end_and_a_transcribed_turn_are_let_go() {
+        let mut b = book();
+        b.caller_stopped(Instant::now(), &[5; 16_000]);
+        b.handle_action(&CallAction::Transcribe);
+        b.handle_action(&CallAction::OpenReply);
+        b.handle_action(&CallAction::Generate("u".into()));
+        ops(&mut b);
+        assert_eq!(held(&b), 0, "the turn's audio went to the transcription");
+        for index in 0..3 {
+            b.handle_made(Made::Sentence { reply: 1, index });
+            b.handle_made(audio(1, index, &[index as u8; 400]));
+            b.handle_made(Made::SentenceDone { reply: 1, index });
+        }
+        assert_eq!(held(&b), 1200);
+        let finished = |sentence, interrupted| Heard::Finished {
+            reply: 1,
+            sentence,
+            interrupted,
+        };
+        b.handle_playout(Instant::now(), finished(0, false));
+        assert_eq!(held(&b), 800, "sentence 0 heard: never played again");
+        // Cut in sentence 1: it and what follows stay for a resume.
+        b.handle_playout(Instant::now(), finished(1, true));
+        b.handle_action(&CallAction::PauseReply);
+        assert_eq!(held(&b), 800);
+        ops(&mut b);
+        b.handle_action(&CallAction::ResumeReply);
+        let fed: Vec<(u64, usize)> = ops(&mut b)
+            .iter()
+            .filter_map(|op| match op {
+                BookOp::Feed { stream, audio } => Some((*stream, audio.len())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(fed.iter().map(|f| f.1).collect::<Vec<_>>(), [400, 400]);
+        b.handle_playout(Instant::now(), finished(1, false));
+        b.handle_playout(Instant::now(), finished(2, false));
+        assert_eq!(held(&b), 0);
     }
 
     #[test]
