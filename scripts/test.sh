@@ -4,7 +4,8 @@
 #
 # First installs, from Debian's packages, what cargo does not fetch and is
 # missing: cmake (the build of libopus), sipp (sip-tester), espeak-ng, sox,
-# tshark, kamailio, baresip, openssl, postgresql; then starts the tests' PostgreSQL server (a cluster of
+# tshark, kamailio, baresip, openssl, postgresql, promtool (Debian's
+# prometheus package, without its recommendations); then starts the tests' PostgreSQL server (a cluster of
 # its own on 127.0.0.1:25432, scripts/test-postgres.sh) and stops it at the
 # end. Capturing on loopback and sipp's play_pcap_audio need root (or the
 # matching capabilities).
@@ -31,6 +32,14 @@ if [ ${#packages[@]} -gt 0 ]; then
   # tshark asks whether non-root users may capture: answer for it.
   echo "wireshark-common wireshark-common/install-setuid boolean false" | $sudo debconf-set-selections
   $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y "${packages[@]}"
+fi
+# promtool (the metrics' linter) comes with the Prometheus server; its
+# recommended exporters are not needed.
+if ! command -v promtool >/dev/null 2>&1; then
+  sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo="sudo"
+  [ ${#packages[@]} -gt 0 ] || $sudo apt-get update
+  $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends prometheus
 fi
 
 scripts/test-postgres.sh start

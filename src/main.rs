@@ -5,7 +5,6 @@ use std::process::ExitCode;
 
 use anyhow::{Context, Result};
 use clap::{Parser, Subcommand};
-use tracing_subscriber::EnvFilter;
 
 use sav::cache::{self, PhraseCache};
 use sav::config::Config;
@@ -98,6 +97,13 @@ enum CacheAction {
 #[global_allocator]
 static ALLOCATOR: dhat::Alloc = dhat::Alloc;
 
+/// Exit codes: 0 done; 1 an error (nothing or not all of it could be
+/// done: a bad configuration, a store that does not answer…); 2 a usage
+/// error (clap's); [`INCOMPLETE`] the command ran to its end and found or
+/// left something to fix (rows skipped by an import, phrases `cache check`
+/// finds missing or stale).
+const INCOMPLETE: u8 = 3;
+
 fn main() -> ExitCode {
     #[cfg(feature = "heap-profile")]
     let _profiler = dhat::Profiler::new_heap();
@@ -111,7 +117,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    init_logging(&config.log);
+    sav::app::log::init(&config.log);
     match run(cli, config) {
         Ok(code) => code,
         Err(error) => {
@@ -119,35 +125,6 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
-}
-
-/// Log lines on stderr, as text or JSON (`[log] format`), with the call's
-/// span (`call_id`) on every line of a call; `RUST_LOG` filters.
-fn init_logging(log: &sav::config::LogConfig) {
-    sav::redact::show_in_full(log.show_caller_numbers);
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
-    // The SIP stack logs whole messages (numbers, digest credentials) at
-    // info, debug and trace: only its warnings and errors pass, whatever
-    // RUST_LOG says. Raw SIP is logged redacted, at trace (`sip::wire`).
-    let stack_quiet = tracing_subscriber::filter::filter_fn(|meta| {
-        !meta.target().starts_with("rsipstack") || *meta.level() <= tracing::Level::WARN
-    });
-    use tracing_subscriber::layer::SubscriberExt;
-    use tracing_subscriber::util::SubscriberInitExt;
-    use tracing_subscriber::Layer;
-    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
-    let layer = match log.format {
-        sav::config::LogFormat::Text => layer.boxed(),
-        sav::config::LogFormat::Json => layer
-            .json()
-            .with_current_span(true)
-            .with_span_list(true)
-            .boxed(),
-    };
-    tracing_subscriber::registry()
-        .with(layer.with_filter(stack_quiet).with_filter(filter))
-        .init();
 }
 
 fn run(cli: Cli, config: Config) -> Result<ExitCode> {
@@ -268,7 +245,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 ExitCode::SUCCESS
             } else {
                 // Done, but not all of it: scripts should notice.
-                ExitCode::from(2)
+                ExitCode::from(INCOMPLETE)
             })
         }
         Command::Cache {
@@ -302,7 +279,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 println!("{key}: {problem}");
             }
             println!("{} phrase(s) need `sav cache build`", problems.len());
-            Ok(ExitCode::FAILURE)
+            Ok(ExitCode::from(INCOMPLETE))
         }
         Command::CheckConfig => {
             if config.sip.transports.contains(&sav::config::Transport::Tls) {

@@ -55,7 +55,8 @@ fn build_synthesises_only_missing_or_changed_phrases_and_check_tells() {
     std::fs::write(&config_path, config("Je vous écoute.")).unwrap();
 
     let check = sav(&config_path, &["cache", "check"]);
-    assert!(!check.status.success(), "check passes on an empty cache");
+    // 3: it ran and found phrases to build (not 1, an error; not 2, usage).
+    assert_eq!(check.status.code(), Some(3), "{}", text(&check));
     assert!(text(&check).contains("greet: no audio"), "{}", text(&check));
 
     let build = sav(&config_path, &["cache", "build"]);

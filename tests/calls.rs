@@ -1014,12 +1014,12 @@ async fn a_caller_stream_with_loss_and_jitter_shows_in_the_metrics() {
     let ended = call.hang_up().await;
     let metrics = &ended.metrics;
     assert_eq!(
-        sample(metrics, "sav_rtp_loss_ratios_count"),
+        sample(metrics, "sav_rtp_loss_ratio_count"),
         Some(1.0),
         "{metrics}"
     );
     // Sequence 0 to 498 expected, 49 of them lost.
-    let loss = sample(metrics, "sav_rtp_loss_ratios_sum").unwrap();
+    let loss = sample(metrics, "sav_rtp_loss_ratio_sum").unwrap();
     assert!((loss - 49.0 / 499.0).abs() < 0.002, "loss {loss}");
     // 10 ms late every 100 ms: RFC 3550's estimator settles near 3 ms.
     let jitter = sample(metrics, "sav_rtp_jitter_seconds_sum").unwrap();

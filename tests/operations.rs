@@ -98,6 +98,7 @@ fn strict_samples(text: &str) -> Vec<(String, f64)> {
         let allowed: &[&str] = match family.1.as_str() {
             "counter" => &["_total", "_created"],
             "histogram" => &["_bucket", "_sum", "_count", "_created"],
+            "info" => &["_info"],
             _ => &[""],
         };
         assert!(allowed.contains(&suffix), "{name} in a {} family", family.1);
@@ -143,6 +144,39 @@ fn parsed(text: &str) -> HashMap<String, f64> {
     out
 }
 
+/// What Prometheus sends when it scrapes.
+const OPENMETRICS: &str = "Accept: application/openmetrics-text;version=1.0.0,\
+                           text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+/// `promtool check metrics` (Prometheus's own linter: naming, units, help,
+/// suffixes) has nothing to say about the exposition.
+fn promtool_is_clean(text: &str) {
+    use std::io::Write;
+    let mut promtool = std::process::Command::new("promtool")
+        .args(["check", "metrics"])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("promtool (Debian's prometheus package; scripts/test.sh installs it)");
+    promtool
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("promtool reads the exposition");
+    let out = promtool.wait_with_output().expect("promtool ends");
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success() && said.trim().is_empty(),
+        "promtool check metrics: {said}\n{text}"
+    );
+}
+
 fn value(metrics: &HashMap<String, f64>, key: &str) -> f64 {
     *metrics
         .get(key)
@@ -171,6 +205,38 @@ fn metrics_count_what_three_calls_did() {
 
     let (status, health) = http_get(ports.metrics, "/healthz").expect("/healthz answers");
     assert_eq!((status, health.trim()), (200, "ready"));
+    assert_eq!(http_get(ports.metrics, "/readyz").map(|r| r.0), Some(200));
+    assert_eq!(http_get(ports.metrics, "/livez").map(|r| r.0), Some(200));
+
+    // Before any call, every family is there: each outcome, refusal,
+    // provider and drop reason at zero, the build and the process.
+    let (_, text) = http_get(ports.metrics, "/metrics").expect("/metrics answers");
+    let at_start = parsed(&text);
+    for series in [
+        "sav_calls_total{outcome=\"resolved\"}",
+        "sav_calls_total{outcome=\"abandoned\"}",
+        "sav_calls_refused_total{reason=\"max_calls\"}",
+        "sav_provider_errors_total{provider=\"llm\"}",
+        "sav_provider_errors_total{provider=\"stt\"}",
+        "sav_rtp_dropped_total{reason=\"malformed\"}",
+        "sav_sip_refused_total{reason=\"banned\"}",
+        "sav_api_cost_usd_total",
+        "sav_late_ticks_total",
+    ] {
+        assert_eq!(value(&at_start, series), 0.0, "{series}");
+    }
+    let version = env!("CARGO_PKG_VERSION");
+    assert_eq!(
+        value(
+            &at_start,
+            &format!("sav_build_info{{version=\"{version}\"}}")
+        ),
+        1.0
+    );
+    assert!(value(&at_start, "process_resident_memory_bytes") > 1e6);
+    assert!(value(&at_start, "process_open_fds") >= 3.0);
+    assert!(value(&at_start, "process_start_time_seconds") > 1.7e9);
+    promtool_is_clean(&text);
 
     // Three callers at once, two of them known; each silent for 18 s (the
     // known greeting, spoken by the TTS, is long), then hangs up.
@@ -198,7 +264,8 @@ fn metrics_count_what_three_calls_did() {
     // The calls' ends are counted once sav has seen every BYE.
     let deadline = Instant::now() + Duration::from_secs(10);
     let text = loop {
-        let (status, text) = http_get(ports.metrics, "/metrics").expect("/metrics answers");
+        let (status, text) =
+            http_get_with(ports.metrics, "/metrics", &[OPENMETRICS]).expect("/metrics answers");
         assert_eq!(status, 200);
         if text.contains("sav_calls_total{outcome=\"abandoned\"} 3") || Instant::now() > deadline {
             break text;
@@ -208,7 +275,10 @@ fn metrics_count_what_three_calls_did() {
     write_report("metrics-exposition.txt", &text);
     let strict = strict_samples(&text);
     assert!(strict.len() > 40, "{} samples", strict.len());
-    let m = parsed(&text);
+    // The same figures in the Prometheus text format, which promtool reads.
+    let (_, prometheus_text) = http_get(ports.metrics, "/metrics").expect("/metrics answers");
+    promtool_is_clean(&prometheus_text);
+    let m = parsed(&prometheus_text);
 
     // What the calls did: everyone heard greet and the menu from the cache;
     // the two known callers also heard their name and ticket, generated.
@@ -251,7 +321,7 @@ fn metrics_count_what_three_calls_did() {
     assert_eq!(value(&m, "sav_stt_audio_seconds_total"), 0.0);
     assert_eq!(value(&m, "sav_dtmf_total"), 0.0);
     assert_eq!(value(&m, "sav_barge_ins_total"), 0.0);
-    assert_eq!(value(&m, "sav_call_cost"), 3.0, "one cost per call");
+    assert_eq!(value(&m, "sav_call_cost_usd"), 3.0, "one cost per call");
     // RTP frames: the capture saw what the counter counted.
     let sent = value(&m, "sav_rtp_frames_sent_total");
     let captured = ports.sav_audio(&packets).len() as f64;
@@ -292,7 +362,7 @@ fn metrics_count_what_three_calls_did() {
         if entry["target"] == "sav::call" {
             call_lines += 1;
             assert!(
-                entry["span"]["call_id"].is_string(),
+                entry["call_id"].is_string(),
                 "a call's line without its call_id: {line}"
             );
         }
@@ -610,6 +680,12 @@ fn sigterm_with_five_calls_drains_then_byes_unregisters_and_exits_zero() {
     let (status, why) = http_get(ports.metrics, "/healthz").unwrap();
     assert_eq!(status, 503);
     assert!(why.contains("shutting down"), "{why}");
+    assert_eq!(http_get(ports.metrics, "/readyz").map(|r| r.0), Some(503));
+    // Alive all the same: a liveness probe must not kill it mid-drain.
+    assert_eq!(
+        http_get(ports.metrics, "/livez"),
+        Some((200, "alive\n".to_string()))
+    );
 
     let status = sav.wait_exit(Duration::from_secs(20));
     let took = stopped_at.elapsed();
@@ -762,4 +838,38 @@ fn sighup_with_a_changed_phrase_reaches_the_next_call_not_the_one_in_progress() 
     assert!(!contains(a_audio, new), "call A is untouched by the reload");
     assert!(contains(b_audio, new), "call B says the new goodbye");
     assert!(!contains(b_audio, old));
+}
+
+#[test]
+fn exit_codes_tell_an_incomplete_run_from_an_error_and_a_usage_error() {
+    let dir = workdir("ops_exit_codes");
+    let config = dir.join("sav.toml");
+    std::fs::write(&config, sav_toml(Ports::slot(80))).unwrap();
+    let csv = dir.join("customers.csv");
+    std::fs::write(
+        &csv,
+        format!(
+            "phone,first_name,last_name\n{},Jean,Dupont\nbonjour,Marie,Curie\n",
+            KNOWN[0]
+        ),
+    )
+    .unwrap();
+    let import = sav_import(&config, &csv);
+    let said = String::from_utf8_lossy(&import.stdout);
+    assert_eq!(import.status.code(), Some(3), "rows skipped: {said}");
+    assert!(
+        said.contains("1 customers imported") && said.contains("1 rows skipped"),
+        "{said}"
+    );
+
+    let run = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+            .args(args)
+            .output()
+            .expect("run sav")
+    };
+    assert_eq!(run(&["frobnicate"]).status.code(), Some(2), "usage");
+    let missing = dir.join("missing.toml");
+    let error = run(&["--config", missing.to_str().unwrap(), "check-config"]);
+    assert_eq!(error.status.code(), Some(1), "an error");
 }

@@ -35,12 +35,17 @@ pub async fn handle_invite(server: Arc<Server>, tx: Transaction, hold: Option<Ca
     drop(hold);
 }
 
+/// Why an INVITE is refused here (`sav_calls_refused_total{reason}`).
+const SHUTTING_DOWN: &str = "shutting_down";
+const MAX_CALLS: &str = "max_calls";
+pub(super) const REFUSALS: [&str; 2] = [SHUTTING_DOWN, MAX_CALLS];
+
 async fn answer(server: Arc<Server>, mut incoming: Incoming) {
     incoming.log();
     let services = server.services.clone();
     let config = &services.config;
     if services.draining() {
-        services.metrics.refused("shutting_down");
+        services.metrics.refused(SHUTTING_DOWN);
         info!("call refused: shutting down (503)");
         return incoming.refuse_busy().await;
     }
@@ -52,7 +57,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
     // A slot is taken only now, for a call we can answer: refusals above do
     // not hold one while their transactions linger.
     let Ok(permit) = server.calls.clone().try_acquire_owned() else {
-        services.metrics.refused("max_calls");
+        services.metrics.refused(MAX_CALLS);
         warn!(
             max_calls = config.sip.max_calls,
             "call refused: at max_calls"
@@ -65,7 +70,7 @@ async fn answer(server: Arc<Server>, mut incoming: Incoming) {
     // slot, the drain's count sees every call it lets through.
     if services.draining() {
         drop(permit);
-        services.metrics.refused("shutting_down");
+        services.metrics.refused(SHUTTING_DOWN);
         info!("call refused: shutting down (503)");
         return incoming.refuse_busy().await;
     }

@@ -4,6 +4,7 @@
 
 pub mod answer;
 pub mod door;
+pub mod log;
 pub mod memory;
 
 use std::net::SocketAddr;
@@ -126,7 +127,14 @@ pub async fn run(
 ) -> Result<(), ServeError> {
     crate::install_crypto_provider();
 
-    let metrics = Arc::new(crate::metrics::Metrics::new());
+    let metrics = Arc::new(crate::metrics::Metrics::with_currency(
+        &config.costs.currency,
+    ));
+    // Every labelled family shown at zero from the start.
+    metrics.declare_outcomes(crate::conversation::Outcome::ALL.map(|o| o.as_str()));
+    metrics.declare_refusals(answer::REFUSALS);
+    metrics.declare_providers(crate::timeline::Provider::ALL.map(|p| p.as_str()));
+    metrics.declare_rtp_drops(crate::media::inbound::Dropped::LABELS);
     let ops_stop = CancellationToken::new();
     let ops = match config.metrics.enabled {
         true => Some(

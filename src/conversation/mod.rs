@@ -201,6 +201,19 @@ pub enum Outcome {
 }
 
 impl Outcome {
+    /// Every outcome (the metrics show each from the start).
+    pub const ALL: [Outcome; 9] = [
+        Outcome::Resolved,
+        Outcome::Transferred,
+        Outcome::TransferFailed,
+        Outcome::Callback,
+        Outcome::CallerEnded,
+        Outcome::RtpTimeout,
+        Outcome::Abandoned,
+        Outcome::Interrupted,
+        Outcome::Ended,
+    ];
+
     /// The name in call records, metrics and CRM events.
     pub fn as_str(self) -> &'static str {
         match self {

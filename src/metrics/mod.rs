@@ -5,6 +5,7 @@
 
 pub mod config;
 pub mod http;
+mod process;
 
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::time::Duration;
@@ -14,6 +15,7 @@ use prometheus_client::metrics::counter::Counter;
 use prometheus_client::metrics::family::Family;
 use prometheus_client::metrics::gauge::Gauge;
 use prometheus_client::metrics::histogram::Histogram;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::registry::{Registry, Unit};
 use serde::{Deserialize, Serialize};
 
@@ -132,6 +134,21 @@ fn default_currency() -> String {
     "USD".into()
 }
 
+/// A currency as a metric name's unit: `EUR` → `eur`; anything but ASCII
+/// letters and digits left out (`currency` when nothing is left).
+fn currency_unit(currency: &str) -> String {
+    let unit: String = currency
+        .chars()
+        .filter(char::is_ascii_alphanumeric)
+        .map(|c| c.to_ascii_lowercase())
+        .collect();
+    if unit.is_empty() {
+        "currency".into()
+    } else {
+        unit
+    }
+}
+
 impl Default for CostConfig {
     fn default() -> Self {
         Self {
@@ -241,8 +258,25 @@ impl Default for Metrics {
 }
 
 impl Metrics {
+    /// The metrics, costs in the default currency ([`CostConfig`]'s).
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("sav");
+        Self::with_currency(&default_currency())
+    }
+
+    /// The metrics, with the cost families named in `currency` (the
+    /// Prometheus naming guide puts the unit in the name:
+    /// `sav_call_cost_eur`, `sav_api_cost_eur_total`).
+    pub fn with_currency(currency: &str) -> Self {
+        let mut root = Registry::default();
+        // The process's own figures, unprefixed as every exporter has them.
+        process::register(&mut root);
+        let registry = root.sub_registry_with_prefix("sav");
+        registry.register(
+            "build",
+            "The build: sav's version (always 1)",
+            Info::new(vec![("version", env!("CARGO_PKG_VERSION"))]),
+        );
+        let currency_unit = Unit::Other(currency_unit(currency));
         let phrases = Family::<SourceLabel, Counter>::default();
         registry.register(
             "phrases",
@@ -265,7 +299,7 @@ impl Metrics {
         );
         let llm_total = Histogram::new(latency_buckets());
         registry.register_with_unit(
-            "llm_total",
+            "llm_reply",
             "Time from the LLM request to the end of its answer",
             Unit::Seconds,
             llm_total.clone(),
@@ -274,7 +308,7 @@ impl Metrics {
         registry.register_with_unit(
             "rtp_loss",
             "Share of the caller's RTP packets lost, per call (RFC 3550 A.3)",
-            Unit::Ratios,
+            Unit::Other("ratio".into()),
             rtp_loss.clone(),
         );
         let rtp_jitter = Histogram::new([0.001, 0.002, 0.005, 0.01, 0.02, 0.03, 0.05, 0.1, 0.2]);
@@ -313,15 +347,17 @@ impl Metrics {
             stt_audio_seconds.clone(),
         );
         let call_cost = Histogram::new([0.0, 0.001, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5, 1.0]);
-        registry.register(
+        registry.register_with_unit(
             "call_cost",
             "Estimated API cost per call ([costs] prices, in their currency)",
+            currency_unit.clone(),
             call_cost.clone(),
         );
         let cost_total = Counter::<f64, std::sync::atomic::AtomicU64>::default();
-        registry.register(
-            "cost",
+        registry.register_with_unit(
+            "api_cost",
             "Estimated API cost of all calls ([costs] prices, in their currency)",
+            currency_unit,
             cost_total.clone(),
         );
         let provider_errors = Family::<ProviderLabel, Counter>::default();
@@ -440,7 +476,7 @@ impl Metrics {
             ready_gauge.clone(),
         );
         let metrics = Self {
-            registry,
+            registry: root,
             phrases,
             tts_first_byte,
             llm_first_token,
@@ -502,11 +538,54 @@ impl Metrics {
         metrics
     }
 
-    /// The exposition (OpenMetrics text, which Prometheus scrapes).
+    /// Every outcome a call can end with, shown at zero from the start (a
+    /// rate over a series that appears with its first call is wrong for a
+    /// while, and an alert on it cannot fire before).
+    pub fn declare_outcomes(&self, outcomes: impl IntoIterator<Item = &'static str>) {
+        for outcome in outcomes {
+            drop(self.calls.get_or_create(&OutcomeLabel {
+                outcome: outcome.to_string(),
+            }));
+        }
+    }
+
+    /// Every reason an INVITE can be refused for, at zero.
+    pub fn declare_refusals(&self, reasons: impl IntoIterator<Item = &'static str>) {
+        for reason in reasons {
+            drop(self.calls_refused.get_or_create(&ReasonLabel { reason }));
+        }
+    }
+
+    /// Every provider that can fail, at zero.
+    pub fn declare_providers(&self, providers: impl IntoIterator<Item = &'static str>) {
+        for provider in providers {
+            drop(
+                self.provider_errors
+                    .get_or_create(&ProviderLabel { provider }),
+            );
+        }
+    }
+
+    /// Every reason an inbound RTP packet can be dropped for, at zero.
+    pub fn declare_rtp_drops(&self, reasons: impl IntoIterator<Item = &'static str>) {
+        for reason in reasons {
+            drop(self.rtp_dropped.get_or_create(&ReasonLabel { reason }));
+        }
+    }
+
+    /// The exposition in OpenMetrics text (what Prometheus asks for).
     pub fn render(&self) -> String {
         let mut out = String::new();
         // Writing to a String cannot fail.
         let _ = prometheus_client::encoding::text::encode(&mut out, &self.registry);
+        out
+    }
+
+    /// The exposition in the Prometheus text format 0.0.4 (what other
+    /// scrapers, `curl` and `promtool check metrics` read).
+    pub fn render_prometheus_text(&self) -> String {
+        let mut out = String::new();
+        let _ = prometheus_client::encoding::prometheus_text::encode(&mut out, &self.registry);
         out
     }
 
@@ -658,19 +737,63 @@ mod tests {
     }
 
     #[test]
+    fn names_carry_their_units_and_every_family_shows_from_the_start() {
+        let m = Metrics::with_currency("EUR");
+        m.declare_outcomes(["resolved", "abandoned"]);
+        m.declare_refusals(["max_calls"]);
+        m.declare_providers(["llm"]);
+        m.declare_rtp_drops(["malformed"]);
+        m.call_ended("resolved", 0.25);
+        let text = m.render_prometheus_text();
+        assert_eq!(sample(&text, "sav_call_cost_eur_count"), Some(1.0));
+        assert_eq!(sample(&text, "sav_call_cost_eur_sum"), Some(0.25));
+        assert_eq!(sample(&text, "sav_api_cost_eur_total"), Some(0.25));
+        assert_eq!(sample(&text, "sav_llm_reply_seconds_count"), Some(0.0));
+        assert_eq!(
+            sample(&text, "sav_calls_total{outcome=\"abandoned\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "sav_calls_refused_total{reason=\"max_calls\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "sav_provider_errors_total{provider=\"llm\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(&text, "sav_rtp_dropped_total{reason=\"malformed\"}"),
+            Some(0.0)
+        );
+        let build = format!(
+            "sav_build_info{{version=\"{}\"}}",
+            env!("CARGO_PKG_VERSION")
+        );
+        assert_eq!(sample(&text, &build), Some(1.0));
+        // In the 0.0.4 format a counter's HELP and TYPE name its samples.
+        assert!(text.contains("# TYPE sav_calls_total counter"), "{text}");
+        assert!(!text.contains("# EOF"));
+        assert!(m.render().trim_end().ends_with("# EOF"));
+        #[cfg(target_os = "linux")]
+        assert!(sample(&text, "process_resident_memory_bytes").is_some_and(|v| v > 0.0));
+        assert_eq!(currency_unit("€ EUR"), "eur");
+        assert_eq!(currency_unit("€"), "currency");
+    }
+
+    #[test]
     fn the_callers_stream_quality_is_named_with_its_unit() {
         let m = Metrics::new();
         m.rtp_loss.observe(0.02);
         m.rtp_jitter.observe(0.004);
         m.rtp_round_trip.observe(0.08);
         let text = m.render();
-        assert_eq!(sample(&text, "sav_rtp_loss_ratios_count"), Some(1.0));
+        assert_eq!(sample(&text, "sav_rtp_loss_ratio_count"), Some(1.0));
         assert_eq!(
-            sample(&text, "sav_rtp_loss_ratios_bucket{le=\"0.02\"}"),
+            sample(&text, "sav_rtp_loss_ratio_bucket{le=\"0.02\"}"),
             Some(1.0)
         );
         assert_eq!(
-            sample(&text, "sav_rtp_loss_ratios_bucket{le=\"0.01\"}"),
+            sample(&text, "sav_rtp_loss_ratio_bucket{le=\"0.01\"}"),
             Some(0.0)
         );
         assert_eq!(sample(&text, "sav_rtp_jitter_seconds_count"), Some(1.0));

@@ -29,6 +29,8 @@ pub enum Provider {
 }
 
 impl Provider {
+    pub const ALL: [Provider; 3] = [Provider::Llm, Provider::Tts, Provider::Stt];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Provider::Llm => "llm",

@@ -1366,15 +1366,21 @@ pub fn postgres_db(name: &str) -> String {
 /// `GET path` on 127.0.0.1:`port` (HTTP/1.1, connection closed): the status
 /// code and the body, or `None` when nothing answers within 5 s.
 pub fn http_get(port: u16, path: &str) -> Option<(u16, String)> {
+    http_get_with(port, path, &[])
+}
+
+/// `GET path` with extra header lines (`"Accept: …"`).
+pub fn http_get_with(port: u16, path: &str, headers: &[&str]) -> Option<(u16, String)> {
     let mut stream = std::net::TcpStream::connect_timeout(
         &std::net::SocketAddr::from(([127, 0, 0, 1], port)),
         Duration::from_secs(2),
     )
     .ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+    let extra: String = headers.iter().map(|h| format!("{h}\r\n")).collect();
     write!(
         stream,
-        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\nConnection: close\r\n{extra}\r\n"
     )
     .ok()?;
     let mut response = String::new();
