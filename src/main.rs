@@ -16,8 +16,10 @@ use sav::config::Config;
     about = "After-sales phone support voicebot (SIP/RTP endpoint)"
 )]
 struct Cli {
-    /// Configuration file; the repository's sav.toml (compiled in) when omitted.
-    #[arg(long, short, global = true)]
+    /// Configuration file (relative paths in it are taken from its
+    /// directory); the repository's sav.toml, compiled in, when neither this
+    /// nor SAV_CONFIG is given.
+    #[arg(long, short, global = true, env = "SAV_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
     command: Command,
@@ -130,6 +132,14 @@ fn main() -> ExitCode {
 fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     match cli.command {
         Command::Serve => {
+            match &cli.config {
+                Some(path) => tracing::info!(config = %path.display(), "configuration"),
+                None => tracing::warn!(
+                    "no --config and no SAV_CONFIG: running the embedded default configuration \
+                     (keys only; relative paths such as the cache and sqlite://sav.db taken from \
+                     the working directory)"
+                ),
+            }
             let runtime = tokio::runtime::Builder::new_multi_thread()
                 .enable_all()
                 .build()
@@ -266,6 +276,12 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         Command::Cache {
             action: CacheAction::Check,
         } => {
+            if let Err(missing) = cache::require_dir(&config.cache) {
+                // Nothing built there yet: one line with the cause, not
+                // "no audio" for every phrase.
+                println!("{missing}");
+                return Ok(ExitCode::from(INCOMPLETE));
+            }
             let problems = cache::check(&config.cache)?;
             if problems.is_empty() {
                 println!(
@@ -286,7 +302,13 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 sav::sip::tls::load(&config.sip.tls)?;
             }
             let (cache, stale) = PhraseCache::load(&config.cache)?;
-            println!("config ok");
+            match &cli.config {
+                Some(path) => println!("config ok: {}", path.display()),
+                None => println!(
+                    "config ok: the embedded default (no --config, no SAV_CONFIG; relative \
+                     paths from the working directory)"
+                ),
+            }
             if let Some(path) = &cli.config {
                 for warning in secrets_exposed(path, &config) {
                     println!("  warning      {warning}");

@@ -54,6 +54,19 @@ fn build_synthesises_only_missing_or_changed_phrases_and_check_tells() {
     let config_path = dir.join("sav.toml");
     std::fs::write(&config_path, config("Je vous écoute.")).unwrap();
 
+    // No cache directory yet: the cause, once (not "no audio" per phrase).
+    let check = sav(&config_path, &["cache", "check"]);
+    assert_eq!(check.status.code(), Some(3), "{}", text(&check));
+    let cache_dir = dir.join("cache");
+    assert!(
+        text(&check).contains(&format!(
+            "the phrase cache directory {} does not exist",
+            cache_dir.display()
+        )) && !text(&check).contains("no audio"),
+        "{}",
+        text(&check)
+    );
+    std::fs::create_dir_all(&cache_dir).unwrap();
     let check = sav(&config_path, &["cache", "check"]);
     // 3: it ran and found phrases to build (not 1, an error; not 2, usage).
     assert_eq!(check.status.code(), Some(3), "{}", text(&check));
@@ -257,4 +270,62 @@ fn check_config_warns_of_a_secret_in_a_world_readable_file() {
         out.contains("config ok") && !out.contains("warning"),
         "{out}"
     );
+}
+
+/// The configuration sav reads: `--config`, else `SAV_CONFIG`, else the
+/// embedded copy; check-config says which, and run from another directory
+/// the embedded copy's missing cache is reported as what it is.
+#[test]
+fn check_config_names_the_file_it_read_from_any_directory() {
+    let dir = workdir("cache_cli_config_source");
+    let config_path = dir.join("sav.toml");
+    // The repository's configuration with its cache where it is.
+    let text_of = std::fs::read_to_string(format!("{}/sav.toml", env!("CARGO_MANIFEST_DIR")))
+        .unwrap()
+        .replace(
+            "dir = \"cache\"",
+            &format!("dir = \"{}/cache\"", env!("CARGO_MANIFEST_DIR")),
+        );
+    std::fs::write(&config_path, text_of).unwrap();
+    let elsewhere = dir.join("elsewhere");
+    std::fs::create_dir_all(&elsewhere).unwrap();
+    let run = |args: &[&str], env: Option<&Path>| {
+        let mut command = Command::new(env!("CARGO_BIN_EXE_sav"));
+        command
+            .args(args)
+            .current_dir(&elsewhere)
+            .env_remove("SAV_CONFIG")
+            .env("NO_COLOR", "1");
+        if let Some(path) = env {
+            command.env("SAV_CONFIG", path);
+        }
+        command.output().expect("run sav")
+    };
+    let by_flag = run(
+        &["check-config", "--config", config_path.to_str().unwrap()],
+        None,
+    );
+    assert!(by_flag.status.success(), "{}", text(&by_flag));
+    assert!(
+        text(&by_flag).contains(&format!("config ok: {}", config_path.display())),
+        "{}",
+        text(&by_flag)
+    );
+    let by_env = run(&["check-config"], Some(&config_path));
+    assert!(by_env.status.success(), "{}", text(&by_env));
+    assert!(
+        text(&by_env).contains(&format!("config ok: {}", config_path.display())),
+        "{}",
+        text(&by_env)
+    );
+    // The embedded copy from a directory without a cache: one error that
+    // says where it looked and why there.
+    let embedded = run(&["check-config"], None);
+    assert_eq!(embedded.status.code(), Some(1), "{}", text(&embedded));
+    let said = text(&embedded);
+    assert!(
+        said.contains("does not exist") && said.contains("SAV_CONFIG"),
+        "{said}"
+    );
+    assert!(!said.contains("no audio"), "{said}");
 }

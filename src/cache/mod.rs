@@ -53,6 +53,13 @@ pub enum CacheError {
         path: PathBuf,
         source: Box<toml::de::Error>,
     },
+    #[error(
+        "the phrase cache directory {} does not exist (relative paths are taken from the \
+         configuration file's directory; without --config or SAV_CONFIG, from the working \
+         directory): point [cache] dir at it, or make it with `sav cache build`",
+        path.display()
+    )]
+    NoDirectory { path: PathBuf },
     #[error("cache is not usable ({problems}); run `sav cache build`")]
     Unusable { problems: String },
     #[error("cache {path}: cannot resample: {source}")]
@@ -288,6 +295,18 @@ impl fmt::Display for PhraseProblem {
 }
 
 /// Checks every phrase of the table against the files and the manifest.
+/// Fails with the real cause when the cache directory is not there (every
+/// phrase would otherwise be reported as having no audio).
+pub fn require_dir(config: &CacheConfig) -> Result<(), CacheError> {
+    if config.dir.is_dir() {
+        Ok(())
+    } else {
+        Err(CacheError::NoDirectory {
+            path: config.dir.clone(),
+        })
+    }
+}
+
 pub fn check(config: &CacheConfig) -> Result<Vec<(String, PhraseProblem)>, CacheError> {
     let manifest = Manifest::load(&config.dir)?;
     let mut problems = Vec::new();
@@ -389,6 +408,7 @@ impl PhraseCache {
     /// would otherwise go silent where the phrase should be); stale audio is
     /// loaded and reported so the caller can warn.
     pub fn load(config: &CacheConfig) -> Result<(Self, Vec<(String, PhraseProblem)>), CacheError> {
+        require_dir(config)?;
         let problems = check(config)?;
         let fatal: Vec<String> = problems
             .iter()
