@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::{Context, Result};
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 use sav::cache::{self, PhraseCache};
 use sav::config::Config;
@@ -29,6 +29,15 @@ struct Cli {
 enum Command {
     /// Answer calls.
     Serve,
+    /// Print the shell completion script for SHELL (e.g. `sav completions
+    /// bash > /etc/bash_completion.d/sav`).
+    Completions { shell: clap_complete::Shell },
+    /// Print the manual page (roff: `sav man | man -l -`), or write one page
+    /// per command into DIR (sav.1, sav-serve.1…).
+    Man {
+        #[arg(long)]
+        out: Option<PathBuf>,
+    },
     /// Manage the phrase cache.
     Cache {
         #[command(subcommand)]
@@ -110,6 +119,24 @@ fn main() -> ExitCode {
     #[cfg(feature = "heap-profile")]
     let _profiler = dhat::Profiler::new_heap();
     let cli = Cli::parse();
+    // What only the command line itself says: no configuration needed.
+    match &cli.command {
+        Command::Completions { shell } => {
+            let mut command = Cli::command();
+            clap_complete::generate(*shell, &mut command, "sav", &mut std::io::stdout());
+            return ExitCode::SUCCESS;
+        }
+        Command::Man { out } => {
+            return match write_manual(out.as_deref()) {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(error) => {
+                    eprintln!("sav: {error:#}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
+        _ => {}
+    }
     // The configuration says how to log; until it is read, errors go to
     // stderr as text.
     let config = match Config::load(cli.config.as_deref()) {
@@ -129,8 +156,26 @@ fn main() -> ExitCode {
     }
 }
 
+/// The manual: sav's page on stdout, or every command's page into `out`.
+fn write_manual(out: Option<&std::path::Path>) -> Result<()> {
+    let command = Cli::command();
+    match out {
+        None => clap_mangen::Man::new(command)
+            .render(&mut std::io::stdout())
+            .context("cannot write the manual page"),
+        Some(dir) => {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("cannot create {}", dir.display()))?;
+            clap_mangen::generate_to(command, dir)
+                .with_context(|| format!("cannot write the manual pages into {}", dir.display()))
+        }
+    }
+}
+
 fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     match cli.command {
+        // Carried out in main, before any configuration is read.
+        Command::Completions { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),
         Command::Serve => {
             match &cli.config {
                 Some(path) => tracing::info!(config = %path.display(), "configuration"),

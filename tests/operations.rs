@@ -873,3 +873,53 @@ fn exit_codes_tell_an_incomplete_run_from_an_error_and_a_usage_error() {
     let error = run(&["--config", missing.to_str().unwrap(), "check-config"]);
     assert_eq!(error.status.code(), Some(1), "an error");
 }
+
+#[test]
+fn completions_and_manual_pages_come_from_the_command_line_itself() {
+    let dir = workdir("ops_manual");
+    let sav = |args: &[&str]| {
+        std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+            .args(args)
+            // No configuration is read for these.
+            .env("SAV_CONFIG", dir.join("absent.toml"))
+            .output()
+            .expect("run sav")
+    };
+    let bash = sav(&["completions", "bash"]);
+    assert!(bash.status.success());
+    let script = String::from_utf8_lossy(&bash.stdout).to_string();
+    for word in ["serve", "check-config", "customers", "--config"] {
+        assert!(script.contains(word), "{word} not completed");
+    }
+    let path = dir.join("sav.bash");
+    std::fs::write(&path, &script).unwrap();
+    let syntax = std::process::Command::new("bash")
+        .arg("-n")
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(syntax.success(), "bash reads the completion script");
+    let zsh = sav(&["completions", "zsh"]);
+    assert!(zsh.status.success() && String::from_utf8_lossy(&zsh.stdout).contains("#compdef sav"));
+
+    let page = sav(&["man"]);
+    assert!(page.status.success());
+    let page = String::from_utf8_lossy(&page.stdout).to_string();
+    assert!(page.contains(".TH sav 1"), "{page}");
+    assert!(
+        page.contains("SAV_CONFIG"),
+        "the page names the variable: {page}"
+    );
+    let out = dir.join("man1");
+    let pages = sav(&["man", "--out", out.to_str().unwrap()]);
+    assert!(pages.status.success());
+    for name in [
+        "sav.1",
+        "sav-serve.1",
+        "sav-call.1",
+        "sav-customers-import.1",
+    ] {
+        let text = std::fs::read_to_string(out.join(name)).unwrap_or_default();
+        assert!(text.contains(".TH"), "{name}");
+    }
+}
