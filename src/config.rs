@@ -30,6 +30,11 @@ pub enum ConfigError {
         origin: String,
         source: Box<toml::de::Error>,
     },
+    #[error("config {origin}: {source}")]
+    Secret {
+        origin: String,
+        source: crate::secret::SecretError,
+    },
     #[error("config {origin}: `{key}` = {value}: {expected}")]
     Invalid {
         origin: String,
@@ -266,10 +271,75 @@ impl Config {
                 *path = base.join(&*path);
             }
         }
+        config.resolve_secrets(origin, base)?;
         config.base_dir = base.to_path_buf();
         config.normalise_keys();
         config.validate(origin)?;
         Ok(config)
+    }
+
+    /// Secret files named relative to the configuration file's directory;
+    /// the store URL, the webhook URL and the webhook's signing key read
+    /// from their `_env` or `_file` forms now (a reload reads them again;
+    /// the providers' keys and the SIP password are read where they are
+    /// used, when a client or a registration is made).
+    fn resolve_secrets(&mut self, origin: &str, base: &Path) -> Result<(), ConfigError> {
+        let secret = |source| ConfigError::Secret {
+            origin: origin.to_string(),
+            source,
+        };
+        let mut files: Vec<&mut Option<PathBuf>> = vec![
+            &mut self.store.url_file,
+            &mut self.crm.webhook_url_file,
+            &mut self.crm.signing_secret_file,
+        ];
+        if let Some(register) = self.sip.register.as_mut() {
+            files.push(&mut register.password_file);
+        }
+        if let Some(llm) = self.llm.as_mut() {
+            files.push(&mut llm.api_key_file);
+        }
+        if let Some(tts) = self.tts.as_mut() {
+            files.push(&mut tts.api_key_file);
+        }
+        if let Some(stt) = self.stt.as_mut() {
+            files.push(&mut stt.api_key_file);
+            if let Some(streaming) = stt.streaming.as_mut() {
+                files.push(&mut streaming.api_key_file);
+            }
+        }
+        for path in files.into_iter().flatten() {
+            if path.is_relative() {
+                *path = base.join(&*path);
+            }
+        }
+        let store = &mut self.store;
+        if let Some(url) = crate::secret::read(
+            "store.url",
+            store.url_env.as_deref(),
+            store.url_file.as_deref(),
+        )
+        .map_err(secret)?
+        {
+            store.url = url;
+        }
+        let crm = &mut self.crm;
+        if let Some(url) = crate::secret::read(
+            "crm.webhook_url",
+            crm.webhook_url_env.as_deref(),
+            crm.webhook_url_file.as_deref(),
+        )
+        .map_err(secret)?
+        {
+            crm.webhook_url = Some(url);
+        }
+        crm.signing_secret = crate::secret::read(
+            "crm.signing_secret",
+            crm.signing_secret_env.as_deref(),
+            crm.signing_secret_file.as_deref(),
+        )
+        .map_err(secret)?;
+        Ok(())
     }
 
     fn validate(&self, origin: &str) -> Result<(), ConfigError> {
@@ -519,7 +589,7 @@ impl Config {
         {
             return Err(invalid(
                 "store.url",
-                format!("{:?}", self.store.url),
+                scheme_only(&self.store.url),
                 "sqlite://path/to/file.db or postgres://user@host/database",
             ));
         }
@@ -527,7 +597,7 @@ impl Config {
             if !(url.starts_with("http://") || url.starts_with("https://")) {
                 return Err(invalid(
                     "crm.webhook_url",
-                    format!("{url:?}"),
+                    scheme_only(url),
                     "an http:// or https:// URL",
                 ));
             }
@@ -729,6 +799,14 @@ fn is_phrase_key(key: &str) -> bool {
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
+/// A URL that may hold a secret, shown in an error by its scheme alone.
+fn scheme_only(url: &str) -> String {
+    match url.split_once("://") {
+        Some((scheme, _)) => format!("\"{scheme}://…\" (the rest not shown)"),
+        None => "a value without a scheme (not shown: it may hold a secret)".into(),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -892,5 +970,51 @@ mod tests {
     fn relative_cache_dir_follows_the_config_file() {
         let config = Config::from_toml(EMBEDDED_DEFAULT, "t", Path::new("/etc/sav")).unwrap();
         assert_eq!(config.cache.dir, Path::new("/etc/sav/cache"));
+    }
+
+    #[test]
+    fn secrets_come_from_files_beside_the_config_or_from_the_environment() {
+        let base = std::env::temp_dir().join(format!("sav-config-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(base.join("credentials")).unwrap();
+        std::fs::write(
+            base.join("credentials/store-url"),
+            "postgres://sav:s3cret@db/sav\n",
+        )
+        .unwrap();
+        std::fs::write(base.join("credentials/webhook-key"), "whsec_1\n").unwrap();
+        let text = EMBEDDED_DEFAULT.replace(
+            "url = \"sqlite://sav.db\"",
+            "url = \"sqlite://sav.db\"\nurl_file = \"credentials/store-url\"",
+        ) + "\n[crm]\nwebhook_url_file = \"credentials/hook\"\nsigning_secret_file = \"credentials/webhook-key\"\n";
+        std::fs::write(base.join("credentials/hook"), "https://crm/h?token=t0k\n").unwrap();
+        let config = Config::from_toml(&text, "t", &base).unwrap();
+        assert_eq!(config.store.url, "postgres://sav:s3cret@db/sav");
+        assert_eq!(config.crm.signing_secret.as_deref(), Some("whsec_1"));
+        assert_eq!(
+            config.crm.webhook_url.as_deref(),
+            Some("https://crm/h?token=t0k")
+        );
+        // A URL of the wrong kind is refused without showing it.
+        std::fs::write(base.join("credentials/hook"), "crm/h?token=t0k").unwrap();
+        let error = Config::from_toml(&text, "t", &base)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("crm.webhook_url") && !error.contains("t0k"),
+            "{error}"
+        );
+        // A variable that is not set is an error naming the key and the variable.
+        let unset = text.replace(
+            "webhook_url_file = \"credentials/hook\"",
+            "webhook_url_env = \"SAV_TEST_UNSET_HOOK\"",
+        );
+        let error = Config::from_toml(&unset, "t", &base)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("crm.webhook_url_env") && error.contains("SAV_TEST_UNSET_HOOK"),
+            "{error}"
+        );
+        let _ = std::fs::remove_dir_all(&base);
     }
 }

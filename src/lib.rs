@@ -43,6 +43,7 @@ pub mod media;
 pub mod metrics;
 pub mod providers;
 pub mod redact;
+pub mod secret;
 pub mod sip;
 pub mod store;
 pub mod text;

@@ -457,14 +457,18 @@ fn secrets_exposed(path: &std::path::Path, config: &Config) -> Vec<String> {
             return Vec::new();
         }
         let mut held = Vec::new();
-        if redact_password(&config.store.url) != config.store.url {
+        let store = &config.store;
+        let url_in_file = store.url_env.is_none() && store.url_file.is_none();
+        if url_in_file && redact_password(&store.url) != store.url {
             held.push("the [store] url's password");
         }
-        if config
-            .crm
-            .webhook_url
-            .as_deref()
-            .is_some_and(|url| url.contains('?') || redact_password(url) != url)
+        let crm = &config.crm;
+        let hook_in_file = crm.webhook_url_env.is_none() && crm.webhook_url_file.is_none();
+        if hook_in_file
+            && crm
+                .webhook_url
+                .as_deref()
+                .is_some_and(|url| url.contains('?') || redact_password(url) != url)
         {
             held.push("a token in [crm] webhook_url");
         }

@@ -17,6 +17,7 @@ fn llm_config(fake: &FakeProviders) -> LlmConfig {
         base_url: format!("{}/v1", fake.base_url()),
         model: "fake".into(),
         api_key_env: None,
+        api_key_file: None,
         temperature: 0.7,
         max_tokens: 100,
         connect_timeout_ms: 1000,
@@ -36,6 +37,7 @@ fn tts(fake: &FakeProviders, format: &str) -> ElevenLabs {
         voice_id: "voice".into(),
         model: "eleven_flash_v2_5".into(),
         api_key_env: None,
+        api_key_file: None,
         output_format: format.into(),
         first_byte_timeout_ms: 2000,
         stall_timeout_ms: 500,
@@ -123,6 +125,7 @@ async fn a_key_a_provider_echoes_never_reaches_the_error_or_the_log() {
     std::env::set_var("SAV_TEST_ECHOED_KEY", KEY);
     let config = LlmConfig {
         api_key_env: Some("SAV_TEST_ECHOED_KEY".into()),
+        api_key_file: None,
         ..llm_config(&fake)
     };
     let client = LlmClient::new(config).unwrap();
@@ -200,6 +203,7 @@ fn batch_stt(fake: &FakeProviders) -> OpenAiTranscriber {
         base_url: format!("{}/v1", fake.base_url()),
         model: "whisper".into(),
         api_key_env: None,
+        api_key_file: None,
         language: "fr".into(),
         timeout_ms: 2000,
         streaming: None,
@@ -223,6 +227,7 @@ async fn streaming_stt_gives_partials_then_the_final_and_falls_back_when_the_str
             url: format!("ws://{}/v1/listen", fake.addr),
             model: "nova-3".into(),
             api_key_env: None,
+            api_key_file: None,
             connect_timeout_ms: 2000,
             final_timeout_ms: 1500,
         },
@@ -301,6 +306,7 @@ async fn a_missing_api_key_is_a_clear_error() {
         base_url: "http://127.0.0.1:9".into(),
         model: "m".into(),
         api_key_env: Some("SAV_TEST_SURELY_UNSET_KEY".into()),
+        api_key_file: None,
         temperature: 0.7,
         max_tokens: 1,
         connect_timeout_ms: 100,
@@ -312,7 +318,20 @@ async fn a_missing_api_key_is_a_clear_error() {
         error.to_string().contains("SAV_TEST_SURELY_UNSET_KEY"),
         "{error}"
     );
+    // The key from a file (a container secret) instead: the client is made;
+    // a missing file is an error naming it; both forms at once are refused.
+    let dir = support::workdir("providers_key_file");
+    let key_file = dir.join("llm-key");
+    std::fs::write(&key_file, "sk-test\n").unwrap();
+    config.api_key_file = Some(key_file.clone());
+    let both = LlmClient::new(config.clone()).err().expect("both forms");
+    assert!(both.to_string().contains("keep one"), "{both}");
     config.api_key_env = None;
+    assert!(LlmClient::new(config.clone()).is_ok());
+    config.api_key_file = Some(dir.join("absent"));
+    let absent = LlmClient::new(config.clone()).err().expect("no file");
+    assert!(absent.to_string().contains("absent"), "{absent}");
+    config.api_key_file = None;
     let error = reply(&LlmClient::new(config).unwrap()).await.unwrap_err();
     assert_eq!(error.kind(), "connect");
 }

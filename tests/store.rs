@@ -210,6 +210,53 @@ async fn calls_left_open_are_closed_as_interrupted_by_their_instance_only(dir: D
     assert_eq!(store.pending_events().await.unwrap(), 1);
 }
 
+const WEBHOOK_KEY: &str = "whsec_store_test";
+
+/// The receiver's check: `t=<unix>,v1=<hex>` is HMAC-SHA256 of "t.body"
+/// under the key, and t is within 5 minutes of now.
+fn signed_now(header: &str, key: &str, body: &str) -> bool {
+    let mut t = None;
+    let mut v1 = None;
+    for part in header.split(',') {
+        match part.split_once('=') {
+            Some(("t", value)) => t = value.parse::<u64>().ok(),
+            Some(("v1", value)) => v1 = Some(value),
+            _ => {}
+        }
+    }
+    let (Some(t), Some(v1)) = (t, v1) else {
+        return false;
+    };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let expected = outbox::signature(key.as_bytes(), t, body.as_bytes());
+    now.abs_diff(t) <= 300 && expected == format!("t={t},v1={v1}")
+}
+
+#[test]
+fn a_signature_is_refused_when_altered_or_stale() {
+    let body = r#"{"id":"e1"}"#;
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs();
+    let good = outbox::signature(WEBHOOK_KEY.as_bytes(), now, body.as_bytes());
+    assert!(signed_now(&good, WEBHOOK_KEY, body));
+    assert!(
+        !signed_now(&good, WEBHOOK_KEY, r#"{"id":"e2"}"#),
+        "body altered"
+    );
+    assert!(!signed_now(&good, "another key", body));
+    let old = outbox::signature(WEBHOOK_KEY.as_bytes(), now - 3600, body.as_bytes());
+    assert!(
+        !signed_now(&old, WEBHOOK_KEY, body),
+        "replayed an hour later"
+    );
+    assert!(!signed_now("", WEBHOOK_KEY, body));
+}
+
 async fn the_outbox_is_delivered_once_per_event_with_retries(dir: Db) {
     let store = open(&dir, "a").await;
     for n in 0..3 {
@@ -231,6 +278,14 @@ async fn the_outbox_is_delivered_once_per_event_with_retries(dir: Db) {
                     if requests.fetch_add(1, Ordering::SeqCst) < 2 {
                         return axum::http::StatusCode::SERVICE_UNAVAILABLE;
                     }
+                    // A CRM that checks the signature as the README says.
+                    let signed = headers
+                        .get(outbox::SIGNATURE_HEADER)
+                        .and_then(|v| v.to_str().ok())
+                        .unwrap_or("");
+                    if !signed_now(signed, WEBHOOK_KEY, &body) {
+                        return axum::http::StatusCode::UNAUTHORIZED;
+                    }
                     let event: serde_json::Value = serde_json::from_str(&body).unwrap();
                     let key = headers["idempotency-key"].to_str().unwrap().to_string();
                     assert_eq!(event["id"], key.as_str());
@@ -251,6 +306,8 @@ async fn the_outbox_is_delivered_once_per_event_with_retries(dir: Db) {
         timeout_ms: 2000,
         retry_min_ms: 50,
         retry_max_ms: 200,
+        signing_secret: Some(WEBHOOK_KEY.into()),
+        ..CrmConfig::default()
     };
     let worker = tokio::spawn(outbox::run(store.clone(), config, stop.clone()));
     for _ in 0..200 {
@@ -331,6 +388,7 @@ async fn two_instances_polling_one_outbox_deliver_each_event_once(dir: Db) {
         timeout_ms: 2000,
         retry_min_ms: 50,
         retry_max_ms: 200,
+        ..CrmConfig::default()
     };
     let stop = CancellationToken::new();
     // Two workers per instance: four pollers on one outbox.

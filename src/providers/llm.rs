@@ -24,6 +24,9 @@ pub struct LlmConfig {
     /// Environment variable holding the API key (none for local servers).
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// …or a file holding it (a container secret, a systemd credential).
+    #[serde(default)]
+    pub api_key_file: Option<std::path::PathBuf>,
     #[serde(default = "default_temperature")]
     pub temperature: f32,
     #[serde(default = "default_max_tokens")]
@@ -205,7 +208,11 @@ pub struct LlmStream {
 
 impl LlmClient {
     pub fn new(config: LlmConfig) -> Result<Self, ProviderError> {
-        let api_key = api_key(PROVIDER, config.api_key_env.as_deref())?;
+        let api_key = api_key(
+            PROVIDER,
+            config.api_key_env.as_deref(),
+            config.api_key_file.as_deref(),
+        )?;
         let http = http_client(
             PROVIDER,
             reqwest::Client::builder()

@@ -50,10 +50,10 @@ pub enum ProviderError {
         provider: &'static str,
         reason: String,
     },
-    #[error("{provider}: environment variable {name} (api_key_env) is not set")]
+    #[error("{provider}: the API key: {source}")]
     NoApiKey {
         provider: &'static str,
-        name: String,
+        source: crate::secret::SecretError,
     },
     #[error("{0}: not configured")]
     NotConfigured(&'static str),
@@ -138,18 +138,13 @@ pub(crate) async fn read_error_body(mut response: reqwest::Response) -> String {
         .collect()
 }
 
-/// The API key named by `api_key_env`, if one is configured.
+/// The API key from `api_key_env` or `api_key_file`, if one is configured
+/// (none for a local server).
 pub(crate) fn api_key(
     provider: &'static str,
     env: Option<&str>,
+    file: Option<&std::path::Path>,
 ) -> Result<Option<String>, ProviderError> {
-    match env {
-        None => Ok(None),
-        Some(name) => std::env::var(name)
-            .map(Some)
-            .map_err(|_| ProviderError::NoApiKey {
-                provider,
-                name: name.to_string(),
-            }),
-    }
+    crate::secret::read(&format!("{provider}.api_key"), env, file)
+        .map_err(|source| ProviderError::NoApiKey { provider, source })
 }

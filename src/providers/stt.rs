@@ -47,6 +47,9 @@ pub struct SttConfig {
     pub model: String,
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// …or a file holding it (a container secret, a systemd credential).
+    #[serde(default)]
+    pub api_key_file: Option<std::path::PathBuf>,
     #[serde(default = "default_language")]
     pub language: String,
     #[serde(default = "default_timeout")]
@@ -79,7 +82,11 @@ pub struct OpenAiTranscriber {
 
 impl OpenAiTranscriber {
     pub fn new(config: SttConfig) -> Result<Self, ProviderError> {
-        let api_key = api_key(PROVIDER, config.api_key_env.as_deref())?;
+        let api_key = api_key(
+            PROVIDER,
+            config.api_key_env.as_deref(),
+            config.api_key_file.as_deref(),
+        )?;
         let http = http_client(
             PROVIDER,
             reqwest::Client::builder().timeout(Duration::from_millis(config.timeout_ms)),

@@ -50,6 +50,9 @@ pub struct StreamingConfig {
     pub model: String,
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// …or a file holding it (a container secret, a systemd credential).
+    #[serde(default)]
+    pub api_key_file: Option<std::path::PathBuf>,
     /// Connection and handshake, at most.
     #[serde(default = "default_connect_timeout")]
     pub connect_timeout_ms: u64,
@@ -86,7 +89,11 @@ impl StreamingTranscriber {
         language: String,
         batch: OpenAiTranscriber,
     ) -> Result<Self, ProviderError> {
-        let api_key = api_key(PROVIDER, config.api_key_env.as_deref())?;
+        let api_key = api_key(
+            PROVIDER,
+            config.api_key_env.as_deref(),
+            config.api_key_file.as_deref(),
+        )?;
         let target = Target::parse(&config.url).map_err(|reason| ProviderError::Malformed {
             provider: PROVIDER,
             reason: format!("stt.streaming.url {:?}: {reason}", config.url),

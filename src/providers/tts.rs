@@ -53,6 +53,9 @@ pub struct TtsConfig {
     pub model: String,
     #[serde(default)]
     pub api_key_env: Option<String>,
+    /// …or a file holding it (a container secret, a systemd credential).
+    #[serde(default)]
+    pub api_key_file: Option<std::path::PathBuf>,
     /// `ulaw_8000` or `alaw_8000` (G.711: each call asks for its own law,
     /// no conversion; a G.722 call asks for `pcm_16000`), or
     /// `pcm_16000`/`pcm_22050`/`pcm_24000` (resampled to the codec's rate,
@@ -236,7 +239,11 @@ impl ElevenLabs {
                 provider: PROVIDER,
                 reason,
             })?;
-        let api_key = api_key(PROVIDER, config.api_key_env.as_deref())?;
+        let api_key = api_key(
+            PROVIDER,
+            config.api_key_env.as_deref(),
+            config.api_key_file.as_deref(),
+        )?;
         let http = http_client(
             PROVIDER,
             reqwest::Client::builder()

@@ -270,8 +270,12 @@ pub struct RegisterConfig {
     pub username: String,
     /// Digest username, when it differs from `username`.
     pub auth_username: Option<String>,
-    /// Name of the environment variable that holds the password.
-    pub password_env: String,
+    /// Name of the environment variable that holds the password…
+    #[serde(default)]
+    pub password_env: Option<String>,
+    /// …or a file that holds it (a container secret, a systemd credential).
+    #[serde(default)]
+    pub password_file: Option<std::path::PathBuf>,
     #[serde(default = "default_register_expires")]
     pub expires: u32,
     /// Send REGISTERs to this proxy (`sip:host:port`) instead of the registrar.
@@ -280,6 +284,21 @@ pub struct RegisterConfig {
     pub retry_min_secs: u64,
     #[serde(default = "default_retry_max")]
     pub retry_max_secs: u64,
+}
+
+impl RegisterConfig {
+    /// The extension's password, from `password_env` or `password_file`
+    /// (one of them is required).
+    pub fn password(&self) -> Result<String, crate::secret::SecretError> {
+        crate::secret::read(
+            "sip.register.password",
+            self.password_env.as_deref(),
+            self.password_file.as_deref(),
+        )?
+        .ok_or_else(|| crate::secret::SecretError::Missing {
+            key: "sip.register.password".into(),
+        })
+    }
 }
 
 fn default_transports() -> Vec<Transport> {

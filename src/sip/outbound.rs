@@ -40,8 +40,8 @@ pub enum DialError {
     Sip(Box<rsipstack::Error>),
     #[error(transparent)]
     Endpoint(#[from] crate::sip::endpoint::EndpointError),
-    #[error("environment variable {0} (sip.register.password_env) is not set")]
-    NoPassword(String),
+    #[error("the extension's password: {0}")]
+    NoPassword(crate::secret::SecretError),
     #[error("the call was not answered: {0}")]
     NotAnswered(String),
     #[error("the answer's SDP is not usable: {0}")]
@@ -111,8 +111,7 @@ pub async fn dial(
     let credential = match config.register.as_ref() {
         Some(r) => Some(Credential {
             username: r.username.clone(),
-            password: std::env::var(&r.password_env)
-                .map_err(|_| DialError::NoPassword(r.password_env.clone()))?,
+            password: r.password().map_err(DialError::NoPassword)?,
             realm: None,
             auth_username: r.auth_username.clone(),
         }),
@@ -263,7 +262,8 @@ mod tests {
             registrar: "sip:pbx.invalid".into(),
             username: "201".into(),
             auth_username: None,
-            password_env: "SAV_TEST_PASSWORD_NEVER_SET".into(),
+            password_env: Some("SAV_TEST_PASSWORD_NEVER_SET".into()),
+            password_file: None,
             expires: 300,
             outbound_proxy: None,
             retry_min_secs: 2,
@@ -279,7 +279,7 @@ mod tests {
         .err()
         .unwrap();
         assert!(
-            matches!(&error, DialError::NoPassword(name) if name == "SAV_TEST_PASSWORD_NEVER_SET"),
+            matches!(&error, DialError::NoPassword(crate::secret::SecretError::NoVariable { name, .. }) if name == "SAV_TEST_PASSWORD_NEVER_SET"),
             "{error}"
         );
     }

@@ -32,8 +32,8 @@ const UNREGISTER_TIMEOUT: Duration = Duration::from_secs(5);
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum RegisterError {
-    #[error("environment variable {0} (sip.register.password_env) is not set")]
-    NoPassword(String),
+    #[error("the extension's password: {0}")]
+    NoPassword(crate::secret::SecretError),
     #[error("sip.register.{key} = {value:?} is not a usable SIP URI: {reason}")]
     BadUri {
         key: &'static str,
@@ -79,8 +79,7 @@ impl RegistrarClient {
         tls_port: u16,
         learned: LearnedAddress,
     ) -> Result<(Self, watch::Receiver<RegistrationStatus>), RegisterError> {
-        let password = std::env::var(&config.password_env)
-            .map_err(|_| RegisterError::NoPassword(config.password_env.clone()))?;
+        let password = config.password().map_err(RegisterError::NoPassword)?;
         let parse = |key: &'static str, value: &str| {
             value.parse::<Uri>().map_err(|e| RegisterError::BadUri {
                 key,

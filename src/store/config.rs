@@ -11,6 +11,13 @@ pub struct StoreConfig {
     /// instances sharing one store.
     #[serde(default = "default_store_url")]
     pub url: String,
+    /// The URL from an environment variable instead (a PostgreSQL password
+    /// kept out of the file)…
+    #[serde(default)]
+    pub url_env: Option<String>,
+    /// …or from a file (a container secret, a systemd credential).
+    #[serde(default)]
+    pub url_file: Option<std::path::PathBuf>,
     /// This instance's name in call records: calls it left open are closed
     /// as interrupted when it starts again. Default: the SIP listen address.
     pub instance: Option<String>,
@@ -23,6 +30,8 @@ impl Default for StoreConfig {
     fn default() -> Self {
         Self {
             url: default_store_url(),
+            url_env: None,
+            url_file: None,
             instance: None,
             country_code: default_country_code(),
         }
