@@ -322,3 +322,73 @@ fn nothing_secret_or_personal_reaches_the_log_even_at_trace() {
         }
     }
 }
+
+/// A registrar that grants 10 s to the first REGISTER and then goes silent
+/// (a black hole, as a registrar behind a dead link is): readiness turns
+/// 503 when the granted 10 s pass, not when the refresh's transaction gives
+/// up 32 s after it was sent.
+#[test]
+fn readiness_follows_the_binding_when_the_registrar_goes_silent() {
+    let dir = workdir("register_lapse");
+    let ports = Ports::slot(81);
+    let registrar = std::net::UdpSocket::bind(("127.0.0.1", ports.sipp)).unwrap();
+    registrar
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let answering = std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        let (len, from) = registrar.recv_from(&mut buf).expect("a REGISTER");
+        let request = String::from_utf8_lossy(&buf[..len]).to_string();
+        assert!(request.starts_with("REGISTER "), "{request}");
+        let h = |name| header(&request, name).unwrap_or_default().to_string();
+        let response = format!(
+            "SIP/2.0 200 OK\r\nVia: {}\r\nFrom: {}\r\nTo: {};tag=reg1\r\nCall-ID: {}\r\nCSeq: {}\r\nContact: {};expires=10\r\nContent-Length: 0\r\n\r\n",
+            h("Via"),
+            h("From"),
+            h("To"),
+            h("Call-ID"),
+            h("CSeq"),
+            h("Contact"),
+        );
+        registrar.send_to(response.as_bytes(), from).unwrap();
+        // Then silence: every later REGISTER is read and left unanswered.
+        let mut unanswered = 0;
+        while let Ok((len, _)) = registrar.recv_from(&mut buf) {
+            if buf[..len].starts_with(b"REGISTER ") {
+                unanswered += 1;
+            }
+            if unanswered >= 3 {
+                break;
+            }
+        }
+        unanswered
+    });
+    let sav = Sav::start_with_env(&dir, ports, register_config(ports.sipp, ""), &[PASSWORD]);
+    sav.wait_for_log("registered expires=10", Duration::from_secs(10));
+    let registered_at = std::time::Instant::now();
+    assert_eq!(http_get(ports.metrics, "/readyz").map(|r| r.0), Some(200));
+    // Ready until the 10 s granted have passed, then not.
+    let deadline = registered_at + Duration::from_secs(20);
+    let not_ready_after = loop {
+        let (status, why) = http_get(ports.metrics, "/readyz").expect("/readyz answers");
+        if status == 503 {
+            assert!(why.contains("registration failing"), "{why}");
+            break registered_at.elapsed();
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "still ready 20 s after a 10 s binding:\n{}",
+            sav.log_text()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(
+        not_ready_after >= Duration::from_secs(8) && not_ready_after < Duration::from_secs(13),
+        "not ready {not_ready_after:?} after registering with 10 s granted"
+    );
+    sav.wait_for_log("registration lapsed", Duration::from_secs(2));
+    assert_eq!(http_get(ports.metrics, "/livez").map(|r| r.0), Some(200));
+    drop(sav);
+    let unanswered = answering.join().unwrap();
+    assert!(unanswered >= 1, "the refresh was sent");
+}

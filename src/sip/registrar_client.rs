@@ -189,20 +189,39 @@ impl RegistrarClient {
                 seed
             },
         );
-        loop {
+        'registering: loop {
             let due = core.poll_timeout().map(Instant::from_std);
+            let lapse = core.lapses_at().map(Instant::from_std);
             tokio::select! {
                 _ = crate::time::sleep_until_opt(due) => {}
+                _ = crate::time::sleep_until_opt(lapse) => {}
                 _ = unregister.cancelled() => break,
             }
+            core.handle_timeout(Instant::now().into_std());
+            self.drain_events(&mut core);
             let Some(request) = core.poll_transmit(Instant::now().into_std()) else {
                 continue;
             };
-            tokio::select! {
-                outcome = self.send(&request) => self.feed(&mut core, outcome),
-                _ = unregister.cancelled() => {
-                    core.abandon(Instant::now().into_std());
-                    break;
+            // The binding may run out while the refresh waits for its
+            // answer (up to Timer F): readiness follows the binding, not
+            // the transaction.
+            let sending = self.send(&request);
+            tokio::pin!(sending);
+            loop {
+                let lapse = core.lapses_at().map(Instant::from_std);
+                tokio::select! {
+                    outcome = &mut sending => {
+                        self.feed(&mut core, outcome);
+                        break;
+                    }
+                    _ = crate::time::sleep_until_opt(lapse) => {
+                        core.handle_timeout(Instant::now().into_std());
+                        self.drain_events(&mut core);
+                    }
+                    _ = unregister.cancelled() => {
+                        core.abandon(Instant::now().into_std());
+                        break 'registering;
+                    }
                 }
             }
             self.drain_events(&mut core);
@@ -223,6 +242,19 @@ impl RegistrarClient {
     fn feed(&self, core: &mut Registration, outcome: Result<Response, String>) {
         let now = Instant::now().into_std();
         match outcome {
+            // The stack's own 408 when Timer F fires: built from our
+            // request, so its To has no tag, which a registrar's response
+            // always carries (RFC 3261 §8.2.6.2). Nothing answered.
+            Ok(response)
+                if response.status_code.code() == 408
+                    && response
+                        .to_header()
+                        .ok()
+                        .and_then(|to| to.tag().ok().flatten())
+                        .is_none() =>
+            {
+                core.handle_no_response(now, "no answer from the registrar (transaction timed out)")
+            }
             Ok(response) => {
                 let parsed = self.read_response(&response);
                 let moved = parsed.status / 100 == 2 && self.learn_address(&response);
@@ -250,6 +282,13 @@ impl RegistrarClient {
                 RegistrationEvent::Unregistered => {
                     info!("unregistered");
                     let _ = self.status.send(RegistrationStatus::Unregistered);
+                }
+                RegistrationEvent::Lapsed { granted } => {
+                    warn!(
+                        granted_secs = granted,
+                        "registration lapsed: the binding's granted time passed without a successful refresh"
+                    );
+                    let _ = self.status.send(RegistrationStatus::Failing);
                 }
             }
         }

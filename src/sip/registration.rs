@@ -75,6 +75,12 @@ pub enum RegistrationEvent {
     },
     /// Our binding was removed (shutdown).
     Unregistered,
+    /// The binding's granted time passed without a successful refresh (one
+    /// may still be in flight, waiting for its answer): the registrar no
+    /// longer routes calls to us.
+    Lapsed {
+        granted: u32,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -112,6 +118,9 @@ pub struct Registration {
     /// Failures in a row (the back-off exponent).
     failures: u32,
     registered: bool,
+    /// When the binding the registrar last granted runs out, and for how
+    /// long it was granted (while registered).
+    binding_until: Option<(Instant, u32)>,
     events: std::collections::VecDeque<RegistrationEvent>,
     /// Jitter and cnonces: a CSPRNG (ChaCha) seeded by the shell from the
     /// operating system, so one cnonce says nothing of the next.
@@ -143,6 +152,7 @@ impl Registration {
             stale_retries: 0,
             failures: 0,
             registered: false,
+            binding_until: None,
             events: Default::default(),
             rng: rand::SeedableRng::from_seed(seed),
         }
@@ -160,6 +170,23 @@ impl Registration {
     /// request is in flight or when done.
     pub fn poll_timeout(&self) -> Option<Instant> {
         (self.phase == Phase::Waiting).then_some(self.next_at)
+    }
+
+    /// When the binding runs out unless a refresh succeeds before: the
+    /// shell calls [`Self::handle_timeout`] then, a request in flight or not.
+    pub fn lapses_at(&self) -> Option<Instant> {
+        self.binding_until.map(|(at, _)| at)
+    }
+
+    /// Time passed: a binding whose granted time ran out is lapsed.
+    pub fn handle_timeout(&mut self, now: Instant) {
+        if let Some((until, granted)) = self.binding_until {
+            if now >= until && self.registered {
+                self.registered = false;
+                self.binding_until = None;
+                self.events.push_back(RegistrationEvent::Lapsed { granted });
+            }
+        }
     }
 
     /// The REGISTER to send at `now`, if one is due.
@@ -208,6 +235,7 @@ impl Registration {
             200..=299 => {
                 let granted = response.granted.unwrap_or(self.expires).max(1);
                 self.registered = true;
+                self.binding_until = Some((now + Duration::from_secs(u64::from(granted)), granted));
                 self.failures = 0;
                 self.answered.clear();
                 self.stale_retries = 0;
@@ -321,6 +349,7 @@ impl Registration {
             return;
         }
         self.registered = false;
+        self.binding_until = None;
         self.failures += 1;
         self.answered.clear();
         self.stale_retries = 0;
@@ -334,6 +363,7 @@ impl Registration {
 
     fn finish_unregister(&mut self) {
         self.registered = false;
+        self.binding_until = None;
         self.phase = Phase::Done;
         self.events.push_back(RegistrationEvent::Unregistered);
     }
@@ -386,6 +416,49 @@ mod tests {
             )],
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn a_binding_lapses_when_its_refresh_gets_no_answer_in_time() {
+        let t = Instant::now();
+        let mut r = reg(t);
+        r.poll_transmit(t).unwrap();
+        r.handle_response(t, ok(10));
+        assert_eq!(
+            r.poll_event(),
+            Some(RegistrationEvent::Registered { expires: 10 })
+        );
+        assert_eq!(r.lapses_at(), Some(t + Duration::from_secs(10)));
+        // The refresh at 8.5 s goes out and nothing answers it.
+        let refresh = t + Duration::from_millis(8_500);
+        assert!(r.poll_transmit(refresh).is_some());
+        r.handle_timeout(t + Duration::from_millis(9_999));
+        assert!(r.is_registered(), "still within the 10 s granted");
+        assert_eq!(r.poll_event(), None);
+        r.handle_timeout(t + Duration::from_secs(10));
+        assert!(!r.is_registered());
+        assert_eq!(
+            r.poll_event(),
+            Some(RegistrationEvent::Lapsed { granted: 10 })
+        );
+        assert_eq!(r.lapses_at(), None);
+        // Only once; the refresh's own failure comes when it does.
+        r.handle_timeout(t + Duration::from_secs(11));
+        assert_eq!(r.poll_event(), None);
+        r.handle_no_response(t + Duration::from_secs(40), "no answer");
+        assert!(matches!(
+            r.poll_event(),
+            Some(RegistrationEvent::Failed { .. })
+        ));
+        // A successful refresh before the end keeps it.
+        let mut r = reg(t);
+        r.poll_transmit(t).unwrap();
+        r.handle_response(t, ok(10));
+        r.poll_transmit(refresh).unwrap();
+        r.handle_response(refresh, ok(10));
+        r.handle_timeout(t + Duration::from_secs(10));
+        assert!(r.is_registered());
+        assert_eq!(r.lapses_at(), Some(refresh + Duration::from_secs(10)));
     }
 
     #[test]
