@@ -74,6 +74,9 @@ pub struct Config {
     /// Delivery of call events to the CRM.
     #[serde(default)]
     pub crm: crate::store::outbox::CrmConfig,
+    /// How long recordings, transcripts and timelines are kept.
+    #[serde(default)]
+    pub retention: crate::store::retention::RetentionConfig,
     /// The operations HTTP listener (`/metrics`, `/healthz`).
     #[serde(default)]
     pub metrics: MetricsConfig,
@@ -236,6 +239,14 @@ fn default_history() -> usize {
 }
 
 impl Config {
+    /// Where recordings are written, when they are.
+    pub fn recordings_dir(&self) -> Option<PathBuf> {
+        self.operations
+            .recordings_dir
+            .as_ref()
+            .map(|dir| self.base_dir.join(dir))
+    }
+
     /// Loads `path`, or the embedded default when `None`. Relative paths in
     /// the file are resolved against the file's directory (the current
     /// directory for the embedded default).
@@ -592,6 +603,18 @@ impl Config {
                 scheme_only(&self.store.url),
                 "sqlite://path/to/file.db or postgres://user@host/database",
             ));
+        }
+        for (key, days) in [
+            ("retention.recordings_days", self.retention.recordings_days),
+            (
+                "retention.transcripts_days",
+                self.retention.transcripts_days,
+            ),
+            ("retention.timelines_days", self.retention.timelines_days),
+        ] {
+            if days == Some(0) {
+                return Err(invalid(key, "0".into(), "at least 1 day (absent: kept)"));
+            }
         }
         if let Some(url) = &self.crm.webhook_url {
             if !(url.starts_with("http://") || url.starts_with("https://")) {

@@ -50,6 +50,13 @@ enum Command {
     },
     /// Validate the configuration and print what it says.
     CheckConfig,
+    /// Remove the recordings, transcripts and timelines older than
+    /// `[retention]` says (what `sav serve` also does once a day).
+    Purge {
+        /// Say what would be removed; remove nothing.
+        #[arg(long)]
+        dry_run: bool,
+    },
     /// Draw a call's timeline (lanes for caller, bot and providers, dead air
     /// in red) as an SVG, and a PNG when rsvg-convert or ImageMagick is
     /// installed.
@@ -341,6 +348,40 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             }
             println!("{} phrase(s) need `sav cache build`", problems.len());
             Ok(ExitCode::from(INCOMPLETE))
+        }
+        Command::Purge { dry_run } => {
+            if !config.retention.is_set() {
+                println!("no [retention]: everything is kept");
+                return Ok(ExitCode::SUCCESS);
+            }
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .context("cannot start the async runtime")?;
+            let purged = runtime.block_on(async {
+                let store = sav::store::Store::open(
+                    &config.store.url,
+                    &config.base_dir,
+                    &config.instance(),
+                )
+                .await?;
+                anyhow::Ok(
+                    store
+                        .purge(
+                            &config.retention,
+                            config.recordings_dir().as_deref(),
+                            sav::store::now_ms(),
+                            dry_run,
+                        )
+                        .await?,
+                )
+            })?;
+            for path in &purged.recordings {
+                println!("recording {}", path.display());
+            }
+            let verb = if dry_run { "would remove" } else { "removed" };
+            println!("{verb}: {purged}");
+            Ok(ExitCode::SUCCESS)
         }
         Command::CheckConfig => {
             if config.sip.transports.contains(&sav::config::Transport::Tls) {

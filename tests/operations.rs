@@ -923,3 +923,46 @@ fn completions_and_manual_pages_come_from_the_command_line_itself() {
         assert!(text.contains(".TH"), "{name}");
     }
 }
+
+#[test]
+fn sav_purge_says_what_it_would_remove_and_what_it_removed() {
+    let dir = workdir("ops_purge");
+    let config = dir.join("sav.toml");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+            .arg("--config")
+            .arg(&config)
+            .args(args)
+            .output()
+            .expect("run sav");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).to_string()
+    };
+    std::fs::write(&config, sav_toml(Ports::slot(82))).unwrap();
+    assert!(run(&["purge"]).contains("no [retention]: everything is kept"));
+    let with_retention = sav_toml(Ports::slot(82)).replace(
+        "drain_secs = 2",
+        "drain_secs = 2\nrecordings_dir = \"recordings\"",
+    ) + "\n[retention]\nrecordings_days = 30\n";
+    std::fs::write(&config, with_retention).unwrap();
+    std::fs::create_dir_all(dir.join("recordings")).unwrap();
+    // An orphan recording written 40 days ago: past; a fresh one: kept.
+    let old = dir
+        .join("recordings")
+        .join(format!("{}.wav", "ab".repeat(16)));
+    let file = std::fs::File::create(&old).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(40 * 86_400))
+        .unwrap();
+    drop(file);
+    let fresh = dir
+        .join("recordings")
+        .join(format!("{}.wav", "cd".repeat(16)));
+    std::fs::write(&fresh, b"RIFF").unwrap();
+    let dry = run(&["purge", "--dry-run"]);
+    assert!(dry.contains("would remove: 1 recordings"), "{dry}");
+    assert!(dry.contains(&old.display().to_string()), "{dry}");
+    assert!(old.exists(), "a dry run removes nothing");
+    let done = run(&["purge"]);
+    assert!(done.contains("removed: 1 recordings"), "{done}");
+    assert!(!old.exists() && fresh.exists());
+}

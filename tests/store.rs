@@ -76,6 +76,7 @@ on_both_backends!(
     the_outbox_is_delivered_once_per_event_with_retries,
     two_instances_polling_one_outbox_deliver_each_event_once,
     two_processes_migrating_a_fresh_store_at_once_both_succeed,
+    the_retention_purge_removes_what_is_past_and_nothing_else,
 );
 
 async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line(dir: Db) {
@@ -442,4 +443,152 @@ async fn two_processes_migrating_a_fresh_store_at_once_both_succeed(dir: Db) {
     call.end("resolved");
     second.flush().await;
     assert_eq!(first.pending_events().await.unwrap(), 1);
+}
+
+async fn the_retention_purge_removes_what_is_past_and_nothing_else(dir: Db) {
+    use sav::store::retention::RetentionConfig;
+    const DAY: i64 = 24 * 3600 * 1000;
+    let store = open(&dir, "a").await;
+    let now = sav::store::now_ms();
+    // Four calls: 40 days old, 10 days old, today (all ended), and one
+    // 40 days old still open (an instance down since: never touched).
+    let mut ids = Vec::new();
+    for (n, ended) in [(0, true), (1, true), (2, true), (3, false)] {
+        let mut call = store.record_call(&format!("{n}@host"), "+33612345678", None);
+        call.answered();
+        call.turn(Speaker::Bot, TurnKind::Cached, "greet");
+        call.turn(Speaker::Caller, TurnKind::Dtmf, "1");
+        ids.push(call.id().to_string());
+        if ended {
+            call.end("resolved");
+        } else {
+            std::mem::forget(call);
+        }
+    }
+    store.flush().await;
+    let pool = store.pool();
+    for (id, age_days) in ids.iter().zip([40, 10, 0, 40]) {
+        let started = now - age_days * DAY;
+        sqlx::query("UPDATE calls SET started_at = $1, timeline = '{}' WHERE id = $2")
+            .bind(started)
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+        // Their CRM events, delivered when they ended.
+        sqlx::query("UPDATE outbox SET created_at = $1, delivered_at = $1 WHERE call_id = $2")
+            .bind(started)
+            .bind(id)
+            .execute(pool)
+            .await
+            .unwrap();
+    }
+    // An old event never delivered: still owed to the CRM, kept.
+    sqlx::query(
+        "INSERT INTO outbox (id, call_id, created_at, payload, next_attempt_at) \
+         VALUES ('undelivered', $1, $2, '{}', $2)",
+    )
+    .bind(&ids[0])
+    .bind(now - 40 * DAY)
+    .execute(pool)
+    .await
+    .unwrap();
+    // Recordings, a file that is not one, and an orphan recording (no record)
+    // last written 40 days ago.
+    let recordings = dir.dir.join("recordings");
+    std::fs::create_dir_all(&recordings).unwrap();
+    for id in &ids {
+        std::fs::write(recordings.join(format!("{id}.wav")), b"RIFF").unwrap();
+    }
+    std::fs::write(recordings.join("notes.txt"), b"kept").unwrap();
+    let orphan = recordings.join(format!("{}.wav", "ab".repeat(16)));
+    let file = std::fs::File::create(&orphan).unwrap();
+    file.set_modified(std::time::SystemTime::now() - Duration::from_secs(40 * 86_400))
+        .unwrap();
+    drop(file);
+    let fresh_orphan = recordings.join(format!("{}.wav", "cd".repeat(16)));
+    std::fs::write(&fresh_orphan, b"RIFF").unwrap();
+
+    let retention = RetentionConfig {
+        recordings_days: Some(30),
+        transcripts_days: Some(30),
+        timelines_days: Some(7),
+    };
+    let count = |sql: &'static str| async move {
+        sqlx::query(sql)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .try_get::<i64, _>("n")
+            .unwrap()
+    };
+    // Dry: says what, removes nothing.
+    let dry = store
+        .purge(&retention, Some(&recordings), now, true)
+        .await
+        .unwrap();
+    let mut expected_files = vec![recordings.join(format!("{}.wav", ids[0])), orphan.clone()];
+    expected_files.sort();
+    assert_eq!(dry.recordings, expected_files);
+    assert_eq!((dry.turns, dry.events, dry.timelines), (2, 1, 2), "{dry}");
+    assert!(orphan.exists());
+    assert_eq!(count("SELECT COUNT(*) AS n FROM turns").await, 8);
+
+    let purged = store
+        .purge(&retention, Some(&recordings), now, false)
+        .await
+        .unwrap();
+    assert_eq!(purged, dry, "the purge did what the dry run said");
+    let left: Vec<String> = {
+        let mut names: Vec<String> = std::fs::read_dir(&recordings)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().to_string_lossy().to_string())
+            .collect();
+        names.sort();
+        names
+    };
+    let mut expected_left: Vec<String> = ids[1..]
+        .iter()
+        .map(|id| format!("{id}.wav"))
+        .chain([format!("{}.wav", "cd".repeat(16)), "notes.txt".to_string()])
+        .collect();
+    expected_left.sort();
+    assert_eq!(
+        left, expected_left,
+        "only the ended 40-day-old call's and the old orphan"
+    );
+    // Transcripts: the 40-day-old ended call's turns only.
+    for (id, turns) in ids.iter().zip([0, 2, 2, 2]) {
+        let n: i64 = sqlx::query("SELECT COUNT(*) AS n FROM turns WHERE call_id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .try_get("n")
+            .unwrap();
+        assert_eq!(n, turns, "turns of {id}");
+    }
+    // Timelines: past 7 days, ended: the first two.
+    for (id, kept) in ids.iter().zip([false, false, true, true]) {
+        let timeline: Option<String> = sqlx::query("SELECT timeline FROM calls WHERE id = $1")
+            .bind(id)
+            .fetch_one(pool)
+            .await
+            .unwrap()
+            .try_get("timeline")
+            .unwrap();
+        assert_eq!(timeline.is_some(), kept, "timeline of {id}");
+    }
+    // The records themselves stay; the undelivered event stays.
+    assert_eq!(count("SELECT COUNT(*) AS n FROM calls").await, 4);
+    assert_eq!(
+        count("SELECT COUNT(*) AS n FROM outbox WHERE id = 'undelivered'").await,
+        1
+    );
+    // Again: nothing more.
+    let again = store
+        .purge(&retention, Some(&recordings), now, false)
+        .await
+        .unwrap();
+    assert_eq!(again, sav::store::retention::Purged::default());
 }

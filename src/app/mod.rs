@@ -175,6 +175,15 @@ pub async fn run(
         config.crm.clone(),
         outbox_stop.clone(),
     ));
+    // What [retention] says is past goes, now and once a day (stops with
+    // the outbox).
+    if config.retention.is_set() {
+        tokio::spawn(purge_daily(
+            store.clone(),
+            config.clone(),
+            outbox_stop.clone(),
+        ));
+    }
     memory::spawn_release_when_idle(metrics.clone());
     let learned: LearnedAddress = Default::default();
     let registration = match &config.sip.register {
@@ -612,5 +621,31 @@ fn source_allowed(server: &Server, tx: &Transaction) -> bool {
     match request_source(tx) {
         Some(ip) => allow.iter().any(|net| net.contains(ip)),
         None => false,
+    }
+}
+
+/// The retention purge: a minute after the start (not on the way of a
+/// restart's first calls), then every 24 hours, until `stop`.
+async fn purge_daily(store: crate::store::Store, config: Arc<Config>, stop: CancellationToken) {
+    let mut wait = Duration::from_secs(60);
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.cancelled() => return,
+        }
+        wait = Duration::from_secs(24 * 3600);
+        let recordings = config.recordings_dir();
+        match store
+            .purge(
+                &config.retention,
+                recordings.as_deref(),
+                crate::store::now_ms(),
+                false,
+            )
+            .await
+        {
+            Ok(purged) => info!(%purged, "retention purge"),
+            Err(error) => warn!(%error, "retention purge failed; tried again tomorrow"),
+        }
     }
 }

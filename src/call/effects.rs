@@ -228,10 +228,10 @@ impl Call {
     /// Writes the call's recording, off the call's task.
     pub(super) fn save_recording(&self, recording: Recording, record_id: &str) {
         let config = &self.services.config;
-        let Some(dir) = &config.operations.recordings_dir else {
+        let Some(dir) = config.recordings_dir() else {
             return;
         };
-        let path = config.base_dir.join(dir).join(format!("{record_id}.wav"));
+        let path = dir.join(format!("{record_id}.wav"));
         tokio::task::spawn_blocking(move || match recording.write_wav(&path) {
             Ok(()) => info!(path = %path.display(), "call recorded"),
             Err(error) => warn!(path = %path.display(), %error, "cannot write the recording"),

@@ -26,6 +26,7 @@ pub mod config;
 pub mod import;
 pub mod outbox;
 pub mod phone;
+pub mod retention;
 
 mod schema;
 
