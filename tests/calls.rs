@@ -94,6 +94,30 @@ async fn a_guided_call_is_resolved_by_keys() {
         caller_turns(&ended.record),
         ["1", "2", "1", "1"].map(|k| ("dtmf".to_string(), k.to_string()))
     );
+    // The record says when each phrase was heard, not when it was queued:
+    // its bot turns are as far apart as the phrases' first frames were
+    // (greet and welcome are queued together, 2.4 s apart on the line).
+    let heard_at: Vec<u64> = phrase_starts(&ended.heard, PHRASES)
+        .iter()
+        .map(|(at, _)| at.as_millis() as u64)
+        .collect();
+    let recorded_at: Vec<u64> = ended.record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["speaker"] == "bot" && t["kind"] == "cached")
+        .map(|t| t["at"].as_u64().unwrap())
+        .collect();
+    assert_eq!(recorded_at.len(), heard_at.len(), "{:?}", ended.record);
+    for (n, (recorded, heard)) in recorded_at.iter().zip(&heard_at).enumerate() {
+        let recorded = recorded - recorded_at[0];
+        let heard = heard - heard_at[0];
+        assert!(
+            recorded.abs_diff(heard) <= 40,
+            "phrase {n}: recorded at +{recorded} ms, heard at +{heard} ms"
+        );
+    }
+    assert!(recorded_at[1] - recorded_at[0] > 1000, "{recorded_at:?}");
     // The timeline is on the same clock: the keys 3 s apart, as pressed.
     let keys: Vec<u64> = ended
         .timeline

@@ -31,7 +31,6 @@ impl Call {
     ) -> bool {
         match action {
             CallAction::Play(key) => {
-                self.record_phrase(&key);
                 if let Some(segment) = self.segment(&key, media.codec()) {
                     media.enqueue(segment).await;
                 }
@@ -62,9 +61,6 @@ impl Call {
             | CallAction::PauseReply
             | CallAction::ResumeReply) => match speech {
                 Some((speech, _)) => {
-                    if let CallAction::PlayFront(key) = &other {
-                        self.record_phrase(key);
-                    }
                     speech.act(&other, media).await;
                 }
                 None => debug!(action = ?other, "turn-taking action without providers"),
@@ -117,7 +113,7 @@ impl Call {
         }
     }
 
-    /// A cached phrase said, in the call record.
+    /// A cached phrase the caller started hearing, in the call record.
     pub(super) fn record_phrase(&mut self, key: &str) {
         let text = self.live.config.cache.phrases.get(key).cloned();
         if let Some(record) = self.record.as_mut() {
@@ -192,6 +188,10 @@ impl Call {
                 };
                 if count {
                     self.services.metrics.phrase(source);
+                }
+                // In the record when the caller starts hearing it.
+                if let SegmentTag::Phrase(key) = tag {
+                    self.record_phrase(key);
                 }
                 self.trace.mark(Mark::SegmentStart {
                     label: tag.to_string(),

@@ -265,7 +265,6 @@ impl Call {
             .peekable();
         let mut initial = Vec::new();
         while let Some(CallAction::Play(key)) = greeting.peek() {
-            self.record_phrase(key);
             if let Some(segment) = self.segment(key, remote.codec) {
                 initial.push(segment);
             }

@@ -299,13 +299,15 @@ impl Store {
             writes: self.writes.clone(),
             seq: 0,
             steps: Vec::new(),
+            started_ms: now_ms(),
+            clock0: tokio::time::Instant::now(),
         };
         recorder.send_surely(Write::Begin {
             id,
             sip_call_id: sip_call_id.to_string(),
             caller: caller.to_string(),
             customer_id,
-            at: now_ms(),
+            at: recorder.started_ms,
         });
         recorder
     }
@@ -402,9 +404,20 @@ pub struct Recorder {
     writes: mpsc::Sender<Write>,
     seq: i64,
     steps: Vec<String>,
+    /// When the record began (ms since the epoch), and the same instant on
+    /// the call's monotonic clock: every later time of the record is taken
+    /// on that clock from there, when the write is made (a phrase's turn
+    /// when its first frame went out), not when the store commits it.
+    started_ms: i64,
+    clock0: tokio::time::Instant,
 }
 
 impl Recorder {
+    /// Now, in ms since the epoch, on the call's clock.
+    fn now_ms(&self) -> i64 {
+        self.started_ms + self.clock0.elapsed().as_millis() as i64
+    }
+
     /// The record's id (not the SIP Call-ID, which callers may reuse).
     pub fn id(&self) -> &str {
         &self.id
@@ -438,7 +451,7 @@ impl Recorder {
     pub fn answered(&self) {
         self.send(Write::Answered {
             id: self.id.clone(),
-            at: now_ms(),
+            at: self.now_ms(),
         });
     }
 
@@ -448,7 +461,7 @@ impl Recorder {
         self.send(Write::Turn {
             id: self.id.clone(),
             seq: self.seq,
-            at: now_ms(),
+            at: self.now_ms(),
             speaker,
             kind,
             text: crate::text::cut(text, MAX_TURN_TEXT).to_string(),
@@ -493,7 +506,7 @@ impl Recorder {
         let timeline = timeline.and_then(|t| serde_json::to_string(t).ok());
         self.send_surely(Write::End {
             id: self.id.clone(),
-            at: now_ms(),
+            at: self.now_ms(),
             outcome: outcome.to_string(),
             timeline,
         });
