@@ -400,6 +400,12 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                     println!("  warning      {warning}");
                 }
             }
+            if config.recordings_dir().is_some() && config.call.disclosure.is_none() {
+                println!(
+                    "  warning      calls are recorded ([operations] recordings_dir) and no \
+                     [call] disclosure tells the caller so"
+                );
+            }
             println!(
                 "  sip listen   {} ({:?})",
                 config.sip.listen, config.sip.transports

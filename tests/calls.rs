@@ -1739,3 +1739,34 @@ async fn words_that_leave_the_turn_open_hold_it_longer() {
         "turn with open words {open} ms, with closed ones {closed} ms"
     );
 }
+
+#[tokio::test]
+async fn the_disclosure_comes_before_the_greeting() {
+    let call = TestCall::start(Setup {
+        name: "calls_disclosure",
+        edit: |c| {
+            c.replace(
+                "# disclosure = \"disclosure\"",
+                "disclosure = \"disclosure\"",
+            )
+        },
+        ..Setup::default()
+    })
+    .await;
+    call.wait(12 * SECOND).await;
+    let ended = call.hang_up().await;
+    let heard = phrases_heard(&ended.heard, &["disclosure", "greet", "menu"]);
+    assert_eq!(heard, ["disclosure", "greet", "menu"]);
+    let first_bot_turn = ended.record["transcript"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["speaker"] == "bot")
+        .and_then(|t| t["text"].as_str())
+        .unwrap_or_default()
+        .to_string();
+    assert!(
+        first_bot_turn.starts_with("Cet appel est enregistré"),
+        "{first_bot_turn}"
+    );
+}

@@ -7,6 +7,10 @@ use serde::Deserialize;
 pub struct CallConfig {
     /// What a new caller hears on answer, from the cache.
     pub greeting: Vec<String>,
+    /// A phrase every caller hears before the greeting (that the call is
+    /// recorded, that an automated assistant answers); none when absent.
+    #[serde(default)]
+    pub disclosure: Option<String>,
     /// The same when there is no STT: the caller answers with keys only.
     #[serde(default = "default_greeting_dtmf")]
     pub greeting_dtmf: Vec<String>,
@@ -139,9 +143,10 @@ impl CallConfig {
                 ("no_input.callback", &self.no_input.callback),
             ]
         });
-        self.greeting
+        self.disclosure
             .iter()
-            .map(|k| ("greeting", k))
+            .map(|k| ("disclosure", k))
+            .chain(self.greeting.iter().map(|k| ("greeting", k)))
             .chain(self.greeting_dtmf.iter().map(|k| ("greeting_dtmf", k)))
             .chain([("goodbye", &self.goodbye)])
             .chain(transfer.into_iter().flatten())

@@ -37,6 +37,21 @@ pub fn greeting(
     listens: bool,
     speaks: bool,
 ) -> Greeting {
+    let mut greeting = greeting_proper(call, flow, caller, listens, speaks);
+    // The disclosure comes first, whoever calls.
+    if let Some(disclosure) = &call.disclosure {
+        greeting.phrases.insert(0, disclosure.clone());
+    }
+    greeting
+}
+
+fn greeting_proper(
+    call: &CallConfig,
+    flow: &guide::FlowConfig,
+    caller: Option<&KnownCaller>,
+    listens: bool,
+    speaks: bool,
+) -> Greeting {
     let standard = if listens {
         call.greeting.clone()
     } else {

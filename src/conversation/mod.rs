@@ -1021,6 +1021,7 @@ mod tests {
     fn config() -> CallConfig {
         CallConfig {
             greeting: vec!["greet".into(), "welcome".into()],
+            disclosure: None,
             greeting_dtmf: vec!["greet".into(), "menu".into()],
             hangup_digit: '#',
             goodbye: "goodbye".into(),
