@@ -163,6 +163,25 @@ fn main() -> ExitCode {
     }
 }
 
+/// Runs `work` on the configured store, on a runtime of its own (the
+/// one-shot commands).
+fn on_store<T, F, Fut>(config: &Config, work: F) -> Result<T>
+where
+    F: FnOnce(sav::store::Store) -> Fut,
+    Fut: std::future::Future<Output = Result<T>>,
+{
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(async {
+        let store =
+            sav::store::Store::open(&config.store.url, &config.base_dir, &config.instance())
+                .await?;
+        work(store).await
+    })
+}
+
 /// The manual: sav's page on stdout, or every command's page into `out`.
 fn write_manual(out: Option<&std::path::Path>) -> Result<()> {
     let command = Cli::command();
@@ -238,18 +257,9 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Report { call, out, json } => {
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let found = runtime.block_on(async {
-                let store = sav::store::Store::open(
-                    &config.store.url,
-                    &config.base_dir,
-                    &config.instance(),
-                )
-                .await?;
-                anyhow::Ok(store.call_timeline(&call).await?)
+            let wanted = call.clone();
+            let found = on_store(&config, |store| async move {
+                Ok(store.call_timeline(&wanted).await?)
             })?;
             let Some((id, timeline)) = found else {
                 anyhow::bail!("no call {call:?} in the store ({})", config.store.url);
@@ -273,25 +283,10 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
         } => {
             let input = std::fs::File::open(&file)
                 .with_context(|| format!("cannot open {}", file.display()))?;
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let report = runtime.block_on(async {
-                let store = sav::store::Store::open(
-                    &config.store.url,
-                    &config.base_dir,
-                    &config.instance(),
-                )
-                .await?;
-                anyhow::Ok(
-                    sav::store::import::import_customers(
-                        &store,
-                        std::io::BufReader::new(input),
-                        &config.store.country_code,
-                    )
-                    .await?,
-                )
+            let country = config.store.country_code.clone();
+            let report = on_store(&config, |store| async move {
+                let input = std::io::BufReader::new(input);
+                Ok(sav::store::import::import_customers(&store, input, &country).await?)
             })?;
             for (line, why) in &report.rejected {
                 println!("{}:{line}: skipped: {why}", file.display());
@@ -354,27 +349,13 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 println!("no [retention]: everything is kept");
                 return Ok(ExitCode::SUCCESS);
             }
-            let runtime = tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-                .context("cannot start the async runtime")?;
-            let purged = runtime.block_on(async {
-                let store = sav::store::Store::open(
-                    &config.store.url,
-                    &config.base_dir,
-                    &config.instance(),
-                )
-                .await?;
-                anyhow::Ok(
-                    store
-                        .purge(
-                            &config.retention,
-                            config.recordings_dir().as_deref(),
-                            sav::store::now_ms(),
-                            dry_run,
-                        )
-                        .await?,
-                )
+            let recordings = config.recordings_dir();
+            let retention = config.retention.clone();
+            let purged = on_store(&config, |store| async move {
+                let now = sav::store::now_ms();
+                Ok(store
+                    .purge(&retention, recordings.as_deref(), now, dry_run)
+                    .await?)
             })?;
             for path in &purged.recordings {
                 println!("recording {}", path.display());
