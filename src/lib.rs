@@ -21,10 +21,11 @@
 //!   playout, latch, DTMF, VAD, RTP);
 //! - [`providers`]: LLM, TTS and STT clients;
 //! - [`cache`]: the phrase cache, clips loaded once and shared;
-//! - [`store`]: customers, call records and the CRM outbox (SQLite, or
-//!   PostgreSQL for several instances);
+//! - [`store`]: customers, call records, the CRM outbox and the retention
+//!   purge (SQLite, or PostgreSQL for several instances);
 //! - [`timeline`]: each call's timeline and its drawing (`sav report`);
-//! - [`metrics`]: Prometheus `/metrics` and `/healthz`;
+//! - [`metrics`]: Prometheus `/metrics`, `/livez` and `/readyz`;
+//! - [`secret`]: a secret setting from its `_env` variable or its `_file`;
 //! - [`config`]: `sav.toml` assembled from each layer's section.
 //!
 //! Who may import whom: `app` and `call` compose; `sip` imports none of
