@@ -61,9 +61,14 @@ fn hold_stops_rtp_and_resume_continues_seq_and_timestamp() {
     let held_at = answer("2");
     let resumed_at = answer("3");
     let rtp = ports.sav_audio(&packets);
+    // The 200 goes out from the leg before the call has told the media:
+    // the frames already due may still leave in the next few ticks, and a
+    // loaded two-core box delays the call's task now and then (one frame
+    // 60 ms after the 200 was seen once in CI). Held for 2 s, a sender that
+    // did not stop would show ~90 frames.
     let during_hold = rtp
         .iter()
-        .filter(|p| p.time > held_at + Duration::from_millis(60) && p.time < resumed_at)
+        .filter(|p| p.time > held_at + Duration::from_millis(200) && p.time < resumed_at)
         .count();
     assert_eq!(during_hold, 0, "sav sent RTP while on hold");
     let before = rtp.iter().filter(|p| p.time <= held_at).count();
