@@ -98,61 +98,60 @@ mod linux {
                     Some(&Unit::Seconds),
                     cpu.metric_type(),
                 )?)?;
-                let gauges = [
-                    (
-                        "process_resident_memory",
-                        "Resident memory size",
-                        stat.resident_bytes,
-                    ),
-                    (
-                        "process_virtual_memory",
-                        "Virtual memory size",
-                        stat.virtual_bytes,
-                    ),
-                ];
-                for (name, help, value) in gauges {
-                    let gauge = ConstGauge::new(value);
-                    gauge.encode(encoder.encode_descriptor(
-                        name,
-                        help,
-                        Some(&Unit::Bytes),
-                        gauge.metric_type(),
-                    )?)?;
-                }
-                let threads = ConstGauge::new(stat.threads);
-                threads.encode(encoder.encode_descriptor(
+            }
+            let start = stat
+                .as_ref()
+                .zip(boot_time())
+                .map(|(stat, boot)| boot + stat.start_seconds_after_boot);
+            let limits = std::fs::read_to_string("/proc/self/limits").ok();
+            let bytes = Some(&Unit::Bytes);
+            let gauges: [(&str, &str, Option<&Unit>, Option<f64>); 6] = [
+                (
+                    "process_resident_memory",
+                    "Resident memory size",
+                    bytes,
+                    stat.as_ref().map(|s| s.resident_bytes as f64),
+                ),
+                (
+                    "process_virtual_memory",
+                    "Virtual memory size",
+                    bytes,
+                    stat.as_ref().map(|s| s.virtual_bytes as f64),
+                ),
+                (
                     "process_threads",
                     "Threads of the process",
                     None,
-                    threads.metric_type(),
-                )?)?;
-                if let Some(boot) = boot_time() {
-                    let start = ConstGauge::new(boot + stat.start_seconds_after_boot);
-                    start.encode(encoder.encode_descriptor(
-                        "process_start_time",
-                        "Start time of the process since the Unix epoch",
-                        Some(&Unit::Seconds),
-                        start.metric_type(),
-                    )?)?;
-                }
-            }
-            if let Some(open) = open_fds() {
-                let fds = ConstGauge::new(open);
-                fds.encode(encoder.encode_descriptor(
+                    stat.as_ref().map(|s| s.threads as f64),
+                ),
+                (
+                    "process_start_time",
+                    "Start time of the process since the Unix epoch",
+                    Some(&Unit::Seconds),
+                    start,
+                ),
+                (
                     "process_open_fds",
                     "Open file descriptors",
                     None,
-                    fds.metric_type(),
-                )?)?;
-            }
-            let limits = std::fs::read_to_string("/proc/self/limits").ok();
-            if let Some(max) = limits.as_deref().and_then(parse_max_fds) {
-                let max = ConstGauge::new(max);
-                max.encode(encoder.encode_descriptor(
+                    open_fds().map(|n| n as f64),
+                ),
+                (
                     "process_max_fds",
                     "Limit on open file descriptors",
                     None,
-                    max.metric_type(),
+                    limits.as_deref().and_then(parse_max_fds).map(|n| n as f64),
+                ),
+            ];
+            // A figure that cannot be read is left out, not shown as 0.
+            for (name, help, unit, value) in gauges {
+                let Some(value) = value else { continue };
+                let gauge = ConstGauge::new(value);
+                gauge.encode(encoder.encode_descriptor(
+                    name,
+                    help,
+                    unit,
+                    gauge.metric_type(),
                 )?)?;
             }
             Ok(())
