@@ -84,56 +84,37 @@ impl Store {
         let mut purged = Purged::default();
         if let Some(days) = retention.transcripts_days {
             let before = cutoff(now_ms, days);
-            let count = sqlx::query(
-                "SELECT COUNT(*) AS n FROM turns WHERE call_id IN \
-                 (SELECT id FROM calls WHERE started_at < $1 AND ended_at IS NOT NULL)",
-            )
-            .bind(before)
-            .fetch_one(self.pool())
-            .await?;
-            purged.turns = count.try_get::<i64, _>("n")?.max(0) as u64;
-            let events = sqlx::query(
-                "SELECT COUNT(*) AS n FROM outbox WHERE delivered_at IS NOT NULL AND created_at < $1",
-            )
-            .bind(before)
-            .fetch_one(self.pool())
-            .await?;
-            purged.events = events.try_get::<i64, _>("n")?.max(0) as u64;
-            if !dry_run {
-                sqlx::query(
+            purged.turns = self
+                .count_or_apply(
+                    "SELECT COUNT(*) AS n FROM turns WHERE call_id IN \
+                     (SELECT id FROM calls WHERE started_at < $1 AND ended_at IS NOT NULL)",
                     "DELETE FROM turns WHERE call_id IN \
                      (SELECT id FROM calls WHERE started_at < $1 AND ended_at IS NOT NULL)",
+                    before,
+                    dry_run,
                 )
-                .bind(before)
-                .execute(self.pool())
                 .await?;
-                sqlx::query(
+            purged.events = self
+                .count_or_apply(
+                    "SELECT COUNT(*) AS n FROM outbox \
+                     WHERE delivered_at IS NOT NULL AND created_at < $1",
                     "DELETE FROM outbox WHERE delivered_at IS NOT NULL AND created_at < $1",
+                    before,
+                    dry_run,
                 )
-                .bind(before)
-                .execute(self.pool())
                 .await?;
-            }
         }
         if let Some(days) = retention.timelines_days {
-            let before = cutoff(now_ms, days);
-            let count = sqlx::query(
-                "SELECT COUNT(*) AS n FROM calls \
-                 WHERE started_at < $1 AND ended_at IS NOT NULL AND timeline IS NOT NULL",
-            )
-            .bind(before)
-            .fetch_one(self.pool())
-            .await?;
-            purged.timelines = count.try_get::<i64, _>("n")?.max(0) as u64;
-            if !dry_run {
-                sqlx::query(
+            purged.timelines = self
+                .count_or_apply(
+                    "SELECT COUNT(*) AS n FROM calls \
+                     WHERE started_at < $1 AND ended_at IS NOT NULL AND timeline IS NOT NULL",
                     "UPDATE calls SET timeline = NULL \
                      WHERE started_at < $1 AND ended_at IS NOT NULL AND timeline IS NOT NULL",
+                    cutoff(now_ms, days),
+                    dry_run,
                 )
-                .bind(before)
-                .execute(self.pool())
                 .await?;
-            }
         }
         if let (Some(days), Some(dir)) = (retention.recordings_days, recordings) {
             let before = cutoff(now_ms, days);
@@ -147,6 +128,27 @@ impl Store {
             }
         }
         Ok(purged)
+    }
+
+    /// Dry: the rows `count` (a `COUNT(*) AS n`) finds; else the rows
+    /// `apply` changes. Both take the cutoff as $1.
+    async fn count_or_apply(
+        &self,
+        count: &'static str,
+        apply: &'static str,
+        before: i64,
+        dry_run: bool,
+    ) -> Result<u64, StoreError> {
+        if dry_run {
+            let row = sqlx::query(count)
+                .bind(before)
+                .fetch_one(self.pool())
+                .await?;
+            Ok(row.try_get::<i64, _>("n")?.max(0) as u64)
+        } else {
+            let done = sqlx::query(apply).bind(before).execute(self.pool()).await?;
+            Ok(done.rows_affected())
+        }
     }
 
     /// The recordings in `dir` of ended calls that started before `before`
