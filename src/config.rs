@@ -86,6 +86,9 @@ pub struct Config {
     /// Logging and its privacy.
     #[serde(default)]
     pub log: LogConfig,
+    /// OpenTelemetry traces of calls (off unless an endpoint is set).
+    #[serde(default)]
+    pub traces: TracesConfig,
     /// Shutdown and call recordings.
     #[serde(default)]
     pub operations: OperationsConfig,
@@ -115,6 +118,41 @@ pub struct LogConfig {
     /// last three characters).
     #[serde(default)]
     pub show_caller_numbers: bool,
+}
+
+/// `[traces]`: each call as an OpenTelemetry trace, sent by OTLP over
+/// HTTP (protobuf) to a collector.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TracesConfig {
+    /// The collector's OTLP/HTTP base URL (`http://127.0.0.1:4318`): spans
+    /// are posted to `<endpoint>/v1/traces`. No endpoint: no traces.
+    #[serde(default)]
+    pub endpoint: Option<String>,
+    /// `service.name` of the spans.
+    #[serde(default = "default_service_name")]
+    pub service_name: String,
+}
+
+impl Default for TracesConfig {
+    fn default() -> Self {
+        Self {
+            endpoint: None,
+            service_name: default_service_name(),
+        }
+    }
+}
+
+fn default_service_name() -> String {
+    "sav".into()
+}
+
+impl TracesConfig {
+    /// Where spans are posted, when traces are on.
+    pub fn traces_url(&self) -> Option<String> {
+        let base = self.endpoint.as_deref()?;
+        Some(format!("{}/v1/traces", base.trim_end_matches('/')))
+    }
 }
 
 /// `[operations]`.
@@ -360,6 +398,16 @@ impl Config {
             value,
             expected,
         };
+        if let Some(url) = self.traces.traces_url() {
+            let parsed = reqwest::Url::parse(&url);
+            if !matches!(parsed.as_ref().map(|u| u.scheme()), Ok("http" | "https")) {
+                return Err(invalid(
+                    "traces.endpoint",
+                    scheme_only(self.traces.endpoint.as_deref().unwrap_or("")),
+                    "an http:// or https:// URL (the collector's OTLP/HTTP base, e.g. http://127.0.0.1:4318)",
+                ));
+            }
+        }
         let media = &self.media;
         if media.rtp_port_min == 0 || media.rtp_port_min > media.rtp_port_max {
             return Err(invalid(
@@ -893,6 +941,30 @@ mod tests {
         )
         .unwrap_err();
         assert!(err.to_string().contains("../evil"), "{err}");
+    }
+
+    #[test]
+    fn traces_are_off_by_default_and_need_an_http_endpoint() {
+        let config = Config::load(None).unwrap();
+        assert_eq!(config.traces.traces_url(), None);
+        let on = with(
+            "show_caller_numbers = false\n",
+            "show_caller_numbers = false\n[traces]\nendpoint = \"http://127.0.0.1:4318/\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            on.traces.traces_url().as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
+        assert_eq!(on.traces.service_name, "sav");
+        let err = with(
+            "show_caller_numbers = false\n",
+            "show_caller_numbers = false\n[traces]\nendpoint = \"grpc://user:pw@collector\"\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("traces.endpoint"), "{err}");
+        assert!(!err.contains("pw@"), "the URL's credentials are not shown: {err}");
     }
 
     #[test]

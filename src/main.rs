@@ -153,7 +153,19 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    sav::app::log::init(&config.log);
+    // Calls are traced by the process that serves them.
+    let traces = match &cli.command {
+        Command::Serve => match sav::app::traces::Traces::start(&config.traces) {
+            Ok(traces) => traces,
+            Err(error) => {
+                eprintln!("sav: {error}");
+                return ExitCode::FAILURE;
+            }
+        },
+        _ => None,
+    };
+    let (_traces, tracer) = traces.unzip();
+    sav::app::log::init(&config.log, tracer);
     match run(cli, config) {
         Ok(code) => code,
         Err(error) => {
@@ -402,6 +414,16 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 }
             );
             println!("  store        {}", redact_password(&config.store.url));
+            println!(
+                "  traces       {}",
+                config
+                    .traces
+                    .traces_url()
+                    .map_or("off".into(), |url| format!(
+                        "OTLP/HTTP to {}",
+                        redact_password(&url)
+                    ))
+            );
             println!(
                 "  drain        {} s; recordings {}",
                 config.operations.drain_secs,

@@ -30,7 +30,8 @@ pub async fn handle_invite(server: Arc<Server>, tx: Transaction, hold: Option<Ca
     // A source the admission holds to its limits is not sent a BYE for a
     // 200 it never ACKed.
     incoming.bye_if_unacked = hold.is_none();
-    let span = info_span!("call", call_id = %incoming.call_id);
+    // Each call its own trace: its span has no parent.
+    let span = info_span!(parent: None, "call", call_id = %incoming.call_id);
     answer(server, incoming).instrument(span).await;
     drop(hold);
 }

@@ -20,8 +20,10 @@ use tracing_subscriber::EnvFilter;
 use crate::config::{LogConfig, LogFormat};
 
 /// Installs the process's subscriber. `RUST_LOG` filters (default: info,
-/// the SIP stack at warn).
-pub fn init(log: &LogConfig) {
+/// the SIP stack at warn). With a `tracer` (`[traces]`), sav's spans at
+/// info and above, and the events in them, are exported too, whatever
+/// `RUST_LOG` says.
+pub fn init(log: &LogConfig, tracer: Option<opentelemetry_sdk::trace::SdkTracer>) {
     crate::redact::show_in_full(log.show_caller_numbers);
     let filter =
         EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,rsipstack=warn"));
@@ -43,8 +45,17 @@ pub fn init(log: &LogConfig) {
             .event_format(FlatJson)
             .boxed(),
     };
+    let traces = tracer.map(|tracer| {
+        let ours = tracing_subscriber::filter::filter_fn(|meta| {
+            meta.target().starts_with("sav") && *meta.level() <= tracing::Level::INFO
+        });
+        tracing_opentelemetry::layer()
+            .with_tracer(tracer)
+            .with_filter(ours)
+    });
     tracing_subscriber::registry()
         .with(layer.with_filter(stack_quiet).with_filter(filter))
+        .with(traces)
         .init();
 }
 

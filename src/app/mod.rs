@@ -6,6 +6,7 @@ pub mod answer;
 pub mod door;
 pub mod log;
 pub mod memory;
+pub mod traces;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;

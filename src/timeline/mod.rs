@@ -7,6 +7,7 @@
 //! metrics and adds up what the call used of the paid APIs.
 
 pub mod report;
+mod spans;
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -152,9 +153,10 @@ pub struct MediaQuality {
     pub caller_reports_lost: Option<i64>,
 }
 
-#[derive(Debug, Default)]
 struct State {
     entries: Vec<Entry>,
+    /// The call's spans (its trace).
+    spans: spans::Spans,
     dropped: u64,
     usage: CallUsage,
     media: Option<MediaQuality>,
@@ -173,7 +175,8 @@ struct TraceInner {
 }
 
 impl CallTrace {
-    /// A trace starting now (the INVITE).
+    /// A trace starting now (the INVITE); its spans hang from the span
+    /// the caller runs in (the call's).
     pub fn new(metrics: Arc<Metrics>) -> Self {
         Self::starting_at(metrics, now())
     }
@@ -183,7 +186,13 @@ impl CallTrace {
             inner: Arc::new(TraceInner {
                 metrics,
                 t0,
-                state: Mutex::new(State::default()),
+                state: Mutex::new(State {
+                    entries: Vec::new(),
+                    spans: spans::Spans::new(tracing::Span::current()),
+                    dropped: 0,
+                    usage: CallUsage::default(),
+                    media: None,
+                }),
             }),
         }
     }
@@ -203,6 +212,7 @@ impl CallTrace {
         let Ok(mut state) = self.inner.state.lock() else {
             return;
         };
+        state.spans.on_mark(&mark);
         if state.entries.len() >= MAX_ENTRIES {
             state.dropped += 1;
             return;
@@ -233,9 +243,14 @@ impl CallTrace {
                 id: id.clone(),
             },
         );
+        let span = match self.inner.state.lock() {
+            Ok(state) => state.spans.request(provider, &id),
+            Err(_) => tracing::Span::none(),
+        };
         RequestSpan {
             trace: self.clone(),
             provider,
+            span,
             id,
             asked,
             first: None,
@@ -272,7 +287,10 @@ impl CallTrace {
         prices: &crate::metrics::CostConfig,
     ) -> CallTimeline {
         let (mut events, dropped, usage) = match self.inner.state.lock() {
-            Ok(state) => (state.entries.clone(), state.dropped, state.usage),
+            Ok(mut state) => {
+                state.spans.close();
+                (state.entries.clone(), state.dropped, state.usage)
+            }
             Err(_) => Default::default(),
         };
         events.sort_by_key(|e| e.at_ms);
@@ -301,6 +319,8 @@ impl CallTrace {
 pub struct RequestSpan {
     trace: CallTrace,
     provider: Provider,
+    /// Its span in the call's trace.
+    span: tracing::Span,
     id: String,
     asked: Instant,
     first: Option<Instant>,
@@ -319,6 +339,9 @@ impl RequestSpan {
             return None;
         }
         self.first = Some(at);
+        let waited = at.saturating_duration_since(self.asked);
+        self.span
+            .record("first_byte_ms", waited.as_secs_f64() * 1000.0);
         self.trace.mark_at(
             at,
             Mark::FirstByte {
@@ -326,13 +349,14 @@ impl RequestSpan {
                 id: self.id.clone(),
             },
         );
-        Some(at.saturating_duration_since(self.asked))
+        Some(waited)
     }
 
     /// The request ended; counted as a provider error when not `ok`.
     /// Returns how long it took.
     pub fn end(mut self, ok: bool) -> Duration {
         self.finished = true;
+        spans::request_ended(&self.span, ok);
         if !ok {
             self.trace.metrics().provider_error(self.provider.as_str());
         }
@@ -348,6 +372,7 @@ impl RequestSpan {
 impl Drop for RequestSpan {
     fn drop(&mut self) {
         if !self.finished {
+            self.span.record("cancelled", true);
             self.trace.mark(Mark::Cancelled {
                 provider: self.provider,
                 id: std::mem::take(&mut self.id),
