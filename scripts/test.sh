@@ -22,6 +22,10 @@ command -v kamailio >/dev/null 2>&1 || packages+=(kamailio)
 command -v baresip >/dev/null 2>&1 || packages+=(baresip)
 command -v openssl >/dev/null 2>&1 || packages+=(openssl)
 command -v svmap >/dev/null 2>&1 || packages+=(sipvicious)
+# systemd-analyze verifies the unit's layout (tests/install.rs); setpriv
+# runs sav there as another user.
+command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
+command -v setpriv >/dev/null 2>&1 || packages+=(util-linux)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
 if [ ${#packages[@]} -gt 0 ]; then

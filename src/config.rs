@@ -964,7 +964,10 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("traces.endpoint"), "{err}");
-        assert!(!err.contains("pw@"), "the URL's credentials are not shown: {err}");
+        assert!(
+            !err.contains("pw@"),
+            "the URL's credentials are not shown: {err}"
+        );
     }
 
     #[test]
