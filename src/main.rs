@@ -82,9 +82,15 @@ enum Command {
         /// Where to write what the callee says (8 kHz 16-bit WAV).
         #[arg(long)]
         record: Option<PathBuf>,
-        /// Seconds on the line (default: the WAV's length + 2, or 10).
+        /// Seconds on the line (default: the WAV's length + 2, or 10; 120
+        /// with --dtmf, or until the callee hangs up).
         #[arg(long)]
         duration: Option<f64>,
+        /// Keys to press (RFC 4733), e.g. 1,1,1: each once the callee has
+        /// spoken and then been quiet for a second (after the greeting,
+        /// after each prompt).
+        #[arg(long, value_delimiter = ',', value_parser = parse_key)]
+        dtmf: Vec<char>,
         /// A codec to offer (PCMA, PCMU, G722, opus), repeated in order of preference
         /// (default: `[media] codecs`).
         #[arg(long = "codec")]
@@ -235,6 +241,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             play,
             record,
             duration,
+            dtmf,
             codecs,
         } => {
             let codecs = if codecs.is_empty() {
@@ -261,6 +268,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 play,
                 record,
                 duration,
+                keys: dtmf,
                 codecs,
             };
             let summary =
@@ -456,6 +464,17 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             }
             Ok(ExitCode::SUCCESS)
         }
+    }
+}
+
+/// One key of `--dtmf`: 0-9, *, #, A-D.
+fn parse_key(text: &str) -> Result<char, String> {
+    let mut chars = text.trim().chars();
+    match (chars.next(), chars.next()) {
+        (Some(key), None) if sav::media::dtmf::event_to_digit_code(key).is_some() => {
+            Ok(key.to_ascii_uppercase())
+        }
+        _ => Err(format!("{text:?} is not a key (0-9, *, #, A-D)")),
     }
 }
 

@@ -20,6 +20,7 @@ use crate::media::handle::{MediaHandle, MediaSetup};
 use crate::media::playout::{Clip, SegmentKind, StreamPolicy};
 use crate::media::ports::MediaSockets;
 use crate::media::recording::Recording;
+use crate::media::vad::VadConfig;
 use crate::media::{g711, resample};
 use crate::metrics::Metrics;
 use crate::sip::config::SipConfig;
@@ -38,6 +39,8 @@ pub enum CallError {
     Io(#[from] std::io::Error),
     #[error(transparent)]
     Resample(#[from] resample::ResampleError),
+    #[error(transparent)]
+    Key(#[from] crate::media::handle::KeyError),
 }
 
 /// What `sav call` does.
@@ -48,8 +51,12 @@ pub struct CallRequest {
     pub play: Option<PathBuf>,
     /// What the callee says, as an 8 kHz 16-bit WAV.
     pub record: Option<PathBuf>,
-    /// How long to stay on the line; by default the WAV's length + 2 s, or 10 s.
+    /// How long to stay on the line; by default the WAV's length + 2 s, or
+    /// 10 s (120 s with keys to press).
     pub duration: Option<Duration>,
+    /// Keys to press (RFC 4733), each once the callee has spoken and then
+    /// been quiet for [`QUIET_BEFORE_KEY`].
+    pub keys: Vec<char>,
     /// The codecs offered, in our order.
     pub codecs: CodecChoice,
 }
@@ -77,7 +84,13 @@ pub struct CallSummary {
     pub callee_reports_lost: Option<i32>,
     pub remote_hung_up: bool,
     pub duration: Duration,
+    /// The keys pressed, and when (from the answer).
+    pub pressed: Vec<(char, Duration)>,
 }
+
+/// The callee's quiet after it spoke that lets the next key go: its
+/// prompt is over (the pauses inside a prompt are shorter).
+pub const QUIET_BEFORE_KEY: Duration = Duration::from_millis(1200);
 
 impl std::fmt::Display for CallSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -111,6 +124,14 @@ impl std::fmt::Display for CallSummary {
             Some(lost) => writeln!(f, "  callee_lost       {lost} (its RTCP)")?,
             None => writeln!(f, "  callee_lost       no RTCP report")?,
         }
+        if !self.pressed.is_empty() {
+            let keys: Vec<String> = self
+                .pressed
+                .iter()
+                .map(|(key, at)| format!("{key} at {:.1} s", at.as_secs_f64()))
+                .collect();
+            writeln!(f, "  keys              {}", keys.join(", "))?;
+        }
         writeln!(f, "  duration_s        {:.2}", self.duration.as_secs_f64())?;
         write!(
             f,
@@ -134,6 +155,9 @@ pub async fn place_call(
         None => Vec::new(),
     };
     let duration = request.duration.unwrap_or_else(|| {
+        if !request.keys.is_empty() {
+            return Duration::from_secs(120);
+        }
         Duration::from_millis(voice.len() as u64 / 8)
             + Duration::from_secs(if voice.is_empty() { 10 } else { 2 })
     });
@@ -141,6 +165,18 @@ pub async fn place_call(
     let port = sockets.rtp.local_addr()?.port();
     let mut dialed = dial(config, &request.target, port, &request.codecs).await?;
     let codec = dialed.remote.codec;
+    if !request.keys.is_empty() && dialed.remote.receive.telephone_event.is_none() {
+        dialed.end(false).await;
+        return Err(crate::media::handle::KeyError::NoTelephoneEvent.into());
+    }
+    if let Some(&key) = request
+        .keys
+        .iter()
+        .find(|&&k| crate::media::dtmf::event_to_digit_code(k).is_none())
+    {
+        dialed.end(false).await;
+        return Err(crate::media::handle::KeyError::NotAKey(key).into());
+    }
 
     // Our voice from frame 0 of the answer; theirs received and recorded.
     let answered = dialed.answered;
@@ -167,25 +203,57 @@ pub async fn place_call(
             policy: StreamPolicy::default(),
             // The callee may be silent for the whole call: no timeout.
             rtp_timeout: duration + Duration::from_secs(60),
-            vad: None,
+            // Keys wait for the callee's prompts to end: its voice heard.
+            vad: (!request.keys.is_empty()).then(|| VadConfig {
+                echo_cancelling: false,
+                stream_audio: false,
+                ..VadConfig::default()
+            }),
             recording: recording.clone(),
         },
     )
     .await;
     let end_at = answered + duration;
+    let mut keys = request.keys.iter().copied();
+    let mut next_key = keys.next();
+    let mut pressed = Vec::new();
+    // The callee spoke since the last key, and went quiet at.
+    let mut spoke = false;
+    let mut quiet_since: Option<Instant> = None;
     let remote_hung_up = loop {
+        let press_at = match (next_key, quiet_since) {
+            (Some(_), Some(quiet)) if spoke => Some(quiet + QUIET_BEFORE_KEY),
+            _ => None,
+        };
         tokio::select! {
             _ = tokio::time::sleep_until(end_at) => break false,
             _ = dialed.hung_up() => break true,
-            // Playout news and keys are not this tool's business.
-            event = events.recv() => {
-                if event.is_none() || event == Some(MediaEvent::RtpTimeout) {
+            _ = sleep_until(press_at) => {
+                if let Some(key) = next_key.take() {
+                    // Checked above: the callee takes events, the key is one.
+                    if media.press(key).await.is_ok() {
+                        pressed.push((key, answered.elapsed()));
+                    }
+                    next_key = keys.next();
+                }
+                spoke = false;
+                quiet_since = None;
+            }
+            // Playout news and the callee's keys are not this tool's business.
+            event = events.recv() => match event {
+                Some(MediaEvent::SpeechStarted) => {
+                    spoke = true;
+                    quiet_since = None;
+                }
+                Some(MediaEvent::SpeechEnded(_)) => quiet_since = Some(Instant::now()),
+                Some(MediaEvent::RtpTimeout) | None => {
                     // Keep the line open until the end; nothing more comes.
                     tokio::select! {
                         _ = tokio::time::sleep_until(end_at) => break false,
                         _ = dialed.hung_up() => break true,
                     }
                 }
+                Some(_) => {}
             }
         }
     };
@@ -229,7 +297,16 @@ pub async fn place_call(
         callee_reports_lost: stats.peer.of_us.map(|b| b.cumulative_lost),
         remote_hung_up,
         duration: media_ended - answered,
+        pressed,
     })
+}
+
+/// Never when `at` is `None`.
+async fn sleep_until(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Any mono or stereo 16-bit WAV → 8 kHz linear PCM.

@@ -24,6 +24,7 @@ use tokio::time::Instant;
 use tracing::{debug, info, warn};
 
 use crate::media::codec::{Codec, Decoder, FRAME_BYTES};
+use crate::media::dtmf::KeyPress;
 use crate::media::echo::EchoStats;
 use crate::media::inbound::{Dropped, InboundCore, InboundEvent, InboundRemote, DROP_REASONS};
 use crate::media::jitter::JitterStats;
@@ -160,6 +161,8 @@ enum Command {
     SetSending(MediaId, bool),
     SetCodec(MediaId, u8, Codec),
     SetSrtp(MediaId, Option<MasterKey>),
+    /// A key pressed on the line (RFC 4733), after those already queued.
+    Press(MediaId, KeyPress),
     /// Ends the stream; its frames sent so far are answered.
     Stop(MediaId, tokio::sync::oneshot::Sender<u64>),
 }
@@ -213,7 +216,15 @@ struct CallStream {
     sent: Arc<SenderState>,
     /// Our SRTP key and its context, when the call is encrypted.
     srtp: Option<(MasterKey, SrtpContext)>,
+    /// Key presses to send, the first in progress (its packets take the
+    /// place of the audio frames); at most [`MAX_KEYS`].
+    keys: std::collections::VecDeque<KeyPress>,
+    /// RTP timestamp ticks per frame (the codec's).
+    step: u32,
 }
+
+/// Key presses queued per call at most; more are dropped (and counted).
+const MAX_KEYS: usize = 32;
 
 impl std::fmt::Debug for MediaDriver {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -328,6 +339,10 @@ impl MediaDriver {
 
     /// The codec and payload type we send with (a re-offer may renumber
     /// it or change the codec; the clock goes on).
+    pub async fn press(&self, id: MediaId, key: KeyPress) {
+        self.send(Command::Press(id, key)).await;
+    }
+
     pub async fn set_codec(&self, id: MediaId, payload_type: u8, codec: Codec) {
         self.send(Command::SetCodec(id, payload_type, codec)).await;
     }
@@ -582,6 +597,8 @@ fn apply(
                     sent_audio,
                     sent,
                     srtp: srtp.map(|key| (key, key.context())),
+                    keys: std::collections::VecDeque::new(),
+                    step: codec.timestamp_step(),
                 },
             );
             timers.push(Reverse((t0, id)));
@@ -632,11 +649,24 @@ fn apply(
                 call.payload_type = payload_type;
                 call.scheduler.set_codec(codec);
                 call.pacer.set_timestamp_step(codec.timestamp_step());
+                call.step = codec.timestamp_step();
                 call.sent.set_clock(call.pacer.clock());
                 if let Some(decoder) = call.decoder.as_mut() {
                     if decoder.codec() != codec {
                         *decoder = Decoder::new(codec);
                     }
+                }
+            }
+        }
+        Command::Press(id, key) => {
+            if let Some(call) = calls.get_mut(&id) {
+                if call.keys.len() < MAX_KEYS {
+                    call.keys.push_back(key);
+                } else {
+                    warn!(
+                        media = id,
+                        "key presses queued past {MAX_KEYS}; one dropped"
+                    );
                 }
             }
         }
@@ -696,7 +726,19 @@ fn send_due_frames(
         } else {
             end_silent_run(call, metrics);
         }
-        if let Some(decoder) = call.decoder.as_mut() {
+        // A key press in progress sends its event in this frame's place.
+        let event = loop {
+            let Some(key) = call.keys.front_mut() else {
+                break None;
+            };
+            match key.next_packet(slot.timestamp, call.step) {
+                Some(event) => break Some(event),
+                None => {
+                    call.keys.pop_front();
+                }
+            }
+        };
+        if let Some(decoder) = call.decoder.as_mut().filter(|_| event.is_none()) {
             let mut pcm = [0i16; FRAME_BYTES];
             let n = decoder.decode(frame.payload(), &mut pcm);
             if let Some(recording) = call.recording.as_ref() {
@@ -709,14 +751,28 @@ fn send_due_frames(
         let Some(rtp_packet) = packet.first_chunk_mut::<PACKET_LEN>() else {
             continue;
         };
+        let (payload_type, timestamp, marker, payload) = match &event {
+            Some(event) => (
+                event.payload_type,
+                event.timestamp,
+                event.marker,
+                &event.payload[..],
+            ),
+            None => (
+                call.payload_type,
+                slot.timestamp,
+                frame.marker,
+                frame.payload(),
+            ),
+        };
         let mut len = rtp::write_audio_packet(
             rtp_packet,
-            call.payload_type,
+            payload_type,
             call.ssrc,
             slot.seq,
-            slot.timestamp,
-            frame.marker,
-            frame.payload(),
+            timestamp,
+            marker,
+            payload,
         );
         if let Some((_, context)) = call.srtp.as_mut() {
             match context.protect_rtp(packet, len) {
@@ -731,7 +787,7 @@ fn send_due_frames(
         match call.socket.try_send_to(&packet[..len], call.remote) {
             Ok(_) => {
                 stats.frames_sent += 1;
-                call.sent.count(frame.payload().len());
+                call.sent.count(payload.len());
             }
             // A full socket buffer or an ICMP error from the peer: the frame
             // is lost like any UDP datagram; the clock goes on.

@@ -1,4 +1,6 @@
-//! RFC 4733 telephone-events → DTMF digits (sans-IO).
+//! RFC 4733 telephone-events ↔ DTMF digits (sans-IO): the decoder of the
+//! caller's key presses, and [`KeyPress`], the packets of one press we send
+//! (`sav call --dtmf`).
 //!
 //! A key press arrives as a run of RTP packets sharing one timestamp (the
 //! event's start, RFC 4733 §2.5.1.2), the last three with the E bit set. The
@@ -95,9 +97,115 @@ impl DtmfDecoder {
     }
 }
 
+/// Frames of one key press we send: 100 ms of tone (ITU-T Q.24 asks 40
+/// at least; phones send 80 to 160).
+pub const PRESS_FRAMES: u32 = 5;
+
+/// The end packet is sent this many times (RFC 4733 §2.5.1.4).
+const END_PACKETS: u32 = 3;
+
+/// The power level we say the tone has: -10 dBm0 (§2.3.4).
+const VOLUME: u8 = 10;
+
+/// One key press being sent: one telephone-event packet per 20 ms frame,
+/// in place of that frame's audio, all with the timestamp of the press's
+/// first frame (§2.5.1.2), the first marked, the duration growing by a
+/// frame each time, the last sent [`END_PACKETS`] times with the E bit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct KeyPress {
+    event: u8,
+    payload_type: u8,
+    start: Option<u32>,
+    sent: u32,
+}
+
+/// A telephone-event packet's fields.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct EventPacket {
+    pub payload: [u8; EVENT_PAYLOAD_LEN],
+    pub payload_type: u8,
+    pub timestamp: u32,
+    pub marker: bool,
+}
+
+impl KeyPress {
+    /// `digit` (`0`-`9`, `*`, `#`, `A`-`D`) sent with `payload_type` (the
+    /// peer's telephone-event); `None` for anything else.
+    pub fn new(digit: char, payload_type: u8) -> Option<Self> {
+        Some(Self {
+            event: event_to_digit_code(digit)?,
+            payload_type,
+            start: None,
+            sent: 0,
+        })
+    }
+
+    /// The packet for the frame at `timestamp` (`step` ticks a frame);
+    /// `None` once the press is over.
+    pub fn next_packet(&mut self, timestamp: u32, step: u32) -> Option<EventPacket> {
+        if self.sent >= PRESS_FRAMES + END_PACKETS - 1 {
+            return None;
+        }
+        let start = *self.start.get_or_insert(timestamp);
+        let n = self.sent;
+        self.sent += 1;
+        let end = n + 1 >= PRESS_FRAMES;
+        let duration = ((n + 1).min(PRESS_FRAMES) * step).min(u32::from(u16::MAX)) as u16;
+        let [high, low] = duration.to_be_bytes();
+        Some(EventPacket {
+            payload: [self.event, u8::from(end) << 7 | VOLUME, high, low],
+            payload_type: self.payload_type,
+            timestamp: start,
+            marker: n == 0,
+        })
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_press_we_send_is_one_digit_to_the_decoder_at_every_clock_rate() {
+        for step in [160u32, 960] {
+            let mut decoder = DtmfDecoder::new();
+            decoder.set_clock_rate(step * 50);
+            let mut digits = Vec::new();
+            let mut packets = Vec::new();
+            for (n, key) in ['1', '#', '1'].into_iter().enumerate() {
+                let mut press = KeyPress::new(key, 101).unwrap();
+                // Each press 0.5 s after the last (frame numbers 25 apart).
+                let mut frame = 1000 + 25 * n as u32;
+                while let Some(packet) = press.next_packet(frame * step, step) {
+                    if let Some(d) = decoder
+                        .handle_packet(packet.timestamp, &packet.payload)
+                        .unwrap()
+                    {
+                        digits.push(d.digit);
+                    }
+                    packets.push(packet);
+                    frame += 1;
+                }
+            }
+            assert_eq!(digits, ['1', '#', '1']);
+            let first: Vec<EventPacket> = packets[..7].to_vec();
+            assert!(first
+                .iter()
+                .all(|p| p.timestamp == 1000 * step && p.payload_type == 101));
+            assert_eq!(
+                first.iter().map(|p| p.marker).collect::<Vec<_>>(),
+                [true, false, false, false, false, false, false]
+            );
+            let ends: Vec<bool> = first.iter().map(|p| p.payload[1] & 0x80 != 0).collect();
+            assert_eq!(ends, [false, false, false, false, true, true, true]);
+            let durations: Vec<u32> = first
+                .iter()
+                .map(|p| u32::from(u16::from_be_bytes([p.payload[2], p.payload[3]])) / step)
+                .collect();
+            assert_eq!(durations, [1, 2, 3, 4, 5, 5, 5]);
+        }
+        assert_eq!(KeyPress::new('x', 101), None);
+    }
 
     fn payload(event: u8, end: bool, duration: u16) -> [u8; 4] {
         let d = duration.to_be_bytes();

@@ -24,6 +24,7 @@ use crate::media::driver::{
     self, MediaDriver, MediaEvent, MediaId, Received, ReceiverConfig, RtcpSetup, SenderState,
     StreamStart,
 };
+use crate::media::dtmf::KeyPress;
 use crate::media::echo::EchoStats;
 use crate::media::inbound::InboundRemote;
 use crate::media::jitter::JitterStats;
@@ -36,6 +37,15 @@ use crate::media::sent_audio::SentAudio;
 use crate::media::srtp::SrtpKeys;
 use crate::media::stats::ReceiveStats;
 use crate::media::vad::VadConfig;
+
+/// Why a key cannot be pressed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum KeyError {
+    #[error("the other side did not accept telephone-event (RFC 4733): keys cannot be sent")]
+    NoTelephoneEvent,
+    #[error("{0:?} is not a key (0-9, *, #, A-D)")]
+    NotAKey(char),
+}
 
 /// What the caller's session description says of its media, as the media
 /// path needs it.
@@ -254,6 +264,19 @@ impl MediaHandle {
         self.driver.interrupt(self.id).await;
     }
 
+    /// Presses `digit` on the line (RFC 4733, with the peer's
+    /// telephone-event payload type), after any press still being sent.
+    pub async fn press(&self, digit: char) -> Result<(), KeyError> {
+        let payload_type = self
+            .applied
+            .receive
+            .telephone_event
+            .ok_or(KeyError::NoTelephoneEvent)?;
+        let key = KeyPress::new(digit, payload_type).ok_or(KeyError::NotAKey(digit))?;
+        self.driver.press(self.id, key).await;
+        Ok(())
+    }
+
     /// An `Idle` that counts fewer segments than we queued left the driver
     /// before our last segment reached it.
     pub fn is_stale_idle(&self, enqueued: u64) -> bool {
@@ -432,6 +455,62 @@ mod tests {
         }
         assert!(bye, "no RTCP BYE");
         drop(events);
+    }
+
+    #[tokio::test]
+    async fn a_pressed_key_goes_out_as_rfc_4733_in_the_audio_s_place() {
+        let ip = "127.0.0.1".parse().unwrap();
+        let ours = MediaSockets::ephemeral_pair(ip).unwrap();
+        let phone = MediaSockets::ephemeral_pair(ip).unwrap();
+        let driver = MediaDriver::spawn(Arc::new(crate::metrics::Metrics::new()));
+        let (media, _events) = MediaHandle::start(
+            &driver,
+            setup(ours, pcmu_at(phone.rtp.local_addr().unwrap(), None)),
+        )
+        .await;
+        assert_eq!(media.press('x').await, Err(KeyError::NotAKey('x')));
+        // Audio first, then the press, then audio again; one sequence.
+        let mut packets = Vec::new();
+        for _ in 0..3 {
+            packets.push(next(&phone.rtp).await);
+        }
+        media.press('#').await.unwrap();
+        while packets.iter().filter(|p| p[1] & 0x7f == 101).count() < 7 && packets.len() <= 60 {
+            packets.push(next(&phone.rtp).await);
+        }
+        packets.push(next(&phone.rtp).await);
+        let types: Vec<u8> = packets.iter().map(|p| p[1] & 0x7f).collect();
+        let first = types.iter().position(|&t| t == 101).expect("events sent");
+        assert_eq!(types[first..first + 7], [101; 7], "{types:?}");
+        assert_eq!(types[first + 7], 0, "audio again after the press");
+        let seqs: Vec<u16> = packets
+            .iter()
+            .map(|p| u16::from_be_bytes([p[2], p[3]]))
+            .collect();
+        assert!(
+            seqs.windows(2).all(|w| w[1] == w[0].wrapping_add(1)),
+            "{seqs:?}"
+        );
+        let mut decoder = crate::media::dtmf::DtmfDecoder::new();
+        let mut digits = Vec::new();
+        for p in &packets[first..first + 7] {
+            let ts = u32::from_be_bytes([p[4], p[5], p[6], p[7]]);
+            if let Some(d) = decoder.handle_packet(ts, &p[12..]).unwrap() {
+                digits.push(d.digit);
+            }
+        }
+        assert_eq!(digits, ['#']);
+        assert_eq!(
+            packets[first][1] & 0x80,
+            0x80,
+            "the press's first packet is marked"
+        );
+        let mut none = pcmu_at(phone.rtp.local_addr().unwrap(), None);
+        none.receive.telephone_event = None;
+        let mut media = media;
+        media.apply_remote(none).await;
+        assert_eq!(media.press('1').await, Err(KeyError::NoTelephoneEvent));
+        media.stop().await;
     }
 
     /// Whether an RTCP compound packet holds a BYE.
