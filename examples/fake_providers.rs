@@ -2,6 +2,10 @@
 //! providers' real wire formats on loopback.
 //!
 //!     cargo run --example fake_providers -- [port] [llm_ttfb_ms] [tts_ttfb_ms]
+//!         [--transcripts FILE]
+//!
+//! The STT "hears" the lines of FILE in turn (the last one repeats), e.g.
+//! `examples/caller/transcripts.txt`, the words of the caller's WAVs there.
 //!
 //! Then point `[llm] base_url` and `[stt] base_url` at
 //! `http://127.0.0.1:<port>/v1` and `[tts] base_url` at
@@ -19,18 +23,35 @@ use std::time::Duration;
 use fake_providers::{FakeBehaviour, FakeProviders, Fault};
 
 fn main() {
-    let mut args = std::env::args().skip(1).map(|a| a.parse::<u64>().ok());
-    let port = args.next().flatten().unwrap_or(8089) as u16;
-    let llm_ttfb = args.next().flatten().unwrap_or(800);
-    let tts_ttfb = args.next().flatten().unwrap_or(300);
-    let fake = FakeProviders::start(
-        port,
-        FakeBehaviour {
-            llm_ttfb: Duration::from_millis(llm_ttfb),
-            tts_ttfb: Duration::from_millis(tts_ttfb),
-            ..Default::default()
-        },
-    );
+    let mut args: Vec<String> = std::env::args().skip(1).collect();
+    let mut behaviour = FakeBehaviour::default();
+    if let Some(at) = args.iter().position(|a| a == "--transcripts") {
+        let Some(path) = args.get(at + 1).cloned() else {
+            eprintln!("--transcripts needs a file");
+            std::process::exit(2);
+        };
+        let text = match std::fs::read_to_string(&path) {
+            Ok(text) => text,
+            Err(error) => {
+                eprintln!("cannot read {path}: {error}");
+                std::process::exit(1);
+            }
+        };
+        behaviour.stt_transcripts = text
+            .lines()
+            .map(str::trim)
+            .filter(|l| !l.is_empty())
+            .map(String::from)
+            .collect();
+        args.drain(at..at + 2);
+    }
+    let mut numbers = args.iter().map(|a| a.parse::<u64>().ok());
+    let port = numbers.next().flatten().unwrap_or(8089) as u16;
+    let llm_ttfb = numbers.next().flatten().unwrap_or(800);
+    let tts_ttfb = numbers.next().flatten().unwrap_or(300);
+    behaviour.llm_ttfb = Duration::from_millis(llm_ttfb);
+    behaviour.tts_ttfb = Duration::from_millis(tts_ttfb);
+    let fake = FakeProviders::start(port, behaviour);
     eprintln!(
         "fake providers on {} (LLM TTFB {llm_ttfb} ms, TTS TTFB {tts_ttfb} ms); Ctrl-C to stop",
         fake.base_url()

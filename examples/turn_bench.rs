@@ -76,6 +76,7 @@ fn main() {
                     play: Some(dir.join("caller.wav")),
                     record: Some(record.clone()),
                     duration: Some(Duration::from_secs(16)),
+                    turns: Vec::new(),
                     codecs: Default::default(),
                 },
             ));

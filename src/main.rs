@@ -86,9 +86,13 @@ enum Command {
         /// with --dtmf, or until the callee hangs up).
         #[arg(long)]
         duration: Option<f64>,
-        /// Keys to press (RFC 4733), e.g. 1,1,1: each once the callee has
-        /// spoken and then been quiet for a second (after the greeting,
-        /// after each prompt).
+        /// WAVs to say as the caller's turns, repeated in order: each once
+        /// the callee has spoken and then been quiet for 1.2 s (after the
+        /// greeting, after each prompt).
+        #[arg(long)]
+        say: Vec<PathBuf>,
+        /// Keys to press (RFC 4733), e.g. 1,1,1, as turns like --say's
+        /// (after them when both are given).
         #[arg(long, value_delimiter = ',', value_parser = parse_key)]
         dtmf: Vec<char>,
         /// A codec to offer (PCMA, PCMU, G722, opus), repeated in order of preference
@@ -241,6 +245,7 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
             play,
             record,
             duration,
+            say,
             dtmf,
             codecs,
         } => {
@@ -268,7 +273,11 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 play,
                 record,
                 duration,
-                keys: dtmf,
+                turns: say
+                    .into_iter()
+                    .map(sav::call::outbound::CallerTurn::Say)
+                    .chain(dtmf.into_iter().map(sav::call::outbound::CallerTurn::Key))
+                    .collect(),
                 codecs,
             };
             let summary =

@@ -85,6 +85,7 @@ fn call_sav(ports: Ports, seconds: u64) -> CallRequest {
         play: None,
         record: None,
         duration: Some(Duration::from_secs(seconds)),
+        turns: Vec::new(),
         codecs: CodecChoice::default(),
     }
 }

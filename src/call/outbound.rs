@@ -16,7 +16,7 @@ use tokio::time::Instant;
 
 use crate::media::codec::{Codec, CodecChoice, Encoder};
 use crate::media::driver::{MediaDriver, MediaEvent};
-use crate::media::handle::{MediaHandle, MediaSetup};
+use crate::media::handle::{KeyError, MediaHandle, MediaSetup};
 use crate::media::playout::{Clip, SegmentKind, StreamPolicy};
 use crate::media::ports::MediaSockets;
 use crate::media::recording::Recording;
@@ -40,7 +40,7 @@ pub enum CallError {
     #[error(transparent)]
     Resample(#[from] resample::ResampleError),
     #[error(transparent)]
-    Key(#[from] crate::media::handle::KeyError),
+    Key(#[from] KeyError),
 }
 
 /// What `sav call` does.
@@ -54,17 +54,28 @@ pub struct CallRequest {
     /// How long to stay on the line; by default the WAV's length + 2 s, or
     /// 10 s (120 s with keys to press).
     pub duration: Option<Duration>,
-    /// Keys to press (RFC 4733), each once the callee has spoken and then
-    /// been quiet for [`QUIET_BEFORE_KEY`].
-    pub keys: Vec<char>,
+    /// The caller's turns: each said or pressed once the callee has spoken
+    /// and then been quiet for [`QUIET_BEFORE_TURN`] (its prompt is over).
+    pub turns: Vec<CallerTurn>,
     /// The codecs offered, in our order.
     pub codecs: CodecChoice,
+}
+
+/// One turn of the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CallerTurn {
+    /// A key pressed (RFC 4733).
+    Key(char),
+    /// A WAV said (16-bit, any rate).
+    Say(PathBuf),
 }
 
 /// How the call went.
 #[derive(Debug, Clone)]
 pub struct CallSummary {
     pub target: String,
+    /// The SIP Call-ID.
+    pub call_id: String,
     pub status: u16,
     /// The codec of the answer.
     pub codec: Codec,
@@ -84,13 +95,13 @@ pub struct CallSummary {
     pub callee_reports_lost: Option<i32>,
     pub remote_hung_up: bool,
     pub duration: Duration,
-    /// The keys pressed, and when (from the answer).
-    pub pressed: Vec<(char, Duration)>,
+    /// The caller's turns taken, and when (from the answer).
+    pub taken: Vec<(String, Duration)>,
 }
 
-/// The callee's quiet after it spoke that lets the next key go: its
-/// prompt is over (the pauses inside a prompt are shorter).
-pub const QUIET_BEFORE_KEY: Duration = Duration::from_millis(1200);
+/// The callee's quiet after it spoke that lets the caller's next turn go:
+/// its prompt is over (the pauses inside a prompt are shorter).
+pub const QUIET_BEFORE_TURN: Duration = Duration::from_millis(1200);
 
 impl std::fmt::Display for CallSummary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -99,6 +110,7 @@ impl std::fmt::Display for CallSummary {
             None => "none".into(),
         };
         writeln!(f, "call {}: answered {}", self.target, self.status)?;
+        writeln!(f, "  call_id           {}", self.call_id)?;
         writeln!(f, "  codec             {}", self.codec)?;
         writeln!(
             f,
@@ -124,13 +136,13 @@ impl std::fmt::Display for CallSummary {
             Some(lost) => writeln!(f, "  callee_lost       {lost} (its RTCP)")?,
             None => writeln!(f, "  callee_lost       no RTCP report")?,
         }
-        if !self.pressed.is_empty() {
-            let keys: Vec<String> = self
-                .pressed
+        if !self.taken.is_empty() {
+            let turns: Vec<String> = self
+                .taken
                 .iter()
-                .map(|(key, at)| format!("{key} at {:.1} s", at.as_secs_f64()))
+                .map(|(turn, at)| format!("{turn} at {:.1} s", at.as_secs_f64()))
                 .collect();
-            writeln!(f, "  keys              {}", keys.join(", "))?;
+            writeln!(f, "  turns             {}", turns.join(", "))?;
         }
         writeln!(f, "  duration_s        {:.2}", self.duration.as_secs_f64())?;
         write!(
@@ -155,7 +167,7 @@ pub async fn place_call(
         None => Vec::new(),
     };
     let duration = request.duration.unwrap_or_else(|| {
-        if !request.keys.is_empty() {
+        if !request.turns.is_empty() {
             return Duration::from_secs(120);
         }
         Duration::from_millis(voice.len() as u64 / 8)
@@ -165,17 +177,33 @@ pub async fn place_call(
     let port = sockets.rtp.local_addr()?.port();
     let mut dialed = dial(config, &request.target, port, &request.codecs).await?;
     let codec = dialed.remote.codec;
-    if !request.keys.is_empty() && dialed.remote.receive.telephone_event.is_none() {
-        dialed.end(false).await;
-        return Err(crate::media::handle::KeyError::NoTelephoneEvent.into());
-    }
-    if let Some(&key) = request
-        .keys
-        .iter()
-        .find(|&&k| crate::media::dtmf::event_to_digit_code(k).is_none())
-    {
-        dialed.end(false).await;
-        return Err(crate::media::handle::KeyError::NotAKey(key).into());
+    // What the caller will say, in the call's codec; keys it can send.
+    let mut turns = Vec::with_capacity(request.turns.len());
+    for turn in &request.turns {
+        let ready = match turn {
+            CallerTurn::Key(key) => {
+                let refusal = if dialed.remote.receive.telephone_event.is_none() {
+                    Some(KeyError::NoTelephoneEvent)
+                } else if crate::media::dtmf::event_to_digit_code(*key).is_none() {
+                    Some(KeyError::NotAKey(*key))
+                } else {
+                    None
+                };
+                if let Some(refusal) = refusal {
+                    dialed.end(false).await;
+                    return Err(refusal.into());
+                }
+                Ready::Key(*key)
+            }
+            CallerTurn::Say(path) => match load_wav(path) {
+                Ok(pcm) => Ready::Say(path.display().to_string(), encode(codec, &pcm)),
+                Err(error) => {
+                    dialed.end(false).await;
+                    return Err(error);
+                }
+            },
+        };
+        turns.push(ready);
     }
 
     // Our voice from frame 0 of the answer; theirs received and recorded.
@@ -185,13 +213,13 @@ pub async fn place_call(
     let initial = if voice.is_empty() {
         Vec::new()
     } else {
-        let mut encoded = Vec::with_capacity(voice.len());
-        let mut encoder = Encoder::new(codec);
-        encoder.encode_extend(&voice, &mut encoded);
-        encoder.finish(&mut encoded);
-        vec![SegmentKind::Clip(Clip::new("play", codec, encoded))]
+        vec![SegmentKind::Clip(Clip::new(
+            "play",
+            codec,
+            encode(codec, &voice),
+        ))]
     };
-    let (media, mut events) = MediaHandle::start(
+    let (mut media, mut events) = MediaHandle::start(
         &driver,
         MediaSetup {
             socket: sockets.rtp,
@@ -203,8 +231,9 @@ pub async fn place_call(
             policy: StreamPolicy::default(),
             // The callee may be silent for the whole call: no timeout.
             rtp_timeout: duration + Duration::from_secs(60),
-            // Keys wait for the callee's prompts to end: its voice heard.
-            vad: (!request.keys.is_empty()).then(|| VadConfig {
+            // The caller's turns wait for the callee's prompts to end: its
+            // voice heard.
+            vad: (!turns.is_empty()).then(|| VadConfig {
                 echo_cancelling: false,
                 stream_audio: false,
                 ..VadConfig::default()
@@ -214,28 +243,35 @@ pub async fn place_call(
     )
     .await;
     let end_at = answered + duration;
-    let mut keys = request.keys.iter().copied();
-    let mut next_key = keys.next();
-    let mut pressed = Vec::new();
+    let mut turns = turns.into_iter();
+    let mut next_turn = turns.next();
+    let mut taken = Vec::new();
     // The callee spoke since the last key, and went quiet at.
     let mut spoke = false;
     let mut quiet_since: Option<Instant> = None;
     let remote_hung_up = loop {
-        let press_at = match (next_key, quiet_since) {
-            (Some(_), Some(quiet)) if spoke => Some(quiet + QUIET_BEFORE_KEY),
+        let turn_at = match (&next_turn, quiet_since) {
+            (Some(_), Some(quiet)) if spoke => Some(quiet + QUIET_BEFORE_TURN),
             _ => None,
         };
         tokio::select! {
             _ = tokio::time::sleep_until(end_at) => break false,
             _ = dialed.hung_up() => break true,
-            _ = sleep_until(press_at) => {
-                if let Some(key) = next_key.take() {
+            _ = sleep_until(turn_at) => {
+                match next_turn.take() {
                     // Checked above: the callee takes events, the key is one.
-                    if media.press(key).await.is_ok() {
-                        pressed.push((key, answered.elapsed()));
+                    Some(Ready::Key(key)) if media.press(key).await.is_ok() => {
+                        taken.push((format!("key {key}"), answered.elapsed()));
                     }
-                    next_key = keys.next();
+                    Some(Ready::Say(name, audio)) => {
+                        media
+                            .enqueue(SegmentKind::Clip(Clip::new("say", codec, audio)))
+                            .await;
+                        taken.push((format!("said {name}"), answered.elapsed()));
+                    }
+                    Some(Ready::Key(_)) | None => {}
                 }
+                next_turn = turns.next();
                 spoke = false;
                 quiet_since = None;
             }
@@ -259,7 +295,7 @@ pub async fn place_call(
     };
     let stats = media.stop().await;
     let media_ended = Instant::now();
-    let (status, setup) = (dialed.status, dialed.setup);
+    let (status, setup, call_id) = (dialed.status, dialed.setup, dialed.call_id());
     dialed.end(remote_hung_up).await;
 
     let received = &stats.received;
@@ -281,6 +317,7 @@ pub async fn place_call(
     }
     Ok(CallSummary {
         target: request.target,
+        call_id,
         status,
         codec,
         setup,
@@ -297,8 +334,23 @@ pub async fn place_call(
         callee_reports_lost: stats.peer.of_us.map(|b| b.cumulative_lost),
         remote_hung_up,
         duration: media_ended - answered,
-        pressed,
+        taken,
     })
+}
+
+/// A caller's turn made ready before the call starts.
+enum Ready {
+    Key(char),
+    Say(String, Vec<u8>),
+}
+
+/// 8 kHz linear PCM in `codec`.
+fn encode(codec: Codec, pcm: &[i16]) -> Vec<u8> {
+    let mut encoded = Vec::with_capacity(pcm.len());
+    let mut encoder = Encoder::new(codec);
+    encoder.encode_extend(pcm, &mut encoded);
+    encoder.finish(&mut encoded);
+    encoded
 }
 
 /// Never when `at` is `None`.

@@ -72,6 +72,12 @@ pub struct Dialed {
 }
 
 impl Dialed {
+    /// The call's SIP Call-ID (`sav report` finds the callee's record by
+    /// it when the callee is a sav).
+    pub fn call_id(&self) -> String {
+        self.dialog.id().call_id
+    }
+
     /// Resolves when the callee hangs up (its BYE).
     pub async fn hung_up(&mut self) {
         loop {
