@@ -271,6 +271,26 @@ fn a_new_customer_fixes_the_box_with_the_second_step_by_voice() {
         String::from_utf8_lossy(&report.stderr)
     );
     let svg = std::fs::read_to_string(&svg_path).unwrap();
+    // An export carries no caller number (the CRM event, above, is where
+    // it goes in full).
+    let json = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+        .arg("--config")
+        .arg(dir.join("sav.toml"))
+        .args(["report", record, "--json"])
+        .output()
+        .expect("run sav report --json");
+    let json = String::from_utf8_lossy(&json.stdout);
+    assert!(json.contains("\"events\""), "{json}");
+    for export in [&svg, &json.to_string()] {
+        assert!(
+            !export.contains("612345678"),
+            "a caller number in an export"
+        );
+    }
+    assert!(
+        !log.contains("612345678"),
+        "the caller's number in full in the log"
+    );
     assert_eq!(svg.matches("class=\"lane\"").count(), 5);
     assert_eq!(svg.matches("class=\"speech\"").count(), said.len());
     assert_eq!(
