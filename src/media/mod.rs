@@ -3,7 +3,8 @@
 //! - [`g711`]: μ-law codec tables;
 //! - [`pacer`]: which frame is due now, with its seq/timestamp;
 //! - [`playout`]: what the bot says in each frame;
-//! - [`dtmf`]: RFC 4733 telephone-events → digits;
+//! - [`dtmf`]: RFC 4733 telephone-events ↔ digits (the caller's keys decoded; a
+//!   key press sent by `sav call --dtmf`, in place of the audio frames);
 //! - [`rtp`]: packet writing and reading;
 //! - [`latch`]: symmetric RTP, which source the caller really sends from;
 //! - [`resample`]: rate conversion to 8 kHz;
