@@ -6,7 +6,9 @@
 # arguments are a sav command (`check-config`, `cache check`, `report …`).
 #
 #   SAV_CONFIG     the configuration (default /etc/sav/sav.toml)
-#   SAV_STATE_DIR  where the store and recordings go (default /var/lib/sav)
+#   SAV_STATE_DIR  the directory checked for writing (default /var/lib/sav,
+#                  where the image's configuration puts the store and
+#                  recordings; set it if your configuration puts them elsewhere)
 set -eu
 config="${SAV_CONFIG:-/etc/sav/sav.toml}"
 state="${SAV_STATE_DIR:-/var/lib/sav}"

@@ -37,6 +37,13 @@ while [ $# -gt 0 ]; do
     esac
 done
 root="${root%/}"
+if [ -n "$root" ]; then
+    case "$root" in
+        *'|'*|*'&'*|*'\'*) echo "install.sh: --root may not hold | & or \\" >&2; exit 2 ;;
+    esac
+    # The configuration names absolute paths.
+    root="$(realpath -m "$root")"
+fi
 if [ -z "$binary" ]; then
     binary="$repo/target/release/sav"
     if [ ! -x "$binary" ]; then
@@ -50,7 +57,12 @@ share="$root/usr/share/sav"
 etc="$root/etc/sav"
 state="$root/var/lib/sav"
 
-install -d "$bin_dir" "$share" "$etc" "$state"
+install -d "$bin_dir" "$share" "$etc"
+# On the system itself, the unit's StateDirectory= makes the state
+# directory, for its dynamic user; elsewhere (a tree, a container) here.
+if [ -n "$root" ] || [ "$unit" = 0 ]; then
+    install -d "$state"
+fi
 install -m 0755 "$binary" "$bin_dir/sav"
 rm -rf "$share/cache"
 cp -r "$repo/cache" "$share/cache"

@@ -83,7 +83,7 @@ enum Command {
         #[arg(long)]
         record: Option<PathBuf>,
         /// Seconds on the line (default: the WAV's length + 2, or 10; 120
-        /// with --dtmf, or until the callee hangs up).
+        /// with --say or --dtmf turns), or until the callee hangs up.
         #[arg(long)]
         duration: Option<f64>,
         /// WAVs to say as the caller's turns, repeated in order: each once

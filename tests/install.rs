@@ -137,6 +137,30 @@ fn wait_ready(port: u16, child: &mut std::process::Child, log: &Path) {
     }
 }
 
+/// A process killed (and reaped) when the test ends, even by a panic: no
+/// orphan keeps this test's ports for the next run.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// The temporary root, writable again and removed when the test ends.
+struct Tree(PathBuf);
+
+impl Drop for Tree {
+    fn drop(&mut self) {
+        let _ = Command::new("chmod")
+            .args(["-R", "u+w"])
+            .arg(&self.0)
+            .status();
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
 fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
     // SAFETY: signalling our own child.
     unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
@@ -153,6 +177,7 @@ fn terminate(child: &mut std::process::Child) -> std::process::ExitStatus {
 #[test]
 fn the_unit_layout_verifies_and_starts_with_only_its_state_directory_writable() {
     let root = open_root("install");
+    let _tree = Tree(root.clone());
     let ports = Ports::slot(84);
     let printed = install(&root);
     let config = root.join("etc/sav/sav.toml");
@@ -227,12 +252,14 @@ fn the_unit_layout_verifies_and_starts_with_only_its_state_directory_writable() 
         String::from_utf8_lossy(&check.stderr)
     );
     let log = root.join("serve.log");
-    let mut child = as_service(&sav, &["serve", "--config", config.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_ready(ports.metrics, &mut child, &log);
+    let mut child = Running(
+        as_service(&sav, &["serve", "--config", config.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(ports.metrics, &mut child.0, &log);
     // The store is made in the state directory, by the service's user.
     let db = state.join("sav.db");
     assert!(db.is_file(), "no {}", db.display());
@@ -256,7 +283,7 @@ fn the_unit_layout_verifies_and_starts_with_only_its_state_directory_writable() 
         sipp_report(&root, &output),
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let status = terminate(&mut child);
+    let status = terminate(&mut child.0);
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(status.success(), "{status}\n{text}");
     assert!(!text.contains("ERROR"), "{text}");
@@ -264,7 +291,6 @@ fn the_unit_layout_verifies_and_starts_with_only_its_state_directory_writable() 
         text.contains("call outcome"),
         "the call ran to its end:\n{text}"
     );
-    let _ = std::fs::remove_dir_all(&root);
 }
 
 /// The container's entry point, run on the installed tree: it refuses a
@@ -274,6 +300,7 @@ fn the_unit_layout_verifies_and_starts_with_only_its_state_directory_writable() 
 #[test]
 fn the_image_entry_point_checks_its_volume_then_serves() {
     let root = open_root("entrypoint");
+    let _tree = Tree(root.clone());
     let ports = Ports::slot(85);
     install(&root);
     lock_down(&root, ports);
@@ -302,12 +329,14 @@ fn the_image_entry_point_checks_its_volume_then_serves() {
     );
 
     let log = root.join("entrypoint.log");
-    let mut child = run(&root.join("var/lib/sav"))
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(&log).unwrap())
-        .spawn()
-        .unwrap();
-    wait_ready(ports.metrics, &mut child, &log);
+    let mut child = Running(
+        run(&root.join("var/lib/sav"))
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&log).unwrap())
+            .spawn()
+            .unwrap(),
+    );
+    wait_ready(ports.metrics, &mut child.0, &log);
     // The Dockerfile's HEALTHCHECK, on this test's metrics port.
     let dockerfile = std::fs::read_to_string(Path::new(REPO).join("Dockerfile")).unwrap();
     let health = dockerfile
@@ -332,11 +361,10 @@ fn the_image_entry_point_checks_its_volume_then_serves() {
     assert!(probe(ports.metrics), "the health check fails on a live sav");
     assert!(!probe(1), "the health check passes where nothing listens");
     // sav is the process (exec): SIGTERM reaches it and it drains.
-    let status = terminate(&mut child);
+    let status = terminate(&mut child.0);
     assert!(
         status.success(),
         "{status}\n{}",
         std::fs::read_to_string(&log).unwrap_or_default()
     );
-    let _ = std::fs::remove_dir_all(&root);
 }

@@ -131,3 +131,27 @@ fn calls_a_sipp_callee_and_reports_its_stream() {
     );
     assert!(number(&s, "setup_ms") < 1000.0);
 }
+
+/// Keys on an Opus call go out as 48 kHz telephone-events on the payload
+/// type the callee's answer gave them (ours is 110 there, not 101): the
+/// callee, a second sav, hears the '#' and says goodbye.
+#[test]
+fn a_key_pressed_on_an_opus_call_reaches_the_callee() {
+    let dir = workdir("sav_call_opus_key");
+    let ports = Ports::slot(89);
+    let callee = Sav::start(&dir, ports, |c| c);
+    let output = Command::new("timeout")
+        .args(["-k", "5", "100"])
+        .arg(env!("CARGO_BIN_EXE_sav"))
+        .args(["call", &format!("sip:sav@127.0.0.1:{}", ports.sip)])
+        .args(["--codec", "opus", "--dtmf", "#", "--duration", "60"])
+        .env("NO_COLOR", "1")
+        .output()
+        .expect("run sav call");
+    let s = summary(&output);
+    assert_eq!(s["codec"], "opus", "{s:?}");
+    assert!(s["turns"].starts_with("key # at"), "{s:?}");
+    assert_eq!(s["ended_by"], "remote BYE", "{s:?}");
+    let log = callee.wait_for_log("call outcome", Duration::from_secs(10));
+    assert!(log.contains("DTMF digit=#"), "{log}");
+}

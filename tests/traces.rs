@@ -151,8 +151,9 @@ fn a_voice_call_is_one_trace_of_turns_requests_and_playout() {
                 ),
             )
         },
-        // Batches leave every 200 ms (the SDK's default is 5 s).
-        &[("OTEL_BSP_SCHEDULE_DELAY", "200")],
+        // No batch leaves on its own during the test (the SDK's delay is
+        // 5 s): only the flush at exit can deliver the call's spans.
+        &[("OTEL_BSP_SCHEDULE_DELAY", "600000")],
     );
     // The greeting lasts about 6.5 s: the caller speaks after it.
     let output = sipp(
@@ -169,6 +170,11 @@ fn a_voice_call_is_one_trace_of_turns_requests_and_playout() {
         sav.log_text()
     );
     sav.wait_for_log("call outcome", Duration::from_secs(10));
+    assert_eq!(
+        collector.received.lock().unwrap().posts,
+        0,
+        "nothing sent before the exit"
+    );
     // The exporter sends what is left when sav exits.
     assert!(sav.terminate().success(), "{}", sav.log_text());
     let received = collector.received.lock().unwrap();
@@ -208,6 +214,17 @@ fn a_voice_call_is_one_trace_of_turns_requests_and_playout() {
         .iter()
         .filter(|s| s.trace_id == call.trace_id)
         .collect();
+    assert_eq!(
+        in_call.len(),
+        received.spans.len(),
+        "a span outside the call's trace: {:?}",
+        received
+            .spans
+            .iter()
+            .filter(|s| s.trace_id != call.trace_id)
+            .map(|s| &s.name)
+            .collect::<Vec<_>>()
+    );
     let by_id: HashMap<&[u8], &Span> = in_call.iter().map(|s| (&s.span_id[..], *s)).collect();
     let parent = |span: &Span| -> &str {
         by_id

@@ -173,38 +173,37 @@ pub async fn place_call(
         Duration::from_millis(voice.len() as u64 / 8)
             + Duration::from_secs(if voice.is_empty() { 10 } else { 2 })
     });
+    // The turns are read and checked before anything rings.
+    let mut pending = Vec::with_capacity(request.turns.len());
+    for turn in &request.turns {
+        pending.push(match turn {
+            CallerTurn::Key(key) => {
+                if crate::media::dtmf::event_to_digit_code(*key).is_none() {
+                    return Err(KeyError::NotAKey(*key).into());
+                }
+                Pending::Key(*key)
+            }
+            CallerTurn::Say(path) => Pending::Say(path.display().to_string(), load_wav(path)?),
+        });
+    }
     let sockets = MediaSockets::ephemeral_pair(config.listen.ip())?;
     let port = sockets.rtp.local_addr()?.port();
     let mut dialed = dial(config, &request.target, port, &request.codecs).await?;
     let codec = dialed.remote.codec;
-    // What the caller will say, in the call's codec; keys it can send.
-    let mut turns = Vec::with_capacity(request.turns.len());
-    for turn in &request.turns {
-        let ready = match turn {
-            CallerTurn::Key(key) => {
-                let refusal = if dialed.remote.receive.telephone_event.is_none() {
-                    Some(KeyError::NoTelephoneEvent)
-                } else if crate::media::dtmf::event_to_digit_code(*key).is_none() {
-                    Some(KeyError::NotAKey(*key))
-                } else {
-                    None
-                };
-                if let Some(refusal) = refusal {
-                    dialed.end(false).await;
-                    return Err(refusal.into());
-                }
-                Ready::Key(*key)
-            }
-            CallerTurn::Say(path) => match load_wav(path) {
-                Ok(pcm) => Ready::Say(path.display().to_string(), encode(codec, &pcm)),
-                Err(error) => {
-                    dialed.end(false).await;
-                    return Err(error);
-                }
-            },
-        };
-        turns.push(ready);
+    // What the caller will say, in the call's codec; keys only if the
+    // callee takes telephone-events.
+    let takes_keys = dialed.remote.send_events.is_some();
+    if !takes_keys && pending.iter().any(|t| matches!(t, Pending::Key(_))) {
+        dialed.end(false).await;
+        return Err(KeyError::NoTelephoneEvent.into());
     }
+    let turns: Vec<Ready> = pending
+        .into_iter()
+        .map(|turn| match turn {
+            Pending::Key(key) => Ready::Key(key),
+            Pending::Say(name, pcm) => Ready::Say(name, encode(codec, &pcm)),
+        })
+        .collect();
 
     // Our voice from frame 0 of the answer; theirs received and recorded.
     let answered = dialed.answered;
@@ -338,7 +337,13 @@ pub async fn place_call(
     })
 }
 
-/// A caller's turn made ready before the call starts.
+/// A caller's turn as read before dialing (a WAV as 8 kHz PCM).
+enum Pending {
+    Key(char),
+    Say(String, Vec<i16>),
+}
+
+/// A caller's turn made ready for the call's codec.
 enum Ready {
     Key(char),
     Say(String, Vec<u8>),

@@ -60,6 +60,9 @@ pub struct RemoteMedia {
     pub payload_type: u8,
     /// The payload types the caller sends.
     pub receive: PayloadTypes,
+    /// The payload type the other side takes telephone-events on (its
+    /// description's, at the codec's clock rate): the keys we press.
+    pub send_events: Option<u8>,
     /// We send audio (false while the caller holds us: RFC 3264 §8.4).
     pub sending: bool,
     /// The caller may send nothing for now (any hold): no RTP timeout.
@@ -267,11 +270,7 @@ impl MediaHandle {
     /// Presses `digit` on the line (RFC 4733, with the peer's
     /// telephone-event payload type), after any press still being sent.
     pub async fn press(&self, digit: char) -> Result<(), KeyError> {
-        let payload_type = self
-            .applied
-            .receive
-            .telephone_event
-            .ok_or(KeyError::NoTelephoneEvent)?;
+        let payload_type = self.applied.send_events.ok_or(KeyError::NoTelephoneEvent)?;
         let key = KeyPress::new(digit, payload_type).ok_or(KeyError::NotAKey(digit))?;
         self.driver.press(self.id, key).await;
         Ok(())
@@ -368,6 +367,7 @@ mod tests {
                 audio: 0,
                 telephone_event: Some(101),
             },
+            send_events: Some(101),
             sending: true,
             quiet_allowed: false,
             rtcp_mux: false,
@@ -506,7 +506,7 @@ mod tests {
             "the press's first packet is marked"
         );
         let mut none = pcmu_at(phone.rtp.local_addr().unwrap(), None);
-        none.receive.telephone_event = None;
+        none.send_events = None;
         let mut media = media;
         media.apply_remote(none).await;
         assert_eq!(media.press('1').await, Err(KeyError::NoTelephoneEvent));

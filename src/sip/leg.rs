@@ -831,6 +831,7 @@ pub fn remote_media(negotiated: &NegotiatedAudio, receive: PayloadTypes) -> Remo
         payload_type: negotiated.payload_type,
         codec: negotiated.codec,
         receive,
+        send_events: negotiated.telephone_event,
         sending: matches!(ours, Direction::SendRecv | Direction::SendOnly),
         quiet_allowed: ours != Direction::SendRecv,
         rtcp_mux: negotiated.rtcp_mux,

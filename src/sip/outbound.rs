@@ -206,14 +206,14 @@ pub async fn dial(
         .and_then(|a| sdp::negotiate_answer(&a, codecs, &offer));
     let remote = match negotiated {
         // The callee sends with the payload types of our offer (RFC 3264
-        // §5.1): the static ones, which its answer repeats.
-        Ok(chosen) => crate::sip::leg::remote_media(
-            &chosen,
-            PayloadTypes {
+        // §5.1), and takes events on those of its answer.
+        Ok(chosen) => {
+            let receive = chosen.receive.unwrap_or(PayloadTypes {
                 audio: chosen.payload_type,
-                telephone_event: Some(sdp::OFFERED_TELEPHONE_EVENT),
-            },
-        ),
+                telephone_event: None,
+            });
+            crate::sip::leg::remote_media(&chosen, receive)
+        }
         Err(error) => {
             // Answered with nothing we can use: end it properly.
             let _ = dialog.bye().await;

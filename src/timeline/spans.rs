@@ -25,6 +25,9 @@ pub(super) struct Spans {
     turn: Option<Span>,
     turns: u64,
     playing: Vec<(String, Span)>,
+    /// The call's record is closed: a mark made after it (a task still
+    /// winding down) opens no span (it would start a trace of its own).
+    closed: bool,
 }
 
 impl Spans {
@@ -35,6 +38,7 @@ impl Spans {
             turn: None,
             turns: 0,
             playing: Vec::new(),
+            closed: false,
         }
     }
 
@@ -45,6 +49,9 @@ impl Spans {
     }
 
     pub(super) fn on_mark(&mut self, mark: &Mark) {
+        if self.closed {
+            return;
+        }
         match mark {
             Mark::CallerSpeechStart => self.new_turn("voice"),
             Mark::Dtmf { .. } => self.new_turn("key"),
@@ -91,6 +98,9 @@ impl Spans {
 
     /// A provider request's span, under the turn in progress.
     pub(super) fn request(&self, provider: Provider, id: &str) -> Span {
+        if self.closed {
+            return Span::none();
+        }
         info_span!(
             parent: self.parent(),
             "request",
@@ -109,6 +119,7 @@ impl Spans {
         self.playing.clear();
         self.turn = None;
         self.call = Span::none();
+        self.closed = true;
     }
 }
 
@@ -203,6 +214,9 @@ mod tests {
             // plays its reply and waits on its LLM.
             assert_eq!(tree.0.lock().unwrap().1, ["playout", "request"]);
             spans.close();
+            // Marks after the close open nothing.
+            spans.on_mark(&Mark::CallerSpeechStart);
+            assert!(spans.request(Provider::Llm, "late").is_none());
             drop(call);
         });
         let (opened, closed) = tree.0.lock().unwrap().clone();

@@ -642,6 +642,7 @@ pub fn phone_media(addr: std::net::SocketAddr, codec: Codec, sending: bool) -> R
             audio: payload_type,
             telephone_event: Some(101),
         },
+        send_events: Some(101),
         sending,
         quiet_allowed: !sending,
         rtcp_mux: false,
