@@ -86,6 +86,9 @@ pub struct Config {
     /// Logging and its privacy.
     #[serde(default)]
     pub log: LogConfig,
+    /// The after-sales team's console (off unless it listens).
+    #[serde(default)]
+    pub console: crate::console::config::ConsoleConfig,
     /// OpenTelemetry traces of calls (off unless an endpoint is set).
     #[serde(default)]
     pub traces: TracesConfig,
@@ -398,6 +401,10 @@ impl Config {
             value,
             expected,
         };
+        // A console beyond loopback needs users; their hashes must read.
+        if let Err(error) = self.console.users(&self.base_dir) {
+            return Err(invalid("console", error.to_string(), "see the message"));
+        }
         if let Some(url) = self.traces.traces_url() {
             let parsed = reqwest::Url::parse(&url);
             if !matches!(parsed.as_ref().map(|u| u.scheme()), Ok("http" | "https")) {

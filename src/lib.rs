@@ -39,6 +39,7 @@ pub mod app;
 pub mod cache;
 pub mod call;
 pub mod config;
+pub mod console;
 pub mod conversation;
 pub mod media;
 pub mod metrics;

@@ -38,6 +38,9 @@ enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Print an argon2 hash of the password read from standard input (one
+    /// line), for [[console.users]] password_hash.
+    HashPassword,
     /// Manage the phrase cache.
     Cache {
         #[command(subcommand)]
@@ -143,6 +146,24 @@ fn main() -> ExitCode {
             clap_complete::generate(*shell, &mut command, "sav", &mut std::io::stdout());
             return ExitCode::SUCCESS;
         }
+        Command::HashPassword => {
+            let mut password = String::new();
+            if std::io::stdin().read_line(&mut password).is_err() || password.trim().is_empty() {
+                eprintln!("sav: no password on standard input");
+                return ExitCode::FAILURE;
+            }
+            let password = password.trim_end_matches(['\r', '\n']);
+            return match sav::console::auth::hash_password(password) {
+                Ok(hash) => {
+                    println!("{hash}");
+                    ExitCode::SUCCESS
+                }
+                Err(error) => {
+                    eprintln!("sav: {error}");
+                    ExitCode::FAILURE
+                }
+            };
+        }
         Command::Man { out } => {
             return match write_manual(out.as_deref()) {
                 Ok(()) => ExitCode::SUCCESS,
@@ -223,7 +244,9 @@ fn write_manual(out: Option<&std::path::Path>) -> Result<()> {
 fn run(cli: Cli, config: Config) -> Result<ExitCode> {
     match cli.command {
         // Carried out in main, before any configuration is read.
-        Command::Completions { .. } | Command::Man { .. } => Ok(ExitCode::SUCCESS),
+        Command::Completions { .. } | Command::Man { .. } | Command::HashPassword => {
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Serve => {
             match &cli.config {
                 Some(path) => tracing::info!(config = %path.display(), "configuration"),
@@ -431,6 +454,13 @@ fn run(cli: Cli, config: Config) -> Result<ExitCode> {
                 }
             );
             println!("  store        {}", redact_password(&config.store.url));
+            println!(
+                "  console      {}",
+                match config.console.listen {
+                    Some(addr) => format!("http://{addr}/ ({} users)", config.console.users.len()),
+                    None => "off".into(),
+                }
+            );
             println!(
                 "  traces       {}",
                 config

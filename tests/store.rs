@@ -77,7 +77,125 @@ on_both_backends!(
     two_instances_polling_one_outbox_deliver_each_event_once,
     two_processes_migrating_a_fresh_store_at_once_both_succeed,
     the_retention_purge_removes_what_is_past_and_nothing_else,
+    the_console_s_list_filters_searches_and_pages_newest_first,
 );
+
+async fn the_console_s_list_filters_searches_and_pages_newest_first(dir: Db) {
+    use sav::store::browse::CallQuery;
+    let store = open(&dir, "a").await;
+    import_customers(
+        &store,
+        "phone,first_name,last_name\n+33612345678,Jean,Dupont\n".as_bytes(),
+        "33",
+    )
+    .await
+    .unwrap();
+    let jean = store.find_customer("+33612345678").await.unwrap().unwrap();
+    // Five calls a minute apart: Jean's resolved, then others'.
+    let mut ids = Vec::new();
+    for (n, (number, outcome, customer)) in [
+        ("+33612345678", "resolved", Some(jean.id)),
+        ("+33700000001", "transferred", None),
+        ("+33700000002", "resolved", None),
+        ("+33700000003", "abandoned", None),
+        ("+33612345678", "callback", Some(jean.id)),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let call = store.record_call(&format!("list{n}@host"), number, customer);
+        call.answered();
+        if outcome == "transferred" {
+            call.transfer("sip:human@pbx");
+        }
+        ids.push(call.id().to_string());
+        call.end(outcome);
+    }
+    store.flush().await;
+    let t0 = 1_800_000_000_000_i64;
+    for (n, id) in ids.iter().enumerate() {
+        sqlx::query("UPDATE calls SET started_at = $1, ended_at = $2 WHERE id = $3")
+            .bind(t0 + n as i64 * 60_000)
+            .bind(t0 + n as i64 * 60_000 + 30_000)
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let list = |query: CallQuery| {
+        let store = store.clone();
+        async move {
+            store
+                .list_calls(&CallQuery {
+                    limit: if query.limit == 0 { 50 } else { query.limit },
+                    ..query
+                })
+                .await
+                .unwrap()
+                .into_iter()
+                .map(|c| c.id)
+                .collect::<Vec<_>>()
+        }
+    };
+    let newest_first: Vec<String> = ids.iter().rev().cloned().collect();
+    assert_eq!(list(CallQuery::default()).await, newest_first);
+    let all = store
+        .list_calls(&CallQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    assert_eq!(all[0].customer.as_deref(), Some("Jean Dupont"));
+    assert_eq!(all[0].duration_ms, Some(30_000));
+    assert!(all[3].transferred && !all[0].transferred);
+    // Search: the number's end, the name (any case), the SIP Call-ID.
+    for (search, expected) in [
+        ("5678", vec![&ids[4], &ids[0]]),
+        ("dupont", vec![&ids[4], &ids[0]]),
+        ("list2@", vec![&ids[2]]),
+        ("nobody", vec![]),
+        ("%", vec![&ids[4], &ids[3], &ids[2], &ids[1], &ids[0]]),
+    ] {
+        let found = list(CallQuery {
+            search: Some(search.into()),
+            ..Default::default()
+        })
+        .await;
+        assert_eq!(
+            found.iter().collect::<Vec<_>>(),
+            expected,
+            "search {search:?}"
+        );
+    }
+    let resolved = list(CallQuery {
+        outcome: Some("resolved".into()),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(resolved, [ids[2].clone(), ids[0].clone()]);
+    let transferred = list(CallQuery {
+        transferred: Some(true),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(transferred, [ids[1].clone()]);
+    // A time range, and pages of two.
+    let window = list(CallQuery {
+        from_ms: Some(t0 + 60_000),
+        to_ms: Some(t0 + 180_000),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(window, [ids[2].clone(), ids[1].clone()]);
+    let page2 = list(CallQuery {
+        limit: 2,
+        offset: 2,
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(page2, [ids[2].clone(), ids[1].clone()]);
+}
 
 async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line(dir: Db) {
     let store = open(&dir, "a").await;

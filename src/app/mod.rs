@@ -55,6 +55,8 @@ pub enum ServeError {
     Store(#[from] crate::store::StoreError),
     #[error(transparent)]
     Metrics(#[from] crate::metrics::http::ListenError),
+    #[error(transparent)]
+    Console(#[from] crate::console::ConsoleError),
 }
 
 /// The process's SIP side: what answering calls needs beyond what every
@@ -185,6 +187,13 @@ pub async fn run(
             outbox_stop.clone(),
         ));
     }
+    crate::console::spawn(
+        &config.console,
+        &config.base_dir,
+        store.clone(),
+        ops_stop.clone(),
+    )
+    .await?;
     memory::spawn_release_when_idle(metrics.clone());
     let learned: LearnedAddress = Default::default();
     let registration = match &config.sip.register {

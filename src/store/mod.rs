@@ -22,6 +22,7 @@ use sqlx::{AnyPool, Row};
 use tokio::sync::{mpsc, Notify};
 use tracing::{debug, info, warn};
 
+pub mod browse;
 pub mod config;
 pub mod import;
 pub mod outbox;

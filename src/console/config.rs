@@ -1,0 +1,128 @@
+//! `[console]`: where the after-sales team's console listens and who may
+//! use it.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::Deserialize;
+
+use super::auth::{Role, User};
+
+/// `[console]`. Off unless `listen` is set.
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(deny_unknown_fields)]
+pub struct ConsoleConfig {
+    /// Where the console listens (`127.0.0.1:9480`). Beyond loopback it
+    /// needs users: sav refuses to start otherwise.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// How long a sign-in lasts, in hours (default 12).
+    #[serde(default)]
+    pub session_hours: Option<u64>,
+    /// Who may sign in. None (on loopback only): anyone who reaches it is
+    /// a viewer (numbers masked).
+    #[serde(default)]
+    pub users: Vec<UserConfig>,
+}
+
+/// `[[console.users]]`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UserConfig {
+    pub name: String,
+    pub role: Role,
+    /// The argon2 hash (`sav hash-password`), here or from an environment
+    /// variable or a file (one of the three).
+    #[serde(default)]
+    pub password_hash: Option<String>,
+    #[serde(default)]
+    pub password_hash_env: Option<String>,
+    #[serde(default)]
+    pub password_hash_file: Option<PathBuf>,
+}
+
+/// What is wrong with `[console]`.
+#[derive(Debug, thiserror::Error)]
+pub enum ConsoleConfigError {
+    #[error(
+        "[console] listen = {0}: beyond loopback the console needs users ([[console.users]] with \
+         an argon2 password hash); it is never served there without authentication"
+    )]
+    OpenWithoutUsers(SocketAddr),
+    #[error("[[console.users]] {0}: exactly one of password_hash, password_hash_env, password_hash_file")]
+    Hash(String),
+    #[error("[[console.users]] {0}: {1}")]
+    Secret(String, crate::secret::SecretError),
+    #[error("[[console.users]] {0} appears twice")]
+    Duplicate(String),
+}
+
+impl ConsoleConfig {
+    /// The users with their hashes read; checks that a console beyond
+    /// loopback has some.
+    pub fn users(&self, base: &Path) -> Result<Vec<User>, ConsoleConfigError> {
+        let mut users: Vec<User> = Vec::with_capacity(self.users.len());
+        for user in &self.users {
+            if users.iter().any(|u| u.name == user.name) {
+                return Err(ConsoleConfigError::Duplicate(user.name.clone()));
+            }
+            let file = user.password_hash_file.as_ref().map(|f| base.join(f));
+            let from_secret = crate::secret::read(
+                &format!("console.users.{}.password_hash", user.name),
+                user.password_hash_env.as_deref(),
+                file.as_deref(),
+            )
+            .map_err(|e| ConsoleConfigError::Secret(user.name.clone(), e))?;
+            let hash = match (&user.password_hash, from_secret) {
+                (Some(hash), None) => hash.trim().to_string(),
+                (None, Some(hash)) => hash.trim().to_string(),
+                _ => return Err(ConsoleConfigError::Hash(user.name.clone())),
+            };
+            users.push(User {
+                name: user.name.clone(),
+                role: user.role,
+                password_hash: hash,
+            });
+        }
+        if let Some(listen) = self.listen {
+            if users.is_empty() && !listen.ip().is_loopback() {
+                return Err(ConsoleConfigError::OpenWithoutUsers(listen));
+            }
+        }
+        Ok(users)
+    }
+
+    pub fn session_ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.session_hours.unwrap_or(12).clamp(1, 24 * 30) * 3600)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> ConsoleConfig {
+        toml::from_str(text).unwrap()
+    }
+
+    #[test]
+    fn beyond_loopback_the_console_needs_users() {
+        let open = parse("listen = \"0.0.0.0:9480\"\n");
+        assert!(matches!(
+            open.users(Path::new(".")),
+            Err(ConsoleConfigError::OpenWithoutUsers(_))
+        ));
+        let local = parse("listen = \"127.0.0.1:9480\"\n");
+        assert!(local.users(Path::new(".")).unwrap().is_empty());
+        let with = parse(
+            "listen = \"0.0.0.0:9480\"\n[[users]]\nname = \"ana\"\nrole = \"supervisor\"\npassword_hash = \"$argon2id$x\"\n",
+        );
+        let users = with.users(Path::new(".")).unwrap();
+        assert_eq!(users[0].role, Role::Supervisor);
+        let neither = parse("[[users]]\nname = \"bob\"\nrole = \"viewer\"\n");
+        assert!(matches!(
+            neither.users(Path::new(".")),
+            Err(ConsoleConfigError::Hash(name)) if name == "bob"
+        ));
+    }
+}
