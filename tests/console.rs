@@ -182,6 +182,27 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
             .unwrap()
             .is_empty()
     );
+    // The call's page: its transcript turn by turn, its timeline drawn.
+    let (status, page) = get(&base, &format!("/calls/{id}"), Some(&viewer));
+    assert_eq!(status, StatusCode::OK, "{page}");
+    assert!(
+        page.contains("…678") && !page.contains("612345678"),
+        "{page}"
+    );
+    assert!(
+        page.contains("data-speaker=\"caller\""),
+        "the caller's keys: {page}"
+    );
+    assert!(
+        page.contains("data-speaker=\"bot\""),
+        "the bot's phrases: {page}"
+    );
+    assert!(page.contains("<svg"), "the timeline drawing: {page}");
+    assert!(page.contains("class=\"crm\""), "{page}");
+    assert_eq!(
+        get(&base, "/calls/no-such-call", Some(&viewer)).0,
+        StatusCode::NOT_FOUND
+    );
     let one = json(&base, &format!("/api/calls/{id}"), &viewer);
     assert_eq!(one["caller"], "…678");
     assert!(

@@ -9,6 +9,9 @@
 //! - `GET /login`, `POST /login`, `POST /logout`;
 //! - `GET /calls`: the calls, newest first, with filters and search;
 //! - `GET /api/calls`: the same as JSON (`?search=&outcome=&problem=&day=YYYY-MM-DD&limit=&offset=`);
+//! - `GET /calls/{id}`: one call: what was said and pressed, turn by turn,
+//!   the guide's steps and outcome, the timeline drawing (`sav report`'s),
+//!   the API usage and cost, and the CRM event's delivery;
 //! - `GET /api/calls/{id}`: one call with its transcript.
 
 pub mod auth;
@@ -92,6 +95,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/login", get(login_page).post(login))
         .route("/logout", post(logout))
         .route("/calls", get(calls_page))
+        .route("/calls/{id}", get(call_page))
         .route("/api/calls", get(calls_api))
         .route("/api/calls/{id}", get(call_api))
         .with_state(console)
@@ -434,7 +438,7 @@ async fn calls_page(
             tbody {
                 @for call in &calls {
                     tr data-call=(call.id) {
-                        td { (format_ms(call.started_at)) }
+                        td { a href=(format!("/calls/{}", call.id)) { (format_ms(call.started_at)) } }
                         td.caller { (number(caller.role, &call.caller)) }
                         td { (call.customer.clone().unwrap_or_default()) }
                         td { (call.outcome.clone().unwrap_or_default()) }
@@ -454,6 +458,103 @@ async fn calls_page(
         }
     };
     layout("Appels", Some(&caller), body).into_response()
+}
+
+async fn call_page(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(caller) = console.caller(&headers) else {
+        return Redirect::to("/login").into_response();
+    };
+    let store = &console.store;
+    let (call, timeline, crm) = match tokio::try_join!(
+        store.call_event(&id),
+        store.call_timeline(&id),
+        store.crm_delivery(&id)
+    ) {
+        Ok((Some(call), timeline, crm)) => (call, timeline.map(|(_, t)| t), crm),
+        Ok((None, ..)) => return StatusCode::NOT_FOUND.into_response(),
+        Err(error) => {
+            warn!(%error, "console: call not read");
+            return StatusCode::SERVICE_UNAVAILABLE.into_response();
+        }
+    };
+    let text = |key: &str| call[key].as_str().unwrap_or_default().to_string();
+    let started = call["started_at"].as_i64().unwrap_or_default();
+    let customer = match &call["customer"] {
+        serde_json::Value::Null => String::new(),
+        c => format!(
+            "{} {} {}",
+            c["title"].as_str().unwrap_or_default(),
+            c["first_name"].as_str().unwrap_or_default(),
+            c["last_name"].as_str().unwrap_or_default()
+        )
+        .trim()
+        .to_string(),
+    };
+    let steps: Vec<String> = call["steps"]
+        .as_array()
+        .map(|s| {
+            s.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default();
+    let empty = Vec::new();
+    let turns = call["transcript"].as_array().unwrap_or(&empty);
+    let drawing = timeline
+        .as_ref()
+        .filter(|t| !t.events.is_empty())
+        .map(crate::timeline::report::svg);
+    let body = html! {
+        h1 { "Appel " (number(caller.role, &text("caller"))) }
+        dl {
+            dt { "Début" } dd { (format_ms(started)) }
+            dt { "Client" } dd { (customer) }
+            dt { "Issue" } dd.outcome { (text("outcome")) }
+            dt { "Problème" } dd { (text("problem")) }
+            dt { "Étapes" } dd { (steps.join(", ")) }
+            @if !text("transfer_target").is_empty() {
+                dt { "Transféré à" } dd { (text("transfer_target")) }
+            }
+            dt { "Appel SIP" } dd { code { (text("sip_call_id")) } }
+        }
+        h2 { "Transcription" }
+        table.transcript {
+            thead { tr { th { "Entendu à" } th { "Qui" } th { "Quoi" } th { "Texte" } } }
+            tbody {
+                @for turn in turns {
+                    tr data-speaker=(turn["speaker"].as_str().unwrap_or_default()) {
+                        td { (format!("{:.1} s", (turn["at"].as_i64().unwrap_or(started) - started) as f64 / 1000.0)) }
+                        td { (turn["speaker"].as_str().unwrap_or_default()) }
+                        td { (turn["kind"].as_str().unwrap_or_default()) }
+                        td { (turn["text"].as_str().unwrap_or_default()) }
+                    }
+                }
+            }
+        }
+        @if let Some(svg) = &drawing {
+            h2 { "Chronologie" }
+            figure.timeline { (maud::PreEscaped(svg)) }
+        }
+        @if let Some(t) = &timeline {
+            h2 { "Fournisseurs" }
+            p { "Coût estimé : " (format!("{:.4} {}", t.cost, t.currency))
+                " — LLM " (t.usage.llm_prompt_tokens) " + " (t.usage.llm_completion_tokens) " jetons, TTS "
+                (t.usage.tts_characters) " caractères, STT " (format!("{:.1}", t.usage.stt_seconds)) " s" }
+        }
+        h2 { "CRM" }
+        p.crm {
+            @match &crm {
+                Some(d) if d.delivered_at.is_some() => { "Livré (" (d.attempts) " tentative(s)) le " (format_ms(d.delivered_at.unwrap_or_default())) }
+                Some(d) => { "En attente (" (d.attempts) " tentative(s))" @if let Some(e) = &d.last_error { " : " (e) } }
+                None => { "Pas d'événement (appel en cours)" }
+            }
+        }
+    };
+    layout("Appel", Some(&caller), body).into_response()
 }
 
 /// `YYYY-MM-DD HH:MM:SS` UTC of ms since the epoch.

@@ -147,3 +147,33 @@ impl Store {
             .map_err(StoreError::from)
     }
 }
+
+/// Where a call's CRM event stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct CrmDelivery {
+    pub attempts: i64,
+    pub delivered_at: Option<i64>,
+    pub last_error: Option<String>,
+}
+
+impl Store {
+    /// The CRM event of call `id` (none when the call has not ended).
+    pub async fn crm_delivery(&self, id: &str) -> Result<Option<CrmDelivery>, StoreError> {
+        let row = sqlx::query(
+            "SELECT attempts, delivered_at, last_error FROM outbox WHERE call_id = $1 \
+             ORDER BY created_at DESC LIMIT 1",
+        )
+        .bind(id)
+        .fetch_optional(self.pool())
+        .await?;
+        row.map(|row| {
+            Ok(CrmDelivery {
+                attempts: row.try_get("attempts")?,
+                delivered_at: row.try_get("delivered_at")?,
+                last_error: row.try_get("last_error")?,
+            })
+        })
+        .transpose()
+        .map_err(|e: sqlx::Error| StoreError::from(e))
+    }
+}
