@@ -108,6 +108,10 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     }
     let (ana, vic) = (hash("ana-pw"), hash("vic-pw"));
     let sav = Sav::start(&dir, ports, move |c| {
+        let c = c.replace(
+            "# recordings_dir = \"recordings\"",
+            "recordings_dir = \"recordings\"",
+        );
         format!(
             "{c}\n[console]\nlisten = \"127.0.0.1:{console_port}\"\n\
              [[console.users]]\nname = \"ana\"\nrole = \"supervisor\"\npassword_hash = \"{ana}\"\n\
@@ -221,6 +225,64 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     assert_eq!(
         get(&base, "/api/calls?day=2026-13-40", Some(&supervisor)).0,
         StatusCode::BAD_REQUEST
+    );
+
+    // The recording: the supervisor's page plays it, each access audited;
+    // a viewer gets neither the player nor the audio.
+    let recording = format!("/calls/{id}/recording");
+    let (_, page) = get(&base, &format!("/calls/{id}"), Some(&supervisor));
+    assert!(
+        page.contains(&format!(
+            "<audio controls preload=\"none\" src=\"{recording}\""
+        )),
+        "{page}"
+    );
+    let (_, page) = get(&base, &format!("/calls/{id}"), Some(&viewer));
+    assert!(!page.contains("<audio"), "{page}");
+    assert_eq!(
+        get(&base, &recording, Some(&viewer)).0,
+        StatusCode::FORBIDDEN
+    );
+    assert_eq!(get(&base, &recording, None).0, StatusCode::UNAUTHORIZED);
+    let mut audio = None;
+    for _ in 0..50 {
+        let response = client()
+            .get(format!("{base}{recording}"))
+            .header("cookie", &supervisor)
+            .send()
+            .unwrap();
+        if response.status() == StatusCode::OK {
+            assert_eq!(response.headers()["content-type"], "audio/wav");
+            audio = Some(response.bytes().unwrap());
+            break;
+        }
+        // Written when the call ended, in the background.
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let audio = audio.expect("the recording is served");
+    assert!(
+        audio.starts_with(b"RIFF") && audio.len() > 100_000,
+        "{} bytes",
+        audio.len()
+    );
+    assert_eq!(
+        get(&base, "/calls/../sav.toml/recording", Some(&supervisor)).0,
+        StatusCode::NOT_FOUND
+    );
+    let trail = tokio::runtime::Runtime::new().unwrap().block_on(async {
+        let store = sav::store::Store::open("sqlite://sav.db", &dir, "audit-reader")
+            .await
+            .unwrap();
+        store.audit_trail(10).await.unwrap()
+    });
+    assert_eq!(trail.len(), 1, "one access, audited: {trail:?}");
+    assert_eq!(
+        (
+            trail[0].1.as_str(),
+            trail[0].2.as_str(),
+            trail[0].3.as_str()
+        ),
+        ("ana", "recording", id.as_str())
     );
 
     // Signing out needs the page's CSRF token.

@@ -191,6 +191,7 @@ pub async fn run(
         &config.console,
         &config.base_dir,
         store.clone(),
+        config.recordings_dir(),
         ops_stop.clone(),
     )
     .await?;

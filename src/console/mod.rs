@@ -12,6 +12,8 @@
 //! - `GET /calls/{id}`: one call: what was said and pressed, turn by turn,
 //!   the guide's steps and outcome, the timeline drawing (`sav report`'s),
 //!   the API usage and cost, and the CRM event's delivery;
+//! - `GET /calls/{id}/recording`: the call's stereo WAV (caller left, bot
+//!   right), for supervisors only, each access kept in the audit table;
 //! - `GET /api/calls/{id}`: one call with its transcript.
 
 pub mod auth;
@@ -42,6 +44,8 @@ const COOKIE: &str = "sav_console";
 pub struct Console {
     access: Access,
     store: Store,
+    /// Where the calls' recordings are, when they are made.
+    recordings: Option<std::path::PathBuf>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -62,6 +66,7 @@ pub async fn spawn(
     config: &config::ConsoleConfig,
     base: &std::path::Path,
     store: Store,
+    recordings: Option<std::path::PathBuf>,
     stop: CancellationToken,
 ) -> Result<Option<SocketAddr>, ConsoleError> {
     let Some(listen) = config.listen else {
@@ -69,7 +74,11 @@ pub async fn spawn(
     };
     let users = config.users(base)?;
     let access = Access::new(users, config.session_ttl())?;
-    let console = Arc::new(Console { access, store });
+    let console = Arc::new(Console {
+        access,
+        store,
+        recordings,
+    });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|source| ConsoleError::Listen {
@@ -96,6 +105,7 @@ pub fn router(console: Arc<Console>) -> Router {
         .route("/logout", post(logout))
         .route("/calls", get(calls_page))
         .route("/calls/{id}", get(call_page))
+        .route("/calls/{id}/recording", get(recording))
         .route("/api/calls", get(calls_api))
         .route("/api/calls/{id}", get(call_api))
         .with_state(console)
@@ -521,6 +531,10 @@ async fn call_page(
             }
             dt { "Appel SIP" } dd { code { (text("sip_call_id")) } }
         }
+        @if caller.role == Role::Supervisor && console.recordings.is_some() {
+            h2 { "Enregistrement" }
+            audio controls preload="none" src=(format!("/calls/{id}/recording")) aria-label="Enregistrement de l'appel" {}
+        }
         h2 { "Transcription" }
         table.transcript {
             thead { tr { th { "Entendu à" } th { "Qui" } th { "Quoi" } th { "Texte" } } }
@@ -555,6 +569,41 @@ async fn call_page(
         }
     };
     layout("Appel", Some(&caller), body).into_response()
+}
+
+/// A call's recording: supervisors only; each access audited first (no
+/// audit, no audio).
+async fn recording(
+    State(console): State<Arc<Console>>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let Some(caller) = console.caller(&headers) else {
+        return StatusCode::UNAUTHORIZED.into_response();
+    };
+    let (Role::Supervisor, Some((_, session))) = (caller.role, &caller.session) else {
+        return (StatusCode::FORBIDDEN, "recordings are for supervisors\n").into_response();
+    };
+    // Record ids are hex: nothing else names a file.
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    let Some(dir) = console.recordings.as_ref() else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    let path = dir.join(format!("{id}.wav"));
+    if !path.is_file() {
+        return StatusCode::NOT_FOUND.into_response();
+    }
+    if let Err(error) = console.store.audit(&session.user, "recording", &id).await {
+        warn!(%error, "console: recording access not audited; refused");
+        return StatusCode::SERVICE_UNAVAILABLE.into_response();
+    }
+    info!(user = session.user, call = id, "console: recording opened");
+    match tokio::fs::read(&path).await {
+        Ok(bytes) => ([(header::CONTENT_TYPE, "audio/wav")], bytes).into_response(),
+        Err(_) => StatusCode::NOT_FOUND.into_response(),
+    }
 }
 
 /// `YYYY-MM-DD HH:MM:SS` UTC of ms since the epoch.

@@ -177,3 +177,43 @@ impl Store {
         .map_err(|e: sqlx::Error| StoreError::from(e))
     }
 }
+
+impl Store {
+    /// Keeps that `user` did `action` on call `id` (the console's audit).
+    pub async fn audit(&self, user: &str, action: &str, id: &str) -> Result<(), StoreError> {
+        sqlx::query(
+            "INSERT INTO console_audit (at, user_name, action, call_id) VALUES ($1, $2, $3, $4)",
+        )
+        .bind(super::now_ms())
+        .bind(user)
+        .bind(action)
+        .bind(id)
+        .execute(self.pool())
+        .await?;
+        Ok(())
+    }
+
+    /// The audit, newest first: (at, user, action, call).
+    pub async fn audit_trail(
+        &self,
+        limit: i64,
+    ) -> Result<Vec<(i64, String, String, String)>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT at, user_name, action, call_id FROM console_audit ORDER BY at DESC LIMIT $1",
+        )
+        .bind(limit.clamp(1, MAX_PAGE))
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("at")?,
+                    r.try_get("user_name")?,
+                    r.try_get("action")?,
+                    r.try_get("call_id")?,
+                ))
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .map_err(StoreError::from)
+    }
+}

@@ -45,6 +45,14 @@ const OUTBOX: &str = "CREATE TABLE outbox (
             delivered_at BIGINT,
             last_error TEXT
         )";
+/// Who opened what in the console that the audit keeps (a call's
+/// recording).
+const AUDIT: &str = "CREATE TABLE console_audit (
+            at BIGINT NOT NULL,
+            user_name TEXT NOT NULL,
+            action TEXT NOT NULL,
+            call_id TEXT NOT NULL
+        )";
 const OUTBOX_DUE: &str = "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)";
 
 /// SQLite's migrations: version, statements.
@@ -84,6 +92,7 @@ const SQLITE: &[(i64, &[&str])] = &[
             "ALTER TABLE calls ADD COLUMN timeline TEXT",
         ],
     ),
+    (3, &[AUDIT]),
 ];
 
 /// PostgreSQL's migrations: the same tables, versions and meaning as
@@ -118,6 +127,7 @@ const POSTGRES: &[(i64, &[&str])] = &[
         ],
     ),
     (2, &["ALTER TABLE calls ADD COLUMN timeline TEXT"]),
+    (3, &[AUDIT]),
 ];
 
 fn migrations(backend: Backend) -> &'static [(i64, &'static [&'static str])] {
