@@ -8,7 +8,6 @@
 mod support;
 
 use std::io::Write;
-use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -102,10 +101,7 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     let dir = workdir("console_calls");
     let ports = Ports::slot(90);
     let console_port = ports.sip + 5;
-    for entry in std::fs::read_dir(Path::new(REPO).join("examples/caller")).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
+    copy_caller_files(&dir);
     let (ana, vic) = (hash("ana-pw"), hash("vic-pw"));
     let sav = Sav::start(&dir, ports, move |c| {
         let c = c.replace(

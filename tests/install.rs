@@ -56,23 +56,7 @@ fn install(root: &Path) -> String {
 fn lock_down(root: &Path, ports: Ports) {
     let config = root.join("etc/sav/sav.toml");
     let text = std::fs::read_to_string(&config).unwrap();
-    let text = text
-        .replace(
-            "listen = \"127.0.0.1:5060\"",
-            &format!("listen = \"127.0.0.1:{}\"", ports.sip),
-        )
-        .replace(
-            "listen = \"127.0.0.1:9464\"",
-            &format!("listen = \"127.0.0.1:{}\"", ports.metrics),
-        )
-        .replace(
-            "rtp_port_min = 20000",
-            &format!("rtp_port_min = {}", ports.rtp_min),
-        )
-        .replace(
-            "rtp_port_max = 20999",
-            &format!("rtp_port_max = {}", ports.rtp_max),
-        )
+    let text = with_ports(&text, ports)
         .replace("code_at_start = true", "code_at_start = false")
         .replace("drain_secs = 30", "drain_secs = 2");
     std::fs::write(&config, text).unwrap();

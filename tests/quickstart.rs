@@ -162,10 +162,7 @@ fn by_keys_sav_call_presses_1_1_1_to_a_resolved_call() {
 fn by_keys_sipp_plays_the_shipped_presses_to_a_resolved_call() {
     let dir = workdir("quickstart_sipp_keys");
     let ports = Ports::slot(87);
-    for entry in std::fs::read_dir(caller_dir()).unwrap() {
-        let path = entry.unwrap().path();
-        std::fs::copy(&path, dir.join(path.file_name().unwrap())).unwrap();
-    }
+    copy_caller_files(&dir);
     let sav = Sav::start(&dir, ports, |c| c);
     let output = sipp(
         &dir,

@@ -56,8 +56,25 @@ impl Ports {
 /// The repository's `sav.toml` for a test on `ports`: its SIP, RTP and
 /// metrics ports, the repository's cache, a short drain.
 pub fn sav_toml(ports: Ports) -> String {
-    std::fs::read_to_string(Path::new(REPO).join("sav.toml"))
-        .expect("read sav.toml")
+    with_ports(
+        &std::fs::read_to_string(Path::new(REPO).join("sav.toml")).expect("read sav.toml"),
+        ports,
+    )
+    .replace("dir = \"cache\"", &format!("dir = \"{REPO}/cache\""))
+    // The tests' callers (sipp, baresip, raw sockets) call from
+    // 127.0.0.1, dozens of calls at a time: a trusted trunk. Strangers
+    // are played from other loopback addresses (127.0.0.2...).
+    .replace("trusted = []", "trusted = [\"127.0.0.1\", \"::1\"]")
+    // Tests stop sav with calls up: a short drain.
+    .replace("drain_secs = 30", "drain_secs = 2")
+    // Dozens of sav processes start in a run: each codes G.722 and
+    // Opus only if a call needs them.
+    .replace("code_at_start = true", "code_at_start = false")
+}
+
+/// A configuration's SIP, RTP and metrics ports made this test's.
+pub fn with_ports(config: &str, ports: Ports) -> String {
+    config
         .replace(
             "listen = \"127.0.0.1:5060\"",
             &format!("listen = \"127.0.0.1:{}\"", ports.sip),
@@ -70,20 +87,22 @@ pub fn sav_toml(ports: Ports) -> String {
             "rtp_port_max = 20999",
             &format!("rtp_port_max = {}", ports.rtp_max),
         )
-        .replace("dir = \"cache\"", &format!("dir = \"{REPO}/cache\""))
         .replace(
             "listen = \"127.0.0.1:9464\"",
             &format!("listen = \"127.0.0.1:{}\"", ports.metrics),
         )
-        // The tests' callers (sipp, baresip, raw sockets) call from
-        // 127.0.0.1, dozens of calls at a time: a trusted trunk. Strangers
-        // are played from other loopback addresses (127.0.0.2...).
-        .replace("trusted = []", "trusted = [\"127.0.0.1\", \"::1\"]")
-        // Tests stop sav with calls up: a short drain.
-        .replace("drain_secs = 30", "drain_secs = 2")
-        // Dozens of sav processes start in a run: each codes G.722 and
-        // Opus only if a call needs them.
-        .replace("code_at_start = true", "code_at_start = false")
+}
+
+/// The quick start's caller files (`examples/caller`) copied into `dir`,
+/// where sipp reads them.
+pub fn copy_caller_files(dir: &Path) {
+    for entry in
+        std::fs::read_dir(Path::new(REPO).join("examples/caller")).expect("examples/caller")
+    {
+        let path = entry.expect("a caller file").path();
+        std::fs::copy(&path, dir.join(path.file_name().expect("a name")))
+            .expect("copy a caller file");
+    }
 }
 
 impl Ports {
