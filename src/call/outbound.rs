@@ -256,7 +256,7 @@ pub async fn place_call(
         tokio::select! {
             _ = tokio::time::sleep_until(end_at) => break false,
             _ = dialed.hung_up() => break true,
-            _ = sleep_until(turn_at) => {
+            _ = crate::time::sleep_until_opt(turn_at) => {
                 match next_turn.take() {
                     // Checked above: the callee takes events, the key is one.
                     Some(Ready::Key(key)) if media.press(key).await.is_ok() => {
@@ -358,13 +358,6 @@ fn encode(codec: Codec, pcm: &[i16]) -> Vec<u8> {
     encoded
 }
 
-/// Never when `at` is `None`.
-async fn sleep_until(at: Option<Instant>) {
-    match at {
-        Some(at) => tokio::time::sleep_until(at).await,
-        None => std::future::pending().await,
-    }
-}
 
 /// Any mono or stereo 16-bit WAV → 8 kHz linear PCM.
 fn load_wav(path: &Path) -> Result<Vec<i16>, CallError> {
