@@ -358,7 +358,6 @@ fn encode(codec: Codec, pcm: &[i16]) -> Vec<u8> {
     encoded
 }
 
-
 /// Any mono or stereo 16-bit WAV → 8 kHz linear PCM.
 fn load_wav(path: &Path) -> Result<Vec<i16>, CallError> {
     let wav_err = |reason: String| CallError::Wav {
