@@ -4,7 +4,7 @@
 #
 # First installs, from Debian's packages, what cargo does not fetch and is
 # missing: cmake (the build of libopus), sipp (sip-tester), espeak-ng, sox,
-# tshark, kamailio, baresip, openssl, postgresql, promtool (Debian's
+# tshark, kamailio, baresip, openssl, postgresql, chromium and its driver, promtool (Debian's
 # prometheus package, without its recommendations); then starts the tests' PostgreSQL server (a cluster of
 # its own on 127.0.0.1:25432, scripts/test-postgres.sh) and stops it at the
 # end. Capturing on loopback and sipp's play_pcap_audio need root (or the
@@ -26,6 +26,10 @@ command -v svmap >/dev/null 2>&1 || packages+=(sipvicious)
 # runs sav there as another user.
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 command -v setpriv >/dev/null 2>&1 || packages+=(util-linux)
+# The console's end-to-end tests drive Debian's Chromium headless through
+# its WebDriver (tests/console_browser.rs).
+command -v chromium >/dev/null 2>&1 || packages+=(chromium)
+command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)
 command -v psql >/dev/null 2>&1 || packages+=(postgresql-client)
 if [ ${#packages[@]} -gt 0 ]; then

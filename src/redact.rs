@@ -21,11 +21,16 @@ impl fmt::Display for Pii<'_> {
         if SHOW_IN_FULL.load(Ordering::Relaxed) {
             return f.write_str(self.0);
         }
-        let chars: Vec<char> = self.0.chars().collect();
-        let keep = chars.len().min(3);
-        let tail: String = chars[chars.len() - keep..].iter().collect();
-        write!(f, "…{tail}")
+        f.write_str(&tail(self.0, 3))
     }
+}
+
+/// `…` and the last `keep` characters of `value` (a number as a viewer or
+/// a log sees it).
+pub fn tail(value: &str, keep: usize) -> String {
+    let count = value.chars().count();
+    let tail: String = value.chars().skip(count.saturating_sub(keep)).collect();
+    format!("…{tail}")
 }
 
 impl fmt::Debug for Pii<'_> {

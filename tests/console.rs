@@ -2,12 +2,15 @@
 //! keys lands in the store; then sign-in (argon2 hashes made by `sav
 //! hash-password`), the calls list and one call as JSON and as a page, the
 //! viewer's masked numbers and the supervisor's full ones, search by
-//! number, 401 without a session, CSRF on sign-out; and a console beyond
-//! loopback without users refused at start.
+//! number, 401 without a session, CSRF on sign-out and on a session's
+//! callback, the day's figures, the phrases, a script's bearer token, a
+//! callback (sav calls itself) seen live on the board and in the event
+//! stream; every JSON answer checked against the served OpenAPI document;
+//! and a console beyond loopback without users refused at start.
 
 mod support;
 
-use std::io::Write;
+use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -96,6 +99,97 @@ fn json(base: &str, path: &str, cookie: &str) -> serde_json::Value {
     serde_json::from_str(&body).unwrap()
 }
 
+/// Checks a JSON answer against what the OpenAPI document says `method
+/// template` answers with `status`.
+fn conforms(
+    doc: &serde_json::Value,
+    method: &str,
+    template: &str,
+    status: u16,
+    body: &serde_json::Value,
+) {
+    let schema = &doc["paths"][template][method]["responses"][status.to_string()]["content"]
+        ["application/json"]["schema"];
+    assert!(
+        schema.is_object(),
+        "{method} {template} answered {status}, which the document does not describe"
+    );
+    let mut root = schema.clone();
+    root["components"] = doc["components"].clone();
+    let validator = jsonschema::validator_for(&root).expect("the document's schema compiles");
+    let errors: Vec<String> = validator
+        .iter_errors(body)
+        .map(|e| format!("{e} at {}", e.instance_path()))
+        .collect();
+    assert!(
+        errors.is_empty(),
+        "{method} {template} {status}: {errors:?}\n{body}"
+    );
+}
+
+/// An API call as a script makes it (cookie or bearer token), its answer
+/// checked against the document.
+struct Api<'a> {
+    base: &'a str,
+    doc: &'a serde_json::Value,
+}
+
+enum Who<'a> {
+    Nobody,
+    Cookie(&'a str),
+    Bearer(&'a str),
+}
+
+impl Api<'_> {
+    fn call(
+        &self,
+        method: &str,
+        path: &str,
+        template: &str,
+        who: Who,
+        headers: &[(&str, &str)],
+        body: Option<serde_json::Value>,
+    ) -> (u16, serde_json::Value) {
+        let url = format!("{}{path}", self.base);
+        let mut request = match method {
+            "post" => client().post(url),
+            _ => client().get(url),
+        };
+        match who {
+            Who::Nobody => {}
+            Who::Cookie(cookie) => request = request.header("cookie", cookie),
+            Who::Bearer(token) => request = request.bearer_auth(token),
+        }
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        if let Some(body) = body {
+            request = request.json(&body);
+        }
+        let response = request.send().unwrap();
+        let status = response.status().as_u16();
+        let text = response.text().unwrap();
+        let value: serde_json::Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("{method} {path} {status}: not JSON ({e}): {text}"));
+        conforms(self.doc, method, template, status, &value);
+        (status, value)
+    }
+
+    fn get(&self, path: &str, template: &str, who: Who) -> (u16, serde_json::Value) {
+        self.call("get", path, template, who, &[], None)
+    }
+}
+
+/// The CSRF token of a signed-in page (its sign-out form).
+fn csrf_of(base: &str, cookie: &str) -> String {
+    let (_, page) = get(base, "/calls", Some(cookie));
+    page.split("name=\"csrf\" value=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the sign-out form's token")
+        .to_string()
+}
+
 #[test]
 fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     let dir = workdir("console_calls");
@@ -103,6 +197,8 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     let console_port = ports.sip + 5;
     copy_caller_files(&dir);
     let (ana, vic) = (hash("ana-pw"), hash("vic-pw"));
+    let token = "7f3a".repeat(16);
+    std::fs::write(dir.join("crm.token"), format!("{token}\n")).unwrap();
     let sav = Sav::start(&dir, ports, move |c| {
         let c = c.replace(
             "# recordings_dir = \"recordings\"",
@@ -111,7 +207,8 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
         format!(
             "{c}\n[console]\nlisten = \"127.0.0.1:{console_port}\"\n\
              [[console.users]]\nname = \"ana\"\nrole = \"supervisor\"\npassword_hash = \"{ana}\"\n\
-             [[console.users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{vic}\"\n"
+             [[console.users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{vic}\"\n\
+             [[console.tokens]]\nname = \"crm\"\nrole = \"supervisor\"\ntoken_file = \"crm.token\"\n"
         )
     });
     // A guided call by keys from +33612345678: resolved.
@@ -125,6 +222,18 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     assert!(output.status.success(), "{}", sipp_report(&dir, &output));
     sav.wait_for_log("call outcome", Duration::from_secs(10));
     let base = format!("http://127.0.0.1:{console_port}");
+    let (status, doc) = get(&base, "/api/openapi.json", None);
+    assert_eq!(status, StatusCode::OK);
+    let doc: serde_json::Value = serde_json::from_str(&doc).expect("the OpenAPI document");
+    assert_eq!(doc["openapi"], "3.1.0");
+    let api = Api {
+        base: &base,
+        doc: &doc,
+    };
+    let (status, body) = api.get("/api/calls", "/api/calls", Who::Nobody);
+    assert_eq!(status, 401, "{body}");
+    let (status, _) = api.get("/api/live", "/api/live", Who::Bearer(&"0".repeat(64)));
+    assert_eq!(status, 401, "an unknown token");
 
     // Nothing without a session.
     assert_eq!(get(&base, "/api/calls", None).0, StatusCode::UNAUTHORIZED);
@@ -229,7 +338,7 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     let (_, page) = get(&base, &format!("/calls/{id}"), Some(&supervisor));
     assert!(
         page.contains(&format!(
-            "<audio controls preload=\"none\" src=\"{recording}\""
+            "<audio id=\"recording\" controls preload=\"metadata\" src=\"{recording}\""
         )),
         "{page}"
     );
@@ -281,14 +390,124 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
         ("ana", "recording", id.as_str())
     );
 
+    // The API's answers as the document describes them.
+    let (status, _) = api.get("/api/calls?search=5678", "/api/calls", Who::Cookie(&viewer));
+    assert_eq!(status, 200);
+    let (status, _) = api.get(
+        "/api/calls?day=2026-13-40",
+        "/api/calls",
+        Who::Cookie(&viewer),
+    );
+    assert_eq!(status, 400);
+    let (status, one) = api.get(
+        &format!("/api/calls/{id}"),
+        "/api/calls/{id}",
+        Who::Bearer(&token),
+    );
+    assert_eq!(
+        (status, one["caller"].as_str()),
+        (200, Some("+33612345678")),
+        "a supervisor's token"
+    );
+    let (status, _) = api.get("/api/calls/nope", "/api/calls/{id}", Who::Bearer(&token));
+    assert_eq!(status, 404);
+
+    // The day's figures: one call, resolved by keys, every phrase cached.
+    let (status, today) = api.get("/api/today", "/api/today", Who::Cookie(&viewer));
+    assert_eq!(status, 200, "{today}");
+    assert_eq!(
+        (today["calls"].as_u64(), today["resolved"].as_u64()),
+        (Some(1), Some(1)),
+        "{today}"
+    );
+    assert_eq!(today["resolved_rate"].as_f64(), Some(1.0), "{today}");
+    assert_eq!(today["cache_hit_rate"].as_f64(), Some(1.0), "{today}");
+    assert!(
+        today["turns"].as_u64().unwrap_or(0) >= 3,
+        "three keys answered: {today}"
+    );
+    assert!(today["first_audio_p95_ms"].as_u64().is_some(), "{today}");
+    assert_eq!(
+        today["calls_per_hour"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|n| n.as_u64())
+            .sum::<u64>(),
+        1
+    );
+    let (status, page) = get(&base, "/today", Some(&viewer));
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.matches("<svg").count() >= 2 && page.contains("Premier son p95"),
+        "{page}"
+    );
+    let (status, _) = api.get(
+        "/api/today?day=yesterday",
+        "/api/today",
+        Who::Cookie(&viewer),
+    );
+    assert_eq!(status, 400);
+
+    // The phrases: every one listed with its text and a player; the audio
+    // of one, and none for a key that is not a phrase.
+    let (status, page) = get(&base, "/phrases", Some(&viewer));
+    assert_eq!(status, StatusCode::OK);
+    assert!(
+        page.contains("data-phrase=\"greet\"") && page.contains("vous êtes bien au service"),
+        "{page}"
+    );
+    assert!(page.contains("src=\"/phrases/menu/audio\""), "{page}");
+    assert!(
+        page.contains("Toutes à jour"),
+        "the shipped cache is current: {page}"
+    );
+    let response = client()
+        .get(format!("{base}/phrases/greet/audio"))
+        .header("cookie", &viewer)
+        .send()
+        .unwrap();
+    assert_eq!(response.status(), StatusCode::OK);
+    assert!(response.bytes().unwrap().starts_with(b"RIFF"));
+    assert_eq!(
+        get(&base, "/phrases/..%2Fsav.toml/audio", Some(&viewer)).0,
+        StatusCode::NOT_FOUND
+    );
+
+    // A callback asked by a session needs the supervisor's role and the
+    // page's CSRF token (a bad target after both checks: 400, not placed).
+    let bad = serde_json::json!({"target": "tel:+33612345678"});
+    let (status, _) = api.call(
+        "post",
+        "/api/calls",
+        "/api/calls",
+        Who::Cookie(&viewer),
+        &[],
+        Some(bad.clone()),
+    );
+    assert_eq!(status, 403, "a viewer");
+    let (status, _) = api.call(
+        "post",
+        "/api/calls",
+        "/api/calls",
+        Who::Cookie(&supervisor),
+        &[],
+        Some(bad.clone()),
+    );
+    assert_eq!(status, 403, "no CSRF token");
+    let supervisor_csrf = csrf_of(&base, &supervisor);
+    let (status, said) = api.call(
+        "post",
+        "/api/calls",
+        "/api/calls",
+        Who::Cookie(&supervisor),
+        &[("x-csrf-token", &supervisor_csrf)],
+        Some(bad),
+    );
+    assert_eq!(status, 400, "{said}");
+
     // Signing out needs the page's CSRF token.
-    let (_, page) = get(&base, "/calls", Some(&supervisor));
-    let csrf = page
-        .split("name=\"csrf\" value=\"")
-        .nth(1)
-        .and_then(|rest| rest.split('"').next())
-        .expect("the sign-out form's token")
-        .to_string();
+    let csrf = supervisor_csrf;
     let logout = |token: &str| {
         client()
             .post(format!("{base}/logout"))
@@ -310,6 +529,110 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
         get(&base, "/api/calls", Some(&supervisor)).0,
         StatusCode::UNAUTHORIZED
     );
+
+    // A CRM's callback with its token: sav calls itself, so the call it
+    // answers is on the board while the callback speaks.
+    let (status, live) = api.get("/api/live", "/api/live", Who::Cookie(&viewer));
+    assert_eq!(
+        (status, live["calls"].as_array().map(Vec::len)),
+        (200, Some(0)),
+        "{live}"
+    );
+    let target = format!("sip:sav@127.0.0.1:{}", ports.sip);
+    let (status, placed) = api.call(
+        "post",
+        "/api/calls",
+        "/api/calls",
+        Who::Bearer(&token),
+        &[],
+        Some(serde_json::json!({"target": target, "phrase": "callback"})),
+    );
+    assert_eq!(status, 202, "{placed}");
+    assert_eq!(
+        (placed["state"].as_str(), placed["by"].as_str()),
+        (Some("dialing"), Some("crm"))
+    );
+    let callback = format!("/api/callbacks/{}", placed["id"]);
+    let mut seen = serde_json::Value::Null;
+    for _ in 0..100 {
+        let (_, live) = api.get("/api/live", "/api/live", Who::Cookie(&viewer));
+        if live["calls"].as_array().is_some_and(|c| !c.is_empty()) {
+            seen = live;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let call = &seen["calls"][0];
+    assert!(call.is_object(), "the callback's call never showed live");
+    assert!(
+        call["caller"].as_str().unwrap().starts_with('…'),
+        "masked for a viewer: {call}"
+    );
+    // The event stream sends the board as it is first: the call.
+    let stream = client()
+        .get(format!("{base}/api/live/events"))
+        .header("cookie", &viewer)
+        .send()
+        .unwrap();
+    assert_eq!(stream.status(), StatusCode::OK);
+    assert!(stream.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/event-stream"));
+    let mut lines = BufReader::new(stream).lines();
+    let (mut event, mut data) = (String::new(), String::new());
+    for line in lines.by_ref().take(20) {
+        let line = line.unwrap();
+        if let Some(name) = line.strip_prefix("event: ") {
+            event = name.to_string();
+        } else if let Some(json) = line.strip_prefix("data: ") {
+            data = json.to_string();
+            break;
+        }
+    }
+    assert_eq!(event, "calls");
+    let streamed: serde_json::Value = serde_json::from_str(&data).unwrap();
+    conforms(
+        &doc,
+        "get",
+        "/api/live",
+        200,
+        &serde_json::json!({ "calls": streamed }),
+    );
+    assert_eq!(streamed[0]["call_id"], call["call_id"], "{data}");
+    drop(lines);
+    // The callback ends (its phrase said, then BYE); the board empties.
+    let mut state = serde_json::Value::Null;
+    for _ in 0..300 {
+        let (status, now) = api.get(&callback, "/api/callbacks/{id}", Who::Bearer(&token));
+        assert_eq!(status, 200);
+        if now["state"] != "dialing" {
+            state = now;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(
+        (state["state"].as_str(), state["status"].as_u64()),
+        (Some("ended"), Some(200)),
+        "{state}"
+    );
+    let mut empty = false;
+    for _ in 0..100 {
+        let (_, live) = api.get("/api/live", "/api/live", Who::Bearer(&token));
+        if live["calls"].as_array().is_some_and(Vec::is_empty) {
+            empty = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(empty, "the call left the board when it ended");
+    let (status, _) = api.get(
+        "/api/callbacks/999",
+        "/api/callbacks/{id}",
+        Who::Bearer(&token),
+    );
+    assert_eq!(status, 404);
 }
 
 #[test]

@@ -195,6 +195,27 @@ async fn the_console_s_list_filters_searches_and_pages_newest_first(dir: Db) {
     })
     .await;
     assert_eq!(page2, [ids[2].clone(), ids[1].clone()]);
+    // Durations: the first call made longer.
+    sqlx::query("UPDATE calls SET ended_at = started_at + 90000 WHERE id = $1")
+        .bind(&ids[0])
+        .execute(store.pool())
+        .await
+        .unwrap();
+    let long = list(CallQuery {
+        min_duration_ms: Some(60_000),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(long, [ids[0].clone()]);
+    // A day's calls for its figures: newest first, within the window.
+    let day = store.day_calls(t0 + 60_000, t0 + 240_000).await.unwrap();
+    let outcomes: Vec<_> = day.iter().map(|c| c.outcome.as_deref()).collect();
+    assert_eq!(
+        outcomes,
+        [Some("abandoned"), Some("transferred"), Some("resolved")]
+    );
+    assert!(day[1].transferred && !day[0].transferred);
+    assert!(day.iter().all(|c| c.timeline.is_none()));
 }
 
 async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line(dir: Db) {

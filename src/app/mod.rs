@@ -187,14 +187,6 @@ pub async fn run(
             outbox_stop.clone(),
         ));
     }
-    crate::console::spawn(
-        &config.console,
-        &config.base_dir,
-        store.clone(),
-        config.recordings_dir(),
-        ops_stop.clone(),
-    )
-    .await?;
     memory::spawn_release_when_idle(metrics.clone());
     let learned: LearnedAddress = Default::default();
     let registration = match &config.sip.register {
@@ -238,8 +230,16 @@ pub async fn run(
         shutdown: CancellationToken::new(),
         providers,
         store,
+        board: Default::default(),
         config: config.clone(),
     });
+    crate::console::spawn(
+        &config.console,
+        &config.base_dir,
+        services.clone(),
+        ops_stop.clone(),
+    )
+    .await?;
     let server = Arc::new(Server {
         dialogs: Arc::new(DialogLayer::new(endpoint.inner.clone())),
         ports: RtpPortPool::new(

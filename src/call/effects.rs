@@ -145,6 +145,7 @@ impl Call {
             }
             CallEvent::Dtmf(digit) => {
                 self.trace.mark(Mark::Dtmf { digit: *digit });
+                self.board.caller_turn_ended(true);
                 self.services.metrics.dtmf.inc();
             }
             _ => {}
@@ -176,6 +177,7 @@ impl Call {
                 ..
             } => {}
             PlayoutEvent::Started { tag, .. } => {
+                self.board.bot_started();
                 let source = self.source_of(tag);
                 let count = match *tag {
                     // One generated phrase per reply, whatever its sentences.

@@ -21,6 +21,7 @@
 //!   call;
 //! - [`Services`]/[`Live`]: what the process hands every call.
 
+pub mod board;
 pub mod effects;
 pub mod outbound;
 pub mod reply;
@@ -114,8 +115,19 @@ pub async fn run(
         .recordings_dir
         .as_ref()
         .map(|_| Recording::default());
+    let name = customer.as_ref().map(|c| {
+        format!("{} {} {}", c.title, c.first_name, c.last_name)
+            .trim()
+            .to_string()
+    });
+    let board = services.board.enter(
+        &caller.call_id,
+        number.as_deref().unwrap_or(&caller.from_user),
+        name,
+    );
     leg.answer().await;
     let call = Call {
+        board,
         live: services.live(),
         services,
         trace,
@@ -133,6 +145,9 @@ pub async fn run(
 /// One call in progress.
 pub struct Call {
     services: Arc<Services>,
+    /// The call's entry among the calls in progress (the console's live
+    /// view); it leaves with the call.
+    board: board::Entry,
     /// The phrases, cache and knowledge base as they were when the call
     /// came (a reload applies to the next calls).
     live: Arc<Live>,
@@ -354,6 +369,7 @@ impl Call {
                                 // Left the driver before our last segment reached it.
                                 continue;
                             }
+                            self.board.bot_stopped();
                             CallEvent::PlayoutIdle
                         }
                         Some(MediaEvent::Playout(other)) => {
@@ -373,6 +389,7 @@ impl Call {
                         Some(MediaEvent::SpeechStarted) => {
                             debug!("caller speaks");
                             self.trace.mark(Mark::CallerSpeechStart);
+                            self.board.caller_started();
                             call.media.set_words_open(false);
                             if let Some((speech, _)) = call.speech.as_mut() {
                                 speech.caller_started();
@@ -382,6 +399,7 @@ impl Call {
                         Some(MediaEvent::SpeechEnded(utterance)) => {
                             debug!(samples = utterance.len(), "caller stopped");
                             self.trace.mark(Mark::CallerSpeechEnd);
+                            self.board.caller_turn_ended(false);
                             call.media.set_words_open(false);
                             match call.speech.as_mut() {
                                 Some((speech, _)) => {
@@ -407,6 +425,7 @@ impl Call {
                 let caller_spoke = matches!(event, CallEvent::SpeechStarted);
                 let turn_ended = matches!(event, CallEvent::SpeechEnded);
                 let actions = call.conversation.handle(event);
+                self.board.phase(call.conversation.phase());
                 if turn_ended && !actions.contains(&CallAction::Transcribe) {
                     if let Some((speech, _)) = call.speech.as_mut() {
                         speech.turn_not_heard();

@@ -91,6 +91,8 @@ pub struct Services {
     pub providers: Option<crate::call::reply::Providers>,
     /// Customers and call records.
     pub store: crate::store::Store,
+    /// The calls in progress (the console's live view).
+    pub board: Arc<crate::call::board::Board>,
 }
 
 impl Services {

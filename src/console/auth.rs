@@ -1,7 +1,10 @@
 //! Who may use the console: users with argon2-hashed passwords (their
 //! hashes from `*_env` or `*_file`), sessions kept in memory with an expiry
 //! (a bounded number; the oldest goes first), and a CSRF token per session
-//! that every form that changes something must carry back.
+//! that every form that changes something must carry back; and bearer
+//! tokens for scripts (`Authorization: Bearer …`), kept as SHA-256 digests
+//! (a token is 32 random bytes or more: a fast digest is enough, and each
+//! request is checked without argon2's cost).
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -39,6 +42,18 @@ pub struct User {
     pub password_hash: String,
 }
 
+/// A script's token, as the configuration names it.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token.
+    pub digest: [u8; 32],
+}
+
+/// Tokens shorter than this are refused at start.
+pub const MIN_TOKEN_LEN: usize = 32;
+
 /// Sessions open at once at most; a new login past it ends the oldest.
 pub const MAX_SESSIONS: usize = 1000;
 
@@ -56,6 +71,7 @@ pub struct Session {
 /// The console's users and open sessions.
 pub struct Access {
     users: Vec<User>,
+    tokens: Vec<Token>,
     ttl: Duration,
     sessions: Mutex<HashMap<String, Session>>,
 }
@@ -69,7 +85,7 @@ pub enum AuthError {
 }
 
 impl Access {
-    pub fn new(users: Vec<User>, ttl: Duration) -> Result<Self, AuthError> {
+    pub fn new(users: Vec<User>, tokens: Vec<Token>, ttl: Duration) -> Result<Self, AuthError> {
         for user in &users {
             if PasswordHash::new(&user.password_hash).is_err() {
                 return Err(AuthError::BadHash(user.name.clone()));
@@ -77,14 +93,28 @@ impl Access {
         }
         Ok(Self {
             users,
+            tokens,
             ttl,
             sessions: Mutex::new(HashMap::new()),
         })
     }
 
-    /// Whether anyone must sign in (users are configured).
+    /// Whether anyone must sign in (users or tokens are configured).
     pub fn required(&self) -> bool {
-        !self.users.is_empty()
+        !self.users.is_empty() || !self.tokens.is_empty()
+    }
+
+    /// The script a bearer token names: its name and role.
+    pub fn bearer(&self, token: &str) -> Option<(&str, Role)> {
+        let digest = digest(token);
+        // Every token compared, in constant time each.
+        let mut found = None;
+        for known in &self.tokens {
+            if same_bytes(&known.digest, &digest) {
+                found = Some((known.name.as_str(), known.role));
+            }
+        }
+        found
     }
 
     /// Checks a password (argon2: tens of milliseconds, on the caller's
@@ -173,11 +203,17 @@ fn token() -> String {
 
 /// Equal strings, in time that does not depend on where they differ.
 pub fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
-            == 0
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+}
+
+/// SHA-256 of a token.
+pub fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]
@@ -194,6 +230,7 @@ mod tests {
                 role: Role::Supervisor,
                 password_hash: hash,
             }],
+            Vec::new(),
             Duration::from_secs(60),
         )
         .unwrap();
@@ -216,6 +253,25 @@ mod tests {
     }
 
     #[test]
+    fn a_script_is_known_by_its_token_only() {
+        let token = "0123456789abcdef0123456789abcdef";
+        let access = Access::new(
+            Vec::new(),
+            vec![Token {
+                name: "crm".into(),
+                role: Role::Supervisor,
+                digest: digest(token),
+            }],
+            Duration::from_secs(60),
+        )
+        .unwrap();
+        assert!(access.required());
+        assert_eq!(access.bearer(token), Some(("crm", Role::Supervisor)));
+        assert_eq!(access.bearer("0123456789abcdef0123456789abcdeF"), None);
+        assert_eq!(access.bearer(""), None);
+    }
+
+    #[test]
     fn a_hash_that_is_not_argon2_is_refused_at_start() {
         let users = vec![User {
             name: "ana".into(),
@@ -223,7 +279,7 @@ mod tests {
             password_hash: "plaintext".into(),
         }];
         assert!(matches!(
-            Access::new(users, Duration::from_secs(60)),
+            Access::new(users, Vec::new(), Duration::from_secs(60)),
             Err(AuthError::BadHash(name)) if name == "ana"
         ));
     }

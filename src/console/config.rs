@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::auth::{Role, User};
+use super::auth::{Role, Token, User, MIN_TOKEN_LEN};
 
 /// `[console]`. Off unless `listen` is set.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -23,6 +23,21 @@ pub struct ConsoleConfig {
     /// a viewer (numbers masked).
     #[serde(default)]
     pub users: Vec<UserConfig>,
+    /// Scripts' bearer tokens (a CRM placing callbacks, a dashboard).
+    #[serde(default)]
+    pub tokens: Vec<TokenConfig>,
+}
+
+/// `[[console.tokens]]`: the token itself never in the file.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TokenConfig {
+    pub name: String,
+    pub role: Role,
+    #[serde(default)]
+    pub token_env: Option<String>,
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
 }
 
 /// `[[console.users]]`.
@@ -55,6 +70,8 @@ pub enum ConsoleConfigError {
     Secret(String, crate::secret::SecretError),
     #[error("[[console.users]] {0} appears twice")]
     Duplicate(String),
+    #[error("[[console.tokens]] {0}: {1}")]
+    Token(String, String),
 }
 
 impl ConsoleConfig {
@@ -85,11 +102,43 @@ impl ConsoleConfig {
             });
         }
         if let Some(listen) = self.listen {
-            if users.is_empty() && !listen.ip().is_loopback() {
+            if users.is_empty() && self.tokens.is_empty() && !listen.ip().is_loopback() {
                 return Err(ConsoleConfigError::OpenWithoutUsers(listen));
             }
         }
         Ok(users)
+    }
+
+    /// The scripts' tokens, read from their variables or files.
+    pub fn tokens(&self, base: &Path) -> Result<Vec<Token>, ConsoleConfigError> {
+        let mut tokens: Vec<Token> = Vec::with_capacity(self.tokens.len());
+        for token in &self.tokens {
+            let refuse = |why: String| ConsoleConfigError::Token(token.name.clone(), why);
+            if tokens.iter().any(|t| t.name == token.name) {
+                return Err(refuse("appears twice".into()));
+            }
+            let file = token.token_file.as_ref().map(|f| base.join(f));
+            let secret = crate::secret::read(
+                &format!("console.tokens.{}.token", token.name),
+                token.token_env.as_deref(),
+                file.as_deref(),
+            )
+            .map_err(|e| refuse(e.to_string()))?
+            .ok_or_else(|| refuse("token_env or token_file is required".into()))?;
+            let secret = secret.trim();
+            if secret.len() < MIN_TOKEN_LEN {
+                return Err(refuse(format!(
+                    "a token of {} characters is too short (at least {MIN_TOKEN_LEN}: `openssl rand -hex 32`)",
+                    secret.len()
+                )));
+            }
+            tokens.push(Token {
+                name: token.name.clone(),
+                role: token.role,
+                digest: super::auth::digest(secret),
+            });
+        }
+        Ok(tokens)
     }
 
     pub fn session_ttl(&self) -> std::time::Duration {
@@ -124,5 +173,24 @@ mod tests {
             neither.users(Path::new(".")),
             Err(ConsoleConfigError::Hash(name)) if name == "bob"
         ));
+        // Tokens alone are authentication too; a short one is refused.
+        let dir = std::env::temp_dir().join(format!("sav-console-token-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        std::fs::write(dir.join("long"), format!("{}\n", "a1".repeat(32))).unwrap();
+        std::fs::write(dir.join("short"), "abc\n").unwrap();
+        let scripts = parse(
+            "listen = \"0.0.0.0:9480\"\n[[tokens]]\nname = \"crm\"\nrole = \"supervisor\"\ntoken_file = \"long\"\n",
+        );
+        assert!(scripts.users(&dir).unwrap().is_empty());
+        let tokens = scripts.tokens(&dir).unwrap();
+        assert_eq!(
+            tokens[0].digest,
+            super::super::auth::digest(&"a1".repeat(32))
+        );
+        let short = parse("[[tokens]]\nname = \"x\"\nrole = \"viewer\"\ntoken_file = \"short\"\n");
+        assert!(
+            matches!(short.tokens(&dir), Err(ConsoleConfigError::Token(name, _)) if name == "x")
+        );
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

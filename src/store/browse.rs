@@ -19,6 +19,8 @@ pub struct CallQuery {
     pub outcome: Option<String>,
     pub problem: Option<String>,
     pub transferred: Option<bool>,
+    /// Lasted at least this long (ended calls only), ms.
+    pub min_duration_ms: Option<i64>,
     /// Part of the caller's number, a customer's name, or a call's id.
     pub search: Option<String>,
     /// Rows (at most [`MAX_PAGE`]) and rows skipped.
@@ -42,6 +44,19 @@ pub struct CallItem {
     pub problem: Option<String>,
     pub transferred: bool,
 }
+
+/// One ended call of a day, for the day's figures.
+#[derive(Debug, Clone)]
+pub struct DayCall {
+    pub started_at: i64,
+    pub outcome: Option<String>,
+    pub transferred: bool,
+    /// The timeline's JSON, while retention keeps it.
+    pub timeline: Option<String>,
+}
+
+/// Calls a day's figures read at most (the newest).
+pub const MAX_DAY_CALLS: i64 = 5000;
 
 impl Store {
     /// A page of the calls `query` asks for, newest first.
@@ -96,6 +111,13 @@ impl Store {
                     texts_bound + numbers.len()
                 ));
             }
+        }
+        if let Some(ms) = query.min_duration_ms {
+            numbers.push(ms);
+            clauses.push(format!(
+                "(c.ended_at - c.started_at) >= ${}",
+                texts_bound + numbers.len()
+            ));
         }
         let filter = if clauses.is_empty() {
             String::new()
@@ -215,5 +237,34 @@ impl Store {
             })
             .collect::<Result<_, sqlx::Error>>()
             .map_err(StoreError::from)
+    }
+}
+
+impl Store {
+    /// The calls started in `[from_ms, to_ms)`, newest first, at most
+    /// [`MAX_DAY_CALLS`].
+    pub async fn day_calls(&self, from_ms: i64, to_ms: i64) -> Result<Vec<DayCall>, StoreError> {
+        let rows = sqlx::query(
+            "SELECT started_at, outcome, transfer_target, timeline FROM calls \
+             WHERE started_at >= $1 AND started_at < $2 \
+             ORDER BY started_at DESC LIMIT $3",
+        )
+        .bind(from_ms)
+        .bind(to_ms)
+        .bind(MAX_DAY_CALLS)
+        .fetch_all(self.pool())
+        .await?;
+        rows.iter()
+            .map(|row| {
+                Ok(DayCall {
+                    started_at: row.try_get("started_at")?,
+                    outcome: row.try_get("outcome")?,
+                    transferred: row
+                        .try_get::<Option<String>, _>("transfer_target")?
+                        .is_some(),
+                    timeline: row.try_get("timeline")?,
+                })
+            })
+            .collect()
     }
 }

@@ -223,6 +223,7 @@ impl TestCall {
             shutdown: CancellationToken::new(),
             providers: Providers::from_config(&config).expect("providers"),
             store: store.clone(),
+            board: Default::default(),
             config,
         });
         let socket = Arc::new(UdpSocket::bind("127.0.0.1:0").await.unwrap());
