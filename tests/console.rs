@@ -17,6 +17,7 @@ use std::time::Duration;
 use reqwest::blocking::Client;
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
+use support::fake_providers::{FakeBehaviour, FakeProviders};
 use support::*;
 
 fn hash(password: &str) -> String {
@@ -422,11 +423,10 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     );
     assert_eq!(today["resolved_rate"].as_f64(), Some(1.0), "{today}");
     assert_eq!(today["cache_hit_rate"].as_f64(), Some(1.0), "{today}");
-    assert!(
-        today["turns"].as_u64().unwrap_or(0) >= 3,
-        "three keys answered: {today}"
-    );
-    assert!(today["first_audio_p95_ms"].as_u64().is_some(), "{today}");
+    // sipp presses its keys at fixed times, often over a prompt, and a key
+    // over the bot's speech is no turn answered (`sav report`'s measure):
+    // the per-turn figures are checked on the voice call (the browser test)
+    // and in the unit test.
     assert_eq!(
         today["calls_per_hour"]
             .as_array()
@@ -660,4 +660,399 @@ fn a_console_beyond_loopback_without_users_refuses_to_start() {
             "{command:?}: {said}"
         );
     }
+}
+
+/// Chromium's WebDriver on a port of this test's, until dropped.
+struct ChromeDriver(std::process::Child);
+
+impl ChromeDriver {
+    fn start(port: u16) -> ChromeDriver {
+        require_tool("chromedriver");
+        require_tool("chromium");
+        let child = Command::new("chromedriver")
+            .arg(format!("--port={port}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("chromedriver");
+        let driver = ChromeDriver(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+                return driver;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("chromedriver did not listen on {port}");
+    }
+}
+
+impl Drop for ChromeDriver {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A headless Chromium session: this machine's flags (no background
+/// networking: nothing but loopback is reachable), a fresh profile.
+async fn browser(driver_port: u16, profile: &std::path::Path) -> fantoccini::Client {
+    let mut capabilities = serde_json::Map::new();
+    capabilities.insert(
+        "goog:chromeOptions".into(),
+        serde_json::json!({
+            "binary": "/usr/bin/chromium",
+            "args": [
+                "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic",
+                "--no-first-run", "--disable-background-networking",
+                "--disable-component-update", "--disable-sync",
+                "--autoplay-policy=no-user-gesture-required",
+                "--window-size=1280,1000",
+                format!("--user-data-dir={}", profile.display()),
+            ],
+        }),
+    );
+    let connector = hyper_util::client::legacy::connect::HttpConnector::new();
+    fantoccini::ClientBuilder::new(connector)
+        .capabilities(capabilities)
+        .connect(&format!("http://127.0.0.1:{driver_port}"))
+        .await
+        .expect("a Chromium session")
+}
+
+/// Polls `check` (every 100 ms, at most `tries` times) until it is true.
+async fn until<F, Fut>(what: &str, tries: u32, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    for _ in 0..tries {
+        if check().await {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("{what}: not after {} s", tries / 10);
+}
+
+async fn screenshot(browser: &fantoccini::Client, dir: &std::path::Path, name: &str) {
+    let png = browser.screenshot().await.expect("a screenshot");
+    assert!(png.starts_with(b"\x89PNG"), "{name}: not a PNG");
+    std::fs::write(dir.join(format!("{name}.png")), &png).unwrap();
+    // The README shows one (`SAV_WRITE_SCREENSHOTS=1` writes them anew).
+    if std::env::var_os("SAV_WRITE_SCREENSHOTS").is_some() {
+        let docs = std::path::Path::new(REPO).join("docs/console");
+        std::fs::create_dir_all(&docs).unwrap();
+        std::fs::write(docs.join(format!("{name}.png")), &png).unwrap();
+    }
+}
+
+async fn sign_in(browser: &fantoccini::Client, base: &str, user: &str, password: &str) {
+    use fantoccini::Locator;
+    browser.goto(&format!("{base}/login")).await.unwrap();
+    browser
+        .find(Locator::Css("input[name=user]"))
+        .await
+        .unwrap()
+        .send_keys(user)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("input[name=password]"))
+        .await
+        .unwrap()
+        .send_keys(password)
+        .await
+        .unwrap();
+    browser
+        .find(Locator::Css("button[type=submit]"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("signed in", 100, || async {
+        browser
+            .current_url()
+            .await
+            .is_ok_and(|url| url.path() == "/live")
+    })
+    .await;
+}
+
+async fn sign_out(browser: &fantoccini::Client) {
+    browser
+        .find(fantoccini::Locator::Css("form[action='/logout'] button"))
+        .await
+        .unwrap()
+        .click()
+        .await
+        .unwrap();
+    until("signed out", 100, || async {
+        browser
+            .current_url()
+            .await
+            .is_ok_and(|url| url.path() == "/login")
+    })
+    .await;
+}
+
+/// The rows of the table `css` (its `tbody tr`), as text.
+async fn rows(browser: &fantoccini::Client, css: &str) -> Vec<String> {
+    let mut texts = Vec::new();
+    for row in browser
+        .find_all(fantoccini::Locator::Css(&format!("{css} tbody tr")))
+        .await
+        .unwrap_or_default()
+    {
+        texts.push(row.text().await.unwrap_or_default());
+    }
+    texts
+}
+
+#[test]
+fn in_chromium_the_team_sees_calls_live_reads_them_and_hears_them() {
+    use fantoccini::Locator;
+    let dir = workdir("console_browser");
+    let ports = Ports::slot(92);
+    let console_port = ports.sip + 5;
+    copy_caller_files(&dir);
+    let (ana, vic) = (hash("ana-pw"), hash("vic-pw"));
+    // A voice call needs the speech providers: the fake ones, with the
+    // quick start's transcripts.
+    let caller = std::path::Path::new(REPO).join("examples/caller");
+    let said: Vec<String> = std::fs::read_to_string(caller.join("transcripts.txt"))
+        .unwrap()
+        .lines()
+        .map(String::from)
+        .collect();
+    let fake = FakeProviders::start(
+        0,
+        FakeBehaviour {
+            stt_transcripts: said.into_iter().collect(),
+            ..Default::default()
+        },
+    );
+    let fake_url = fake.base_url();
+    let voice = std::fs::read_to_string(caller.join("voice.toml")).unwrap();
+    let sav = Sav::start(&dir, ports, move |c| {
+        let c = c.replace(
+            "# recordings_dir = \"recordings\"",
+            "recordings_dir = \"recordings\"",
+        );
+        let providers = &voice[voice.find("\n# The fake providers").expect("providers")..];
+        format!(
+            "{c}{}\n[console]\nlisten = \"127.0.0.1:{console_port}\"\n\
+             [[console.users]]\nname = \"ana\"\nrole = \"supervisor\"\npassword_hash = \"{ana}\"\n\
+             [[console.users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{vic}\"\n",
+            providers.replace("http://127.0.0.1:8089", &fake_url)
+        )
+    });
+    // A finished voice call: the quick start's three sentences.
+    let wav = |name: &str| caller.join(format!("{name}.wav")).display().to_string();
+    let output = Command::new("timeout")
+        .args(["-k", "5", "150"])
+        .arg(env!("CARGO_BIN_EXE_sav"))
+        .arg("call")
+        .arg(format!("sip:sav@127.0.0.1:{}", ports.sip))
+        .args([
+            "--say",
+            &wav("problem"),
+            "--say",
+            &wav("done"),
+            "--say",
+            &wav("works"),
+        ])
+        .current_dir(&dir)
+        .env("NO_COLOR", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}\n{}",
+        String::from_utf8_lossy(&output.stderr),
+        sav.log_text()
+    );
+    sav.wait_for_log("call outcome", Duration::from_secs(10));
+    let base = format!("http://127.0.0.1:{console_port}");
+    // Without a session: 401 from the API.
+    assert_eq!(get(&base, "/api/live", None).0, StatusCode::UNAUTHORIZED);
+
+    let driver = ChromeDriver::start(ports.sip + 6);
+    let shots = dir.join("screenshots");
+    std::fs::create_dir_all(&shots).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    runtime.block_on(async {
+        let browser = browser(ports.sip + 6, &dir.join("chromium-profile")).await;
+
+        // The supervisor: the voice call's page, its transcript, its
+        // timeline, and its recording played to the end, the transcript
+        // following it.
+        sign_in(&browser, &base, "ana", "ana-pw").await;
+        browser.goto(&format!("{base}/calls")).await.unwrap();
+        let first = browser
+            .find(Locator::Css("table tbody tr td a"))
+            .await
+            .expect("the voice call in the list");
+        first.click().await.unwrap();
+        let transcript = rows(&browser, "#transcript").await;
+        assert!(
+            transcript.iter().any(|r| r.contains("caller") && r.contains("box")),
+            "the caller's words: {transcript:?}"
+        );
+        assert!(transcript.iter().any(|r| r.contains("bot")), "{transcript:?}");
+        browser
+            .find(Locator::Css("figure.timeline svg"))
+            .await
+            .expect("the timeline drawing");
+        let duration = browser
+            .execute(
+                "const a = document.getElementById('recording'); a.muted = true; a.playbackRate = 8; \
+                 return a.play().then(() => a.duration);",
+                vec![],
+            )
+            .await
+            .expect("the recording plays");
+        assert!(duration.as_f64().unwrap_or(0.0) > 5.0, "{duration}");
+        until("the recording reaches its end", 300, || async {
+            browser
+                .execute("return document.getElementById('recording').ended;", vec![])
+                .await
+                .ok()
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false)
+        })
+        .await;
+        let current = browser
+            .find(Locator::Css("#transcript tr.current"))
+            .await
+            .expect("the transcript follows the recording");
+        let last = rows(&browser, "#transcript").await.pop().unwrap_or_default();
+        assert_eq!(current.text().await.unwrap(), last, "at the end, the last turn");
+        browser.execute("window.scrollTo(0, 0);", vec![]).await.unwrap();
+        screenshot(&browser, &shots, "call").await;
+
+        // Live: a call placed by sipp shows while it runs and leaves when
+        // it ends.
+        browser.goto(&format!("{base}/live")).await.unwrap();
+        assert!(rows(&browser, "#live").await.is_empty());
+        let sipp_dir = dir.clone();
+        let placed = std::thread::spawn(move || {
+            sipp(
+                &sipp_dir,
+                "uac_flow_keys.xml",
+                ports,
+                &["-m", "1", "-d", "3000"],
+                Duration::from_secs(90),
+            )
+        });
+        until("the sipp call on the live view", 200, || async {
+            rows(&browser, "#live").await.len() == 1
+        })
+        .await;
+        let row = rows(&browser, "#live").await.remove(0);
+        assert!(row.contains("+33612345678"), "a supervisor sees the number: {row}");
+        // The flow moves on: the phase changes while the page stays.
+        let phase = || async {
+            browser
+                .find(Locator::Css("#live tbody tr td.phase"))
+                .await
+                .ok()
+        };
+        let first_phase = match phase().await {
+            Some(cell) => cell.text().await.unwrap_or_default(),
+            None => String::new(),
+        };
+        until("another phase on the live view", 300, || async {
+            match phase().await {
+                Some(cell) => cell.text().await.unwrap_or_default() != first_phase,
+                None => true,
+            }
+        })
+        .await;
+        screenshot(&browser, &shots, "live").await;
+        let output = placed.join().unwrap();
+        assert!(output.status.success(), "{}", sipp_report(&dir, &output));
+        until("the call leaves the live view", 100, || async {
+            rows(&browser, "#live").await.is_empty()
+        })
+        .await;
+
+        // Search by number finds it.
+        browser.goto(&format!("{base}/calls")).await.unwrap();
+        browser
+            .find(Locator::Css("input[name=search]"))
+            .await
+            .unwrap()
+            .send_keys("612345678")
+            .await
+            .unwrap();
+        browser
+            .find(Locator::Css("form.filters button[type=submit]"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        until("the search's answer", 100, || async {
+            browser
+                .current_url()
+                .await
+                .is_ok_and(|url| url.query().is_some_and(|q| q.contains("search=612345678")))
+        })
+        .await;
+        let found = rows(&browser, "table").await;
+        assert_eq!(found.len(), 1, "{found:?}: {}", browser.source().await.unwrap_or_default());
+        assert!(found[0].contains("+33612345678"), "{found:?}");
+        screenshot(&browser, &shots, "search").await;
+        sign_out(&browser).await;
+
+        // The viewer: the same search, the number masked; no recording.
+        sign_in(&browser, &base, "vic", "vic-pw").await;
+        browser
+            .goto(&format!("{base}/calls?search=5678"))
+            .await
+            .unwrap();
+        let found = rows(&browser, "table").await;
+        assert_eq!(found.len(), 1, "{found:?}");
+        assert!(
+            found[0].contains("…678") && !found[0].contains("612345678"),
+            "{found:?}"
+        );
+        browser
+            .find(Locator::Css("table tbody tr td a"))
+            .await
+            .unwrap()
+            .click()
+            .await
+            .unwrap();
+        assert!(
+            browser.find(Locator::Css("audio")).await.is_err(),
+            "no recording for a viewer"
+        );
+        screenshot(&browser, &shots, "viewer").await;
+        browser.goto(&format!("{base}/today")).await.unwrap();
+        browser
+            .find(Locator::Css("svg.chart"))
+            .await
+            .expect("the day's charts");
+        // The voice call's turns were answered: their first audio measured.
+        let figures = browser
+            .find(Locator::Css("section.figures"))
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        let p95 = figures
+            .split("Premier son p95")
+            .nth(1)
+            .and_then(|rest| rest.split_whitespace().next())
+            .unwrap_or_default()
+            .to_string();
+        assert!(p95.parse::<u64>().is_ok(), "first audio p95 {p95:?} in {figures}");
+        screenshot(&browser, &shots, "today").await;
+        browser.close().await.unwrap();
+    });
+    drop(driver);
+    drop(fake);
 }

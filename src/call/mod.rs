@@ -286,6 +286,7 @@ impl Call {
             greeting.next();
         }
         let pending: Vec<CallAction> = greeting.collect();
+        self.board.phase(conversation.phase());
         let (media, events) = MediaHandle::start(
             &self.services.driver,
             MediaSetup {

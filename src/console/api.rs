@@ -31,9 +31,21 @@ pub struct Filters {
     pub day: Option<String>,
     pub transferred: Option<String>,
     /// At least this many seconds long.
-    pub min_duration_s: Option<i64>,
-    pub limit: Option<i64>,
-    pub offset: Option<i64>,
+    /// Numbers as text: a form sends its empty fields as empty strings.
+    pub min_duration_s: Option<String>,
+    pub limit: Option<String>,
+    pub offset: Option<String>,
+}
+
+/// A whole number of the query; an empty field is none.
+fn whole(name: &str, value: &Option<String>) -> Result<Option<i64>, String> {
+    match value.as_deref().map(str::trim) {
+        None | Some("") => Ok(None),
+        Some(text) => text
+            .parse()
+            .map(Some)
+            .map_err(|_| format!("{name} {text:?}: expected a whole number")),
+    }
 }
 
 impl Filters {
@@ -46,8 +58,8 @@ impl Filters {
             ("problem", self.problem.clone()),
             ("day", self.day.clone()),
             ("transferred", self.transferred.clone()),
-            ("min_duration_s", self.min_duration_s.map(|s| s.to_string())),
-            ("limit", self.limit.map(|s| s.to_string())),
+            ("min_duration_s", self.min_duration_s.clone()),
+            ("limit", self.limit.clone()),
         ];
         for (key, value) in pairs {
             if let Some(value) = value.filter(|v| !v.is_empty()) {
@@ -78,10 +90,14 @@ impl Filters {
                 Some("no" | "false") => Some(false),
                 _ => None,
             },
-            min_duration_ms: self.min_duration_s.filter(|s| *s > 0).map(|s| s * 1000),
+            min_duration_ms: whole("min_duration_s", &self.min_duration_s)?
+                .filter(|s| *s > 0)
+                .map(|s| s.saturating_mul(1000)),
             search: non_empty(&self.search),
-            limit: self.limit.unwrap_or(50).clamp(1, MAX_PAGE),
-            offset: self.offset.unwrap_or(0).max(0),
+            limit: whole("limit", &self.limit)?
+                .unwrap_or(50)
+                .clamp(1, MAX_PAGE),
+            offset: whole("offset", &self.offset)?.unwrap_or(0).max(0),
         })
     }
 }

@@ -311,7 +311,7 @@ header nav a{color:#fff;margin-right:1rem}main{padding:1rem;max-width:72rem}tabl
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}\
 form.filters{display:flex;flex-wrap:wrap;gap:.5rem;margin-bottom:1rem}label{display:flex;flex-direction:column;font-size:.9rem}\
 tr.current{background:#fff59d}.figures{display:flex;flex-wrap:wrap;gap:1rem}.figures div{border:1px solid #ccc;padding:.5rem 1rem;border-radius:.3rem}\
-.figures strong{display:block;font-size:1.4rem}figure.timeline{overflow-x:auto;margin:0}figure.timeline svg{min-width:48rem}\
+.figures strong{display:block;font-size:1.4rem}figure.timeline{overflow-x:auto;margin:0}figure.chart{margin:0}figure.chart svg{max-height:10rem}figure.timeline svg{min-width:48rem}\
 a:focus,button:focus,input:focus{outline:3px solid #ffb300}\
 @media(max-width:40rem){td:nth-child(n+5),th:nth-child(n+5){display:none}}";
 

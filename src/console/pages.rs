@@ -136,7 +136,7 @@ pub(super) async fn calls_page(
                     option value="no" selected[value(&filters.transferred) == "no"] { "non" }
                 }
             }
-            label { "Durée min. (s)" input name="min_duration_s" type="number" min="0" value=(filters.min_duration_s.map(|s| s.to_string()).unwrap_or_default()); }
+            label { "Durée min. (s)" input name="min_duration_s" type="number" min="0" value=(value(&filters.min_duration_s)); }
             button type="submit" { "Filtrer" }
         }
         table {
