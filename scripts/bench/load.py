@@ -3,7 +3,7 @@
 on the wire, step by step.
 
     sudo python3 scripts/bench/load.py [--steps 100,500,1000] [--mode vad|keys|both]
-                                       [--seconds 35] [--setup-rate] [--realtime-clock]
+                                       [--seconds 35] [--setup-rate] [--realtime-clock] [--console]
     sudo python3 scripts/bench/load.py --soak 600 [--soak-calls 300]
 
 Not part of the test suite (root: everything runs in a network namespace
@@ -66,6 +66,9 @@ TICK = os.sysconf("SC_CLK_TCK")
 REALTIME = False
 # sav built with the heap-profile feature (--heap-profile).
 HEAP_PROFILE = False
+# The console on, open and refreshing during each step (--console).
+CONSOLE = False
+CONSOLE_PORT = 28070
 
 
 def sh(*args, check=True, **kw):
@@ -262,6 +265,9 @@ def write_config(work, mode, max_calls):
         .replace("trusted = []", 'trusted = ["127.0.0.1"]')
         .replace("realtime_clock = false", f"realtime_clock = {'true' if REALTIME else 'false'}")
     )
+    if CONSOLE:
+        # Loopback, no users: the refresher is an anonymous viewer.
+        config = config.replace("\n[[problems]]", f'\n[console]\nlisten = "127.0.0.1:{CONSOLE_PORT}"\n\n[[problems]]', 1)
     if mode == "vad":
         base = f"http://127.0.0.1:{PROVIDERS}"
         at = config.find("\n[[problems]]")
@@ -275,6 +281,71 @@ def write_config(work, mode, max_calls):
     with open(path, "w") as f:
         f.write(config)
     return path
+
+
+def console_refresher(seconds, out, streams=4):
+    """The console open in a few browsers during the load: `streams` live
+    views held open (their event streams read), and once a second the
+    pages and the API a person refreshes (live, calls, a call with its
+    drawing, today, phrases). Writes the counts and latencies to `out`."""
+    import threading
+    import urllib.request
+
+    base = f"http://127.0.0.1:{CONSOLE_PORT}"
+    stop = time.monotonic() + seconds
+    counts = {"requests": 0, "errors": 0, "events": 0, "latencies_ms": []}
+    lock = threading.Lock()
+
+    def stream():
+        while time.monotonic() < stop:
+            try:
+                with urllib.request.urlopen(base + "/api/live/events", timeout=5) as r:
+                    for line in r:
+                        if line.startswith(b"event: calls"):
+                            with lock:
+                                counts["events"] += 1
+                        if time.monotonic() >= stop:
+                            return
+            except Exception:
+                with lock:
+                    counts["errors"] += 1
+                time.sleep(0.5)
+
+    def get(path):
+        t = time.monotonic()
+        try:
+            with urllib.request.urlopen(base + path, timeout=10) as r:
+                body = r.read()
+            with lock:
+                counts["requests"] += 1
+                counts["latencies_ms"].append((time.monotonic() - t) * 1000)
+            return body
+        except Exception:
+            with lock:
+                counts["errors"] += 1
+            return b""
+
+    threads = [threading.Thread(target=stream, daemon=True) for _ in range(streams)]
+    for t in threads:
+        t.start()
+    while time.monotonic() < stop:
+        tick = time.monotonic()
+        for path in ["/live", "/api/live", "/calls", "/today", "/phrases"]:
+            get(path)
+        listed = get("/api/calls?limit=5")
+        try:
+            calls = json.loads(listed or b"{}").get("calls", [])
+            if calls:
+                get("/calls/" + calls[0]["id"])
+        except ValueError:
+            pass
+        time.sleep(max(0.0, 1.0 - (time.monotonic() - tick)))
+    lat = sorted(counts.pop("latencies_ms"))
+    counts["p50_ms"] = lat[len(lat) // 2] if lat else None
+    counts["p99_ms"] = lat[min(len(lat) - 1, int(len(lat) * 0.99))] if lat else None
+    counts["max_ms"] = lat[-1] if lat else None
+    with open(out, "w") as f:
+        json.dump(counts, f)
 
 
 def sipp_counts(csv):
@@ -367,6 +438,13 @@ def run_step(args, work, mode, calls, bins):
     rate = max(10, min(100, calls // 10))
     csv = os.path.join(work, f"sipp-{tag}.csv")
     errors = os.path.join(work, f"sipp-{tag}-errors.log")
+    refresher = None
+    refreshed = os.path.join(work, f"console-{tag}.json")
+    if CONSOLE:
+        refresher = subprocess.Popen(
+            ns(sys.executable, os.path.abspath(__file__), "--console-refresher",
+               str(args.seconds), refreshed),
+        )
     start = time.monotonic()
     sipp = start_callers(work, tag, calls, rate, calls, args.seconds, csv, errors, 1)
     # Every call is up from the end of the ramp until the first one ends.
@@ -388,6 +466,14 @@ def run_step(args, work, mode, calls, bins):
     except subprocess.TimeoutExpired:
         sipp.kill()
     time.sleep(1)
+    console = None
+    if refresher:
+        try:
+            refresher.wait(timeout=60)
+            with open(refreshed) as f:
+                console = json.load(f)
+        except (subprocess.TimeoutExpired, OSError, ValueError):
+            refresher.kill()
     drops = 0
     for capture in captures:
         capture.send_signal(signal.SIGINT)
@@ -431,6 +517,7 @@ def run_step(args, work, mode, calls, bins):
         "callers": summary(caller_streams),
         "first_after_ack_worst_ms": max(first_after_ack) if first_after_ack else None,
         "first_after_ack_median_ms": statistics.median(first_after_ack) if first_after_ack else None,
+        "console": console,
     }
     if not args.keep_captures:
         for path in (rtp_pcap, sip_pcap):
@@ -585,12 +672,20 @@ def main():
     parser.add_argument("--soak-calls", type=int, default=300)
     parser.add_argument("--realtime-clock", action="store_true",
                         help="[media] realtime_clock = true (SCHED_FIFO media thread)")
+    parser.add_argument("--console", action="store_true",
+                        help="the console on, 4 live views open and its pages refreshed every second")
+    parser.add_argument("--console-refresher", nargs=2, metavar=("SECONDS", "OUT"),
+                        help=argparse.SUPPRESS)
     parser.add_argument("--heap-profile", action="store_true",
                         help="sav with dhat as its allocator: what is live at the peak, per call")
     args = parser.parse_args()
-    global REALTIME, HEAP_PROFILE
+    global REALTIME, HEAP_PROFILE, CONSOLE
+    if args.console_refresher:
+        console_refresher(float(args.console_refresher[0]), args.console_refresher[1])
+        return
     REALTIME = args.realtime_clock
     HEAP_PROFILE = args.heap_profile
+    CONSOLE = args.console
     if os.geteuid() != 0:
         sys.exit("load.py needs root (a network namespace)")
     for tool in ["sipp", "espeak-ng", "sox", "dumpcap", "ip"]:
