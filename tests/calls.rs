@@ -214,6 +214,63 @@ async fn a_successful_transfer_ends_the_call_as_transferred() {
     assert!(phrases_heard(&ended.heard, PHRASES).contains(&"transfer".to_string()));
 }
 
+/// The console's live view: the call's entry on the board follows the flow
+/// (greeting, listening, the caller's turn, thinking), says who speaks and
+/// the turn's latency, and leaves with the call.
+#[tokio::test]
+async fn the_call_board_follows_the_call_and_empties_when_it_ends() {
+    use sav::call::board::Speaking;
+    let call = TestCall::start(Setup {
+        name: "calls_board",
+        providers: Some(FakeBehaviour {
+            llm_ttfb: Duration::from_millis(3000),
+            ..Default::default()
+        }),
+        free_conversation: true,
+        from: "0612345678",
+        ..Setup::default()
+    })
+    .await;
+    let board = call.services.board.clone();
+    call.wait(500 * MS).await;
+    let now = board.snapshot();
+    assert_eq!(now.len(), 1);
+    assert_eq!(
+        (now[0].phase, now[0].speaking, now[0].caller.as_str()),
+        ("greeting", Speaking::Bot, "+33612345678")
+    );
+    assert!(call.until(30 * SECOND, |h| quiet_for(h, 1000)).await);
+    let now = &board.snapshot()[0];
+    assert_eq!(
+        (now.phase, now.speaking, now.turns),
+        ("listening", Speaking::Nobody, 0)
+    );
+    assert!(now.duration_ms >= 3000, "{now:?}");
+    call.starts_talking().await;
+    call.wait(SECOND).await;
+    assert_eq!(board.snapshot()[0].speaking, Speaking::Caller);
+    call.stops_talking(SECOND).await;
+    let end_of_turn = call.now();
+    assert!(
+        call.until(5 * SECOND, |h| h
+            .iter()
+            .any(|(at, p)| *at > end_of_turn && level(p) > 100))
+            .await
+    );
+    call.wait(100 * MS).await;
+    let now = &board.snapshot()[0];
+    assert_eq!(
+        (now.phase, now.speaking, now.turns),
+        ("thinking", Speaking::Bot, 1)
+    );
+    // A filler in the next frame: the turn's latency as the board says it.
+    let latency = now.turn_latency_ms.expect("the turn's latency");
+    assert!(latency <= 60, "{latency} ms");
+    let ended = call.hang_up().await;
+    assert_eq!(ended.end.ending, Ending::Remote);
+    assert!(board.is_empty(), "{:?}", board.snapshot());
+}
+
 #[tokio::test]
 async fn a_slow_llm_gets_fillers_and_no_silent_run_over_700_ms() {
     let call = TestCall::start(Setup {

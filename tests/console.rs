@@ -11,6 +11,7 @@
 mod support;
 
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
@@ -669,10 +670,13 @@ impl ChromeDriver {
     fn start(port: u16) -> ChromeDriver {
         require_tool("chromedriver");
         require_tool("chromium");
+        // A process group of its own: the browsers it starts go with it,
+        // even when the test fails before closing its session.
         let child = Command::new("chromedriver")
             .arg(format!("--port={port}"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .expect("chromedriver");
         let driver = ChromeDriver(child);
@@ -688,7 +692,10 @@ impl ChromeDriver {
 
 impl Drop for ChromeDriver {
     fn drop(&mut self) {
-        let _ = self.0.kill();
+        // SAFETY: kill(2) on our child's process group.
+        unsafe {
+            libc::kill(-(self.0.id() as i32), libc::SIGKILL);
+        }
         let _ = self.0.wait();
     }
 }
@@ -904,6 +911,11 @@ fn in_chromium_the_team_sees_calls_live_reads_them_and_hears_them() {
             .find(Locator::Css("figure.timeline svg"))
             .await
             .expect("the timeline drawing");
+        // The providers' latencies: the STT of each turn at least.
+        browser
+            .find(Locator::Css("#requests tr[data-provider=stt]"))
+            .await
+            .expect("the providers' requests");
         let duration = browser
             .execute(
                 "const a = document.getElementById('recording'); a.muted = true; a.playbackRate = 8; \

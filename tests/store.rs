@@ -207,15 +207,44 @@ async fn the_console_s_list_filters_searches_and_pages_newest_first(dir: Db) {
     })
     .await;
     assert_eq!(long, [ids[0].clone()]);
+    // Costs, from the timelines kept: at least 0.10.
+    for (id, cost) in [(&ids[1], 0.25), (&ids[2], 0.05)] {
+        sqlx::query("UPDATE calls SET timeline = $1 WHERE id = $2")
+            .bind(format!(
+                "{{\"call_id\":\"x\",\"cost\":{cost},\"events\":[]}}"
+            ))
+            .bind(id)
+            .execute(store.pool())
+            .await
+            .unwrap();
+    }
+    let dear = list(CallQuery {
+        min_cost: Some(0.10),
+        ..Default::default()
+    })
+    .await;
+    assert_eq!(dear, [ids[1].clone()]);
+    let costs: Vec<Option<f64>> = store
+        .list_calls(&CallQuery {
+            limit: 10,
+            ..Default::default()
+        })
+        .await
+        .unwrap()
+        .iter()
+        .map(|c| c.cost)
+        .collect();
+    assert_eq!(costs, [None, None, Some(0.05), Some(0.25), None]);
     // A day's calls for its figures: newest first, within the window.
     let day = store.day_calls(t0 + 60_000, t0 + 240_000).await.unwrap();
     let outcomes: Vec<_> = day.iter().map(|c| c.outcome.as_deref()).collect();
     assert_eq!(
         outcomes,
-        [Some("abandoned"), Some("transferred"), Some("resolved")]
+        [Some("abandoned"), Some("resolved"), Some("transferred")]
     );
-    assert!(day[1].transferred && !day[0].transferred);
-    assert!(day.iter().all(|c| c.timeline.is_none()));
+    assert!(day[2].transferred && !day[1].transferred && !day[0].transferred);
+    let kept: Vec<bool> = day.iter().map(|c| c.timeline.is_some()).collect();
+    assert_eq!(kept, [false, true, true]);
 }
 
 async fn csv_import_keeps_good_rows_and_reports_bad_ones_by_line(dir: Db) {

@@ -33,6 +33,8 @@ pub struct Filters {
     /// At least this many seconds long.
     /// Numbers as text: a form sends its empty fields as empty strings.
     pub min_duration_s: Option<String>,
+    /// At least this cost (the currency of `[costs]`).
+    pub min_cost: Option<String>,
     pub limit: Option<String>,
     pub offset: Option<String>,
 }
@@ -59,6 +61,7 @@ impl Filters {
             ("day", self.day.clone()),
             ("transferred", self.transferred.clone()),
             ("min_duration_s", self.min_duration_s.clone()),
+            ("min_cost", self.min_cost.clone()),
             ("limit", self.limit.clone()),
         ];
         for (key, value) in pairs {
@@ -93,6 +96,16 @@ impl Filters {
             min_duration_ms: whole("min_duration_s", &self.min_duration_s)?
                 .filter(|s| *s > 0)
                 .map(|s| s.saturating_mul(1000)),
+            min_cost: match non_empty(&self.min_cost) {
+                Some(text) => Some(
+                    text.trim()
+                        .parse::<f64>()
+                        .ok()
+                        .filter(|c| c.is_finite())
+                        .ok_or(format!("min_cost {text:?}: expected a number"))?,
+                ),
+                None => None,
+            },
             search: non_empty(&self.search),
             limit: whole("limit", &self.limit)?
                 .unwrap_or(50)

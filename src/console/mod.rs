@@ -71,7 +71,12 @@ pub struct Console {
     callbacks: callback::Callbacks,
     today: today::Memo,
     live: live::Streams,
+    /// Sign-ins checked at once at most (argon2 is costly by design).
+    sign_ins: Arc<tokio::sync::Semaphore>,
 }
+
+/// Passwords checked at once at most; more sign-ins meanwhile get 429.
+pub const MAX_SIGN_INS_AT_ONCE: usize = 2;
 
 #[derive(Debug, thiserror::Error)]
 pub enum ConsoleError {
@@ -106,6 +111,7 @@ pub async fn spawn(
         callbacks: callback::Callbacks::default(),
         today: today::Memo::default(),
         live: live::Streams::default(),
+        sign_ins: Arc::new(tokio::sync::Semaphore::new(MAX_SIGN_INS_AT_ONCE)),
     });
     let listener = tokio::net::TcpListener::bind(listen)
         .await
@@ -311,7 +317,7 @@ header nav a{color:#fff;margin-right:1rem}main{padding:1rem;max-width:72rem}tabl
 th,td{text-align:left;padding:.3rem .5rem;border-bottom:1px solid #ddd}\
 form.filters{display:flex;flex-wrap:wrap;gap:.5rem;margin-bottom:1rem}label{display:flex;flex-direction:column;font-size:.9rem}\
 tr.current{background:#fff59d}.figures{display:flex;flex-wrap:wrap;gap:1rem}.figures div{border:1px solid #ccc;padding:.5rem 1rem;border-radius:.3rem}\
-.figures strong{display:block;font-size:1.4rem}figure.timeline{overflow-x:auto;margin:0}figure.chart{margin:0}figure.chart svg{max-height:10rem}figure.timeline svg{min-width:48rem}\
+.figures strong{display:block;font-size:1.4rem}.error{color:#b71c1c;font-weight:bold}figure.timeline{overflow-x:auto;margin:0}figure.chart{margin:0}figure.chart svg{max-height:10rem}figure.timeline svg{min-width:48rem}\
 a:focus,button:focus,input:focus{outline:3px solid #ffb300}\
 @media(max-width:40rem){td:nth-child(n+5),th:nth-child(n+5){display:none}}";
 

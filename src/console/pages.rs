@@ -16,11 +16,18 @@ use super::auth::Role;
 use super::{format_ms, layout, number, Console, Page, COOKIE};
 
 pub(super) async fn login_page() -> Markup {
+    sign_in_form(None)
+}
+
+fn sign_in_form(refused: Option<&str>) -> Markup {
     layout(
         "Connexion",
         None,
         html! {
             h1 { "Connexion" }
+            @if let Some(why) = refused {
+                p.error role="alert" { (why) }
+            }
             form method="post" action="/login" {
                 label { "Utilisateur" input name="user" autocomplete="username" required; }
                 label { "Mot de passe" input name="password" type="password" autocomplete="current-password" required; }
@@ -40,11 +47,21 @@ pub(super) async fn login(
     State(console): State<Arc<Console>>,
     Form(form): Form<LoginForm>,
 ) -> Response {
-    // argon2 takes tens of milliseconds: off the runtime's workers.
+    // argon2 takes tens of milliseconds of a core: off the runtime's
+    // workers, and only a few at once (a burst of sign-ins must not take
+    // the machine from the calls).
+    let Ok(permit) = console.sign_ins.clone().try_acquire_owned() else {
+        return (
+            StatusCode::TOO_MANY_REQUESTS,
+            sign_in_form(Some("Trop de connexions en même temps : réessayez.")),
+        )
+            .into_response();
+    };
     let checked = tokio::task::spawn_blocking(move || {
         let id = console
             .access
             .login(&form.user, &form.password, Instant::now());
+        drop(permit);
         (id, form.user)
     })
     .await;
@@ -65,7 +82,11 @@ pub(super) async fn login(
         }
         Ok((Err(_), user)) => {
             warn!(user, "console sign-in refused");
-            (StatusCode::UNAUTHORIZED, login_page().await).into_response()
+            (
+                StatusCode::UNAUTHORIZED,
+                sign_in_form(Some("Utilisateur ou mot de passe incorrect.")),
+            )
+                .into_response()
         }
         Err(_) => StatusCode::INTERNAL_SERVER_ERROR.into_response(),
     }
@@ -137,11 +158,12 @@ pub(super) async fn calls_page(
                 }
             }
             label { "Durée min. (s)" input name="min_duration_s" type="number" min="0" value=(value(&filters.min_duration_s)); }
+            label { "Coût min." input name="min_cost" type="number" min="0" step="0.001" value=(value(&filters.min_cost)); }
             button type="submit" { "Filtrer" }
         }
         table {
             caption { (calls.len()) " appels" }
-            thead { tr { th { "Début" } th { "Appelant" } th { "Client" } th { "Issue" } th { "Problème" } th { "Durée" } th { "Transféré" } } }
+            thead { tr { th { "Début" } th { "Appelant" } th { "Client" } th { "Issue" } th { "Problème" } th { "Durée" } th { "Transféré" } th { "Coût" } } }
             tbody {
                 @for call in &calls {
                     tr data-call=(call.id) {
@@ -152,6 +174,7 @@ pub(super) async fn calls_page(
                         td { (call.problem.clone().unwrap_or_default()) }
                         td { (call.duration_ms.map(|d| format!("{:.0} s", d as f64 / 1000.0)).unwrap_or_default()) }
                         td { (if call.transferred { "oui" } else { "" }) }
+                        td { (call.cost.map(|c| format!("{c:.3}")).unwrap_or_default()) }
                     }
                 }
             }
@@ -259,6 +282,25 @@ pub(super) async fn call_page(
             p { "Coût estimé : " (format!("{:.4} {}", t.cost, t.currency))
                 " — LLM " (t.usage.llm_prompt_tokens) " + " (t.usage.llm_completion_tokens) " jetons, TTS "
                 (t.usage.tts_characters) " caractères, STT " (format!("{:.1}", t.usage.stt_seconds)) " s" }
+            @let requests = crate::timeline::report::Layout::of(t).requests;
+            @if !requests.is_empty() {
+                table #requests {
+                    caption { "Requêtes aux fournisseurs (temps depuis le début de l'appel)" }
+                    thead { tr { th { "Fournisseur" } th { "Requête" } th { "À" } th { "Premier octet" } th { "Durée" } th { "Issue" } } }
+                    tbody {
+                        @for (provider, span, first, ok) in &requests {
+                            tr data-provider=(provider.as_str()) {
+                                td { (provider.as_str()) }
+                                td { (span.label) }
+                                td { (format!("{:.1} s", span.start_ms as f64 / 1000.0)) }
+                                td { (first.map(|f| format!("{} ms", f.saturating_sub(span.start_ms))).unwrap_or_default()) }
+                                td { (format!("{} ms", span.end_ms.saturating_sub(span.start_ms))) }
+                                td { (if *ok { "ok" } else { "erreur" }) }
+                            }
+                        }
+                    }
+                }
+            }
         }
         h2 { "CRM" }
         p.crm {

@@ -1,11 +1,11 @@
 //! The calls as the console lists them: filtered (day, outcome, problem,
-//! transferred) and searched (number, name, record or SIP Call-ID),
+//! transferred, duration, cost) and searched (number, name, record or SIP Call-ID),
 //! newest first, a page at a time, on SQLite and PostgreSQL alike.
 
 use serde::Serialize;
 use sqlx::Row;
 
-use super::{Store, StoreError};
+use super::{Backend, Store, StoreError};
 
 /// Rows a page holds at most.
 pub const MAX_PAGE: i64 = 200;
@@ -21,6 +21,8 @@ pub struct CallQuery {
     pub transferred: Option<bool>,
     /// Lasted at least this long (ended calls only), ms.
     pub min_duration_ms: Option<i64>,
+    /// Cost at least this much (calls whose timeline is kept).
+    pub min_cost: Option<f64>,
     /// Part of the caller's number, a customer's name, or a call's id.
     pub search: Option<String>,
     /// Rows (at most [`MAX_PAGE`]) and rows skipped.
@@ -43,6 +45,8 @@ pub struct CallItem {
     pub outcome: Option<String>,
     pub problem: Option<String>,
     pub transferred: bool,
+    /// The call's estimated cost, while its timeline is kept.
+    pub cost: Option<f64>,
 }
 
 /// One ended call of a day, for the day's figures.
@@ -119,6 +123,19 @@ impl Store {
                 texts_bound + numbers.len()
             ));
         }
+        // The cost is in the timeline's JSON (a text column on both).
+        let cost = match self.backend() {
+            Backend::Sqlite => "CAST(json_extract(c.timeline, '$.cost') AS REAL)",
+            Backend::Postgres => "CAST(CAST(c.timeline AS json)->>'cost' AS DOUBLE PRECISION)",
+        };
+        let mut floats: Vec<f64> = Vec::new();
+        if let Some(min) = query.min_cost {
+            floats.push(min);
+            clauses.push(format!(
+                "{cost} >= ${}",
+                texts_bound + numbers.len() + floats.len()
+            ));
+        }
         let filter = if clauses.is_empty() {
             String::new()
         } else {
@@ -128,7 +145,7 @@ impl Store {
         let offset = query.offset.max(0);
         let sql = format!(
             "SELECT c.id, c.sip_call_id, c.caller, c.started_at, c.ended_at, c.outcome, \
-             c.problem, c.transfer_target, u.first_name, u.last_name \
+             c.problem, c.transfer_target, u.first_name, u.last_name, {cost} AS cost \
              FROM calls c LEFT JOIN customers u ON u.id = c.customer_id {filter} \
              ORDER BY c.started_at DESC, c.id DESC LIMIT {limit} OFFSET {offset}"
         );
@@ -138,6 +155,9 @@ impl Store {
             statement = statement.bind(value);
         }
         for value in numbers {
+            statement = statement.bind(value);
+        }
+        for value in floats {
             statement = statement.bind(value);
         }
         let rows = statement.fetch_all(self.pool()).await?;
@@ -163,6 +183,7 @@ impl Store {
                     transferred: row
                         .try_get::<Option<String>, _>("transfer_target")?
                         .is_some(),
+                    cost: row.try_get("cost")?,
                 })
             })
             .collect::<Result<_, sqlx::Error>>()
