@@ -70,6 +70,7 @@ pub struct Console {
     recordings: Option<std::path::PathBuf>,
     callbacks: callback::Callbacks,
     today: today::Memo,
+    phrases: phrases::Memo,
     live: live::Streams,
     /// Sign-ins checked at once at most (argon2 is costly by design).
     sign_ins: Arc<tokio::sync::Semaphore>,
@@ -110,6 +111,7 @@ pub async fn spawn(
         services,
         callbacks: callback::Callbacks::default(),
         today: today::Memo::default(),
+        phrases: phrases::Memo::default(),
         live: live::Streams::default(),
         sign_ins: Arc::new(tokio::sync::Semaphore::new(MAX_SIGN_INS_AT_ONCE)),
     });

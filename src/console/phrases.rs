@@ -1,9 +1,11 @@
 //! The cached phrases: each key with its text, its length, whether its
 //! audio is stale (what `sav cache check` says, checked on a blocking
-//! thread), and a player for its audio. Only keys of the phrase table name
-//! a file: nothing from the request reaches a path otherwise.
+//! thread and reused for [`MEMO`]: it reads and hashes every clip), and a
+//! player for its audio. Only keys of the phrase table name a file:
+//! nothing from the request reaches a path otherwise.
 
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
@@ -12,9 +14,40 @@ use maud::html;
 
 use super::{layout, Console, Page};
 
-pub(super) async fn page(State(console): State<Arc<Console>>, Page(caller): Page) -> Response {
+/// How long a check of the cache is reused.
+pub const MEMO: Duration = Duration::from_secs(10);
+
+/// The last check: when, of which table, what it found.
+#[derive(Default)]
+pub struct Memo {
+    last: Mutex<Option<(Instant, Arc<Checked>)>>,
+}
+
+/// The phrases of a table, their problems and lengths.
+pub struct Checked {
+    config: crate::cache::config::CacheConfig,
+    problems: Vec<(String, crate::cache::PhraseProblem)>,
+    seconds: Vec<Option<f64>>,
+}
+
+async fn checked(console: &Console) -> Result<Arc<Checked>, Response> {
     let config = console.services.live().config.cache.clone();
-    let checked = tokio::task::spawn_blocking(move || {
+    {
+        let last = console
+            .phrases
+            .last
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        if let Some((at, checked)) = last.as_ref() {
+            if at.elapsed() < MEMO
+                && checked.config.phrases == config.phrases
+                && checked.config.dir == config.dir
+            {
+                return Ok(checked.clone());
+            }
+        }
+    }
+    let made = tokio::task::spawn_blocking(move || {
         let problems = crate::cache::check(&config);
         let seconds: Vec<Option<f64>> = config
             .phrases
@@ -29,19 +62,39 @@ pub(super) async fn page(State(console): State<Arc<Console>>, Page(caller): Page
         (config, problems, seconds)
     })
     .await;
-    let Ok((config, problems, seconds)) = checked else {
-        return StatusCode::INTERNAL_SERVER_ERROR.into_response();
+    let Ok((config, problems, seconds)) = made else {
+        return Err(StatusCode::INTERNAL_SERVER_ERROR.into_response());
     };
-    let problems = match problems {
-        Ok(problems) => problems,
-        Err(error) => {
-            return (
-                StatusCode::SERVICE_UNAVAILABLE,
-                format!("the phrase cache cannot be read: {error}\n"),
-            )
-                .into_response()
-        }
+    let problems = problems.map_err(|error| {
+        (
+            StatusCode::SERVICE_UNAVAILABLE,
+            format!("the phrase cache cannot be read: {error}\n"),
+        )
+            .into_response()
+    })?;
+    let checked = Arc::new(Checked {
+        config,
+        problems,
+        seconds,
+    });
+    *console
+        .phrases
+        .last
+        .lock()
+        .unwrap_or_else(|e| e.into_inner()) = Some((Instant::now(), checked.clone()));
+    Ok(checked)
+}
+
+pub(super) async fn page(State(console): State<Arc<Console>>, Page(caller): Page) -> Response {
+    let checked = match checked(&console).await {
+        Ok(checked) => checked,
+        Err(response) => return response,
     };
+    let Checked {
+        config,
+        problems,
+        seconds,
+    } = checked.as_ref();
     let stale = problems.len();
     let body = html! {
         h1 { "Phrases" }
@@ -52,7 +105,7 @@ pub(super) async fn page(State(console): State<Arc<Console>>, Page(caller): Page
         table #phrases {
             thead { tr { th { "Clé" } th { "Texte" } th { "Durée" } th { "État" } th { "Écouter" } } }
             tbody {
-                @for ((key, text), seconds) in config.phrases.iter().zip(&seconds) {
+                @for ((key, text), seconds) in config.phrases.iter().zip(seconds) {
                     @let problem = problems.iter().find(|(k, _)| k == key).map(|(_, p)| p.to_string());
                     tr data-phrase=(key) data-stale=(problem.is_some()) {
                         td { code { (key) } }
