@@ -411,6 +411,17 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
         (200, Some("+33612345678")),
         "a supervisor's token"
     );
+    // With its timeline: the keys pressed are in it.
+    let keys = one["timeline"]["events"]
+        .as_array()
+        .map(|events| {
+            events
+                .iter()
+                .filter(|e| e.to_string().contains("\"event\":\"dtmf\""))
+                .count()
+        })
+        .unwrap_or(0);
+    assert!(keys >= 3, "the keys in the timeline: {}", one["timeline"]);
     let (status, _) = api.get("/api/calls/nope", "/api/calls/{id}", Who::Bearer(&token));
     assert_eq!(status, 404);
 

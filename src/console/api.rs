@@ -152,16 +152,26 @@ pub(super) async fn call(
     Api(caller): Api,
     Path(id): Path<String>,
 ) -> Response {
-    match console.services.store.call_event(&id).await {
-        Ok(Some(mut call)) => {
+    let store = &console.services.store;
+    match tokio::try_join!(store.call_event(&id), store.call_timeline(&id)) {
+        Ok((Some(mut call), timeline)) => {
             if let Some(number_field) = call.get_mut("caller") {
                 if let Some(text) = number_field.as_str() {
                     *number_field = serde_json::Value::String(number(caller.role, text));
                 }
             }
+            // The timeline (what `sav report --json` gives), while kept.
+            let timeline = timeline
+                .map(|(_, t)| t)
+                .filter(|t| !t.events.is_empty())
+                .and_then(|t| serde_json::to_value(t).ok())
+                .unwrap_or(serde_json::Value::Null);
+            if let Some(fields) = call.as_object_mut() {
+                fields.insert("timeline".into(), timeline);
+            }
             Json(call).into_response()
         }
-        Ok(None) => error(StatusCode::NOT_FOUND, format!("no call {id}")),
+        Ok((None, _)) => error(StatusCode::NOT_FOUND, format!("no call {id}")),
         Err(e) => {
             warn!(error = %e, "console: call not read");
             error(
