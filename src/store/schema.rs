@@ -53,6 +53,9 @@ const AUDIT: &str = "CREATE TABLE console_audit (
             action TEXT NOT NULL,
             call_id TEXT NOT NULL
         )";
+/// The console's list walks the calls newest first and stops at its page:
+/// without it each page sorted every call (and read every timeline).
+const CALLS_STARTED: &str = "CREATE INDEX calls_started ON calls (started_at, id)";
 const OUTBOX_DUE: &str = "CREATE INDEX outbox_due ON outbox (delivered_at, next_attempt_at)";
 
 /// SQLite's migrations: version, statements.
@@ -93,6 +96,7 @@ const SQLITE: &[(i64, &[&str])] = &[
         ],
     ),
     (3, &[AUDIT]),
+    (4, &[CALLS_STARTED]),
 ];
 
 /// PostgreSQL's migrations: the same tables, versions and meaning as
@@ -128,6 +132,7 @@ const POSTGRES: &[(i64, &[&str])] = &[
     ),
     (2, &["ALTER TABLE calls ADD COLUMN timeline TEXT"]),
     (3, &[AUDIT]),
+    (4, &[CALLS_STARTED]),
 ];
 
 fn migrations(backend: Backend) -> &'static [(i64, &'static [&'static str])] {
