@@ -9,7 +9,8 @@
 //!   providers, store and outbox, metrics, SIGHUP reload, drain on SIGTERM;
 //! - [`call`]: the only module that composes a call: the per-call loop over
 //!   the SIP leg, the media, the conversation, the providers, the store and
-//!   the timeline (`setup`, `effects`, `speech`, `reply`);
+//!   the timeline (`setup`, `effects`, `speech`, `reply`), and the call
+//!   board (`board`: the calls in progress as the console shows them);
 //! - [`conversation`]: pure decisions (sans-IO): the SAV flow, turn-taking,
 //!   fillers, barge-in; `CallEvent` in, `CallAction` out; the reply book
 //!   (a generated reply's streams and provider requests);
@@ -26,9 +27,13 @@
 //! - [`timeline`]: each call's timeline and its drawing (`sav report`);
 //! - [`metrics`]: Prometheus `/metrics`, `/livez` and `/readyz`;
 //! - [`secret`]: a secret setting from its `_env` variable or its `_file`;
+//! - [`console`]: the after-sales team's pages and JSON API (live calls
+//!   from the call board, calls, a call, the day's figures, phrases,
+//!   callbacks), behind sign-in or bearer tokens;
 //! - [`config`]: `sav.toml` assembled from each layer's section.
 //!
-//! Who may import whom: `app` and `call` compose; `sip` imports none of
+//! Who may import whom: `app` and `call` compose (`console`, started by
+//! `app`, reads the call board and places callbacks through `call`); `sip` imports none of
 //! conversation, store, timeline, providers, cache; `media` none of sip,
 //! conversation, store, timeline, providers; `conversation` none of sip,
 //! store, timeline, providers. The protocol and media cores take time and

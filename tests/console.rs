@@ -18,7 +18,7 @@ use std::time::Duration;
 use reqwest::blocking::Client;
 use reqwest::redirect::Policy;
 use reqwest::StatusCode;
-use support::fake_providers::{FakeBehaviour, FakeProviders};
+use support::fake_providers::quickstart_voice;
 use support::*;
 
 fn hash(password: &str) -> String {
@@ -838,31 +838,17 @@ fn in_chromium_the_team_sees_calls_live_reads_them_and_hears_them() {
     // A voice call needs the speech providers: the fake ones, with the
     // quick start's transcripts.
     let caller = std::path::Path::new(REPO).join("examples/caller");
-    let said: Vec<String> = std::fs::read_to_string(caller.join("transcripts.txt"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let fake = FakeProviders::start(
-        0,
-        FakeBehaviour {
-            stt_transcripts: said.into_iter().collect(),
-            ..Default::default()
-        },
-    );
-    let fake_url = fake.base_url();
-    let voice = std::fs::read_to_string(caller.join("voice.toml")).unwrap();
+    let (fake, providers) = quickstart_voice();
     let sav = Sav::start(&dir, ports, move |c| {
         let c = c.replace(
             "# recordings_dir = \"recordings\"",
             "recordings_dir = \"recordings\"",
         );
-        let providers = &voice[voice.find("\n# The fake providers").expect("providers")..];
         format!(
             "{c}{}\n[console]\nlisten = \"127.0.0.1:{console_port}\"\n\
              [[console.users]]\nname = \"ana\"\nrole = \"supervisor\"\npassword_hash = \"{ana}\"\n\
              [[console.users]]\nname = \"vic\"\nrole = \"viewer\"\npassword_hash = \"{vic}\"\n",
-            providers.replace("http://127.0.0.1:8089", &fake_url)
+            providers
         )
     });
     // A finished voice call: the quick start's three sentences.

@@ -15,7 +15,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::Duration;
 
-use support::fake_providers::{FakeBehaviour, FakeProviders};
+use support::fake_providers::quickstart_voice;
 use support::*;
 
 fn caller_dir() -> PathBuf {
@@ -185,26 +185,9 @@ fn by_keys_sipp_plays_the_shipped_presses_to_a_resolved_call() {
 fn by_voice_sav_call_says_the_shipped_wavs_to_a_resolved_call() {
     let dir = workdir("quickstart_voice");
     let ports = Ports::slot(88);
-    let said: Vec<String> = std::fs::read_to_string(caller_dir().join("transcripts.txt"))
-        .unwrap()
-        .lines()
-        .map(String::from)
-        .collect();
-    let fake = FakeProviders::start(
-        0,
-        FakeBehaviour {
-            stt_transcripts: said.iter().cloned().collect(),
-            ..Default::default()
-        },
-    );
-    let base = fake.base_url();
-    let voice = std::fs::read_to_string(caller_dir().join("voice.toml")).unwrap();
-    let sav = Sav::start(&dir, ports, move |c| {
-        // The test's ports (as for every test), the shipped providers'
-        // sections on this test's fake.
-        let ours = &voice[voice.find("\n# The fake providers").expect("providers")..];
-        c + &ours.replace(FAKE, &base)
-    });
+    // The shipped providers' sections on this test's fake.
+    let (fake, providers) = quickstart_voice();
+    let sav = Sav::start(&dir, ports, move |c| c + &providers);
     let wav = |name: &str| caller_dir().join(format!("{name}.wav"));
     let (problem, done, works) = (wav("problem"), wav("done"), wav("works"));
     let output = sav_call(

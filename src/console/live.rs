@@ -75,12 +75,12 @@ pub(super) async fn events(State(console): State<Arc<Console>>, Api(caller): Api
             format!("{MAX_STREAMS} live streams are open already"),
         );
     };
-    let mut changes = console.services.board.watch();
+    let changes = console.services.board.watch();
     let role = caller.role;
     let gap = Duration::from_millis(1000 / MAX_RATE);
     // The first event is the board as it is; then one per change, spaced.
     let stream = futures_util::stream::unfold(
-        (console, changes.clone(), true, slot),
+        (console, changes, true, slot),
         move |(console, mut changes, first, slot)| async move {
             if !first {
                 tokio::time::sleep(gap).await;
@@ -95,7 +95,6 @@ pub(super) async fn events(State(console): State<Arc<Console>>, Api(caller): Api
             Some((Ok::<_, Infallible>(event), (console, changes, false, slot)))
         },
     );
-    changes.mark_unchanged();
     Sse::new(stream)
         .keep_alive(KeepAlive::new().interval(KEEP_ALIVE))
         .into_response()

@@ -619,3 +619,23 @@ fn decode(code: u8) -> i16 {
     let t = ((i32::from(u & 0x0F) << 3) + 0x84) << ((u & 0x70) >> 4);
     (if u & 0x80 != 0 { 0x84 - t } else { t - 0x84 }) as i16
 }
+
+/// The quick start's voice call: fake providers that hear, in order, the
+/// sentences of `examples/caller/transcripts.txt`, and the shipped
+/// `voice.toml`'s provider sections pointed at them (to append to a test's
+/// configuration).
+pub fn quickstart_voice() -> (FakeProviders, String) {
+    let caller = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("examples/caller");
+    let said = std::fs::read_to_string(caller.join("transcripts.txt")).unwrap();
+    let fake = FakeProviders::start(
+        0,
+        FakeBehaviour {
+            stt_transcripts: said.lines().map(String::from).collect(),
+            ..Default::default()
+        },
+    );
+    let voice = std::fs::read_to_string(caller.join("voice.toml")).unwrap();
+    let providers = &voice[voice.find("\n# The fake providers").expect("providers")..];
+    let sections = providers.replace("http://127.0.0.1:8089", &fake.base_url());
+    (fake, sections)
+}
