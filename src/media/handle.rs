@@ -20,16 +20,14 @@ use tokio::time::Instant;
 use tracing::info;
 
 use crate::media::codec::Codec;
-use crate::media::driver::{
-    self, MediaDriver, MediaEvent, MediaId, Received, ReceiverConfig, RtcpSetup, SenderState,
-    StreamStart,
-};
+use crate::media::driver::{self, MediaDriver, MediaEvent, MediaId, SenderState, StreamStart};
 use crate::media::dtmf::KeyPress;
 use crate::media::echo::EchoStats;
 use crate::media::inbound::InboundRemote;
 use crate::media::jitter::JitterStats;
 use crate::media::pacer::RtpClock;
 use crate::media::playout::{SegmentKind, StreamId, StreamPolicy};
+use crate::media::receiver::{self, Received, ReceiverConfig, RtcpSetup};
 use crate::media::recording::Recording;
 use crate::media::rtcp::PeerView;
 use crate::media::rtp::PayloadTypes;
@@ -196,7 +194,7 @@ impl MediaHandle {
         });
         let words_open = setup.vad.as_ref().map(|_| Arc::new(AtomicBool::new(false)));
         let (inbound, inbound_rx) = watch::channel(remote.inbound());
-        let receiver = driver::spawn_receiver(ReceiverConfig {
+        let receiver = receiver::spawn_receiver(ReceiverConfig {
             id,
             socket: setup.socket,
             remote: inbound_rx,

@@ -30,6 +30,7 @@ pub mod pacer;
 pub mod playout;
 pub mod ports;
 pub mod prosody;
+pub mod receiver;
 pub mod recording;
 pub mod resample;
 pub mod rtcp;
