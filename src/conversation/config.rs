@@ -173,3 +173,31 @@ fn default_greeting_dtmf() -> Vec<String> {
 fn default_hangup_digit() -> char {
     '#'
 }
+
+/// The turn-taking settings, present when STT, LLM and TTS are configured.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HybridConfig {
+    /// Cached phrases that cover the wait, used in turn, never the same
+    /// twice in a row.
+    pub fillers: Vec<String>,
+    /// Said when a provider fails.
+    pub fallback: String,
+    /// Words that are no real interruption ("mhm", "oui"…), lower case.
+    pub backchannel: Vec<String>,
+    /// Said when the caller's words could not be made out (empty transcript).
+    pub not_understood: Option<String>,
+}
+
+impl HybridConfig {
+    /// No words, or only backchannel words: not a turn of its own.
+    pub fn is_backchannel(&self, transcript: &str) -> bool {
+        let words: Vec<String> = transcript
+            .split(|c: char| !c.is_alphanumeric() && c != '\'')
+            .filter(|w| !w.is_empty())
+            .map(str::to_lowercase)
+            .collect();
+        words
+            .iter()
+            .all(|w| self.backchannel.iter().any(|b| b == w))
+    }
+}
