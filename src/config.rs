@@ -6,6 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+pub mod console;
+
 pub use crate::cache::config::CacheConfig;
 pub use crate::conversation::config::CallConfig;
 pub use crate::media::config::{ListenConfig, MediaConfig};
@@ -88,7 +90,7 @@ pub struct Config {
     pub log: LogConfig,
     /// The after-sales team's console (off unless it listens).
     #[serde(default)]
-    pub console: crate::console::config::ConsoleConfig,
+    pub console: console::ConsoleConfig,
     /// OpenTelemetry traces of calls (off unless an endpoint is set).
     #[serde(default)]
     pub traces: TracesConfig,

@@ -12,47 +12,8 @@ use std::time::{Duration, Instant};
 
 use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
-use serde::Deserialize;
 
-/// What a user may see.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Role {
-    /// Calls, transcripts and figures, callers' numbers masked.
-    Viewer,
-    /// Everything, numbers in full, recordings.
-    Supervisor,
-}
-
-impl Role {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Role::Viewer => "viewer",
-            Role::Supervisor => "supervisor",
-        }
-    }
-}
-
-/// A user as the configuration names them, their hash resolved.
-#[derive(Debug, Clone)]
-pub struct User {
-    pub name: String,
-    pub role: Role,
-    /// The argon2 hash (PHC string, `$argon2id$…`).
-    pub password_hash: String,
-}
-
-/// A script's token, as the configuration names it.
-#[derive(Debug, Clone)]
-pub struct Token {
-    pub name: String,
-    pub role: Role,
-    /// SHA-256 of the token.
-    pub digest: [u8; 32],
-}
-
-/// Tokens shorter than this are refused at start.
-pub const MIN_TOKEN_LEN: usize = 32;
+pub use crate::config::console::{digest, Role, Token, User, MIN_TOKEN_LEN};
 
 /// Sessions open at once at most; a new login past it ends the oldest.
 pub const MAX_SESSIONS: usize = 1000;
@@ -208,12 +169,6 @@ pub fn same(a: &str, b: &str) -> bool {
 
 fn same_bytes(a: &[u8], b: &[u8]) -> bool {
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
-}
-
-/// SHA-256 of a token.
-pub fn digest(token: &str) -> [u8; 32] {
-    use sha2::Digest;
-    sha2::Sha256::digest(token.as_bytes()).into()
 }
 
 #[cfg(test)]

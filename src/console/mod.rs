@@ -31,7 +31,6 @@
 pub mod api;
 pub mod auth;
 pub mod callback;
-pub mod config;
 pub mod live;
 mod pages;
 pub mod phrases;
@@ -87,14 +86,14 @@ pub enum ConsoleError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Config(#[from] config::ConsoleConfigError),
+    Config(#[from] crate::config::console::ConsoleConfigError),
     #[error(transparent)]
     Auth(#[from] auth::AuthError),
 }
 
 /// Starts the console when `[console] listen` is set; it stops with `stop`.
 pub async fn spawn(
-    config: &config::ConsoleConfig,
+    config: &crate::config::console::ConsoleConfig,
     base: &std::path::Path,
     services: Arc<Services>,
     stop: CancellationToken,

@@ -1,12 +1,58 @@
 //! `[console]`: where the after-sales team's console listens and who may
-//! use it.
+//! use it: its users and scripts' tokens, read and checked here (the
+//! console, a layer above the call, is handed them; the configuration does
+//! not import it).
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use super::auth::{Role, Token, User, MIN_TOKEN_LEN};
+/// What a user may see.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Calls, transcripts and figures, callers' numbers masked.
+    Viewer,
+    /// Everything, numbers in full, recordings.
+    Supervisor,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Viewer => "viewer",
+            Role::Supervisor => "supervisor",
+        }
+    }
+}
+
+/// A user as the configuration names them, their hash resolved.
+#[derive(Debug, Clone)]
+pub struct User {
+    pub name: String,
+    pub role: Role,
+    /// The argon2 hash (PHC string, `$argon2id$…`).
+    pub password_hash: String,
+}
+
+/// A script's token, as the configuration names it.
+#[derive(Debug, Clone)]
+pub struct Token {
+    pub name: String,
+    pub role: Role,
+    /// SHA-256 of the token.
+    pub digest: [u8; 32],
+}
+
+/// Tokens shorter than this are refused at start.
+pub const MIN_TOKEN_LEN: usize = 32;
+
+/// SHA-256 of a token.
+pub fn digest(token: &str) -> [u8; 32] {
+    use sha2::Digest;
+    sha2::Sha256::digest(token.as_bytes()).into()
+}
 
 /// `[console]`. Off unless `listen` is set.
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -135,7 +181,7 @@ impl ConsoleConfig {
             tokens.push(Token {
                 name: token.name.clone(),
                 role: token.role,
-                digest: super::auth::digest(secret),
+                digest: digest(secret),
             });
         }
         Ok(tokens)
@@ -183,10 +229,7 @@ mod tests {
         );
         assert!(scripts.users(&dir).unwrap().is_empty());
         let tokens = scripts.tokens(&dir).unwrap();
-        assert_eq!(
-            tokens[0].digest,
-            super::super::auth::digest(&"a1".repeat(32))
-        );
+        assert_eq!(tokens[0].digest, digest(&"a1".repeat(32)));
         let short = parse("[[tokens]]\nname = \"x\"\nrole = \"viewer\"\ntoken_file = \"short\"\n");
         assert!(
             matches!(short.tokens(&dir), Err(ConsoleConfigError::Token(name, _)) if name == "x")
