@@ -1515,6 +1515,58 @@ async fn with_the_llm_down_the_congratulation_is_the_cached_one() {
     assert_eq!(ended.end.outcome.as_str(), "resolved");
 }
 
+/// The congratulation's filler named by a phrase that is not in `[hybrid]
+/// fillers`: the conversation queued it as a filler, so the timeline and the
+/// phrase counts say filler (the source travels with the segment, it is not
+/// guessed from the fillers list); the same phrase said for itself is cache.
+#[tokio::test]
+async fn a_filler_is_counted_as_one_whatever_its_key() {
+    let call = TestCall::start(Setup {
+        name: "calls_filler_source",
+        providers: Some(FakeBehaviour {
+            llm_fault: Some(Fault::Status(500)),
+            tts_ttfb: Duration::from_millis(100),
+            ..Default::default()
+        }),
+        provider_config: Some(llm_and_tts),
+        edit: |c| {
+            let edited = c.replace(
+                "congratulation_filler = \"filler_ok\"",
+                "congratulation_filler = \"internet_cables\"",
+            );
+            assert_ne!(edited, c, "sav.toml changed");
+            edited
+        },
+        ..Setup::default()
+    })
+    .await;
+    call.wait(4 * SECOND).await;
+    press_the_fix_keys(&call).await;
+    let ended = call.ended(60 * SECOND).await;
+    let starts: Vec<(String, String)> = ended
+        .timeline
+        .events
+        .iter()
+        .filter_map(|entry| match &entry.mark {
+            sav::timeline::Mark::SegmentStart { label, source } => {
+                Some((label.clone(), format!("{source:?}")))
+            }
+            _ => None,
+        })
+        .collect();
+    let cables: Vec<&str> = starts
+        .iter()
+        .filter(|(label, _)| label == "internet_cables")
+        .map(|(_, source)| source.as_str())
+        .collect();
+    // The second fix step, then the same phrase covering the congratulation.
+    assert_eq!(cables, ["cache", "filler"], "{starts:?}");
+    assert!(
+        starts.iter().all(|(_, source)| source != "generated"),
+        "the LLM was down: {starts:?}"
+    );
+}
+
 // ---- An echoing line: the caller's line returns the bot's own voice (a
 // PSTN hybrid), with comfort noise, through the real receive path (jitter
 // buffer, echo canceller, VAD). The bot speaks with a voice (espeak-ng), not

@@ -10,7 +10,7 @@ use crate::conversation::{CallAction, CallEvent, Note};
 
 use crate::media::codec::Codec;
 use crate::media::handle::MediaHandle;
-use crate::media::playout::{PlayoutEvent, SegmentEnd, SegmentKind, SegmentTag};
+use crate::media::playout::{Clip, PlayoutEvent, SegmentEnd, SegmentKind, SegmentTag};
 use crate::media::recording::Recording;
 use crate::metrics::PhraseSource;
 use crate::sip::leg::Leg;
@@ -31,8 +31,13 @@ impl Call {
     ) -> bool {
         match action {
             CallAction::Play(key) => {
-                if let Some(segment) = self.segment(&key, media.codec()) {
-                    media.enqueue(segment).await;
+                if let Some(clip) = self.clip(&key, media.codec()) {
+                    media.enqueue(SegmentKind::Clip(clip)).await;
+                }
+            }
+            CallAction::PlayFiller(key) => {
+                if let Some(clip) = self.clip(&key, media.codec()) {
+                    media.enqueue(SegmentKind::Filler(clip)).await;
                 }
             }
             CallAction::StopPlayout => media.interrupt().await,
@@ -103,9 +108,9 @@ impl Call {
 
     /// A cached phrase's segment for a call in `codec`, when the cache has
     /// it.
-    pub(super) fn segment(&self, key: &str, codec: Codec) -> Option<SegmentKind> {
+    pub(super) fn clip(&self, key: &str, codec: Codec) -> Option<Clip> {
         match self.trace.cached(&self.live.cache, key, codec) {
-            Some(clip) => Some(SegmentKind::Clip(clip.clone())),
+            Some(clip) => Some(clip.clone()),
             None => {
                 warn!(phrase = key, "phrase not in the cache");
                 None
@@ -178,7 +183,7 @@ impl Call {
             } => {}
             PlayoutEvent::Started { tag, .. } => {
                 self.board.bot_started();
-                let source = self.source_of(tag);
+                let source = Self::source_of(tag);
                 let count = match *tag {
                     // One generated phrase per reply, whatever its sentences.
                     SegmentTag::Reply { reply, .. } if reply > self.replies_counted => {
@@ -192,7 +197,7 @@ impl Call {
                     self.services.metrics.phrase(source);
                 }
                 // In the record when the caller starts hearing it.
-                if let SegmentTag::Phrase(key) = tag {
+                if let SegmentTag::Phrase(key) | SegmentTag::Filler(key) = tag {
                     self.record_phrase(key);
                 }
                 self.trace.mark(Mark::SegmentStart {
@@ -201,7 +206,7 @@ impl Call {
                 });
             }
             PlayoutEvent::Finished { tag, end, .. } => {
-                let source = self.source_of(tag);
+                let source = Self::source_of(tag);
                 self.trace.mark(Mark::SegmentEnd {
                     label: tag.to_string(),
                     source,
@@ -213,18 +218,14 @@ impl Call {
         }
     }
 
-    /// Why a segment plays: generated speech, a filler covering a wait, or
-    /// another cached phrase.
-    fn source_of(&self, tag: &SegmentTag) -> PhraseSource {
+    /// Why a segment plays, as its tag says: generated speech, a filler
+    /// covering a wait, or another cached phrase.
+    fn source_of(tag: &SegmentTag) -> PhraseSource {
         match tag {
             SegmentTag::Reply { .. } => PhraseSource::generated,
-            SegmentTag::Phrase(key) if self.is_filler(key) => PhraseSource::filler,
-            _ => PhraseSource::cache,
+            SegmentTag::Filler(_) => PhraseSource::filler,
+            SegmentTag::Phrase(_) | SegmentTag::Silence => PhraseSource::cache,
         }
-    }
-
-    fn is_filler(&self, key: &str) -> bool {
-        self.live.config.hybrid.fillers.iter().any(|f| f == key)
     }
 
     /// Writes the call's recording, off the call's task.

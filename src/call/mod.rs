@@ -280,8 +280,8 @@ impl Call {
             .peekable();
         let mut initial = Vec::new();
         while let Some(CallAction::Play(key)) = greeting.peek() {
-            if let Some(segment) = self.segment(key, remote.codec) {
-                initial.push(segment);
+            if let Some(clip) = self.clip(key, remote.codec) {
+                initial.push(crate::media::playout::SegmentKind::Clip(clip));
             }
             greeting.next();
         }

@@ -250,9 +250,9 @@ impl SpeechSession {
                 }
                 BookOp::EndStream(stream) => media.end_stream(StreamId(stream)).await,
                 BookOp::RemoveStream(stream) => media.remove_stream(StreamId(stream)).await,
-                BookOp::PlayPhrase { key, before } => {
+                BookOp::PlayFiller { key, before } => {
                     if let Some(clip) = self.trace.cached(&self.cache, &key, media.codec()) {
-                        let clip = SegmentKind::Clip(clip.clone());
+                        let clip = SegmentKind::Filler(clip.clone());
                         match before {
                             Some(stream) => media.enqueue_before(StreamId(stream), clip).await,
                             None => media.enqueue(clip).await,

@@ -58,7 +58,10 @@ pub enum CallEvent {
 pub enum CallAction {
     /// Queue a cached phrase behind what is playing.
     Play(String),
-    /// Play a cached phrase now, ahead of a reply that waits for its audio
+    /// Queue a cached filler behind what is playing: it covers a wait
+    /// (the transcript, the reply), and is counted and drawn as a filler.
+    PlayFiller(String),
+    /// Play a cached filler now, ahead of a reply that waits for its audio
     /// (never cutting what is playing).
     PlayFront(String),
     /// Drop everything queued (the caller took the turn).

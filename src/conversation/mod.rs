@@ -294,7 +294,7 @@ impl Conversation {
                 match prompt {
                     Some(prompt) => {
                         // The seed's say_hybrid("filler_ok", congratulation).
-                        actions.push(Play(filler));
+                        actions.push(PlayFiller(filler));
                         self.reply_with(Compose(prompt), &mut actions);
                         self.reply_fallback = Some(fallback);
                     }
@@ -401,7 +401,7 @@ impl Conversation {
                 self.awaiting_transcript = true;
                 // A classification under way stays wanted unless the caller
                 // now says something of substance (decided on the transcript).
-                let mut actions: Vec<CallAction> = self.filler(Play).into_iter().collect();
+                let mut actions: Vec<CallAction> = self.filler(PlayFiller).into_iter().collect();
                 if !self.reply_open {
                     self.reply_open = true;
                     self.reply_has_content = false;
@@ -473,7 +473,7 @@ impl Conversation {
             // The line ran dry while we still wait for the transcript or the
             // reply: keep it alive.
             (Phase::Thinking | Phase::Replying, CallEvent::PlayoutIdle) if self.waiting() => {
-                self.filler_or_give_up(Play)
+                self.filler_or_give_up(PlayFiller)
             }
             (Phase::Thinking, CallEvent::ReplyAudible) => {
                 self.phase = Phase::Replying;
@@ -497,7 +497,7 @@ impl Conversation {
         Some(actions)
     }
 
-    /// Another filler (`Play` or `PlayFront`), or, after too many for one
+    /// Another filler (`PlayFiller` or `PlayFront`), or, after too many for one
     /// turn, give up on the reply: the fallback phrase.
     fn filler_or_give_up(&mut self, play: fn(String) -> CallAction) -> Vec<CallAction> {
         if self.fillers_this_turn >= MAX_FILLERS_PER_TURN {
@@ -886,7 +886,7 @@ mod tests {
         );
         assert_eq!(
             c.handle(CallEvent::SpeechEnded),
-            vec![Play("filler_hum".into()), OpenReply, Transcribe],
+            vec![PlayFiller("filler_hum".into()), OpenReply, Transcribe],
             "the filler comes first: it is the next frame the caller hears"
         );
         assert_eq!(c.phase(), Phase::Thinking);
@@ -909,7 +909,7 @@ mod tests {
         // The filler ended before the transcript came: another one, not silence.
         assert_eq!(
             c.handle(CallEvent::PlayoutIdle),
-            vec![Play("filler_ok".into())]
+            vec![PlayFiller("filler_ok".into())]
         );
         assert_eq!(c.phase(), Phase::Thinking);
         assert_eq!(
@@ -927,7 +927,7 @@ mod tests {
         c.handle(CallEvent::ReplyAudible);
         assert_eq!(
             c.handle(CallEvent::PlayoutIdle),
-            vec![Play("filler_ok".into())]
+            vec![PlayFiller("filler_ok".into())]
         );
         assert_eq!(c.phase(), Phase::Replying, "barge-in still stops it");
         assert_eq!(
@@ -960,7 +960,10 @@ mod tests {
             assert_eq!(c.handle(CallEvent::PlayoutIdle), vec![]);
             c.handle(CallEvent::SpeechEnded);
             // STT is slower than the filler: the line gets another one.
-            assert!(matches!(c.handle(CallEvent::PlayoutIdle)[..], [Play(_)]));
+            assert!(matches!(
+                c.handle(CallEvent::PlayoutIdle)[..],
+                [PlayFiller(_)]
+            ));
             assert_eq!(c.handle(CallEvent::Transcript(said.into())), expected);
             assert_eq!(
                 c.phase(),
@@ -979,7 +982,7 @@ mod tests {
         c.handle(CallEvent::SpeechStarted);
         assert_eq!(
             c.handle(CallEvent::SpeechEnded),
-            vec![Play("filler_hum".into()), OpenReply, Transcribe]
+            vec![PlayFiller("filler_hum".into()), OpenReply, Transcribe]
         );
         // The caller goes on before anything was generated: the filler
         // stops, the open reply waits.
@@ -1054,7 +1057,7 @@ mod tests {
         c.handle(CallEvent::SpeechStarted);
         assert_eq!(
             c.handle(CallEvent::SpeechEnded)[0],
-            Play("filler_ok".into())
+            PlayFiller("filler_ok".into())
         );
     }
 
@@ -1092,7 +1095,7 @@ mod tests {
         assert_eq!(c.phase(), Phase::Interrupted);
         assert_eq!(
             c.handle(CallEvent::SpeechEnded),
-            vec![Play("filler_ok".into()), Transcribe],
+            vec![PlayFiller("filler_ok".into()), Transcribe],
             "the reply stays open"
         );
         for cough in ["", "Mhm.", "oui oui", " hum "] {
@@ -1355,7 +1358,7 @@ mod tests {
             actions,
             vec![
                 CancelReply,
-                Play("filler_ok".into()),
+                PlayFiller("filler_ok".into()),
                 OpenReply,
                 Compose("Le client Pierre a résolu son problème. Génère UNE phrase courte (max 10 mots) pour le féliciter.".into()),
             ]
@@ -1385,7 +1388,7 @@ mod tests {
         let actions = says(&mut c, "oui");
         assert_eq!(
             actions[..3],
-            [CancelReply, Play("filler_ok".into()), OpenReply]
+            [CancelReply, PlayFiller("filler_ok".into()), OpenReply]
         );
         // The LLM is down.
         assert_eq!(
@@ -1414,7 +1417,10 @@ mod tests {
         assert_eq!(text, "Plus rien ne s'affiche dans le salon");
         assert_eq!(c.phase(), Phase::Thinking);
         // The filler ended before the LLM answered: another one.
-        assert!(matches!(c.handle(CallEvent::PlayoutIdle)[..], [Play(_)]));
+        assert!(matches!(
+            c.handle(CallEvent::PlayoutIdle)[..],
+            [PlayFiller(_)]
+        ));
         assert_eq!(
             c.handle(CallEvent::Classified {
                 id: id + 1,

@@ -155,9 +155,9 @@ pub enum BookOp {
     EndStream(u64),
     /// Take this stream out of the playout.
     RemoveStream(u64),
-    /// Play this cached phrase: in front of the starved stream `before`, or
-    /// behind what is queued.
-    PlayPhrase { key: String, before: Option<u64> },
+    /// Play this cached filler: in front of the starved stream `before`,
+    /// or behind what is queued.
+    PlayFiller { key: String, before: Option<u64> },
     /// Transcribe the caller's turn so far (supersedes earlier turns).
     Transcribe { turn: u64, audio: Vec<i16> },
     /// Make reply `reply`: the LLM's answer to `prompt`, through TTS.
@@ -384,7 +384,7 @@ impl ReplyBook {
             }
             CallAction::PlayFront(key) => {
                 // Only a starved stream asks for a phrase in front of it.
-                self.ops.push_back(BookOp::PlayPhrase {
+                self.ops.push_back(BookOp::PlayFiller {
                     key: key.clone(),
                     before: self.starved.take(),
                 });
@@ -1070,11 +1070,11 @@ mod tests {
         assert_eq!(
             ops(&mut b),
             vec![
-                BookOp::PlayPhrase {
+                BookOp::PlayFiller {
                     key: "filler_1".into(),
                     before: Some(1)
                 },
-                BookOp::PlayPhrase {
+                BookOp::PlayFiller {
                     key: "filler_2".into(),
                     before: None
                 },

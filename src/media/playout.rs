@@ -133,6 +133,9 @@ pub struct StreamId(pub u64);
 pub enum SegmentKind {
     /// A cached clip from the phrase cache (or any audio already at hand).
     Clip(Clip),
+    /// A cached clip said to cover a wait (a filler): played as a clip,
+    /// told apart in its events.
+    Filler(Clip),
     /// Deliberate silence of a number of frames (a pause between phrases).
     Silence { frames: u32 },
     /// Generated speech arriving in chunks ([`PlayoutScheduler::feed`]):
@@ -150,6 +153,8 @@ pub enum SegmentKind {
 pub enum SegmentTag {
     /// A cached phrase, by its key.
     Phrase(Arc<str>),
+    /// A cached phrase said to cover a wait, by its key.
+    Filler(Arc<str>),
     /// Sentence `sentence` of generated reply `reply`.
     Reply { reply: u64, sentence: usize },
     /// Deliberate silence.
@@ -161,7 +166,7 @@ impl std::fmt::Display for SegmentTag {
     /// or `silence`.
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            SegmentTag::Phrase(key) => f.write_str(key),
+            SegmentTag::Phrase(key) | SegmentTag::Filler(key) => f.write_str(key),
             SegmentTag::Reply { reply, sentence } => write!(f, "reply#{reply}.{sentence}"),
             SegmentTag::Silence => f.write_str("silence"),
         }
@@ -360,6 +365,7 @@ impl Segment {
     fn tag(&self) -> SegmentTag {
         match &self.kind {
             SegmentKind::Clip(clip) => SegmentTag::Phrase(clip.key.clone()),
+            SegmentKind::Filler(clip) => SegmentTag::Filler(clip.key.clone()),
             SegmentKind::Silence { .. } => SegmentTag::Silence,
             &SegmentKind::Stream {
                 reply, sentence, ..
@@ -620,7 +626,7 @@ impl PlayoutScheduler {
             };
             let mut payload = Payload::silence(self.codec);
             let produced = match (&segment.kind, segment.buffer.as_mut()) {
-                (SegmentKind::Clip(clip), _) => {
+                (SegmentKind::Clip(clip) | SegmentKind::Filler(clip), _) => {
                     let (made_in, audio) = match clip.audio(self.codec) {
                         Some(audio) => (self.codec, audio),
                         None => clip.first(),
