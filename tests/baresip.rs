@@ -96,6 +96,10 @@ fn baresip_and_sav_exchange_rtcp_reports_on_the_ports_above_rtp() {
             "udp.srcport",
             "-e",
             "rtcp.pt",
+            "-e",
+            "rtcp.rc",
+            "-e",
+            "rtcp.ssrc.lsr",
         ])
         .output()
         .expect("tshark");
@@ -115,11 +119,86 @@ fn baresip_and_sav_exchange_rtcp_reports_on_the_ports_above_rtp() {
         "sav's last RTCP is not a BYE:\n{text}"
     );
     assert!(to_sav >= 1, "baresip sent sav no RTCP:\n{text}");
-    let log = sav.log_text();
+    // Fields: source port, packet types, report counts, LSR of each block.
+    let fields = |line: &str| -> Vec<String> { line.split('\t').map(str::to_string).collect() };
+    // sav's sender reports carry a reception report block on baresip's
+    // stream (RC = 1): SR with the receiver part, RFC 3550 §6.4.1.
+    assert!(
+        from_sav
+            .iter()
+            .map(|l| fields(l))
+            .filter(|f| f[1].starts_with("200"))
+            .all(|f| f.get(2).is_some_and(|rc| rc.split(',').next() == Some("1"))),
+        "an SR from sav without a reception block:\n{text}"
+    );
+    // baresip's reports answer one of sav's SRs (a non-zero LSR): what the
+    // round trip is computed from.
+    let answered = text
+        .lines()
+        .filter(|l| !from_sav.contains(l))
+        .map(fields)
+        .any(|f| {
+            (f[1].starts_with("200") || f[1].starts_with("201"))
+                && f.get(3).is_some_and(|lsr| !lsr.is_empty() && lsr != "0")
+        });
+    assert!(answered, "no report from baresip echoing sav's SR:\n{text}");
+    let log = sav.wait_for_log("call ended", Duration::from_secs(5));
     assert!(log.contains("media of the call"), "{log}");
     assert!(
         log.contains("rtt_ms="),
         "no round trip from baresip's reports:\n{log}"
+    );
+    // The round trip in the metrics: one call observed, on loopback (well
+    // under a second).
+    let (status, metrics) = http_get(ports.metrics, "/metrics").expect("sav's /metrics");
+    assert_eq!(status, 200);
+    let sample = |name: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+    };
+    assert_eq!(sample("sav_rtp_round_trip_seconds_count"), 1.0, "{metrics}");
+    let rtt = sample("sav_rtp_round_trip_seconds_sum");
+    assert!((0.0..1.0).contains(&rtt), "round trip {rtt} s on loopback");
+    // And in the call's record: its timeline's media carries it.
+    let call_id = log
+        .lines()
+        .find_map(|l| l.split("call_id=").nth(1))
+        .and_then(|rest| rest.split(['}', ' ', ':']).next())
+        .expect("a call_id in the log")
+        .to_string();
+    let begun = std::time::Instant::now();
+    let media = loop {
+        let report = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
+            .arg("--config")
+            .arg(dir.join("sav.toml"))
+            .args(["report", &call_id, "--json"])
+            .current_dir(&dir)
+            .output()
+            .expect("run sav report");
+        let timeline: Option<serde_json::Value> = report
+            .status
+            .success()
+            .then(|| serde_json::from_slice(&report.stdout).ok())
+            .flatten();
+        match timeline.map(|t| t["media"].clone()) {
+            Some(media) if media.is_object() => break media,
+            other => assert!(
+                begun.elapsed() < Duration::from_secs(10),
+                "no media in the call's record: {other:?} {}",
+                String::from_utf8_lossy(&report.stderr)
+            ),
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    let round_trip = media["round_trip_ms"]
+        .as_f64()
+        .unwrap_or_else(|| panic!("no round trip in the record: {media}"));
+    assert!((0.0..1000.0).contains(&round_trip), "{media}");
+    assert!(
+        (round_trip - rtt * 1000.0).abs() < 1.0,
+        "the record's round trip {round_trip} ms is not the metrics' {rtt} s"
     );
 }
 
