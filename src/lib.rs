@@ -18,8 +18,9 @@
 //!   leg as `LegEvent`s and `LegCommand`s (`leg`), SDP, digest,
 //!   registration, session timers, `sav call`;
 //! - [`media`]: owns its sockets: the driver that paces every call's RTP,
-//!   one `MediaHandle` per call, and the sans-IO cores (G.711, pacer,
-//!   playout, latch, DTMF, VAD, RTP);
+//!   each call's receive task (`receiver`), one `MediaHandle` per call, and
+//!   the sans-IO cores (the inbound path, codecs, jitter buffer, RTCP, SRTP,
+//!   echo canceller, pacer, playout, latch, DTMF, VAD, RTP);
 //! - [`providers`]: LLM, TTS and STT clients;
 //! - [`cache`]: the phrase cache, clips loaded once and shared;
 //! - [`store`]: customers, call records, the CRM outbox and the retention
@@ -30,13 +31,19 @@
 //! - [`console`]: the after-sales team's pages and JSON API (live calls
 //!   from the call board, calls, a call, the day's figures, phrases,
 //!   callbacks), behind sign-in or bearer tokens;
-//! - [`config`]: `sav.toml` assembled from each layer's section.
+//! - [`config`]: `sav.toml` assembled from each layer's section (the
+//!   process's and the console's sections are its own);
+//! - leaves any layer may use: [`redact`] (personal data in logs),
+//!   [`text`] (text cut on a character boundary), [`time`] (sleeping until
+//!   an optional deadline).
 //!
 //! Who may import whom: `app` and `call` compose (`console`, started by
-//! `app`, reads the call board and places callbacks through `call`); `sip` imports none of
+//! `app`, reads the call board and places callbacks through `call`);
+//! `config` imports no layer above the call; `sip` imports none of
 //! conversation, store, timeline, providers, cache; `media` none of sip,
 //! conversation, store, timeline, providers; `conversation` none of sip,
-//! store, timeline, providers. The protocol and media cores take time and
+//! media, store, timeline, providers. No two top-level modules import each
+//! other in a cycle (`tests/layers.rs` checks it all). The protocol and media cores take time and
 //! events in and hand frames and actions out; tokio tasks own the sockets
 //! and timers.
 
