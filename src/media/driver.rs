@@ -8,7 +8,7 @@
 //! with `try_send_to`.
 //!
 //! Each call also has a receive task ([`spawn_receiver`](crate::media::receiver::spawn_receiver)): the shell of the
-//! sans-IO [`InboundCore`] (latch, voice activity, RFC 4733 digits, RTP
+//! sans-IO [`InboundCore`](crate::media::inbound::InboundCore) (latch, voice activity, RFC 4733 digits, RTP
 //! timeout), which owns the socket and the timer.
 
 use std::cmp::Reverse;
