@@ -150,24 +150,7 @@ pub struct PhraseAudio {
 impl PhraseAudio {
     /// The audio as a WAV file's bytes (what the cache stores).
     pub fn to_wav(&self) -> Vec<u8> {
-        let spec = hound::WavSpec {
-            channels: 1,
-            sample_rate: self.rate,
-            bits_per_sample: 16,
-            sample_format: hound::SampleFormat::Int,
-        };
-        let mut bytes = std::io::Cursor::new(Vec::new());
-        {
-            let mut writer = hound::WavWriter::new(&mut bytes, spec)
-                .expect("a WAV header into memory cannot fail");
-            for &sample in &self.samples {
-                writer
-                    .write_sample(sample)
-                    .expect("writing into memory cannot fail");
-            }
-            writer.finalize().expect("finishing in memory cannot fail");
-        }
-        bytes.into_inner()
+        crate::media::wav::mono_bytes_at(self.rate, &self.samples)
     }
 
     /// Reads a phrase file's header: its rate and length in samples, when

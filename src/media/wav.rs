@@ -1,5 +1,6 @@
-//! WAV of 8 kHz 16-bit PCM, through hound: the speech-to-text upload, what
-//! `sav call` heard, and call recordings (stereo).
+//! WAV of 16-bit PCM, through hound: the speech-to-text upload, what
+//! `sav call` heard, call recordings (stereo), all at 8 kHz, and the phrase
+//! cache's files (at their rate).
 
 use std::io::{Seek, Write};
 use std::path::Path;
@@ -7,18 +8,29 @@ use std::path::Path;
 /// The line's sample rate.
 const RATE: u32 = 8000;
 
-fn spec(channels: u16) -> hound::WavSpec {
+fn spec(rate: u32, channels: u16) -> hound::WavSpec {
     hound::WavSpec {
         channels,
-        sample_rate: RATE,
+        sample_rate: rate,
         bits_per_sample: 16,
         sample_format: hound::SampleFormat::Int,
     }
 }
 
-/// Writes `samples` (interleaved when `channels` > 1) as a WAV to `out`.
+/// Writes `samples` (interleaved when `channels` > 1) as an 8 kHz WAV to
+/// `out`.
 pub fn write<W: Write + Seek>(out: W, channels: u16, samples: &[i16]) -> Result<(), hound::Error> {
-    let mut writer = hound::WavWriter::new(out, spec(channels))?;
+    write_at(out, RATE, channels, samples)
+}
+
+/// Writes `samples` at `rate` as a WAV to `out`.
+pub fn write_at<W: Write + Seek>(
+    out: W,
+    rate: u32,
+    channels: u16,
+    samples: &[i16],
+) -> Result<(), hound::Error> {
+    let mut writer = hound::WavWriter::new(out, spec(rate, channels))?;
     for &sample in samples {
         writer.write_sample(sample)?;
     }
@@ -34,11 +46,17 @@ pub fn write_file(path: &Path, channels: u16, samples: &[i16]) -> Result<(), hou
     write(file, channels, samples)
 }
 
-/// A mono WAV in memory.
+/// A mono 8 kHz WAV in memory.
 pub fn mono_bytes(samples: &[i16]) -> Vec<u8> {
+    mono_bytes_at(RATE, samples)
+}
+
+/// A mono WAV at `rate` in memory.
+pub fn mono_bytes_at(rate: u32, samples: &[i16]) -> Vec<u8> {
     let mut out = std::io::Cursor::new(Vec::with_capacity(44 + samples.len() * 2));
-    // Writing into memory fails only if hound refuses the spec, which is fixed.
-    let _ = write(&mut out, 1, samples);
+    // Writing into memory fails only if hound refuses the spec (16-bit
+    // integer PCM, which it takes at any rate).
+    let _ = write_at(&mut out, rate, 1, samples);
     out.into_inner()
 }
 
@@ -65,6 +83,12 @@ mod tests {
         let reader = hound::WavReader::new(std::io::Cursor::new(bytes)).unwrap();
         assert_eq!(reader.spec().sample_rate, 8000);
         assert_eq!(reader.spec().channels, 1);
+        let back: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
+        assert_eq!(back, pcm);
+        // A phrase's rate is kept.
+        let wide = mono_bytes_at(16_000, &pcm);
+        let reader = hound::WavReader::new(std::io::Cursor::new(wide)).unwrap();
+        assert_eq!(reader.spec().sample_rate, 16_000);
         let back: Vec<i16> = reader.into_samples().map(Result::unwrap).collect();
         assert_eq!(back, pcm);
     }

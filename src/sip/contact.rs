@@ -43,11 +43,16 @@ pub fn for_dialog(
         }
         _ => SocketAddr::new(ip, sip.listen.port()),
     };
-    let suffix = match transport {
+    format(user(sip), addr, &transport_param(transport))
+}
+
+/// The URI parameter that names `transport` in our Contact (none for UDP,
+/// the default).
+pub fn transport_param(transport: rsipstack::sip::Transport) -> String {
+    match transport {
         rsipstack::sip::Transport::Udp => String::new(),
         other => format!(";transport={}", other.to_string().to_lowercase()),
-    };
-    format(user(sip), addr, &suffix)
+    }
 }
 
 #[cfg(test)]

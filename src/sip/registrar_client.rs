@@ -126,10 +126,7 @@ impl RegistrarClient {
             } else {
                 Transport::Udp
             });
-        let transport_param = match transport {
-            Transport::Udp => String::new(),
-            other => format!(";transport={}", other.to_string().to_lowercase()),
-        };
+        let transport_param = crate::sip::contact::transport_param(transport);
         // Contact names the listener of that transport.
         let configured = match transport {
             Transport::Tls => SocketAddr::new(configured.ip(), tls_port),
