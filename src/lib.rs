@@ -39,11 +39,11 @@
 //!
 //! Who may import whom: `app` and `call` compose (`console`, started by
 //! `app`, reads the call board and places callbacks through `call`);
-//! `config` imports no layer above the call; `sip` imports none of
-//! conversation, store, timeline, providers, cache; `media` none of sip,
-//! conversation, store, timeline, providers; `conversation` none of sip,
-//! media, store, timeline, providers. No two top-level modules import each
-//! other in a cycle (`tests/layers.rs` checks it all). The protocol and media cores take time and
+//! `config` imports none of call, app, console; `sip` imports only media;
+//! `media` only metrics; `conversation` nothing; the leaves (`redact`,
+//! `secret`, `text`, `time`) are for everyone. No two top-level modules
+//! import each other in a cycle (`tests/layers.rs` checks each layer
+//! against its list in ARCHITECTURE.md). The protocol and media cores take time and
 //! events in and hand frames and actions out; tokio tasks own the sockets
 //! and timers.
 
