@@ -253,6 +253,15 @@ async fn recv_rtcp(control: &mut Option<Control>) -> Option<(usize, SocketAddr)>
     }
 }
 
+/// The caller's SDP changed (a re-offer, a hold, a resume): the inbound
+/// core and the RTCP's SRTP keys take it.
+fn take_remote(core: &mut InboundCore, control: &mut Option<Control>, next: InboundRemote) {
+    core.set_remote(Instant::now().into_std(), next);
+    if let Some(control) = control.as_mut() {
+        control.set_keys(next.srtp);
+    }
+}
+
 /// Spawns the receive task of one call; it ends on RTP timeout or when the
 /// returned handle is aborted.
 pub fn spawn_receiver(config: ReceiverConfig) -> tokio::task::JoinHandle<Received> {
@@ -311,11 +320,7 @@ async fn receive(config: ReceiverConfig) -> Received {
             biased;
             changed = remote.changed() => match changed {
                 Ok(()) => {
-                    let next = *remote.borrow_and_update();
-                    core.set_remote(Instant::now().into_std(), next);
-                    if let Some(control) = control.as_mut() {
-                        control.set_keys(next.srtp);
-                    }
+                    take_remote(&mut core, &mut control, *remote.borrow_and_update());
                     None
                 }
                 // The call stopped its media.
@@ -410,11 +415,7 @@ async fn receive(config: ReceiverConfig) -> Received {
                     }
                     changed = remote.changed() => match changed {
                         Ok(()) => {
-                            let next = *remote.borrow_and_update();
-                            core.set_remote(Instant::now().into_std(), next);
-                            if let Some(control) = control.as_mut() {
-                                control.set_keys(next.srtp);
-                            }
+                            take_remote(&mut core, &mut control, *remote.borrow_and_update());
                         }
                         Err(_) => break 'receive,
                     },
