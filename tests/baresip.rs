@@ -237,21 +237,13 @@ fn baresip_and_sav_exchange_rtcp_reports_on_the_ports_above_rtp() {
     let (status, metrics) = http_get(ports.metrics, "/metrics").expect("sav's /metrics");
     assert_eq!(status, 200);
     let sample = |name: &str| -> f64 {
-        metrics
-            .lines()
-            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
+        metric_sample(&metrics, name).unwrap_or_else(|| panic!("no {name} in:\n{metrics}"))
     };
     assert_eq!(sample("sav_rtp_round_trip_seconds_count"), 1.0, "{metrics}");
     let rtt = sample("sav_rtp_round_trip_seconds_sum");
     assert!((0.0..1.0).contains(&rtt), "round trip {rtt} s on loopback");
     // And in the call's record: its timeline's media carries it.
-    let call_id = log
-        .lines()
-        .find_map(|l| l.split("call_id=").nth(1))
-        .and_then(|rest| rest.split(['}', ' ', ':']).next())
-        .expect("a call_id in the log")
-        .to_string();
+    let call_id = call_id_in(&log);
     let begun = std::time::Instant::now();
     let media = loop {
         let report = std::process::Command::new(env!("CARGO_BIN_EXE_sav"))

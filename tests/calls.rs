@@ -729,14 +729,6 @@ async fn a_re_offer_from_mu_law_to_opus_moves_the_clock_to_48_khz_mid_phrase() {
     }
 }
 
-/// A sample's value in OpenMetrics text.
-fn sample(metrics: &str, name: &str) -> Option<f64> {
-    metrics
-        .lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
-        .and_then(|v| v.trim().parse().ok())
-}
-
 /// When (ms, the call's timeline) each mark `matches` was set.
 fn marks_at(
     timeline: &sav::timeline::CallTimeline,
@@ -817,11 +809,11 @@ async fn a_caller_who_says_and_presses_nothing_is_asked_again_then_called_back()
     let report = sav::timeline::report::Layout::of(timeline);
     assert!(report.dead_air.is_empty(), "{:?}", report.dead_air);
     assert_eq!(
-        sample(&ended.metrics, "sav_no_input_reprompts_total"),
+        support::metric_sample(&ended.metrics, "sav_no_input_reprompts_total"),
         Some(1.0)
     );
     assert_eq!(
-        sample(&ended.metrics, "sav_no_input_escalations_total"),
+        support::metric_sample(&ended.metrics, "sav_no_input_escalations_total"),
         Some(1.0)
     );
     assert_eq!(frames_missing(&ended.heard), 0);
@@ -976,11 +968,11 @@ async fn a_streaming_recogniser_hears_the_caller_as_they_speak() {
         "LLM at {asked:?}, transcript at {answered:?}"
     );
     assert_eq!(
-        sample(&ended.metrics, "sav_speculative_replies_total"),
+        support::metric_sample(&ended.metrics, "sav_speculative_replies_total"),
         Some(1.0)
     );
     assert_eq!(
-        sample(&ended.metrics, "sav_speculative_restarts_total"),
+        support::metric_sample(&ended.metrics, "sav_speculative_restarts_total"),
         Some(0.0)
     );
     support::write_report(
@@ -1023,11 +1015,11 @@ async fn a_final_transcript_that_differs_asks_the_reply_again() {
     assert!(chat.contains(corrected), "{chat}");
     assert!(!chat.contains("marche plus"), "{chat}");
     assert_eq!(
-        sample(&ended.metrics, "sav_speculative_replies_total"),
+        support::metric_sample(&ended.metrics, "sav_speculative_replies_total"),
         Some(1.0)
     );
     assert_eq!(
-        sample(&ended.metrics, "sav_speculative_restarts_total"),
+        support::metric_sample(&ended.metrics, "sav_speculative_restarts_total"),
         Some(1.0)
     );
     assert_eq!(
@@ -1095,15 +1087,15 @@ async fn a_caller_stream_with_loss_and_jitter_shows_in_the_metrics() {
     let ended = call.hang_up().await;
     let metrics = &ended.metrics;
     assert_eq!(
-        sample(metrics, "sav_rtp_loss_ratio_count"),
+        support::metric_sample(metrics, "sav_rtp_loss_ratio_count"),
         Some(1.0),
         "{metrics}"
     );
     // Sequence 0 to 498 expected, 49 of them lost.
-    let loss = sample(metrics, "sav_rtp_loss_ratio_sum").unwrap();
+    let loss = support::metric_sample(metrics, "sav_rtp_loss_ratio_sum").unwrap();
     assert!((loss - 49.0 / 499.0).abs() < 0.002, "loss {loss}");
     // 10 ms late every 100 ms: RFC 3550's estimator settles near 3 ms.
-    let jitter = sample(metrics, "sav_rtp_jitter_seconds_sum").unwrap();
+    let jitter = support::metric_sample(metrics, "sav_rtp_jitter_seconds_sum").unwrap();
     assert!((0.0015..0.006).contains(&jitter), "jitter {jitter} s");
     // And in the call's record.
     let media = ended.timeline.media.expect("the media in the timeline");
@@ -1695,7 +1687,8 @@ async fn echoing_line(
     let barge_ins_at = marks_at(&ended.timeline, |m| {
         matches!(m, sav::timeline::Mark::BargeIn)
     });
-    let barge_ins = sample(&ended.metrics, "sav_barge_ins_total").unwrap_or(0.0) as u64;
+    let barge_ins =
+        support::metric_sample(&ended.metrics, "sav_barge_ins_total").unwrap_or(0.0) as u64;
     let stopped_after = onset.and_then(|onset| {
         // Where the bot's silence that follows the caller's onset begins
         // (a run of at least 1 s: not a pause between two words).

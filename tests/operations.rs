@@ -428,12 +428,7 @@ fn a_call_timeline_is_kept_and_drawn_and_the_call_recorded() {
     assert!(sav.terminate().success());
 
     // The call by its SIP Call-ID, as the PBX's logs show it.
-    let call_id = log
-        .lines()
-        .find_map(|l| l.split("call_id=").nth(1))
-        .and_then(|rest| rest.split(['}', ' ', ':']).next())
-        .expect("a call_id in the log")
-        .to_string();
+    let call_id = call_id_in(&log);
     let report = |args: &[&str]| {
         std::process::Command::new(env!("CARGO_BIN_EXE_sav"))
             .arg("--config")

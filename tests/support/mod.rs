@@ -1460,3 +1460,21 @@ pub fn counter(metrics: &str, name: &str, label: &str) -> u64 {
         .and_then(|v| v.parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
+
+/// A sample's value in OpenMetrics text (`name value`, no labels).
+pub fn metric_sample(metrics: &str, name: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' '))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+/// The SIP Call-ID of the first call sav's log names (its `call` span), as
+/// the PBX's logs show it and `sav report` takes it.
+pub fn call_id_in(log: &str) -> String {
+    log.lines()
+        .find_map(|l| l.split("call_id=").nth(1))
+        .and_then(|rest| rest.split(['}', ' ', ':']).next())
+        .expect("a call_id in the log")
+        .to_string()
+}
