@@ -161,7 +161,9 @@ impl Entry {
             let Some(slot) = calls.get_mut(&self.key) else {
                 return;
             };
-            let before = slot.call.clone();
+            // What an event can change (the rest is set once at entry).
+            let moving = |c: &LiveCall| (c.phase, c.speaking, c.turns, c.turn_latency_ms);
+            let before = moving(&slot.call);
             change(slot);
             slot.call.speaking = match (slot.caller_speaks, slot.bot_speaks) {
                 (false, false) => Speaking::Nobody,
@@ -169,7 +171,7 @@ impl Entry {
                 (false, true) => Speaking::Bot,
                 (true, true) => Speaking::Both,
             };
-            slot.call != before
+            moving(&slot.call) != before
         };
         if changed {
             self.board.changed();
