@@ -55,10 +55,21 @@ pub struct Callback {
     pub error: Option<String>,
 }
 
-#[derive(Default)]
 pub struct Callbacks {
+    /// One permit per callback under way.
+    under_way: Arc<tokio::sync::Semaphore>,
     next: AtomicU64,
     kept: Mutex<VecDeque<Callback>>,
+}
+
+impl Default for Callbacks {
+    fn default() -> Self {
+        Self {
+            under_way: Arc::new(tokio::sync::Semaphore::new(MAX_AT_ONCE)),
+            next: AtomicU64::default(),
+            kept: Mutex::default(),
+        }
+    }
 }
 
 impl Callbacks {
@@ -70,6 +81,18 @@ impl Callbacks {
         if let Some(callback) = self.lock().iter_mut().find(|c| c.id == id) {
             change(callback);
         }
+    }
+}
+
+/// Down to [`KEPT`]: the oldest that has ended makes room (one still
+/// dialing stays where its task and `GET /api/callbacks/{id}` find it; at
+/// most [`MAX_AT_ONCE`] are).
+fn make_room(kept: &mut VecDeque<Callback>) {
+    while kept.len() > KEPT {
+        match kept.iter().position(|c| c.state != "dialing") {
+            Some(oldest) => kept.remove(oldest),
+            None => break,
+        };
     }
 }
 
@@ -108,14 +131,15 @@ pub(super) async fn place(
         Err(e) => return error(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
     };
     let callbacks = &console.callbacks;
+    // Held by the callback's task until it ends.
+    let Ok(permit) = callbacks.under_way.clone().try_acquire_owned() else {
+        return error(
+            StatusCode::TOO_MANY_REQUESTS,
+            format!("{MAX_AT_ONCE} callbacks are under way already"),
+        );
+    };
     let callback = {
         let mut kept = callbacks.lock();
-        if kept.iter().filter(|c| c.state == "dialing").count() >= MAX_AT_ONCE {
-            return error(
-                StatusCode::TOO_MANY_REQUESTS,
-                format!("{MAX_AT_ONCE} callbacks are under way already"),
-            );
-        }
         let callback = Callback {
             id: callbacks.next.fetch_add(1, Ordering::Relaxed) + 1,
             target: target.clone(),
@@ -128,15 +152,14 @@ pub(super) async fn place(
             error: None,
         };
         kept.push_back(callback.clone());
-        while kept.len() > KEPT {
-            kept.pop_front();
-        }
+        make_room(&mut kept);
         callback
     };
     info!(by = caller.name, id = callback.id, %phrase, "console: callback placed");
     let id = callback.id;
     let console_for_task = console.clone();
     tokio::spawn(async move {
+        let _permit = permit;
         let request = CallRequest {
             target,
             play: Some(wav),
@@ -171,5 +194,36 @@ pub(super) async fn state(
     match console.callbacks.lock().iter().find(|c| c.id == id) {
         Some(callback) => Json(callback.clone()).into_response(),
         None => error(StatusCode::NOT_FOUND, format!("no callback {id}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn callback(id: u64, state: &'static str) -> Callback {
+        Callback {
+            id,
+            target: "sip:x@example.com".into(),
+            phrase: DEFAULT_PHRASE.into(),
+            by: "ana".into(),
+            state,
+            call_id: None,
+            status: None,
+            duration_s: None,
+            error: None,
+        }
+    }
+
+    #[test]
+    fn a_callback_still_dialing_is_kept_when_room_is_made() {
+        let mut kept: VecDeque<Callback> = (1..=KEPT as u64 + 1)
+            .map(|id| callback(id, if id == 1 { "dialing" } else { "ended" }))
+            .collect();
+        make_room(&mut kept);
+        let ids: Vec<u64> = kept.iter().map(|c| c.id).take(3).collect();
+        assert_eq!(kept.len(), KEPT);
+        // The oldest is still dialing: the next oldest, ended, went.
+        assert_eq!(ids, [1, 3, 4]);
     }
 }
