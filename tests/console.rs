@@ -95,12 +95,6 @@ fn get(base: &str, path: &str, cookie: Option<&str>) -> (StatusCode, String) {
     (response.status(), response.text().unwrap())
 }
 
-fn json(base: &str, path: &str, cookie: &str) -> serde_json::Value {
-    let (status, body) = get(base, path, Some(cookie));
-    assert_eq!(status, StatusCode::OK, "{path}: {body}");
-    serde_json::from_str(&body).unwrap()
-}
-
 /// Checks a JSON answer against what the OpenAPI document says `method
 /// template` answers with `status`.
 fn conforms(
@@ -180,6 +174,24 @@ impl Api<'_> {
     fn get(&self, path: &str, template: &str, who: Who) -> (u16, serde_json::Value) {
         self.call("get", path, template, who, &[], None)
     }
+
+    /// A session's 200 answer to `GET path` (its template read off the
+    /// path), checked against the document like every other.
+    fn json(&self, path: &str, cookie: &str) -> serde_json::Value {
+        let (status, body) = self.get(path, template_of(path), Who::Cookie(cookie));
+        assert_eq!(status, 200, "{path}: {body}");
+        body
+    }
+}
+
+/// The document's path template for a request path of the calls API.
+fn template_of(path: &str) -> &'static str {
+    let bare = path.split('?').next().unwrap_or(path);
+    match bare.strip_prefix("/api/calls/") {
+        Some(_) => "/api/calls/{id}",
+        None if bare == "/api/calls" => "/api/calls",
+        None => panic!("no template known for {path}"),
+    }
 }
 
 /// The CSRF token of a signed-in page (its sign-out form).
@@ -256,7 +268,7 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     // The store writes the record's end in the background.
     let mut list = serde_json::Value::Null;
     for _ in 0..50 {
-        list = json(&base, "/api/calls", &viewer);
+        list = api.json("/api/calls", &viewer);
         if list["calls"][0]["outcome"] == "resolved" {
             break;
         }
@@ -277,22 +289,20 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     assert!(page.contains(&format!("data-call=\"{id}\"")), "{page}");
     // Search by the end of the number; a number that called not.
     assert_eq!(
-        json(&base, "/api/calls?search=5678", &viewer)["calls"]
+        api.json("/api/calls?search=5678", &viewer)["calls"]
             .as_array()
             .unwrap()
             .len(),
         1
     );
-    assert!(json(&base, "/api/calls?search=0999", &viewer)["calls"]
+    assert!(api.json("/api/calls?search=0999", &viewer)["calls"]
         .as_array()
         .unwrap()
         .is_empty());
-    assert!(
-        json(&base, "/api/calls?outcome=transferred", &viewer)["calls"]
-            .as_array()
-            .unwrap()
-            .is_empty()
-    );
+    assert!(api.json("/api/calls?outcome=transferred", &viewer)["calls"]
+        .as_array()
+        .unwrap()
+        .is_empty());
     // The call's page: its transcript turn by turn, its timeline drawn.
     let (status, page) = get(&base, &format!("/calls/{id}"), Some(&viewer));
     assert_eq!(status, StatusCode::OK, "{page}");
@@ -314,7 +324,7 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
         get(&base, "/calls/no-such-call", Some(&viewer)).0,
         StatusCode::NOT_FOUND
     );
-    let one = json(&base, &format!("/api/calls/{id}"), &viewer);
+    let one = api.json(&format!("/api/calls/{id}"), &viewer);
     assert_eq!(one["caller"], "…678");
     assert!(
         one["transcript"].as_array().is_some_and(|t| !t.is_empty()),
@@ -323,15 +333,20 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
 
     // The supervisor: in full, and found by the full number.
     let supervisor = login(&base, "ana", "ana-pw").unwrap();
-    let found = json(&base, "/api/calls?search=%2B33612345678", &supervisor);
+    let found = api.json("/api/calls?search=%2B33612345678", &supervisor);
     assert_eq!(found["calls"][0]["caller"], "+33612345678", "{found}");
     assert_eq!(
-        json(&base, &format!("/api/calls/{id}"), &supervisor)["caller"],
+        api.json(&format!("/api/calls/{id}"), &supervisor)["caller"],
         "+33612345678"
     );
     assert_eq!(
-        get(&base, "/api/calls?day=2026-13-40", Some(&supervisor)).0,
-        StatusCode::BAD_REQUEST
+        api.get(
+            "/api/calls?day=2026-13-40",
+            "/api/calls",
+            Who::Cookie(&supervisor)
+        )
+        .0,
+        400
     );
 
     // The recording: the supervisor's page plays it, each access audited;
@@ -532,14 +547,16 @@ fn calls_are_listed_searched_and_masked_by_role_behind_a_sign_in() {
     };
     assert_eq!(logout("0000"), StatusCode::FORBIDDEN);
     assert_eq!(
-        get(&base, "/api/calls", Some(&supervisor)).0,
-        StatusCode::OK,
+        api.get("/api/calls", "/api/calls", Who::Cookie(&supervisor))
+            .0,
+        200,
         "a refused sign-out leaves the session"
     );
     assert_eq!(logout(&csrf), StatusCode::SEE_OTHER);
     assert_eq!(
-        get(&base, "/api/calls", Some(&supervisor)).0,
-        StatusCode::UNAUTHORIZED
+        api.get("/api/calls", "/api/calls", Who::Cookie(&supervisor))
+            .0,
+        401
     );
 
     // A CRM's callback with its token: sav calls itself, so the call it
@@ -971,10 +988,15 @@ fn in_chromium_the_team_sees_calls_live_reads_them_and_hears_them() {
             Some(cell) => cell.text().await.unwrap_or_default(),
             None => String::new(),
         };
+        assert!(!first_phase.is_empty(), "the live row shows no phase");
+        // Seen while the row is there (a row gone is no phase change).
         until("another phase on the live view", 300, || async {
             match phase().await {
-                Some(cell) => cell.text().await.unwrap_or_default() != first_phase,
-                None => true,
+                Some(cell) => {
+                    let now = cell.text().await.unwrap_or_default();
+                    !now.is_empty() && now != first_phase
+                }
+                None => false,
             }
         })
         .await;
@@ -1034,6 +1056,12 @@ fn in_chromium_the_team_sees_calls_live_reads_them_and_hears_them() {
             .click()
             .await
             .unwrap();
+        // On the call's page (its transcript), and no player there.
+        browser
+            .wait()
+            .for_element(Locator::Css("#transcript"))
+            .await
+            .expect("the call's page for a viewer");
         assert!(
             browser.find(Locator::Css("audio")).await.is_err(),
             "no recording for a viewer"
