@@ -27,7 +27,7 @@ command -v svmap >/dev/null 2>&1 || packages+=(sipvicious)
 command -v systemd-analyze >/dev/null 2>&1 || packages+=(systemd)
 command -v setpriv >/dev/null 2>&1 || packages+=(util-linux)
 # The console's end-to-end tests drive Debian's Chromium headless through
-# its WebDriver (tests/console_browser.rs).
+# its WebDriver (tests/console.rs, the in_chromium_… test).
 command -v chromium >/dev/null 2>&1 || packages+=(chromium)
 command -v chromedriver >/dev/null 2>&1 || packages+=(chromium-driver)
 ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || packages+=(postgresql)

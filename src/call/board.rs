@@ -11,7 +11,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
 use serde::Serialize;
 use tokio::sync::watch;
@@ -83,10 +83,7 @@ impl Board {
     /// A call is answered: its entry, until the returned handle drops.
     pub fn enter(self: &Arc<Self>, call_id: &str, caller: &str, customer: Option<String>) -> Entry {
         let key = self.next.fetch_add(1, Ordering::Relaxed);
-        let started_at = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_millis() as i64;
+        let started_at = crate::store::now_ms();
         let slot = Slot {
             call: LiveCall {
                 call_id: call_id.to_string(),

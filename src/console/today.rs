@@ -4,7 +4,8 @@
 //! and per hour (UTC) the calls and the turns' p95 latency as small
 //! server-drawn SVG charts. Computed from the day's records and timelines
 //! ([`figures`] is pure), at most [`MAX_DAY_CALLS`] calls, on a blocking
-//! thread, kept [`MEMO`] so a room of open pages costs one computation.
+//! thread, kept [`MEMO`] so a room of open pages costs one computation
+//! per [`MEMO`] (pages that miss at the same moment each compute it).
 
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
